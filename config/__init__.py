@@ -1,0 +1,1 @@
+"""Settings files: config.yaml (every setting, commented) and symbols.yaml (subscriptions)."""

@@ -1,0 +1,1 @@
+"""Pump detection over an extracted window (pure), and the refined files it writes."""

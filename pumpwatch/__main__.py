@@ -1,0 +1,3 @@
+from pumpwatch.cli import main
+
+main()

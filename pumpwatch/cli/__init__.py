@@ -1,0 +1,21 @@
+"""`pumpwatch` command line: thin wrappers that parse, load settings once, call one function."""
+
+from __future__ import annotations
+
+import sys
+
+# Each module registers its commands on `app` when imported.
+from pumpwatch.cli import demo_cmds, extract_cmds, listings_cmds, record_cmds, store_cmds  # noqa: F401
+from pumpwatch.cli.app import app
+from pumpwatch.errors import PumpWatchError
+
+
+def main() -> None:
+    """Console entry point: a PumpWatchError becomes one line on stderr and its exit code."""
+    try:
+        app()
+    except PumpWatchError as exc:
+        print(f"pumpwatch: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,5 @@
+"""Commands: extract, detect."""
+
+from __future__ import annotations
+
+from pumpwatch.cli.app import app  # noqa: F401

@@ -1,0 +1,5 @@
+"""Commands: listings."""
+
+from __future__ import annotations
+
+from pumpwatch.cli.app import app  # noqa: F401

@@ -1,0 +1,5 @@
+"""Commands: record, symbols, normalize, reparse."""
+
+from __future__ import annotations
+
+from pumpwatch.cli.app import app  # noqa: F401

@@ -1,0 +1,5 @@
+"""Commands: status, prune (store helper)."""
+
+from __future__ import annotations
+
+from pumpwatch.cli.app import app  # noqa: F401

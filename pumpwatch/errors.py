@@ -1,0 +1,35 @@
+"""Every exception type PumpWatch raises on purpose, in one place.
+
+Three kinds of fault (STYLE.md): a bad frame is counted and skipped (`ParseError`), a network
+fault reconnects (handled inside the runner, never raised to the user), and a config, schema,
+disk or user-input fault stops loudly with one line (`PumpWatchError` subclasses; the CLI
+prints ``str(exc)`` and exits non-zero, never a traceback).
+"""
+
+
+class PumpWatchError(Exception):
+    """Base of the errors the CLI reports as one line and a non-zero exit."""
+
+    exit_code = 1
+
+
+class UsageError(PumpWatchError):
+    """Bad user input: a time without a zone, an unknown stream, a malformed symbol."""
+
+    exit_code = 2
+
+
+class ConfigError(PumpWatchError):
+    """An unreadable config file, an unknown key, a value of the wrong type."""
+
+    exit_code = 2
+
+
+class StoreError(PumpWatchError):
+    """The on-disk store cannot be read or written (missing data dir, damaged file, disk full)."""
+
+    exit_code = 3
+
+
+class ParseError(ValueError):
+    """A frame that is malformed or unexpected. Parsers raise only this; callers count and skip."""

@@ -1,0 +1,288 @@
+"""Every setting, with its default built in, and the loader for ``config/config.yaml``.
+
+`pumpwatch record` runs with no file at all: the dataclass defaults below are the defaults, and
+``config/config.yaml`` repeats them with a comment each. A key in YAML named ``x`` fills the
+field ``x_s`` when that field exists and takes a duration (``"500ms"``, ``"20s"``, ``"30m"``,
+``"7d"`` or a number of seconds), so code keeps units in names while the file stays readable.
+An unknown key, a wrong type or an unreadable file is a `ConfigError` (one line, exit 2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pumpwatch.errors import ConfigError
+from pumpwatch.streams import STREAMS
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(value: object, *, what: str = "duration") -> float:
+    """``"500ms"`` -> 0.5, ``"7d"`` -> 604800.0, ``20`` -> 20.0 seconds."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{what}: expected a duration like '20s', got {value!r}")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ConfigError(f"{what}: a duration cannot be negative ({value!r})")
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION_RE.match(value)
+        if m:
+            return float(m.group(1)) * _UNIT_S[m.group(2)]
+    raise ConfigError(f"{what}: expected a duration like '500ms', '20s', '30m', '7d', got {value!r}")
+
+
+@dataclass
+class StorageSettings:
+    flush_interval_s: float = 1.0  # one zstd record batch per stream per flush
+    flush_rows: int = 65_536  # flush sooner when this many rows are waiting
+    retention_s: float = 7 * 86400.0  # segments older than this are deleted, oldest first
+    min_free_disk_mb: int = 2048  # below this free space the oldest segments are evicted
+    compression_level: int = 3  # zstd level of record batches
+    queue_warn_rows: int = 1_000_000  # log a warning when this many rows wait for the disk
+
+
+@dataclass
+class FramesSettings:
+    enabled: bool = True  # keep every raw frame (zstd NDJSON) for `pumpwatch reparse`
+    retention_s: float = 3 * 86400.0
+    compression_level: int = 3
+
+
+@dataclass
+class ExtractSettings:
+    before_s: float = 20.0  # window start = T - before
+    after_s: float = 20.0  # window end = T + after
+
+
+@dataclass
+class PumpSettings:
+    threshold_percent: float = 3.0  # minimum rise inside one sliding window
+    window_s: float = 1.0  # sliding window length
+    min_volume_ratio: float = 2.0  # window volume vs. the average pre-trigger window volume
+
+
+@dataclass
+class StreamSettings:
+    enabled: bool = True
+    ws_url: str = ""
+    rest_url: str = ""
+    options: dict[str, Any] = field(default_factory=dict)  # adapter-specific knobs (channel choice…)
+
+
+def _default_streams() -> dict[str, StreamSettings]:
+    urls = {
+        "binance_spot": ("wss://stream.binance.com:9443", "https://api.binance.com"),
+        "binance_futures": ("wss://fstream.binance.com/market", "https://fapi.binance.com"),
+        "bybit_spot": ("wss://stream.bybit.com/v5/public/spot", "https://api.bybit.com"),
+        "bybit_futures": ("wss://stream.bybit.com/v5/public/linear", "https://api.bybit.com"),
+        "okx_spot": ("wss://ws.okx.com:8443/ws/v5/business", "https://www.okx.com"),
+        "okx_futures": ("wss://ws.okx.com:8443/ws/v5/business", "https://www.okx.com"),
+        "kucoin_spot": ("", "https://api.kucoin.com"),  # the WS URL comes from bullet-public
+        "kucoin_futures": ("", "https://api-futures.kucoin.com"),
+        "gate_spot": ("wss://api.gateio.ws/ws/v4/", "https://api.gateio.ws"),
+        "gate_futures": ("wss://fx-ws.gateio.ws/v4/ws/usdt", "https://api.gateio.ws"),
+        "phemex_spot": ("wss://ws.phemex.com", "https://api.phemex.com"),
+        "phemex_futures": ("wss://ws.phemex.com", "https://api.phemex.com"),
+    }
+    return {s: StreamSettings(ws_url=urls[s][0], rest_url=urls[s][1]) for s in STREAMS}
+
+
+@dataclass
+class RecorderSettings:
+    streams: list[str] = field(default_factory=lambda: list(STREAMS))  # the subset this machine records
+    symbols_file: str = "config/symbols.yaml"  # relative to the working directory
+    symbols_reload_s: float = 300.0  # re-read the subscription list this often
+    status_interval_s: float = 60.0  # one status line per stream this often
+    backoff_initial_s: float = 1.0  # reconnect backoff starts here …
+    backoff_max_s: float = 30.0  # … doubles with jitter up to here
+    worker_restart_max_s: float = 60.0  # cap of the backoff before restarting a dead worker
+    heartbeat_s: float = 10.0  # journal an "alive" mark this often (bounds a crash's unknown span)
+
+
+@dataclass
+class SymbolsSettings:
+    policy: str = "exclude_upbit_krw"  # exclude_upbit_krw | all | list
+    include: list[str] = field(default_factory=list)  # base assets when policy is "list"
+    keep_after_krw_s: float = 86400.0  # keep recording a coin this long after it joins Upbit KRW
+    upbit_rest_url: str = "https://api.upbit.com"
+
+
+@dataclass
+class UpbitSettings:
+    enabled: bool = True
+    hosts: list[str] = field(
+        default_factory=lambda: ["https://api-manager.upbit.com", "https://pub-info.upbit.com"]
+    )
+    category: str = "trade"
+    per_page: int = 20
+    poll_interval_s: float = 3.0
+    jitter: float = 0.2  # each wait is poll_interval × (1 ± jitter)
+    freshness_s: float = 1800.0  # fire only for notices first listed within this of now
+    backoff_max_s: float = 300.0
+    timeout_s: float = 10.0
+    user_agent: str = "Mozilla/5.0 (X11; Linux x86_64) pumpwatch/0.1"
+
+
+@dataclass
+class MetricsSettings:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 9464
+
+
+@dataclass
+class LoggingSettings:
+    level: str = "INFO"
+    file: bool = True  # also write rotated logs under <data_dir>/logs/
+    max_bytes: int = 20_000_000
+    backups: int = 5
+
+
+@dataclass
+class Settings:
+    data_dir: str = "./data"
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    frames: FramesSettings = field(default_factory=FramesSettings)
+    extract: ExtractSettings = field(default_factory=ExtractSettings)
+    pump: PumpSettings = field(default_factory=PumpSettings)
+    recorder: RecorderSettings = field(default_factory=RecorderSettings)
+    symbols: SymbolsSettings = field(default_factory=SymbolsSettings)
+    streams: dict[str, StreamSettings] = field(default_factory=_default_streams)
+    upbit: UpbitSettings = field(default_factory=UpbitSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return _build(tp, value, where)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        _key_tp, val_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return {str(k): _coerce(v, val_tp, f"{where}.{k}") for k, v in value.items()}
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if tp is Any:
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported setting type {_type_name(tp)}")  # pragma: no cover
+
+
+def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    obj = cls()
+    for key, value in raw.items():
+        key = str(key)
+        path = f"{where}.{key}" if where else key
+        if key in names and not key.endswith("_s"):
+            if cls is Settings and key == "streams":
+                setattr(obj, key, _merge_streams(obj.streams, value, path))
+            else:
+                setattr(obj, key, _coerce(value, hints[key], path))
+        elif f"{key}_s" in names:
+            setattr(obj, f"{key}_s", parse_duration(value, what=path))
+        else:
+            known = sorted(n[:-2] if n.endswith("_s") else n for n in names)
+            raise ConfigError(f"{path}: unknown setting (known here: {', '.join(known)})")
+    return obj
+
+
+def _merge_streams(defaults: dict[str, StreamSettings], raw: Any, where: str) -> dict[str, StreamSettings]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping of stream id to settings")
+    merged = dict(defaults)
+    for stream, value in raw.items():
+        if stream not in STREAMS:
+            raise ConfigError(f"{where}.{stream}: unknown stream (known: {', '.join(STREAMS)})")
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}.{stream}: expected a mapping")
+        base = dataclasses.asdict(defaults[stream])
+        base.update(value)
+        merged[stream] = _build(StreamSettings, base, f"{where}.{stream}")
+    return merged
+
+
+def validate(settings: Settings) -> Settings:
+    """Checks across fields that a type alone does not catch."""
+    for stream in settings.recorder.streams:
+        if stream not in STREAMS:
+            raise ConfigError(f"recorder.streams: unknown stream {stream!r}")
+    if settings.symbols.policy not in ("exclude_upbit_krw", "all", "list"):
+        raise ConfigError("symbols.policy: expected exclude_upbit_krw, all or list")
+    if settings.storage.flush_interval_s <= 0:
+        raise ConfigError("storage.flush_interval: must be positive")
+    if settings.pump.window_s <= 0:
+        raise ConfigError("pump.window: must be positive")
+    return settings
+
+
+def load_settings(config_file: str | os.PathLike[str] | None = None, data_dir: str | None = None) -> Settings:
+    """Built-in defaults, overlaid by `config_file` (or $PUMPWATCH_CONFIG), then `data_dir`
+    (or $PUMPWATCH_DATA_DIR). No file at all is fine; a named file that cannot be read is not."""
+    import yaml
+
+    config_file = config_file or os.environ.get("PUMPWATCH_CONFIG") or None
+    settings = Settings()
+    if config_file is not None:
+        path = Path(config_file)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            at = f" at line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"config {path} is not valid YAML{at}") from None
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config {path}: the top level must be a mapping")
+        settings = _build(Settings, raw, "")
+    data_dir = data_dir or os.environ.get("PUMPWATCH_DATA_DIR") or None
+    if data_dir:
+        settings.data_dir = data_dir
+    return validate(settings)

@@ -1,0 +1,1 @@
+"""Live I/O: exchange adapters, the connection runner, worker processes, the Upbit watcher."""

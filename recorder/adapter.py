@@ -1,0 +1,133 @@
+"""What an exchange adapter is: a plain record of values and pure functions (STYLE.md).
+
+One file per exchange under ``recorder/adapters/`` builds one `Adapter` per market. The
+connection runner (``recorder/runner.py``) is the only code that does I/O with them and it
+never names an exchange: every difference between exchanges is a value or a function here.
+
+Everything in this module is Sans-I/O: no sockets, no awaiting, no clock reads. Times that a
+function needs (a receive time, "now" for a ping payload) are passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pumpwatch.segments.schema import TradeRow
+
+
+@dataclass(frozen=True, slots=True)
+class Instrument:
+    """One subscribable instrument, as kept in ``config/symbols.yaml``."""
+
+    symbol: str  # the exchange's own symbol: "0GUSDT", "0G-USDT-SWAP", "sBTCUSDT", "XBTUSDTM"
+    base: str  # upper-case base as Upbit names it ("XBT" -> "BTC"; never "1000PEPE" -> "PEPE")
+    quote: str  # upper-case quote asset
+    multiplier: float = 1.0  # base units per contract/lot (OKX ctVal, KuCoin multiplier, Gate quanto)
+    price_scale: int = 0  # Phemex spot: price = priceEp / 10**price_scale (0 = not scaled)
+    qty_scale: int = 0  # Phemex spot: qty = value / 10**qty_scale (0 = not scaled)
+
+
+# The instruments a parser knows, by exchange symbol exactly as it appears in frames.
+Instruments = Mapping[str, Instrument]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    """A REST call the runner performs on an adapter's behalf (token, instrument list)."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectTarget:
+    """Where and how to open one WebSocket connection."""
+
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    ping_interval_s: float | None = None  # overrides Adapter.ping_interval_s (KuCoin's pingInterval)
+    wait_welcome: bool = False  # subscribe only after a Control(kind="welcome") arrives
+
+
+ControlKind = Literal["ack", "error", "pong", "welcome", "info", "reconnect"]
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """A non-trade frame, decoded.
+
+    kind:
+      ack       -- reply to a subscribe/unsubscribe request `req_id`; `ok` False means rejected,
+                   with the rejected `symbols` when the exchange says which.
+      error     -- an error frame; `req_id`/`symbols` when attributable, `message` always.
+      pong      -- reply to our keep-alive.
+      welcome   -- the server is ready for subscriptions (KuCoin).
+      info      -- anything harmless (heartbeat, notice, server time) — ignored.
+      reconnect -- the server announced it will close soon (Binance serverShutdown,
+                   OKX notice 64008): the runner rotates make-before-break now.
+    `reply` is a frame to send back at once (an application-level ping from the server).
+    """
+
+    kind: ControlKind
+    req_id: str | None = None
+    ok: bool = True
+    symbols: tuple[str, ...] = ()
+    message: str = ""
+    reply: str | None = None
+
+
+# decode(frame, recv_us, instruments) -> trades (oldest first) or a Control.
+# Raises pumpwatch.errors.ParseError, and nothing else, on garbage or an unexpected shape.
+# Trades of an instrument missing from `instruments` raise ParseError when the base or the
+# multiplier cannot be known otherwise (never guess a contract multiplier).
+Decoder = Callable[[bytes | str, int, Instruments], "list[TradeRow] | Control"]
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """One exchange market: URLs come from settings, everything else from here."""
+
+    stream: str  # "okx_futures"
+    doc_url: str  # the API page this implements
+    decode: Decoder
+
+    # Subscribing. `subscribe(symbols, req_id)` returns the frames to send for one chunk of
+    # at most `max_symbols_per_request` symbols; `unsubscribe` likewise.
+    subscribe: Callable[[Sequence[str], str], list[str]]
+    unsubscribe: Callable[[Sequence[str], str], list[str]]
+    max_symbols_per_request: int  # Bybit spot 10, Phemex 1 …
+    max_symbols_per_connection: int  # Binance 1024, Phemex 20, KuCoin ~100 …
+    max_requests_per_s: float  # Binance spot 5 (every control frame counts)
+    max_connections: int | None = None  # Phemex 5 per client
+
+    # Opening a connection. `connect_request(rest_url)` is a REST call to make before every
+    # connect (KuCoin bullet-public), its response body is passed to `connect_target`.
+    connect_target: Callable[[str, bytes | None, str], ConnectTarget] = lambda ws_url, _body, _cid: (
+        ConnectTarget(ws_url)
+    )
+    connect_request: Callable[[str], HttpRequest] | None = None
+
+    # Keep-alive. `ping(now_ms)` builds an application ping; None means WebSocket ping frames.
+    ping: Callable[[int], str] | None = None
+    ping_interval_s: float = 20.0
+    # No frame at all for this long means the connection is dead (watchdog).
+    quiet_timeout_s: float = 60.0
+    # Planned rotation: open a replacement this long before the exchange's lifetime cap.
+    max_lifetime_s: float | None = None
+    rotate_margin_s: float = 600.0
+
+    # Instrument list for `pumpwatch symbols`: the REST calls (paginated ones may return a
+    # follow-up request from `parse_instruments`) and the parse of their bodies.
+    instruments_request: Callable[[str], HttpRequest] | None = None
+    parse_instruments: Callable[[bytes], tuple[list[Instrument], HttpRequest | None]] | None = None
+
+    # De-duplication across overlapping connections and replayed snapshots. The key must be
+    # equal for the same trade seen twice. Default: (symbol, trade_id).
+    dedupe_key: Callable[[TradeRow], Any] = lambda row: (row[2], row[8])
+
+    # Free-form adapter options from settings (streams.<id>.options), with their defaults.
+    default_options: Mapping[str, Any] = field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""Upbit announcements: poller, title parser, firing rule and trigger."""

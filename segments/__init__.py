@@ -1,0 +1,1 @@
+"""The store: trade schema, segment writer and reader, crash recovery, retention, journals."""
