@@ -1,0 +1,301 @@
+"""KuCoin spot and USDT-margined futures public trades.
+
+Implements:
+  https://www.kucoin.com/docs-new/websocket-api/base-info/introduction   (token, welcome, ping)
+  https://www.kucoin.com/docs-new/3470072w0   (spot  /market/match)
+  https://www.kucoin.com/docs-new/3470084w0   (futures /contractMarket/execution)
+
+Every connect needs a fresh token from ``POST <rest>/api/v1/bullet-public`` (spot and futures
+from their own REST hosts; a reused token fails with ``401 token is expired`` after 24 h).
+The connection is usable only after the ``welcome`` frame; the client pings with JSON at the
+server-given ``pingInterval``. Spot times are nanosecond strings, futures times nanosecond
+integers above 2**53 (parsed by orjson as exact ints, never floats). Futures sizes are lots:
+base qty = lots × the contract ``multiplier`` from ``/api/v1/contracts/active``. KuCoin calls
+bitcoin ``XBT`` on futures; the base is stored as ``BTC``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+from pumpwatch.recorder.adapter import (
+    Adapter,
+    ConnectTarget,
+    Control,
+    Decoder,
+    HttpRequest,
+    Instrument,
+    Instruments,
+)
+from pumpwatch.segments.schema import TradeRow
+
+from pumpwatch.errors import ConfigError, ParseError
+
+DOC_URL = "https://www.kucoin.com/docs-new/websocket-api/base-info/introduction"
+DAY_US = 86_400_000_000
+_INF = float("inf")
+_SIDES = {"buy": "buy", "sell": "sell"}
+# KuCoin names bitcoin XBT on futures; Upbit (and our `base`) say BTC.
+_BASE_ALIASES = {"XBT": "BTC"}
+
+_TOPIC = {"spot": "/market/match:", "futures": "/contractMarket/execution:"}
+_SUBJECT = {"spot": "trade.l3match", "futures": "match"}
+
+
+def _positive(value: Any, what: str) -> float:
+    """A finite price/size > 0 from a JSON string or number (bool is not a number here)."""
+    if type(value) is str or type(value) is int or type(value) is float:
+        x = float(value)
+        if 0.0 < x < _INF:
+            return x
+    raise ParseError(f"bad {what}: {value!r}")
+
+
+def _ns_to_us(value: Any, recv_us: int) -> int:
+    """Exchange ns (string or int) -> µs by integer division, checked against the receive time."""
+    if type(value) is not int and type(value) is not str:
+        raise ParseError(f"bad time: {value!r}")
+    time_us = int(value) // 1000
+    if abs(time_us - recv_us) > DAY_US:
+        raise ParseError(f"implausible time {value!r}")
+    return time_us
+
+
+def _control(msg: dict[str, Any], kind: str) -> Control:
+    req_id = msg.get("id")
+    rid = None if req_id is None else str(req_id)
+    if kind == "welcome":
+        return Control("welcome", req_id=rid)
+    if kind == "ack":
+        return Control("ack", req_id=rid)
+    if kind == "pong":
+        return Control("pong", req_id=rid)
+    if kind == "notice":
+        return Control("info", message=str(msg.get("data", "")))
+    # {"id":"...","type":"error","code":401,"data":"token is expired"}: with an id it answers that
+    # request (a refused subscribe), without one it is a connection-level error.
+    data = msg.get("data", "")
+    message = f"{msg.get('code', '')} {data}".strip()
+    if rid is not None:
+        return Control("ack", req_id=rid, ok=False, symbols=_topic_symbols(data), message=message)
+    return Control("error", message=message)
+
+
+def _topic_symbols(text: Any) -> tuple[str, ...]:
+    """The symbols named in ``"topic /market/match:A,B is not found"``; () when none are named."""
+    if type(text) is not str or ":" not in text:
+        return ()
+    tail = text.split(":", 1)[1].split()
+    return tuple(s for s in tail[0].split(",") if s) if tail else ()
+
+
+def _make_decode(market: str) -> Decoder:
+    subject_expected = _SUBJECT[market]
+    futures = market == "futures"
+
+    def decode(frame: bytes | str, recv_us: int, instruments: Instruments) -> list[TradeRow] | Control:
+        """One KuCoin frame -> trades or a Control.
+
+        Spot sample: {"topic":"/market/match:BTC-USDT","type":"message","subject":"trade.l3match",
+        "data":{"price":"67523","side":"buy","size":"0.003","symbol":"BTC-USDT",
+        "time":"1729843222921000000","tradeId":"11067996711960577",...}}
+        Futures sample: {"topic":"/contractMarket/execution:XBTUSDTM","type":"message",
+        "subject":"match","data":{"symbol":"XBTUSDTM","side":"buy","size":2,"price":"90503.9",
+        "tradeId":"1794100537695","ts":1731898619520000000,...}}
+        """
+        try:
+            msg = orjson.loads(frame)
+        except orjson.JSONDecodeError as exc:
+            raise ParseError(f"not JSON: {exc}") from None
+        if type(msg) is not dict:
+            raise ParseError("frame is not an object")
+        kind = msg.get("type")
+        if kind != "message":
+            if kind in ("welcome", "ack", "pong", "error", "notice"):
+                return _control(msg, kind)
+            raise ParseError(f"unexpected frame type {kind!r}")
+        if msg.get("subject") != subject_expected:
+            raise ParseError(f"unexpected subject {msg.get('subject')!r}")
+        data = msg.get("data")
+        if type(data) is not dict:
+            raise ParseError("message without data object")
+        try:
+            symbol = data["symbol"]
+            inst = instruments.get(symbol) if type(symbol) is str else None
+            if inst is None:
+                raise ParseError(f"unknown symbol {symbol!r}")
+            side = _SIDES.get(data["side"]) if type(data["side"]) is str else None
+            if side is None:
+                raise ParseError(f"bad side {data['side']!r}")
+            trade_id = data["tradeId"]
+            if type(trade_id) is not str:
+                if type(trade_id) is not int:
+                    raise ParseError(f"bad tradeId {trade_id!r}")
+                trade_id = str(trade_id)
+            price = _positive(data["price"], "price")
+            if futures:
+                qty = _positive(data["size"], "size") * inst.multiplier
+                time_us = _ns_to_us(data["ts"], recv_us)
+            else:
+                qty = _positive(data["size"], "size")
+                time_us = _ns_to_us(data["time"], recv_us)
+        except KeyError as exc:
+            raise ParseError(f"missing field {exc}") from None
+        except (ValueError, TypeError) as exc:
+            if isinstance(exc, ParseError):
+                raise
+            raise ParseError(str(exc)) from None
+        return [(time_us, recv_us, symbol, inst.base, inst.quote, price, qty, side, trade_id)]
+
+    return decode
+
+
+def _make_subscribe(market: str, action: str) -> Callable[[Sequence[str], str], list[str]]:
+    prefix = _TOPIC[market]
+
+    def build(symbols: Sequence[str], req_id: str) -> list[str]:
+        """One frame per chunk: KuCoin takes up to 100 symbols comma-joined in one topic."""
+        if not symbols:
+            return []
+        frame: dict[str, Any] = {"id": req_id, "type": action, "topic": prefix + ",".join(symbols)}
+        if market == "spot":
+            frame["privateChannel"] = False
+        frame["response"] = True
+        return [orjson.dumps(frame).decode()]
+
+    return build
+
+
+def bullet_request(rest_url: str) -> HttpRequest:
+    """The public-token request made before every connect (tokens are per market host)."""
+    return HttpRequest("POST", rest_url.rstrip("/") + "/api/v1/bullet-public", {}, b"")
+
+
+def connect_target(ws_url: str, body: bytes | None, conn_id: str) -> ConnectTarget:
+    """``<endpoint>?token=…&connectId=…`` from a bullet-public response.
+
+    ``ws_url`` from settings, when set, replaces the endpoint the token response names (a proxy
+    or a test server); ping interval comes from the response's ``pingInterval`` (ms).
+    """
+    try:
+        reply = orjson.loads(body or b"")
+        data = reply["data"]
+        token = data["token"]
+        server = data["instanceServers"][0]
+        endpoint = ws_url or server["endpoint"]
+        ping_interval_s = float(server.get("pingInterval", 18_000)) / 1000.0
+        if reply.get("code") != "200000" or type(token) is not str or type(endpoint) is not str:
+            raise ParseError(f"bullet-public refused: {reply!r:.200}")
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        if isinstance(exc, ParseError):
+            raise
+        raise ParseError(f"bad bullet-public response: {exc}") from None
+    sep = "&" if "?" in endpoint else "?"
+    return ConnectTarget(
+        url=f"{endpoint}{sep}token={token}&connectId={conn_id}",
+        ping_interval_s=ping_interval_s,
+        wait_welcome=True,
+    )
+
+
+def ping(now_ms: int) -> str:
+    """``{"id":"<ms>","type":"ping"}``; the server answers with a pong of the same id."""
+    return f'{{"id":"{now_ms}","type":"ping"}}'
+
+
+def _instruments_request(market: str) -> Callable[[str], HttpRequest]:
+    path = "/api/v2/symbols" if market == "spot" else "/api/v1/contracts/active"
+    return lambda rest_url: HttpRequest("GET", rest_url.rstrip("/") + path)
+
+
+def _base(name: str) -> str:
+    upper = name.upper()
+    return _BASE_ALIASES.get(upper, upper)
+
+
+def parse_spot_instruments(body: bytes) -> tuple[list[Instrument], HttpRequest | None]:
+    """USDT pairs with enableTrading from ``GET /api/v2/symbols``."""
+    out = []
+    for r in _rows(body):
+        if r.get("quoteCurrency") == "USDT" and r.get("enableTrading") is True:
+            out.append(Instrument(_text(r, "symbol"), _base(_text(r, "baseCurrency")), "USDT"))
+    return out, None
+
+
+def parse_futures_instruments(body: bytes) -> tuple[list[Instrument], HttpRequest | None]:
+    """Open linear USDT perpetuals (type FFWCSX) from ``GET /api/v1/contracts/active``."""
+    out = []
+    for r in _rows(body):
+        if (
+            r.get("quoteCurrency") != "USDT"
+            or r.get("settleCurrency") != "USDT"
+            or r.get("isInverse") is not False
+            or r.get("type") != "FFWCSX"
+            or r.get("status") != "Open"
+        ):
+            continue
+        multiplier = _positive(r.get("multiplier"), f"multiplier of {r.get('symbol')!r}")
+        out.append(
+            Instrument(_text(r, "symbol"), _base(_text(r, "baseCurrency")), "USDT", multiplier=multiplier)
+        )
+    return out, None
+
+
+def _text(row: dict[str, Any], key: str) -> str:
+    value = row.get(key)
+    if type(value) is not str or not value:
+        raise ParseError(f"instrument field {key!r} is {value!r}")
+    return value
+
+
+def _rows(body: bytes) -> list[dict[str, Any]]:
+    try:
+        reply = orjson.loads(body)
+        rows = reply["data"]
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ParseError(f"bad instrument list: {exc}") from None
+    if reply.get("code") != "200000" or not isinstance(rows, list):
+        raise ParseError(f"instrument list refused: {str(reply)[:200]}")
+    return [r for r in rows if isinstance(r, dict)]
+
+
+DEFAULT_OPTIONS: dict[str, Any] = {
+    # Symbols per connection. KuCoin documents 100 symbols per topic; per-session caps are folklore
+    # (100 "509 exceed max subscription count", 300, 400), so one full topic per connection.
+    "max_symbols_per_connection": 100,
+}
+
+
+def adapter(market: str, options: dict[str, Any]) -> Adapter:
+    """The KuCoin `Adapter` for ``"spot"`` or ``"futures"``."""
+    if market not in _TOPIC:
+        raise ConfigError(f"kucoin: unknown market {market!r}")
+    unknown = set(options) - set(DEFAULT_OPTIONS)
+    if unknown:
+        raise ConfigError(f"kucoin_{market}: unknown option(s) {sorted(unknown)}")
+    opts = {**DEFAULT_OPTIONS, **options}
+    per_conn = opts["max_symbols_per_connection"]
+    if type(per_conn) is not int or not 1 <= per_conn <= 100:
+        raise ConfigError(f"kucoin_{market}: max_symbols_per_connection must be 1..100, got {per_conn!r}")
+    return Adapter(
+        stream=f"kucoin_{market}",
+        doc_url=DOC_URL,
+        decode=_make_decode(market),
+        subscribe=_make_subscribe(market, "subscribe"),
+        unsubscribe=_make_subscribe(market, "unsubscribe"),
+        max_symbols_per_request=min(100, per_conn),
+        max_symbols_per_connection=per_conn,
+        # 100 client messages per 10 s per connection, pings included: stay at half of it.
+        max_requests_per_s=5.0,
+        connect_target=connect_target,
+        connect_request=bullet_request,
+        ping=ping,
+        ping_interval_s=18.0,  # replaced by the token response's pingInterval
+        quiet_timeout_s=60.0,
+        max_lifetime_s=86_400.0,  # "a single connection is expected to be disconnected after 24 hours"
+        instruments_request=_instruments_request(market),
+        parse_instruments=parse_spot_instruments if market == "spot" else parse_futures_instruments,
+        default_options=DEFAULT_OPTIONS,
+    )
