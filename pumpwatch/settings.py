@@ -113,6 +113,7 @@ class SymbolsSettings:
     policy: str = "exclude_upbit_krw"  # exclude_upbit_krw | all | list
     include: list[str] = field(default_factory=list)  # base assets when policy is "list"
     keep_after_krw_s: float = 86400.0  # keep recording a coin this long after it joins Upbit KRW
+    refresh_s: float = 3600.0  # `record` re-fetches the subscription list this often (0 = never)
     upbit_rest_url: str = "https://api.upbit.com"
 
 
