@@ -1,0 +1,350 @@
+"""Raw frame journal (DESIGN §6): every frame received, zstd NDJSON, hourly per stream.
+
+``data/frames/exchange=<e>/market=<m>/date=<YYYY-MM-DD>/<HHMMSS>.ndjson.zst``, one file per
+stream per UTC hour of receive time; ``<HHMMSS>`` is when the writer opened it (``HH0000``
+except for a writer's first hour), so a restart never appends after a torn tail. One line per
+frame, exactly as received::
+
+    {"r":1767225600123456,"f":"{\\"e\\":\\"trade\\",...}"}   a text frame given as str
+    {"r":1767225600123456,"t":"{\\"e\\":\\"trade\\",...}"}   a UTF-8 frame given as bytes
+    {"r":1767225600123456,"b":"AAECAw=="}                     other bytes, base64
+
+Each flush appends one complete zstd frame; concatenated zstd frames are one valid stream, so
+a crash loses at most the unflushed interval, and a torn last zstd frame reads as the end.
+
+`FrameWriter.append` is the recorder's hot path (up to ~50 k frames/s per process): it only
+puts the frame on a deque; a background thread encodes, compresses and writes every
+``flush_interval_s``. Nothing is ever dropped: on a disk error the batch stays queued and the
+file is truncated back to its last complete zstd frame.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import logging
+import os
+import re
+import threading
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import zstandard
+
+from pumpwatch.streams import STREAMS, split_stream
+
+log = logging.getLogger(__name__)
+
+FRAMES_DIR = "frames"
+FRAME_SUFFIX = ".ndjson.zst"
+HOUR_US = 3_600_000_000
+_NAME_RE = re.compile(r"^(_?)(\d{2})(\d{2})(\d{2})$")
+_DATE_RE = re.compile(r"^date=(\d{4})-(\d{2})-(\d{2})$")
+
+
+@dataclass(frozen=True)
+class HourlyFile:
+    """One hourly file of the store (segment or frames). `hour_end_us` is the end of the UTC
+    hour it belongs to; `sealed` is False for a name starting with ``_`` (still written)."""
+
+    path: Path
+    stream: str
+    start_us: int
+    hour_end_us: int
+    sealed: bool
+    size_bytes: int
+    mtime_us: int
+
+
+def scan_hourly_files(
+    root: str | os.PathLike[str], suffix: str, streams: Iterable[str] | None = None
+) -> list[HourlyFile]:
+    """Files ``<root>/exchange=<e>/market=<m>/date=<YYYY-MM-DD>/[_]<HHMMSS><suffix>`` of known
+    streams, sorted by (stream, start). Anything else in the tree is ignored."""
+    chosen = set(STREAMS if streams is None else streams)
+    out: list[HourlyFile] = []
+    base = Path(root)
+    for stream in sorted(chosen):
+        exchange, market = split_stream(stream)
+        stream_dir = base / f"exchange={exchange}" / f"market={market}"
+        try:
+            date_dirs = list(stream_dir.iterdir())
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for date_dir in date_dirs:
+            dm = _DATE_RE.match(date_dir.name)
+            if not dm or not date_dir.is_dir():
+                continue
+            for entry in os.scandir(date_dir):
+                if not entry.name.endswith(suffix) or not entry.is_file(follow_symlinks=False):
+                    continue
+                nm = _NAME_RE.match(entry.name[: -len(suffix)])
+                if not nm:
+                    continue
+                try:
+                    start = datetime(
+                        int(dm[1]), int(dm[2]), int(dm[3]), int(nm[2]), int(nm[3]), int(nm[4]), tzinfo=UTC
+                    )
+                    st = entry.stat(follow_symlinks=False)
+                except (ValueError, FileNotFoundError):
+                    continue
+                start_us = int(start.timestamp()) * 1_000_000
+                out.append(
+                    HourlyFile(
+                        path=Path(entry.path),
+                        stream=stream,
+                        start_us=start_us,
+                        hour_end_us=start_us - start_us % HOUR_US + HOUR_US,
+                        sealed=not nm[1],
+                        size_bytes=st.st_size,
+                        mtime_us=st.st_mtime_ns // 1000,
+                    )
+                )
+    out.sort(key=lambda f: (f.stream, f.start_us, f.path.name))
+    return out
+
+
+def frames_root(data_dir: str | os.PathLike[str]) -> Path:
+    """``<data_dir>/frames``."""
+    return Path(data_dir) / FRAMES_DIR
+
+
+def list_frame_files(
+    data_dir: str | os.PathLike[str], streams: Iterable[str] | None = None
+) -> list[HourlyFile]:
+    """Frame files on disk, sorted by (stream, start)."""
+    return scan_hourly_files(frames_root(data_dir), FRAME_SUFFIX, streams)
+
+
+def frame_path(data_dir: str | os.PathLike[str], stream: str, opened_us: int) -> Path:
+    """Path of the frame file of `stream` opened at `opened_us` (named by its UTC HHMMSS)."""
+    exchange, market = split_stream(stream)
+    when = datetime.fromtimestamp(opened_us // 1_000_000, tz=UTC)
+    return (
+        frames_root(data_dir)
+        / f"exchange={exchange}"
+        / f"market={market}"
+        / f"date={when:%Y-%m-%d}"
+        / f"{when:%H%M%S}{FRAME_SUFFIX}"
+    )
+
+
+def encode_frame(recv_us: int, frame: bytes | str) -> bytes:
+    """One NDJSON line (with newline) for a frame; see the module docstring for the keys."""
+    if isinstance(frame, str):
+        return orjson.dumps({"r": recv_us, "f": frame}, option=orjson.OPT_APPEND_NEWLINE)
+    if not isinstance(frame, bytes):
+        frame = bytes(frame)  # bytearray / memoryview from a WebSocket library
+    try:
+        text = frame.decode("utf-8")
+    except UnicodeDecodeError:
+        return orjson.dumps(
+            {"r": recv_us, "b": base64.b64encode(frame).decode("ascii")}, option=orjson.OPT_APPEND_NEWLINE
+        )
+    return orjson.dumps({"r": recv_us, "t": text}, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def decode_frame(line: bytes) -> tuple[int, bytes | str] | None:
+    """Inverse of `encode_frame`; None for a line that is not one (torn or foreign)."""
+    try:
+        obj = orjson.loads(line)
+        recv_us = obj["r"]
+        if not isinstance(recv_us, int):
+            return None
+        if "f" in obj and isinstance(obj["f"], str):
+            return recv_us, obj["f"]
+        if "t" in obj and isinstance(obj["t"], str):
+            return recv_us, obj["t"].encode("utf-8")
+        if "b" in obj and isinstance(obj["b"], str):
+            return recv_us, base64.b64decode(obj["b"], validate=True)
+    except (orjson.JSONDecodeError, KeyError, TypeError, binascii.Error):
+        return None
+    return None
+
+
+class FrameWriter:
+    """Buffers raw frames of one stream and writes them hourly as zstd NDJSON.
+
+    `append` never blocks on the disk and never drops; a background thread flushes every
+    `flush_interval_s`; `flush` writes everything appended so far; `close` flushes and stops.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        stream: str,
+        *,
+        compression_level: int = 3,
+        flush_interval_s: float = 1.0,
+    ) -> None:
+        split_stream(stream)
+        self.data_dir = Path(data_dir)
+        self.stream = stream
+        self.flush_interval_s = flush_interval_s
+        self._queue: deque[tuple[int, bytes | str]] = deque()
+        self._pending: list[tuple[int, bytes | str]] = []  # taken from the queue, not yet on disk
+        self._cctx = zstandard.ZstdCompressor(level=compression_level)
+        self._write_lock = threading.Lock()
+        self._paths: dict[int, Path] = {}  # hour start -> file this writer uses for that hour
+        self._fd: int | None = None
+        self._fd_hour: int | None = None
+        self._failing = False
+        self.frames_written = 0
+        self.bytes_written = 0
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"frames-{stream}", daemon=True)
+        self._thread.start()
+
+    def append(self, recv_us: int, frame: bytes | str) -> None:
+        """Queue one frame received at `recv_us` (µs UTC). Cheap: a deque append."""
+        self._queue.append((recv_us, frame))
+
+    def flush(self) -> None:
+        """Write every frame appended so far (one zstd frame per hour touched).
+
+        A disk error is logged (once per failure spell), the frames stay queued for the next
+        attempt, and `StoreError` is not raised: the recorder must keep running.
+        """
+        with self._write_lock:
+            self._flush_locked()
+
+    def close(self) -> None:
+        """Flush, stop the background thread and close the file."""
+        self._closed.set()
+        self._thread.join()
+        with self._write_lock:
+            self._flush_locked()
+            if self._fd is not None:
+                os.fsync(self._fd)
+                os.close(self._fd)
+                self._fd = None
+        if self._pending:
+            log.error("frames %s: %d frame(s) could not be written at close", self.stream, len(self._pending))
+
+    def __enter__(self) -> FrameWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def queued(self) -> int:
+        """Frames appended but not yet on disk."""
+        return len(self._queue) + len(self._pending)
+
+    def _run(self) -> None:
+        while not self._closed.wait(self.flush_interval_s):
+            try:
+                self.flush()
+            except Exception:  # keep the thread alive: the frames stay queued for the next try
+                log.exception("frames %s: flush failed", self.stream)
+
+    def _flush_locked(self) -> None:
+        queue = self._queue
+        # popleft is atomic against concurrent appends; a swap of lists would race with them
+        take = len(queue)
+        if take:
+            self._pending.extend(queue.popleft() for _ in range(take))
+        while self._pending:
+            hour = self._pending[0][0] // HOUR_US
+            run_end = 1
+            n = len(self._pending)
+            while run_end < n and self._pending[run_end][0] // HOUR_US == hour:
+                run_end += 1
+            run = self._pending[:run_end]
+            if not self._write_run(hour * HOUR_US, run):
+                return
+            del self._pending[:run_end]
+
+    def _write_run(self, hour_us: int, run: list[tuple[int, bytes | str]]) -> bool:
+        payload = self._cctx.compress(b"".join([encode_frame(r, f) for r, f in run]))
+        try:
+            fd = self._fd_for(hour_us, run[0][0])
+            size_before = os.fstat(fd).st_size
+            try:
+                view = memoryview(payload)
+                while view:
+                    view = view[os.write(fd, view) :]
+            except OSError:
+                # leave no torn zstd frame in the middle of the file: the retry rewrites it whole
+                os.ftruncate(fd, size_before)
+                raise
+        except OSError as exc:
+            if not self._failing:
+                log.error("frames %s: cannot write (%s); %d frame(s) kept queued", self.stream, exc, len(run))
+                self._failing = True
+            return False
+        if self._failing:
+            log.warning("frames %s: writing again", self.stream)
+            self._failing = False
+        self.frames_written += len(run)
+        self.bytes_written += len(payload)
+        return True
+
+    def _fd_for(self, hour_us: int, first_recv_us: int) -> int:
+        if self._fd is not None and self._fd_hour == hour_us:
+            return self._fd
+        path = self._paths.get(hour_us)
+        if path is None:
+            # the first hour of a writer is named by its first frame; later hours by HH0000
+            opened_us = first_recv_us if not self._paths else hour_us
+            path = frame_path(self.data_dir, self.stream, opened_us)
+            while path.exists() and opened_us + 1_000_000 < hour_us + HOUR_US:
+                opened_us += 1_000_000  # another writer (restart in the same second) has it
+                path = frame_path(self.data_dir, self.stream, opened_us)
+            self._paths[hour_us] = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        if self._fd is not None:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            log.info("frames %s: rotated to %s", self.stream, path.name)
+        self._fd, self._fd_hour = fd, hour_us
+        return fd
+
+
+def _iter_file_lines(path: Path) -> Iterator[bytes]:
+    """Decompressed lines of one frame file; a torn or damaged tail ends it quietly."""
+    try:
+        fh = open(path, "rb")  # noqa: SIM115  # closed by the `with` on the reader below
+    except FileNotFoundError:
+        return
+    with fh, zstandard.ZstdDecompressor().stream_reader(fh, read_across_frames=True) as reader:
+        text = io.BufferedReader(reader, buffer_size=1 << 20)
+        while True:
+            try:
+                line = text.readline()
+            except zstandard.ZstdError as exc:
+                log.warning("frames: %s is damaged after a point (%s); reading stopped there", path, exc)
+                return
+            if not line:
+                return
+            if line.endswith(b"\n"):
+                yield line
+
+
+def iter_frames(
+    data_dir: str | os.PathLike[str], stream: str, start_us: int | None = None, end_us: int | None = None
+) -> Iterator[tuple[int, bytes | str]]:
+    """Frames of `stream` received in ``[start_us, end_us]`` (bounds optional), in receive
+    order, as ``(recv_us, frame)`` with the frame's original type (str or bytes)."""
+    lo = -(2**63) if start_us is None else start_us
+    hi = 2**63 if end_us is None else end_us
+    skipped = 0
+    for f in list_frame_files(data_dir, [stream]):
+        if f.hour_end_us <= lo or f.start_us > hi:
+            continue
+        for line in _iter_file_lines(f.path):
+            decoded = decode_frame(line)
+            if decoded is None:
+                skipped += 1
+                continue
+            if lo <= decoded[0] <= hi:
+                yield decoded
+    if skipped:
+        log.warning("frames %s: skipped %d unreadable line(s)", stream, skipped)
