@@ -131,6 +131,7 @@ class UpbitSettings:
     backoff_max_s: float = 300.0
     timeout_s: float = 10.0
     user_agent: str = "Mozilla/5.0 (X11; Linux x86_64) pumpwatch/0.1"
+    settle_s: float = 0.5  # extract at T + extract.after + one flush + this (trades that arrive late)
 
 
 @dataclass
