@@ -40,8 +40,12 @@ def _formatter() -> logging.Formatter:
     return fmt
 
 
-def setup_logging(settings: Settings, process_name: str, *, console: bool = True) -> Path | None:
+def setup_logging(
+    settings: Settings, process_name: str, *, console: bool = True, to_file: bool | None = None
+) -> Path | None:
     """Configure the root logger once for this process; returns the log file path (or None).
+
+    `to_file` overrides ``logging.file`` (one-shot commands log to the console only).
 
     Calling it again replaces the handlers it added before (not other libraries' handlers).
     """
@@ -62,7 +66,7 @@ def setup_logging(settings: Settings, process_name: str, *, console: bool = True
     if console:
         handlers.append(logging.StreamHandler(sys.stderr))
     log_path: Path | None = None
-    if settings.logging.file:
+    if settings.logging.file if to_file is None else to_file:
         log_dir = settings.data_path / "logs"
         try:
             log_dir.mkdir(parents=True, exist_ok=True)

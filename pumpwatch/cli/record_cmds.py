@@ -2,4 +2,162 @@
 
 from __future__ import annotations
 
-from pumpwatch.cli.app import app  # noqa: F401
+import re
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from pumpwatch.cli.app import ConfigOpt, DataDirOpt, app, settings_from
+from pumpwatch.errors import ConfigError, UsageError
+from pumpwatch.settings import Settings
+from pumpwatch.streams import parse_streams, split_stream
+
+if TYPE_CHECKING:
+    from pumpwatch.recorder.adapter import Instrument
+
+StreamsOpt = Annotated[
+    str | None,
+    typer.Option("--streams", help="Comma list of stream ids or exchange names. Default: recorder.streams."),
+]
+
+
+def parse_time_us(text: str, *, what: str = "time") -> int:
+    """ISO 8601 with an offset or ``Z``, or epoch milliseconds, as µs UTC; no zone is refused."""
+    text = text.strip()
+    if re.fullmatch(r"\d{10,14}", text):
+        return int(text) * 1000
+    try:
+        t = datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"{what}: expected ISO 8601 with a zone (2026-01-02T03:04:05Z) or epoch ms, got {text!r}"
+        ) from None
+    if t.tzinfo is None:
+        raise UsageError(f"{what}: {text!r} has no time zone; add Z or an offset such as +09:00")
+    return int(t.timestamp()) * 1_000_000 + t.microsecond
+
+
+def _instruments(settings: Settings, stream: str, *, required: bool) -> dict[str, Instrument]:
+    from pumpwatch.recorder.symbols import load_symbols
+
+    path = Path(settings.recorder.symbols_file)
+    if not path.exists():
+        if required:
+            raise ConfigError(f"no subscription list at {path}; run `pumpwatch symbols` first")
+        typer.echo(
+            f"pumpwatch: warning: no subscription list at {path}; contract multipliers unknown", err=True
+        )
+        return {}
+    return dict(load_symbols(path).get(stream, {}))
+
+
+@app.command()
+def record(config: ConfigOpt = None, data_dir: DataDirOpt = None, streams: StreamsOpt = None) -> None:
+    """Record every trade of the selected streams until SIGTERM/SIGINT (one worker per exchange)."""
+    import asyncio
+
+    from pumpwatch.logsetup import setup_logging
+    from pumpwatch.recorder.supervisor import run_supervisor
+
+    settings = settings_from(config, data_dir)
+    chosen = parse_streams(streams if streams is not None else settings.recorder.streams)
+    setup_logging(settings, "supervisor")
+    rc = asyncio.run(run_supervisor(settings, chosen, config=config))
+    raise typer.Exit(rc)
+
+
+@app.command()
+def symbols(config: ConfigOpt = None, data_dir: DataDirOpt = None, streams: StreamsOpt = None) -> None:
+    """Refresh the subscription list (recorder.symbols_file) from the exchanges and Upbit."""
+    import asyncio
+
+    from pumpwatch.logsetup import setup_logging
+    from pumpwatch.recorder.symbols_fetch import refresh_symbols
+
+    settings = settings_from(config, data_dir)
+    chosen = parse_streams(streams if streams is not None else settings.recorder.streams)
+    setup_logging(settings, "symbols", to_file=False)
+    report = asyncio.run(refresh_symbols(settings, streams=chosen))
+    for stream, count in report.counts.items():
+        note = (
+            f"  (REST failed, previous list kept: {report.failed[stream]})" if stream in report.failed else ""
+        )
+        typer.echo(f"{stream:<16} {count:>5} instruments{note}")
+    krw = "unavailable, previous kept" if report.upbit_krw is None else f"{report.upbit_krw} bases"
+    typer.echo(f"Upbit KRW: {krw}")
+    typer.echo(f"written: {report.path}")
+    if report.failed and len(report.failed) == len(chosen):
+        raise typer.Exit(1)
+
+
+@app.command()
+def normalize(
+    stream: Annotated[str, typer.Argument(help="Stream id, e.g. okx_futures.")],
+    file: Annotated[
+        Path | None, typer.Argument(help="Frames, one per line. Default: stdin.", dir_okay=False)
+    ] = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Raw frames (one per line, or frame-journal lines) in, normalized trades out as NDJSON."""
+    from pumpwatch.recorder.adapters import get_adapter
+    from pumpwatch.recorder.normalize import normalize_lines
+
+    split_stream(stream)
+    settings = settings_from(config, data_dir)
+    adapter = get_adapter(stream, settings.streams[stream].options)
+    instruments = _instruments(settings, stream, required=False)
+    out = sys.stdout.buffer
+    if file is None:
+        report = normalize_lines(adapter, instruments, sys.stdin.buffer, out)
+    else:
+        try:
+            fh = open(file, "rb")  # noqa: SIM115 - closed right below, also on error
+        except OSError as exc:
+            raise UsageError(f"cannot read {file}: {exc.strerror or exc}") from None
+        with fh:
+            report = normalize_lines(adapter, instruments, fh, out)
+    out.flush()
+    typer.echo(
+        f"{report.lines} frames: {report.trades} trades, {report.controls} control, {report.bad_frames} bad"
+        + (f" (first: {report.first_error})" if report.first_error else ""),
+        err=True,
+    )
+
+
+@app.command()
+def reparse(
+    stream: Annotated[str, typer.Option("--stream", help="Stream id to rebuild.")],
+    start: Annotated[str, typer.Option("--start", help="Range start: ISO 8601 with zone, or epoch ms.")],
+    end: Annotated[str, typer.Option("--end", help="Range end (exclusive).")],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Rebuild a stream's segments for [start, end) from the raw frame journal."""
+    from pumpwatch.logsetup import setup_logging
+    from pumpwatch.recorder.adapters import get_adapter
+    from pumpwatch.recorder.reparse import reparse as run_reparse
+
+    split_stream(stream)
+    start_us, end_us = parse_time_us(start, what="--start"), parse_time_us(end, what="--end")
+    if end_us <= start_us:
+        raise UsageError("--end must be after --start")
+    settings = settings_from(config, data_dir)
+    setup_logging(settings, "reparse", to_file=False)
+    adapter = get_adapter(stream, settings.streams[stream].options)
+    instruments = _instruments(settings, stream, required=True)
+    report = run_reparse(
+        settings.data_dir, stream, start_us, end_us, adapter=adapter, instruments=instruments
+    )
+    for hour in report.hours:
+        stamp = datetime.fromtimestamp(hour.hour_us / 1e6, UTC).isoformat(timespec="seconds")
+        typer.echo(
+            f"{stamp}  {hour.status:<18} rows {hour.rows_before} -> {hour.rows_after}  frames {hour.frames}"
+        )
+    typer.echo(
+        f"{stream}: {report.frames} frames, {report.trades} trades, {report.duplicates} duplicates dropped, "
+        f"{report.bad_frames} bad frames"
+    )

@@ -1,0 +1,240 @@
+"""`pumpwatch record`: the always-on supervisor of one worker process per exchange.
+
+The supervisor itself touches no exchange socket. It
+- writes the subscription list first when it does not exist yet (``pumpwatch symbols``), and
+  refreshes it every ``symbols.refresh`` (the workers pick the new file up on their reload);
+- starts ``python -m pumpwatch.recorder.worker`` for each exchange with selected streams;
+- restarts a worker that died, after a capped exponential backoff (``recorder.worker_restart_max``),
+  and journals the death as ``gap_start`` for each of its streams (the replacement's ``start``
+  follows, so coverage shows the outage);
+- prunes old segments and frames every `PRUNE_INTERVAL_S`;
+- runs the Upbit listing service when ``upbit.enabled``;
+- on SIGTERM/SIGINT sends SIGTERM to every worker, waits for each to flush and seal, exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pumpwatch.settings import Settings
+from pumpwatch.streams import EXCHANGES, split_stream
+
+log = logging.getLogger(__name__)
+
+PRUNE_INTERVAL_S = 600.0
+HEALTHY_RUN_S = 60.0  # a worker that lived this long restarts after the initial delay again
+WORKER_STOP_TIMEOUT_S = 30.0  # then SIGKILL
+SERVICE_RESTART_S = 30.0  # pause before restarting a crashed listing service
+
+
+@dataclass
+class WorkerHandle:
+    """One exchange's worker process and its restart history."""
+
+    exchange: str
+    streams: tuple[str, ...]
+    proc: asyncio.subprocess.Process | None = None
+    starts: int = 0
+    exit_codes: list[int] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+
+def group_by_exchange(streams: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """Streams grouped per exchange, in the canonical exchange order."""
+    groups: dict[str, list[str]] = {}
+    for stream in streams:
+        groups.setdefault(split_stream(stream)[0], []).append(stream)
+    return {ex: tuple(groups[ex]) for ex in EXCHANGES if ex in groups}
+
+
+def worker_command(
+    exchange: str, streams: Sequence[str], *, config: str | os.PathLike[str] | None, data_dir: str
+) -> list[str]:
+    """The argv that starts one worker process."""
+    cmd = [sys.executable, "-m", "pumpwatch.recorder.worker", "--exchange", exchange]
+    cmd += ["--streams", ",".join(streams), "--data-dir", data_dir]
+    if config is not None:
+        cmd += ["--config", str(Path(config).absolute())]
+    return cmd
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep, or return early when `stop` is set; True when it is."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=max(0.0, seconds))
+    return stop.is_set()
+
+
+def _journal_death(data_dir: str, streams: Sequence[str], reason: str) -> None:
+    from pumpwatch.segments.journal import EventJournal
+
+    for stream in streams:
+        try:
+            with EventJournal(data_dir, stream) as journal:
+                journal.gap_start(reason)
+        except OSError as exc:
+            log.error("%s: cannot journal the worker's death: %s", stream, exc)
+
+
+async def _stop_worker(handle: WorkerHandle) -> None:
+    proc = handle.proc
+    if proc is None or proc.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), timeout=WORKER_STOP_TIMEOUT_S)
+    except TimeoutError:
+        log.error(
+            "worker %s (pid %d) ignored SIGTERM for %.0f s; killing it",
+            handle.exchange,
+            proc.pid,
+            WORKER_STOP_TIMEOUT_S,
+        )
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+    log.info("worker %s (pid %d) stopped with exit code %s", handle.exchange, proc.pid, proc.returncode)
+
+
+async def keep_worker(
+    handle: WorkerHandle, settings: Settings, config: str | os.PathLike[str] | None, stop: asyncio.Event
+) -> None:
+    """Run one worker until `stop`, restarting it with capped backoff whenever it dies."""
+    max_delay_s = settings.recorder.worker_restart_max_s
+    first_delay_s = min(1.0, max_delay_s)
+    delay_s = first_delay_s
+    cmd = worker_command(handle.exchange, handle.streams, config=config, data_dir=settings.data_dir)
+    while not stop.is_set():
+        started = time.monotonic()
+        handle.proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.DEVNULL)
+        handle.starts += 1
+        log.info(
+            "worker %s started (pid %d): %s", handle.exchange, handle.proc.pid, ", ".join(handle.streams)
+        )
+        waiter = asyncio.create_task(handle.proc.wait())
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if stop.is_set() and not waiter.done():
+            waiter.cancel()
+            await _stop_worker(handle)
+            return
+        rc = await waiter
+        handle.exit_codes.append(rc)
+        if stop.is_set() and rc == 0:
+            return  # stopped by the same signal the supervisor got (Ctrl-C reaches the whole group)
+        reason = f"worker {handle.exchange} (pid {handle.proc.pid}) exited with code {rc}"
+        _journal_death(settings.data_dir, handle.streams, reason)
+        if time.monotonic() - started >= HEALTHY_RUN_S:
+            delay_s = first_delay_s
+        log.error("%s; restarting in %.1f s", reason, delay_s)
+        if await _sleep_unless(stop, delay_s):
+            return
+        delay_s = min(delay_s * 2, max_delay_s)
+
+
+async def _prune_loop(settings: Settings, stop: asyncio.Event) -> None:
+    try:
+        from pumpwatch.segments.retention import prune
+    except ImportError:
+        log.warning("retention module unavailable; nothing will be pruned")
+        return
+    while not stop.is_set():
+        try:
+            await asyncio.to_thread(
+                prune,
+                settings.data_dir,
+                retention_s=settings.storage.retention_s,
+                min_free_disk_mb=settings.storage.min_free_disk_mb,
+                frames_retention_s=settings.frames.retention_s,
+            )
+        except Exception:
+            log.exception("retention prune failed; retrying in %.0f s", PRUNE_INTERVAL_S)
+        if await _sleep_unless(stop, PRUNE_INTERVAL_S):
+            return
+
+
+async def _listing_loop(settings: Settings, stop: asyncio.Event) -> None:
+    try:
+        from pumpwatch.recorder.upbit.service import run_listing_service
+    except ImportError:
+        log.warning("Upbit listing service not installed; listings will not trigger extraction")
+        return
+    while not stop.is_set():
+        try:
+            await run_listing_service(settings, stop)
+        except Exception:
+            log.exception("Upbit listing service crashed; restarting in %.0f s", SERVICE_RESTART_S)
+        if await _sleep_unless(stop, SERVICE_RESTART_S):
+            return
+
+
+async def _symbols_loop(settings: Settings, streams: Sequence[str], stop: asyncio.Event) -> None:
+    from pumpwatch.recorder.symbols_fetch import refresh_symbols
+
+    interval_s = settings.symbols.refresh_s
+    while interval_s > 0 and not await _sleep_unless(stop, interval_s):
+        try:
+            await refresh_symbols(settings, streams=streams)
+        except Exception:
+            log.exception("symbols refresh failed; the current list stays")
+
+
+async def run_supervisor(
+    settings: Settings,
+    streams: Sequence[str],
+    *,
+    config: str | os.PathLike[str] | None = None,
+    stop: asyncio.Event | None = None,
+) -> int:
+    """Record `streams` with one worker per exchange until SIGTERM/SIGINT (or `stop`); exit code."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    streams = [s for s in streams if settings.streams[s].enabled]
+    if not streams:
+        log.error("no enabled stream selected; nothing to record")
+        return 2
+    if not Path(settings.recorder.symbols_file).exists():
+        from pumpwatch.recorder.symbols_fetch import refresh_symbols
+
+        log.info("no subscription list at %s yet; fetching it first", settings.recorder.symbols_file)
+        await refresh_symbols(settings, streams=streams)
+    handles = [WorkerHandle(ex, group) for ex, group in group_by_exchange(streams).items()]
+    tasks = [
+        asyncio.create_task(keep_worker(h, settings, config, stop), name=f"keep-{h.exchange}")
+        for h in handles
+    ]
+    services = [
+        asyncio.create_task(_prune_loop(settings, stop)),
+        asyncio.create_task(_symbols_loop(settings, streams, stop)),
+    ]
+    if settings.upbit.enabled:
+        services.append(asyncio.create_task(_listing_loop(settings, stop)))
+    log.info("record: %d workers for %s (supervisor pid %d)", len(handles), ", ".join(streams), os.getpid())
+    await stop.wait()
+    log.info("stopping: asking every worker to flush and seal")
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    for svc in services:
+        svc.cancel()
+    await asyncio.gather(*services, return_exceptions=True)
+    failed = [r for r in results if isinstance(r, BaseException)]
+    for exc in failed:
+        log.error("worker keeper failed: %r", exc)
+    log.info("record stopped")
+    return 1 if failed else 0

@@ -1,0 +1,358 @@
+"""One recorder worker process: every stream of one exchange, from WebSocket to disk.
+
+Started by the supervisor (``recorder/supervisor.py``) as::
+
+    python -m pumpwatch.recorder.worker --exchange binance --streams binance_spot,binance_futures \\
+        [--config FILE] [--data-dir DIR]
+
+A separate process per exchange means one exchange's crash, leak or CPU spike cannot touch
+another's recording. Per stream the worker: salvages what a crash left (``recover``), opens a
+`SegmentWriter`, a `FrameWriter` (when ``frames.enabled``) and an `EventJournal` (``start``),
+runs a `StreamRunner`, journals ``alive`` every ``recorder.heartbeat``, re-reads the symbols
+file every ``recorder.symbols_reload`` and logs one status line per stream every
+``recorder.status_interval``. SIGTERM/SIGINT: stop the runners, flush and seal the writers,
+journal ``stop``, exit 0.
+
+A per-stream ``flock`` under ``<data_dir>/run/`` makes sure two workers never record the same
+stream (an orphan of a killed supervisor would otherwise write next to its replacement), and
+the worker exits when its parent dies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pumpwatch.recorder.adapter import Instrument
+
+from pumpwatch.errors import ConfigError, PumpWatchError, UsageError
+from pumpwatch.settings import Settings, load_settings
+from pumpwatch.streams import parse_streams, split_stream
+
+log = logging.getLogger(__name__)
+
+LOCK_WAIT_S = 15.0  # how long a new worker waits for a dying predecessor to release a stream
+STOP_TIMEOUT_S = 10.0  # per runner, before its task is cancelled
+EXIT_LOCKED = 75  # EX_TEMPFAIL: another process still records one of our streams
+
+
+def _stat(stats: Any, name: str, default: Any = 0) -> Any:
+    """A runner statistic by name (a mapping or attributes), `default` when absent."""
+    if isinstance(stats, Mapping):
+        return stats.get(name, default)
+    return getattr(stats, name, default)
+
+
+class StatusTracker:
+    """Builds the periodic status line of one stream and warns while the writer queue grows."""
+
+    def __init__(self, stream: str, *, queue_warn_rows: int) -> None:
+        self.stream = stream
+        self.queue_warn_rows = queue_warn_rows
+        self._last: tuple[int, int] | None = None  # (now_us, trades) at the previous line
+        self._last_queue = 0
+        self._growing = 0
+
+    def line(self, stats: Any, queue_rows: int, now_us: int) -> str:
+        """One status line; logs a warning when the queue is past the mark or kept growing."""
+        trades = int(_stat(stats, "trades"))
+        rate = 0.0
+        if self._last is not None and now_us > self._last[0]:
+            rate = (trades - self._last[1]) * 1e6 / (now_us - self._last[0])
+        self._last = (now_us, trades)
+        last_recv_us = _stat(stats, "last_trade_recv_us", None)
+        age = f"{(now_us - last_recv_us) / 1e6:.1f} s ago" if last_recv_us else "never"
+        lag_us = _stat(stats, "lag_us", None)
+        lag = f"{lag_us / 1000:.1f} ms" if isinstance(lag_us, int | float) else "n/a"
+        self._growing = self._growing + 1 if queue_rows > self._last_queue > 0 else 0
+        self._last_queue = queue_rows
+        if queue_rows >= self.queue_warn_rows or self._growing >= 3:
+            log.warning(
+                "%s: writer queue at %d rows and %s (the disk is not keeping up; nothing is dropped)",
+                self.stream,
+                queue_rows,
+                f"growing for {self._growing} intervals" if self._growing else "over the warning mark",
+            )
+        return (
+            f"{self.stream}: {rate:.1f} trades/s, lag {lag}, reconnects {_stat(stats, 'reconnects')}, "
+            f"parse errors {_stat(stats, 'parse_errors')}, last trade {age}, "
+            f"writer queue {queue_rows} rows, connections {_stat(stats, 'connected')}"
+        )
+
+
+class StreamPipeline:
+    """Runner, writers and journal of one stream."""
+
+    def __init__(self, settings: Settings, stream: str, instruments: Mapping[str, Instrument]) -> None:
+        from pumpwatch.recorder.adapters import get_adapter
+        from pumpwatch.recorder.runner import StreamRunner
+        from pumpwatch.segments.frames import FrameWriter
+        from pumpwatch.segments.journal import EventJournal
+        from pumpwatch.segments.writer import SegmentWriter
+
+        st = settings.storage
+        cfg = settings.streams[stream]
+        self.stream = stream
+        self.instruments: dict[str, Instrument] = dict(instruments)
+        self.writer = SegmentWriter(
+            settings.data_dir,
+            stream,
+            flush_interval_s=st.flush_interval_s,
+            flush_rows=st.flush_rows,
+            compression_level=st.compression_level,
+            queue_warn_rows=st.queue_warn_rows,
+        )
+        self.frames: Any = None
+        if settings.frames.enabled:
+            self.frames = FrameWriter(
+                settings.data_dir,
+                stream,
+                compression_level=settings.frames.compression_level,
+                flush_interval_s=st.flush_interval_s,
+            )
+        self.journal = EventJournal(settings.data_dir, stream)
+        self.runner = StreamRunner(
+            get_adapter(stream, cfg.options),
+            ws_url=cfg.ws_url,
+            rest_url=cfg.rest_url,
+            instruments=self.instruments,
+            on_trades=self.writer.append,
+            on_frame=self.frames.append if self.frames is not None else None,
+            journal=self.journal,
+            backoff_initial_s=settings.recorder.backoff_initial_s,
+            backoff_max_s=settings.recorder.backoff_max_s,
+        )
+        self.status = StatusTracker(stream, queue_warn_rows=st.queue_warn_rows)
+
+    def update_instruments(self, instruments: Mapping[str, Instrument]) -> None:
+        """Apply a changed subscription list live (adds and drops only)."""
+        new = dict(instruments)
+        if new == self.instruments:
+            return
+        added = len(new.keys() - self.instruments.keys())
+        dropped = len(self.instruments.keys() - new.keys())
+        log.info("%s: subscription list changed: +%d -%d symbols", self.stream, added, dropped)
+        self.instruments = new
+        self.runner.update_instruments(new)
+
+    def close(self) -> None:
+        """Flush and seal every file; journal the clean stop. Errors are logged, not raised."""
+        for what, closer in (
+            ("segments", self.writer.close),
+            ("frames", getattr(self.frames, "close", None)),
+        ):
+            if closer is None:
+                continue
+            try:
+                closer()
+            except Exception:
+                log.exception("%s: closing the %s writer failed", self.stream, what)
+        with contextlib.suppress(Exception):
+            self.journal.stop()
+        with contextlib.suppress(Exception):
+            self.journal.close()
+
+
+def _lock_streams(data_dir: str, streams: Sequence[str]) -> list[int]:
+    """Exclusive per-stream locks; waits up to LOCK_WAIT_S for a predecessor to let go."""
+    run_dir = Path(data_dir) / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fds: list[int] = []
+    deadline = time.monotonic() + LOCK_WAIT_S
+    for stream in streams:
+        split_stream(stream)  # a validated id only reaches a path
+        fd = os.open(run_dir / f"{stream}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    for held in fds:
+                        os.close(held)
+                    raise TimeoutError(f"{stream} is still being recorded by another process") from None
+                time.sleep(0.1)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        fds.append(fd)
+    return fds
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM us when the supervisor dies (best effort; polled as well)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        log.debug("prctl(PR_SET_PDEATHSIG) unavailable")
+
+
+async def _every(interval_s: float, stop: asyncio.Event) -> bool:
+    """Sleep `interval_s` unless stopped; True to keep going."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=interval_s)
+    return not stop.is_set()
+
+
+async def _heartbeat(pipes: Sequence[StreamPipeline], interval_s: float, stop: asyncio.Event) -> None:
+    while await _every(interval_s, stop):
+        for p in pipes:
+            try:
+                p.journal.alive()
+            except OSError as exc:
+                log.error("%s: journal heartbeat failed: %s", p.stream, exc)
+
+
+async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
+    while await _every(1.0, stop):
+        if os.getppid() != parent_pid:
+            log.warning("supervisor (pid %d) is gone; stopping", parent_pid)
+            stop.set()
+
+
+async def _reload_symbols(
+    pipes: Sequence[StreamPipeline], path: Path, interval_s: float, stop: asyncio.Event
+) -> None:
+    from pumpwatch.recorder.symbols import load_symbols
+
+    last_mtime_ns = path.stat().st_mtime_ns if path.exists() else 0
+    while await _every(interval_s, stop):
+        try:
+            mtime_ns = path.stat().st_mtime_ns
+            if mtime_ns == last_mtime_ns:
+                continue
+            table = await asyncio.to_thread(load_symbols, path)
+        except (OSError, ConfigError) as exc:
+            log.warning("symbols file not reloaded, keeping the current lists: %s", exc)
+            continue
+        last_mtime_ns = mtime_ns
+        for p in pipes:
+            p.update_instruments(table.get(p.stream, {}))
+
+
+async def _status(pipes: Sequence[StreamPipeline], interval_s: float, stop: asyncio.Event) -> None:
+    while await _every(interval_s, stop):
+        for p in pipes:
+            try:
+                log.info("%s", p.status.line(p.runner.stats, p.writer.queue_rows, time.time_ns() // 1000))
+            except Exception:  # a status line must never take the worker down
+                log.exception("%s: status line failed", p.stream)
+
+
+async def run_worker(settings: Settings, streams: Sequence[str], stop: asyncio.Event | None = None) -> int:
+    """Record `streams` (all of one exchange) until `stop` is set or SIGTERM/SIGINT; the exit code."""
+    from pumpwatch.recorder.symbols import load_symbols
+    from pumpwatch.segments.recovery import recover
+
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        locks = await asyncio.to_thread(_lock_streams, settings.data_dir, streams)
+    except TimeoutError as exc:
+        log.error("%s", exc)
+        return EXIT_LOCKED
+    symbols_file = Path(settings.recorder.symbols_file)
+    table = load_symbols(symbols_file)
+    await asyncio.to_thread(recover, settings.data_dir, list(streams))
+    pipes: list[StreamPipeline] = []
+    try:
+        for stream in streams:
+            instruments = table.get(stream, {})
+            if not instruments:
+                log.warning("%s: no instruments in %s; waiting for a reload", stream, symbols_file)
+            pipe = StreamPipeline(settings, stream, instruments)
+            pipes.append(pipe)
+            pipe.journal.start()
+        log.info("recording %s (%d instruments)", ", ".join(streams), sum(len(p.instruments) for p in pipes))
+        rc = await _run(settings, pipes, stop)
+    finally:
+        for pipe in pipes:
+            pipe.close()
+        for fd in locks:
+            os.close(fd)
+    log.info("stopped %s; segments sealed", ", ".join(streams))
+    return rc
+
+
+async def _run(settings: Settings, pipes: Sequence[StreamPipeline], stop: asyncio.Event) -> int:
+    rec = settings.recorder
+    runner_tasks = {asyncio.create_task(p.runner.run(), name=f"runner-{p.stream}"): p for p in pipes}
+    helpers = [
+        asyncio.create_task(_heartbeat(pipes, rec.heartbeat_s, stop)),
+        asyncio.create_task(_reload_symbols(pipes, Path(rec.symbols_file), rec.symbols_reload_s, stop)),
+        asyncio.create_task(_status(pipes, rec.status_interval_s, stop)),
+        asyncio.create_task(_watch_parent(os.getppid(), stop)),
+    ]
+    stop_wait = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([stop_wait, *runner_tasks], return_when=asyncio.FIRST_COMPLETED)
+    rc = 0
+    for task in done:
+        if task in runner_tasks:
+            # A runner only returns when stopped; ending on its own is a bug worth a restart.
+            exc = task.exception()
+            log.error("%s: runner ended unexpectedly: %r", runner_tasks[task].stream, exc)
+            rc = 1
+    stop.set()
+    for task, pipe in runner_tasks.items():
+        if task.done():
+            continue
+        try:
+            await asyncio.wait_for(pipe.runner.stop(), timeout=STOP_TIMEOUT_S)
+            await asyncio.wait_for(task, timeout=STOP_TIMEOUT_S)
+        except (TimeoutError, Exception) as exc:
+            log.warning("%s: runner did not stop cleanly (%r); cancelling", pipe.stream, exc)
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+    for task in helpers:
+        task.cancel()
+    await asyncio.gather(*helpers, return_exceptions=True)
+    stop_wait.cancel()
+    return rc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m pumpwatch.recorder.worker``."""
+    from pumpwatch.logsetup import setup_logging
+
+    parser = argparse.ArgumentParser(prog="pumpwatch-worker", description="Record one exchange's streams.")
+    parser.add_argument("--exchange", required=True)
+    parser.add_argument("--streams", required=True, help="comma list of this exchange's stream ids")
+    parser.add_argument("--config", default=None)
+    parser.add_argument("--data-dir", default=None)
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config, args.data_dir)
+        setup_logging(settings, f"worker-{args.exchange}")
+        streams = parse_streams(args.streams)
+        foreign = [s for s in streams if split_stream(s)[0] != args.exchange]
+        if foreign:
+            raise UsageError(f"streams {', '.join(foreign)} do not belong to exchange {args.exchange}")
+        _die_with_parent()
+        return asyncio.run(run_worker(settings, streams))
+    except PumpWatchError as exc:
+        sys.stderr.write(f"pumpwatch worker: error: {exc}\n")
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
