@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -101,25 +102,35 @@ def normalize(
     ] = None,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
+    recv_time: Annotated[
+        str | None,
+        typer.Option(
+            "--recv-time",
+            help="Receive time to assume for raw lines (ISO 8601 with zone or epoch ms). Default: now. "
+            "Parsers refuse trades more than a day from it, so set it for old captures.",
+        ),
+    ] = None,
 ) -> None:
     """Raw frames (one per line, or frame-journal lines) in, normalized trades out as NDJSON."""
     from pumpwatch.recorder.adapters import get_adapter
     from pumpwatch.recorder.normalize import normalize_lines
 
     split_stream(stream)
+    fixed_recv_us = parse_time_us(recv_time, what="--recv-time") if recv_time is not None else None
     settings = settings_from(config, data_dir)
     adapter = get_adapter(stream, settings.streams[stream].options)
     instruments = _instruments(settings, stream, required=False)
     out = sys.stdout.buffer
+    clock = (lambda: fixed_recv_us) if fixed_recv_us is not None else (lambda: time.time_ns() // 1000)
     if file is None:
-        report = normalize_lines(adapter, instruments, sys.stdin.buffer, out)
+        report = normalize_lines(adapter, instruments, sys.stdin.buffer, out, clock_us=clock)
     else:
         try:
             fh = open(file, "rb")  # noqa: SIM115 - closed right below, also on error
         except OSError as exc:
             raise UsageError(f"cannot read {file}: {exc.strerror or exc}") from None
         with fh:
-            report = normalize_lines(adapter, instruments, fh, out)
+            report = normalize_lines(adapter, instruments, fh, out, clock_us=clock)
     out.flush()
     typer.echo(
         f"{report.lines} frames: {report.trades} trades, {report.controls} control, {report.bad_frames} bad"
