@@ -11,7 +11,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-
 from pumpwatch.recorder.adapter import Adapter, Instrument
 from pumpwatch.recorder.adapters import get_adapter
 from pumpwatch.recorder.normalize import normalize_lines
@@ -19,6 +18,7 @@ from pumpwatch.recorder.sim.instruments import sim_instrument
 from pumpwatch.recorder.symbols import write_symbols
 from pumpwatch.segments.frames import encode_frame
 from pumpwatch.segments.schema import TradeRow
+
 from pumpwatch.streams import STREAMS, split_stream
 
 
@@ -108,7 +108,7 @@ def test_frame_journal_lines_keep_their_receive_time(stream: str) -> None:
 @pytest.mark.skipif(not any(s.endswith("futures") for s in AVAILABLE), reason="no futures adapter yet")
 def test_cli_normalize_applies_multipliers_from_the_symbols_file(tmp_path: Path) -> None:
     stream = next(s for s in AVAILABLE if s.endswith("futures"))
-    adapter, insts, rows, frames = _setup(stream)
+    _adapter, insts, rows, frames = _setup(stream)
     symbols = tmp_path / "symbols.yaml"
     write_symbols(symbols, {stream: insts.values()})
     config = tmp_path / "config.yaml"
@@ -116,8 +116,18 @@ def test_cli_normalize_applies_multipliers_from_the_symbols_file(tmp_path: Path)
     src = tmp_path / "frames.txt"
     src.write_text("\n".join([*frames, "garbage"]) + "\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "pumpwatch", "normalize", stream, str(src), "--config", str(config)]
-        + ["--recv-time", str(T0_US // 1000 + 5000)],
+        [
+            sys.executable,
+            "-m",
+            "pumpwatch",
+            "normalize",
+            stream,
+            str(src),
+            "--config",
+            str(config),
+            "--recv-time",
+            str(T0_US // 1000 + 5000),
+        ],
         capture_output=True,
         timeout=60,
     )
