@@ -49,7 +49,10 @@ _TIME_KEY = itemgetter(0)
 
 def _positive(value: Any, what: str) -> float:
     if type(value) is str or type(value) is int or type(value) is float:
-        x = float(value)
+        try:
+            x = float(value)
+        except (ValueError, OverflowError):
+            raise ParseError(f"bad {what}: {value!r}") from None
         if 0.0 < x < _INF:
             return x
     raise ParseError(f"bad {what}: {value!r}")
@@ -203,7 +206,7 @@ def _make_decode(market: str) -> Decoder:
                 return Control("reconnect", message=str(msg.get("msg", "")))
         except KeyError as exc:
             raise ParseError(f"missing field {exc}") from None
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             if isinstance(exc, ParseError):
                 raise
             raise ParseError(str(exc)) from None

@@ -47,7 +47,10 @@ _SUBJECT = {"spot": "trade.l3match", "futures": "match"}
 def _positive(value: Any, what: str) -> float:
     """A finite price/size > 0 from a JSON string or number (bool is not a number here)."""
     if type(value) is str or type(value) is int or type(value) is float:
-        x = float(value)
+        try:
+            x = float(value)
+        except (ValueError, OverflowError):
+            raise ParseError(f"bad {what}: {value!r}") from None
         if 0.0 < x < _INF:
             return x
     raise ParseError(f"bad {what}: {value!r}")
@@ -143,7 +146,7 @@ def _make_decode(market: str) -> Decoder:
                 time_us = _ns_to_us(data["time"], recv_us)
         except KeyError as exc:
             raise ParseError(f"missing field {exc}") from None
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             if isinstance(exc, ParseError):
                 raise
             raise ParseError(str(exc)) from None

@@ -1,0 +1,266 @@
+"""Phemex spot and USDT perpetual public trades.
+
+Implements:
+  https://github.com/phemex/phemex-api-docs/blob/master/Public-Spot-API-en.md#tradesub
+  https://github.com/phemex/phemex-api-docs/blob/master/Public-Hedged-Perpetual-API.md#tradesub
+  https://phemex-docs.github.io/#query-product-information-3   (GET /public/products)
+
+The WebSocket lives at ``wss://ws.phemex.com`` (the documented ``wss://phemex.com/ws`` answers
+HTTP 410). One symbol per subscribe request, at most 20 subscriptions per connection and 5
+connections per client; the client must ping (``server.ping``) at least every 30 s. Spot uses
+``trade.subscribe`` with ``s``-prefixed symbols and scaled integers: price = priceEp /
+10**priceScale of the product, qty = value / 10**valueScale of the base currency, both read
+from ``/public/products`` into Instrument.price_scale/qty_scale. USDT perpetuals use
+``trade_p.subscribe`` and push real values as strings under ``trades_p``. Times are integer ns.
+Trades carry no id: `dedupe_key` is (symbol, time_us, side, price, qty). Each subscribe is
+followed by a ``snapshot`` of recent history; it is decoded like live trades and the runner's
+de-duplication drops what was already recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from operator import itemgetter
+from typing import Any
+
+import orjson
+from pumpwatch.recorder.adapter import Adapter, Control, Decoder, HttpRequest, Instrument, Instruments
+from pumpwatch.segments.schema import TradeRow
+
+from pumpwatch.errors import ConfigError, ParseError
+
+log = logging.getLogger(__name__)
+
+DOC_URL = "https://github.com/phemex/phemex-api-docs/blob/master/Public-Spot-API-en.md"
+FUTURES_DOC_URL = "https://github.com/phemex/phemex-api-docs/blob/master/Public-Hedged-Perpetual-API.md"
+DAY_US = 86_400_000_000
+_INF = float("inf")
+_SIDES = {"Buy": "buy", "Sell": "sell"}
+_METHOD = {"spot": "trade", "futures": "trade_p"}
+_TRADES_KEY = {"spot": "trades", "futures": "trades_p"}
+_TIME_KEY = itemgetter(0)
+
+
+def dedupe_key(row: TradeRow) -> tuple[str, int, str, float, float]:
+    """Phemex has no trade id: a trade is (symbol, time_us, side, price, qty).
+
+    Two genuine fills with the same side, price and size in the same microsecond would collapse
+    into one; on a single order book that is rare, and the alternative (keeping snapshot replays
+    twice) is certain, so the key trades that small risk for exactness on replays.
+    """
+    return (row[2], row[0], row[7], row[5], row[6])
+
+
+def _control(msg: dict[str, Any]) -> Control:
+    req_id = msg.get("id")
+    rid = None if req_id is None else str(req_id)
+    error = msg.get("error")
+    if error is not None:
+        # {"error":{"code":6001,"message":"invalid argument"},"id":1,"result":null}
+        if type(error) is dict:
+            message = f"{error.get('code', '')} {error.get('message', '')}".strip()
+        else:
+            message = str(error)
+        return (
+            Control("ack", req_id=rid, ok=False, message=message)
+            if rid
+            else Control("error", message=message)
+        )
+    result = msg.get("result")
+    if result == "pong":
+        return Control("pong", req_id=rid)
+    if type(result) is dict and result.get("status") == "success":
+        return Control("ack", req_id=rid)
+    raise ParseError(f"unexpected reply {str(msg)[:120]}")
+
+
+def _make_decode(market: str) -> Decoder:
+    trades_key = _TRADES_KEY[market]
+    spot = market == "spot"
+
+    def decode(frame: bytes | str, recv_us: int, instruments: Instruments) -> list[TradeRow] | Control:
+        """One Phemex frame -> trades (oldest first) or a Control.
+
+        Spot: {"sequence":1067556417,"symbol":"sBTCUSDT","trades":[[1591268226414925245,"Sell",
+        954488000000,279100]],"type":"incremental"}  (priceEp and value are scaled integers)
+        Perp: {"sequence":79157171,"symbol":"BTCUSDT","trades_p":[[1669198793402790477,"Buy",
+        "16545.6","0.7"]],"type":"incremental"}
+        """
+        try:
+            msg = orjson.loads(frame)
+        except orjson.JSONDecodeError as exc:
+            raise ParseError(f"not JSON: {exc}") from None
+        if type(msg) is not dict:
+            raise ParseError("frame is not an object")
+        trades = msg.get(trades_key)
+        if trades is None:
+            if "result" in msg or "error" in msg:
+                return _control(msg)
+            raise ParseError(f"unexpected frame keys {sorted(msg)[:6]}")
+        symbol = msg.get("symbol")
+        inst = instruments.get(symbol) if type(symbol) is str else None
+        if inst is None:
+            raise ParseError(f"unknown symbol {symbol!r}")
+        kind = msg.get("type")
+        if kind != "incremental" and kind != "snapshot":
+            raise ParseError(f"unexpected trade message type {kind!r}")
+        if type(trades) is not list:
+            raise ParseError("trades is not a list")
+        # History older than a day in a subscribe snapshot is not news: skip it, not the frame.
+        oldest_us = recv_us - DAY_US if kind == "snapshot" else None
+        base, quote = inst.base, inst.quote
+        price_div, qty_div = 10**inst.price_scale, 10**inst.qty_scale
+        rows: list[TradeRow] = []
+        for t in trades:
+            if type(t) is not list or len(t) != 4:
+                raise ParseError(f"bad trade row {str(t)[:80]}")
+            ts_ns, side_raw, p, q = t
+            if type(ts_ns) is not int:
+                raise ParseError(f"bad timestamp {ts_ns!r}")
+            time_us = ts_ns // 1000
+            if abs(time_us - recv_us) > DAY_US:
+                if oldest_us is not None and time_us < oldest_us:
+                    continue
+                raise ParseError(f"implausible time {ts_ns!r}")
+            side = _SIDES.get(side_raw) if type(side_raw) is str else None
+            if side is None:
+                raise ParseError(f"bad side {side_raw!r}")
+            try:
+                if spot:
+                    if type(p) is not int or type(q) is not int or p <= 0 or q <= 0:
+                        raise ParseError(f"bad scaled price/qty {p!r} {q!r}")
+                    price, qty = p / price_div, q / qty_div
+                else:
+                    price, qty = _positive(p, "price"), _positive(q, "qty") * inst.multiplier
+            except OverflowError:
+                raise ParseError(f"price/qty out of range {p!r} {q!r}") from None
+            rows.append((time_us, recv_us, symbol, base, quote, price, qty, side, None))
+        if len(rows) > 1:
+            if rows[0][0] > rows[-1][0]:
+                rows.reverse()  # snapshots list the newest trade first
+            rows.sort(key=_TIME_KEY)
+        return rows
+
+    return decode
+
+
+def _positive(value: Any, what: str) -> float:
+    if type(value) is str or type(value) is int or type(value) is float:
+        try:
+            x = float(value)
+        except (ValueError, OverflowError):
+            raise ParseError(f"bad {what}: {value!r}") from None
+        if 0.0 < x < _INF:
+            return x
+    raise ParseError(f"bad {what}: {value!r}")
+
+
+def _make_subscribe(market: str, action: str) -> Callable[[Sequence[str], str], list[str]]:
+    method = f"{_METHOD[market]}.{action}"
+
+    def build(symbols: Sequence[str], req_id: str) -> list[str]:
+        """``{"id":1234,"method":"trade.subscribe","params":["sBTCUSDT"]}``: one symbol per request."""
+        rid: int | str = int(req_id) if req_id.isascii() and req_id.isdigit() else req_id
+        return [orjson.dumps({"id": rid, "method": method, "params": [s]}).decode() for s in symbols]
+
+    return build
+
+
+def ping(now_ms: int) -> str:
+    """``{"id":<ms>,"method":"server.ping","params":[]}`` -> ``{"error":null,"id":<ms>,"result":"pong"}``."""
+    return f'{{"id":{now_ms},"method":"server.ping","params":[]}}'
+
+
+def _products(body: bytes) -> dict[str, Any]:
+    try:
+        reply = orjson.loads(body)
+        data = reply["data"]
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ParseError(f"bad products response: {exc}") from None
+    if reply.get("code") != 0 or type(data) is not dict:
+        raise ParseError(f"products refused: {str(reply)[:200]}")
+    return data
+
+
+def _rows(data: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    rows = data.get(key)
+    return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+
+
+def parse_spot_instruments(body: bytes) -> tuple[list[Instrument], HttpRequest | None]:
+    """Listed USDT spot products; price scale from the product, qty scale from the base currency."""
+    data = _products(body)
+    value_scale = {
+        c["currency"]: c["valueScale"]
+        for c in _rows(data, "currencies")
+        if type(c.get("currency")) is str and type(c.get("valueScale")) is int
+    }
+    out, skipped = [], []
+    for r in _rows(data, "products"):
+        if r.get("type") != "Spot" or r.get("quoteCurrency") != "USDT" or r.get("status") != "Listed":
+            continue
+        symbol, base, price_scale = r.get("symbol"), r.get("baseCurrency"), r.get("priceScale")
+        if type(symbol) is not str or type(base) is not str or type(price_scale) is not int:
+            skipped.append(str(symbol))
+            continue
+        if base not in value_scale:  # never assume a scale: without it the quantities are unknowable
+            skipped.append(symbol)
+            continue
+        out.append(
+            Instrument(symbol, base.upper(), "USDT", price_scale=price_scale, qty_scale=value_scale[base])
+        )
+    if skipped:
+        log.warning("phemex_spot: %d products without usable scales skipped: %s", len(skipped), skipped[:10])
+    return out, None
+
+
+def parse_futures_instruments(body: bytes) -> tuple[list[Instrument], HttpRequest | None]:
+    """Listed USDT-settled perpetuals (``perpProductsV2``, real-valued ``trades_p``, qty in base)."""
+    out = []
+    for r in _rows(_products(body), "perpProductsV2"):
+        if r.get("type") != "PerpetualV2" or r.get("status") != "Listed":
+            continue
+        if r.get("settleCurrency") != "USDT" or r.get("quoteCurrency") != "USDT":
+            continue
+        symbol, base = r.get("symbol"), r.get("baseCurrency") or r.get("contractUnderlyingAssets")
+        if type(symbol) is str and type(base) is str and base:
+            out.append(Instrument(symbol, base.upper(), "USDT"))
+    return out, None
+
+
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "ping_interval_s": 10.0,  # DataGW drops a client silent for 30 s; docs recommend 5 s
+}
+
+
+def adapter(market: str, options: dict[str, Any]) -> Adapter:
+    """The Phemex `Adapter` for ``"spot"`` or ``"futures"`` (USDT perpetual)."""
+    if market not in _METHOD:
+        raise ConfigError(f"phemex: unknown market {market!r}")
+    unknown = set(options) - set(DEFAULT_OPTIONS)
+    if unknown:
+        raise ConfigError(f"phemex_{market}: unknown option(s) {sorted(unknown)}")
+    ping_s = {**DEFAULT_OPTIONS, **options}["ping_interval_s"]
+    if not isinstance(ping_s, int | float) or not 0 < ping_s < 30:
+        raise ConfigError(f"phemex_{market}: ping_interval_s must be between 0 and 30, got {ping_s!r}")
+    return Adapter(
+        stream=f"phemex_{market}",
+        doc_url=DOC_URL if market == "spot" else FUTURES_DOC_URL,
+        decode=_make_decode(market),
+        subscribe=_make_subscribe(market, "subscribe"),
+        # The spot page documents only "unsubscribe all"; the perpetual page documents the
+        # per-symbol form used here for both.
+        unsubscribe=_make_subscribe(market, "unsubscribe"),
+        max_symbols_per_request=1,
+        max_symbols_per_connection=20,
+        max_requests_per_s=10.0,  # documented throttle: 20 requests/s per connection
+        max_connections=5,
+        ping=ping,
+        ping_interval_s=float(ping_s),
+        quiet_timeout_s=3 * float(ping_s),  # "reconnect if nothing received in 3 heartbeat intervals"
+        instruments_request=lambda rest_url: HttpRequest("GET", rest_url.rstrip("/") + "/public/products"),
+        parse_instruments=parse_spot_instruments if market == "spot" else parse_futures_instruments,
+        dedupe_key=dedupe_key,
+        default_options=DEFAULT_OPTIONS,
+    )
