@@ -12,8 +12,9 @@ meets ``[start, end)`` (receive time, which is what decides a row's segment):
 3. the hour's rows, sorted by receive time, are written to ONE new sealed segment that replaces
    the hour's files.
 
-Replacement is crash safe by roll-forward: the new file is written and fsynced under
-``<data_dir>/reparse/<stream>/`` (outside ``segments/``, so neither readers nor crash recovery
+Replacement is crash safe by roll-forward: the new file is written (by the ordinary
+`SegmentWriter`, so the on-disk format is the store's own) and sealed under
+``<data_dir>/reparse/<stream>/stage/`` (outside ``segments/``, so neither readers nor crash recovery
 see it); then an intent manifest (the staged file, its target ``<HH0000>.arrow`` and the old
 files to remove) is written atomically; then the staged file is renamed over the target (one
 atomic ``rename``) and the other old files of that hour are deleted; then the manifest goes.
@@ -151,14 +152,19 @@ def _read_segments(paths: Iterable[Path]) -> pa.Table:
     return pa.concat_tables(tables) if tables else TRADE_SCHEMA.empty_table()
 
 
-def _write_segment(path: Path, table: pa.Table) -> None:
-    options = pa.ipc.IpcWriteOptions(compression="zstd")
-    with open(path, "wb") as fh:
-        with pa.ipc.new_file(fh, TRADE_SCHEMA, options=options) as writer:
-            for batch in table.to_batches(max_chunksize=65_536):
-                writer.write_batch(batch)
-        fh.flush()
-        os.fsync(fh.fileno())
+def _write_staged(data_dir: str | os.PathLike[str], stream: str, hour_us: int, table: pa.Table) -> Path:
+    """Write `table` as one sealed segment of `hour_us` under the staging root; its path."""
+    from pumpwatch.segments.writer import SegmentWriter
+
+    stage_root = _staging_dir(data_dir, stream) / "stage"
+    staged = segment_path(stage_root, stream, hour_us, sealed=True)
+    staged.unlink(missing_ok=True)  # left by an attempt that died before its manifest
+    # The writer names the file after its clock (HH0000 here) and seals it on close.
+    with SegmentWriter(stage_root, stream, clock_us=lambda: hour_us) as writer:
+        writer.append_batch(table)
+    if not staged.exists():
+        raise StoreError(f"reparse: the staged segment {staged} was not written")
+    return staged
 
 
 def _decode_span(
@@ -198,8 +204,7 @@ def reparse(
         raise UsageError("reparse: the end must be after the start")
     report = ReparseReport(stream=stream)
     report.rolled_forward = int(finish_pending(data_dir, stream))
-    staging = _staging_dir(data_dir, stream)
-    staging.mkdir(parents=True, exist_ok=True)
+    _staging_dir(data_dir, stream).mkdir(parents=True, exist_ok=True)
     deduper = Deduper(adapter.dedupe_key)
     for hour_us in range(hour_start_us(start_us), end_us, US_PER_HOUR):
         hour_end_us = hour_us + US_PER_HOUR
@@ -249,9 +254,7 @@ def reparse(
 def _swap_hour(
     data_dir: str | os.PathLike[str], stream: str, hour_us: int, old: list[Path], table: pa.Table
 ) -> None:
-    staging = _staging_dir(data_dir, stream)
-    staged = staging / f"{hour_us}.arrow"
-    _write_segment(staged, table)
+    staged = _write_staged(data_dir, stream, hour_us, table)
     target = min(old, key=lambda p: p.name) if old else segment_path(data_dir, stream, hour_us, sealed=True)
     manifest: dict[str, Any] = {
         "staged": str(staged),

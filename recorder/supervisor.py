@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pumpwatch.recorder.symbols import is_real_symbols_file
+
 from pumpwatch.settings import Settings
 from pumpwatch.streams import EXCHANGES, split_stream
 
@@ -210,7 +212,7 @@ async def run_supervisor(
     if not streams:
         log.error("no enabled stream selected; nothing to record")
         return 2
-    if not Path(settings.recorder.symbols_file).exists():
+    if not is_real_symbols_file(settings.recorder.symbols_file):
         from pumpwatch.recorder.symbols_fetch import refresh_symbols
 
         log.info("no subscription list at %s yet; fetching it first", settings.recorder.symbols_file)

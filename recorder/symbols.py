@@ -54,6 +54,7 @@ class SymbolsFile:
     krw_first_seen_us: dict[str, int] | None = None  # None: Upbit's KRW list never fetched yet
     policy: str = ""
     generated_at_us: int = 0
+    example: bool = False  # the shipped example: `record` replaces it by a real list first
 
 
 def valid_instrument(raw: Mapping[str, Any]) -> Instrument | None:
@@ -110,7 +111,7 @@ def load_symbols_file(path: str | os.PathLike[str]) -> SymbolsFile:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"symbols file {p}: the top level must be a mapping")
-    out = SymbolsFile(policy=str(raw.get("policy") or ""))
+    out = SymbolsFile(policy=str(raw.get("policy") or ""), example=raw.get("example") is True)
     generated = raw.get("generated_at_us", 0)
     if isinstance(generated, bool) or not isinstance(generated, int):
         raise ConfigError(f"symbols file {p}: generated_at_us must be an integer")
@@ -144,6 +145,17 @@ def load_symbols_file(path: str | os.PathLike[str]) -> SymbolsFile:
             by_symbol[inst.symbol] = inst
         out.streams[stream] = by_symbol
     return out
+
+
+def is_real_symbols_file(path: str | os.PathLike[str]) -> bool:
+    """True when `path` exists and is not the shipped example (which `record` must replace)."""
+    p = Path(path)
+    if not p.exists():
+        return False
+    try:
+        return not load_symbols_file(p).example
+    except ConfigError:
+        return True  # a damaged real file: the worker reports it rather than it being overwritten
 
 
 def load_symbols(path: str | os.PathLike[str]) -> dict[str, dict[str, Instrument]]:

@@ -103,7 +103,8 @@ def _load_previous(path: Path) -> SymbolsFile | None:
     if not path.exists():
         return None
     try:
-        return load_symbols_file(path)
+        previous = load_symbols_file(path)
+        return None if previous.example else previous
     except Exception as exc:  # a damaged previous file must not block writing a good one
         log.warning("previous symbols file %s unreadable (%s); starting fresh", path, exc)
         return None
