@@ -1,0 +1,170 @@
+"""The supervisor's process handling, with stand-in worker scripts (the real worker is covered in e2e)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from pumpwatch.recorder import supervisor
+from pumpwatch.recorder.adapter import Instrument
+from pumpwatch.recorder.supervisor import (
+    WorkerHandle,
+    group_by_exchange,
+    keep_worker,
+    run_supervisor,
+    worker_command,
+)
+from pumpwatch.recorder.symbols import write_symbols
+from pumpwatch.segments.journal import read_events
+
+from pumpwatch.settings import Settings
+
+# A stand-in worker: logs its start, dies with code 3 for its first `fails` runs, then runs
+# until SIGTERM and logs that it was asked to stop.
+FAKE_WORKER = """
+import pathlib, signal, sys, time
+log = pathlib.Path(sys.argv[1]); fails = int(sys.argv[2]); name = sys.argv[3]
+starts = log.read_text().count(f"start {name}") if log.exists() else 0
+with log.open("a") as fh: fh.write(f"start {name}\\n")
+if starts < fails: sys.exit(3)
+def term(*_):
+    with log.open("a") as fh: fh.write(f"term {name}\\n")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, term)
+while True: time.sleep(0.05)
+"""
+
+
+def _settings(tmp_path: Path) -> Settings:
+    s = Settings()
+    s.data_dir = str(tmp_path / "data")
+    s.recorder.worker_restart_max_s = 0.2
+    s.recorder.symbols_file = str(tmp_path / "symbols.yaml")
+    s.upbit.enabled = False
+    s.symbols.refresh_s = 0.0
+    return s
+
+
+def _fake(monkeypatch: pytest.MonkeyPatch, log: Path, fails: int) -> None:
+    def command(exchange: str, streams: Sequence[str], **_kw: object) -> list[str]:
+        return [sys.executable, "-c", FAKE_WORKER, str(log), str(fails), exchange]
+
+    monkeypatch.setattr(supervisor, "worker_command", command)
+
+
+def test_group_by_exchange_and_command() -> None:
+    groups = group_by_exchange(["okx_futures", "binance_spot", "okx_spot", "binance_futures"])
+    assert groups == {"binance": ("binance_spot", "binance_futures"), "okx": ("okx_futures", "okx_spot")}
+    cmd = worker_command("okx", ["okx_spot", "okx_futures"], config="c.yaml", data_dir="/d")
+    assert cmd[:3] == [sys.executable, "-m", "pumpwatch.recorder.worker"]
+    assert cmd[3:] == [
+        "--exchange",
+        "okx",
+        "--streams",
+        "okx_spot,okx_futures",
+        "--data-dir",
+        "/d",
+        "--config",
+        str(Path("c.yaml").absolute()),
+    ]
+
+
+def test_dead_worker_is_restarted_and_each_death_journaled_as_a_gap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "worker.log"
+    _fake(monkeypatch, log, fails=2)
+    settings = _settings(tmp_path)
+    handle = WorkerHandle("gate", ("gate_spot", "gate_futures"))
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(keep_worker(handle, settings, None, stop))
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if handle.starts == 3 and log.read_text().count("start") == 3:
+                break
+        await asyncio.sleep(0.3)  # the third run stays up
+        assert handle.starts == 3
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+    asyncio.run(main())
+    assert handle.exit_codes == [3, 3]
+    assert log.read_text().splitlines() == ["start gate", "start gate", "start gate", "term gate"]
+    for stream in ("gate_spot", "gate_futures"):
+        gaps = [e for e in read_events(settings.data_dir, stream) if e["event"] == "gap_start"]
+        assert len(gaps) == 2
+        assert all("worker gate" in e["reason"] and "exited with code 3" in e["reason"] for e in gaps)
+        assert gaps[0]["ts"] < gaps[1]["ts"]
+
+
+def test_restart_backoff_doubles_up_to_the_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = tmp_path / "worker.log"
+    _fake(monkeypatch, log, fails=100)
+    settings = _settings(tmp_path)
+    settings.recorder.worker_restart_max_s = 0.4
+    handle = WorkerHandle("bybit", ("bybit_spot",))
+    sleeps: list[float] = []
+    real_sleep = supervisor._sleep_unless
+
+    async def spy(stop: asyncio.Event, seconds: float) -> bool:
+        sleeps.append(seconds)
+        return await real_sleep(stop, 0.0)
+
+    monkeypatch.setattr(supervisor, "_sleep_unless", spy)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(keep_worker(handle, settings, None, stop))
+        while len(sleeps) < 5:
+            await asyncio.sleep(0.02)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+    asyncio.run(main())
+    assert sleeps[:5] == [0.4, 0.4, 0.4, 0.4, 0.4]  # first delay is min(1 s, cap)
+    settings.recorder.worker_restart_max_s = 5.0
+    sleeps.clear()
+    handle = WorkerHandle("bybit", ("bybit_spot",))
+
+    async def main2() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(keep_worker(handle, settings, None, stop))
+        while len(sleeps) < 5:
+            await asyncio.sleep(0.02)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+    asyncio.run(main2())
+    assert sleeps[:5] == [1.0, 2.0, 4.0, 5.0, 5.0]
+
+
+def test_run_supervisor_starts_one_worker_per_exchange_and_stops_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "worker.log"
+    _fake(monkeypatch, log, fails=0)
+    settings = _settings(tmp_path)
+    write_symbols(settings.recorder.symbols_file, {"okx_spot": [Instrument("A-USDT", "A", "USDT")]})
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            run_supervisor(settings, ["okx_spot", "okx_futures", "gate_spot"], stop=stop)
+        )
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if log.exists() and log.read_text().count("start") == 2:
+                break
+        await asyncio.sleep(0.2)
+        stop.set()
+        return await asyncio.wait_for(task, 20)
+
+    assert asyncio.run(main()) == 0
+    lines = sorted(log.read_text().splitlines())
+    assert lines == ["start gate", "start okx", "term gate", "term okx"]
+    assert not [e for e in read_events(settings.data_dir, "okx_spot") if e["event"] == "gap_start"]
