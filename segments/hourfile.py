@@ -1,0 +1,217 @@
+"""One open segment: ``_HHMMSS.arrow`` being written, then sealed under ``HHMMSS.arrow``.
+
+Only the writer thread touches an `HourFile`. The file holds an exclusive `flock` while open,
+so `recover()` run by another process can tell a live file from one left by a crash (the
+kernel drops the lock when the process dies, even on ``kill -9``).
+
+Dictionary columns: an IPC *file* may not replace a dictionary between batches, only extend
+it (a delta). Each file therefore keeps its own append-only dictionary per column; every
+batch's local dictionary is remapped onto it, and pyarrow writes only the new entries.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+from pumpwatch.segments.paths import US_PER_HOUR, US_PER_S, hour_start_us, sealed_name, segment_path
+from pumpwatch.segments.schema import (
+    BATCH_RECV_MAX,
+    BATCH_RECV_MIN,
+    BATCH_ROWS,
+    BATCH_TIME_MAX,
+    BATCH_TIME_MIN,
+    DICT_COLUMNS,
+    SEGMENT_SCHEMA,
+)
+
+from pumpwatch.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+_DICT_POS = [SEGMENT_SCHEMA.get_field_index(n) for n in DICT_COLUMNS]
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new entry in `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dirs(path: Path) -> None:
+    """mkdir -p, fsyncing each parent that gained an entry."""
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+        except FileExistsError:
+            continue
+        fsync_dir(d.parent)
+
+
+class HourFile:
+    """An open segment file of one stream and one UTC hour."""
+
+    def __init__(self, path: Path, fd: int, start_us: int, *, compression_level: int, max_batch_rows: int,
+                 fsync: bool) -> None:  # fmt: skip
+        self.path = path
+        self.start_us = start_us
+        self.hour_us = hour_start_us(start_us)
+        self.end_us = self.hour_us + US_PER_HOUR
+        self.max_batch_rows = max_batch_rows
+        self.fsync = fsync
+        self.rows = 0
+        self.batches = 0
+        self._fd = fd
+        self._sink = pa.BufferedOutputStream(pa.OSFile(str(path), "wb"), 1 << 20)
+        options = ipc.IpcWriteOptions(
+            compression=pa.Codec("zstd", compression_level), emit_dictionary_deltas=True
+        )
+        self._writer = ipc.new_file(self._sink, SEGMENT_SCHEMA, options=options)
+        self._values: list[list[str]] = [[] for _ in DICT_COLUMNS]
+        self._index: list[dict[str, int]] = [{} for _ in DICT_COLUMNS]
+        self._dicts: list[pa.Array] = [pa.array([], pa.string()) for _ in DICT_COLUMNS]
+        self._acc: list[list[pa.Array | np.ndarray]] = [[] for _ in SEGMENT_SCHEMA]
+        self._acc_rows = 0
+        self._late_warned = False
+        self._sealed_bytes: int | None = None
+
+    @classmethod
+    def create(cls, data_dir: Path, stream: str, start_us: int, *, compression_level: int = 3,
+               max_batch_rows: int = 65536, fsync: bool = True) -> HourFile:  # fmt: skip
+        """Open ``_HHMMSS.arrow`` for the hour of `start_us`, never reusing an existing name."""
+        end_us = hour_start_us(start_us) + US_PER_HOUR
+        start_us -= start_us % US_PER_S
+        while True:
+            path = segment_path(data_dir, stream, start_us, sealed=False)
+            if not path.exists() and not sealed_name(path).exists():
+                break
+            start_us += US_PER_S  # a same-second collision (a restart): the next free second
+            if start_us >= end_us:
+                raise StoreError(f"{stream}: no free segment name left in the hour of {path}")
+        try:
+            make_dirs(path.parent)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            f = cls(path, fd, start_us, compression_level=compression_level, max_batch_rows=max_batch_rows,
+                    fsync=fsync)  # fmt: skip
+            if fsync:
+                fsync_dir(path.parent)
+        except OSError as exc:
+            raise StoreError(f"cannot create segment {path}: {exc.strerror or exc}") from None
+        log.info("%s: opened segment %s", stream, path)
+        return f
+
+    @property
+    def bytes(self) -> int:
+        """Bytes written to the file so far (footer included once sealed)."""
+        return self._sealed_bytes if self._sealed_bytes is not None else int(self._sink.tell())
+
+    def note_late_rows(self, n: int) -> None:
+        """Rows received before this file's hour (a clock step back) stay in this file."""
+        if not self._late_warned:
+            self._late_warned = True
+            log.warning("%s: %d rows with a receive time before this hour are kept in it", self.path, n)
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        """Queue a batch (batch-local dictionaries) for this file; writes when enough rows wait."""
+        for k, pos in enumerate(_DICT_POS):
+            col = batch.column(pos)
+            index, values = self._index[k], self._values[k]
+            local = col.dictionary.to_pylist()
+            remap = np.empty(len(local), np.int32)
+            for i, v in enumerate(local):
+                j = index.get(v)
+                if j is None:
+                    j = index[v] = len(values)
+                    values.append(v)
+                remap[i] = j
+            self._acc[pos].append(remap[col.indices.to_numpy(zero_copy_only=False)])
+        for pos, col in enumerate(batch.columns):
+            if pos not in _DICT_POS:
+                self._acc[pos].append(col)
+        self._acc_rows += batch.num_rows
+        if self._acc_rows >= self.max_batch_rows:
+            self._write_acc(full_only=True)
+
+    def _write_acc(self, *, full_only: bool = False) -> None:
+        """Write the waiting rows in batches of `max_batch_rows`; with `full_only`, keep the rest."""
+        if not self._acc_rows:
+            return
+        for k in range(len(DICT_COLUMNS)):
+            if len(self._dicts[k]) != len(self._values[k]):
+                self._dicts[k] = pa.array(self._values[k], pa.string())
+        cols: list[pa.Array] = []
+        for pos, chunks in enumerate(self._acc):
+            if pos in _DICT_POS:
+                k = _DICT_POS.index(pos)
+                idx = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+                cols.append(pa.DictionaryArray.from_arrays(pa.array(idx, pa.int32()), self._dicts[k]))
+            else:
+                cols.append(chunks[0] if len(chunks) == 1 else pa.concat_arrays(chunks))
+        whole = pa.RecordBatch.from_arrays(cols, schema=SEGMENT_SCHEMA)
+        self._acc = [[] for _ in SEGMENT_SCHEMA]
+        self._acc_rows = 0
+        for off in range(0, whole.num_rows, self.max_batch_rows):
+            part = whole.slice(off, self.max_batch_rows)
+            if full_only and part.num_rows < self.max_batch_rows:
+                for pos, col in enumerate(part.columns):
+                    self._acc[pos].append(col.indices.to_numpy() if pos in _DICT_POS else col)
+                self._acc_rows = part.num_rows
+                break
+            times = part.column(0).to_numpy().view("i8")
+            recvs = part.column(1).to_numpy().view("i8")
+            meta = {
+                BATCH_TIME_MIN: str(int(times.min())),
+                BATCH_TIME_MAX: str(int(times.max())),
+                BATCH_RECV_MIN: str(int(recvs.min())),
+                BATCH_RECV_MAX: str(int(recvs.max())),
+                BATCH_ROWS: str(part.num_rows),
+            }
+            self._writer.write_batch(part, custom_metadata=meta)
+            self.rows += part.num_rows
+            self.batches += 1
+
+    def write_pending(self) -> None:
+        """Write what waits as complete batches and make them durable."""
+        try:
+            self._write_acc()
+            self._sink.flush()
+            if self.fsync:
+                os.fsync(self._fd)
+        except OSError as exc:
+            raise StoreError(f"cannot write segment {self.path}: {exc.strerror or exc}") from None
+
+    def seal(self) -> Path:
+        """Footer, fsync, rename to ``HHMMSS.arrow``, fsync the directory. Returns the new path."""
+        final = sealed_name(self.path)
+        try:
+            self._write_acc()
+            self._writer.close()
+            self._sink.flush()
+            self._sealed_bytes = int(self._sink.tell())
+            self._sink.close()
+            os.fsync(self._fd)
+            if final.exists():  # never overwrite (names were chosen free at open)
+                raise StoreError(f"cannot seal {self.path}: {final} already exists")
+            os.rename(self.path, final)
+            fsync_dir(final.parent)
+        except OSError as exc:
+            raise StoreError(f"cannot seal segment {self.path}: {exc.strerror or exc}") from None
+        finally:
+            os.close(self._fd)
+        log.info("sealed segment %s: %d rows in %d batches, %d bytes", final, self.rows, self.batches,
+                 self.bytes)  # fmt: skip
+        return final

@@ -1,0 +1,164 @@
+"""Crash recovery: seal every ``_HHMMSS.arrow`` a dead writer left behind (DESIGN §5).
+
+A writer fsyncs each complete record batch, so after a crash the open file is a valid IPC
+stream up to its last complete batch, maybe followed by a torn message. `recover` keeps every
+complete batch (with its custom metadata), writes them to a hidden temporary file, fsyncs it,
+renames it to ``HHMMSS.arrow`` and only then removes the ``_`` file: a crash during recovery
+leaves either the old ``_`` file (recovered again next time) or the sealed file next to it
+(the ``_`` file is then just removed).
+
+A file held by a live writer (it keeps an exclusive ``flock``) is left alone, so running
+`recover` while writers are active is harmless. A file with no complete batch is removed when
+it holds nothing else (the writer died before its first flush) and moved to
+``<data_dir>/quarantine/`` otherwise; either way it is logged and counted, never a crash.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+from pumpwatch.segments.hourfile import fsync_dir, make_dirs
+from pumpwatch.segments.ipcscan import FILE_MAGIC, Chunk, scan_segment, stream_of
+from pumpwatch.segments.paths import SegmentFile, list_segments, sealed_name
+from pumpwatch.segments.schema import BATCH_ROWS, SEGMENT_SCHEMA
+
+from pumpwatch.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RecoveryReport:
+    """What `recover_report` did."""
+
+    sealed: list[Path] = field(default_factory=list)  # new sealed files
+    removed: list[Path] = field(default_factory=list)  # empty `_` files deleted
+    quarantined: list[Path] = field(default_factory=list)  # damaged files moved aside (new paths)
+    skipped_live: list[Path] = field(default_factory=list)  # held by a running writer
+    batches_kept: int = 0
+    rows_kept: int = 0
+    bytes_dropped: int = 0  # torn tails and damaged files
+
+
+def recover(data_dir: str | os.PathLike[str], streams: Iterable[str] | None = None) -> list[Path]:
+    """Salvage and seal every unsealed segment of `streams` (None = all); returns the new files."""
+    return recover_report(data_dir, streams).sealed
+
+
+def recover_report(data_dir: str | os.PathLike[str], streams: Iterable[str] | None = None) -> RecoveryReport:
+    """`recover` with the full account of what was kept, removed and quarantined."""
+    report = RecoveryReport()
+    for seg in list_segments(data_dir, streams):
+        if not seg.sealed:
+            _recover_one(Path(data_dir), seg, report)
+    if report.sealed or report.removed or report.quarantined:
+        log.warning(
+            "recovered %d unsealed segments (%d batches, %d rows kept, %d bytes dropped), "
+            "removed %d empty, quarantined %d damaged",
+            len(report.sealed),
+            report.batches_kept,
+            report.rows_kept,
+            report.bytes_dropped,
+            len(report.removed),
+            len(report.quarantined),
+        )
+    return report
+
+
+def _recover_one(data_dir: Path, seg: SegmentFile, report: RecoveryReport) -> None:
+    path = seg.path
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            report.skipped_live.append(path)
+            log.info("%s is being written by a live writer; left alone", path)
+            return
+        final = sealed_name(path)
+        if final.exists():
+            # A previous recovery renamed its result and died before removing the source.
+            log.warning("%s was already recovered as %s; removing it", path, final)
+            _unlink(path)
+            report.removed.append(path)
+            return
+        size = os.fstat(fd).st_size
+        data = pa.py_buffer(os.pread(fd, size, 0)) if size else pa.py_buffer(b"")
+        scan = scan_segment(data)
+        batches = scan.batches
+        if not batches:
+            head = bytes(data[: len(FILE_MAGIC)])
+            if FILE_MAGIC.startswith(head) or _all_zero(data):  # died before its first complete batch
+                _unlink(path)
+                report.removed.append(path)
+                log.warning("%s held no complete batch (%d bytes); removed", path, size)
+            else:
+                report.quarantined.append(_quarantine(data_dir, path, seg.stream))
+                report.bytes_dropped += size
+            return
+        if scan.error is not None:
+            log.warning("%s: torn tail after byte %d of %d (%s)", path, scan.valid_end, size, scan.error)
+        _write_sealed(data, scan.chunks, final)
+        _unlink(path)
+        report.sealed.append(final)
+        report.batches_kept += len(batches)
+        report.rows_kept += sum(int(b.meta.get(BATCH_ROWS, 0)) for b in batches)
+        report.bytes_dropped += max(0, size - scan.valid_end) if not scan.clean_eos else 0
+    except StoreError:
+        raise
+    except OSError as exc:
+        raise StoreError(f"cannot recover {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+
+
+def _write_sealed(data: pa.Buffer, chunks: list[Chunk], final: Path) -> None:
+    """Rewrite the complete messages as a sealed file: temp name, fsync, rename, fsync dir."""
+    tmp = final.with_name(f".{final.name}.recovering")
+    reader = ipc.open_stream(stream_of(data, chunks))
+    options = ipc.IpcWriteOptions(compression=pa.Codec("zstd", 3), emit_dictionary_deltas=True)
+    with open(tmp, "wb") as fh:
+        sink = pa.PythonFile(fh, mode="w")
+        with ipc.new_file(sink, reader.schema, options=options) as writer:
+            for batch, meta in reader.iter_batches_with_custom_metadata():
+                writer.write_batch(batch, custom_metadata=meta)
+        fh.flush()
+        os.fsync(fh.fileno())
+    if reader.schema.remove_metadata() != SEGMENT_SCHEMA.remove_metadata():
+        log.warning("%s has an unexpected schema: %s", final, reader.schema)
+    os.rename(tmp, final)
+    fsync_dir(final.parent)
+
+
+def _all_zero(data: pa.Buffer) -> bool:
+    return not any(bytes(data))
+
+
+def _unlink(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+
+
+def _quarantine(data_dir: Path, path: Path, stream: str) -> Path:
+    target_dir = data_dir / "quarantine" / stream
+    make_dirs(target_dir)
+    target = target_dir / f"{path.parent.name}_{path.name}"
+    n = 1
+    while target.exists():
+        target = target_dir / f"{path.parent.name}_{path.name}.{n}"
+        n += 1
+    shutil.move(path, target)
+    fsync_dir(path.parent)
+    log.error("%s is damaged (no complete batch); moved to %s", path, target)
+    return target
