@@ -2,4 +2,149 @@
 
 from __future__ import annotations
 
-from pumpwatch.cli.app import app  # noqa: F401
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pumpwatch.cli.app import ConfigOpt, DataDirOpt, app, settings_from
+from pumpwatch.errors import UsageError
+from pumpwatch.settings import parse_duration
+
+_EPOCH_MS_RE = re.compile(r"\d{1,16}")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def parse_trigger_time(text: str) -> int:
+    """TIME of `pumpwatch extract` as epoch µs: ISO 8601 with ``Z`` or an offset, or epoch ms.
+
+    A time without a zone is refused: guessing the machine's zone is how a window ends up
+    9 hours off (Upbit shows KST).
+    """
+    text = text.strip()
+    if _EPOCH_MS_RE.fullmatch(text):
+        return int(text) * 1000
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(
+            f"cannot read time {text!r}: give ISO 8601 with a zone (2025-01-02T03:04:05Z, "
+            "2025-01-02T12:04:05+09:00) or epoch milliseconds"
+        ) from None
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise UsageError(f"time {text!r} has no time zone: add Z (UTC) or an offset such as +09:00 (KST)")
+    return (when - _EPOCH) // timedelta(microseconds=1)
+
+
+def _duration(value: str | None, default_s: float, what: str) -> float:
+    return default_s if value is None else parse_duration(value, what=what)
+
+
+@app.command("extract")
+def extract_cmd(
+    symbol: Annotated[
+        str, typer.Argument(help="Upbit-style ticker, e.g. 0G (matched against each stream's base).")
+    ],
+    when: Annotated[
+        str,
+        typer.Argument(metavar="TIME", help="Trigger time: ISO 8601 with Z or an offset, or epoch ms."),
+    ],
+    before: Annotated[
+        str | None,
+        typer.Option("--before", help="Window start before TIME, e.g. 20s. Default: extract.before."),
+    ] = None,
+    after: Annotated[
+        str | None, typer.Option("--after", help="Window end after TIME, e.g. 20s. Default: extract.after.")
+    ] = None,
+    streams: Annotated[
+        str | None, typer.Option("--streams", help="Comma list of stream ids or exchanges. Default: all.")
+    ] = None,
+    no_detect: Annotated[bool, typer.Option("--no-detect", help="Skip pump detection (refined/).")] = False,
+    no_chart: Annotated[
+        bool, typer.Option("--no-chart", help="Detect, but do not draw refined/chart.png.")
+    ] = False,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Cut the window around TIME for SYMBOL out of the store, then detect pumps in it.
+
+    Prints the listing directory written (data/listings/<SYMBOL>_<YYYYMMDDTHHMMSSZ>).
+    """
+    from pumpwatch.streams import check_symbol, parse_streams
+
+    check_symbol(symbol)
+    trigger_us = parse_trigger_time(when)
+    settings = settings_from(config, data_dir)
+    before_s = _duration(before, settings.extract.before_s, "--before")
+    after_s = _duration(after, settings.extract.after_s, "--after")
+    chosen = parse_streams(streams)
+
+    from pumpwatch.extractor.extract import extract
+
+    out = extract(settings.data_path, symbol, trigger_us, before_s=before_s, after_s=after_s, streams=chosen)
+    if not no_detect:
+        from pumpwatch.detector.refined import run_detector
+
+        pump = settings.pump
+        run_detector(
+            out,
+            window_s=pump.window_s,
+            threshold_percent=pump.threshold_percent,
+            min_volume_ratio=pump.min_volume_ratio,
+            chart=not no_chart,
+        )
+    typer.echo(str(out))
+
+
+@app.command("detect")
+def detect_cmd(
+    listing_dir: Annotated[Path, typer.Argument(help="A directory written by `pumpwatch extract`.")],
+    threshold_percent: Annotated[
+        float | None,
+        typer.Option("--threshold-percent", help="Minimum rise. Default: pump.threshold_percent."),
+    ] = None,
+    window: Annotated[
+        str | None, typer.Option("--window", help="Sliding window length, e.g. 1s. Default: pump.window.")
+    ] = None,
+    min_volume_ratio: Annotated[
+        float | None,
+        typer.Option(
+            "--min-volume-ratio", help="Window volume vs pre-trigger average. Default: pump.min_volume_ratio."
+        ),
+    ] = None,
+    no_chart: Annotated[bool, typer.Option("--no-chart", help="Do not draw refined/chart.png.")] = False,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Re-run pump detection on an extracted listing directory; rewrites its refined/ files.
+
+    Prints one summary line and the refined/ directory.
+    """
+    settings = settings_from(config, data_dir)
+    pump = settings.pump
+    window_s = _duration(window, pump.window_s, "--window")
+    if window_s <= 0:
+        raise UsageError("--window must be positive")
+    threshold = pump.threshold_percent if threshold_percent is None else threshold_percent
+    ratio = pump.min_volume_ratio if min_volume_ratio is None else min_volume_ratio
+    if threshold < 0 or ratio < 0:
+        raise UsageError("--threshold-percent and --min-volume-ratio cannot be negative")
+
+    from pumpwatch.detector.refined import run_detector
+
+    result = run_detector(
+        listing_dir,
+        window_s=window_s,
+        threshold_percent=threshold,
+        min_volume_ratio=ratio,
+        chart=not no_chart,
+    )
+    summary = result["summary"]
+    typer.echo(
+        f"{len(result['pump_events'])} pump event(s) on {summary['total_streams_with_pumps']} stream(s), "
+        f"max {summary['max_price_change']:.2f}%, first {summary['first_pump_exchange'] or '-'}"
+        f"{'_' + summary['first_pump_market_type'] if summary['first_pump_market_type'] else ''}"
+    )
+    typer.echo(str(listing_dir / "refined"))

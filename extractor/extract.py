@@ -1,0 +1,157 @@
+"""Cut the window around a trigger time for one symbol out of the store (DESIGN §7).
+
+Output, under ``<data_dir>/listings/<SYMBOL>_<YYYYMMDDTHHMMSSZ>/`` (trigger time in UTC):
+
+- ``raw/<stream>.json`` for every selected stream: a JSON array, one trade per line, oldest
+  first: exchange, market, symbol, price, quantity (base units), side (taker), timestamp
+  (integer ms, floor of the exchange time, as the original system wrote it), timestamp_us
+  (the exact exchange time in µs; some venues give µs or ns), trade_id (null on Phemex).
+- ``raw/trades.parquet``: every stream's trades in one table, the columns of the store plus
+  ``exchange`` and ``market``, sorted by exchange, market, time, receive time.
+- ``metadata.json``: symbol, trigger time, window, source, per-stream trades/symbols/coverage.
+
+The window is closed: trades with ``T - before <= time <= T + after``. The directory is built
+under a temporary name and swapped in atomically; the raw files contain nothing but the
+trades, so the same store and arguments give byte-identical raw files (metadata.json alone
+carries the extraction's wall-clock time, in ``extracted_at``).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pumpwatch.extractor.files import (
+    make_temp_dir,
+    replace_dir,
+    write_bytes,
+    write_json,
+    write_json_lines_array,
+)
+from pumpwatch.extractor.metadata import build_metadata, iso_utc
+
+from pumpwatch.errors import StoreError
+from pumpwatch.streams import check_symbol, parse_streams, split_stream
+
+log = logging.getLogger(__name__)
+
+US_PER_S = 1_000_000
+
+
+def listing_dir_name(symbol: str, trigger_us: int) -> str:
+    """``0G_20250102T030405Z`` for a trigger at 2025-01-02 03:04:05.xxx UTC."""
+    stamp = datetime.fromtimestamp(trigger_us // US_PER_S, UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{check_symbol(symbol)}_{stamp}"
+
+
+def _raw_rows(part: Any, exchange: str, market: str) -> list[dict[str, Any]]:
+    time_us = part.column("time").cast("int64").to_pylist()
+    cols = zip(
+        part.column("symbol").to_pylist(),
+        part.column("price").to_pylist(),
+        part.column("qty").to_pylist(),
+        part.column("side").to_pylist(),
+        time_us,
+        part.column("trade_id").to_pylist(),
+        strict=True,
+    )
+    return [
+        {
+            "exchange": exchange,
+            "market": market,
+            "symbol": symbol,
+            "price": price,
+            "quantity": qty,
+            "side": side,
+            "timestamp": t_us // 1000,
+            "timestamp_us": t_us,
+            "trade_id": trade_id,
+        }
+        for symbol, price, qty, side, t_us, trade_id in cols
+    ]
+
+
+def _stream_part(table: Any, exchange: str, market: str) -> Any:
+    import pyarrow.compute as pc
+
+    mask = pc.and_(pc.equal(table.column("exchange"), exchange), pc.equal(table.column("market"), market))
+    part = table.filter(mask)
+    # Oldest first; the reader sorts by time then receive time, a stable sort keeps that.
+    return part.sort_by([("time", "ascending"), ("recv_time", "ascending")])
+
+
+def extract(
+    data_dir: str | Path,
+    symbol: str,
+    trigger_us: int,
+    *,
+    before_s: float = 20.0,
+    after_s: float = 20.0,
+    source: Mapping[str, Any] | None = None,
+    streams: Sequence[str] | str | None = None,
+) -> Path:
+    """Extract `symbol`'s trades in ``[trigger - before_s, trigger + after_s]`` from the store
+    under `data_dir` and return the listing directory written (see the module doc).
+
+    `source` describes what triggered the extraction (Upbit notice id, title, first_listed_at,
+    detected_at, detection_delay_s …); None means "manual". `streams` restricts the streams
+    (ids or exchange names, as `parse_streams` accepts); None = all twelve.
+    Raises `UsageError` for a malformed symbol or stream, `StoreError` for a missing data dir.
+    """
+    check_symbol(symbol)
+    chosen = parse_streams(streams if streams is None or isinstance(streams, str) else list(streams))
+    if before_s < 0 or after_s < 0:
+        raise StoreError("the extraction window cannot be negative")
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise StoreError(f"data directory {data_dir} does not exist")
+    start_us = trigger_us - round(before_s * US_PER_S)
+    end_us = trigger_us + round(after_s * US_PER_S)
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pumpwatch.segments.reader import read_trades
+
+    table = read_trades(data_dir, start_us, end_us, streams=list(chosen), base=symbol)
+    target = data_dir / "listings" / listing_dir_name(symbol, trigger_us)
+    tmp = make_temp_dir(target)
+    try:
+        (tmp / "raw").mkdir()
+        parts: dict[str, Any] = {}
+        for stream in chosen:
+            exchange, market = split_stream(stream)
+            part = _stream_part(table, exchange, market)
+            parts[stream] = part
+            write_json_lines_array(tmp / "raw" / f"{stream}.json", _raw_rows(part, exchange, market))
+        buf = pa.BufferOutputStream()
+        pq.write_table(table, buf, compression="zstd")
+        write_bytes(tmp / "raw" / "trades.parquet", buf.getvalue().to_pybytes())
+        meta = build_metadata(
+            data_dir,
+            symbol,
+            trigger_us,
+            before_s=before_s,
+            after_s=after_s,
+            start_us=start_us,
+            end_us=end_us,
+            source=source,
+            parts=parts,
+        )
+        write_json(tmp / "metadata.json", meta)
+        replace_dir(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info(
+        "extracted %s around %s: %d trades on %d stream(s) -> %s",
+        symbol,
+        iso_utc(trigger_us),
+        table.num_rows,
+        sum(1 for p in parts.values() if p.num_rows),
+        target,
+    )
+    return target

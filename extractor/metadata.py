@@ -1,0 +1,103 @@
+"""metadata.json of a listing directory: what was extracted, from where, and how complete."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pumpwatch.streams import split_stream
+
+log = logging.getLogger(__name__)
+
+US_PER_S = 1_000_000
+
+
+def iso_utc(time_us: int) -> str:
+    """``2025-01-02T03:04:05.123Z`` (µs digits only when the time has them)."""
+    dt = datetime.fromtimestamp(time_us // US_PER_S, UTC).replace(microsecond=time_us % US_PER_S)
+    spec = "milliseconds" if time_us % 1000 == 0 else "microseconds"
+    return dt.isoformat(timespec=spec).replace("+00:00", "Z")
+
+
+def _coverage(data_dir: Path, stream: str, base: str, start_us: int, end_us: int) -> dict[str, Any]:
+    """The stream's listening state over the window, from its connection journal."""
+    try:
+        from pumpwatch.segments.coverage import coverage
+
+        cov = coverage(data_dir, stream, start_us, end_us, base=base)
+    except ImportError:  # pragma: no cover - only while the journal module is absent
+        return {"known": False, "complete": None, "listening_s": None, "gaps": []}
+    return {
+        "known": cov.known,
+        # "connected for the whole window" only when the journal can say so.
+        "complete": cov.complete if cov.known else None,
+        "listening_s": round(cov.listening_us / US_PER_S, 6) if cov.known else None,
+        "gaps": [
+            {
+                "start": iso_utc(a),
+                "end": iso_utc(b),
+                "start_us": a,
+                "end_us": b,
+                "duration_s": round((b - a) / US_PER_S, 6),
+            }
+            for a, b in cov.gaps
+        ],
+    }
+
+
+def build_metadata(
+    data_dir: Path,
+    symbol: str,
+    trigger_us: int,
+    *,
+    before_s: float,
+    after_s: float,
+    start_us: int,
+    end_us: int,
+    source: Mapping[str, Any] | None,
+    parts: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The metadata.json object; `parts` maps each selected stream to its extracted table."""
+    from pumpwatch import __version__
+
+    streams: dict[str, Any] = {}
+    for stream, part in parts.items():
+        exchange, market = split_stream(stream)
+        n = part.num_rows
+        time_us = part.column("time").cast("int64") if n else None
+        streams[stream] = {
+            "exchange": exchange,
+            "market": market,
+            "trades": n,
+            "symbols": sorted(set(part.column("symbol").to_pylist())),
+            "first_trade_us": time_us[0].as_py() if time_us is not None else None,
+            "last_trade_us": time_us[-1].as_py() if time_us is not None else None,
+            "coverage": _coverage(data_dir, stream, symbol, start_us, end_us),
+        }
+    return {
+        "symbol": symbol,
+        "trigger_time": iso_utc(trigger_us),
+        "trigger_time_ms": trigger_us // 1000,
+        "trigger_time_us": trigger_us,
+        "window": {
+            "before_s": before_s,
+            "after_s": after_s,
+            "start": iso_utc(start_us),
+            "end": iso_utc(end_us),
+            "start_ms": start_us // 1000,
+            "end_ms": end_us // 1000,
+            "start_us": start_us,
+            "end_us": end_us,
+            "inclusive": True,
+        },
+        "source": dict(source) if source is not None else "manual",
+        "trades": sum(s["trades"] for s in streams.values()),
+        "streams": streams,
+        "timestamps": "raw/*.json: timestamp = exchange time in integer ms (floor), timestamp_us = exact µs",
+        "extracted_at": iso_utc(time.time_ns() // 1000),
+        "pumpwatch_version": __version__,
+    }
