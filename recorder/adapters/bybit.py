@@ -1,0 +1,188 @@
+"""Bybit v5 spot and linear (USDT perpetual) public trades.
+
+Connect/limits/heartbeat: https://bybit-exchange.github.io/docs/v5/ws/connect
+Trade topic:              https://bybit-exchange.github.io/docs/v5/websocket/public/trade
+Instrument list:          https://bybit-exchange.github.io/docs/v5/market/instrument
+
+Topic ``publicTrade.<SYMBOL>``: one frame carries up to 1024 trades of one symbol, oldest
+first, times in ms, ``S`` the taker side, ``v`` in base coin (also for linear contracts). The
+client keeps the connection alive with a JSON ``ping`` every 20 s; spot takes at most 10 args
+per subscribe request.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+from pumpwatch.recorder.adapter import Adapter, Control, HttpRequest, Instrument, Instruments
+from pumpwatch.segments.schema import TradeRow
+
+from pumpwatch.errors import ParseError
+
+DOC_URL = "https://bybit-exchange.github.io/docs/v5/websocket/public/trade"
+
+_loads = orjson.loads
+_JSONError = orjson.JSONDecodeError
+_INF = float("inf")
+_DAY_US = 86_400_000_000
+_PREFIX = "publicTrade."
+_SIDES = {"Buy": "buy", "Sell": "sell"}
+_TOPIC_RE = re.compile(r"publicTrade\.([A-Za-z0-9_-]+)")
+
+
+def _decode(
+    frame: bytes | str, recv_us: int, instruments: Instruments, drop_block_trades: bool
+) -> list[TradeRow] | Control:
+    """One Bybit frame -> trades (oldest first), or a Control for acks, errors and pongs.
+
+    Trade frame (linear; spot lacks ``L`` and has numeric ids)::
+
+        {"topic":"publicTrade.BTCUSDT","type":"snapshot","ts":1672304486868,"data":[
+         {"T":1672304486865,"s":"BTCUSDT","S":"Buy","v":"0.001","p":"16578.50","L":"PlusTick",
+          "i":"20f43950-d8dd-5b31-9112-a178eb6023af","BT":false,"seq":1783284617}]}
+    """
+    try:
+        msg = _loads(frame)
+    except _JSONError:
+        raise ParseError("bybit: not JSON") from None
+    try:
+        topic = msg["topic"]
+        data = msg["data"]
+    except (KeyError, TypeError, IndexError):
+        return _control(msg)
+    if type(topic) is not str or not topic.startswith(_PREFIX) or type(data) is not list:
+        raise ParseError(f"bybit: unexpected topic or data ({str(topic)[:40]!r})")
+    symbol = topic[len(_PREFIX) :]
+    inst = instruments.get(symbol)
+    if inst is None:
+        raise ParseError(f"bybit: unknown symbol {symbol!r}")
+    base, quote_ = inst.base, inst.quote
+    rows: list[TradeRow] = []
+    append = rows.append
+    try:
+        for item in data:
+            p = item["p"]
+            v = item["v"]
+            t = item["T"]
+            tid = item["i"]
+            side = _SIDES[item["S"]]
+            if type(p) is not str or type(v) is not str or type(t) is not int or type(tid) is not str:
+                raise ParseError("bybit: wrong field type")
+            if item["s"] != symbol:
+                raise ParseError("bybit: trade symbol differs from its topic")
+            price = float(p)
+            qty = float(v)
+            if not (0.0 < price < _INF and 0.0 < qty < _INF):
+                raise ParseError(f"bybit: price/qty out of range {p!r} / {v!r}")
+            t_us = t * 1000
+            if not -_DAY_US < t_us - recv_us < _DAY_US:
+                raise ParseError(f"bybit: implausible time {t}")
+            if drop_block_trades and item.get("BT") is True:
+                continue
+            append((t_us, recv_us, symbol, base, quote_, price, qty, side, tid))
+    except ParseError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ParseError(f"bybit: malformed trade ({exc!r})") from None
+    return rows
+
+
+def _control(msg: Any) -> Control:
+    """Subscribe replies, pongs and errors: ``{"success":…,"ret_msg":…,"op":…,"req_id":…}``."""
+    if type(msg) is not dict:
+        raise ParseError("bybit: frame is not an object")
+    op = msg.get("op")
+    success = msg.get("success")
+    raw_id = msg.get("req_id")
+    req_id = str(raw_id) if type(raw_id) in (str, int) and raw_id != "" else None
+    ret_msg = str(msg.get("ret_msg", ""))
+    if op in ("ping", "pong") and success is not False:
+        return Control("pong", req_id=req_id)
+    if op in ("subscribe", "unsubscribe") and type(success) is bool:
+        if success:
+            return Control("ack", req_id=req_id)
+        # Bybit names the refused topics in ret_msg ("Invalid symbol :[publicTrade.X]",
+        # "error:handler not found,topic:publicTrade.X"); "args size >10" names none.
+        symbols = tuple(_TOPIC_RE.findall(ret_msg))
+        return Control("ack", req_id=req_id, ok=False, symbols=symbols, message=ret_msg)
+    if success is False:
+        return Control("error", req_id=req_id, message=ret_msg)
+    if op is not None and success is True:
+        return Control("info", req_id=req_id, message=str(op))
+    raise ParseError("bybit: unexpected frame")
+
+
+def _request(op: str, symbols: Sequence[str], req_id: str, per_request: int) -> list[str]:
+    args = [_PREFIX + s for s in symbols]
+    return [
+        orjson.dumps({"req_id": req_id, "op": op, "args": args[i : i + per_request]}).decode()
+        for i in range(0, len(args), per_request)
+    ]
+
+
+def _parse_instruments(
+    body: bytes, futures: bool, quotes: frozenset[str], rest: dict[str, str]
+) -> tuple[list[Instrument], HttpRequest | None]:
+    """Trading instruments of one instruments-info page, and the request for the next page."""
+    try:
+        doc = _loads(body)
+        if doc["retCode"] != 0:
+            raise ParseError(f"bybit: instruments-info retCode {doc['retCode']}: {doc.get('retMsg')}")
+        result = doc["result"]
+        out = []
+        for item in result["list"]:
+            if item["status"] != "Trading" or item["quoteCoin"] not in quotes:
+                continue
+            if futures and (item["contractType"] != "LinearPerpetual" or item["settleCoin"] not in quotes):
+                continue
+            out.append(Instrument(item["symbol"], item["baseCoin"].upper(), item["quoteCoin"].upper()))
+        cursor = result.get("nextPageCursor") or ""
+    except (_JSONError, KeyError, TypeError, AttributeError) as exc:
+        raise ParseError(f"bybit: bad instruments-info response ({exc!r})") from None
+    if not cursor:
+        return out, None
+    if "first_url" not in rest:
+        raise ParseError("bybit: a paginated instruments-info page without instruments_request")
+    return out, HttpRequest("GET", f"{rest['first_url']}&cursor={quote(cursor)}")
+
+
+def adapter(market: str, options: Mapping[str, Any]) -> Adapter:
+    """The Adapter of ``bybit_<market>``; options: ``drop_block_trades`` (bool), ``quotes``."""
+    if market not in ("spot", "futures"):
+        raise ValueError(f"bybit has no market {market!r}")
+    futures = market == "futures"
+    defaults: dict[str, Any] = {"drop_block_trades": False, "quotes": ["USDT"]}
+    opts = {**defaults, **options}
+    drop_block = bool(opts["drop_block_trades"])
+    quotes = frozenset(str(q).upper() for q in opts["quotes"])
+    # Spot takes at most 10 args per request; linear has no per-request cap, but every public
+    # connection's args must stay under 21,000 characters (~29 per topic -> 500 is safe).
+    per_request = 100 if futures else 10
+    category = "linear" if futures else "spot"
+    rest: dict[str, str] = {}  # the first page's URL, for the cursor of the next pages
+
+    def instruments_request(rest_url: str) -> HttpRequest:
+        limit = "&limit=1000" if futures else ""
+        rest["first_url"] = f"{rest_url.rstrip('/')}/v5/market/instruments-info?category={category}{limit}"
+        return HttpRequest("GET", rest["first_url"])
+
+    return Adapter(
+        stream=f"bybit_{market}",
+        doc_url=DOC_URL,
+        decode=lambda frame, recv_us, instruments: _decode(frame, recv_us, instruments, drop_block),
+        subscribe=lambda symbols, req_id: _request("subscribe", symbols, req_id, per_request),
+        unsubscribe=lambda symbols, req_id: _request("unsubscribe", symbols, req_id, per_request),
+        max_symbols_per_request=per_request,
+        max_symbols_per_connection=500,
+        max_requests_per_s=10.0,
+        ping=lambda now_ms: orjson.dumps({"req_id": str(now_ms), "op": "ping"}).decode(),
+        ping_interval_s=20.0,
+        quiet_timeout_s=60.0,
+        instruments_request=instruments_request,
+        parse_instruments=lambda body: _parse_instruments(body, futures, quotes, rest),
+        default_options=defaults,
+    )
