@@ -1,0 +1,185 @@
+"""Read trades of a time window out of the store, sealed and open segments alike (DESIGN §5).
+
+Files are chosen by path before any is opened: a file holds the rows *received* in
+[its HHMMSS, the end of its hour), and a trade's exchange time may differ from its receive
+time by network lag or clock error, so a file is read when that span widened by `slack_s`
+(default 5 minutes, both sides) meets the window. Inside a file every record batch carries its
+min/max exchange time in its custom metadata, read from the message header without
+decompressing, so only the batches that meet the window are decompressed. Sealed files are
+memory-mapped; an open ``_`` file is read as the IPC stream after its 8-byte magic, up to its
+last complete batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.ipc as ipc
+from pumpwatch.segments.ipcscan import Chunk, scan_segment, stream_of
+from pumpwatch.segments.paths import US_PER_S, SegmentFile, list_segments, sealed_name
+from pumpwatch.segments.schema import BATCH_TIME_MAX, BATCH_TIME_MIN, DICT_COLUMNS, TRADE_SCHEMA
+
+from pumpwatch.errors import StoreError
+from pumpwatch.streams import split_stream
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SLACK_S = 300.0
+OUT_SCHEMA = pa.schema(
+    [pa.field("exchange", pa.string(), nullable=False), pa.field("market", pa.string(), nullable=False)]
+    + list(TRADE_SCHEMA),
+    metadata=TRADE_SCHEMA.metadata,
+)
+
+
+def read_trades(
+    data_dir: str | os.PathLike[str],
+    start_us: int,
+    end_us: int,
+    *,
+    streams: Sequence[str] | None = None,
+    base: str | None = None,
+    slack_s: float = DEFAULT_SLACK_S,
+) -> pa.Table:
+    """Every trade with ``start_us <= time <= end_us`` (and ``base`` equal, if given).
+
+    Columns: ``exchange``, ``market`` and `TRADE_FIELDS` (strings, not dictionaries), sorted by
+    (exchange, market, time, recv_time), ties kept in the order they were written.
+    """
+    per_stream: dict[str, list[pa.RecordBatch]] = {}
+    for stream, batch in iter_batches(
+        data_dir, start_us, end_us, streams=streams, base=base, slack_s=slack_s
+    ):
+        per_stream.setdefault(stream, []).append(batch)
+    parts = []
+    for stream in sorted(per_stream, key=split_stream):
+        table = pa.Table.from_batches(per_stream[stream], schema=TRADE_SCHEMA)
+        order = pc.sort_indices(table, [("time", "ascending"), ("recv_time", "ascending")])
+        table = table.take(order)
+        exchange, market = split_stream(stream)
+        n = table.num_rows
+        table = table.add_column(0, OUT_SCHEMA.field("market"), _constant(market, n))
+        table = table.add_column(0, OUT_SCHEMA.field("exchange"), _constant(exchange, n))
+        parts.append(table.cast(OUT_SCHEMA))
+    if not parts:
+        return OUT_SCHEMA.empty_table()
+    return pa.concat_tables(parts).combine_chunks()
+
+
+def _constant(value: str, n: int) -> pa.Array:
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([value])).cast(
+        pa.string()
+    )
+
+
+def iter_batches(
+    data_dir: str | os.PathLike[str],
+    start_us: int,
+    end_us: int,
+    *,
+    streams: Sequence[str] | None = None,
+    base: str | None = None,
+    slack_s: float = DEFAULT_SLACK_S,
+) -> Iterator[tuple[str, pa.RecordBatch]]:
+    """(stream, batch of `TRADE_SCHEMA`) for the window, in stream then write order, filtered."""
+    if end_us < start_us:
+        return
+    slack_us = int(slack_s * US_PER_S)
+    for seg in list_segments(data_dir, streams, start_us=start_us - slack_us, end_us=end_us + slack_us):
+        if seg.start_us - slack_us > end_us or seg.end_us + slack_us <= start_us:
+            continue
+        for batch in read_segment(seg, start_us, end_us, base=base):
+            yield seg.stream, batch
+
+
+def read_segment(
+    seg: SegmentFile, start_us: int, end_us: int, *, base: str | None = None
+) -> Iterator[pa.RecordBatch]:
+    """The rows of one segment file inside the window, as `TRADE_SCHEMA` batches."""
+    buf = _map(seg.path)
+    if buf is None:
+        return
+    scan = scan_segment(buf)
+    if scan.error is not None and seg.sealed:
+        log.warning(
+            "%s is damaged after byte %d (%s); reading what precedes", seg.path, scan.valid_end, scan.error
+        )
+    keep: list[Chunk] = []
+    picked: list[int] = []
+    ordinal = 0
+    for chunk in scan.chunks:
+        if chunk.kind != "record batch":
+            keep.append(chunk)
+            continue
+        if _meets(chunk, start_us, end_us):
+            keep.append(chunk)
+            picked.append(ordinal)
+        ordinal += 1
+    if not picked:
+        return
+    for batch in _decode(buf, seg, scan.clean_eos, keep, picked):
+        out = _filter(batch, start_us, end_us, base)
+        if out is not None:
+            yield out
+
+
+def _map(path: Path) -> pa.Buffer | None:
+    for candidate in (path, sealed_name(path)):
+        try:
+            with pa.memory_map(str(candidate)) as mm:
+                return mm.read_buffer()
+        except FileNotFoundError:
+            continue  # an open file sealed (renamed) since it was listed, or pruned
+        except OSError as exc:
+            raise StoreError(f"cannot read segment {candidate}: {exc}") from None
+    return None
+
+
+def _meets(chunk: Chunk, start_us: int, end_us: int) -> bool:
+    lo, hi = chunk.meta.get(BATCH_TIME_MIN), chunk.meta.get(BATCH_TIME_MAX)
+    if lo is None or hi is None:
+        return True  # no bounds recorded: decode it and filter row by row
+    return int(lo) <= end_us and int(hi) >= start_us
+
+
+def _decode(
+    buf: pa.Buffer, seg: SegmentFile, clean: bool, keep: list[Chunk], picked: list[int]
+) -> Iterator[pa.RecordBatch]:
+    if seg.sealed and clean:
+        try:
+            reader = ipc.open_file(buf)
+        except pa.ArrowInvalid:
+            pass  # no readable footer: fall back to the stream
+        else:
+            for i in picked:
+                yield reader.get_batch(i)
+            return
+    yield from ipc.open_stream(stream_of(buf, keep))
+
+
+def _filter(batch: pa.RecordBatch, start_us: int, end_us: int, base: str | None) -> pa.RecordBatch | None:
+    times = batch.column(0).to_numpy().view("i8")
+    mask = (times >= start_us) & (times <= end_us)
+    if base is not None:
+        col = batch.column(batch.schema.get_field_index("base"))
+        if pa.types.is_dictionary(col.type):
+            hits = np.flatnonzero(np.asarray(col.dictionary.to_numpy(zero_copy_only=False) == base))
+            if len(hits) == 0:
+                return None
+            mask &= np.isin(col.indices.to_numpy(zero_copy_only=False), hits)
+        else:
+            mask &= np.asarray(pc.equal(col, base).to_numpy(zero_copy_only=False), dtype=bool)
+    if not mask.any():
+        return None
+    picked = batch if mask.all() else batch.filter(pa.array(mask))
+    cols = [
+        col.cast(pa.string()) if name in DICT_COLUMNS else col
+        for name, col in zip(picked.schema.names, picked.columns, strict=True)
+    ]
+    return pa.RecordBatch.from_arrays(cols, schema=TRADE_SCHEMA)
