@@ -157,14 +157,14 @@ def _write_staged(data_dir: str | os.PathLike[str], stream: str, hour_us: int, t
     from pumpwatch.segments.writer import SegmentWriter
 
     stage_root = _staging_dir(data_dir, stream) / "stage"
-    staged = segment_path(stage_root, stream, hour_us, sealed=True)
-    staged.unlink(missing_ok=True)  # left by an attempt that died before its manifest
-    # The writer names the file after its clock (HH0000 here) and seals it on close.
+    for leftover in list_segments(stage_root, [stream]):  # from an attempt that died before its manifest
+        leftover.path.unlink(missing_ok=True)
     with SegmentWriter(stage_root, stream, clock_us=lambda: hour_us) as writer:
         writer.append_batch(table)
-    if not staged.exists():
-        raise StoreError(f"reparse: the staged segment {staged} was not written")
-    return staged
+    staged = [s for s in list_segments(stage_root, [stream]) if s.sealed]
+    if len(staged) != 1 or hour_start_us(staged[0].start_us) != hour_us:
+        raise StoreError(f"reparse: expected one staged segment for hour {hour_us}, got {staged}")
+    return staged[0].path
 
 
 def _decode_span(
@@ -256,6 +256,7 @@ def _swap_hour(
 ) -> None:
     staged = _write_staged(data_dir, stream, hour_us, table)
     target = min(old, key=lambda p: p.name) if old else segment_path(data_dir, stream, hour_us, sealed=True)
+    target = target.with_name(min(target.name, staged.name))
     manifest: dict[str, Any] = {
         "staged": str(staged),
         "target": str(target),
