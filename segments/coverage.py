@@ -135,7 +135,8 @@ class Replay:
 
     def _close_at(self, ts: int) -> None:
         if self.listening_since is not None:
-            self.intervals.append((self.listening_since, ts))
+            if ts > self.listening_since:  # an empty span (same-µs flap) is no listening
+                self.intervals.append((self.listening_since, ts))
             self.listening_since = None
 
     def _update(self, ts: int) -> None:
@@ -163,7 +164,10 @@ def listening_spans(
         ts = replay.feed(event)
         if first_ts is None:
             first_ts = ts
-    tail_end = now_us if replay.last_ts is None else min(replay.last_ts + tail_grace_us, now_us)
+    tail_end = now_us
+    if replay.last_ts is not None:
+        # what the journal says up to its last event stands even if `now_us` is earlier
+        tail_end = max(replay.last_ts, min(replay.last_ts + tail_grace_us, now_us))
     return replay.finish(tail_end), first_ts
 
 
@@ -189,7 +193,7 @@ def coverage_from_events(
     gaps = []
     cursor = start_us
     for a, b in sorted(spans):
-        if b <= cursor or a >= end_us:
+        if b <= a or b <= cursor or a >= end_us:
             continue
         if a > cursor:
             gaps.append((cursor, a))

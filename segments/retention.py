@@ -1,0 +1,325 @@
+"""Retention and the free-disk floor: segments, frame files and journal lines (DESIGN §5, §6).
+
+`prune` runs in this order, and never raises for a file it cannot delete (it logs and goes on):
+
+1. Sealed segments whose UTC hour ended more than ``retention_s`` ago, oldest first.
+2. Frame files whose hour ended more than ``frames_retention_s`` ago.
+3. While free disk is under ``min_free_disk_mb``: evict frame files, then sealed segments,
+   oldest first (frames go first: they are the bulkier copy and have the shorter retention).
+   Each eviction is logged as a warning; if nothing is left to evict the report says so.
+4. Empty ``date=`` directories of both trees are removed.
+5. Journal lines older than ``retention_s`` are dropped, except the lines that still describe a
+   connection open at the cutoff (without them coverage would forget it was listening).
+
+Never touched: an open ``_`` segment and the newest file of each stream in either tree (the
+one being written).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pumpwatch.segments.coverage import Replay
+from pumpwatch.segments.frames import HOUR_US, HourlyFile, list_frame_files, scan_hourly_files
+from pumpwatch.segments.journal import JOURNAL_DIR, encode_event, rewrite_journal, scan_events
+from pumpwatch.segments.journal import now_us as wall_now_us
+
+from pumpwatch.streams import STREAMS
+
+log = logging.getLogger(__name__)
+
+SEGMENTS_DIR = "segments"
+SEGMENT_SUFFIX = ".arrow"
+
+
+def disk_free_bytes(path: str | os.PathLike[str]) -> int:
+    """Free bytes on the filesystem holding `path` (tests monkeypatch or pass their own)."""
+    return shutil.disk_usage(path).free
+
+
+def segment_files(data_dir: str | os.PathLike[str], streams: Iterable[str] | None = None) -> list[HourlyFile]:
+    """Segment files of the store, sorted by (stream, start).
+
+    Uses ``pumpwatch.segments.paths.list_segments`` (the segment writer's own listing) when it
+    is installed, else scans the documented layout
+    ``segments/exchange=<e>/market=<m>/date=<YYYY-MM-DD>/[_]<HHMMSS>.arrow``.
+    """
+    try:
+        from pumpwatch.segments.paths import list_segments
+    except ImportError:
+        return scan_hourly_files(Path(data_dir) / SEGMENTS_DIR, SEGMENT_SUFFIX, streams)
+    out = []
+    for seg in list_segments(Path(data_dir), list(streams) if streams is not None else None):
+        path = Path(seg.path)
+        try:
+            mtime_us = path.stat().st_mtime_ns // 1000
+        except FileNotFoundError:
+            continue
+        start_us = int(seg.start_us)
+        out.append(
+            HourlyFile(
+                path=path,
+                stream=seg.stream,
+                start_us=start_us,
+                hour_end_us=start_us - start_us % HOUR_US + HOUR_US,
+                sealed=bool(seg.sealed),
+                size_bytes=int(seg.size_bytes),
+                mtime_us=mtime_us,
+            )
+        )
+    out.sort(key=lambda f: (f.stream, f.start_us, f.path.name))
+    return out
+
+
+@dataclass(frozen=True)
+class DeletedFile:
+    """One file `prune` deleted (or would delete, in a dry run)."""
+
+    path: Path
+    kind: str  # "segment" | "frames"
+    stream: str
+    size_bytes: int
+    reason: str  # "retention" | "disk"
+
+
+@dataclass
+class PruneReport:
+    """What `prune` did (or, with ``dry_run``, would do)."""
+
+    dry_run: bool
+    now_us: int
+    deleted: list[DeletedFile] = field(default_factory=list)
+    journal_lines_dropped: dict[str, int] = field(default_factory=dict)  # per stream
+    free_bytes_before: int = 0
+    free_bytes_after: int = 0  # measured; estimated in a dry run
+    floor_bytes: int = 0
+    below_floor: bool = False  # still under the floor with nothing left to evict
+    dirs_removed: int = 0
+
+    def count(self, kind: str | None = None, reason: str | None = None) -> int:
+        """Files deleted, optionally of one kind and/or for one reason."""
+        return sum(1 for d in self.deleted if kind in (None, d.kind) and reason in (None, d.reason))
+
+    def bytes(self, kind: str | None = None, reason: str | None = None) -> int:
+        """Bytes of the files deleted, optionally of one kind and/or for one reason."""
+        return sum(
+            d.size_bytes for d in self.deleted if kind in (None, d.kind) and reason in (None, d.reason)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary: per kind files and bytes, plus journal lines and disk figures."""
+        kinds = {
+            kind: {
+                "files": self.count(kind),
+                "bytes": self.bytes(kind),
+                "evicted_files": self.count(kind, "disk"),
+            }
+            for kind in ("segment", "frames")
+        }
+        return {
+            "dry_run": self.dry_run,
+            "now_us": self.now_us,
+            "deleted": kinds,
+            "journal_lines_dropped": dict(self.journal_lines_dropped),
+            "free_bytes_before": self.free_bytes_before,
+            "free_bytes_after": self.free_bytes_after,
+            "floor_bytes": self.floor_bytes,
+            "below_floor": self.below_floor,
+            "dirs_removed": self.dirs_removed,
+            "files": [
+                {
+                    "path": str(d.path),
+                    "kind": d.kind,
+                    "stream": d.stream,
+                    "bytes": d.size_bytes,
+                    "reason": d.reason,
+                }
+                for d in self.deleted
+            ],
+        }
+
+
+def _protected(files: list[HourlyFile]) -> set[Path]:
+    """Open files and the newest file of each stream: never deleted."""
+    newest: dict[str, HourlyFile] = {}
+    for f in files:
+        cur = newest.get(f.stream)
+        if cur is None or (f.start_us, f.path.name) > (cur.start_us, cur.path.name):
+            newest[f.stream] = f
+    return {f.path for f in newest.values()} | {f.path for f in files if not f.sealed}
+
+
+def _remove(path: Path, dry_run: bool) -> bool:
+    if dry_run:
+        return True
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False  # gone already (another prune): nothing freed by us
+    except OSError as exc:
+        log.warning("prune: cannot delete %s: %s", path, exc)
+        return False
+    return True
+
+
+def _prune_empty_date_dirs(root: Path) -> int:
+    removed = 0
+    for date_dir in root.glob("exchange=*/market=*/date=*"):
+        try:
+            date_dir.rmdir()  # only succeeds when empty
+        except OSError:
+            continue
+        removed += 1
+    return removed
+
+
+def prune(
+    data_dir: str | os.PathLike[str],
+    *,
+    retention_s: float,
+    min_free_disk_mb: float,
+    frames_retention_s: float,
+    now_us: int | None = None,
+    dry_run: bool = False,
+    free_bytes: Callable[[Path], int] | None = None,
+) -> PruneReport:
+    """Apply retention and the free-disk floor to the store under `data_dir` (see module doc).
+
+    `free_bytes(data_dir)` measures free disk (default `disk_free_bytes`); in a dry run the
+    free space after is estimated as before + bytes that would be deleted.
+    """
+    root = Path(data_dir)
+    now = wall_now_us() if now_us is None else now_us
+    measure = free_bytes if free_bytes is not None else disk_free_bytes
+    report = PruneReport(dry_run=dry_run, now_us=now, floor_bytes=int(min_free_disk_mb * 1024 * 1024))
+    report.free_bytes_before = measure(root)
+    segs = segment_files(root)
+    frames = list_frame_files(root)
+    keep = _protected(segs) | _protected(frames)
+    gone: set[Path] = set()
+
+    def delete(f: HourlyFile, kind: str, reason: str) -> None:
+        if _remove(f.path, dry_run):
+            report.deleted.append(DeletedFile(f.path, kind, f.stream, f.size_bytes, reason))
+        gone.add(f.path)
+
+    seg_cutoff = now - int(retention_s * 1_000_000)
+    for f in sorted(segs, key=lambda f: f.start_us):
+        if f.sealed and f.path not in keep and f.hour_end_us <= seg_cutoff:
+            delete(f, "segment", "retention")
+    frames_cutoff = now - int(frames_retention_s * 1_000_000)
+    for f in sorted(frames, key=lambda f: f.start_us):
+        if f.path not in keep and f.hour_end_us <= frames_cutoff:
+            delete(f, "frames", "retention")
+    if report.deleted:
+        log.info(
+            "prune: %s %d segment(s) (%d bytes) and %d frame file(s) (%d bytes) past retention",
+            "would delete" if dry_run else "deleted",
+            report.count("segment"),
+            report.bytes("segment"),
+            report.count("frames"),
+            report.bytes("frames"),
+        )
+
+    def free_now() -> int:
+        # a dry run deletes nothing, so the disk cannot tell: estimate from the sizes
+        return report.free_bytes_before + report.bytes() if dry_run else measure(root)
+
+    free = free_now()
+    if free < report.floor_bytes:
+        pool = [(f, "frames") for f in sorted(frames, key=lambda f: f.start_us)]
+        pool += [(f, "segment") for f in sorted(segs, key=lambda f: f.start_us) if f.sealed]
+        for f, kind in pool:
+            if free >= report.floor_bytes:
+                break
+            if f.path in keep or f.path in gone:
+                continue
+            delete(f, kind, "disk")
+            log.warning(
+                "prune: free disk %d MB below the floor of %d MB: %s %s %s (%d bytes)",
+                free // 2**20,
+                report.floor_bytes // 2**20,
+                "would evict" if dry_run else "evicted",
+                kind,
+                f.path,
+                f.size_bytes,
+            )
+            free = free_now()
+        if free < report.floor_bytes:
+            report.below_floor = True
+            log.error(
+                "prune: free disk %d MB still below the floor of %d MB and nothing left to evict",
+                free // 2**20,
+                report.floor_bytes // 2**20,
+            )
+    if not dry_run:
+        report.dirs_removed = _prune_empty_date_dirs(root / SEGMENTS_DIR) + _prune_empty_date_dirs(
+            root / "frames"
+        )
+    for stream in STREAMS:
+        dropped = prune_journal(root, stream, cutoff_us=seg_cutoff, dry_run=dry_run)
+        if dropped:
+            report.journal_lines_dropped[stream] = dropped
+    report.free_bytes_after = free_now()
+    return report
+
+
+def journal_lines_to_keep(events: list[dict[str, Any]], cutoff_us: int) -> list[dict[str, Any]]:
+    """Events to keep when dropping those older than `cutoff_us`: every event at or after it,
+    plus the older events that still describe a connection open at the cutoff (its
+    ``connected``/``subscribed``/``unsubscribed`` lines since it last connected) and the last
+    older event (it bounds a crash that follows)."""
+    old = [e for e in events if e["ts"] < cutoff_us]
+    if not old:
+        return list(events)
+    replay = Replay()
+    began: dict[str, int] = {}  # conn -> index in `old` where its current life began
+    for i, event in enumerate(old):
+        replay.feed(event)
+        kind, conn = event.get("event"), event.get("conn")
+        if kind in ("start", "stop"):
+            began.clear()  # connection ids may be reused by the next process
+        elif isinstance(conn, str) and (kind == "connected" or conn not in began):
+            began[conn] = i
+    needed = set()
+    if replay.conns:
+        needed.add(len(old) - 1)
+        for i, event in enumerate(old):
+            conn = event.get("conn")
+            if (
+                isinstance(conn, str)
+                and conn in replay.conns
+                and i >= began[conn]
+                and event.get("event") in ("connected", "subscribed", "unsubscribed")
+            ):
+                needed.add(i)
+    kept_old = [e for i, e in enumerate(old) if i in needed]
+    return kept_old + [e for e in events if e["ts"] >= cutoff_us]
+
+
+def prune_journal(
+    data_dir: str | os.PathLike[str], stream: str, *, cutoff_us: int, dry_run: bool = False
+) -> int:
+    """Drop the journal lines of `stream` older than `cutoff_us` (see `journal_lines_to_keep`)
+    and any garbage lines; returns how many lines are (or would be) dropped."""
+    path = Path(data_dir) / JOURNAL_DIR / f"{stream}.ndjson"
+    if not path.exists():
+        return 0
+    events, skipped = scan_events(data_dir, stream)
+    kept = journal_lines_to_keep(events, cutoff_us)
+    if len(kept) == len(events) and not skipped:
+        return 0
+    if dry_run:
+        return len(events) + skipped - len(kept)
+    before, after = rewrite_journal(
+        data_dir, stream, lambda evs: [encode_event(e) for e in journal_lines_to_keep(evs, cutoff_us)]
+    )
+    if before != after:
+        log.info("prune: journal %s: dropped %d line(s) older than retention", stream, before - after)
+    return before - after
