@@ -19,7 +19,7 @@ missing in some captures. Times carry an explicit ``+09:00`` (KST) and are conve
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -70,13 +70,13 @@ def parse_time_us(value: object) -> int:
         raise ParseError(f"bad time {value!r}") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=KST)
-    delta = dt - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def format_utc(ts_us: int) -> str:
     """UTC microseconds -> ``2026-08-21T10:19:25Z`` (fractions only when present)."""
-    dt = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=ts_us)
+    dt = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ts_us)
     text = dt.strftime("%Y-%m-%dT%H:%M:%S")
     if dt.microsecond:
         text += f".{dt.microsecond:06d}".rstrip("0")
@@ -128,7 +128,10 @@ def parse_page(body: bytes | str) -> NoticePage:
     total = data.get("total_count")
     page.total_count = total if isinstance(total, int) and not isinstance(total, bool) else None
     fixed = data.get("fixed_notices")
-    for raw_list, out in ((data["notices"], page.notices), (fixed if isinstance(fixed, list) else [], page.fixed_notices)):
+    for raw_list, out in (
+        (data["notices"], page.notices),
+        (fixed if isinstance(fixed, list) else [], page.fixed_notices),
+    ):
         for raw in raw_list:
             try:
                 out.append(parse_notice(raw))

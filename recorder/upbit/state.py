@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-
-from pumpwatch.errors import StoreError, UsageError
 from pumpwatch.recorder.upbit.notices import Notice, NoticePage, format_utc
 from pumpwatch.recorder.upbit.titles import TitleInfo, parse_title
+
+from pumpwatch.errors import StoreError, UsageError
 from pumpwatch.streams import check_symbol
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,10 @@ STATE_VERSION = 1
 # Seen ids are kept for this many of the newest ids: enough for years of notices while the
 # file stays small. The list endpoint only ever shows the newest few pages.
 MAX_SEEN_IDS = 20_000
+# A symbol that fired is not fired again by a re-announcement (a corrected re-post, a second
+# notice adding another market) within this span; a coin delisted and listed again years later
+# is a new event.
+REFIRE_AFTER_S = 30 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -139,15 +143,20 @@ class WatchState:
             except UsageError as exc:
                 log.warning("upbit notice %d: dropped symbol: %s", notice.id, exc)
                 continue
-            if symbol in self.fired:
+            previous = self.fired.get(symbol)
+            if previous is not None and now_us - int(previous.get("fired_us", 0)) < REFIRE_AFTER_S * 1e6:
                 log.info(
                     "upbit notice %d: %s already fired for notice %s; not fired again",
                     notice.id,
                     symbol,
-                    self.fired[symbol].get("notice_id"),
+                    previous.get("notice_id"),
                 )
                 continue
-            self.fired[symbol] = {"notice_id": notice.id, "trigger_us": notice.first_listed_at_us, "fired_us": now_us}
+            self.fired[symbol] = {
+                "notice_id": notice.id,
+                "trigger_us": notice.first_listed_at_us,
+                "fired_us": now_us,
+            }
             firing = Firing(symbol, notice.first_listed_at_us, notice, now_us, info)
             log.info(
                 "upbit KRW listing fired: %s notice %d T=%s detected %.1f s after T",

@@ -1,0 +1,263 @@
+"""From a fired listing to files on disk: wait for the window to close, extract, detect.
+
+Each fired coin becomes one pending extraction due at ``T + after + flush_interval + settle``:
+by then every trade of the window has been received and flushed by the segment writer, so a
+late detection loses nothing (the data was on disk before anyone knew it mattered). A firing
+detected after that moment is extracted at once. Pending extractions live in
+``<data_dir>/upbit/pending.json`` (atomic writes) and are re-scheduled on start, so a restart
+between detection and extraction still extracts. Extraction and detection run in worker
+threads (`asyncio.to_thread`) so the poll loop keeps going; several coins, from one notice or
+several, each get their own directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pumpwatch.recorder.upbit.notices import format_utc
+from pumpwatch.recorder.upbit.state import Firing, write_json_atomic
+
+from pumpwatch.streams import check_symbol
+
+log = logging.getLogger(__name__)
+
+ExtractFn = Callable[..., Path]
+DetectFn = Callable[..., object]
+
+MAX_ATTEMPTS = 5  # an extraction that keeps failing (disk full, damaged store) is given up
+RETRY_BASE_S = 5.0  # 5, 10, 20, 40 s between attempts
+MAX_PARALLEL = 2  # extractions at once: each reads the window from every stream's segments
+
+
+@dataclass
+class PendingExtraction:
+    """One coin's window waiting to be cut out of the store."""
+
+    symbol: str
+    trigger_us: int
+    due_us: int
+    source: dict[str, Any] = field(default_factory=dict)
+    attempts: int = 0
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.symbol, self.trigger_us)
+
+
+@dataclass(frozen=True)
+class ExtractionResult:
+    symbol: str
+    trigger_us: int
+    listing_dir: Path | None
+    detected: bool
+    error: str | None = None
+
+
+def default_extract() -> ExtractFn:
+    """`pumpwatch.extractor.extract`, imported when first needed (it pulls in pyarrow)."""
+    from pumpwatch.extractor import extract
+
+    return extract
+
+
+def default_detect() -> DetectFn:
+    """`pumpwatch.detector.run_detector`, imported when first needed (numpy, matplotlib)."""
+    from pumpwatch.detector import run_detector
+
+    return run_detector
+
+
+class ExtractionScheduler:
+    """Runs pending extractions when their window has closed; persists what is still to do."""
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        before_s: float,
+        after_s: float,
+        wait_after_s: float,
+        pump: dict[str, float] | None = None,
+        extract_fn: ExtractFn | None = None,
+        detect_fn: DetectFn | None = None,
+        clock: Callable[[], float] = time.time,
+        retry_base_s: float = RETRY_BASE_S,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.path = self.data_dir / "upbit" / "pending.json"
+        self.before_s = before_s
+        self.after_s = after_s
+        self.wait_after_s = wait_after_s  # one flush interval + settle
+        self.pump = pump or {}
+        self._extract_fn = extract_fn
+        self._detect_fn = detect_fn
+        self._clock = clock
+        self._retry_base_s = retry_base_s
+        self.pending: dict[tuple[str, int], PendingExtraction] = {}
+        self.results: list[ExtractionResult] = []
+        self._tasks: dict[tuple[str, int], asyncio.Task[None]] = {}
+        self._slots = asyncio.Semaphore(MAX_PARALLEL)
+        self._running: set[tuple[str, int]] = set()
+        self._closing = False
+        self._load()
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return
+        try:
+            items = orjson.loads(raw)
+            loaded = [PendingExtraction(**item) for item in items]
+        except (orjson.JSONDecodeError, TypeError, ValueError):
+            log.error("upbit pending extractions %s are damaged; ignoring them", self.path)
+            return
+        for item in loaded:
+            try:
+                check_symbol(item.symbol)
+            except Exception:
+                log.warning("pending extraction with malformed symbol %r dropped", item.symbol)
+                continue
+            self.pending[item.key] = item
+        if self.pending:
+            log.info("upbit: %d pending extraction(s) re-scheduled after restart", len(self.pending))
+
+    def _save(self) -> None:
+        write_json_atomic(self.path, [asdict(p) for p in sorted(self.pending.values(), key=lambda p: p.key)])
+
+    # -- scheduling ----------------------------------------------------------------------------
+
+    def due_us_for(self, trigger_us: int) -> int:
+        """When the window around `trigger_us` is complete on disk."""
+        return trigger_us + int((self.after_s + self.wait_after_s) * 1e6)
+
+    def add(self, firing: Firing) -> PendingExtraction | None:
+        """Persist and schedule one fired coin; a duplicate (same symbol and T) is ignored."""
+        symbol = check_symbol(firing.symbol)
+        item = PendingExtraction(
+            symbol, firing.trigger_us, self.due_us_for(firing.trigger_us), firing.source()
+        )
+        if item.key in self.pending:
+            return None
+        self.pending[item.key] = item
+        self._save()
+        wait_s = max(0.0, item.due_us / 1e6 - self._clock())
+        log.info(
+            "upbit: extraction of %s around %s scheduled in %.1f s",
+            symbol,
+            format_utc(item.trigger_us),
+            wait_s,
+        )
+        self._spawn(item)
+        return item
+
+    def start(self) -> None:
+        """Schedule everything loaded from disk (call inside the running loop)."""
+        for item in list(self.pending.values()):
+            self._spawn(item)
+
+    def _spawn(self, item: PendingExtraction) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # picked up by start() once a loop runs
+        if item.key in self._tasks and not self._tasks[item.key].done():
+            return
+        task = asyncio.create_task(self._run(item), name=f"upbit-extract-{item.symbol}")
+        self._tasks[item.key] = task
+
+    async def idle(self) -> None:
+        """Wait until no extraction is pending or running (tests, benchmarks)."""
+        while True:
+            tasks = [t for t in self._tasks.values() if not t.done()]
+            if not tasks:
+                return
+            await asyncio.wait(tasks)
+
+    async def close(self, grace_s: float = 30.0) -> None:
+        """Stop: cancel waiting jobs (they stay in pending.json), give running ones `grace_s`."""
+        self._closing = True
+        live = {k: t for k, t in self._tasks.items() if not t.done()}
+        for key, task in live.items():
+            if key not in self._running:
+                task.cancel()
+        running = [t for k, t in live.items() if k in self._running]
+        if running:
+            _, late = await asyncio.wait(running, timeout=grace_s)
+            for task in late:
+                log.warning("upbit: extraction still running at shutdown; it resumes on the next start")
+                task.cancel()
+        await asyncio.gather(*live.values(), return_exceptions=True)
+        self._tasks.clear()
+
+    async def _run(self, item: PendingExtraction) -> None:
+        while True:
+            wait_s = item.due_us / 1e6 - self._clock()
+            if wait_s > 0:
+                await asyncio.sleep(wait_s)
+                continue
+            async with self._slots:
+                self._running.add(item.key)
+                try:
+                    result = await self._attempt(item)
+                finally:
+                    self._running.discard(item.key)
+            if result.error is None or item.attempts >= MAX_ATTEMPTS:
+                if result.error is not None:
+                    log.error(
+                        "upbit: giving up extraction of %s after %d attempts", item.symbol, item.attempts
+                    )
+                self.results.append(result)
+                self.pending.pop(item.key, None)
+                self._save()
+                return
+            delay_s = self._retry_base_s * 2 ** (item.attempts - 1)
+            item.due_us = int((self._clock() + delay_s) * 1e6)
+            self._save()
+            log.warning(
+                "upbit: extraction of %s failed (%s); retry in %.0f s", item.symbol, result.error, delay_s
+            )
+            if self._closing:
+                return
+
+    async def _attempt(self, item: PendingExtraction) -> ExtractionResult:
+        item.attempts += 1
+        extract = self._extract_fn or default_extract()
+        try:
+            listing_dir = await asyncio.to_thread(
+                extract,
+                self.data_dir,
+                item.symbol,
+                item.trigger_us,
+                before_s=self.before_s,
+                after_s=self.after_s,
+                source=item.source,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return ExtractionResult(item.symbol, item.trigger_us, None, False, f"{type(exc).__name__}: {exc}")
+        log.info(
+            "upbit: extracted %s around %s into %s", item.symbol, format_utc(item.trigger_us), listing_dir
+        )
+        detect = self._detect_fn or default_detect()
+        detected = False
+        try:
+            await asyncio.to_thread(detect, Path(listing_dir), **self.pump)
+            detected = True
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The raw window is safe on disk; `pumpwatch detect` can redo this step.
+            log.exception("upbit: detector failed on %s", listing_dir)
+        return ExtractionResult(item.symbol, item.trigger_us, Path(listing_dir), detected)
