@@ -132,10 +132,12 @@ def write_store(
     *,
     flush_every_s: float = 1.0,
     compression_level: int = 3,
+    fsync: bool = False,
     progress_every_s: float = 0.0,
 ) -> dict[str, Any]:
     """Write `generate(spec)` through the real `SegmentWriter`, one append per stream per
-    `flush_every_s` of receive time (so batches look like a recorder's per-second flushes).
+    `flush_every_s` of receive time (so batches look like a recorder's per-second flushes;
+    larger values build big stores faster). Synthetic data needs no fsync unless asked.
 
     Returns ``{"trades": total, "per_stream": {stream: n}, "seconds": wall}``.
     `progress_every_s` > 0 logs progress at that wall-clock interval.
@@ -157,6 +159,8 @@ def write_store(
                     compression_level=compression_level,
                     flush_rows=1 << 30,
                     flush_interval_s=3600.0,
+                    fsync=fsync,
+                    clock_us=lambda: 0,  # synthetic hours rotate by receive time, never by wall clock
                 )
                 writers[stream] = writer
             recv = batch.column(1).cast(pa.int64()).to_numpy()
