@@ -1,0 +1,452 @@
+"""One WebSocket connection of a stream: open, subscribe with acks, keep alive, watch, close.
+
+The `StreamRunner` (``recorder/runner.py``) decides when connections open, rotate and retry;
+this module does the I/O of a single one. It knows no exchange: every difference comes from
+the `Adapter` (frames to send, ping rule, limits) and `ConnectTarget` (URL, headers, welcome).
+Every frame goes to the runner's `process` callback, which returns a `Control` when the frame
+was one; acks, pongs, welcomes and server notices are then handled here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+from pumpwatch.recorder.adapter import Adapter, ConnectTarget, Control
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+
+from pumpwatch.errors import ParseError
+
+log = logging.getLogger(__name__)
+
+# Frames up to 16 MiB (history snapshots can be large); a deep receive queue so that a burst
+# does not pause the TCP reader while the parser catches up (nothing is lost either way).
+MAX_FRAME_BYTES = 16 * 1024 * 1024
+MAX_QUEUE_FRAMES = 1024
+CLOSE_TIMEOUT_S = 2.0
+
+_req_ids = itertools.count(1)  # numeric strings: accepted as ids by every exchange (Phemex: int only)
+
+
+class ConnectFailed(Exception):
+    """This connection could not be opened or subscribed; the runner retries with backoff."""
+
+
+class RateLimiter:
+    """At most `rate_per_s` sends in any window of `capacity / rate_per_s` seconds (sliding log).
+
+    Exchanges count every client frame, pings included (Binance spot: 5 per second, a breach
+    disconnects and repeated breaches ban the IP), so every send of a connection goes through one.
+    """
+
+    def __init__(self, rate_per_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if rate_per_s <= 0:
+            raise ValueError(f"rate_per_s must be positive, got {rate_per_s}")
+        self.capacity = max(1, int(rate_per_s))
+        self.window_s = self.capacity / rate_per_s
+        self._clock = clock
+        self._sent: deque[float] = deque()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        """Wait until one more frame may be sent, and count it."""
+        async with self._lock:
+            now = self._clock()
+            if len(self._sent) >= self.capacity:
+                wait_s = self._sent[0] + self.window_s - now
+                if wait_s > 0:
+                    await asyncio.sleep(wait_s)
+                    now = self._clock()
+                self._sent.popleft()
+            self._sent.append(now)
+
+
+class _TimedConnection(ClientConnection):
+    """Notes when the last bytes arrived (frames, pongs, server pings) for the watchdog."""
+
+    last_rx_s: float = 0.0
+
+    def data_received(self, data: bytes) -> None:
+        self.last_rx_s = time.monotonic()
+        super().data_received(data)
+
+
+@dataclass
+class _Request:
+    req_id: str
+    symbols: tuple[str, ...]
+    remaining: set[str]
+    done: asyncio.Future[None]
+    acked: list[str] = field(default_factory=list)
+    rejected: dict[str, str] = field(default_factory=dict)
+    isolate: list[str] = field(default_factory=list)  # refused as a whole: retry one by one
+
+
+def redact_url(url: str) -> str:
+    """`url` without its query string (which may hold a token) for logs and the journal."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+class Connection:
+    """One WebSocket connection; `open()`, `subscribe()`, then it reads until it ends.
+
+    Callbacks into the runner: `process(frame, recv_us)` decodes one frame (returns a Control
+    or None); `on_end(conn)` runs once when the connection is over for any reason;
+    `on_notice(conn)` when the server announced a close (rotate now).
+    """
+
+    def __init__(
+        self,
+        conn_id: str,
+        adapter: Adapter,
+        *,
+        ws_url: str,
+        rest_url: str,
+        process: Callable[[bytes | str, int], Control | None],
+        on_end: Callable[[Connection], None],
+        on_notice: Callable[[Connection], None],
+        clock: Callable[[], int] = time.time_ns,
+        open_timeout_s: float = 10.0,
+        ack_timeout_s: float = 10.0,
+        log_prefix: str = "",
+    ) -> None:
+        self.conn_id = conn_id
+        self.adapter = adapter
+        self.ws_url = ws_url
+        self.rest_url = rest_url
+        self._process = process
+        self._on_end = on_end
+        self._on_notice = on_notice
+        self._clock = clock
+        self.open_timeout_s = open_timeout_s
+        self.ack_timeout_s = ack_timeout_s
+        self.name = f"{log_prefix or adapter.stream} conn {conn_id}"
+        self.limiter = RateLimiter(adapter.max_requests_per_s)
+        self.url = ""  # redacted URL once open
+        self.subscribed: set[str] = set()  # symbols the exchange acked on this connection
+        self.opened_s: float | None = None  # monotonic time the WebSocket opened
+        self.subscribed_s: float | None = None  # monotonic time the runner declared it serving
+        self.end_reason: str | None = None
+        self.ended = asyncio.Event()
+        self._ws: _TimedConnection | None = None
+        self._welcome = asyncio.Event()
+        self._pending: dict[str, _Request] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._end_reported = False
+
+    # -- opening ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Fetch a token if the adapter needs one, connect, and wait for the welcome if asked."""
+        target = await self._target()
+        headers = dict(target.headers)
+        try:
+            ws = await connect(
+                target.url,
+                additional_headers=headers or None,
+                open_timeout=self.open_timeout_s,
+                close_timeout=CLOSE_TIMEOUT_S,
+                ping_interval=None,  # keep-alive is ours: it must go through the rate limiter
+                ping_timeout=None,
+                max_size=MAX_FRAME_BYTES,
+                max_queue=MAX_QUEUE_FRAMES,
+                compression=None,
+                proxy=None,  # never route exchange traffic through an environment proxy
+                create_connection=_TimedConnection,
+            )
+        except InvalidStatus as exc:
+            raise ConnectFailed(f"handshake refused: HTTP {exc.response.status_code}") from None
+        except (OSError, TimeoutError, WebSocketException) as exc:
+            raise ConnectFailed(f"connect failed: {exc!r}") from None
+        assert isinstance(ws, _TimedConnection)
+        self._ws = ws
+        ws.last_rx_s = time.monotonic()
+        self.opened_s = time.monotonic()
+        self.url = redact_url(target.url)
+        self._tasks = [
+            asyncio.create_task(self._read(), name=f"{self.name} read"),
+            asyncio.create_task(self._keepalive(target), name=f"{self.name} ping"),
+            asyncio.create_task(self._watchdog(), name=f"{self.name} watchdog"),
+        ]
+        if target.wait_welcome:
+            await self._wait(self._welcome.wait(), self.open_timeout_s, "no welcome")
+
+    async def _target(self) -> ConnectTarget:
+        body: bytes | None = None
+        if self.adapter.connect_request is not None:
+            request = self.adapter.connect_request(self.rest_url)
+            try:
+                async with httpx.AsyncClient(timeout=self.open_timeout_s, trust_env=False) as client:
+                    response = await client.request(
+                        request.method, request.url, headers=dict(request.headers), content=request.body
+                    )
+            except httpx.HTTPError as exc:
+                raise ConnectFailed(f"{request.method} {redact_url(request.url)} failed: {exc!r}") from None
+            if response.status_code // 100 != 2:
+                raise ConnectFailed(
+                    f"{request.method} {redact_url(request.url)}: HTTP {response.status_code}"
+                )
+            body = response.content
+        try:
+            return self.adapter.connect_target(self.ws_url, body, self.conn_id)
+        except ParseError as exc:
+            raise ConnectFailed(f"unusable connect response: {exc}") from None
+
+    async def _wait(self, awaitable: Any, timeout_s: float, what: str) -> None:
+        """Await `awaitable`, failing when the connection ends first or the time runs out."""
+        task = asyncio.ensure_future(awaitable)
+        ended = asyncio.ensure_future(self.ended.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {task, ended}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for t in (task, ended):
+                if not t.done():
+                    t.cancel()
+        if task not in done:
+            raise ConnectFailed(f"{what}: " + (self.end_reason or f"nothing within {timeout_s:g} s"))
+        task.result()
+
+    # -- subscribing -----------------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        symbols: Sequence[str],
+        on_acked: Callable[[Connection, list[str]], None],
+        on_rejected: Callable[[Connection, dict[str, str]], None],
+    ) -> None:
+        """Subscribe `symbols` in chunks and wait for every ack.
+
+        `on_acked` / `on_rejected` run as each request is answered (the journal gets exact
+        times). A request refused as a whole without naming symbols is retried one symbol per
+        request so that one bad symbol does not take its whole chunk down. No ack within
+        `ack_timeout_s` raises `ConnectFailed` (the runner reconnects).
+        """
+        todo = [list(symbols)]
+        single = False
+        while todo:
+            requests: list[_Request] = []
+            size = 1 if single else self.adapter.max_symbols_per_request
+            for batch in todo:
+                for i in range(0, len(batch), size):
+                    requests.append(await self._send_request(batch[i : i + size], self.adapter.subscribe))
+            todo = []
+            for request in requests:
+                await self._wait(request.done, self.ack_timeout_s, f"no ack for request {request.req_id}")
+                if self.ended.is_set():
+                    raise ConnectFailed(f"ended while subscribing: {self.end_reason}")
+                if request.acked:
+                    self.subscribed.update(request.acked)
+                    on_acked(self, request.acked)
+                if request.rejected:
+                    on_rejected(self, request.rejected)
+                if request.isolate:
+                    todo.append(request.isolate)
+            single = True
+
+    async def unsubscribe(self, symbols: Sequence[str]) -> None:
+        """Send unsubscribe requests; the symbols stop counting as subscribed at once."""
+        self.subscribed.difference_update(symbols)
+        size = self.adapter.max_symbols_per_request
+        loop = asyncio.get_running_loop()
+        for i in range(0, len(symbols), size):
+            request = await self._send_request(list(symbols[i : i + size]), self.adapter.unsubscribe)
+            # Nobody waits for an unsubscribe ack (some exchanges send none): forget it in time
+            # so that it cannot soak up an unattributed answer meant for a later subscribe.
+            loop.call_later(self.ack_timeout_s, self._pending.pop, request.req_id, None)
+
+    async def _send_request(
+        self, chunk: list[str], build: Callable[[Sequence[str], str], list[str]]
+    ) -> _Request:
+        req_id = str(next(_req_ids))
+        loop = asyncio.get_running_loop()
+        request = _Request(req_id, tuple(chunk), set(chunk), loop.create_future())
+        self._pending[req_id] = request
+        for frame in build(chunk, req_id):
+            await self.send(frame)
+        return request
+
+    def _answer(self, ctl: Control) -> None:
+        """Match an ack or error to its request (by id, else by symbols, else the oldest)."""
+        request = self._pending.get(ctl.req_id) if ctl.req_id is not None else None
+        if request is None and ctl.symbols:
+            request = next((r for r in self._pending.values() if r.remaining & set(ctl.symbols)), None)
+        if request is None and ctl.req_id is None and self._pending:
+            # Exchanges answer in order; an unattributed answer belongs to the oldest request.
+            request = next(iter(self._pending.values()))
+        if request is None:
+            if not ctl.ok:
+                log.warning("%s: error frame: %s", self.name, ctl.message or ctl)
+            return
+        if ctl.ok:
+            answered = request.remaining & set(ctl.symbols) if ctl.symbols else set(request.remaining)
+            request.acked.extend(s for s in request.symbols if s in answered)
+        elif ctl.symbols:
+            reason = ctl.message or "rejected"
+            answered = set(request.remaining)  # the named ones are refused, the rest went through
+            for s in request.symbols:
+                if s in answered:
+                    if s in ctl.symbols:
+                        request.rejected[s] = reason
+                    else:
+                        request.acked.append(s)
+        else:
+            answered = set(request.remaining)
+            pending = [s for s in request.symbols if s in answered]
+            if len(request.symbols) > 1:
+                request.isolate.extend(pending)
+            else:
+                request.rejected.update((s, ctl.message or "rejected") for s in pending)
+        request.remaining -= answered
+        if not request.remaining:
+            del self._pending[request.req_id]
+            if not request.done.done():
+                request.done.set_result(None)
+
+    # -- sending, reading, keep-alive --------------------------------------------------------
+
+    async def send(self, frame: str) -> None:
+        """Send one control frame within the exchange's rate limit."""
+        ws = self._ws
+        if ws is None:
+            raise ConnectFailed("not open")
+        await self.limiter.acquire()
+        try:
+            await ws.send(frame)
+        except ConnectionClosed:
+            raise ConnectFailed(self.end_reason or "closed while sending") from None
+
+    async def _read(self) -> None:
+        ws = self._ws
+        assert ws is not None
+        process = self._process
+        clock = self._clock
+        reason = "closed"
+        try:
+            while True:
+                frame = await ws.recv()
+                ctl = process(frame, clock() // 1000)
+                if ctl is not None:
+                    self._control(ctl)
+        except ConnectionClosed as exc:
+            reason = _close_reason(exc)
+        except asyncio.CancelledError:
+            reason = self.end_reason or "cancelled"
+            raise
+        except Exception as exc:  # a bug in a callback: end this connection, the runner retries
+            log.exception("%s: reader failed", self.name)
+            reason = f"reader failed: {exc!r}"
+        finally:
+            self._finish(reason)
+
+    def _control(self, ctl: Control) -> None:
+        kind = ctl.kind
+        if ctl.reply is not None:
+            self._spawn(self._send_quietly(ctl.reply), "reply")
+        if kind in ("ack", "error"):
+            self._answer(ctl)
+        elif kind == "welcome":
+            self._welcome.set()
+        elif kind == "reconnect":
+            log.info("%s: server announced a close (%s)", self.name, ctl.message or "notice")
+            self._on_notice(self)
+
+    async def _send_quietly(self, frame: str) -> None:
+        with contextlib.suppress(ConnectFailed):
+            await self.send(frame)
+
+    async def _keepalive(self, target: ConnectTarget) -> None:
+        interval_s = target.ping_interval_s or self.adapter.ping_interval_s
+        ping = self.adapter.ping
+        ws = self._ws
+        assert ws is not None
+        while True:
+            await asyncio.sleep(interval_s)
+            await self.limiter.acquire()
+            try:
+                if ping is not None:
+                    await ws.send(ping(self._clock() // 1_000_000))
+                else:
+                    await ws.ping()  # the pong only refreshes last_rx_s; the watchdog judges
+            except ConnectionClosed:
+                return
+
+    async def _watchdog(self) -> None:
+        ws = self._ws
+        assert ws is not None
+        quiet_s = self.adapter.quiet_timeout_s
+        while True:
+            await asyncio.sleep(min(1.0, quiet_s / 4))
+            silent_s = time.monotonic() - ws.last_rx_s
+            if silent_s > quiet_s:
+                self.abort(f"silent for {silent_s:.1f} s")
+                return
+
+    def _spawn(self, coro: Any, what: str) -> None:
+        task = asyncio.create_task(coro, name=f"{self.name} {what}")
+        self._tasks.append(task)
+        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+
+    # -- ending ------------------------------------------------------------------------------
+
+    def abort(self, reason: str) -> None:
+        """Drop the connection at once without a closing handshake (it is dead anyway)."""
+        if self.end_reason is None:
+            self.end_reason = reason
+        ws = self._ws
+        if ws is not None and ws.transport is not None:
+            ws.transport.abort()
+        else:
+            self._finish(reason)
+
+    async def close(self, reason: str) -> None:
+        """Close with a handshake (bounded by CLOSE_TIMEOUT_S) and wait until it is over."""
+        if self.end_reason is None:
+            self.end_reason = reason
+        ws = self._ws
+        if ws is None:
+            self._finish(reason)
+            return
+        with contextlib.suppress(Exception):
+            await ws.close()
+        reader = self._tasks[0] if self._tasks else None
+        if reader is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(reader), CLOSE_TIMEOUT_S)
+        self._finish(reason)
+
+    def _finish(self, reason: str) -> None:
+        if self.end_reason is None:
+            self.end_reason = reason
+        self.ended.set()
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current and not task.done():
+                task.cancel()
+        for request in self._pending.values():
+            if not request.done.done():
+                request.done.set_result(None)  # the waiter sees `ended` and fails
+        self._pending.clear()
+        self.subscribed.clear()
+        if not self._end_reported:
+            self._end_reported = True
+            self._on_end(self)
+
+
+def _close_reason(exc: ConnectionClosed) -> str:
+    rcvd = exc.rcvd
+    if rcvd is not None:
+        return f"closed by server: code {rcvd.code}" + (f" ({rcvd.reason})" if rcvd.reason else "")
+    return "connection lost" if exc.sent is None else f"closed: code {exc.sent.code}"

@@ -1,0 +1,508 @@
+"""The one connection runner shared by all twelve streams (STYLE.md: no exchange name in here).
+
+A `StreamRunner` keeps a stream's symbols subscribed, all the time:
+
+- Symbols are spread over *slots* of at most ``adapter.max_symbols_per_connection`` each (at most
+  ``adapter.max_connections`` slots); symbols beyond that capacity are reported in
+  ``stats.over_capacity``, never silently dropped. Each slot holds one serving connection.
+- A slot whose connection is lost reconnects with capped, jittered exponential backoff and
+  subscribes everything again; the backoff resets once a connection stayed healthy.
+- Before the exchange's lifetime cap, or when the server announces a close, the slot opens the
+  replacement and subscribes it fully *before* it closes the old one (make-before-break); the
+  overlap is removed by the `Deduper`, so a planned rotation loses and repeats nothing.
+- Every connect, subscribe, rejection, unsubscribe, disconnect and gap goes to the journal at
+  the moment it happens; logs say state changes only, each line with stream and connection id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from pumpwatch.recorder.adapter import Adapter, Control, Instrument
+from pumpwatch.recorder.backoff import Backoff
+from pumpwatch.recorder.connection import ConnectFailed, Connection
+from pumpwatch.recorder.dedupe import Deduper
+from pumpwatch.recorder.stats import RunnerStats
+from pumpwatch.segments.schema import TradeRow
+
+from pumpwatch.errors import ParseError
+
+log = logging.getLogger(__name__)
+
+# Log the first few bad frames of a stream, then one line per this many (never one per frame).
+LOG_FIRST_ERRORS = 5
+LOG_EVERY_ERRORS = 1000
+
+
+class Journal(Protocol):
+    """What the runner reports to (segments/journal.py `EventJournal`)."""
+
+    def connected(self, conn: str, url: str) -> None: ...
+    def subscribed(self, conn: str, symbols: list[str], bases: list[str]) -> None: ...
+    def rejected(self, conn: str, symbols: list[str], reason: str) -> None: ...
+    def unsubscribed(self, conn: str, symbols: list[str]) -> None: ...
+    def disconnected(self, conn: str, reason: str) -> None: ...
+    def gap_start(self, reason: str) -> None: ...
+    def gap_end(self) -> None: ...
+
+
+class _NullJournal:
+    def __getattr__(self, _name: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None
+
+
+class _Slot:
+    """One place for a connection and the symbols it should carry."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.symbols: set[str] = set()  # assigned: wanted, not rejected
+        self.active: Connection | None = None  # the serving connection
+        self.rotate_reason: str | None = None
+        self.wake = asyncio.Event()
+        self.seq = 0
+        self.task: asyncio.Task[None] | None = None
+        self.down_since_s: float | None = None  # monotonic time the slot lost its connection
+        self.failures = 0  # failed attempts in the current outage
+        self.retry_delay_s = 0.0  # wait this long before the next attempt
+
+
+class StreamRunner:
+    """Record one stream: connect, subscribe, keep alive, rotate, reconnect, until `stop()`."""
+
+    def __init__(
+        self,
+        adapter: Adapter,
+        *,
+        ws_url: str,
+        rest_url: str,
+        instruments: Mapping[str, Instrument],
+        on_trades: Callable[[list[TradeRow]], None],
+        on_frame: Callable[[int, bytes | str], None] | None = None,
+        journal: Journal | Any | None = None,
+        backoff_initial_s: float = 1.0,
+        backoff_max_s: float = 30.0,
+        clock: Callable[[], int] = time.time_ns,
+        healthy_after_s: float = 60.0,
+        open_timeout_s: float = 10.0,
+        ack_timeout_s: float = 10.0,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.adapter = adapter
+        self.stream = adapter.stream
+        self.ws_url = ws_url
+        self.rest_url = rest_url
+        self._on_trades = on_trades
+        self._on_frame = on_frame
+        self.journal: Any = journal if journal is not None else _NullJournal()
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self._clock = clock
+        self.healthy_after_s = healthy_after_s
+        self.open_timeout_s = open_timeout_s
+        self.ack_timeout_s = ack_timeout_s
+        self._rng = rng
+        self._stats = RunnerStats()
+        self.dedupe = Deduper(adapter.dedupe_key)
+        self._wanted: dict[str, Instrument] = {}
+        self._known: dict[str, Instrument] = {}  # every instrument ever wanted: late frames still parse
+        self._slots: list[_Slot] = []
+        self._backoffs: dict[int, Backoff] = {}
+        self._stop = asyncio.Event()
+        self._running = False
+        self._gap_open = False
+        self._bad_frames = 0
+        self._sink_errors = 0
+        self._journaled: set[Connection] = set()  # connections whose `connected` was journaled
+        self._background: set[asyncio.Task[None]] = set()
+        self.update_instruments(instruments)
+
+    # -- public API ------------------------------------------------------------------------
+
+    @property
+    def stats(self) -> RunnerStats:
+        """Live counters (derived ones refreshed on read)."""
+        st = self._stats
+        live = [s.active for s in self._slots if s.active is not None]
+        st.subscribed_symbols = sum(len(c.subscribed) for c in live)
+        st.pending_subscriptions = sum(
+            len(s.symbols - s.active.subscribed) if s.active is not None else len(s.symbols)
+            for s in self._slots
+        )
+        st.duplicates = self.dedupe.duplicates
+        return st
+
+    def update_instruments(self, instruments: Mapping[str, Instrument]) -> None:
+        """Subscribe added symbols and unsubscribe dropped ones on the live connections.
+
+        Nothing reconnects. A symbol the exchange rejected stays rejected until it is dropped
+        from the list and added again.
+        """
+        new = dict(instruments)
+        self._known.update(new)
+        removed = self._wanted.keys() - new.keys()
+        added = sorted(new.keys() - self._wanted.keys())
+        self._wanted = new
+        st = self._stats
+        for symbol in removed:
+            st.rejected.pop(symbol, None)
+            if symbol in st.over_capacity:
+                st.over_capacity.remove(symbol)
+            for slot in self._slots:
+                if symbol in slot.symbols:
+                    slot.symbols.discard(symbol)
+                    slot.wake.set()
+            self.dedupe.forget(symbol)
+        for symbol in added:
+            self._assign(symbol)
+        self._fill_free_capacity()
+
+    async def run(self) -> None:
+        """Run until `stop()`; never returns on its own and never raises a network error."""
+        self._running = True
+        log.info("%s: starting with %d symbols", self.stream, len(self._wanted))
+        for slot in self._slots:
+            self._start_slot(slot)
+        await self._stop.wait()
+        tasks = [s.task for s in self._slots if s.task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        conns = [s.active for s in self._slots if s.active is not None]
+        await asyncio.gather(*(c.close("stopped") for c in conns), *self._background, return_exceptions=True)
+        self._running = False
+        log.info("%s: stopped", self.stream)
+
+    async def stop(self) -> None:
+        """Ask `run()` to close every connection and return."""
+        self._stop.set()
+
+    # -- symbol placement --------------------------------------------------------------------
+
+    def _assign(self, symbol: str) -> None:
+        cap = self.adapter.max_symbols_per_connection
+        for slot in self._slots:
+            if len(slot.symbols) < cap:
+                slot.symbols.add(symbol)
+                slot.wake.set()
+                return
+        limit = self.adapter.max_connections
+        if limit is None or len(self._slots) < limit:
+            slot = _Slot(len(self._slots))
+            slot.symbols.add(symbol)
+            self._slots.append(slot)
+            if self._running:
+                self._start_slot(slot)
+            return
+        if symbol not in self._stats.over_capacity:
+            self._stats.over_capacity.append(symbol)
+            if len(self._stats.over_capacity) == 1:
+                log.warning(
+                    "%s: over capacity (%d connections x %d symbols); not recording %s and later ones",
+                    self.stream,
+                    limit,
+                    cap,
+                    symbol,
+                )
+
+    def _fill_free_capacity(self) -> None:
+        waiting = list(self._stats.over_capacity)
+        self._stats.over_capacity.clear()
+        for symbol in waiting:
+            self._assign(symbol)
+
+    def _start_slot(self, slot: _Slot) -> None:
+        self._backoffs[slot.index] = Backoff(self.backoff_initial_s, self.backoff_max_s, rng=self._rng)
+        slot.task = asyncio.create_task(self._run_slot(slot), name=f"{self.stream} slot {slot.index}")
+
+    # -- the per-slot loop -------------------------------------------------------------------
+
+    async def _run_slot(self, slot: _Slot) -> None:
+        backoff = self._backoffs[slot.index]
+        while True:
+            conn = slot.active
+            if conn is not None and slot.rotate_reason is None:
+                await self._serve(slot, conn)
+                continue
+            if conn is None and not slot.symbols:
+                slot.wake.clear()
+                await slot.wake.wait()
+                continue
+            if slot.retry_delay_s > 0:
+                await self._sleep(slot.retry_delay_s)
+                slot.retry_delay_s = 0.0
+                if slot.active is not None and slot.rotate_reason is None:
+                    continue
+            new = await self._open(slot)
+            if new is None:
+                slot.failures += 1
+                slot.retry_delay_s = backoff.next_delay_s()
+                continue
+            self._install(slot, new)
+
+    async def _serve(self, slot: _Slot, conn: Connection) -> None:
+        """Wait for work on a serving connection: symbol changes, rotation time, its end."""
+        lifetime_s = self.adapter.max_lifetime_s
+        timeout_s: float | None = None
+        if lifetime_s is not None and conn.opened_s is not None:
+            margin_s = min(self.adapter.rotate_margin_s, lifetime_s / 2)
+            timeout_s = conn.opened_s + lifetime_s - margin_s - time.monotonic()
+            if timeout_s <= 0:
+                slot.rotate_reason = "lifetime"
+                return
+        slot.wake.clear()
+        if self._symbols_out_of_sync(slot, conn):
+            await self._sync(slot, conn)
+            return
+        if not slot.symbols:
+            await conn.close("no symbols left")
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(slot.wake.wait(), timeout_s)
+            return
+        slot.rotate_reason = "lifetime"
+
+    def _symbols_out_of_sync(self, slot: _Slot, conn: Connection) -> bool:
+        return bool(slot.symbols - conn.subscribed or conn.subscribed - slot.symbols)
+
+    async def _sync(self, slot: _Slot, conn: Connection) -> None:
+        extra = sorted(conn.subscribed - slot.symbols)
+        missing = sorted(slot.symbols - conn.subscribed)
+        try:
+            if extra:
+                await conn.unsubscribe(extra)
+                self.journal.unsubscribed(conn.conn_id, extra)
+                log.info("%s conn %s: unsubscribed %d symbols", self.stream, conn.conn_id, len(extra))
+            if missing:
+                await conn.subscribe(missing, self._acked, self._rejected)
+        except ConnectFailed as exc:
+            conn.abort(str(exc))
+
+    async def _sleep(self, delay_s: float) -> None:
+        """Sleep before a retry (a serving connection that ends meanwhile does not cut it short)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), delay_s)
+
+    async def _open(self, slot: _Slot) -> Connection | None:
+        """A new connection with every symbol of the slot acked, or None after logging why."""
+        slot.seq += 1
+        conn_id = f"{slot.index}-{slot.seq}"
+        conn = Connection(
+            conn_id,
+            self.adapter,
+            ws_url=self.ws_url,
+            rest_url=self.rest_url,
+            process=self._process,
+            on_end=lambda c: self._ended(slot, c),
+            on_notice=lambda c: self._notice(slot, c),
+            clock=self._clock,
+            open_timeout_s=self.open_timeout_s,
+            ack_timeout_s=self.ack_timeout_s,
+            log_prefix=self.stream,
+        )
+        try:
+            await conn.open()
+            self._stats.connected += 1
+            self._journaled.add(conn)
+            self.journal.connected(conn_id, conn.url)
+            log.debug("%s conn %s: connected to %s", self.stream, conn_id, conn.url)
+            # Symbols may be added while earlier ones are being acked: repeat until none is missing.
+            while missing := sorted(slot.symbols - conn.subscribed):
+                await conn.subscribe(missing, self._acked, self._rejected)
+            if conn.ended.is_set():
+                raise ConnectFailed(conn.end_reason or "ended")
+        except ConnectFailed as exc:
+            self._stats.connect_failures += 1
+            self._note_failure(slot, conn_id, str(exc))
+            await conn.close(str(exc))
+            return None
+        except asyncio.CancelledError:
+            await asyncio.shield(conn.close("stopped"))
+            raise
+        return conn
+
+    def _install(self, slot: _Slot, conn: Connection) -> None:
+        """`conn` is fully subscribed: it serves the slot now; a rotated predecessor closes."""
+        old = slot.active
+        conn.subscribed_s = time.monotonic()
+        slot.active = conn
+        if old is not None:
+            reason = slot.rotate_reason or "rotated"
+            self._stats.rotations += 1
+            log.info(
+                "%s conn %s: replaced conn %s (%s) with no gap, %d symbols",
+                self.stream,
+                conn.conn_id,
+                old.conn_id,
+                reason,
+                len(conn.subscribed),
+            )
+            old.end_reason = f"rotated: {reason}"
+            self._spawn_close(old)
+        elif slot.down_since_s is not None:
+            self._stats.reconnects += 1
+            log.info(
+                "%s conn %s: reconnected after %.1f s and %d failed attempts, %d symbols",
+                self.stream,
+                conn.conn_id,
+                time.monotonic() - slot.down_since_s,
+                slot.failures,
+                len(conn.subscribed),
+            )
+        else:
+            log.info(
+                "%s conn %s: subscribed %d symbols at %s",
+                self.stream,
+                conn.conn_id,
+                len(conn.subscribed),
+                conn.url,
+            )
+        slot.rotate_reason = None
+        slot.down_since_s = None
+        slot.failures = 0
+        self._update_gap()
+
+    def _spawn_close(self, conn: Connection) -> None:
+        task = asyncio.create_task(
+            conn.close(conn.end_reason or "rotated"), name=f"{self.stream} close {conn.conn_id}"
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _note_failure(self, slot: _Slot, conn_id: str, reason: str) -> None:
+        if slot.down_since_s is None and slot.active is None:
+            slot.down_since_s = time.monotonic()
+            log.warning(
+                "%s conn %s: cannot connect: %s (retrying with backoff)", self.stream, conn_id, reason
+            )
+        elif slot.active is not None:
+            log.warning(
+                "%s conn %s: replacement failed: %s (old connection keeps serving)",
+                self.stream,
+                conn_id,
+                reason,
+            )
+        else:
+            log.debug("%s conn %s: attempt %d failed: %s", self.stream, conn_id, slot.failures + 1, reason)
+
+    # -- callbacks from connections -------------------------------------------------------------
+
+    def _acked(self, conn: Connection, symbols: list[str]) -> None:
+        known = self._known
+        self.journal.subscribed(conn.conn_id, symbols, [known[s].base if s in known else "" for s in symbols])
+
+    def _rejected(self, conn: Connection, rejected: dict[str, str]) -> None:
+        symbols = sorted(rejected)
+        for symbol in symbols:
+            if symbol not in self._stats.rejected:
+                log.warning(
+                    "%s conn %s: %s rejected: %s", self.stream, conn.conn_id, symbol, rejected[symbol]
+                )
+            self._stats.rejected[symbol] = rejected[symbol]
+            for slot in self._slots:
+                slot.symbols.discard(symbol)
+        reasons = sorted(set(rejected.values()))
+        self.journal.rejected(conn.conn_id, symbols, "; ".join(reasons))
+        self._fill_free_capacity()
+
+    def _notice(self, slot: _Slot, conn: Connection) -> None:
+        if conn is slot.active and slot.rotate_reason is None:
+            slot.rotate_reason = "server notice"
+            slot.wake.set()
+
+    def _ended(self, slot: _Slot, conn: Connection) -> None:
+        reason = conn.end_reason or "closed"
+        conn_id, subscribed_s = conn.conn_id, conn.subscribed_s
+        if conn in self._journaled:
+            self._journaled.discard(conn)
+            self._stats.connected -= 1
+            self.journal.disconnected(conn.conn_id, reason)
+        if slot.active is not conn:
+            return
+        slot.active = None
+        slot.wake.set()
+        if self._stop.is_set() or not slot.symbols:
+            return
+        served_s = time.monotonic() - subscribed_s if subscribed_s is not None else 0.0
+        backoff = self._backoffs[slot.index]
+        if served_s >= self.healthy_after_s:
+            # It had proved itself: reconnect at once and start the backoff afresh.
+            backoff.reset()
+            slot.retry_delay_s = 0.0
+        else:
+            # Accepted and then dropped soon: back off, or a flapping server gets hammered.
+            slot.retry_delay_s = backoff.next_delay_s()
+        slot.down_since_s = time.monotonic()
+        slot.failures = 0
+        log.warning("%s conn %s: lost after %.1f s: %s", self.stream, conn_id, served_s, reason)
+        self._update_gap(f"conn {conn_id}: {reason}")
+
+    def _update_gap(self, reason: str | None = None) -> None:
+        uncovered = any(s.active is None and s.symbols for s in self._slots)
+        if uncovered and not self._gap_open and reason is not None:
+            self._gap_open = True
+            self.journal.gap_start(reason)
+        elif not uncovered and self._gap_open:
+            self._gap_open = False
+            self.journal.gap_end()
+
+    # -- the hot path ---------------------------------------------------------------------------
+
+    def _process(self, frame: bytes | str, recv_us: int) -> Control | None:
+        """One received frame: raw journal, decode, de-duplicate, hand the trades on."""
+        st = self._stats
+        st.frames += 1
+        if self._on_frame is not None:
+            try:
+                self._on_frame(recv_us, frame)
+            except Exception:
+                self._sink_failed("on_frame")
+        try:
+            out = self.adapter.decode(frame, recv_us, self._known)
+        except ParseError as exc:
+            st.parse_errors += 1
+            self._bad_frame(f"unparsable frame ({st.parse_errors} so far): {exc}: {frame!r:.200}")
+            return None
+        except Exception:
+            st.decode_bugs += 1
+            if st.decode_bugs == 1 or st.decode_bugs % LOG_EVERY_ERRORS == 0:
+                log.exception("%s: decoder bug (%d so far) on %r", self.stream, st.decode_bugs, frame[:200])
+            return None
+        if type(out) is list:
+            if out:
+                rows = self.dedupe.filter(out)
+                if rows:
+                    st.trades += len(rows)
+                    st.last_trade_recv_us = recv_us
+                    st.note_lag(recv_us - rows[-1][0])
+                    try:
+                        self._on_trades(rows)
+                    except Exception:
+                        self._sink_failed("on_trades")
+            return None
+        if isinstance(out, Control):
+            if out.kind == "error" and out.req_id is None and not out.symbols:
+                st.error_frames += 1
+            return out
+        st.decode_bugs += 1
+        if st.decode_bugs == 1:
+            log.error("%s: decoder returned %s, not trades or a Control", self.stream, type(out).__name__)
+        return None
+
+    def _bad_frame(self, message: str) -> None:
+        self._bad_frames += 1
+        if self._bad_frames <= LOG_FIRST_ERRORS or self._bad_frames % LOG_EVERY_ERRORS == 0:
+            log.warning("%s: %s", self.stream, message)
+
+    def _sink_failed(self, what: str) -> None:
+        self._sink_errors += 1
+        if self._sink_errors == 1 or self._sink_errors % LOG_EVERY_ERRORS == 0:
+            log.exception("%s: %s failed (%d times so far)", self.stream, what, self._sink_errors)
