@@ -32,8 +32,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SLACK_S = 300.0
 OUT_SCHEMA = pa.schema(
-    [pa.field("exchange", pa.string(), nullable=False), pa.field("market", pa.string(), nullable=False)]
-    + list(TRADE_SCHEMA),
+    [
+        pa.field("exchange", pa.string(), nullable=False),
+        pa.field("market", pa.string(), nullable=False),
+        *TRADE_SCHEMA,
+    ],
     metadata=TRADE_SCHEMA.metadata,
 )
 

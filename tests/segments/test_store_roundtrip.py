@@ -1,0 +1,149 @@
+"""Segments round-trip exactly, and the research one-liners of docs/store.md work."""
+
+from __future__ import annotations
+
+import tempfile
+
+import duckdb
+import pumpwatch.segments as segments
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.ipc as ipc
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pumpwatch.segments import SegmentWriter, list_segments, read_trades
+from pumpwatch.segments.schema import SEGMENT_SCHEMA, TRADE_SCHEMA
+from store_helpers import HOUR_US, T0_US, float_bits, make_rows, table_rows
+
+from pumpwatch.errors import StoreError
+
+text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+floats = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(
+    [-0.0, 5e-324, 1.7976931348623157e308]
+)
+trade_rows = st.lists(
+    st.tuples(
+        st.integers(T0_US, T0_US + 3 * HOUR_US),
+        st.integers(-60_000_000, 240_000_000),  # recv lag: exchange clock may run ahead
+        text,
+        text,
+        text,
+        floats,
+        floats,
+        st.sampled_from(["buy", "sell"]),
+        st.none() | text,
+    ).map(lambda r: (r[0], r[0] + r[1], *r[2:])),
+    min_size=1,
+    max_size=300,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=trade_rows, chunk=st.integers(1, 50), flush_rows=st.integers(1, 400))
+def test_round_trip_is_exact(rows: list, chunk: int, flush_rows: int) -> None:
+    with tempfile.TemporaryDirectory() as data_dir:
+        rows.sort(key=lambda r: r[1])  # a live feed arrives in receive order
+        with SegmentWriter(data_dir, "okx_futures", flush_rows=flush_rows, flush_interval_s=60) as w:
+            for i in range(0, len(rows), chunk):
+                w.append(rows[i : i + chunk])
+        assert w.rows_written == len(rows)
+        got = read_trades(data_dir, T0_US - HOUR_US, T0_US + 5 * HOUR_US)
+        assert got.column("exchange").to_pylist() == ["okx"] * len(rows)
+        assert got.column("market").to_pylist() == ["futures"] * len(rows)
+        expected = sorted(rows, key=lambda r: (r[0], r[1]))
+        assert float_bits(table_rows(got)) == float_bits(expected)
+        assert all(s.sealed for s in list_segments(data_dir))
+
+
+def test_files_are_arrow_ipc_files_with_versioned_schema(tmp_path) -> None:
+    with SegmentWriter(tmp_path, "binance_spot", flush_rows=100) as w:
+        w.append(make_rows(250))
+    (seg,) = list_segments(tmp_path)
+    assert seg.path.name == "000000.arrow"
+    assert seg.path.parent.as_posix().endswith("exchange=binance/market=spot/date=2026-01-01")
+    with open(seg.path, "rb") as fh:
+        data = fh.read()
+    assert data[:8] == b"ARROW1\x00\x00" and data[-6:] == b"ARROW1"
+    reader = ipc.open_file(seg.path)
+    assert reader.schema.equals(SEGMENT_SCHEMA, check_metadata=True)
+    assert reader.schema.metadata[b"pumpwatch.schema_version"] == b"1"
+    assert [reader.get_batch(i).num_rows for i in range(reader.num_record_batches)] == [100, 100, 50]
+    meta = reader.get_batch_with_custom_metadata(1).custom_metadata
+    assert meta[b"pumpwatch.time_min_us"] == str(T0_US + 100 * 1000).encode()
+    assert meta[b"pumpwatch.time_max_us"] == str(T0_US + 199 * 1000).encode()
+    assert meta[b"pumpwatch.recv_min_us"] == str(T0_US + 100 * 1000 + 500).encode()
+    assert meta[b"pumpwatch.rows"] == b"100"
+    # every batch of the file is zstd-compressed: far smaller than the raw column bytes
+    raw = reader.read_all()
+    assert seg.size_bytes < raw.nbytes
+
+
+def test_append_batch_takes_plain_and_dictionary_columns(tmp_path) -> None:
+    rows = make_rows(1000)
+    plain = pa.Table.from_pylist(
+        [dict(zip(TRADE_SCHEMA.names, r, strict=True)) for r in rows], schema=TRADE_SCHEMA
+    )
+    with SegmentWriter(tmp_path, "gate_spot") as w:
+        w.append_batch(plain.slice(0, 500))
+        w.append_batch(plain.slice(500).to_batches()[0].cast(SEGMENT_SCHEMA))
+        w.append(make_rows(3, start_us=T0_US + 10_000_000, symbols=("NEW",)))
+    got = table_rows(read_trades(tmp_path, T0_US, T0_US + HOUR_US))
+    assert got == rows + make_rows(3, start_us=T0_US + 10_000_000, symbols=("NEW",))
+
+
+def test_append_batch_rejects_other_columns(tmp_path) -> None:
+    with SegmentWriter(tmp_path, "gate_spot") as w, pytest.raises(StoreError, match="columns"):
+        w.append_batch(pa.table({"time": [1]}))
+
+
+def test_bad_row_is_a_store_error_after_the_good_rows_are_written(tmp_path) -> None:
+    rows = make_rows(10)
+    bad = (T0_US, T0_US, "XUSDT", None, "USDT", 1.0, 1.0, "buy", "1")
+    w = SegmentWriter(tmp_path, "bybit_spot")
+    w.append([*rows[:5], bad, *rows[5:]])  # type: ignore[list-item]
+    with pytest.raises(StoreError, match="cannot be stored"):
+        w.flush()
+    with pytest.raises(StoreError):
+        w.append(rows)
+    with pytest.raises(StoreError):
+        w.close()
+    w.close()  # idempotent once the error was raised
+    assert table_rows(read_trades(tmp_path, T0_US, T0_US + HOUR_US)) == rows
+
+
+def test_unknown_stream_never_becomes_a_path(tmp_path) -> None:
+    with pytest.raises(Exception, match="unknown stream"):
+        SegmentWriter(tmp_path, "../../etc_spot")
+
+
+def test_research_one_liners(tmp_path) -> None:
+    with SegmentWriter(tmp_path, "binance_spot") as w:
+        w.append(make_rows(300))
+    with SegmentWriter(tmp_path, "okx_futures") as w:
+        w.append(make_rows(30, symbols=("0G",)))
+    open_writer = SegmentWriter(tmp_path, "bybit_spot")
+    open_writer.append(make_rows(5))
+    open_writer.flush()  # an open `_` file: the dataset skips it
+    try:
+        # --- the snippets of docs/store.md ---
+        ds = segments.dataset(tmp_path)
+        table = ds.to_table(filter=(pc.field("base") == "0G") & (pc.field("exchange") == "okx"))
+        df = ds.to_table(columns=["exchange", "market", "base", "price"]).to_pandas()
+        counts = duckdb.sql(
+            "SELECT exchange, market, base, count(*) AS n FROM ds GROUP BY ALL ORDER BY ALL"
+        ).fetchall()
+        # ---
+        assert table.num_rows == 30
+        assert set(table.column("date").to_pylist()) == {"2026-01-01"}
+        assert len(df) == 330 and sorted(set(df["exchange"])) == ["binance", "okx"]
+        assert counts == [
+            ("binance", "spot", "0G", 100),
+            ("binance", "spot", "BTC", 100),
+            ("binance", "spot", "ETH", 100),
+            ("okx", "futures", "0G", 30),
+        ]
+    finally:
+        open_writer.close()
+    assert segments.dataset(tmp_path).count_rows() == 335
+    assert segments.dataset(tmp_path / "nothing").count_rows() == 0
