@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import logging
 import os
 import re
@@ -45,6 +44,7 @@ FRAME_SUFFIX = ".ndjson.zst"
 HOUR_US = 3_600_000_000
 _NAME_RE = re.compile(r"^(_?)(\d{2})(\d{2})(\d{2})$")
 _DATE_RE = re.compile(r"^date=(\d{4})-(\d{2})-(\d{2})$")
+_READ_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,7 @@ class FrameWriter:
         self.flush_interval_s = flush_interval_s
         self._queue: deque[tuple[int, bytes | str]] = deque()
         self._pending: list[tuple[int, bytes | str]] = []  # taken from the queue, not yet on disk
-        self._cctx = zstandard.ZstdCompressor(level=compression_level)
+        self._cctx = zstandard.ZstdCompressor(level=compression_level, write_checksum=True)
         self._write_lock = threading.Lock()
         self._paths: dict[int, Path] = {}  # hour start -> file this writer uses for that hour
         self._fd: int | None = None
@@ -309,23 +309,34 @@ class FrameWriter:
 
 
 def _iter_file_lines(path: Path) -> Iterator[bytes]:
-    """Decompressed lines of one frame file; a torn or damaged tail ends it quietly."""
+    """Lines of the complete zstd frames of one frame file, in order. A torn last frame (a
+    crash mid-write) or damaged bytes end the file quietly: a frame counts only once it is
+    complete and its checksum matched."""
+    dctx = zstandard.ZstdDecompressor()
     try:
-        fh = open(path, "rb")  # noqa: SIM115  # closed by the `with` on the reader below
+        fh = open(path, "rb")  # noqa: SIM115  # closed by the `with` below
     except FileNotFoundError:
         return
-    with fh, zstandard.ZstdDecompressor().stream_reader(fh, read_across_frames=True) as reader:
-        text = io.BufferedReader(reader, buffer_size=1 << 20)
+    with fh:
+        dobj = dctx.decompressobj()
+        parts: list[bytes] = []
+        carry = b""
         while True:
+            chunk = carry or fh.read(_READ_CHUNK)
+            carry = b""
+            if not chunk:
+                return  # clean end, or a torn frame whose output is dropped
             try:
-                line = text.readline()
+                parts.append(dobj.decompress(chunk))
             except zstandard.ZstdError as exc:
                 log.warning("frames: %s is damaged after a point (%s); reading stopped there", path, exc)
                 return
-            if not line:
-                return
-            if line.endswith(b"\n"):
-                yield line
+            if dobj.eof:
+                # each flush wrote whole lines into one frame, so a frame splits on newlines
+                yield from (line for line in b"".join(parts).split(b"\n") if line)
+                parts = []
+                carry = dobj.unused_data
+                dobj = dctx.decompressobj()
 
 
 def iter_frames(
