@@ -203,7 +203,7 @@ def test_sim_splits_long_batches_at_1024_trades() -> None:
     ]
     frames = sim_protocol("spot").encode_trades(rows, insts)
     assert [len(orjson.loads(f)["data"]) for f in frames] == [1024, 1024, 452]
-    assert [r for f in frames for r in SPOT.decode(f, RECV_US, insts)] == rows  # type: ignore[union-attr]
+    assert [r for f in frames for r in SPOT.decode(f, RECV_US, insts)] == rows
 
 
 # -- subscribe, ping, limits, instruments -----------------------------------------------------
@@ -285,7 +285,8 @@ def test_sim_spot_acks_rejects_and_limits() -> None:
     assert SPOT.decode(proto.on_message(session, eleven, 0)[0], RECV_US, {}) == Control(
         "ack", req_id="3", ok=False, message="args size >10"
     )
-    pong = proto.on_message(session, SPOT.ping(5) if SPOT.ping else "", 0)  # type: ignore[arg-type]
+    assert SPOT.ping is not None
+    pong = proto.on_message(session, SPOT.ping(5), 0)
     assert orjson.loads(pong[0]) == {"success": True, "ret_msg": "pong", "conn_id": "conn-1", "op": "ping"}
     assert SPOT.decode(pong[0], RECV_US, {}) == Control("pong")
     proto.on_message(session, SPOT.unsubscribe(["BTCUSDT"], "4")[0], 0)

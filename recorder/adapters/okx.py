@@ -1,0 +1,199 @@
+"""OKX v5 spot and USDT-margined SWAP public trades.
+
+All-trades channel: https://www.okx.com/docs-v5/en/#order-book-trading-market-data-ws-all-trades-channel
+Connect/keep-alive: https://www.okx.com/docs-v5/en/#overview-websocket-connect
+Instruments:        https://www.okx.com/docs-v5/en/#public-data-rest-api-get-instruments
+
+``trades-all`` on the business endpoint pushes one record per fill (the public ``trades``
+channel aggregates a taker order's fills; it is the ``channel`` option). Times are ms
+strings, ``side`` is the taker side, SWAP ``sz`` is in contracts: base qty = sz × ctVal ×
+ctMult from the instrument list. OKX closes a connection after 30 s without traffic, so the
+client sends the text ``ping`` every 20 s and gets ``pong``; notice 64008 announces a close.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+from pumpwatch.recorder.adapter import Adapter, ConnectTarget, Control, HttpRequest, Instrument, Instruments
+from pumpwatch.segments.schema import TradeRow
+
+from pumpwatch.errors import ParseError
+
+DOC_URL = "https://www.okx.com/docs-v5/en/#order-book-trading-market-data-ws-all-trades-channel"
+
+_loads = orjson.loads
+_JSONError = orjson.JSONDecodeError
+_INF = float("inf")
+_DAY_US = 86_400_000_000
+_CHANNELS = ("trades-all", "trades")
+_SIDES = {"buy": "buy", "sell": "sell"}
+_PONGS = ("pong", b"pong")
+_INST_RE = re.compile(r"instId:([A-Za-z0-9_-]+)")
+SERVICE_UPGRADE = "64008"  # "The connection will soon be closed for a service upgrade."
+
+
+def decode(frame: bytes | str, recv_us: int, instruments: Instruments) -> list[TradeRow] | Control:
+    """One OKX frame -> trades (oldest first), or a Control for acks, errors, notices, pong.
+
+    ``trades-all`` push::
+
+        {"arg":{"channel":"trades-all","instId":"BTC-USDT"},"data":[{"instId":"BTC-USDT",
+         "tradeId":"130639474","px":"42219.9","sz":"0.12060306","side":"buy","source":"0",
+         "ts":"1630048897897"}]}
+    """
+    if frame in _PONGS:
+        return Control("pong")
+    try:
+        msg = _loads(frame)
+    except _JSONError:
+        raise ParseError("okx: not JSON") from None
+    try:
+        arg = msg["arg"]
+        data = msg["data"]
+        channel = arg["channel"]
+        symbol = arg["instId"]
+    except (KeyError, TypeError, IndexError):
+        return _control(msg)
+    if channel not in _CHANNELS or type(data) is not list:
+        raise ParseError(f"okx: unexpected channel or data ({str(channel)[:40]!r})")
+    try:
+        inst = instruments[symbol]
+    except (KeyError, TypeError):
+        raise ParseError(f"okx: unknown instrument {str(symbol)[:40]!r}") from None
+    base, quote, multiplier = inst.base, inst.quote, inst.multiplier
+    rows: list[TradeRow] = []
+    append = rows.append
+    try:
+        for item in data:
+            px = item["px"]
+            sz = item["sz"]
+            ts = item["ts"]
+            tid = item["tradeId"]
+            side = _SIDES[item["side"]]
+            if type(px) is not str or type(sz) is not str or type(ts) is not str or type(tid) is not str:
+                raise ParseError("okx: wrong field type")
+            if item["instId"] != symbol:
+                raise ParseError("okx: trade instrument differs from its channel")
+            price = float(px)
+            qty = float(sz) * multiplier
+            if not (0.0 < price < _INF and 0.0 < qty < _INF):
+                raise ParseError(f"okx: price/size out of range {px!r} / {sz!r}")
+            t_us = int(ts) * 1000
+            if not -_DAY_US < t_us - recv_us < _DAY_US:
+                raise ParseError(f"okx: implausible time {ts!r}")
+            append((t_us, recv_us, symbol, base, quote, price, qty, side, tid))
+    except ParseError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ParseError(f"okx: malformed trade ({exc!r})") from None
+    return rows
+
+
+def _control(msg: Any) -> Control:
+    """``{"event":"subscribe"|"unsubscribe"|"error"|"notice",…}`` frames."""
+    if type(msg) is not dict or type(msg.get("event")) is not str:
+        raise ParseError("okx: frame without arg/data or event")
+    event = msg["event"]
+    raw_id = msg.get("id")
+    req_id = str(raw_id) if type(raw_id) in (str, int) and raw_id != "" else None
+    arg = msg.get("arg")
+    inst_id = arg.get("instId") if type(arg) is dict else None
+    if event in ("subscribe", "unsubscribe"):
+        return Control("ack", req_id=req_id, symbols=(inst_id,) if type(inst_id) is str else ())
+    code = str(msg.get("code", ""))
+    text = f"{code}: {msg.get('msg', '')}"
+    if event == "notice":
+        return Control("reconnect" if code == SERVICE_UPGRADE else "info", message=text)
+    if event == "error":
+        # A refused subscription names the instrument: "Wrong URL or channel:trades-all,instId:X …".
+        symbols = tuple(_INST_RE.findall(str(msg.get("msg", ""))))
+        if symbols or req_id is not None:
+            return Control("ack", req_id=req_id, ok=False, symbols=symbols, message=text)
+        return Control("error", message=text)
+    return Control("info", req_id=req_id, message=event)  # login, channel-conn-count, …
+
+
+def _request(op: str, symbols: Sequence[str], req_id: str, channel: str) -> list[str]:
+    args = [{"channel": channel, "instId": s} for s in symbols]
+    return [orjson.dumps({"id": req_id, "op": op, "args": args}).decode()]
+
+
+def _multiplier(item: Mapping[str, Any]) -> float | None:
+    """Base units per contract of a linear SWAP: ctVal × ctMult, or None when not known."""
+    try:
+        value = float(item["ctVal"]) * float(item.get("ctMult") or 1)
+    except (KeyError, TypeError, ValueError):
+        return None
+    return value if 0.0 < value < _INF else None
+
+
+def _parse_instruments(body: bytes, swap: bool, quotes: frozenset[str]) -> list[Instrument]:
+    """Live USDT spot pairs, or live linear USDT-settled SWAPs with their contract value."""
+    try:
+        doc = _loads(body)
+        if doc["code"] != "0":
+            raise ParseError(f"okx: instruments code {doc['code']}: {doc.get('msg')}")
+        out = []
+        for item in doc["data"]:
+            if item["state"] != "live":
+                continue
+            if not swap:
+                if item["quoteCcy"] in quotes:
+                    out.append(Instrument(item["instId"], item["baseCcy"].upper(), item["quoteCcy"].upper()))
+                continue
+            if item["ctType"] != "linear" or item["settleCcy"] not in quotes:
+                continue
+            multiplier = _multiplier(item)
+            if multiplier is None:  # never guess a contract size
+                continue
+            base = (item.get("ctValCcy") or item["instFamily"].split("-")[0]).upper()
+            out.append(Instrument(item["instId"], base, item["settleCcy"].upper(), multiplier=multiplier))
+    except (_JSONError, KeyError, TypeError, AttributeError) as exc:
+        raise ParseError(f"okx: bad instruments response ({exc!r})") from None
+    return out
+
+
+def _target(ws_url: str, channel: str) -> ConnectTarget:
+    # trades-all is served on /ws/v5/business only, the aggregated trades on /ws/v5/public.
+    url = ws_url
+    if channel == "trades" and url.rstrip("/").endswith("/ws/v5/business"):
+        url = url.rstrip("/")[: -len("business")] + "public"
+    return ConnectTarget(url)
+
+
+def adapter(market: str, options: Mapping[str, Any]) -> Adapter:
+    """The Adapter of ``okx_<market>``; options: ``channel`` ("trades-all" | "trades"), ``quotes``."""
+    if market not in ("spot", "futures"):
+        raise ValueError(f"okx has no market {market!r}")
+    swap = market == "futures"
+    defaults: dict[str, Any] = {"channel": "trades-all", "quotes": ["USDT"]}
+    opts = {**defaults, **options}
+    channel = str(opts["channel"])
+    if channel not in _CHANNELS:
+        raise ValueError(f"okx channel must be one of {_CHANNELS}, not {channel!r}")
+    quotes = frozenset(str(q).upper() for q in opts["quotes"])
+    inst_type = "SWAP" if swap else "SPOT"
+    return Adapter(
+        stream=f"okx_{market}",
+        doc_url=DOC_URL,
+        decode=decode,
+        subscribe=lambda symbols, req_id: _request("subscribe", symbols, req_id, channel),
+        unsubscribe=lambda symbols, req_id: _request("unsubscribe", symbols, req_id, channel),
+        # One request's channels must stay under 64 KB; 480 (un)subscribe requests per hour.
+        max_symbols_per_request=100,
+        max_symbols_per_connection=300,
+        max_requests_per_s=3.0,
+        connect_target=lambda ws_url, _body, _cid: _target(ws_url, channel),
+        ping=lambda _now_ms: "ping",
+        ping_interval_s=20.0,
+        quiet_timeout_s=30.0,
+        instruments_request=lambda rest_url: HttpRequest(
+            "GET", f"{rest_url.rstrip('/')}/api/v5/public/instruments?instType={inst_type}"
+        ),
+        parse_instruments=lambda body: (_parse_instruments(body, swap, quotes), None),
+        default_options=defaults,
+    )
