@@ -44,7 +44,7 @@ def _coverage(data_dir: Path, stream: str, base: str, start_us: int, end_us: int
                 "end_us": b,
                 "duration_s": round((b - a) / US_PER_S, 6),
             }
-            for a, b in cov.gaps
+            for a, b in (cov.gaps if cov.known else [])
         ],
     }
 
