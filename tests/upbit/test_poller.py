@@ -164,11 +164,11 @@ def test_timeout_is_a_failure() -> None:
         slow = UpbitSim()
         orig = slow.handle
 
-        async def stall(request):  # type: ignore[no-untyped-def]
+        async def stall(request):
             await asyncio.sleep(1.0)
             return orig(request)
 
-        slow.handle = stall  # type: ignore[method-assign]
+        slow.handle = stall
         await slow.start()
         try:
             poller = NoticePoller(cfg(slow.url, sim.url, timeout_s=0.2))

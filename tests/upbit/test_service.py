@@ -13,9 +13,9 @@ import pyarrow.compute as pc
 import pytest
 from pumpwatch.recorder.sim.upbit import UpbitSim, backlog
 from pumpwatch.recorder.upbit.service import ListingWatcher, run_listing_service
-from pumpwatch.synth import MarketSpec, generate, write_store
 
 from pumpwatch.settings import Settings
+from pumpwatch.synth import MarketSpec, generate, write_store
 
 S = 1_000_000
 STREAMS = ("binance_spot", "bybit_futures", "okx_futures")
@@ -50,7 +50,7 @@ def expected_counts(spec: MarketSpec, base: str, t_us: int) -> dict[str, tuple[i
     return out
 
 
-async def wait_for(cond, timeout_s: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+async def wait_for(cond, timeout_s: float = 15.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not cond():
         assert time.monotonic() < deadline, "timed out"

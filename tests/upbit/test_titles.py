@@ -41,7 +41,8 @@ def test_labelled_title(case: dict) -> None:
 
 def test_per_coin_groups_decide_krw_per_coin() -> None:
     info = parse_title(
-        "셀레스티아(TIA)(KRW, BTC, USDT 마켓), 아이오넷(IO)(BTC, USDT 마켓) 신규 거래지원 안내 (주문 타입 제한 관련 안내)"
+        "셀레스티아(TIA)(KRW, BTC, USDT 마켓), 아이오넷(IO)(BTC, USDT 마켓) 신규 거래지원 안내 "
+        "(주문 타입 제한 관련 안내)"
     )
     tia, io = info.coins
     assert (tia.symbol, tia.name, tia.markets, tia.krw) == ("TIA", "셀레스티아", ("KRW", "BTC", "USDT"), True)
