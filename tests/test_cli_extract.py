@@ -1,0 +1,129 @@
+"""`pumpwatch extract` and `pumpwatch detect` as a user runs them: real subprocesses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from pumpwatch.cli.extract_cmds import parse_trigger_time
+from pumpwatch.errors import UsageError
+from pumpwatch.synth import MarketSpec, PumpSpec, write_store
+
+S = 1_000_000
+START = 1_767_258_000 * S  # 2026-01-01T09:00:00Z
+TRIGGER = START + 60 * S  # 09:01:00Z = 18:01:00+09:00
+PUMPWATCH = str(Path(sys.executable).parent / "pumpwatch")
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PUMPWATCH_")}
+    return subprocess.run([PUMPWATCH, *args], capture_output=True, text=True, timeout=120, env=env)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cli")
+    spec = MarketSpec(
+        seed=4,
+        start_us=START,
+        duration_s=120,
+        trades_per_s=15,
+        bases=("BTC", "0G", "ETH"),
+        pumps=(PumpSpec("0G", TRIGGER + 2 * S, 20.0, 2.0),),
+    )
+    write_store(root, spec, flush_every_s=5.0)
+    return root
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_parse_trigger_time() -> None:
+    utc = parse_trigger_time("2026-01-01T09:01:00Z")
+    assert utc == TRIGGER
+    assert parse_trigger_time("2026-01-01T18:01:00+09:00") == TRIGGER
+    assert parse_trigger_time(str(TRIGGER // 1000)) == TRIGGER
+    assert parse_trigger_time("2026-01-01T09:01:00.250001Z") == TRIGGER + 250_001
+    with pytest.raises(UsageError, match="no time zone"):
+        parse_trigger_time("2026-01-01T09:01:00")
+    with pytest.raises(UsageError, match="cannot read time"):
+        parse_trigger_time("yesterday")
+
+
+def test_extract_then_detect_end_to_end(data_dir: Path) -> None:
+    proc = run("extract", "0G", "2026-01-01T18:01:00+09:00", "--data-dir", str(data_dir))
+    assert proc.returncode == 0, proc.stderr
+    out = Path(proc.stdout.strip())
+    assert proc.stdout.count("\n") == 1
+    assert out == data_dir / "listings" / "0G_20260101T090100Z"
+    meta = orjson.loads((out / "metadata.json").read_bytes())
+    assert meta["trigger_time_us"] == TRIGGER
+    assert meta["window"]["before_s"] == 20.0 and meta["window"]["after_s"] == 20.0
+    assert meta["source"] == "manual"
+    analysis = orjson.loads((out / "refined" / "pump_analysis.json").read_bytes())
+    assert analysis["trigger_time"] == TRIGGER // 1000
+    assert analysis["summary"]["total_streams_with_pumps"] >= 10  # the pump runs on all 12 streams
+    assert analysis["summary"]["max_price_change"] > 10.0
+    assert (out / "refined" / "chart.png").stat().st_size > 10_000
+
+    # The same extraction by epoch ms, without detection: same raw bytes, no refined/.
+    again = run("extract", "0G", str(TRIGGER // 1000), "--no-detect", "--data-dir", str(data_dir))
+    assert again.returncode == 0, again.stderr
+    assert Path(again.stdout.strip()) == out
+    assert not (out / "refined").exists()
+
+    detect = run("detect", str(out), "--threshold-percent", "50", "--window", "500ms", "--no-chart")
+    assert detect.returncode == 0, detect.stderr
+    assert detect.stdout.splitlines() == [
+        "0 pump event(s) on 0 stream(s), max 0.00%, first -",
+        str(out / "refined"),
+    ]
+    params = orjson.loads((out / "refined" / "pump_analysis.json").read_bytes())["parameters"]
+    assert params == {"window_s": 0.5, "threshold_percent": 50.0, "min_volume_ratio": 2.0}
+
+
+def test_before_after_options(data_dir: Path) -> None:
+    proc = run("extract", "ETH", "2026-01-01T09:01:00Z", "--before", "5s", "--after", "1500ms", "--no-detect",
+               "--data-dir", str(data_dir))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    meta = orjson.loads((Path(proc.stdout.strip()) / "metadata.json").read_bytes())
+    assert (meta["window"]["start_us"], meta["window"]["end_us"]) == (TRIGGER - 5 * S, TRIGGER + 1_500_000)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["extract", "0G", "2026-01-01T09:01:00"], "no time zone"),
+        (["extract", "0G", "soon"], "cannot read time"),
+        (["extract", "0g", "2026-01-01T09:01:00Z"], "malformed symbol"),
+        (["extract", "../../etc", "2026-01-01T09:01:00Z"], "malformed symbol"),
+        (["extract", "0G", "2026-01-01T09:01:00Z", "--before", "ten"], "--before"),
+        (["extract", "0G", "2026-01-01T09:01:00Z", "--streams", "binance_perp"], "unknown stream"),
+        (["detect", "{data}/segments"], "not a listing directory"),
+        (["detect", "{data}", "--window", "0s"], "--window must be positive"),
+    ],
+)
+def test_bad_input_is_one_line_and_touches_nothing(data_dir: Path, args: list[str], message: str) -> None:
+    before = snapshot(data_dir)
+    argv = [a.replace("{data}", str(data_dir)) for a in args]
+    proc = run(*argv, "--data-dir", str(data_dir))
+    assert proc.returncode != 0
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("pumpwatch: error:") and message in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert snapshot(data_dir) == before
+
+
+def test_missing_data_dir(tmp_path: Path) -> None:
+    proc = run("extract", "0G", "2026-01-01T09:01:00Z", "--data-dir", str(tmp_path / "absent"))
+    assert proc.returncode == 3
+    assert proc.stderr.strip() == f"pumpwatch: error: data directory {tmp_path / 'absent'} does not exist"
+    assert not (tmp_path / "absent").exists()
