@@ -171,12 +171,12 @@ def _reply(msg: dict[str, Any]) -> Control:
     if error is None:
         return Control("ack", req_id=rid)
     if type(error) is dict:
-        text = str(error.get("message", ""))
-        message = f"{error.get('code', '')} {text}".strip()
+        message = f"{error.get('code', '')} {error.get('message', '')}".strip()
     else:
-        text = message = str(error)
-    symbols = tuple(w for w in text.replace(",", " ").split() if "_" in w and w.upper() == w)
-    return Control("ack", req_id=rid, ok=False, symbols=symbols, message=message)
+        message = str(error)
+    # Gate names only one pair and does not say whether the rest of the payload went through,
+    # so no symbols are claimed: the runner retries the request one symbol at a time.
+    return Control("ack", req_id=rid, ok=False, message=message)
 
 
 def _make_decode(market: str) -> Decoder:

@@ -103,9 +103,9 @@ def sim_protocol(market: str, *, ping_interval_ms: int = 18_000) -> SimProtocol:
             session.subscribed.difference_update(symbols)
             return [orjson.dumps({"id": req_id, "type": "ack"}).decode()] if msg.get("response") else []
         bad = [s for s in symbols if s in session.reject or s not in session.instruments]
-        session.subscribed.update(s for s in symbols if s not in bad)
-        if bad:
+        if bad:  # the whole topic is refused; nothing of it is subscribed
             return [_error(req_id, 404, f"topic {prefix}{','.join(bad)} is not found")]
+        session.subscribed.update(symbols)
         return [orjson.dumps({"id": req_id, "type": "ack"}).decode()] if msg.get("response") else []
 
     def encode_trades(rows: Sequence[TradeRow], instruments: Mapping[str, Instrument]) -> list[str]:

@@ -16,7 +16,7 @@ from adapter_testkit import (
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pumpwatch.recorder.adapter import Control, Instrument
+from pumpwatch.recorder.adapter import Adapter, Control, Instrument
 from pumpwatch.recorder.adapters import get_adapter
 from pumpwatch.recorder.sim.kucoin import sim_protocol
 from pumpwatch.recorder.sim.protocol import SimSession
@@ -98,12 +98,15 @@ def test_token_expired_error_without_id_is_a_connection_error() -> None:
     assert out == Control("error", message="401 token is expired")
 
 
-def test_subscribe_error_names_the_rejected_symbols() -> None:
+def test_subscribe_error_refuses_the_request_without_claiming_symbols() -> None:
     out = SPOT.decode(_fx("spot_subscribe_error.json"), RECV_US, {})
-    assert isinstance(out, Control)
-    assert (out.kind, out.req_id, out.ok) == ("ack", "1545910660740", False)
-    assert out.symbols == ("FOO-USDT", "BAR-USDT")
-    assert out.message == "404 topic /market/match:FOO-USDT,BAR-USDT is not found"
+    # No symbols are claimed: the runner retries a refused request symbol by symbol.
+    assert out == Control(
+        "ack",
+        req_id="1545910660740",
+        ok=False,
+        message="404 topic /market/match:FOO-USDT,BAR-USDT is not found",
+    )
 
 
 def test_subscribe_limit_error_rejects_the_request_without_symbols() -> None:
@@ -264,7 +267,9 @@ def _session(instruments: dict[str, Instrument], path: str) -> SimSession:
 @pytest.mark.parametrize(
     ("market", "adapter", "insts"), [("spot", SPOT, SIM_SPOT), ("futures", FUT, SIM_FUT)]
 )
-def test_sim_token_welcome_subscribe_ping(market: str, adapter, insts) -> None:  # type: ignore[no-untyped-def]
+def test_sim_token_welcome_subscribe_ping(
+    market: str, adapter: Adapter, insts: dict[str, Instrument]
+) -> None:
     proto = sim_protocol(market, ping_interval_ms=500)
     assert proto.idle_timeout_s == 10.5
     bullet = proto.http_routes[("POST", "/api/v1/bullet-public")]
@@ -282,6 +287,7 @@ def test_sim_token_welcome_subscribe_ping(market: str, adapter, insts) -> None: 
     (ack,) = proto.on_message(session, adapter.subscribe(symbols, "9")[0], 0)
     assert adapter.decode(ack, RECV_US, insts) == Control("ack", req_id="9")
     assert session.subscribed == set(symbols)
+    assert adapter.ping is not None
     (pong,) = proto.on_message(session, adapter.ping(123), 0)
     assert adapter.decode(pong, RECV_US, insts) == Control("pong", req_id="123")
     (unack,) = proto.on_message(session, adapter.unsubscribe(symbols[:1], "10")[0], 0)
@@ -289,23 +295,27 @@ def test_sim_token_welcome_subscribe_ping(market: str, adapter, insts) -> None: 
     assert session.subscribed == set(symbols[1:])
 
 
-def test_sim_rejects_symbols_with_the_error_shape_the_adapter_reads() -> None:
+def test_sim_refuses_a_topic_with_a_bad_symbol_whole() -> None:
     proto = sim_protocol("spot")
     session = _session(SIM_SPOT, "/?token=t")
     session.reject.add("ETH-USDT")
     (err,) = proto.on_message(session, SPOT.subscribe(["BTC-USDT", "ETH-USDT", "NOPE-USDT"], "5")[0], 0)
-    out = SPOT.decode(err, RECV_US, SIM_SPOT)
-    assert isinstance(out, Control)
-    assert (out.kind, out.req_id, out.ok, out.symbols) == ("ack", "5", False, ("ETH-USDT", "NOPE-USDT"))
+    assert SPOT.decode(err, RECV_US, SIM_SPOT) == Control(
+        "ack", req_id="5", ok=False, message="404 topic /market/match:ETH-USDT,NOPE-USDT is not found"
+    )
+    assert session.subscribed == set()
+    (ack,) = proto.on_message(session, SPOT.subscribe(["BTC-USDT"], "6")[0], 0)
+    assert SPOT.decode(ack, RECV_US, SIM_SPOT) == Control("ack", req_id="6")
     assert session.subscribed == {"BTC-USDT"}
 
 
 @pytest.mark.parametrize(("market", "adapter"), [("spot", SPOT), ("futures", FUT)])
-def test_sim_instrument_list_parses_back_to_the_sim_instruments(market: str, adapter) -> None:  # type: ignore[no-untyped-def]
+def test_sim_instrument_list_parses_back_to_the_sim_instruments(market: str, adapter: Adapter) -> None:
     insts = SIM_SPOT if market == "spot" else SIM_FUT
     proto = sim_protocol(market)
     path = "/api/v2/symbols" if market == "spot" else "/api/v1/contracts/active"
     reply = proto.http_routes[("GET", path)]({}, b"", list(insts.values()), "")
+    assert adapter.parse_instruments is not None
     parsed, _ = adapter.parse_instruments(reply.body)
     assert parsed == list(insts.values())
     if market == "futures":
