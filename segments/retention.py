@@ -274,7 +274,7 @@ def journal_lines_to_keep(events: list[dict[str, Any]], cutoff_us: int) -> list[
     """Events to keep when dropping those older than `cutoff_us`: every event at or after it,
     plus the older events that still describe a connection open at the cutoff (its
     ``connected``/``subscribed``/``unsubscribed`` lines since it last connected) and the last
-    older event (it bounds a crash that follows)."""
+    older event. Coverage of any window from the cutoff on is unchanged by the drop."""
     old = [e for e in events if e["ts"] < cutoff_us]
     if not old:
         return list(events)
@@ -287,9 +287,9 @@ def journal_lines_to_keep(events: list[dict[str, Any]], cutoff_us: int) -> list[
             began.clear()  # connection ids may be reused by the next process
         elif isinstance(conn, str) and (kind == "connected" or conn not in began):
             began[conn] = i
-    needed = set()
+    # the last older event bounds a crash that follows and keeps the journal's start known
+    needed = {len(old) - 1}
     if replay.conns:
-        needed.add(len(old) - 1)
         for i, event in enumerate(old):
             conn = event.get("conn")
             if (
@@ -313,7 +313,7 @@ def prune_journal(
         return 0
     events, skipped = scan_events(data_dir, stream)
     kept = journal_lines_to_keep(events, cutoff_us)
-    if len(kept) == len(events) and not skipped:
+    if len(kept) == len(events) and not skipped:  # nothing to drop: leave the file alone
         return 0
     if dry_run:
         return len(events) + skipped - len(kept)
