@@ -68,6 +68,27 @@ def _fetch_live(config: Path | None, data_dir: Path | None) -> bytes:
     return asyncio.run(once())
 
 
+def _watch(config: Path | None, data_dir: Path | None) -> None:
+    import asyncio
+    import signal
+
+    from pumpwatch.logsetup import setup_logging
+    from pumpwatch.recorder.upbit.service import run_listing_service
+
+    settings = settings_from(config, data_dir)
+    settings.upbit.enabled = True
+    setup_logging(settings, "listings")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_listing_service(settings, stop)
+
+    asyncio.run(main())
+
+
 @app.command("listings")
 def listings_cmd(
     config: ConfigOpt = None,
@@ -84,8 +105,18 @@ def listings_cmd(
             "--json", help="One JSON object per notice: id, title, first_listed_at, krw_listing, symbols."
         ),
     ] = False,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            help="Run the listing watcher alone (poll, fire, extract from the store) until Ctrl-C.",
+        ),
+    ] = False,
 ) -> None:
     """Show recent Upbit notices and how each parses (one poll of upbit.hosts, or --file)."""
+    if watch:
+        _watch(config, data_dir)
+        return
     if file is not None:
         try:
             body = file.read_bytes()

@@ -115,3 +115,47 @@ def test_live_poll_failure_is_one_line(tmp_path: Path, live_sim: UpbitSim) -> No
     proc = pumpwatch("listings", "--config", str(config), cwd=tmp_path)
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"pumpwatch: error: could not read Upbit notices ({live_sim.url}: HTTP 429)"
+
+
+def test_watch_runs_the_watcher_alone_until_sigterm(tmp_path: Path, live_sim: UpbitSim) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"upbit:\n  hosts: [{live_sim.url}]\n  poll_interval: 100ms\nlogging:\n  file: false\n",
+        encoding="utf-8",
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pumpwatch",
+            "listings",
+            "--watch",
+            "--config",
+            str(config),
+            "--data-dir",
+            "data",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    state = tmp_path / "data" / "upbit" / "state.json"
+    try:
+        deadline = time.monotonic() + 20
+        while not state.exists():
+            assert time.monotonic() < deadline and proc.poll() is None, (
+                proc.stderr.read() if proc.stderr else ""
+            )
+            time.sleep(0.05)
+        while len(live_sim.requests) < 3:  # it keeps polling after the bootstrap
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        proc.terminate()
+        _out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert sorted(json.loads(state.read_text())["seen_ids"]) == sorted(
+        n.id for n in live_sim.notices if n.category == "거래"
+    )
+    assert "bootstrapped" in err and "Traceback" not in err
