@@ -39,10 +39,11 @@ from pumpwatch.errors import ConfigError, PumpWatchError, UsageError
 from pumpwatch.settings import Settings, load_settings
 from pumpwatch.streams import parse_streams, split_stream
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("pumpwatch.recorder.worker")  # not "__main__" when run with -m
 
 LOCK_WAIT_S = 15.0  # how long a new worker waits for a dying predecessor to release a stream
-STOP_TIMEOUT_S = 10.0  # per runner, before its task is cancelled
+STOP_TIMEOUT_S = 10.0
+PRIME_WINDOW_S = 120.0  # trades already on disk this recent are taught to the de-duplicator  # per runner, before its task is cancelled
 EXIT_LOCKED = 75  # EX_TEMPFAIL: another process still records one of our streams
 
 
@@ -59,7 +60,7 @@ class StatusTracker:
     def __init__(self, stream: str, *, queue_warn_rows: int) -> None:
         self.stream = stream
         self.queue_warn_rows = queue_warn_rows
-        self._last: tuple[int, int] | None = None  # (now_us, trades) at the previous line
+        self._last = (time.time_ns() // 1000, 0)  # (now_us, trades) at the previous line
         self._last_queue = 0
         self._growing = 0
 
@@ -67,7 +68,7 @@ class StatusTracker:
         """One status line; logs a warning when the queue is past the mark or kept growing."""
         trades = int(_stat(stats, "trades"))
         rate = 0.0
-        if self._last is not None and now_us > self._last[0]:
+        if now_us > self._last[0]:
             rate = (trades - self._last[1]) * 1e6 / (now_us - self._last[0])
         self._last = (now_us, trades)
         last_recv_us = _stat(stats, "last_trade_recv_us", None)
@@ -133,6 +134,32 @@ class StreamPipeline:
             backoff_max_s=settings.recorder.backoff_max_s,
         )
         self.status = StatusTracker(stream, queue_warn_rows=st.queue_warn_rows)
+
+    def prime_dedupe(self, data_dir: str, *, window_s: float = PRIME_WINDOW_S) -> int:
+        """Teach the runner's de-duplicator the trades already on disk from the last `window_s`.
+
+        A restarted worker would otherwise record twice what an exchange replays after each
+        subscribe (Phemex sends its recent trades) and what the previous process already stored.
+        Returns the number of rows read.
+        """
+        from pumpwatch.segments.paths import list_segments
+        from pumpwatch.segments.reader import read_segment
+
+        since_us = time.time_ns() // 1000 - int(window_s * 1e6)
+        rows: list[tuple[Any, ...]] = []
+        for seg in list_segments(data_dir, [self.stream])[-2:]:  # the newest files hold the last minutes
+            if seg.end_us < since_us:
+                continue
+            for batch in read_segment(seg, since_us, 2**62):
+                cols = [batch.column(i) for i in range(batch.num_columns)]
+                times = cols[0].cast("int64").to_pylist()
+                recvs = cols[1].cast("int64").to_pylist()
+                rest = [c.to_pylist() for c in cols[2:]]
+                rows += zip(times, recvs, *rest, strict=True)
+        rows.sort(key=lambda r: r[1])
+        if rows:
+            self.runner.dedupe.filter(rows)
+        return len(rows)
 
     def update_instruments(self, instruments: Mapping[str, Instrument]) -> None:
         """Apply a changed subscription list live (adds and drops only)."""
@@ -281,6 +308,9 @@ async def run_worker(settings: Settings, streams: Sequence[str], stop: asyncio.E
                 log.warning("%s: no instruments in %s; waiting for a reload", stream, symbols_file)
             pipe = StreamPipeline(settings, stream, instruments)
             pipes.append(pipe)
+            primed = await asyncio.to_thread(pipe.prime_dedupe, settings.data_dir)
+            if primed:
+                log.info("%s: de-duplicator primed with %d recent trades from disk", stream, primed)
             pipe.journal.start()
         log.info("recording %s (%d instruments)", ", ".join(streams), sum(len(p.instruments) for p in pipes))
         rc = await _run(settings, pipes, stop)
