@@ -42,8 +42,8 @@ from pumpwatch.streams import parse_streams, split_stream
 log = logging.getLogger("pumpwatch.recorder.worker")  # not "__main__" when run with -m
 
 LOCK_WAIT_S = 15.0  # how long a new worker waits for a dying predecessor to release a stream
-STOP_TIMEOUT_S = 10.0
-PRIME_WINDOW_S = 120.0  # trades already on disk this recent are taught to the de-duplicator  # per runner, before its task is cancelled
+STOP_TIMEOUT_S = 10.0  # per runner, before its task is cancelled
+PRIME_WINDOW_S = 120.0  # trades already on disk this recent are taught to the de-duplicator
 EXIT_LOCKED = 75  # EX_TEMPFAIL: another process still records one of our streams
 
 

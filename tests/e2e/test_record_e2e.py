@@ -68,7 +68,7 @@ def test_sigterm_flushes_seals_and_exits_zero(tmp_path: Path) -> None:
         data = tmp_path / "data"
         assert open_segments(data) == []
         for stream in STREAMS:
-            sent, stored = check_exactly_once(market, data, stream)
+            sent, _stored = check_exactly_once(market, data, stream)
             assert sent > 20, f"{stream}: only {sent} trades went out"
             assert _gaps(data, stream, t0, t1) == []
             assert len(_events(data, stream, "start")) == 1
