@@ -184,7 +184,8 @@ class UpbitSim:
         if request.method not in ("GET", "HEAD"):
             return HttpResponse(405, b'{"error":{"message":"method not allowed"}}', _JSON)
         if request.path == "/v1/market/all":
-            return HttpResponse(200, orjson.dumps(self.markets), _JSON)
+            details = request.query.get("is_details", request.query.get("isDetails", "")).lower() == "true"
+            return HttpResponse(200, orjson.dumps([_market(m, details) for m in self.markets]), _JSON)
         if request.path != "/api/v1/announcements":
             return HttpResponse(404, b'{"success":false,"error":{"code":404}}', _JSON)
         if self.forbid_origin and "origin" in request.headers:
@@ -209,6 +210,23 @@ class UpbitSim:
         if request.headers.get("if-none-match") == etag:
             return HttpResponse(304, b"", {"ETag": etag})
         return HttpResponse(200, body, headers)
+
+
+def _market(entry: dict[str, str], details: bool) -> dict[str, object]:
+    """One ``/v1/market/all`` entry; ``is_details=true`` adds the (all-clear) market_event."""
+    if not details:
+        return dict(entry)
+    caution = dict.fromkeys(
+        (
+            "PRICE_FLUCTUATIONS",
+            "TRADING_VOLUME_SOARING",
+            "DEPOSIT_AMOUNT_SOARING",
+            "GLOBAL_PRICE_DIFFERENCES",
+            "CONCENTRATION_OF_SMALL_ACCOUNTS",
+        ),
+        False,
+    )
+    return {**entry, "market_event": {"warning": False, "caution": caution}}
 
 
 def _int(value: str | None, default: int) -> int:
