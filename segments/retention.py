@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from pumpwatch.segments.coverage import Replay
-from pumpwatch.segments.frames import HOUR_US, HourlyFile, list_frame_files, scan_hourly_files
+from pumpwatch.segments.frames import FRAMES_DIR, HOUR_US, HourlyFile, list_frame_files, scan_hourly_files
 from pumpwatch.segments.journal import JOURNAL_DIR, encode_event, rewrite_journal, scan_events
 from pumpwatch.segments.journal import now_us as wall_now_us
 
+from pumpwatch.errors import StoreError
 from pumpwatch.streams import STREAMS
 
 log = logging.getLogger(__name__)
@@ -190,11 +191,14 @@ def prune(
     free_bytes: Callable[[Path], int] | None = None,
 ) -> PruneReport:
     """Apply retention and the free-disk floor to the store under `data_dir` (see module doc).
+    A missing `data_dir` is a `StoreError`; a file that cannot be deleted is logged and skipped.
 
     `free_bytes(data_dir)` measures free disk (default `disk_free_bytes`); in a dry run the
     free space after is estimated as before + bytes that would be deleted.
     """
     root = Path(data_dir)
+    if not root.is_dir():
+        raise StoreError(f"data dir {root} does not exist (nothing recorded yet?)")
     now = wall_now_us() if now_us is None else now_us
     measure = free_bytes if free_bytes is not None else disk_free_bytes
     report = PruneReport(dry_run=dry_run, now_us=now, floor_bytes=int(min_free_disk_mb * 1024 * 1024))
@@ -260,7 +264,7 @@ def prune(
             )
     if not dry_run:
         report.dirs_removed = _prune_empty_date_dirs(root / SEGMENTS_DIR) + _prune_empty_date_dirs(
-            root / "frames"
+            root / FRAMES_DIR
         )
     for stream in STREAMS:
         dropped = prune_journal(root, stream, cutoff_us=seg_cutoff, dry_run=dry_run)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from hypothesis import given, settings
@@ -9,6 +10,8 @@ from hypothesis import strategies as st
 from pumpwatch.segments.coverage import coverage_from_events
 
 S = 1_000_000
+# PUMPWATCH_SOAK=long explores many more journals
+EXAMPLES = 3000 if os.environ.get("PUMPWATCH_SOAK") == "long" else 200
 SYMBOL_BASE = {"AUSDT": "A", "A-PERP": "A", "BUSDT": "B"}
 CONNS = ("c1", "c2", "c3")
 
@@ -88,7 +91,7 @@ def reference_gaps(events: list[dict[str, Any]], start: int, end: int, **kw: Any
     return gaps
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=EXAMPLES, deadline=None)
 @given(
     events=journals(),
     start=st.integers(0, 60),
@@ -112,7 +115,7 @@ def test_coverage_matches_the_brute_force_reference(
     assert c.complete == (not expected)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=EXAMPLES // 2, deadline=None)
 @given(events=journals(), start=st.integers(0, 60), length=st.integers(1, 60))
 def test_stream_coverage_is_the_union_of_its_bases(
     events: list[dict[str, Any]], start: int, length: int

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from pumpwatch.segments.journal import EventJournal, read_events
 from pumpwatch.segments.retention import journal_lines_to_keep, prune
 
 MB = 1024 * 1024
+# PUMPWATCH_SOAK=long explores many more journals
+EXAMPLES = 3000 if os.environ.get("PUMPWATCH_SOAK") == "long" else 150
 DAY_S = 86400
 NOW = datetime(2026, 3, 10, 12, 30, tzinfo=UTC)
 NOW_US = int(NOW.timestamp()) * 1_000_000
@@ -308,7 +311,7 @@ def journal_events(draw: st.DrawFn) -> list[dict[str, Any]]:
     return out
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=EXAMPLES, deadline=None)
 @given(
     events=journal_events(),
     cutoff=st.integers(0, 40),
