@@ -19,16 +19,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
+from pumpwatch.segments.compact import batch_metadata, write_compacted
 from pumpwatch.segments.paths import US_PER_HOUR, US_PER_S, hour_start_us, sealed_name, segment_path
-from pumpwatch.segments.schema import (
-    BATCH_RECV_MAX,
-    BATCH_RECV_MIN,
-    BATCH_ROWS,
-    BATCH_TIME_MAX,
-    BATCH_TIME_MIN,
-    DICT_COLUMNS,
-    SEGMENT_SCHEMA,
-)
+from pumpwatch.segments.schema import DICT_COLUMNS, SEGMENT_SCHEMA
 
 from pumpwatch.errors import StoreError
 
@@ -71,6 +64,8 @@ class HourFile:
         self.hour_us = hour_start_us(start_us)
         self.end_us = self.hour_us + US_PER_HOUR
         self.max_batch_rows = max_batch_rows
+        self.compression_level = compression_level
+        self.compact_rows = 65536
         self.fsync = fsync
         self.rows = 0
         self.batches = 0
@@ -171,16 +166,7 @@ class HourFile:
                     self._acc[pos].append(col.indices.to_numpy() if pos in _DICT_POS else col)
                 self._acc_rows = part.num_rows
                 break
-            times = part.column(0).to_numpy().view("i8")
-            recvs = part.column(1).to_numpy().view("i8")
-            meta = {
-                BATCH_TIME_MIN: str(int(times.min())),
-                BATCH_TIME_MAX: str(int(times.max())),
-                BATCH_RECV_MIN: str(int(recvs.min())),
-                BATCH_RECV_MAX: str(int(recvs.max())),
-                BATCH_ROWS: str(part.num_rows),
-            }
-            self._writer.write_batch(part, custom_metadata=meta)
+            self._writer.write_batch(part, custom_metadata=batch_metadata(part))
             self.rows += part.num_rows
             self.batches += 1
 
@@ -194,20 +180,38 @@ class HourFile:
         except OSError as exc:
             raise StoreError(f"cannot write segment {self.path}: {exc.strerror or exc}") from None
 
-    def seal(self) -> Path:
-        """Footer, fsync, rename to ``HHMMSS.arrow``, fsync the directory. Returns the new path."""
+    def seal(self, *, compact: bool = True) -> Path:
+        """Footer, fsync, compact (see ``compact.py``), rename to ``HHMMSS.arrow``, fsync the dir.
+
+        At every instant exactly one of ``_HHMMSS.arrow`` and ``HHMMSS.arrow`` exists, so a
+        reader never sees the hour twice; a crash at any point leaves a file `recover` seals.
+        """
         final = sealed_name(self.path)
+        tmp = self.path.with_name(f".{final.name}.sealing")
         try:
             self._write_acc()
             self._writer.close()
             self._sink.flush()
-            self._sealed_bytes = int(self._sink.tell())
             self._sink.close()
             os.fsync(self._fd)
             if final.exists():  # never overwrite (names were chosen free at open)
                 raise StoreError(f"cannot seal {self.path}: {final} already exists")
+            if compact and self.batches > 1:
+                tmp.unlink(missing_ok=True)  # left by a crash while sealing
+                reader = ipc.open_file(pa.memory_map(str(self.path)))
+                parts = (reader.get_batch(i) for i in range(reader.num_record_batches))
+                rows, self.batches, fd = write_compacted(
+                    parts, tmp, max_rows=self.compact_rows, compression_level=self.compression_level
+                )
+                if rows != self.rows:
+                    os.close(fd)
+                    raise StoreError(f"sealing {self.path}: compaction wrote {rows} of {self.rows} rows")
+                os.rename(tmp, self.path)  # the open name now holds the compacted file
+                os.close(self._fd)
+                self._fd = fd
             os.rename(self.path, final)
             fsync_dir(final.parent)
+            self._sealed_bytes = final.stat().st_size
         except OSError as exc:
             raise StoreError(f"cannot seal segment {self.path}: {exc.strerror or exc}") from None
         finally:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.ipc as ipc
+from pumpwatch.segments.compact import write_compacted
 from pumpwatch.segments.hourfile import fsync_dir, make_dirs
 from pumpwatch.segments.ipcscan import FILE_MAGIC, Chunk, scan_segment, stream_of
 from pumpwatch.segments.paths import SegmentFile, list_segments, sealed_name
@@ -124,21 +125,18 @@ def _recover_one(data_dir: Path, seg: SegmentFile, report: RecoveryReport) -> No
 
 
 def _write_sealed(data: pa.Buffer, chunks: list[Chunk], final: Path) -> None:
-    """Rewrite the complete messages as a sealed file: temp name, fsync, rename, fsync dir."""
+    """Rewrite the complete batches as a sealed, compacted file: temp name, fsync, rename."""
     tmp = final.with_name(f".{final.name}.recovering")
+    tmp.unlink(missing_ok=True)  # left by a crash during an earlier recovery
     reader = ipc.open_stream(stream_of(data, chunks))
-    options = ipc.IpcWriteOptions(compression=pa.Codec("zstd", 3), emit_dictionary_deltas=True)
-    with open(tmp, "wb") as fh:
-        sink = pa.PythonFile(fh, mode="w")
-        with ipc.new_file(sink, reader.schema, options=options) as writer:
-            for batch, meta in reader.iter_batches_with_custom_metadata():
-                writer.write_batch(batch, custom_metadata=meta)
-        fh.flush()
-        os.fsync(fh.fileno())
     if reader.schema.remove_metadata() != SEGMENT_SCHEMA.remove_metadata():
-        log.warning("%s has an unexpected schema: %s", final, reader.schema)
-    os.rename(tmp, final)
-    fsync_dir(final.parent)
+        raise StoreError(f"{final}: unexpected segment schema {reader.schema}")
+    _rows, _batches, fd = write_compacted(iter(reader), tmp)
+    try:
+        os.rename(tmp, final)
+        fsync_dir(final.parent)
+    finally:
+        os.close(fd)
 
 
 def _all_zero(data: pa.Buffer) -> bool:

@@ -36,3 +36,20 @@ def table_rows(table: pa.Table) -> list[TradeRow]:
 def float_bits(rows: Sequence[TradeRow]) -> list[tuple[object, ...]]:
     """Rows with floats replaced by their exact bit patterns (NaN and -0.0 compare exactly)."""
     return [tuple(struct.pack("<d", v) if isinstance(v, float) else v for v in row) for row in rows]
+
+
+def _total_key(row: tuple[object, ...]) -> tuple[object, ...]:
+    return tuple((0, b"") if v is None else (1, v) for v in row)
+
+
+def assert_same_trades(got: Sequence[TradeRow], written: Sequence[TradeRow]) -> None:
+    """`got` (read back) holds exactly the rows written, sorted by (time, recv_time), and each
+    symbol's rows keep their written order (sealed batches group rows by symbol, so only ties
+    between different symbols may be ordered differently from the write order)."""
+    assert len(got) == len(written)
+    g, w = float_bits(got), float_bits(written)
+    assert sorted(g, key=_total_key) == sorted(w, key=_total_key)
+    assert [(r[0], r[1]) for r in got] == sorted((r[0], r[1]) for r in written)
+    stable = float_bits(sorted(written, key=lambda r: (r[0], r[1])))
+    for symbol in {r[2] for r in written}:
+        assert [r for r in g if r[2] == symbol] == [r for r in stable if r[2] == symbol]

@@ -71,7 +71,7 @@ def test_idle_hour_is_sealed_on_the_wall_clock(tmp_path) -> None:
         assert not list_segments(tmp_path)[0].sealed
         now[0] = T0_US + HOUR_US + 2_000_000
         for _ in range(200):
-            if list_segments(tmp_path)[0].sealed:
+            if w.files_sealed:
                 break
             threading.Event().wait(0.01)
         (seg,) = list_segments(tmp_path)

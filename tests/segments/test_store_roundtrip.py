@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pumpwatch.segments import SegmentWriter, list_segments, read_trades
 from pumpwatch.segments.schema import SEGMENT_SCHEMA, TRADE_SCHEMA
-from store_helpers import HOUR_US, T0_US, float_bits, make_rows, table_rows
+from store_helpers import HOUR_US, T0_US, assert_same_trades, make_rows, table_rows
 
 from pumpwatch.errors import StoreError
 
@@ -51,32 +51,42 @@ def test_round_trip_is_exact(rows: list, chunk: int, flush_rows: int) -> None:
         got = read_trades(data_dir, T0_US - HOUR_US, T0_US + 5 * HOUR_US)
         assert got.column("exchange").to_pylist() == ["okx"] * len(rows)
         assert got.column("market").to_pylist() == ["futures"] * len(rows)
-        expected = sorted(rows, key=lambda r: (r[0], r[1]))
-        assert float_bits(table_rows(got)) == float_bits(expected)
+        assert_same_trades(table_rows(got), rows)
         assert all(s.sealed for s in list_segments(data_dir))
 
 
 def test_files_are_arrow_ipc_files_with_versioned_schema(tmp_path) -> None:
-    with SegmentWriter(tmp_path, "binance_spot", flush_rows=100) as w:
-        w.append(make_rows(250))
+    rows = make_rows(250)
+    w = SegmentWriter(tmp_path, "binance_spot", flush_rows=100)
+    w.append(rows)
+    w.flush()
     (seg,) = list_segments(tmp_path)
-    assert seg.path.name == "000000.arrow"
+    assert seg.path.name == "_000000.arrow" and not seg.sealed
+    data = seg.path.read_bytes()
+    assert data[:8] == b"ARROW1\x00\x00"
+    live = ipc.open_stream(data[8:])  # an open file: an IPC stream after the magic
+    assert [b.num_rows for b in live] == [100, 100, 50]  # one batch per flush, receive order
+    w.close()
+
+    (seg,) = list_segments(tmp_path)
+    assert seg.path.name == "000000.arrow" and seg.sealed
     assert seg.path.parent.as_posix().endswith("exchange=binance/market=spot/date=2026-01-01")
-    with open(seg.path, "rb") as fh:
-        data = fh.read()
+    data = seg.path.read_bytes()
     assert data[:8] == b"ARROW1\x00\x00" and data[-6:] == b"ARROW1"
     reader = ipc.open_file(seg.path)
     assert reader.schema.equals(SEGMENT_SCHEMA, check_metadata=True)
     assert reader.schema.metadata[b"pumpwatch.schema_version"] == b"1"
-    assert [reader.get_batch(i).num_rows for i in range(reader.num_record_batches)] == [100, 100, 50]
-    meta = reader.get_batch_with_custom_metadata(1).custom_metadata
-    assert meta[b"pumpwatch.time_min_us"] == str(T0_US + 100 * 1000).encode()
-    assert meta[b"pumpwatch.time_max_us"] == str(T0_US + 199 * 1000).encode()
-    assert meta[b"pumpwatch.recv_min_us"] == str(T0_US + 100 * 1000 + 500).encode()
-    assert meta[b"pumpwatch.rows"] == b"100"
-    # every batch of the file is zstd-compressed: far smaller than the raw column bytes
-    raw = reader.read_all()
-    assert seg.size_bytes < raw.nbytes
+    assert reader.num_record_batches == 1  # sealing compacts the hour into large batches
+    batch, meta = reader.get_batch_with_custom_metadata(0)
+    assert meta[b"pumpwatch.time_min_us"] == str(T0_US).encode()
+    assert meta[b"pumpwatch.time_max_us"] == str(T0_US + 249 * 1000).encode()
+    assert meta[b"pumpwatch.recv_min_us"] == str(T0_US + 500).encode()
+    assert meta[b"pumpwatch.recv_max_us"] == str(T0_US + 249 * 1000 + 500).encode()
+    assert meta[b"pumpwatch.rows"] == b"250"
+    # rows grouped by symbol (first seen first), each symbol in receive order
+    got = table_rows(pa.Table.from_batches([batch]))
+    assert got == [r for sym in ("BTCUSDT", "ETHUSDT", "0GUSDT") for r in rows if r[2] == sym]
+    assert seg.size_bytes < batch.nbytes  # zstd-compressed
 
 
 def test_append_batch_takes_plain_and_dictionary_columns(tmp_path) -> None:
