@@ -16,13 +16,13 @@ Rule (DESIGN §8), per stream, over its trades sorted by time:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pumpwatch.detector.sliding import range_argmin, window_starts, window_sums
 
 from pumpwatch.streams import STREAMS, split_stream
@@ -69,24 +69,48 @@ def _is_sorted(values: np.ndarray) -> bool:
     return bool(len(values) < 2 or np.all(values[1:] >= values[:-1]))
 
 
+def stream_slices(table: pa.Table) -> dict[str, pa.Table]:
+    """``{stream: rows}`` of a table with ``exchange`` and ``market`` columns, each sorted by
+    time (then receive time when present), streams in `STREAMS` order.
+
+    Works with Arrow-side sorts and zero-copy slices only: converting a Python or numpy value
+    to Arrow makes pyarrow import pandas, which alone costs more than an extraction.
+    """
+    keys = [("exchange", "ascending"), ("market", "ascending"), ("time", "ascending")]
+    if "recv_time" in table.column_names:
+        keys.append(("recv_time", "ascending"))
+    ordered = table.sort_by(keys)
+    names: list[str] = []
+    for ex, mk in zip(_codes(ordered.column("exchange")), _codes(ordered.column("market")), strict=True):
+        names.append(f"{ex}_{mk}")
+    out: dict[str, pa.Table] = {}
+    if not names:
+        return out
+    cuts = [0] + [i for i in range(1, len(names)) if names[i] != names[i - 1]] + [len(names)]
+    found = {names[a]: ordered.slice(a, b - a) for a, b in itertools.pairwise(cuts)}
+    for stream in STREAMS:
+        if stream in found:
+            out[stream] = found[stream]
+    return out
+
+
+def _codes(column: pa.ChunkedArray) -> list[str]:
+    """A string column as a Python list via its dictionary (few distinct values, many rows)."""
+    enc = column.combine_chunks()
+    if not pa.types.is_dictionary(enc.type):
+        enc = enc.dictionary_encode()
+    values = enc.dictionary.to_pylist()
+    return [values[i] for i in enc.indices.to_numpy(zero_copy_only=False).tolist()]
+
+
 def split_streams(trades: pa.Table | Mapping[str, pa.Table]) -> list[StreamTrades]:
     """Per-stream trades, in the order of `STREAMS`, from one table with ``exchange`` and
     ``market`` columns or a mapping of stream id to table."""
-    out = []
     if isinstance(trades, Mapping):
-        for stream in STREAMS:
-            if stream in trades and trades[stream].num_rows:
-                out.append(StreamTrades.from_table(stream, trades[stream]))
-        return out
-    for stream in STREAMS:
-        exchange, market = split_stream(stream)
-        mask = pc.and_(
-            pc.equal(trades.column("exchange"), exchange), pc.equal(trades.column("market"), market)
-        )
-        part = trades.filter(mask)
-        if part.num_rows:
-            out.append(StreamTrades.from_table(stream, part))
-    return out
+        parts = {s: trades[s] for s in STREAMS if s in trades and trades[s].num_rows}
+    else:
+        parts = stream_slices(trades)
+    return [StreamTrades.from_table(stream, part) for stream, part in parts.items()]
 
 
 @dataclass

@@ -48,7 +48,7 @@ def read_listing(listing_dir: Path) -> tuple[dict[str, Any], Any]:
     parquet_path = listing_dir / "raw" / "trades.parquet"
     try:
         meta = orjson.loads(meta_path.read_bytes())
-        table = pq.read_table(parquet_path)
+        table = pq.ParquetFile(parquet_path).read()  # read_table would import pyarrow.dataset (+pandas)
     except FileNotFoundError as exc:
         raise StoreError(f"{listing_dir} is not a listing directory: missing {exc.filename}") from None
     except (OSError, orjson.JSONDecodeError) as exc:

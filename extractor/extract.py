@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pumpwatch.detector.detect import stream_slices
 from pumpwatch.extractor.files import (
     make_temp_dir,
     replace_dir,
@@ -75,15 +76,6 @@ def _raw_rows(part: Any, exchange: str, market: str) -> list[dict[str, Any]]:
     ]
 
 
-def _stream_part(table: Any, exchange: str, market: str) -> Any:
-    import pyarrow.compute as pc
-
-    mask = pc.and_(pc.equal(table.column("exchange"), exchange), pc.equal(table.column("market"), market))
-    part = table.filter(mask)
-    # Oldest first; the reader sorts by time then receive time, a stable sort keeps that.
-    return part.sort_by([("time", "ascending"), ("recv_time", "ascending")])
-
-
 def extract(
     data_dir: str | Path,
     symbol: str,
@@ -121,10 +113,11 @@ def extract(
     tmp = make_temp_dir(target)
     try:
         (tmp / "raw").mkdir()
+        found = stream_slices(table)
         parts: dict[str, Any] = {}
         for stream in chosen:
             exchange, market = split_stream(stream)
-            part = _stream_part(table, exchange, market)
+            part = found.get(stream, table.slice(0, 0))
             parts[stream] = part
             write_json_lines_array(tmp / "raw" / f"{stream}.json", _raw_rows(part, exchange, market))
         buf = pa.BufferOutputStream()
