@@ -1,0 +1,133 @@
+"""The worker process: status lines, stream locks, argument checks, live symbol reload, clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from pathlib import Path
+
+import pytest
+from pumpwatch.recorder import worker
+from pumpwatch.recorder.sim.binance import sim_protocol
+from pumpwatch.recorder.sim.instruments import sim_instrument
+from pumpwatch.recorder.sim.server import SimExchange
+from pumpwatch.recorder.stats import RunnerStats
+from pumpwatch.recorder.symbols import write_symbols
+from pumpwatch.recorder.worker import StatusTracker, run_worker
+from pumpwatch.segments.journal import read_events
+from pumpwatch.segments.paths import list_segments
+from pumpwatch.segments.reader import read_segment
+
+from pumpwatch.settings import Settings
+
+
+def test_status_line_reports_rate_lag_and_counters() -> None:
+    tracker = StatusTracker("okx_spot", queue_warn_rows=1000)
+    stats = RunnerStats(trades=0, reconnects=2, parse_errors=3, connected=1, lag_us=12_300)
+    t0 = tracker._last[0]
+    stats.trades = 500
+    stats.last_trade_recv_us = t0 + 9_500_000
+    line = tracker.line(stats, 40, t0 + 10_000_000)
+    assert line == (
+        "okx_spot: 50.0 trades/s, lag 12.3 ms, reconnects 2, parse errors 3, last trade 0.5 s ago, "
+        "writer queue 40 rows, connections 1"
+    )
+    stats.trades = 600
+    assert tracker.line(stats, 0, t0 + 20_000_000).startswith("okx_spot: 10.0 trades/s")
+
+
+def test_growing_writer_queue_is_warned(caplog: pytest.LogCaptureFixture) -> None:
+    tracker = StatusTracker("gate_spot", queue_warn_rows=10_000)
+    stats = RunnerStats()
+    caplog.set_level(logging.WARNING, logger="pumpwatch.recorder.worker")
+    now = tracker._last[0]
+    for i, queue in enumerate([100, 200, 300]):
+        tracker.line(stats, queue, now + i)
+    assert not caplog.records  # growing for two intervals only
+    tracker.line(stats, 400, now + 10)
+    assert ["growing for 3 intervals" in r.getMessage() for r in caplog.records] == [True]
+    caplog.clear()
+    tracker.line(stats, 20_000, now + 11)
+    assert [
+        "over the warning mark" in r.getMessage() or "growing" in r.getMessage() for r in caplog.records
+    ] == [True]
+
+
+def test_a_stream_is_never_recorded_by_two_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(worker, "LOCK_WAIT_S", 0.3)
+    held = worker._lock_streams(str(tmp_path), ["bybit_spot"])
+    try:
+        # flock is per open file description: a second open in this process conflicts too
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError, match="bybit_spot is still being recorded"):
+            worker._lock_streams(str(tmp_path), ["bybit_futures", "bybit_spot"])
+        assert time.monotonic() - t0 >= 0.3
+        assert (tmp_path / "run" / "bybit_spot.lock").read_text() == f"{os.getpid()}\n"
+    finally:
+        for fd in held:
+            os.close(fd)
+    again = worker._lock_streams(str(tmp_path), ["bybit_spot"])
+    for fd in again:
+        os.close(fd)
+
+
+def test_main_refuses_streams_of_another_exchange(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = worker.main(["--exchange", "okx", "--streams", "okx_spot,gate_spot", "--data-dir", str(tmp_path)])
+    assert rc == 2
+    assert "gate_spot do not belong to exchange okx" in capsys.readouterr().err
+
+
+def test_worker_records_reloads_symbols_live_and_stops_cleanly(tmp_path: Path) -> None:
+    stream = "binance_spot"
+    aaa, bbb = sim_instrument(stream, "AAA"), sim_instrument(stream, "BBB")
+    settings = Settings()
+    settings.data_dir = str(tmp_path / "data")
+    settings.recorder.symbols_file = str(tmp_path / "symbols.yaml")
+    settings.recorder.symbols_reload_s = 0.2
+    settings.recorder.heartbeat_s = 0.2
+    settings.recorder.status_interval_s = 0.5
+    settings.storage.flush_interval_s = 0.1
+    settings.logging.file = False
+    write_symbols(settings.recorder.symbols_file, {stream: [aaa]})
+
+    async def main() -> int:
+        async with SimExchange(sim_protocol("spot"), [aaa, bbb]) as sim:
+            settings.streams[stream].ws_url = sim.ws_url
+            settings.streams[stream].rest_url = sim.rest_url
+            stop = asyncio.Event()
+            task = asyncio.create_task(run_worker(settings, [stream], stop))
+
+            async def until(cond: object, what: str) -> None:
+                for _ in range(300):
+                    if cond():  # type: ignore[operator]
+                        return
+                    await asyncio.sleep(0.05)
+                raise AssertionError(what)
+
+            await until(
+                lambda: any(s.subscribed == {"AAAUSDT"} for s in sim.sessions()), "first subscription"
+            )
+            t_us = time.time_ns() // 1000
+            sim.publish([(t_us, t_us, "AAAUSDT", "AAA", "USDT", 2.5, 1.25, "buy", "7")])
+            write_symbols(settings.recorder.symbols_file, {stream: [aaa, bbb]})
+            await until(lambda: any("BBBUSDT" in s.subscribed for s in sim.sessions()), "live reload")
+            sim.publish([(t_us + 1000, t_us + 1000, "BBBUSDT", "BBB", "USDT", 3.5, 0.5, "sell", "8")])
+            await until(lambda: len(sim.sent_rows()) == 2, "both trades sent")
+            await asyncio.sleep(0.3)
+            assert sim.connections == 1  # the reload did not reconnect
+            stop.set()
+            return await asyncio.wait_for(task, 20)
+
+    assert asyncio.run(main()) == 0
+    segs = list_segments(settings.data_dir, [stream])
+    assert [s.sealed for s in segs] == [True]
+    rows = [r for b in read_segment(segs[0], 0, 2**62) for r in b.to_pylist()]
+    assert [(r["symbol"], r["base"], r["price"], r["qty"], r["side"], r["trade_id"]) for r in rows] == [
+        ("AAAUSDT", "AAA", 2.5, 1.25, "buy", "7"),
+        ("BBBUSDT", "BBB", 3.5, 0.5, "sell", "8"),
+    ]
+    kinds = [e["event"] for e in read_events(settings.data_dir, stream)]
+    assert kinds[0] == "start" and kinds[-1] == "stop"
+    assert "alive" in kinds and kinds.count("subscribed") == 2
