@@ -28,10 +28,11 @@ import pyarrow.ipc as ipc
 from pumpwatch.segments.compact import write_compacted
 from pumpwatch.segments.hourfile import fsync_dir, make_dirs
 from pumpwatch.segments.ipcscan import FILE_MAGIC, Chunk, scan_segment, stream_of
-from pumpwatch.segments.paths import SegmentFile, list_segments, sealed_name
+from pumpwatch.segments.paths import SegmentFile, list_segments, sealed_name, segment_root
 from pumpwatch.segments.schema import BATCH_ROWS, SEGMENT_SCHEMA
 
 from pumpwatch.errors import StoreError
+from pumpwatch.streams import STREAMS, split_stream
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ def recover(data_dir: str | os.PathLike[str], streams: Iterable[str] | None = No
 def recover_report(data_dir: str | os.PathLike[str], streams: Iterable[str] | None = None) -> RecoveryReport:
     """`recover` with the full account of what was kept, removed and quarantined."""
     report = RecoveryReport()
+    _remove_stale_temps(Path(data_dir), streams, report)
     for seg in list_segments(data_dir, streams):
         if not seg.sealed:
             _recover_one(Path(data_dir), seg, report)
@@ -137,6 +139,25 @@ def _write_sealed(data: pa.Buffer, chunks: list[Chunk], final: Path) -> None:
         fsync_dir(final.parent)
     finally:
         os.close(fd)
+
+
+def _remove_stale_temps(data_dir: Path, streams: Iterable[str] | None, report: RecoveryReport) -> None:
+    """Hidden half-written files of a seal or recovery that died: their source still exists."""
+    for stream in STREAMS if streams is None else streams:
+        exchange, market = split_stream(stream)
+        for tmp in (segment_root(data_dir) / f"exchange={exchange}" / f"market={market}").glob("date=*/.*"):
+            if not tmp.name.endswith((".sealing", ".recovering")):
+                continue
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live writer is sealing right now
+            finally:
+                os.close(fd)
+            _unlink(tmp)
+            report.removed.append(tmp)
+            log.warning("removed %s, left by an interrupted seal", tmp)
 
 
 def _all_zero(data: pa.Buffer) -> bool:

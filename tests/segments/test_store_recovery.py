@@ -167,3 +167,22 @@ def test_an_interrupted_recovery_is_finished(tmp_path) -> None:
     report = recover_report(tmp_path)
     assert report.removed == [leftover] and report.sealed == []
     assert read_trades(tmp_path, T0_US, T0_US + HOUR_US).num_rows == 5
+
+
+def test_a_half_written_seal_is_discarded_and_the_source_recovered(tmp_path) -> None:
+    w = SegmentWriter(tmp_path, "gate_spot")
+    w.append(make_rows(5))
+    w.flush()
+    path = w.current_path
+    assert path is not None
+    data = path.read_bytes()
+    w.close()
+    (seg,) = list_segments(tmp_path)
+    seg.path.unlink()
+    path.write_bytes(data)  # as if the process died while compacting at the seal
+    tmp = path.with_name(".000000.arrow.sealing")
+    tmp.write_bytes(data[:100])
+    report = recover_report(tmp_path)
+    assert report.removed == [tmp] and report.sealed == [path.with_name("000000.arrow")]
+    assert not tmp.exists()
+    assert table_rows(read_trades(tmp_path, T0_US, T0_US + HOUR_US)) == make_rows(5)
