@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from pumpwatch.detector.detect import US_PER_MS, Analysis, StreamResult, trade_json
+from pumpwatch.detector.detect import US_PER_MS, Analysis, StreamResult, trades_json
 
 from pumpwatch.streams import STREAMS, split_stream
 
@@ -30,7 +30,7 @@ def exchange_pumps(analysis: Analysis) -> dict[str, dict[str, Any]]:
                     "start_time_us": int(st.time_us[ev.start]),
                     "end_time_us": int(st.time_us[ev.end]),
                     "price_change_percent": round(ev.change_percent, 6),
-                    "trades": [trade_json(st, i) for i in range(ev.start, ev.end + 1)],
+                    "trades": trades_json(st, ev.start, ev.end),
                 }
             )
     for doc in out.values():

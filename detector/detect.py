@@ -80,27 +80,29 @@ def stream_slices(table: pa.Table) -> dict[str, pa.Table]:
     if "recv_time" in table.column_names:
         keys.append(("recv_time", "ascending"))
     ordered = table.sort_by(keys)
-    names: list[str] = []
-    for ex, mk in zip(_codes(ordered.column("exchange")), _codes(ordered.column("market")), strict=True):
-        names.append(f"{ex}_{mk}")
     out: dict[str, pa.Table] = {}
-    if not names:
+    if ordered.num_rows == 0:
         return out
-    cuts = [0] + [i for i in range(1, len(names)) if names[i] != names[i - 1]] + [len(names)]
-    found = {names[a]: ordered.slice(a, b - a) for a, b in itertools.pairwise(cuts)}
+    ex_names, ex_idx = _codes(ordered.column("exchange"))
+    mk_names, mk_idx = _codes(ordered.column("market"))
+    key = ex_idx * (len(mk_names) + 1) + mk_idx
+    cuts = [0, *(np.flatnonzero(np.diff(key)) + 1).tolist(), ordered.num_rows]
+    found = {
+        f"{ex_names[ex_idx[a]]}_{mk_names[mk_idx[a]]}": ordered.slice(a, b - a)
+        for a, b in itertools.pairwise(cuts)
+    }
     for stream in STREAMS:
         if stream in found:
             out[stream] = found[stream]
     return out
 
 
-def _codes(column: pa.ChunkedArray) -> list[str]:
-    """A string column as a Python list via its dictionary (few distinct values, many rows)."""
+def _codes(column: pa.ChunkedArray) -> tuple[list[str], np.ndarray]:
+    """A string column as (distinct values, per-row index into them), via a dictionary."""
     enc = column.combine_chunks()
     if not pa.types.is_dictionary(enc.type):
         enc = enc.dictionary_encode()
-    values = enc.dictionary.to_pylist()
-    return [values[i] for i in enc.indices.to_numpy(zero_copy_only=False).tolist()]
+    return enc.dictionary.to_pylist(), enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def split_streams(trades: pa.Table | Mapping[str, pa.Table]) -> list[StreamTrades]:
@@ -204,6 +206,32 @@ def trade_json(st: StreamTrades, i: int) -> dict[str, Any]:
         "side": st.side_at(i),
         "trade_id": st.trade_id_at(i),
     }
+
+
+def trades_json(st: StreamTrades, start: int, end: int) -> list[dict[str, Any]]:
+    """`trade_json` for trades ``start..end`` inclusive, converted column-wise (fast)."""
+    n = end - start + 1
+    sides = st.side.slice(start, n).to_pylist() if st.side is not None else [None] * n
+    ids = st.trade_id.slice(start, n).to_pylist() if st.trade_id is not None else [None] * n
+    times = st.time_us[start : end + 1].tolist()
+    return [
+        {
+            "timestamp": t // US_PER_MS,
+            "timestamp_us": t,
+            "price": p,
+            "quantity": q,
+            "side": sd,
+            "trade_id": tid,
+        }
+        for t, p, q, sd, tid in zip(
+            times,
+            st.price[start : end + 1].tolist(),
+            st.qty[start : end + 1].tolist(),
+            sides,
+            ids,
+            strict=True,
+        )
+    ]
 
 
 def _key_trades(st: StreamTrades, ev: Event) -> list[dict[str, Any]]:
