@@ -78,7 +78,7 @@ def decode(frame: bytes | str, recv_us: int, instruments: Instruments) -> list[T
         raise ParseError(f"binance: missing field or unknown symbol {exc}") from None
     except TypeError:
         raise ParseError("binance: symbol is not a string") from None
-    if type(p) is not str or type(q) is not str or type(t) is not int or type(tid) is not int:
+    if not (str is type(p) is type(q)) or not (int is type(t) is type(tid)):
         raise ParseError("binance: wrong field type")
     try:
         price = float(p)

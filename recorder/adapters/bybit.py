@@ -70,7 +70,7 @@ def _decode(
             t = item["T"]
             tid = item["i"]
             side = _SIDES[item["S"]]
-            if type(p) is not str or type(v) is not str or type(t) is not int or type(tid) is not str:
+            if not (str is type(p) is type(v) is type(tid)) or type(t) is not int:
                 raise ParseError("bybit: wrong field type")
             if item["s"] != symbol:
                 raise ParseError("bybit: trade symbol differs from its topic")

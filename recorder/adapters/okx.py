@@ -45,11 +45,11 @@ def decode(frame: bytes | str, recv_us: int, instruments: Instruments) -> list[T
          "tradeId":"130639474","px":"42219.9","sz":"0.12060306","side":"buy","source":"0",
          "ts":"1630048897897"}]}
     """
-    if frame in _PONGS:
-        return Control("pong")
     try:
         msg = _loads(frame)
     except _JSONError:
+        if frame in _PONGS:  # checked only here: the text pong is not JSON
+            return Control("pong")
         raise ParseError("okx: not JSON") from None
     try:
         arg = msg["arg"]
@@ -64,7 +64,6 @@ def decode(frame: bytes | str, recv_us: int, instruments: Instruments) -> list[T
         inst = instruments[symbol]
     except (KeyError, TypeError):
         raise ParseError(f"okx: unknown instrument {str(symbol)[:40]!r}") from None
-    base, quote, multiplier = inst.base, inst.quote, inst.multiplier
     rows: list[TradeRow] = []
     append = rows.append
     try:
@@ -74,18 +73,18 @@ def decode(frame: bytes | str, recv_us: int, instruments: Instruments) -> list[T
             ts = item["ts"]
             tid = item["tradeId"]
             side = _SIDES[item["side"]]
-            if type(px) is not str or type(sz) is not str or type(ts) is not str or type(tid) is not str:
+            if not (str is type(px) is type(sz) is type(ts) is type(tid)):
                 raise ParseError("okx: wrong field type")
-            if item["instId"] != symbol:
-                raise ParseError("okx: trade instrument differs from its channel")
             price = float(px)
-            qty = float(sz) * multiplier
+            qty = float(sz) * inst.multiplier
             if not (0.0 < price < _INF and 0.0 < qty < _INF):
                 raise ParseError(f"okx: price/size out of range {px!r} / {sz!r}")
             t_us = int(ts) * 1000
             if not -_DAY_US < t_us - recv_us < _DAY_US:
                 raise ParseError(f"okx: implausible time {ts!r}")
-            append((t_us, recv_us, symbol, base, quote, price, qty, side, tid))
+            # The push's arg names the instrument; nearly every push holds one trade, so the
+            # instrument's fields are read per trade rather than hoisted.
+            append((t_us, recv_us, symbol, inst.base, inst.quote, price, qty, side, tid))
     except ParseError:
         raise
     except (KeyError, TypeError, ValueError) as exc:

@@ -162,7 +162,6 @@ def _with(**fields: object) -> bytes:
         _with(ts="1630048897.897"),
         _with(ts="1630221697897"),  # two days off: implausible time
         _with(tradeId=130639474),
-        _with(instId="ETH-USDT"),
         json_bytes({**GOOD, "data": [{"px": "1"}]}),
     ],
 )
