@@ -40,6 +40,17 @@ def _wall_us() -> int:
     return time.time_ns() // 1000
 
 
+def _storable(name: str, tp: pa.DataType) -> bool:
+    """Whether a column of this type converts to the segment schema without loss of meaning."""
+    if name in ("time", "recv_time"):
+        return bool(pa.types.is_timestamp(tp) or pa.types.is_int64(tp))
+    if name in ("price", "qty"):
+        return bool(pa.types.is_floating(tp))
+    if pa.types.is_dictionary(tp):
+        tp = tp.value_type
+    return bool(pa.types.is_string(tp) or pa.types.is_large_string(tp))
+
+
 class SegmentWriter:
     """Writes one stream's trades into hourly segments under `data_dir` (thread-safe)."""
 
@@ -114,6 +125,9 @@ class SegmentWriter:
         if tuple(batch.schema.names) != TRADE_FIELDS:
             names = batch.schema.names
             raise StoreError(f"{self.stream}: batch columns {names} are not {list(TRADE_FIELDS)}")
+        for field in batch.schema:
+            if not _storable(field.name, field.type):
+                raise StoreError(f"{self.stream}: column {field.name} cannot be stored as {field.type}")
         if isinstance(batch, pa.Table):
             for b in batch.to_batches():
                 self._enqueue(b, b.num_rows)

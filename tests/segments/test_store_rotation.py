@@ -7,11 +7,14 @@ import tempfile
 import threading
 
 import pyarrow.ipc as ipc
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pumpwatch.segments import SegmentWriter, list_segments, read_trades
 from pumpwatch.segments.paths import parse_segment_path, segment_path
 from store_helpers import HOUR_US, T0_US, make_rows, table_rows
+
+from pumpwatch.errors import StoreError
 
 
 @settings(max_examples=40, deadline=None)
@@ -140,3 +143,15 @@ def test_paths_are_parsed_back(tmp_path) -> None:
     (tmp_path / "segments/exchange=evil/market=spot/date=2026-01-01").mkdir(parents=True)
     (tmp_path / "segments/exchange=evil/market=spot/date=2026-01-01/000000.arrow").write_bytes(b"")
     assert [s.path.name for s in list_segments(tmp_path)] == ["_010203.arrow"]
+
+
+def test_a_disk_fault_stops_loudly(tmp_path) -> None:
+    (tmp_path / "segments").write_text("not a directory")  # nothing can be created below it
+    w = SegmentWriter(tmp_path, "okx_spot")
+    w.append(make_rows(3))
+    with pytest.raises(StoreError, match="cannot create segment"):
+        w.flush()
+    with pytest.raises(StoreError, match="cannot create segment"):
+        w.append(make_rows(1))
+    with pytest.raises(StoreError):
+        w.close()

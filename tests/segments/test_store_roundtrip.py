@@ -103,8 +103,12 @@ def test_append_batch_takes_plain_and_dictionary_columns(tmp_path) -> None:
 
 
 def test_append_batch_rejects_other_columns(tmp_path) -> None:
-    with SegmentWriter(tmp_path, "gate_spot") as w, pytest.raises(StoreError, match="columns"):
-        w.append_batch(pa.table({"time": [1]}))
+    with SegmentWriter(tmp_path, "gate_spot") as w:
+        with pytest.raises(StoreError, match="columns"):
+            w.append_batch(pa.table({"time": [1]}))
+        wrong = pa.table({n: pa.array([1], pa.int64()) for n in TRADE_SCHEMA.names})
+        with pytest.raises(StoreError, match="symbol cannot be stored as int64"):
+            w.append_batch(wrong)
 
 
 def test_bad_row_is_a_store_error_after_the_good_rows_are_written(tmp_path) -> None:
