@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,6 @@ def write_refined(listing_dir: str | Path, analysis: Analysis, *, chart: bool = 
             draw_chart(analysis, tmp / "chart.png")
         replace_dir(tmp, target)
     except BaseException:
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
