@@ -7,6 +7,8 @@ Keep this module small and its names stable: other adapter tests import from it.
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -17,10 +19,12 @@ from typing import Any
 import orjson
 from hypothesis import strategies as st
 from pumpwatch.recorder.adapter import Control, Instrument, Instruments
+from pumpwatch.recorder.adapters import get_adapter
 from pumpwatch.recorder.sim.instruments import sim_instrument
 from pumpwatch.segments.schema import TradeRow
 
 from pumpwatch.errors import ParseError
+from pumpwatch.streams import split_stream
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
@@ -132,6 +136,76 @@ def trade_rows(
         price = draw(positive_floats)
         rows.append((t, RECV_US, inst.symbol, inst.base, inst.quote, price, qty, side, draw(ids)))
     return rows
+
+
+def ms_rows(instruments: Instruments, n: int = 40) -> list[TradeRow]:
+    """`n` deterministic rows over `instruments` at whole ms (every stream carries them exactly)."""
+    symbols = sorted(instruments)
+    rows: list[TradeRow] = []
+    for i in range(n):
+        inst = instruments[symbols[i % len(symbols)]]
+        qty = contract_qty(str(i + 1), inst.multiplier) if inst.multiplier != 1.0 else 0.25 * (i + 1)
+        t_us = RECV_US - RECV_US % 1000 - (n - i) * 1000
+        side = "buy" if i % 3 else "sell"
+        rows.append((t_us, RECV_US, inst.symbol, inst.base, inst.quote, 100.5 + i, qty, side, str(1000 + i)))
+    return rows
+
+
+async def sim_end_to_end(
+    stream: str, rows: Sequence[TradeRow], acks: int, reject: Sequence[str] = ()
+) -> tuple[list[TradeRow], list[Control], list[Instrument]]:
+    """Drive `stream`'s adapter against its simulated server over real sockets on 127.0.0.1.
+
+    Fetches the instrument list over REST (following pagination), connects to the adapter's
+    connect target, subscribes every sim instrument in request-sized chunks,
+    waits for `acks` ack Controls (one per request, or one per symbol on OKX), publishes `rows`,
+    sends one keep-alive ping when the adapter has one. Returns the decoded trades, every
+    Control decoded on the way, and the REST instruments. (No token step: not for KuCoin.)
+    """
+    import httpx
+    from pumpwatch.recorder.sim.server import SimExchange
+    from websockets.asyncio.client import connect
+
+    exchange, market = split_stream(stream)
+    adapter = get_adapter(stream)
+    proto = importlib.import_module(f"pumpwatch.recorder.sim.{exchange}").sim_protocol(market)
+    insts = sim_instruments(stream)
+    controls: list[Control] = []
+    trades: list[TradeRow] = []
+
+    async def read_until(done: Callable[[], bool]) -> None:
+        while not done():
+            out = adapter.decode(await asyncio.wait_for(ws.recv(), 5.0), RECV_US, insts)
+            if isinstance(out, Control):
+                controls.append(out)
+            else:
+                trades.extend(out)
+
+    async with SimExchange(proto, list(insts.values())) as sim:
+        sim.reject(reject)
+        rest: list[Instrument] = []
+        assert adapter.instruments_request is not None and adapter.parse_instruments is not None
+        request = adapter.instruments_request(sim.rest_url)
+        async with httpx.AsyncClient() as client:
+            while request is not None:
+                response = await client.request(request.method, request.url, headers=dict(request.headers))
+                page, request = adapter.parse_instruments(response.content)
+                rest.extend(page)
+        target = adapter.connect_target(sim.ws_url, None, "conn-1")
+        async with connect(target.url, additional_headers=dict(target.headers)) as ws:
+            symbols = sorted(insts)
+            step = adapter.max_symbols_per_request
+            for i in range(0, len(symbols), step):
+                for frame in adapter.subscribe(symbols[i : i + step], str(i + 1)):
+                    await ws.send(frame)
+            await read_until(lambda: sum(c.kind == "ack" for c in controls) >= acks)
+            sim.publish(rows)
+            wanted = [r for r in rows if r[2] not in reject]
+            await read_until(lambda: len(trades) >= len(wanted))
+            if adapter.ping is not None:
+                await ws.send(adapter.ping(RECV_US // 1000))
+                await read_until(lambda: any(c.kind == "pong" for c in controls))
+    return trades, controls, rest
 
 
 numeric_ids = st.integers(min_value=0, max_value=2**62).map(str)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pytest
 from adapter_testkit import (
@@ -10,7 +12,9 @@ from adapter_testkit import (
     fixture_bytes,
     json_bytes,
     json_values,
+    ms_rows,
     numeric_ids,
+    sim_end_to_end,
     sim_instruments,
     trade_rows,
 )
@@ -312,3 +316,24 @@ def test_sim_shutdown_notice_and_instrument_route_feed_the_adapter() -> None:
         assert response.status == 200 and method == "GET"
         assert adapter.parse_instruments(response.body) == (insts, None)
     assert sim_protocol("spot").server_ping_interval_s == 20.0
+
+
+# -- end to end over sockets, against recorder/sim/server.py ---------------------------------
+
+
+@pytest.mark.parametrize("stream", ["binance_spot", "binance_futures"])
+def test_end_to_end_against_the_sim_server(stream: str) -> None:
+    insts = sim_instruments(stream)
+    rows = ms_rows(insts)
+    trades, controls, rest = asyncio.run(sim_end_to_end(stream, rows, acks=1))
+    assert trades == rows
+    assert controls == [Control("ack", req_id="1")]
+    assert rest == list(insts.values())
+
+
+def test_end_to_end_refused_request_subscribes_nothing() -> None:
+    trades, controls, _ = asyncio.run(sim_end_to_end("binance_spot", [], acks=1, reject=["ETHUSDT"]))
+    assert trades == []
+    assert controls == [
+        Control("ack", req_id="1", ok=False, message="code 2: Invalid request: invalid stream ethusdt@trade")
+    ]

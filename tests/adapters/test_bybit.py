@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pytest
 from adapter_testkit import (
@@ -10,7 +12,9 @@ from adapter_testkit import (
     fixture_bytes,
     json_bytes,
     json_values,
+    ms_rows,
     numeric_ids,
+    sim_end_to_end,
     sim_instruments,
     trade_rows,
     uuid_ids,
@@ -324,3 +328,22 @@ def test_sim_linear_shapes_and_instrument_pages() -> None:
         seen.extend(got)
         pages += 1
     assert pages == 3 and seen == insts
+
+
+# -- end to end over sockets, against recorder/sim/server.py ---------------------------------
+
+
+@pytest.mark.parametrize("stream", ["bybit_spot", "bybit_futures"])
+def test_end_to_end_against_the_sim_server(stream: str) -> None:
+    insts = sim_instruments(stream)
+    rows = ms_rows(insts)
+    trades, controls, rest = asyncio.run(sim_end_to_end(stream, rows, acks=1, reject=["SOLUSDT"]))
+    assert trades == [r for r in rows if r[2] != "SOLUSDT"]
+    refused = "Invalid symbol :[publicTrade.SOLUSDT]" if stream == "bybit_spot" else (
+        "error:handler not found,topic:publicTrade.SOLUSDT"
+    )  # fmt: skip
+    assert controls == [
+        Control("ack", req_id="1", ok=False, symbols=("SOLUSDT",), message=refused),
+        Control("pong", req_id="1767323045678" if stream == "bybit_futures" else None),
+    ]
+    assert rest == list(insts.values())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pytest
 from adapter_testkit import (
@@ -10,7 +12,9 @@ from adapter_testkit import (
     fixture_bytes,
     json_bytes,
     json_values,
+    ms_rows,
     numeric_ids,
+    sim_end_to_end,
     sim_instruments,
     trade_rows,
 )
@@ -319,3 +323,19 @@ def test_sim_notice_and_instruments_route_feed_the_adapter() -> None:
         )
         with pytest.raises(ParseError):
             adapter.parse_instruments(handler({"instType": "OPTION"}, b"", insts, "").body)
+
+
+# -- end to end over sockets, against recorder/sim/server.py ---------------------------------
+
+
+@pytest.mark.parametrize("stream", ["okx_spot", "okx_futures"])
+def test_end_to_end_against_the_sim_server(stream: str) -> None:
+    insts = sim_instruments(stream)
+    refused = next(s for s in insts if s.startswith("SOL-"))
+    rows = ms_rows(insts)
+    trades, controls, rest = asyncio.run(sim_end_to_end(stream, rows, acks=len(insts), reject=[refused]))
+    assert trades == [r for r in rows if r[2] != refused]
+    acks = [(c.req_id, c.ok, c.symbols) for c in controls if c.kind == "ack"]
+    assert acks == [("1", s != refused, (s,)) for s in sorted(insts)]
+    assert controls[-1] == Control("pong")
+    assert rest == list(insts.values())
