@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable, Mapping, Sequence
+
 import orjson
 import pytest
 from adapter_testkit import (
@@ -18,8 +23,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pumpwatch.recorder.adapter import Adapter, Control, Instrument
 from pumpwatch.recorder.adapters import get_adapter
+from pumpwatch.recorder.runner import StreamRunner
 from pumpwatch.recorder.sim.kucoin import sim_protocol
-from pumpwatch.recorder.sim.protocol import SimSession
+from pumpwatch.recorder.sim.protocol import HttpResponse, SimSession
+from pumpwatch.recorder.sim.server import SimExchange
+from pumpwatch.segments.schema import TradeRow
 
 from pumpwatch.errors import ConfigError, ParseError
 
@@ -360,3 +368,72 @@ def test_fuzz_fields_of_real_frames(key: str, value: object) -> None:
     insts_spot = {"BTC-USDT": SPOT_INSTS["BTC-USDT"]}
     decode_or_parse_error(SPOT.decode, json_bytes(spot), insts_spot, recv_us=1729843222950000)
     decode_or_parse_error(FUT.decode, json_bytes(fut), FUT_INSTS, recv_us=1731898619600000)
+
+
+# -- end to end: the generic local server and the connection runner ------------------------
+
+
+def _now_rows(insts: dict[str, Instrument], n: int) -> list[TradeRow]:
+    now_us = time.time_ns() // 1000
+    syms = sorted(insts)
+    return [
+        (now_us - 1000 * (n - k), 0, syms[k % len(syms)], insts[syms[k % len(syms)]].base, "USDT",
+         100.25 + k, 7 * insts[syms[k % len(syms)]].multiplier, ("buy", "sell")[k % 2], str(900 + k))
+        for k in range(n)
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("market", "adapter", "insts"), [("spot", SPOT, SIM_SPOT), ("futures", FUT, SIM_FUT)]
+)
+def test_end_to_end_fresh_token_every_connect(
+    market: str, adapter: Adapter, insts: dict[str, Instrument]
+) -> None:
+    proto = sim_protocol(market, ping_interval_ms=200)
+    bullet = proto.http_routes[("POST", "/api/v1/bullet-public")]
+    calls: list[str] = []
+
+    def counting_bullet(
+        q: Mapping[str, str], body: bytes, instruments: Sequence[Instrument], ws_url: str
+    ) -> HttpResponse:
+        calls.append(ws_url)
+        return bullet(q, body, instruments, ws_url)
+
+    proto = dataclasses.replace(
+        proto, http_routes={**proto.http_routes, ("POST", "/api/v1/bullet-public"): counting_bullet}
+    )
+
+    async def main() -> None:
+        async with SimExchange(proto, list(insts.values())) as sim:
+            received: list[TradeRow] = []
+            runner = StreamRunner(
+                adapter, ws_url="", rest_url=sim.rest_url, instruments=insts, on_trades=received.extend,
+                backoff_initial_s=0.02, backoff_max_s=0.2, ack_timeout_s=2.0, open_timeout_s=2.0,
+            )  # fmt: skip
+            task = asyncio.create_task(runner.run())
+            try:
+                await _until(lambda: runner.stats.subscribed_symbols == len(insts))
+                rows = _now_rows(insts, 12)
+                sim.publish(rows)
+                await _until(lambda: len(received) == len(rows))
+                assert [(r[0], *r[2:]) for r in received] == [(r[0], *r[2:]) for r in rows]
+                await asyncio.sleep(0.5)  # > pingInterval: the runner's JSON pings keep it open
+                assert sim.active_connections == 1 and runner.stats.reconnects == 0
+                sim.drop_all()
+                await _until(
+                    lambda: runner.stats.reconnects == 1 and runner.stats.subscribed_symbols == len(insts)
+                )
+                assert len(calls) == 2 and calls[0] == sim.ws_url  # a fresh token for the new connection
+                assert sim.refused == 0
+            finally:
+                await runner.stop()
+                await task
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable
+
 import orjson
 import pytest
 from adapter_testkit import (
@@ -18,8 +23,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pumpwatch.recorder.adapter import Adapter, Control, Instrument
 from pumpwatch.recorder.adapters import get_adapter
+from pumpwatch.recorder.runner import StreamRunner
 from pumpwatch.recorder.sim.phemex import sim_protocol
 from pumpwatch.recorder.sim.protocol import SimSession
+from pumpwatch.recorder.sim.server import SimExchange
 from pumpwatch.segments.schema import TradeRow
 
 from pumpwatch.errors import ConfigError, ParseError
@@ -326,3 +333,63 @@ def test_fuzz_trade_rows_of_real_frames(index: int, value: object, kind: str) ->
     fut["trades_p"][0][index] = value
     fut["type"] = kind
     decode_or_parse_error(FUT.decode, json_bytes(fut), FUT_INSTS, recv_us=1669198793500000)
+
+
+# -- end to end: the generic local server and the connection runner ------------------------
+
+
+def _now_rows(insts: dict[str, Instrument], n: int, start: int = 0) -> list[TradeRow]:
+    now_us = time.time_ns() // 1000
+    syms = sorted(insts)
+    return [
+        (now_us - 1000 * (n - k), 0, syms[k % len(syms)], insts[syms[k % len(syms)]].base, "USDT",
+         100.25 + k, 0.5 + start + k, ("buy", "sell")[k % 2], None)
+        for k in range(n)
+    ]  # fmt: skip
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize(
+    ("market", "adapter", "insts"), [("spot", SPOT, SIM_SPOT), ("futures", FUT, SIM_FUT)]
+)
+def test_end_to_end_snapshot_replay_is_deduplicated(
+    market: str, adapter: Adapter, insts: dict[str, Instrument]
+) -> None:
+    async def main() -> None:
+        async with SimExchange(sim_protocol(market), list(insts.values()), idle_timeout_s=0.4) as sim:
+            received: list[TradeRow] = []
+            runner = StreamRunner(
+                dataclasses.replace(adapter, ping_interval_s=0.1), ws_url=sim.ws_url, rest_url=sim.rest_url,
+                instruments=insts, on_trades=received.extend,
+                backoff_initial_s=0.02, backoff_max_s=0.2, ack_timeout_s=2.0, open_timeout_s=2.0,
+            )  # fmt: skip
+            task = asyncio.create_task(runner.run())
+            try:
+                await _until(lambda: runner.stats.subscribed_symbols == len(insts))
+                await asyncio.sleep(0.6)  # past the idle timeout: server.ping keeps it open
+                rows = _now_rows(insts, 10)
+                sim.publish(rows)
+                await _until(lambda: len(received) == len(rows))
+                assert [(r[0], *r[2:]) for r in received] == [(r[0], *r[2:]) for r in rows]
+                sim.drop_all()  # the resubscribe brings snapshots replaying all ten trades
+                await _until(
+                    lambda: runner.stats.reconnects == 1 and runner.stats.subscribed_symbols == len(insts)
+                )
+                more = _now_rows(insts, 3, start=100)
+                sim.publish(more)
+                await _until(lambda: len(received) >= len(rows) + len(more))
+                await asyncio.sleep(0.2)
+                assert [(r[0], *r[2:]) for r in received] == [(r[0], *r[2:]) for r in rows + more]
+                assert sim.connections == 2
+                assert runner.stats.duplicates == len(rows)  # every replayed trade was recognised
+            finally:
+                await runner.stop()
+                await task
+
+    asyncio.run(asyncio.wait_for(main(), 30))
