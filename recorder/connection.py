@@ -90,6 +90,8 @@ class _Request:
     acked: list[str] = field(default_factory=list)
     rejected: dict[str, str] = field(default_factory=dict)
     isolate: list[str] = field(default_factory=list)  # refused as a whole: retry one by one
+    on_acked: Callable[[Connection, list[str]], None] | None = None
+    on_rejected: Callable[[Connection, dict[str, str]], None] | None = None
 
 
 def redact_url(url: str) -> str:
@@ -241,17 +243,15 @@ class Connection:
             size = 1 if single else self.adapter.max_symbols_per_request
             for batch in todo:
                 for i in range(0, len(batch), size):
-                    requests.append(await self._send_request(batch[i : i + size], self.adapter.subscribe))
+                    chunk = batch[i : i + size]
+                    requests.append(
+                        await self._send_request(chunk, self.adapter.subscribe, on_acked, on_rejected)
+                    )
             todo = []
             for request in requests:
                 await self._wait(request.done, self.ack_timeout_s, f"no ack for request {request.req_id}")
                 if self.ended.is_set():
                     raise ConnectFailed(f"ended while subscribing: {self.end_reason}")
-                if request.acked:
-                    self.subscribed.update(request.acked)
-                    on_acked(self, request.acked)
-                if request.rejected:
-                    on_rejected(self, request.rejected)
                 if request.isolate:
                     todo.append(request.isolate)
             single = True
@@ -268,11 +268,17 @@ class Connection:
             loop.call_later(self.ack_timeout_s, self._pending.pop, request.req_id, None)
 
     async def _send_request(
-        self, chunk: list[str], build: Callable[[Sequence[str], str], list[str]]
+        self,
+        chunk: list[str],
+        build: Callable[[Sequence[str], str], list[str]],
+        on_acked: Callable[[Connection, list[str]], None] | None = None,
+        on_rejected: Callable[[Connection, dict[str, str]], None] | None = None,
     ) -> _Request:
         req_id = str(next(_req_ids))
         loop = asyncio.get_running_loop()
-        request = _Request(req_id, tuple(chunk), set(chunk), loop.create_future())
+        request = _Request(
+            req_id, tuple(chunk), set(chunk), loop.create_future(), on_acked=on_acked, on_rejected=on_rejected
+        )
         self._pending[req_id] = request
         for frame in build(chunk, req_id):
             await self.send(frame)
@@ -312,6 +318,12 @@ class Connection:
         request.remaining -= answered
         if not request.remaining:
             del self._pending[request.req_id]
+            # Report at once: the journal's subscribe times are the ack times.
+            if request.on_acked is not None and request.acked:
+                self.subscribed.update(request.acked)
+                request.on_acked(self, request.acked)
+            if request.on_rejected is not None and request.rejected:
+                request.on_rejected(self, request.rejected)
             if not request.done.done():
                 request.done.set_result(None)
 

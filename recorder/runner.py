@@ -71,6 +71,7 @@ class _Slot:
         self.down_since_s: float | None = None  # monotonic time the slot lost its connection
         self.failures = 0  # failed attempts in the current outage
         self.retry_delay_s = 0.0  # wait this long before the next attempt
+        self.served = False  # some connection of this slot has been fully subscribed
 
 
 class StreamRunner:
@@ -348,11 +349,12 @@ class StreamRunner:
             old.end_reason = f"rotated: {reason}"
             self._spawn_close(old)
         elif slot.down_since_s is not None:
-            self._stats.reconnects += 1
+            self._stats.reconnects += slot.served
             log.info(
-                "%s conn %s: reconnected after %.1f s and %d failed attempts, %d symbols",
+                "%s conn %s: %s after %.1f s and %d failed attempts, %d symbols",
                 self.stream,
                 conn.conn_id,
+                "reconnected" if slot.served else "connected",
                 time.monotonic() - slot.down_since_s,
                 slot.failures,
                 len(conn.subscribed),
@@ -366,6 +368,7 @@ class StreamRunner:
                 conn.url,
             )
         slot.rotate_reason = None
+        slot.served = True
         slot.down_since_s = None
         slot.failures = 0
         self._update_gap()

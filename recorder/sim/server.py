@@ -101,6 +101,8 @@ class SimExchange:
         self.unsubscribes = 0
         self.messages_in = 0  # client frames received
         self.frames_out = 0  # frames written
+        self.handshake_times_s: deque[float] = deque(maxlen=10_000)  # monotonic, refused ones too
+        self.message_times_s: deque[float] = deque(maxlen=10_000)  # monotonic, client frames
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -133,6 +135,9 @@ class SimExchange:
         """Close every connection and stop listening."""
         for timer in list(self._timers):
             timer.cancel()
+        for peer in self._peers.values():
+            if not peer.flowing.is_set() and peer.ws.transport is not None:
+                peer.ws.transport.abort()  # stalled: it would never answer a closing handshake
         if self._ws_server is not None:
             self._ws_server.close()
             await self._ws_server.wait_closed()
@@ -164,7 +169,8 @@ class SimExchange:
                 peer.queue.put_nowait((encode(mine, self.instruments), mine))
 
     def sent_rows(self, conn_id: str | None = None) -> list[TradeRow]:
-        """Trades written to `conn_id` (or to any connection) while it was subscribed to them."""
+        """Live trades written to `conn_id` (or to any connection) while it was subscribed to
+        them; history replays (`protocol.snapshot`) are not included."""
         if conn_id is not None:
             return list(self._sent_by_conn.get(conn_id, ()))
         return [row for rows in self._sent_by_conn.values() for row in rows]
@@ -241,6 +247,7 @@ class SimExchange:
         task.add_done_callback(self._timers.discard)
 
     def _process_request(self, ws: ServerConnection, request: WsRequest) -> WsResponse | None:
+        self.handshake_times_s.append(time.monotonic())
         if self._refuse > 0:
             self._refuse -= 1
             self.refused += 1
@@ -285,6 +292,7 @@ class SimExchange:
 
     def _on_message(self, peer: _Peer, message: str | bytes) -> None:
         self.messages_in += 1
+        self.message_times_s.append(time.monotonic())
         session = peer.session
         before = set(session.subscribed)
         replies = self.protocol.on_message(session, message, time.time_ns() // 1_000_000)
@@ -299,7 +307,9 @@ class SimExchange:
                 recent = list(self._recent.get(symbol, ()))
                 frames = snapshot(symbol, recent, self.instruments)
                 if frames:
-                    peer.queue.put_nowait((frames, recent))
+                    # Not recorded as sent: the protocol picks which of the recent trades it
+                    # replays, and they are repeats of trades published before anyway.
+                    peer.queue.put_nowait((frames, None))
 
     async def _sender(self, peer: _Peer) -> None:
         ws = peer.ws
