@@ -196,8 +196,10 @@ def adapter(market: str, options: Mapping[str, Any]) -> Adapter:
         max_requests_per_s=9.0 if futures else 4.0,
         connect_target=lambda ws_url, _body, _cid: ConnectTarget(_route(ws_url, futures, channel, query)),
         ping=None,
-        ping_interval_s=180.0 if futures else 20.0,
-        quiet_timeout_s=600.0 if futures else 300.0,
+        # The server pings us (20 s spot, 3 min futures); our own WebSocket pings, whose pongs
+        # refresh the watchdog, notice a dead link on a quiet connection well before that.
+        ping_interval_s=30.0 if futures else 20.0,
+        quiet_timeout_s=90.0 if futures else 60.0,
         max_lifetime_s=86_400.0,
         rotate_margin_s=600.0,
         instruments_request=lambda rest_url: HttpRequest("GET", rest_url.rstrip("/") + info_path),
