@@ -25,8 +25,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pumpwatch.recorder.symbols import is_real_symbols_file
-
 from pumpwatch.settings import Settings
 from pumpwatch.streams import EXCHANGES, split_stream
 
@@ -59,6 +57,54 @@ def group_by_exchange(streams: Sequence[str]) -> dict[str, tuple[str, ...]]:
     for stream in streams:
         groups.setdefault(split_stream(stream)[0], []).append(stream)
     return {ex: tuple(groups[ex]) for ex in EXCHANGES if ex in groups}
+
+
+def is_real_symbols_file(path: str | os.PathLike[str]) -> bool:
+    """True when `path` exists and is not the shipped example (``example: true``), which `record`
+    replaces first. Reads only the top-level keys, so the supervisor stays free of pyarrow."""
+    p = Path(path)
+    try:
+        with p.open(encoding="utf-8") as fh:
+            head = [next(fh, "") for _ in range(40)]
+    except OSError:
+        return False
+    return not any(line.strip() == "example: true" for line in head)
+
+
+def symbols_command(
+    config: str | os.PathLike[str] | None, data_dir: str, streams: Sequence[str]
+) -> list[str]:
+    """The argv of a `pumpwatch symbols` refresh run as a child process."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "pumpwatch",
+        "symbols",
+        "--data-dir",
+        data_dir,
+        "--streams",
+        ",".join(streams),
+    ]
+    if config is not None:
+        cmd += ["--config", str(Path(config).absolute())]
+    return cmd
+
+
+async def refresh_symbols_child(
+    settings: Settings, config: str | os.PathLike[str] | None, streams: Sequence[str]
+) -> int:
+    """Run the subscription-list refresh in a child process; its exit code.
+
+    A child keeps the supervisor small: fetching imports the adapters (and with them pyarrow),
+    which would otherwise stay resident in the always-on supervisor.
+    """
+    proc = await asyncio.create_subprocess_exec(
+        *symbols_command(config, settings.data_dir, streams), stdin=asyncio.subprocess.DEVNULL
+    )
+    rc = await proc.wait()
+    if rc != 0:
+        log.warning("symbols refresh exited with code %d; the previous list stays", rc)
+    return rc
 
 
 def worker_command(
@@ -155,6 +201,10 @@ async def _prune_loop(settings: Settings, stop: asyncio.Event) -> None:
         log.warning("retention module unavailable; nothing will be pruned")
         return
     while not stop.is_set():
+        if not Path(settings.data_dir).is_dir():  # nothing recorded yet
+            if await _sleep_unless(stop, PRUNE_INTERVAL_S / 10):
+                return
+            continue
         try:
             await asyncio.to_thread(
                 prune,
@@ -184,15 +234,12 @@ async def _listing_loop(settings: Settings, stop: asyncio.Event) -> None:
             return
 
 
-async def _symbols_loop(settings: Settings, streams: Sequence[str], stop: asyncio.Event) -> None:
-    from pumpwatch.recorder.symbols_fetch import refresh_symbols
-
+async def _symbols_loop(
+    settings: Settings, config: str | os.PathLike[str] | None, streams: Sequence[str], stop: asyncio.Event
+) -> None:
     interval_s = settings.symbols.refresh_s
     while interval_s > 0 and not await _sleep_unless(stop, interval_s):
-        try:
-            await refresh_symbols(settings, streams=streams)
-        except Exception:
-            log.exception("symbols refresh failed; the current list stays")
+        await refresh_symbols_child(settings, config, streams)
 
 
 async def run_supervisor(
@@ -213,10 +260,8 @@ async def run_supervisor(
         log.error("no enabled stream selected; nothing to record")
         return 2
     if not is_real_symbols_file(settings.recorder.symbols_file):
-        from pumpwatch.recorder.symbols_fetch import refresh_symbols
-
         log.info("no subscription list at %s yet; fetching it first", settings.recorder.symbols_file)
-        await refresh_symbols(settings, streams=streams)
+        await refresh_symbols_child(settings, config, streams)
     handles = [WorkerHandle(ex, group) for ex, group in group_by_exchange(streams).items()]
     tasks = [
         asyncio.create_task(keep_worker(h, settings, config, stop), name=f"keep-{h.exchange}")
@@ -224,7 +269,7 @@ async def run_supervisor(
     ]
     services = [
         asyncio.create_task(_prune_loop(settings, stop)),
-        asyncio.create_task(_symbols_loop(settings, streams, stop)),
+        asyncio.create_task(_symbols_loop(settings, config, streams, stop)),
     ]
     if settings.upbit.enabled:
         services.append(asyncio.create_task(_listing_loop(settings, stop)))

@@ -147,17 +147,6 @@ def load_symbols_file(path: str | os.PathLike[str]) -> SymbolsFile:
     return out
 
 
-def is_real_symbols_file(path: str | os.PathLike[str]) -> bool:
-    """True when `path` exists and is not the shipped example (which `record` must replace)."""
-    p = Path(path)
-    if not p.exists():
-        return False
-    try:
-        return not load_symbols_file(p).example
-    except ConfigError:
-        return True  # a damaged real file: the worker reports it rather than it being overwritten
-
-
 def load_symbols(path: str | os.PathLike[str]) -> dict[str, dict[str, Instrument]]:
     """Per stream, its instruments by exchange symbol, from the subscription file at `path`."""
     return load_symbols_file(path).streams

@@ -168,3 +168,23 @@ def test_run_supervisor_starts_one_worker_per_exchange_and_stops_them(
     lines = sorted(log.read_text().splitlines())
     assert lines == ["start gate", "start okx", "term gate", "term okx"]
     assert not [e for e in read_events(settings.data_dir, "okx_spot") if e["event"] == "gap_start"]
+
+
+def test_the_shipped_example_counts_as_no_symbols_file(tmp_path: Path) -> None:
+    repo_example = Path(__file__).resolve().parents[2] / "config" / "symbols.yaml"
+    assert supervisor.is_real_symbols_file(repo_example) is False
+    assert supervisor.is_real_symbols_file(tmp_path / "absent.yaml") is False
+    real = tmp_path / "real.yaml"
+    write_symbols(real, {"okx_spot": [Instrument("A-USDT", "A", "USDT")]})
+    assert supervisor.is_real_symbols_file(real) is True
+    cmd = supervisor.symbols_command(None, "/d", ["okx_spot", "gate_spot"])
+    assert cmd == [
+        sys.executable,
+        "-m",
+        "pumpwatch",
+        "symbols",
+        "--data-dir",
+        "/d",
+        "--streams",
+        "okx_spot,gate_spot",
+    ]

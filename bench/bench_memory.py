@@ -1,0 +1,104 @@
+"""Memory of `pumpwatch record` over time: six streams at 2 k trades/s each.
+
+    .venv/bin/python bench/bench_memory.py [--minutes 10] [--rate 2000] [--sample-s 5]
+
+Local exchanges (their real wire formats) for binance/bybit/okx spot and futures run in this
+process; `pumpwatch record` runs as a real subprocess (supervisor + one worker per exchange).
+Every `sample_s` the RSS of the supervisor and each worker is sampled; at the end a least-squares
+line over the second half of the run (after warm-up) gives the trend in MB per hour, next to
+the peak of the total. Target: steady, total ≤ 200 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+from bench_live import Publisher, make_sim, rows_on_disk, write_config
+
+STREAMS = ["binance_spot", "binance_futures", "bybit_spot", "bybit_futures", "okx_spot", "okx_futures"]
+TARGET_MB = 200.0
+
+
+def tree_rss_mb(proc: psutil.Process) -> tuple[float, dict[str, float]]:
+    """Total RSS of `proc` and its children, and per process (by command role)."""
+    per: dict[str, float] = {}
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            cmd = p.cmdline()
+            rss = p.memory_info().rss / 2**20
+        except psutil.NoSuchProcess:
+            continue
+        role = cmd[cmd.index("--exchange") + 1] if "--exchange" in cmd else "supervisor"
+        per[role] = per.get(role, 0.0) + rss
+    return sum(per.values()), per
+
+
+async def bench(args: argparse.Namespace) -> int:
+    tmp = Path(tempfile.mkdtemp(prefix="pw-bench-mem-"))
+    sims, insts = {}, {}
+    for stream in STREAMS:
+        sims[stream], insts[stream] = make_sim(stream, args.symbols)
+        await sims[stream].start()
+    config = write_config(tmp, sims, insts, status_s=60.0)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pumpwatch", "record", "--config", str(config)
+    )
+    root = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 60
+    while not all(any(s.subscribed for s in sim.sessions()) for sim in sims.values()):
+        if time.monotonic() > deadline:
+            raise SystemExit("record did not subscribe every stream within 60 s")
+        await asyncio.sleep(0.1)
+    pubs = [Publisher(sims[s], insts[s]) for s in STREAMS]
+    duration_s = args.minutes * 60
+    print(f"{len(STREAMS)} streams x {args.rate:,} trades/s for {args.minutes:g} min; data in {tmp}")
+    samples: list[tuple[float, float]] = []
+    t0 = time.monotonic()
+    publishers = [asyncio.create_task(p.run(args.rate, duration_s)) for p in pubs]
+    while (elapsed := time.monotonic() - t0) < duration_s:
+        await asyncio.sleep(args.sample_s)
+        total, per = tree_rss_mb(root)
+        samples.append((time.monotonic() - t0, total))
+        roles = " ".join(f"{k}={v:.0f}" for k, v in sorted(per.items()))
+        print(f"t={elapsed:6.0f}s total={total:6.1f} MB  {roles}", flush=True)
+    rates = await asyncio.gather(*publishers)
+    proc.send_signal(signal.SIGTERM)
+    rc = await proc.wait()
+    for sim in sims.values():
+        await sim.close()
+    sent = sum(len(sim.sent_rows()) for sim in sims.values())
+    stored = rows_on_disk(tmp / "data", STREAMS)
+    t = np.array([s[0] for s in samples])
+    mb = np.array([s[1] for s in samples])
+    half = t >= t[-1] / 2
+    slope_mb_per_s = float(np.polyfit(t[half], mb[half], 1)[0]) if half.sum() >= 2 else float("nan")
+    print(f"record exit code {rc}; rows on disk {stored:,} of {sent:,} sent; achieved "
+          f"{sum(rates):,.0f} trades/s in total")  # fmt: skip
+    print(f"peak total RSS {mb.max():.1f} MB = {mb.max() / TARGET_MB:.2f} x the {TARGET_MB:.0f} MB target; "
+          f"mean of the second half {mb[half].mean():.1f} MB")  # fmt: skip
+    print(f"trend over the second half: {slope_mb_per_s * 3600:+.1f} MB/hour "
+          f"({slope_mb_per_s * 3600 / max(mb[half].mean(), 1e-9) * 100:+.1f}% of the level per hour)")  # fmt: skip
+    return 0 if rc == 0 and stored >= sent else 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--rate", type=float, default=2000.0, help="trades/s per stream")
+    parser.add_argument("--symbols", type=int, default=20)
+    parser.add_argument("--sample-s", type=float, default=5.0)
+    raise SystemExit(asyncio.run(bench(parser.parse_args())))
+
+
+if __name__ == "__main__":
+    main()
