@@ -167,8 +167,9 @@ async def bench(args: argparse.Namespace) -> int:
         verdict = "sustained" if ok else ("missing rows" if not complete else "publisher-bound")
         if not reached:
             verdict = "publisher-bound (this process could not push faster)"
-        print(f"{rate:>9,} {achieved:>10,.0f} {w_cpu:>11.0f} {w_cpu / (achieved / 1000):>9.2f} {b_cpu:>10.0f} "
-              f"{drain:>7.1f}  {verdict}")  # fmt: skip
+        per_k = w_cpu / (achieved / 1000)
+        cols = f"{rate:>9,} {achieved:>10,.0f} {w_cpu:>11.0f} {per_k:>9.2f} {b_cpu:>10.0f}"
+        print(f"{cols} {drain:>7.1f}  {verdict}")
         if rate == 5000:
             cpu_at_5k = w_cpu
         if ok:

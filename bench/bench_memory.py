@@ -84,8 +84,9 @@ async def bench(args: argparse.Namespace) -> int:
           f"{sum(rates):,.0f} trades/s in total")  # fmt: skip
     print(f"peak total RSS {mb.max():.1f} MB = {mb.max() / TARGET_MB:.2f} x the {TARGET_MB:.0f} MB target; "
           f"mean of the second half {mb[half].mean():.1f} MB")  # fmt: skip
-    print(f"trend over the second half: {slope_mb_per_s * 3600:+.1f} MB/hour "
-          f"({slope_mb_per_s * 3600 / max(mb[half].mean(), 1e-9) * 100:+.1f}% of the level per hour)")  # fmt: skip
+    per_hour = slope_mb_per_s * 3600
+    share = per_hour / max(float(mb[half].mean()), 1e-9) * 100
+    print(f"trend over the second half: {per_hour:+.1f} MB/hour ({share:+.1f}% of the level per hour)")
     return 0 if rc == 0 and stored >= sent else 1
 
 
