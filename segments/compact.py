@@ -37,6 +37,17 @@ from pumpwatch.segments.schema import (
 _DICT_POS = [SEGMENT_SCHEMA.get_field_index(n) for n in DICT_COLUMNS]
 _SYMBOL_POS = SEGMENT_SCHEMA.get_field_index("symbol")
 
+# A symbol-grouped batch of at least this many rows compresses within ~7% of a 65,536-row one
+# (bench market, zstd 3: 15.3 bytes/trade at 8,192 rows, 14.4 at 65,536; 31 at one second of
+# trades). The writer groups such batches as it writes them, and sealing leaves a file made of
+# them as it is instead of rewriting it (see `HourFile.seal`).
+COMPACT_MIN_ROWS = 8192
+
+
+def group_by_symbol(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """`batch` with its rows grouped by symbol (dictionary order), each symbol in its row order."""
+    return batch.take(pc.sort_indices(batch.column(_SYMBOL_POS).indices))  # a stable sort
+
 
 def batch_metadata(batch: pa.RecordBatch) -> dict[str, str]:
     """Custom metadata of a segment batch: its time bounds (µs) and row count."""
@@ -62,9 +73,7 @@ def _merge(parts: list[pa.RecordBatch]) -> pa.RecordBatch:
             cols.append(pa.DictionaryArray.from_arrays(indices, dictionary))
         else:
             cols.append(chunks[0] if len(chunks) == 1 else pa.concat_arrays(chunks))
-    merged = pa.RecordBatch.from_arrays(cols, schema=SEGMENT_SCHEMA)
-    order = pc.sort_indices(cols[_SYMBOL_POS].indices)  # stable: receive order within a symbol
-    return merged.take(order)
+    return group_by_symbol(pa.RecordBatch.from_arrays(cols, schema=SEGMENT_SCHEMA))
 
 
 def write_compacted(
