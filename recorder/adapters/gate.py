@@ -45,6 +45,7 @@ _INF = float("inf")
 _SIDES = {"buy": "buy", "sell": "sell"}
 _CHANNEL = {"spot": "spot", "futures": "futures"}
 _TIME_KEY = itemgetter(0)
+_NUMERIC = {str: True, int: True, float: True}  # JSON types a number may come as (bool is not one)
 
 
 def _positive(value: Any, what: str) -> float:
@@ -76,18 +77,15 @@ def ms_to_us(value: Any) -> int:
     raise ParseError(f"bad create_time_ms: {value!r}")
 
 
-def _trade_time_us(item: dict[str, Any], recv_us: int) -> int:
+def _slow_time_us(item: dict[str, Any]) -> int:
+    """create_time_ms in any other form than the usual one, or missing (then whole seconds)."""
     raw = item.get("create_time_ms")
-    if raw is None:  # frames from before create_time_ms existed carry whole seconds only
-        secs = item["create_time"]
-        if type(secs) is not int:
-            raise ParseError(f"bad create_time: {secs!r}")
-        time_us = secs * 1_000_000
-    else:
-        time_us = ms_to_us(raw)
-    if abs(time_us - recv_us) > DAY_US:
-        raise ParseError(f"implausible time {raw!r}")
-    return time_us
+    if raw is not None:
+        return ms_to_us(raw)
+    secs = item["create_time"]  # frames from before create_time_ms existed
+    if type(secs) is not int:
+        raise ParseError(f"bad create_time: {secs!r}")
+    return secs * 1_000_000
 
 
 def _trade_id(value: Any) -> str:
@@ -98,20 +96,34 @@ def _trade_id(value: Any) -> str:
 
 def _spot_trade(res: Any, recv_us: int, instruments: Instruments) -> list[TradeRow]:
     """{"id":309143071,"create_time_ms":"1606292218213.4578","side":"sell","currency_pair":"GT_USDT",
-    "amount":"16.47","price":"0.4705","id_market":5736713,...}"""
-    if type(res) is not dict:
-        raise ParseError("spot.trades result is not an object")
+    "amount":"16.47","price":"0.4705","id_market":5736713,...}
+
+    Unknown sides or pairs and unhashable values raise KeyError/TypeError, which `decode` turns
+    into ParseError; the checks here catch what would otherwise pass.
+    """
     symbol = res["currency_pair"]
-    inst = instruments.get(symbol) if type(symbol) is str else None
+    inst = instruments.get(symbol)
     if inst is None:
         raise ParseError(f"unknown symbol {symbol!r}")
-    side = _SIDES.get(res["side"]) if type(res["side"]) is str else None
-    if side is None:
-        raise ParseError(f"bad side {res['side']!r}")
-    price = _positive(res["price"], "price")
-    qty = _positive(res["amount"], "amount")
-    time_us = _trade_time_us(res, recv_us)
-    return [(time_us, recv_us, symbol, inst.base, inst.quote, price, qty, side, _trade_id(res["id"]))]
+    p, a = res["price"], res["amount"]
+    if _NUMERIC.get(type(p)) is None or _NUMERIC.get(type(a)) is None:
+        raise ParseError(f"bad price/amount {p!r} {a!r}")
+    price, qty = float(p), float(a)
+    if not (0.0 < price < _INF and 0.0 < qty < _INF):
+        raise ParseError(f"bad price/amount {p!r} {a!r}")
+    raw = res.get("create_time_ms")
+    if type(raw) is str:
+        whole, _, frac = raw.partition(".")
+        if not whole.isdigit() or (frac and not frac.isdigit()):
+            raise ParseError(f"bad create_time_ms {raw!r}")
+        time_us = int(whole) * 1000 + (int((frac + "00")[:3]) if frac else 0)
+    else:
+        time_us = _slow_time_us(res)
+    if not -DAY_US <= time_us - recv_us <= DAY_US:
+        raise ParseError(f"implausible time {raw!r}")
+    tid = res["id"]
+    trade_id = str(tid) if type(tid) is int else _trade_id(tid)
+    return [(time_us, recv_us, symbol, inst.base, inst.quote, price, qty, _SIDES[res["side"]], trade_id)]
 
 
 def _futures_trades(res: Any, recv_us: int, instruments: Instruments) -> list[TradeRow]:
@@ -119,42 +131,44 @@ def _futures_trades(res: Any, recv_us: int, instruments: Instruments) -> list[Tr
     "contract":"BTC_USDT","is_internal":true}, ...] — the sign of size is the taker side."""
     if type(res) is not list:
         raise ParseError("futures.trades result is not a list")
+    lo_us, hi_us = recv_us - DAY_US, recv_us + DAY_US
     rows: list[TradeRow] = []
+    append = rows.append
     last_symbol: Any = None
     inst: Instrument | None = None
+    mult = 0.0
     for item in res:
-        if type(item) is not dict:
-            raise ParseError("futures trade is not an object")
         symbol = item["contract"]
         if symbol != last_symbol:
-            inst = instruments.get(symbol) if type(symbol) is str else None
+            inst = instruments.get(symbol)
             if inst is None:
                 raise ParseError(f"unknown contract {symbol!r}")
-            last_symbol = symbol
-        assert inst is not None  # set whenever last_symbol is
-        internal = item.get("is_internal", False)
-        if internal is True:
-            continue  # insurance-fund/ADL takeover, not a market trade (kept in the frame journal)
-        if internal is not False:
-            raise ParseError(f"bad is_internal {internal!r}")
-        size = item["size"]
-        if type(size) is not str and type(size) is not int and type(size) is not float:
-            raise ParseError(f"bad size {size!r}")
-        contracts = float(size)
+            last_symbol, mult = symbol, inst.multiplier
+        internal = item.get("is_internal")
+        if internal is not None:
+            if internal is True:
+                continue  # insurance-fund/ADL takeover, not a market trade (kept in the frame journal)
+            if internal is not False:
+                raise ParseError(f"bad is_internal {internal!r}")
+        size, p = item["size"], item["price"]
+        if _NUMERIC.get(type(size)) is None or _NUMERIC.get(type(p)) is None:
+            raise ParseError(f"bad size/price {size!r} {p!r}")
+        contracts, price = float(size), float(p)
         if contracts > 0.0:
             side = "buy"
-        elif contracts < 0.0:
-            side, contracts = "sell", -contracts
         else:
-            raise ParseError(f"bad size {size!r}")
-        qty = contracts * inst.multiplier
-        if not qty < _INF:
-            raise ParseError(f"bad size {size!r}")
-        price = _positive(item["price"], "price")
-        time_us = _trade_time_us(item, recv_us)
-        rows.append(
-            (time_us, recv_us, symbol, inst.base, inst.quote, price, qty, side, _trade_id(item["id"]))
-        )
+            side, contracts = "sell", -contracts
+        qty = contracts * mult
+        if not (0.0 < qty < _INF and 0.0 < price < _INF):
+            raise ParseError(f"bad size/price {size!r} {p!r}")
+        raw = item.get("create_time_ms")
+        time_us = raw * 1000 if type(raw) is int else _slow_time_us(item)
+        if not lo_us <= time_us <= hi_us:
+            raise ParseError(f"implausible time {raw!r}")
+        tid = item["id"]
+        trade_id = str(tid) if type(tid) is int else _trade_id(tid)
+        assert inst is not None  # set together with last_symbol
+        append((time_us, recv_us, symbol, inst.base, inst.quote, price, qty, side, trade_id))
     if len(rows) > 1:
         rows.sort(key=_TIME_KEY)  # stable, and linear when already ascending
     return rows
@@ -205,8 +219,8 @@ def _make_decode(market: str) -> Decoder:
                 # {"type":"upgrade","msg":"The connection will soon be closed for a service upgrade..."}
                 return Control("reconnect", message=str(msg.get("msg", "")))
         except KeyError as exc:
-            raise ParseError(f"missing field {exc}") from None
-        except (ValueError, TypeError, OverflowError) as exc:
+            raise ParseError(f"missing field or unknown value {exc}") from None
+        except (ValueError, TypeError, OverflowError, AttributeError) as exc:
             if isinstance(exc, ParseError):
                 raise
             raise ParseError(str(exc)) from None

@@ -40,6 +40,7 @@ _SIDES = {"Buy": "buy", "Sell": "sell"}
 _METHOD = {"spot": "trade", "futures": "trade_p"}
 _TRADES_KEY = {"spot": "trades", "futures": "trades_p"}
 _TIME_KEY = itemgetter(0)
+_NUMERIC = {str: True, int: True, float: True}  # JSON types a real-valued field may come as (not bool)
 
 
 def dedupe_key(row: TradeRow) -> tuple[str, int, str, float, float]:
@@ -77,7 +78,8 @@ def _control(msg: dict[str, Any]) -> Control:
 
 def _make_decode(market: str) -> Decoder:
     trades_key = _TRADES_KEY[market]
-    spot = market == "spot"
+    fast_rows = _spot_fast if market == "spot" else _perp_fast
+    strict_rows = _spot_rows if market == "spot" else _perp_rows
 
     def decode(frame: bytes | str, recv_us: int, instruments: Instruments) -> list[TradeRow] | Control:
         """One Phemex frame -> trades (oldest first) or a Control.
@@ -99,61 +101,129 @@ def _make_decode(market: str) -> Decoder:
                 return _control(msg)
             raise ParseError(f"unexpected frame keys {sorted(msg)[:6]}")
         symbol = msg.get("symbol")
-        inst = instruments.get(symbol) if type(symbol) is str else None
-        if inst is None:
+        inst = instruments.get(symbol) if isinstance(symbol, str) else None
+        if inst is None or not isinstance(symbol, str):
             raise ParseError(f"unknown symbol {symbol!r}")
         kind = msg.get("type")
         if kind != "incremental" and kind != "snapshot":
             raise ParseError(f"unexpected trade message type {kind!r}")
         if type(trades) is not list:
             raise ParseError("trades is not a list")
-        # History older than a day in a subscribe snapshot is not news: skip it, not the frame.
-        oldest_us = recv_us - DAY_US if kind == "snapshot" else None
-        base, quote = inst.base, inst.quote
-        price_div, qty_div = 10**inst.price_scale, 10**inst.qty_scale
-        rows: list[TradeRow] = []
-        for t in trades:
-            if type(t) is not list or len(t) != 4:
-                raise ParseError(f"bad trade row {str(t)[:80]}")
-            ts_ns, side_raw, p, q = t
-            if type(ts_ns) is not int:
-                raise ParseError(f"bad timestamp {ts_ns!r}")
-            time_us = ts_ns // 1000
-            if abs(time_us - recv_us) > DAY_US:
-                if oldest_us is not None and time_us < oldest_us:
-                    continue
-                raise ParseError(f"implausible time {ts_ns!r}")
-            side = _SIDES.get(side_raw) if type(side_raw) is str else None
-            if side is None:
-                raise ParseError(f"bad side {side_raw!r}")
-            try:
-                if spot:
-                    if type(p) is not int or type(q) is not int or p <= 0 or q <= 0:
-                        raise ParseError(f"bad scaled price/qty {p!r} {q!r}")
-                    price, qty = p / price_div, q / qty_div
-                else:
-                    price, qty = _positive(p, "price"), _positive(q, "qty") * inst.multiplier
-            except OverflowError:
-                raise ParseError(f"price/qty out of range {p!r} {q!r}") from None
-            rows.append((time_us, recv_us, symbol, base, quote, price, qty, side, None))
+        snap = kind == "snapshot"
+        # Snapshots list the newest trade first; the fast path wants exchange order oldest first.
+        rows = fast_rows(trades[::-1] if snap else trades, recv_us, symbol, inst)
+        if rows is not None:
+            return rows
+        try:
+            rows = strict_rows(trades, recv_us, symbol, inst, snap)
+        except (KeyError, ValueError, TypeError, OverflowError) as exc:
+            if isinstance(exc, ParseError):
+                raise
+            raise ParseError(f"bad trade row: {exc!r}") from None
         if len(rows) > 1:
-            if rows[0][0] > rows[-1][0]:
-                rows.reverse()  # snapshots list the newest trade first
+            if kind == "snapshot":
+                rows.reverse()  # snapshots list the newest trade first, ties included
             rows.sort(key=_TIME_KEY)
         return rows
 
     return decode
 
 
-def _positive(value: Any, what: str) -> float:
-    if type(value) is str or type(value) is int or type(value) is float:
-        try:
-            x = float(value)
-        except (ValueError, OverflowError):
-            raise ParseError(f"bad {what}: {value!r}") from None
-        if 0.0 < x < _INF:
-            return x
-    raise ParseError(f"bad {what}: {value!r}")
+def _spot_fast(items: list[Any], recv_us: int, symbol: str, inst: Instrument) -> list[TradeRow] | None:
+    """Rows of a well-formed, time-ordered spot frame; None sends the frame to `_spot_rows`.
+
+    One comprehension builds the tuples and two tight loops check them afterwards: about half
+    the cost of checking field by field before building, which matters on 10-trade frames.
+    """
+    base, quote, sides = inst.base, inst.quote, _SIDES
+    price_div, qty_div = 10**inst.price_scale, 10**inst.qty_scale
+    try:
+        rows = [
+            (ts // 1000, recv_us, symbol, base, quote, p / price_div, q / qty_div, sides[side], None)
+            for ts, side, p, q in items
+        ]
+    except (KeyError, ValueError, TypeError, OverflowError):
+        return None
+    for _ts, _side, p, q in items:
+        if type(p) is not int or type(q) is not int:
+            return None
+    return _checked(rows, recv_us)
+
+
+def _perp_fast(items: list[Any], recv_us: int, symbol: str, inst: Instrument) -> list[TradeRow] | None:
+    """Rows of a well-formed, time-ordered perpetual frame; None sends the frame to `_perp_rows`.
+
+    ``p + ""`` raises TypeError unless p is a str (perpetual values are strings): the type check
+    costs nothing extra that way, and a float or bool value takes the strict path.
+    """
+    if inst.multiplier != 1.0:
+        return None
+    base, quote, sides = inst.base, inst.quote, _SIDES
+    try:
+        rows = [
+            (ts // 1000, recv_us, symbol, base, quote, float(p + ""), float(q + ""), sides[side], None)
+            for ts, side, p, q in items
+        ]
+    except (KeyError, ValueError, TypeError, OverflowError):
+        return None
+    return _checked(rows, recv_us)
+
+
+def _checked(rows: list[TradeRow], recv_us: int) -> list[TradeRow] | None:
+    """`rows` if every price and qty is finite and > 0 and times ascend within a day of recv_us."""
+    prev_us, hi_us = recv_us - DAY_US, recv_us + DAY_US
+    for row in rows:
+        time_us = row[0]
+        if not (0.0 < row[5] < _INF and 0.0 < row[6] < _INF and prev_us <= time_us <= hi_us):
+            return None
+        if type(time_us) is not int:  # a float timestamp divides too
+            return None
+        prev_us = time_us
+    return rows
+
+
+def _spot_rows(items: list[Any], recv_us: int, symbol: str, inst: Instrument, snap: bool) -> list[TradeRow]:
+    """``[ts_ns, "Buy"|"Sell", priceEp, value]`` rows: scaled integers divided by the instrument's scales.
+
+    A row of the wrong length, an unknown side or an unhashable one raise ValueError/KeyError/
+    TypeError, which the caller turns into ParseError; the checks here cover what would pass.
+    """
+    lo_us, hi_us = recv_us - DAY_US, recv_us + DAY_US
+    base, quote, sides = inst.base, inst.quote, _SIDES
+    price_div, qty_div = 10**inst.price_scale, 10**inst.qty_scale
+    rows: list[TradeRow] = []
+    append = rows.append
+    for ts_ns, side, p, q in items:
+        if type(ts_ns) is not int or type(p) is not int or type(q) is not int or p <= 0 or q <= 0:
+            raise ParseError(f"bad trade row {[ts_ns, side, p, q]!r:.120}")
+        time_us = ts_ns // 1000
+        if not lo_us <= time_us <= hi_us:
+            if snap and time_us < lo_us:
+                continue  # history older than a day in a subscribe snapshot is not news
+            raise ParseError(f"implausible time {ts_ns!r}")
+        append((time_us, recv_us, symbol, base, quote, p / price_div, q / qty_div, sides[side], None))
+    return rows
+
+
+def _perp_rows(items: list[Any], recv_us: int, symbol: str, inst: Instrument, snap: bool) -> list[TradeRow]:
+    """``[ts_ns, "Buy"|"Sell", "priceRp", "qtyRq"]`` rows with real values as strings."""
+    lo_us, hi_us = recv_us - DAY_US, recv_us + DAY_US
+    base, quote, sides, mult = inst.base, inst.quote, _SIDES, inst.multiplier
+    rows: list[TradeRow] = []
+    append = rows.append
+    for ts_ns, side, p, q in items:
+        if type(ts_ns) is not int or _NUMERIC.get(type(p)) is None or _NUMERIC.get(type(q)) is None:
+            raise ParseError(f"bad trade row {[ts_ns, side, p, q]!r:.120}")
+        price, qty = float(p), float(q) * mult
+        if not (0.0 < price < _INF and 0.0 < qty < _INF):
+            raise ParseError(f"bad price/qty {p!r} {q!r}")
+        time_us = ts_ns // 1000
+        if not lo_us <= time_us <= hi_us:
+            if snap and time_us < lo_us:
+                continue
+            raise ParseError(f"implausible time {ts_ns!r}")
+        append((time_us, recv_us, symbol, base, quote, price, qty, sides[side], None))
+    return rows
 
 
 def _make_subscribe(market: str, action: str) -> Callable[[Sequence[str], str], list[str]]:
