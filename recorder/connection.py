@@ -14,14 +14,13 @@ import contextlib
 import itertools
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from pumpwatch.recorder.adapter import Adapter, ConnectTarget, Control
+from pumpwatch.recorder.runner_requests import PendingRequest, RateLimiter, RequestBook
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
@@ -42,35 +41,6 @@ class ConnectFailed(Exception):
     """This connection could not be opened or subscribed; the runner retries with backoff."""
 
 
-class RateLimiter:
-    """At most `rate_per_s` sends in any window of `capacity / rate_per_s` seconds (sliding log).
-
-    Exchanges count every client frame, pings included (Binance spot: 5 per second, a breach
-    disconnects and repeated breaches ban the IP), so every send of a connection goes through one.
-    """
-
-    def __init__(self, rate_per_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        if rate_per_s <= 0:
-            raise ValueError(f"rate_per_s must be positive, got {rate_per_s}")
-        self.capacity = max(1, int(rate_per_s))
-        self.window_s = self.capacity / rate_per_s
-        self._clock = clock
-        self._sent: deque[float] = deque()
-        self._lock = asyncio.Lock()
-
-    async def acquire(self) -> None:
-        """Wait until one more frame may be sent, and count it."""
-        async with self._lock:
-            now = self._clock()
-            if len(self._sent) >= self.capacity:
-                wait_s = self._sent[0] + self.window_s - now
-                if wait_s > 0:
-                    await asyncio.sleep(wait_s)
-                    now = self._clock()
-                self._sent.popleft()
-            self._sent.append(now)
-
-
 class _TimedConnection(ClientConnection):
     """Notes when the last bytes arrived (frames, pongs, server pings) for the watchdog."""
 
@@ -79,19 +49,6 @@ class _TimedConnection(ClientConnection):
     def data_received(self, data: bytes) -> None:
         self.last_rx_s = time.monotonic()
         super().data_received(data)
-
-
-@dataclass
-class _Request:
-    req_id: str
-    symbols: tuple[str, ...]
-    remaining: set[str]
-    done: asyncio.Future[None]
-    acked: list[str] = field(default_factory=list)
-    rejected: dict[str, str] = field(default_factory=dict)
-    isolate: list[str] = field(default_factory=list)  # refused as a whole: retry one by one
-    on_acked: Callable[[Connection, list[str]], None] | None = None
-    on_rejected: Callable[[Connection, dict[str, str]], None] | None = None
 
 
 def redact_url(url: str) -> str:
@@ -143,7 +100,8 @@ class Connection:
         self.ended = asyncio.Event()
         self._ws: _TimedConnection | None = None
         self._welcome = asyncio.Event()
-        self._pending: dict[str, _Request] = {}
+        self._book = RequestBook()
+        self._unmatched_errors = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._end_reported = False
 
@@ -239,7 +197,7 @@ class Connection:
         todo = [list(symbols)]
         single = False
         while todo:
-            requests: list[_Request] = []
+            requests: list[PendingRequest] = []
             size = 1 if single else self.adapter.max_symbols_per_request
             for batch in todo:
                 for i in range(0, len(batch), size):
@@ -265,7 +223,7 @@ class Connection:
             request = await self._send_request(list(symbols[i : i + size]), self.adapter.unsubscribe)
             # Nobody waits for an unsubscribe ack (some exchanges send none): forget it in time
             # so that it cannot soak up an unattributed answer meant for a later subscribe.
-            loop.call_later(self.ack_timeout_s, self._pending.pop, request.req_id, None)
+            loop.call_later(self.ack_timeout_s, self._book.discard, request.req_id)
 
     async def _send_request(
         self,
@@ -273,59 +231,36 @@ class Connection:
         build: Callable[[Sequence[str], str], list[str]],
         on_acked: Callable[[Connection, list[str]], None] | None = None,
         on_rejected: Callable[[Connection, dict[str, str]], None] | None = None,
-    ) -> _Request:
+    ) -> PendingRequest:
         req_id = str(next(_req_ids))
-        loop = asyncio.get_running_loop()
-        request = _Request(
-            req_id, tuple(chunk), set(chunk), loop.create_future(), on_acked=on_acked, on_rejected=on_rejected
-        )
-        self._pending[req_id] = request
+        request = PendingRequest(req_id, tuple(chunk), asyncio.get_running_loop().create_future())
+        request.context = (on_acked, on_rejected)
+        self._book.add(request)
         for frame in build(chunk, req_id):
             await self.send(frame)
         return request
 
     def _answer(self, ctl: Control) -> None:
-        """Match an ack or error to its request (by id, else by symbols, else the oldest)."""
-        request = self._pending.get(ctl.req_id) if ctl.req_id is not None else None
-        if request is None and ctl.symbols:
-            request = next((r for r in self._pending.values() if r.remaining & set(ctl.symbols)), None)
-        if request is None and ctl.req_id is None and self._pending:
-            # Exchanges answer in order; an unattributed answer belongs to the oldest request.
-            request = next(iter(self._pending.values()))
-        if request is None:
+        matched, request = self._book.answer(ctl)
+        if not matched:
             if not ctl.ok:
-                log.warning("%s: error frame: %s", self.name, ctl.message or ctl)
+                self._unmatched_errors += 1
+                if self._unmatched_errors <= 5 or self._unmatched_errors % 1000 == 0:
+                    log.warning(
+                        "%s: error frame (%d so far): %s", self.name, self._unmatched_errors, ctl.message
+                    )
             return
-        if ctl.ok:
-            answered = request.remaining & set(ctl.symbols) if ctl.symbols else set(request.remaining)
-            request.acked.extend(s for s in request.symbols if s in answered)
-        elif ctl.symbols:
-            reason = ctl.message or "rejected"
-            answered = set(request.remaining)  # the named ones are refused, the rest went through
-            for s in request.symbols:
-                if s in answered:
-                    if s in ctl.symbols:
-                        request.rejected[s] = reason
-                    else:
-                        request.acked.append(s)
-        else:
-            answered = set(request.remaining)
-            pending = [s for s in request.symbols if s in answered]
-            if len(request.symbols) > 1:
-                request.isolate.extend(pending)
-            else:
-                request.rejected.update((s, ctl.message or "rejected") for s in pending)
-        request.remaining -= answered
-        if not request.remaining:
-            del self._pending[request.req_id]
-            # Report at once: the journal's subscribe times are the ack times.
-            if request.on_acked is not None and request.acked:
-                self.subscribed.update(request.acked)
-                request.on_acked(self, request.acked)
-            if request.on_rejected is not None and request.rejected:
-                request.on_rejected(self, request.rejected)
-            if not request.done.done():
-                request.done.set_result(None)
+        if request is None:
+            return
+        on_acked, on_rejected = request.context
+        # Report at once: the journal's subscribe times are the ack times.
+        if on_acked is not None and request.acked:
+            self.subscribed.update(request.acked)
+            on_acked(self, request.acked)
+        if on_rejected is not None and request.rejected:
+            on_rejected(self, request.rejected)
+        if not request.done.done():
+            request.done.set_result(None)
 
     # -- sending, reading, keep-alive --------------------------------------------------------
 
@@ -447,10 +382,7 @@ class Connection:
         for task in self._tasks:
             if task is not current and not task.done():
                 task.cancel()
-        for request in self._pending.values():
-            if not request.done.done():
-                request.done.set_result(None)  # the waiter sees `ended` and fails
-        self._pending.clear()
+        self._book.close()  # waiters see `ended` and fail
         self.subscribed.clear()
         if not self._end_reported:
             self._end_reported = True

@@ -22,56 +22,18 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
-from pumpwatch.recorder.adapter import Adapter, Control, Instrument
+from pumpwatch.recorder.adapter import Adapter, Instrument
 from pumpwatch.recorder.backoff import Backoff
 from pumpwatch.recorder.connection import ConnectFailed, Connection
 from pumpwatch.recorder.dedupe import Deduper
+from pumpwatch.recorder.runner_ingest import FrameIngest
+from pumpwatch.recorder.runner_slots import Journal, NullJournal, Slot, SlotTable
 from pumpwatch.recorder.stats import RunnerStats
 from pumpwatch.segments.schema import TradeRow
 
-from pumpwatch.errors import ParseError
-
 log = logging.getLogger(__name__)
-
-# Log the first few bad frames of a stream, then one line per this many (never one per frame).
-LOG_FIRST_ERRORS = 5
-LOG_EVERY_ERRORS = 1000
-
-
-class Journal(Protocol):
-    """What the runner reports to (segments/journal.py `EventJournal`)."""
-
-    def connected(self, conn: str, url: str) -> None: ...
-    def subscribed(self, conn: str, symbols: list[str], bases: list[str]) -> None: ...
-    def rejected(self, conn: str, symbols: list[str], reason: str) -> None: ...
-    def unsubscribed(self, conn: str, symbols: list[str]) -> None: ...
-    def disconnected(self, conn: str, reason: str) -> None: ...
-    def gap_start(self, reason: str) -> None: ...
-    def gap_end(self) -> None: ...
-
-
-class _NullJournal:
-    def __getattr__(self, _name: str) -> Callable[..., None]:
-        return lambda *args, **kwargs: None
-
-
-class _Slot:
-    """One place for a connection and the symbols it should carry."""
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-        self.symbols: set[str] = set()  # assigned: wanted, not rejected
-        self.active: Connection | None = None  # the serving connection
-        self.rotate_reason: str | None = None
-        self.wake = asyncio.Event()
-        self.seq = 0
-        self.task: asyncio.Task[None] | None = None
-        self.down_since_s: float | None = None  # monotonic time the slot lost its connection
-        self.failures = 0  # failed attempts in the current outage
-        self.retry_delay_s = 0.0  # wait this long before the next attempt
-        self.served = False  # some connection of this slot has been fully subscribed
 
 
 class StreamRunner:
@@ -101,7 +63,7 @@ class StreamRunner:
         self.rest_url = rest_url
         self._on_trades = on_trades
         self._on_frame = on_frame
-        self.journal: Any = journal if journal is not None else _NullJournal()
+        self.journal: Any = journal if journal is not None else NullJournal()
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self._clock = clock
@@ -111,15 +73,15 @@ class StreamRunner:
         self._rng = rng
         self._stats = RunnerStats()
         self.dedupe = Deduper(adapter.dedupe_key)
-        self._wanted: dict[str, Instrument] = {}
         self._known: dict[str, Instrument] = {}  # every instrument ever wanted: late frames still parse
-        self._slots: list[_Slot] = []
+        self._ingest = FrameIngest(adapter, self._stats, self.dedupe, self._known, on_trades, on_frame)
+        self._wanted: dict[str, Instrument] = {}
+        self._table = SlotTable(adapter, self._stats.over_capacity)
+        self._slots = self._table.slots  # the same list, grown in place
         self._backoffs: dict[int, Backoff] = {}
         self._stop = asyncio.Event()
         self._running = False
         self._gap_open = False
-        self._bad_frames = 0
-        self._sink_errors = 0
         self._journaled: set[Connection] = set()  # connections whose `connected` was journaled
         self._background: set[asyncio.Task[None]] = set()
         self.update_instruments(instruments)
@@ -139,6 +101,11 @@ class StreamRunner:
         st.duplicates = self.dedupe.duplicates
         return st
 
+    @property
+    def instruments(self) -> Mapping[str, Instrument]:
+        """The instruments wanted now (rejected and over-capacity ones included)."""
+        return self._wanted
+
     def update_instruments(self, instruments: Mapping[str, Instrument]) -> None:
         """Subscribe added symbols and unsubscribe dropped ones on the live connections.
 
@@ -153,16 +120,13 @@ class StreamRunner:
         st = self._stats
         for symbol in removed:
             st.rejected.pop(symbol, None)
-            if symbol in st.over_capacity:
-                st.over_capacity.remove(symbol)
-            for slot in self._slots:
-                if symbol in slot.symbols:
-                    slot.symbols.discard(symbol)
-                    slot.wake.set()
+            self._table.remove(symbol)
             self.dedupe.forget(symbol)
-        for symbol in added:
-            self._assign(symbol)
-        self._fill_free_capacity()
+        created = [slot for symbol in added if (slot := self._table.assign(symbol)) is not None]
+        created += self._table.fill_free_capacity()
+        if self._running:
+            for slot in created:
+                self._start_slot(slot)
 
     async def run(self) -> None:
         """Run until `stop()`; never returns on its own and never raises a network error."""
@@ -186,47 +150,13 @@ class StreamRunner:
         """Ask `run()` to close every connection and return."""
         self._stop.set()
 
-    # -- symbol placement --------------------------------------------------------------------
-
-    def _assign(self, symbol: str) -> None:
-        cap = self.adapter.max_symbols_per_connection
-        for slot in self._slots:
-            if len(slot.symbols) < cap:
-                slot.symbols.add(symbol)
-                slot.wake.set()
-                return
-        limit = self.adapter.max_connections
-        if limit is None or len(self._slots) < limit:
-            slot = _Slot(len(self._slots))
-            slot.symbols.add(symbol)
-            self._slots.append(slot)
-            if self._running:
-                self._start_slot(slot)
-            return
-        if symbol not in self._stats.over_capacity:
-            self._stats.over_capacity.append(symbol)
-            if len(self._stats.over_capacity) == 1:
-                log.warning(
-                    "%s: over capacity (%d connections x %d symbols); not recording %s and later ones",
-                    self.stream,
-                    limit,
-                    cap,
-                    symbol,
-                )
-
-    def _fill_free_capacity(self) -> None:
-        waiting = list(self._stats.over_capacity)
-        self._stats.over_capacity.clear()
-        for symbol in waiting:
-            self._assign(symbol)
-
-    def _start_slot(self, slot: _Slot) -> None:
+    def _start_slot(self, slot: Slot) -> None:
         self._backoffs[slot.index] = Backoff(self.backoff_initial_s, self.backoff_max_s, rng=self._rng)
         slot.task = asyncio.create_task(self._run_slot(slot), name=f"{self.stream} slot {slot.index}")
 
     # -- the per-slot loop -------------------------------------------------------------------
 
-    async def _run_slot(self, slot: _Slot) -> None:
+    async def _run_slot(self, slot: Slot) -> None:
         backoff = self._backoffs[slot.index]
         while True:
             conn = slot.active
@@ -249,7 +179,7 @@ class StreamRunner:
                 continue
             self._install(slot, new)
 
-    async def _serve(self, slot: _Slot, conn: Connection) -> None:
+    async def _serve(self, slot: Slot, conn: Connection) -> None:
         """Wait for work on a serving connection: symbol changes, rotation time, its end."""
         lifetime_s = self.adapter.max_lifetime_s
         timeout_s: float | None = None
@@ -271,10 +201,10 @@ class StreamRunner:
             return
         slot.rotate_reason = "lifetime"
 
-    def _symbols_out_of_sync(self, slot: _Slot, conn: Connection) -> bool:
+    def _symbols_out_of_sync(self, slot: Slot, conn: Connection) -> bool:
         return bool(slot.symbols - conn.subscribed or conn.subscribed - slot.symbols)
 
-    async def _sync(self, slot: _Slot, conn: Connection) -> None:
+    async def _sync(self, slot: Slot, conn: Connection) -> None:
         extra = sorted(conn.subscribed - slot.symbols)
         missing = sorted(slot.symbols - conn.subscribed)
         try:
@@ -292,7 +222,7 @@ class StreamRunner:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), delay_s)
 
-    async def _open(self, slot: _Slot) -> Connection | None:
+    async def _open(self, slot: Slot) -> Connection | None:
         """A new connection with every symbol of the slot acked, or None after logging why."""
         slot.seq += 1
         conn_id = f"{slot.index}-{slot.seq}"
@@ -301,7 +231,7 @@ class StreamRunner:
             self.adapter,
             ws_url=self.ws_url,
             rest_url=self.rest_url,
-            process=self._process,
+            process=self._ingest.process,
             on_end=lambda c: self._ended(slot, c),
             on_notice=lambda c: self._notice(slot, c),
             clock=self._clock,
@@ -330,7 +260,7 @@ class StreamRunner:
             raise
         return conn
 
-    def _install(self, slot: _Slot, conn: Connection) -> None:
+    def _install(self, slot: Slot, conn: Connection) -> None:
         """`conn` is fully subscribed: it serves the slot now; a rotated predecessor closes."""
         old = slot.active
         conn.subscribed_s = time.monotonic()
@@ -380,7 +310,7 @@ class StreamRunner:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _note_failure(self, slot: _Slot, conn_id: str, reason: str) -> None:
+    def _note_failure(self, slot: Slot, conn_id: str, reason: str) -> None:
         if slot.down_since_s is None and slot.active is None:
             slot.down_since_s = time.monotonic()
             log.warning(
@@ -410,18 +340,18 @@ class StreamRunner:
                     "%s conn %s: %s rejected: %s", self.stream, conn.conn_id, symbol, rejected[symbol]
                 )
             self._stats.rejected[symbol] = rejected[symbol]
-            for slot in self._slots:
-                slot.symbols.discard(symbol)
+            self._table.remove(symbol)
         reasons = sorted(set(rejected.values()))
         self.journal.rejected(conn.conn_id, symbols, "; ".join(reasons))
-        self._fill_free_capacity()
+        for slot in self._table.fill_free_capacity():
+            self._start_slot(slot)
 
-    def _notice(self, slot: _Slot, conn: Connection) -> None:
+    def _notice(self, slot: Slot, conn: Connection) -> None:
         if conn is slot.active and slot.rotate_reason is None:
             slot.rotate_reason = "server notice"
             slot.wake.set()
 
-    def _ended(self, slot: _Slot, conn: Connection) -> None:
+    def _ended(self, slot: Slot, conn: Connection) -> None:
         reason = conn.end_reason or "closed"
         conn_id, subscribed_s = conn.conn_id, conn.subscribed_s
         if conn in self._journaled:
@@ -456,56 +386,3 @@ class StreamRunner:
         elif not uncovered and self._gap_open:
             self._gap_open = False
             self.journal.gap_end()
-
-    # -- the hot path ---------------------------------------------------------------------------
-
-    def _process(self, frame: bytes | str, recv_us: int) -> Control | None:
-        """One received frame: raw journal, decode, de-duplicate, hand the trades on."""
-        st = self._stats
-        st.frames += 1
-        if self._on_frame is not None:
-            try:
-                self._on_frame(recv_us, frame)
-            except Exception:
-                self._sink_failed("on_frame")
-        try:
-            out = self.adapter.decode(frame, recv_us, self._known)
-        except ParseError as exc:
-            st.parse_errors += 1
-            self._bad_frame(f"unparsable frame ({st.parse_errors} so far): {exc}: {frame!r:.200}")
-            return None
-        except Exception:
-            st.decode_bugs += 1
-            if st.decode_bugs == 1 or st.decode_bugs % LOG_EVERY_ERRORS == 0:
-                log.exception("%s: decoder bug (%d so far) on %r", self.stream, st.decode_bugs, frame[:200])
-            return None
-        if type(out) is list:
-            if out:
-                rows = self.dedupe.filter(out)
-                if rows:
-                    st.trades += len(rows)
-                    st.last_trade_recv_us = recv_us
-                    st.note_lag(recv_us - rows[-1][0])
-                    try:
-                        self._on_trades(rows)
-                    except Exception:
-                        self._sink_failed("on_trades")
-            return None
-        if isinstance(out, Control):
-            if out.kind == "error" and out.req_id is None and not out.symbols:
-                st.error_frames += 1
-            return out
-        st.decode_bugs += 1
-        if st.decode_bugs == 1:
-            log.error("%s: decoder returned %s, not trades or a Control", self.stream, type(out).__name__)
-        return None
-
-    def _bad_frame(self, message: str) -> None:
-        self._bad_frames += 1
-        if self._bad_frames <= LOG_FIRST_ERRORS or self._bad_frames % LOG_EVERY_ERRORS == 0:
-            log.warning("%s: %s", self.stream, message)
-
-    def _sink_failed(self, what: str) -> None:
-        self._sink_errors += 1
-        if self._sink_errors == 1 or self._sink_errors % LOG_EVERY_ERRORS == 0:
-            log.exception("%s: %s failed (%d times so far)", self.stream, what, self._sink_errors)

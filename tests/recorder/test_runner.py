@@ -104,7 +104,7 @@ def test_symbols_spread_over_connections_and_capacity_reported(tj: SimpleNamespa
             assert st.over_capacity == ["S08USDT"]
             assert sorted(len(s.subscribed) for s in h.sim.sessions()) == [4, 4]
             # Dropping one symbol frees room: the waiting one is subscribed live, nothing reconnects.
-            wanted = {s: i for s, i in h.runner._wanted.items() if s != "S00USDT"}
+            wanted = {s: i for s, i in h.runner.instruments.items() if s != "S00USDT"}
             h.runner.update_instruments(wanted)
             await h.until(lambda: "S08USDT" in {s for x in h.sim.sessions() for s in x.subscribed})
             await h.subscribed(8)
@@ -165,34 +165,3 @@ def test_keepalive_pings_within_rate_limit_and_idle_server_timeout(tj: SimpleNam
             assert len(pongs) >= 8
 
     run(main())
-
-
-def test_rate_limiter_sliding_window_with_a_fake_clock(monkeypatch: Any) -> None:
-    from pumpwatch.recorder import connection
-
-    now = [100.0]
-    slept: list[float] = []
-
-    async def fake_sleep(seconds: float) -> None:
-        slept.append(round(seconds, 6))
-        now[0] += seconds
-
-    monkeypatch.setattr(connection.asyncio, "sleep", fake_sleep)
-
-    async def main() -> list[float]:
-        limiter = connection.RateLimiter(5.0, clock=lambda: now[0])
-        stamps = []
-        for i in range(12):
-            if i == 7:
-                now[0] += 0.3  # a pause frees nothing extra: the window slides
-            await limiter.acquire()
-            stamps.append(round(now[0] - 100.0, 6))
-        return stamps
-
-    stamps = asyncio.run(main())
-    assert stamps == [0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.3, 1.3, 1.3, 2.0, 2.0]
-    assert slept == [1.0, 0.7]
-    # Never more than 5 in any one-second window.
-    assert all(sum(1 for t in stamps if s <= t < s + 1.0) <= 5 for s in stamps)
-    slow = connection.RateLimiter(0.5)
-    assert (slow.capacity, slow.window_s) == (1, 2.0)

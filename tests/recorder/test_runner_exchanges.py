@@ -77,7 +77,7 @@ class Recorder:
             await asyncio.sleep(0.005)
 
     async def subscribed(self) -> None:
-        want = len(self.runner._wanted)
+        want = len(self.runner.instruments)
         await self.until(
             lambda: (
                 self.runner.stats.subscribed_symbols == want and self.runner.stats.pending_subscriptions == 0

@@ -1,0 +1,123 @@
+"""What a connection asked the exchange and what the answers mean (Sans-I/O), and the rate
+limit every client frame goes through. Used by ``recorder/connection.py``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pumpwatch.recorder.adapter import Control
+
+
+class RateLimiter:
+    """At most `rate_per_s` sends in any window of `capacity / rate_per_s` seconds (sliding log).
+
+    Exchanges count every client frame, pings included (Binance spot: 5 per second, a breach
+    disconnects and repeated breaches ban the IP), so every send of a connection goes through one.
+    """
+
+    def __init__(self, rate_per_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if rate_per_s <= 0:
+            raise ValueError(f"rate_per_s must be positive, got {rate_per_s}")
+        self.capacity = max(1, int(rate_per_s))
+        self.window_s = self.capacity / rate_per_s
+        self._clock = clock
+        self._sent: deque[float] = deque()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        """Wait until one more frame may be sent, and count it."""
+        async with self._lock:
+            now = self._clock()
+            if len(self._sent) >= self.capacity:
+                wait_s = self._sent[0] + self.window_s - now
+                if wait_s > 0:
+                    await asyncio.sleep(wait_s)
+                    now = self._clock()
+                self._sent.popleft()
+            self._sent.append(now)
+
+
+@dataclass
+class PendingRequest:
+    """One subscribe or unsubscribe request waiting for its answer."""
+
+    req_id: str
+    symbols: tuple[str, ...]
+    done: asyncio.Future[None]
+    remaining: set[str] = field(default_factory=set)
+    acked: list[str] = field(default_factory=list)
+    rejected: dict[str, str] = field(default_factory=dict)  # symbol -> the exchange's reason
+    isolate: list[str] = field(default_factory=list)  # refused as a whole: retry one by one
+    context: Any = None  # the caller's (callbacks to run on completion)
+
+    def __post_init__(self) -> None:
+        self.remaining = set(self.symbols)
+
+
+class RequestBook:
+    """Matches acks and errors to the requests they answer.
+
+    An answer is matched by request id, else by the symbols it names, else (exchanges answer
+    in order) to the oldest open request. A refusal naming symbols rejects those and accepts
+    the rest of the request; a refusal naming none rejects a single-symbol request, and marks
+    a larger one for isolation (one request per symbol) so that one bad symbol does not take
+    its whole chunk down.
+    """
+
+    def __init__(self) -> None:
+        self.pending: dict[str, PendingRequest] = {}
+
+    def add(self, request: PendingRequest) -> None:
+        self.pending[request.req_id] = request
+
+    def discard(self, req_id: str) -> None:
+        self.pending.pop(req_id, None)
+
+    def answer(self, ctl: Control) -> tuple[bool, PendingRequest | None]:
+        """Apply `ctl` (kind ack or error): (whether it matched a request, the request it
+        completed, if any). A completed request has left the book."""
+        pending = self.pending
+        request = pending.get(ctl.req_id) if ctl.req_id is not None else None
+        if request is None and ctl.symbols:
+            named = set(ctl.symbols)
+            request = next((r for r in pending.values() if r.remaining & named), None)
+        if request is None and ctl.req_id is None and pending:
+            request = next(iter(pending.values()))
+        if request is None:
+            return False, None
+        if ctl.ok:
+            answered = request.remaining & set(ctl.symbols) if ctl.symbols else set(request.remaining)
+            request.acked.extend(s for s in request.symbols if s in answered)
+        elif ctl.symbols:
+            reason = ctl.message or "rejected"
+            answered = set(request.remaining)
+            for s in request.symbols:
+                if s in answered:
+                    if s in ctl.symbols:
+                        request.rejected[s] = reason
+                    else:
+                        request.acked.append(s)
+        else:
+            answered = set(request.remaining)
+            open_symbols = [s for s in request.symbols if s in answered]
+            if len(request.symbols) > 1:
+                request.isolate.extend(open_symbols)
+            else:
+                request.rejected.update((s, ctl.message or "rejected") for s in open_symbols)
+        request.remaining -= answered
+        if request.remaining:
+            return True, None
+        del pending[request.req_id]
+        return True, request
+
+    def close(self) -> None:
+        """The connection ended: release every waiter (they see the end and fail)."""
+        for request in self.pending.values():
+            if not request.done.done():
+                request.done.set_result(None)
+        self.pending.clear()

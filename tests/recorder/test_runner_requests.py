@@ -1,0 +1,102 @@
+"""Ack matching and the per-connection rate limit, without sockets."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from pumpwatch.recorder import runner_requests
+from pumpwatch.recorder.adapter import Control
+from pumpwatch.recorder.runner_requests import PendingRequest, RateLimiter, RequestBook
+
+
+def book_with(*requests: tuple[str, tuple[str, ...]]) -> tuple[RequestBook, list[PendingRequest]]:
+    loop = asyncio.new_event_loop()
+    book = RequestBook()
+    made = []
+    for req_id, symbols in requests:
+        r = PendingRequest(req_id, symbols, loop.create_future())
+        book.add(r)
+        made.append(r)
+    loop.close()
+    return book, made
+
+
+def test_ack_by_id_completes_the_request() -> None:
+    book, (r1, r2) = book_with(("1", ("A", "B")), ("2", ("C",)))
+    assert book.answer(Control("ack", req_id="2")) == (True, r2)
+    assert (r2.acked, r2.rejected, r2.isolate) == (["C"], {}, [])
+    assert list(book.pending) == ["1"]
+    assert book.answer(Control("ack", req_id="9")) == (False, None)  # an id we never sent
+    assert book.answer(Control("ack")) == (True, r1)  # no id, no symbols: the oldest request
+    assert r1.acked == ["A", "B"] and book.pending == {}
+    assert book.answer(Control("ack")) == (False, None)
+
+
+def test_per_symbol_acks_without_ids_complete_when_all_arrived() -> None:
+    # OKX-style: one answer per channel argument, matched by symbol.
+    book, (r1, r2) = book_with(("1", ("A", "B")), ("2", ("C",)))
+    assert book.answer(Control("ack", symbols=("C",))) == (True, r2)
+    assert book.answer(Control("ack", symbols=("B",))) == (True, None)
+    assert r1.remaining == {"A"}
+    assert book.answer(Control("ack", symbols=("A",))) == (True, r1)
+    assert r1.acked == ["B", "A"]  # in the order the exchange answered
+
+
+def test_refusal_naming_symbols_rejects_them_and_accepts_the_rest() -> None:
+    book, (r1,) = book_with(("7", ("A", "BAD", "C")))
+    done = book.answer(Control("ack", req_id="7", ok=False, symbols=("BAD",), message="invalid symbol"))
+    assert done == (True, r1)
+    assert r1.acked == ["A", "C"] and r1.rejected == {"BAD": "invalid symbol"} and r1.isolate == []
+
+
+def test_refusal_naming_nothing_isolates_a_chunk_and_rejects_a_single() -> None:
+    book, (chunk, single) = book_with(("1", ("A", "B")), ("2", ("X",)))
+    assert book.answer(Control("error", req_id="1", ok=False, message="bad request")) == (True, chunk)
+    assert chunk.isolate == ["A", "B"] and chunk.acked == [] and chunk.rejected == {}
+    assert book.answer(Control("error", req_id="2", ok=False)) == (True, single)
+    assert single.rejected == {"X": "rejected"}
+
+
+def test_close_releases_waiters() -> None:
+    loop = asyncio.new_event_loop()
+    book = RequestBook()
+    r = PendingRequest("1", ("A",), loop.create_future())
+    book.add(r)
+    book.close()
+    assert r.done.done() and r.done.result() is None and book.pending == {}
+    loop.close()
+
+
+def test_rate_limiter_sliding_window_with_a_fake_clock(monkeypatch: Any) -> None:
+    now = [100.0]
+    slept: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        slept.append(round(seconds, 6))
+        now[0] += seconds
+
+    monkeypatch.setattr(runner_requests.asyncio, "sleep", fake_sleep)
+
+    async def main() -> list[float]:
+        limiter = RateLimiter(5.0, clock=lambda: now[0])
+        stamps = []
+        for i in range(12):
+            if i == 7:
+                now[0] += 0.3  # a pause frees nothing extra: the window slides
+            await limiter.acquire()
+            stamps.append(round(now[0] - 100.0, 6))
+        return stamps
+
+    stamps = asyncio.run(main())
+    assert stamps == [0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.3, 1.3, 1.3, 2.0, 2.0]
+    assert slept == [1.0, 0.7]
+    assert all(sum(1 for t in stamps if s <= t < s + 1.0) <= 5 for s in stamps)
+
+
+def test_rate_limiter_below_one_per_second_spaces_frames() -> None:
+    slow = RateLimiter(0.5)
+    assert (slow.capacity, slow.window_s) == (1, 2.0)
+    with pytest.raises(ValueError):
+        RateLimiter(0.0)
