@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import httpx
+import orjson
+import pytest
+from pumpwatch.recorder.sim.cluster import SimCluster
 from pumpwatch.recorder.sim.http import LocalHttpServer, Request
 from pumpwatch.recorder.sim.protocol import HttpResponse
+from pumpwatch.recorder.sim.server import SimExchange
 
 
 async def _echo(request: Request) -> HttpResponse:
@@ -92,5 +100,189 @@ def test_http_server_honours_connection_close() -> None:
             assert data.endswith(b"\r\n\r\nok")
             assert b"Connection: close" in data
             writer.close()
+
+    asyncio.run(main())
+
+
+# -- SimExchange, driven by a plain websockets client speaking the test protocol ----------------
+
+
+async def _client(url: str) -> Any:
+    from websockets.asyncio.client import connect
+
+    return await connect(url, proxy=None, open_timeout=2, ping_interval=None, close_timeout=1)
+
+
+async def _recv_json(ws: Any, timeout_s: float = 2.0) -> Any:
+    return orjson.loads(await asyncio.wait_for(ws.recv(), timeout_s))
+
+
+def test_sim_exchange_subscribe_publish_and_record(tj: SimpleNamespace) -> None:
+    async def main() -> None:
+        insts = [tj.instrument(b) for b in ("AAA", "BBB")]
+        async with SimExchange(tj.make_protocol(), insts) as ex:
+            assert ex.ws_url.startswith("ws://127.0.0.1:")
+            ws = await _client(ex.ws_url + "/ws")
+            await ws.send('{"op":"sub","id":"1","args":["AAAUSDT"]}')
+            assert await _recv_json(ws) == {"e": "ack", "id": "1", "ok": True, "rejected": [], "msg": ""}
+            rows = tj.rows_for(["AAAUSDT", "BBBUSDT"], 0, 4)
+            ex.publish(rows)
+            msg = await _recv_json(ws)
+            assert msg["e"] == "trade"
+            assert [d["i"] for d in msg["d"]] == ["0", "2"]  # only the subscribed symbol
+            assert msg["d"][0] == {
+                "s": "AAAUSDT",
+                "t": rows[0][0],
+                "p": "1.0",
+                "q": "0.5",
+                "S": "sell",
+                "i": "0",
+            }
+            await asyncio.sleep(0.05)
+            assert ex.sent_rows("1") == [rows[0], rows[2]]
+            assert ex.sent_rows() == [rows[0], rows[2]]
+            assert (ex.connections, ex.subscribes, ex.messages_in, ex.frames_out) == (1, 1, 1, 2)
+            assert [s.subscribed for s in ex.sessions()] == [{"AAAUSDT"}]
+            await ws.send('{"op":"unsub","id":"2","args":["AAAUSDT"]}')
+            assert (await _recv_json(ws))["id"] == "2"
+            ex.publish(rows)
+            ex.send_raw("garbage!")
+            assert await asyncio.wait_for(ws.recv(), 2) == "garbage!"  # no trade frame before it
+            assert ex.unsubscribes == 1
+            await ws.close()
+
+    asyncio.run(main())
+
+
+def test_sim_exchange_faults(tj: SimpleNamespace) -> None:
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+    async def main() -> None:
+        insts = [tj.instrument(b) for b in ("AAA", "BAD")]
+        async with SimExchange(tj.make_protocol(), insts, lifetime_s=0.3, shutdown_grace_s=0.1) as ex:
+            # Refused handshakes, then a wrong path refused by the protocol itself.
+            ex.refuse_connections(1)
+            with pytest.raises(InvalidStatus) as refused:
+                await _client(ex.ws_url + "/ws")
+            assert refused.value.response.status_code == 503
+            with pytest.raises(InvalidStatus) as wrong:
+                await _client(ex.ws_url + "/nope")
+            assert wrong.value.response.status_code == 404
+            assert ex.refused == 2 and ex.connections == 0
+            # Rejection uses the protocol's error shape.
+            ex.reject(["BADUSDT"])
+            ws = await _client(ex.ws_url + "/ws")
+            await ws.send('{"op":"sub","id":"5","args":["AAAUSDT","BADUSDT"]}')
+            ack = await _recv_json(ws)
+            assert ack == {
+                "e": "ack",
+                "id": "5",
+                "ok": False,
+                "rejected": ["BADUSDT"],
+                "msg": "no such symbol",
+            }
+            # Lifetime: the shutdown notice, then a normal close 0.1 s later.
+            t0 = time.monotonic()
+            assert await _recv_json(ws, 1.0) == {"e": "shutdown"}
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 1.0)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+            assert 0.05 < time.monotonic() - t0 < 0.5
+
+    asyncio.run(main())
+
+
+def test_sim_exchange_drop_stall_and_idle(tj: SimpleNamespace) -> None:
+    from websockets.exceptions import ConnectionClosed
+
+    async def main() -> None:
+        insts = [tj.instrument("AAA")]
+        async with SimExchange(tj.make_protocol(), insts, idle_timeout_s=0.3) as ex:
+            ws = await _client(ex.ws_url + "/ws")
+            await ws.send('{"op":"sub","id":"1","args":["AAAUSDT"]}')
+            await _recv_json(ws)
+            # Stall: nothing comes back, not even pongs, until it ends; then the backlog arrives.
+            ex.stall(0.4)
+            await ws.send('{"op":"ping","ts":7}')
+            ex.publish(tj.rows_for(["AAAUSDT"], 0, 1))
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(ws.recv(), 0.3)
+            assert ex.sent_rows() == []
+            got = [await _recv_json(ws, 1.0), await _recv_json(ws, 1.0)]
+            assert {m["e"] for m in got} == {"trade", "pong"}
+            assert len(ex.sent_rows()) == 1
+            # Idle: a client that says nothing for 0.3 s is closed with 4000.
+            with pytest.raises(ConnectionClosed) as idle:
+                await asyncio.wait_for(ws.recv(), 2.0)
+            assert idle.value.rcvd is not None and idle.value.rcvd.code == 4000
+            # Drop: the TCP connection ends without a closing handshake.
+            ws2 = await _client(ex.ws_url + "/ws")
+            await ws2.send('{"op":"ping","ts":1}')
+            await _recv_json(ws2)
+            ex.drop_all()
+            with pytest.raises(ConnectionClosed) as dropped:
+                await asyncio.wait_for(ws2.recv(), 2.0)
+            assert dropped.value.rcvd is None
+            assert ex.connections == 2
+
+    asyncio.run(main())
+
+
+def test_sim_exchange_rest_routes_and_snapshot(tj: SimpleNamespace) -> None:
+    async def main() -> None:
+        insts = [tj.instrument("AAA")]
+        async with SimExchange(tj.make_protocol(token=True, snapshot=True), insts) as ex:
+            async with httpx.AsyncClient(base_url=ex.rest_url, trust_env=False) as client:
+                token = (await client.post("/token")).json()["token"]
+                missing = await client.get("/token")
+            assert missing.status_code == 404
+            rows = tj.rows_for(["AAAUSDT"], 0, 30)
+            ex.publish(rows)  # nobody subscribed yet: kept as recent history only
+            ws = await _client(f"{ex.ws_url}/ws?token={token}")
+            await ws.send('{"op":"sub","id":"1","args":["AAAUSDT"]}')
+            assert (await _recv_json(ws))["e"] == "ack"
+            replay = await _recv_json(ws)
+            assert [d["i"] for d in replay["d"]] == [str(i) for i in range(10, 30)]  # the last 20
+            assert ex.sent_rows() == []  # replays are not live trades
+            await ws.close()
+
+    asyncio.run(main())
+
+
+# -- SimCluster ---------------------------------------------------------------------------------
+
+
+def test_sim_cluster_publishes_and_points_the_recorder_at_itself(tmp_path: Path) -> None:
+    from pumpwatch.recorder.symbols import load_symbols
+
+    from pumpwatch.settings import load_settings
+
+    async def main() -> None:
+        streams = ["binance_spot", "okx_futures"]
+        async with SimCluster(streams, ["BTC", "0G"], trades_per_s=500.0, tick_s=0.02) as cluster:
+            over = cluster.settings_overrides()
+            assert over["recorder"] == {"streams": streams}
+            for s in streams:
+                assert over["streams"][s] == {
+                    "ws_url": cluster.exchanges[s].ws_url,
+                    "rest_url": cluster.exchanges[s].rest_url,
+                }
+            cfg = cluster.write_config(tmp_path / "c.yaml", {"storage": {"flush_interval": "200ms"}})
+            settings = load_settings(cfg)
+            assert settings.storage.flush_interval_s == 0.2
+            assert settings.recorder.streams == streams
+            assert settings.streams["okx_futures"].ws_url == cluster.exchanges["okx_futures"].ws_url
+            symbols = load_symbols(cluster.write_symbols(tmp_path / "symbols.yaml"))
+            assert {s: sorted(v) for s, v in symbols.items()} == {
+                "binance_spot": ["0GUSDT", "BTCUSDT"],
+                "okx_futures": ["0G-USDT-SWAP", "BTC-USDT-SWAP"],
+            }
+            assert symbols["okx_futures"]["BTC-USDT-SWAP"].multiplier == 0.01
+            await asyncio.sleep(0.5)
+            assert all(n > 0 for n in cluster.published.values())
+            cluster.pause()
+            before = dict(cluster.published)
+            await asyncio.sleep(0.1)
+            assert cluster.published == before
 
     asyncio.run(main())
