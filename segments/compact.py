@@ -85,7 +85,7 @@ def write_compacted(
     flock (so recovery leaves it alone); the caller closes `fd` once the file is in place.
     """
     options = ipc.IpcWriteOptions(
-        compression=pa.Codec("zstd", compression_level), emit_dictionary_deltas=True
+        compression=pa.Codec("zstd", compression_level), emit_dictionary_deltas=True, use_threads=False
     )
     rows = written = 0
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)

@@ -73,7 +73,9 @@ class HourFile:
         self._fd = fd
         self._sink = pa.BufferedOutputStream(pa.OSFile(str(path), "wb"), 1 << 20)
         options = ipc.IpcWriteOptions(
-            compression=pa.Codec("zstd", compression_level), emit_dictionary_deltas=True
+            compression=pa.Codec("zstd", compression_level),
+            emit_dictionary_deltas=True,
+            use_threads=False,  # per CPU second it is cheaper; streams give the parallelism
         )
         self._writer = ipc.new_file(self._sink, SEGMENT_SCHEMA, options=options)
         self._values: list[list[str]] = [[] for _ in DICT_COLUMNS]
