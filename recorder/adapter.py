@@ -131,3 +131,9 @@ class Adapter:
 
     # Free-form adapter options from settings (streams.<id>.options), with their defaults.
     default_options: Mapping[str, Any] = field(default_factory=dict)
+
+    # How the exchange answers a subscribe request of several symbols. False: one reply per
+    # request, a refusal names the refused symbols and the rest are subscribed (Bybit). True:
+    # one answer per symbol (OKX: an event per arg, error 60018 naming the instId), so an
+    # answer naming symbols settles only those.
+    acks_per_symbol: bool = False

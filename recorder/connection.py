@@ -100,7 +100,7 @@ class Connection:
         self.ended = asyncio.Event()
         self._ws: _TimedConnection | None = None
         self._welcome = asyncio.Event()
-        self._book = RequestBook()
+        self._book = RequestBook(per_symbol=adapter.acks_per_symbol)
         self._unmatched_errors = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._end_reported = False

@@ -63,14 +63,17 @@ class RequestBook:
     """Matches acks and errors to the requests they answer.
 
     An answer is matched by request id, else by the symbols it names, else (exchanges answer
-    in order) to the oldest open request. A refusal naming symbols rejects those and accepts
-    the rest of the request; a refusal naming none rejects a single-symbol request, and marks
-    a larger one for isolation (one request per symbol) so that one bad symbol does not take
-    its whole chunk down.
+    in order) to the oldest open request. A refusal naming symbols rejects those and, unless
+    `per_symbol`, accepts the rest of the request (Bybit: one reply per request, naming the
+    refused topics). With `per_symbol` (OKX: one answer per symbol of a request) an answer
+    naming symbols settles only those, and the request completes when each symbol had its own.
+    A refusal naming none rejects a single-symbol request, and marks a larger one for isolation
+    (one request per symbol) so that one bad symbol does not take its whole chunk down.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, per_symbol: bool = False) -> None:
         self.pending: dict[str, PendingRequest] = {}
+        self.per_symbol = per_symbol
 
     def add(self, request: PendingRequest) -> None:
         self.pending[request.req_id] = request
@@ -95,10 +98,12 @@ class RequestBook:
             request.acked.extend(s for s in request.symbols if s in answered)
         elif ctl.symbols:
             reason = ctl.message or "rejected"
-            answered = set(request.remaining)
+            named = set(ctl.symbols)
+            # Per-symbol answers: the others of the request get their own answer later.
+            answered = request.remaining & named if self.per_symbol else set(request.remaining)
             for s in request.symbols:
                 if s in answered:
-                    if s in ctl.symbols:
+                    if s in named:
                         request.rejected[s] = reason
                     else:
                         request.acked.append(s)

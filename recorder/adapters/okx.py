@@ -186,6 +186,7 @@ def adapter(market: str, options: Mapping[str, Any]) -> Adapter:
         max_symbols_per_request=100,
         max_symbols_per_connection=300,
         max_requests_per_s=3.0,
+        acks_per_symbol=True,
         connect_target=lambda ws_url, _body, _cid: _target(ws_url, channel),
         ping=lambda _now_ms: "ping",
         ping_interval_s=20.0,

@@ -214,3 +214,42 @@ def test_okx_without_pings_is_cut_by_the_idle_rule_and_recovers() -> None:
             assert ex.connections >= 2
 
     run(main())
+
+
+def test_okx_two_refused_symbols_in_one_request_are_both_rejected_and_never_journaled_subscribed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # OKX answers every arg of a request on its own: error 60018 per refused instId. The first
+    # refusal must not count the second refused symbol (or the unanswered good one) as subscribed.
+    async def main() -> None:
+        stream = "okx_futures"
+        async with SimCluster([stream], ["BTC", "0G", "SOL", "ETH"], trades_per_s=50.0) as cluster:
+            cluster.pause()
+            symbols = sorted(i.symbol for i in cluster.instruments[stream])
+            assert symbols == ["0G-USDT-SWAP", "BTC-USDT-SWAP", "ETH-USDT-SWAP", "SOL-USDT-SWAP"]
+            bad = ["0G-USDT-SWAP", "ETH-USDT-SWAP"]
+            rec = Recorder(cluster, stream)
+            rec.exchange.reject(bad)
+            await rec.until(
+                lambda: len(rec.runner.stats.rejected) == 2 and rec.runner.stats.pending_subscriptions == 0,
+                what="two rejections, nothing pending",
+            )
+            await asyncio.sleep(0.1)  # a late wrong answer would land here
+            st = rec.runner.stats
+            assert st.subscribed_symbols == 2 and st.pending_subscriptions == 0
+            assert sorted(st.rejected) == bad
+            for symbol in bad:
+                expected = f"60018: Wrong URL or channel:trades-all,instId:{symbol} doesn't exist."
+                assert st.rejected[symbol].startswith(expected)
+            subscribed = [a for e, a in rec.events if e == "subscribed"]
+            assert sorted(s for a in subscribed for s in a[1]) == ["BTC-USDT-SWAP", "SOL-USDT-SWAP"]
+            rejected = [a for e, a in rec.events if e == "rejected"]
+            assert sorted(s for a in rejected for s in a[1]) == bad
+            # The server agrees: exactly the two good symbols are subscribed on its side.
+            (session,) = rec.exchange.sessions()
+            assert sorted(session.subscribed) == ["BTC-USDT-SWAP", "SOL-USDT-SWAP"]
+            assert st.error_frames == 0 and st.reconnects == 0 and rec.exchange.connections == 1
+            await rec.stop()
+        assert not [r for r in caplog.records if "error frame" in r.getMessage()]
+
+    run(main())

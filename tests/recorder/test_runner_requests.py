@@ -11,9 +11,11 @@ from pumpwatch.recorder.adapter import Control
 from pumpwatch.recorder.runner_requests import PendingRequest, RateLimiter, RequestBook
 
 
-def book_with(*requests: tuple[str, tuple[str, ...]]) -> tuple[RequestBook, list[PendingRequest]]:
+def book_with(
+    *requests: tuple[str, tuple[str, ...]], per_symbol: bool = False
+) -> tuple[RequestBook, list[PendingRequest]]:
     loop = asyncio.new_event_loop()
-    book = RequestBook()
+    book = RequestBook(per_symbol=per_symbol)
     made = []
     for req_id, symbols in requests:
         r = PendingRequest(req_id, symbols, loop.create_future())
@@ -49,6 +51,36 @@ def test_refusal_naming_symbols_rejects_them_and_accepts_the_rest() -> None:
     done = book.answer(Control("ack", req_id="7", ok=False, symbols=("BAD",), message="invalid symbol"))
     assert done == (True, r1)
     assert r1.acked == ["A", "C"] and r1.rejected == {"BAD": "invalid symbol"} and r1.isolate == []
+
+
+def test_per_symbol_refusals_answer_only_the_symbols_they_name() -> None:
+    # OKX: every arg of one request is answered on its own (ack, or error 60018 naming it),
+    # all with the request's id. Two bad symbols in one request: the first error must not
+    # count the second (nor the good ones still unanswered) as subscribed.
+    book, (r1,) = book_with(("5", ("A", "BAD1", "BAD2", "C")), per_symbol=True)
+    assert book.answer(Control("ack", req_id="5", symbols=("A",))) == (True, None)
+    assert book.answer(Control("ack", req_id="5", ok=False, symbols=("BAD1",), message="60018: x")) == (
+        True,
+        None,
+    )
+    assert r1.remaining == {"BAD2", "C"} and r1.acked == ["A"] and r1.rejected == {"BAD1": "60018: x"}
+    assert book.answer(Control("ack", req_id="5", ok=False, symbols=("BAD2",), message="60018: y")) == (
+        True,
+        None,
+    )
+    assert r1.acked == ["A"] and r1.remaining == {"C"}
+    assert book.answer(Control("ack", req_id="5", symbols=("C",))) == (True, r1)
+    assert r1.acked == ["A", "C"]
+    assert r1.rejected == {"BAD1": "60018: x", "BAD2": "60018: y"}
+    assert r1.isolate == [] and book.pending == {}
+
+
+def test_per_symbol_answers_without_symbols_still_answer_the_whole_request() -> None:
+    book, (r1, r2) = book_with(("1", ("A", "B")), ("2", ("C", "D")), per_symbol=True)
+    assert book.answer(Control("ack", req_id="1")) == (True, r1)  # an ack naming nothing: all of it
+    assert r1.acked == ["A", "B"]
+    assert book.answer(Control("error", req_id="2", ok=False, message="60012: bad")) == (True, r2)
+    assert r2.isolate == ["C", "D"] and r2.rejected == {} and r2.acked == []
 
 
 def test_refusal_naming_nothing_isolates_a_chunk_and_rejects_a_single() -> None:
