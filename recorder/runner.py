@@ -17,7 +17,6 @@ A `StreamRunner` keeps a stream's symbols subscribed, all the time:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -135,12 +134,16 @@ class StreamRunner:
         for slot in self._slots:
             self._start_slot(slot)
         await self._stop.wait()
-        tasks = [s.task for s in self._slots if s.task is not None]
+        tasks = [s.task for s in self._slots if s.task is not None and not s.task.done()]
         for task in tasks:
             task.cancel()
+        if tasks:
+            # Each slot also returns on its own at the stop flag: a cancel lost to Python 3.11's
+            # wait_for (the awaited thing finished in the same loop turn) cannot keep it running.
+            await asyncio.wait(tasks)
         for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            if not task.cancelled() and task.exception() is not None:
+                log.error("%s: slot task failed", self.stream, exc_info=task.exception())
         conns = [s.active for s in self._slots if s.active is not None]
         await asyncio.gather(*(c.close("stopped") for c in conns), *self._background, return_exceptions=True)
         self._running = False
@@ -151,28 +154,39 @@ class StreamRunner:
         self._stop.set()
 
     def _start_slot(self, slot: Slot) -> None:
+        if self._stop.is_set():
+            return
         self._backoffs[slot.index] = Backoff(self.backoff_initial_s, self.backoff_max_s, rng=self._rng)
         slot.task = asyncio.create_task(self._run_slot(slot), name=f"{self.stream} slot {slot.index}")
 
     # -- the per-slot loop -------------------------------------------------------------------
 
     async def _run_slot(self, slot: Slot) -> None:
+        # The stop flag is checked at the top and after every wait: stopping must never depend
+        # on a cancel arriving. Every failed attempt waits its backoff, so no path loops tight.
         backoff = self._backoffs[slot.index]
-        while True:
+        stop = self._stop
+        while not stop.is_set():
             conn = slot.active
             if conn is not None and slot.rotate_reason is None:
                 await self._serve(slot, conn)
                 continue
             if conn is None and not slot.symbols:
                 slot.wake.clear()
-                await slot.wake.wait()
+                await self._wait_event(slot.wake, None)
                 continue
             if slot.retry_delay_s > 0:
-                await self._sleep(slot.retry_delay_s)
+                await self._wait_event(None, slot.retry_delay_s)
                 slot.retry_delay_s = 0.0
+                if stop.is_set():
+                    return
                 if slot.active is not None and slot.rotate_reason is None:
                     continue
             new = await self._open(slot)
+            if stop.is_set():
+                if new is not None:
+                    await new.close("stopped")
+                return
             if new is None:
                 slot.failures += 1
                 slot.retry_delay_s = backoff.next_delay_s()
@@ -196,10 +210,8 @@ class StreamRunner:
         if not slot.symbols:
             await conn.close("no symbols left")
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(slot.wake.wait(), timeout_s)
-            return
-        slot.rotate_reason = "lifetime"
+        if not await self._wait_event(slot.wake, timeout_s) and not self._stop.is_set():
+            slot.rotate_reason = "lifetime"
 
     def _symbols_out_of_sync(self, slot: Slot, conn: Connection) -> bool:
         return bool(slot.symbols - conn.subscribed or conn.subscribed - slot.symbols)
@@ -217,10 +229,20 @@ class StreamRunner:
         except ConnectFailed as exc:
             conn.abort(str(exc))
 
-    async def _sleep(self, delay_s: float) -> None:
-        """Sleep before a retry (a serving connection that ends meanwhile does not cut it short)."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), delay_s)
+    async def _wait_event(self, event: asyncio.Event | None, timeout_s: float | None) -> bool:
+        """Wait until `event` (if any) or the stop flag is set, or `timeout_s` passes (None: no
+        limit); True when a flag was set. asyncio.wait, not wait_for: Python 3.11's wait_for
+        swallows a cancel that arrives in the loop turn the awaited event fires."""
+        flags = [self._stop] if event is None else [event, self._stop]
+        if any(f.is_set() for f in flags):
+            return True
+        waiters = [asyncio.ensure_future(f.wait()) for f in flags]
+        try:
+            done, _ = await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        return bool(done)
 
     async def _open(self, slot: Slot) -> Connection | None:
         """A new connection with every symbol of the slot acked, or None after logging why."""

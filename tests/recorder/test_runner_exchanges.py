@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from pumpwatch.recorder.adapter import ConnectTarget
 from pumpwatch.recorder.adapters import get_adapter
 from pumpwatch.recorder.runner import StreamRunner
 from pumpwatch.recorder.sim.cluster import SimCluster
@@ -253,3 +254,35 @@ def test_okx_two_refused_symbols_in_one_request_are_both_rejected_and_never_jour
         assert not [r for r in caplog.records if "error frame" in r.getMessage()]
 
     run(main())
+
+
+def test_stop_during_a_retry_wait_returns_promptly_against_a_refused_gate_handshake() -> None:
+    # Gate futures refuses an upgrade without X-Gate-Size-Decimal (HTTP 400): every attempt
+    # fails and the slot waits its backoff. stop() during that wait must end run() at once,
+    # and no connection attempt may follow it.
+    async def main() -> None:
+        stream = "gate_futures"
+        adapter = dataclasses.replace(
+            get_adapter(stream), connect_target=lambda ws_url, _body, _cid: ConnectTarget(ws_url)
+        )
+        async with SimCluster([stream], BASES, trades_per_s=10.0) as cluster:
+            cluster.pause()
+            ex = cluster.exchanges[stream]
+            rec = Recorder(cluster, stream, adapter=adapter, backoff_initial_s=0.3, backoff_max_s=0.3)
+            await rec.until(lambda: ex.refused >= 2, what="two refused handshakes")
+            await asyncio.sleep(0.03)  # the slot is in its backoff wait now (0.15 .. 0.3 s)
+            refused = ex.refused
+            await rec.runner.stop()
+            done, _ = await asyncio.wait({rec.task}, timeout=1.0)
+            if not done:
+                for _ in range(50):  # free the loop for the assertion below, then fail
+                    rec.task.cancel()
+                    await asyncio.sleep(0.01)
+            assert rec.task in done, f"run() still running 1 s after stop(); {ex.refused - refused} attempts"
+            await asyncio.sleep(0.35)  # longer than a backoff: nothing may try again
+            assert ex.refused == refused
+            st = rec.runner.stats
+            assert st.connected == 0 and st.connect_failures == refused
+            assert [e for e, _ in rec.events] == []  # never connected: nothing to journal
+
+    run(main(), timeout_s=20.0)
