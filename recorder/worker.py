@@ -77,12 +77,15 @@ class StatusTracker:
         lag = f"{lag_us / 1000:.1f} ms" if isinstance(lag_us, int | float) else "n/a"
         self._growing = self._growing + 1 if queue_rows > self._last_queue > 0 else 0
         self._last_queue = queue_rows
-        if queue_rows >= self.queue_warn_rows or self._growing >= 3:
+        # Growth alone is noise (a queue of a second's trades goes up and down); growth of a
+        # queue already a tenth of the warning mark is a disk falling behind.
+        growing = self._growing >= 3 and queue_rows >= self.queue_warn_rows // 10
+        if queue_rows >= self.queue_warn_rows or growing:
             log.warning(
                 "%s: writer queue at %d rows and %s (the disk is not keeping up; nothing is dropped)",
                 self.stream,
                 queue_rows,
-                f"growing for {self._growing} intervals" if self._growing else "over the warning mark",
+                f"growing for {self._growing} intervals" if growing else "over the warning mark",
             )
         return (
             f"{self.stream}: {rate:.1f} trades/s, lag {lag}, reconnects {_stat(stats, 'reconnects')}, "

@@ -43,13 +43,16 @@ def test_growing_writer_queue_is_warned(caplog: pytest.LogCaptureFixture) -> Non
     stats = RunnerStats()
     caplog.set_level(logging.WARNING, logger="pumpwatch.recorder.worker")
     now = tracker._last[0]
-    for i, queue in enumerate([100, 200, 300]):
+    for i, queue in enumerate([10, 20, 30, 40, 50, 60]):
         tracker.line(stats, queue, now + i)
+    assert not caplog.records  # a small queue going up for a while is noise
+    for i, queue in enumerate([5, 1000, 1100]):  # the dip to 5 restarts the count
+        tracker.line(stats, queue, now + 10 + i)
     assert not caplog.records  # growing for two intervals only
-    tracker.line(stats, 400, now + 10)
+    tracker.line(stats, 1200, now + 20)
     assert ["growing for 3 intervals" in r.getMessage() for r in caplog.records] == [True]
     caplog.clear()
-    tracker.line(stats, 20_000, now + 11)
+    tracker.line(stats, 20_000, now + 21)
     assert [
         "over the warning mark" in r.getMessage() or "growing" in r.getMessage() for r in caplog.records
     ] == [True]
