@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -102,6 +103,73 @@ def test_http_server_honours_connection_close() -> None:
             writer.close()
 
     asyncio.run(main())
+
+
+def test_http_server_close_with_an_open_keep_alive_client_logs_no_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Python 3.11's start_server logs "Exception in callback ... CancelledError" for a cancelled
+    # per-connection task; closing must end those connections without such a traceback.
+    async def main() -> bytes:
+        server = LocalHttpServer(lambda r: HttpResponse(200, b"ok"))
+        await server.start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert b"Connection: keep-alive" in head
+        assert await reader.readexactly(2) == b"ok"
+        started = time.monotonic()
+        await server.close()  # the client still holds its keep-alive connection open
+        assert time.monotonic() - started < 1.0
+        rest = await asyncio.wait_for(reader.read(), 1.0)  # the server closed its side
+        writer.close()
+        for _ in range(5):  # let done-callbacks of the finished connection tasks run
+            await asyncio.sleep(0.01)
+        assert server.requests == 1
+        return rest
+
+    with caplog.at_level(logging.DEBUG):
+        assert asyncio.run(main()) == b""
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert errors == [], [r.getMessage() for r in errors]
+
+
+def test_http_server_close_during_a_stuck_handler_cancels_quietly_after_the_grace(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pumpwatch.recorder.sim import http as http_module
+
+    monkeypatch.setattr(http_module, "CLOSE_GRACE_S", 0.1)
+
+    async def main() -> float:
+        entered = asyncio.Event()
+
+        async def stuck(_request: Request) -> HttpResponse:
+            entered.set()
+            await asyncio.Event().wait()  # never answers
+            raise AssertionError("unreachable")
+
+        server = LocalHttpServer(stuck)
+        await server.start()
+        _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        await asyncio.wait_for(entered.wait(), 1.0)
+        started = time.monotonic()
+        await server.close()
+        took_s = time.monotonic() - started
+        writer.close()
+        for _ in range(5):
+            await asyncio.sleep(0.01)
+        assert server.requests == 0
+        return took_s
+
+    with caplog.at_level(logging.DEBUG):
+        took_s = asyncio.run(main())
+    assert 0.09 <= took_s < 1.0
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert errors == [], [r.getMessage() for r in errors]
 
 
 # -- SimExchange, driven by a plain websockets client speaking the test protocol ----------------
