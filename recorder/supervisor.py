@@ -24,6 +24,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pumpwatch.settings import Settings
 from pumpwatch.streams import EXCHANGES, split_stream
@@ -198,6 +199,10 @@ async def keep_worker(
         if stop.is_set() and rc == 0:
             return  # stopped by the same signal the supervisor got (Ctrl-C reaches the whole group)
         reason = f"worker {handle.exchange} (pid {handle.proc.pid}) exited with code {rc}"
+        if settings.metrics.enabled:
+            from pumpwatch.recorder.metrics import restart_counter
+
+            restart_counter().labels(handle.exchange).inc()
         _journal_death(settings.data_dir, handle.streams, reason)
         if time.monotonic() - started >= HEALTHY_RUN_S:
             delay_s = first_delay_s
@@ -275,6 +280,7 @@ async def run_supervisor(
     if not is_real_symbols_file(settings.recorder.symbols_file):
         log.info("no subscription list at %s yet; fetching it first", settings.recorder.symbols_file)
         await refresh_symbols_child(settings, config, streams)
+    metrics_server = _start_metrics(settings)
     handles = [WorkerHandle(ex, group) for ex, group in group_by_exchange(streams).items()]
     tasks = [
         asyncio.create_task(keep_worker(h, settings, config, stop), name=f"keep-{h.exchange}")
@@ -296,5 +302,26 @@ async def run_supervisor(
     failed = [r for r in results if isinstance(r, BaseException)]
     for exc in failed:
         log.error("worker keeper failed: %r", exc)
+    if metrics_server is not None:
+        metrics_server.shutdown()
     log.info("record stopped")
     return 1 if failed else 0
+
+
+def _start_metrics(settings: Settings) -> Any:
+    """The Prometheus endpoint (metrics.*); a port that cannot be bound is logged, not fatal."""
+    if not settings.metrics.enabled:
+        return None
+    from pumpwatch.recorder import metrics
+
+    metrics.prepare_multiprocess_dir(settings.data_dir)  # before any process imports the client
+    try:
+        return metrics.serve(settings.metrics.host, settings.metrics.port)
+    except OSError as exc:
+        log.error(
+            "metrics: cannot listen on %s:%d (%s); recording continues without metrics",
+            settings.metrics.host,
+            settings.metrics.port,
+            exc.strerror or exc,
+        )
+        return None

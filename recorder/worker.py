@@ -45,6 +45,7 @@ LOCK_WAIT_S = 15.0  # how long a new worker waits for a dying predecessor to rel
 STOP_TIMEOUT_S = 10.0  # per runner, before its task is cancelled
 PRIME_WINDOW_S = 120.0  # trades already on disk this recent are taught to the de-duplicator
 EXIT_LOCKED = 75  # EX_TEMPFAIL: another process still records one of our streams
+METRICS_INTERVAL_S = 1.0  # how often a worker publishes its counters to the metrics directory
 
 
 def _stat(stats: Any, name: str, default: Any = 0) -> Any:
@@ -285,6 +286,21 @@ async def _status(pipes: Sequence[StreamPipeline], interval_s: float, stop: asyn
                 log.exception("%s: status line failed", p.stream)
 
 
+async def _metrics(pipes: Sequence[StreamPipeline], stop: asyncio.Event) -> None:
+    """Publish every stream's counters once a second (only under a supervisor with metrics on)."""
+    from pumpwatch.recorder.metrics import StreamMetrics, enabled_in_this_process
+
+    if not enabled_in_this_process():
+        return
+    published = StreamMetrics()
+    while await _every(METRICS_INTERVAL_S, stop):
+        for p in pipes:
+            try:
+                published.update(p.stream, p.runner.stats, p.writer, has_symbols=bool(p.instruments))
+            except Exception:  # metrics must never take the worker down
+                log.exception("%s: metrics update failed", p.stream)
+
+
 async def run_worker(settings: Settings, streams: Sequence[str], stop: asyncio.Event | None = None) -> int:
     """Record `streams` (all of one exchange) until `stop` is set or SIGTERM/SIGINT; the exit code."""
     from pumpwatch.recorder.symbols import load_symbols
@@ -333,6 +349,7 @@ async def _run(settings: Settings, pipes: Sequence[StreamPipeline], stop: asynci
         asyncio.create_task(_heartbeat(pipes, rec.heartbeat_s, stop)),
         asyncio.create_task(_reload_symbols(pipes, Path(rec.symbols_file), rec.symbols_reload_s, stop)),
         asyncio.create_task(_status(pipes, rec.status_interval_s, stop)),
+        asyncio.create_task(_metrics(pipes, stop)),
         asyncio.create_task(_watch_parent(os.getppid(), stop)),
     ]
     stop_wait = asyncio.create_task(stop.wait())

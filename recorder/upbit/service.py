@@ -90,4 +90,9 @@ async def run_listing_service(settings: Settings, stop: asyncio.Event) -> None:
     if not settings.upbit.enabled:
         log.info("upbit watcher disabled (upbit.enabled: false)")
         return
-    await ListingWatcher(settings).run(stop)
+    watcher = ListingWatcher(settings)
+    if settings.metrics.enabled:
+        from pumpwatch.recorder.metrics import watch_upbit
+
+        watch_upbit(watcher)
+    await watcher.run(stop)
