@@ -1,87 +1,285 @@
 """What the store holds, per stream: `store_status` backs ``pumpwatch status``.
 
-Row counts of sealed segments come from the IPC footer and batch headers
-(``RecordBatchFileReader.count_rows`` decompresses nothing); an open ``_`` segment is read as
-an IPC stream after its 8-byte magic, up to its last complete batch. The newest trade time
-costs one decompressed batch per stream.
+It reads the store and the journals only, so it answers the same whether or not ``record``
+runs. Every segment is memory-mapped and walked message by message (`ipcscan`): each record
+batch's custom metadata carries its row count and its exchange-time and receive-time bounds,
+so totals, the newest trade and the trades received in the last hour cost no decompression.
+Only a batch without that metadata, or one that straddles the start of the last hour, is
+decoded. An open ``_`` segment is read up to its last complete batch.
+
+Parse errors and reconnects come from the worker's periodic ``stats`` journal events, whose
+counters are cumulative since that worker process started (see `counter_increase`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.ipc as ipc
 from pumpwatch.segments.coverage import TAIL_HEARTBEATS, Replay, coverage_from_events
 from pumpwatch.segments.frames import HourlyFile, list_frame_files
+from pumpwatch.segments.ipcscan import Scan, scan_segment, stream_of
 from pumpwatch.segments.journal import now_us as wall_now_us
 from pumpwatch.segments.journal import scan_events
 from pumpwatch.segments.retention import disk_free_bytes, segment_files
+from pumpwatch.segments.schema import BATCH_RECV_MAX, BATCH_RECV_MIN, BATCH_ROWS, BATCH_TIME_MAX
 
 from pumpwatch.errors import StoreError
 from pumpwatch.streams import STREAMS, split_stream
 
 log = logging.getLogger(__name__)
 
-DAY_US = 86_400_000_000
-_FILE_MAGIC_LEN = 8  # "ARROW1" + 2 bytes of padding; an IPC stream follows
+S_US = 1_000_000
+HOUR_US = 3600 * S_US
+DAY_US = 24 * HOUR_US
+# cumulative counters of the worker's ``stats`` journal event
+STATS_COUNTERS: tuple[str, ...] = ("frames", "trades", "parse_errors", "reconnects", "duplicates")
 
 
 @dataclass(frozen=True)
 class SegmentCount:
-    """Rows of one segment file and the newest trade ``time`` in its last batch (None if
-    empty); `readable` is False when the file could not be read at all."""
+    """What one segment file holds: `rows`, the newest trade ``time`` (None if empty), the rows
+    whose ``recv_time`` lies in the window asked (`recent_rows`), and how many batches had to be
+    decompressed. `readable` is False when the file could not be read at all."""
 
     rows: int
     last_trade_us: int | None
+    recent_rows: int = 0
     readable: bool = True
+    decoded_batches: int = 0
 
 
-def _batch_max_time_us(batch: Any) -> int | None:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if batch.num_rows == 0:
-        return None
-    value = pc.max(batch.column("time").cast(pa.int64())).as_py()
-    return int(value) if value is not None else None
+def _map(path: Path) -> pa.Buffer:
+    with pa.memory_map(str(path)) as mm:
+        return mm.read_buffer()
 
 
-def count_segment(path: Path, *, sealed: bool, want_last: bool = True) -> SegmentCount:
-    """Rows of the segment at `path` (and the newest trade time of its last batch)."""
-    import pyarrow as pa
-    import pyarrow.ipc as ipc
-
+def _meta_int(meta: dict[str, str], key: str) -> int | None:
     try:
-        if sealed:
-            with pa.OSFile(str(path), "rb") as src:
-                reader = ipc.open_file(src)
-                rows = reader.count_rows()
-                last = None
-                if want_last and reader.num_record_batches:
-                    last = _batch_max_time_us(reader.get_batch(reader.num_record_batches - 1))
-                return SegmentCount(rows, last)
-        rows, last_batch = 0, None
-        with open(path, "rb") as fh:
-            fh.seek(_FILE_MAGIC_LEN)
-            try:
-                stream = ipc.open_stream(fh)
-                while True:
-                    batch = stream.read_next_batch()
-                    rows += batch.num_rows
-                    last_batch = batch if batch.num_rows else last_batch
-            except StopIteration:
-                pass
-            except (pa.ArrowInvalid, OSError):
-                pass  # the batch being written (or a torn one): everything before it counts
-        last = _batch_max_time_us(last_batch) if want_last and last_batch is not None else None
-        return SegmentCount(rows, last)
-    except (pa.ArrowInvalid, OSError) as exc:
+        return int(meta[key])
+    except (KeyError, ValueError):
+        return None
+
+
+def count_segment(path: Path, *, sealed: bool, recv_window: tuple[int, int] | None = None) -> SegmentCount:
+    """Rows, newest trade time and (with `recv_window` = ``(lo_us, hi_us)``) the rows received
+    in ``[lo_us, hi_us]`` of the segment at `path`, from batch metadata where it suffices."""
+    try:
+        buf = _map(path)
+    except OSError as exc:
         log.warning("status: cannot read segment %s: %s", path, exc)
         return SegmentCount(0, None, readable=False)
+    scan = scan_segment(buf)
+    if not scan.chunks:
+        # an open file may be empty for a moment after it is created; anything else is damage
+        if sealed or buf.size > 8:
+            log.warning("status: cannot read segment %s: %s", path, scan.error)
+            return SegmentCount(0, None, readable=False)
+        return SegmentCount(0, None)
+    rows, last, recent = 0, None, 0
+    undecided: dict[int, bool] = {}  # batch ordinal -> also needs rows and time (no metadata)
+    for i, chunk in enumerate(scan.batches):
+        n, t_max = _meta_int(chunk.meta, BATCH_ROWS), _meta_int(chunk.meta, BATCH_TIME_MAX)
+        r_lo, r_hi = _meta_int(chunk.meta, BATCH_RECV_MIN), _meta_int(chunk.meta, BATCH_RECV_MAX)
+        if n is None or t_max is None or r_lo is None or r_hi is None:
+            undecided[i] = True
+            continue
+        rows += n
+        last = t_max if last is None else max(last, t_max)
+        if recv_window is None or n == 0 or r_hi < recv_window[0] or r_lo > recv_window[1]:
+            continue
+        if recv_window[0] <= r_lo and r_hi <= recv_window[1]:
+            recent += n
+        else:
+            undecided[i] = False  # straddles the window: count its rows one by one
+    if undecided:
+        try:
+            for full, batch in _decode(buf, scan, sealed, undecided):
+                times = batch.column(0).cast(pa.int64()).to_numpy()
+                recvs = batch.column(1).cast(pa.int64()).to_numpy()
+                if full:
+                    rows += batch.num_rows
+                    if batch.num_rows:
+                        t_max = int(times.max())
+                        last = t_max if last is None else max(last, t_max)
+                if recv_window is not None:
+                    recent += int(((recvs >= recv_window[0]) & (recvs <= recv_window[1])).sum())
+        except (pa.ArrowException, OSError) as exc:
+            log.warning("status: cannot decode a batch of %s: %s", path, exc)
+    return SegmentCount(rows, last, recent, decoded_batches=len(undecided))
+
+
+def _decode(
+    buf: pa.Buffer, scan: Scan, sealed: bool, picked: dict[int, bool]
+) -> Iterable[tuple[bool, pa.RecordBatch]]:
+    """(needs rows and time, batch) for the batch ordinals in `picked`, in file order."""
+    order = sorted(picked)
+    if sealed and scan.clean_eos:
+        try:
+            reader = ipc.open_file(buf)
+        except pa.ArrowInvalid:
+            pass  # no readable footer: fall back to the stream
+        else:
+            for i in order:
+                yield picked[i], reader.get_batch(i)
+            return
+    keep = []
+    ordinal = 0
+    for chunk in scan.chunks:
+        if chunk.kind != "record batch":
+            keep.append(chunk)  # schema and dictionaries: later batches need them
+            continue
+        if ordinal in picked:
+            keep.append(chunk)
+        ordinal += 1
+    for i, batch in zip(order, ipc.open_stream(stream_of(buf, keep)), strict=False):
+        yield picked[i], batch
+
+
+def counter_increase(events: Iterable[dict[str, Any]], start_us: int, end_us: int) -> dict[str, int] | None:
+    """How much each `STATS_COUNTERS` counter grew over ``[start_us, end_us]``, from the
+    ``stats`` events of the journal `events` (file order); None if no ``stats`` event lies in
+    the window.
+
+    The counters are cumulative since the worker process started, and a ``start`` event marks a
+    new process, whose counters begin at zero. Each ``stats`` event in the window adds its value
+    minus the previous value of the same run: the last ``stats`` before the window, or zero
+    after a ``start``. A run whose beginning is no longer in the journal (pruned) takes its
+    first value as the base. A value smaller than the previous one means a reset that left no
+    ``start`` line; it counts in full.
+    """
+    totals = dict.fromkeys(STATS_COUNTERS, 0)
+    seen = False
+    prev: dict[str, int] = {}  # last value of the current run (missing: unknown base)
+    for event in events:
+        kind, ts = event.get("event"), event["ts"]
+        if ts > end_us:
+            break
+        if kind == "start":
+            prev = dict.fromkeys(STATS_COUNTERS, 0)
+        elif kind == "stats":
+            inside = ts >= start_us
+            seen = seen or inside
+            for key in STATS_COUNTERS:
+                value = event.get(key)
+                if not isinstance(value, int) or isinstance(value, bool):
+                    continue
+                base = prev.get(key, value)
+                if inside:
+                    totals[key] += value - base if value >= base else value
+                prev[key] = value
+    return totals if seen else None
+
+
+def _journal_status(
+    data_dir: Path, stream: str, now_us: int, heartbeat_s: float, has_segments: bool
+) -> dict[str, Any]:
+    events, skipped = scan_events(data_dir, stream)
+    replay = Replay()
+    for event in events:
+        replay.feed(event)
+    listening = [c for c, state in replay.conns.items() if state.listens(None)]
+    fresh = replay.last_ts is not None and now_us - replay.last_ts <= TAIL_HEARTBEATS * heartbeat_s * 1e6
+    out: dict[str, Any] = {
+        "connected_now": bool(listening) and fresh,
+        "connections_now": len(listening) if fresh else 0,
+        "journal_events": len(events),
+        "journal_unreadable_lines": skipped,
+        "first_event_us": events[0]["ts"] if events else None,
+        "last_event_us": replay.last_ts,
+        "counters_24h": counter_increase(events, now_us - DAY_US, now_us),
+    }
+    if not events:
+        # nothing to judge gaps by: the stream never ran here (or its journal is gone)
+        out["recorded"] = "store only" if has_segments else "never"
+        out.update(gaps_window_start_us=None, coverage_known_24h=False, gaps_24h=None, gap_s_24h=None)
+        return out
+    # the time before the stream was first recorded is no gap: it was not meant to listen yet
+    window_start = min(max(now_us - DAY_US, events[0]["ts"]), now_us)
+    cov = coverage_from_events(events, window_start, now_us, heartbeat_s=heartbeat_s, now_us=now_us)
+    out["recorded"] = "journal"
+    out["gaps_window_start_us"] = window_start
+    out["coverage_known_24h"] = cov.known
+    out["gaps_24h"] = [list(g) for g in cov.gaps]
+    out["gap_s_24h"] = round(sum(b - a for a, b in cov.gaps) / S_US, 3)
+    return out
+
+
+def _age_s(now_us: int, ts_us: int | None) -> float | None:
+    return None if ts_us is None else round((now_us - ts_us) / S_US, 3)
+
+
+def recorded_us(files: Iterable[HourlyFile], now_us: int) -> int:
+    """Time the files cover: per UTC hour holding any, from its earliest file's start to the
+    hour's end (or now, for the current hour)."""
+    first_in_hour: dict[int, int] = {}
+    for f in files:
+        hour = f.hour_end_us - HOUR_US
+        first_in_hour[hour] = min(first_in_hour.get(hour, f.start_us), f.start_us)
+    return sum(max(0, min(hour + HOUR_US, now_us) - start) for hour, start in first_in_hour.items())
+
+
+def _per_day(size_bytes: int, span_us: int) -> float | None:
+    return round(size_bytes * DAY_US / span_us, 1) if span_us > 0 else None
+
+
+def _stream_status(
+    data_dir: Path,
+    stream: str,
+    segs: list[HourlyFile],
+    frames: list[HourlyFile],
+    now_us: int,
+    heartbeat_s: float,
+) -> dict[str, Any]:
+    exchange, market = split_stream(stream)
+    window = (now_us - HOUR_US, now_us)
+    trades, recent, unreadable, decoded, last_trade = 0, 0, 0, 0, None
+    for f in segs:
+        # a file holds the rows received from its HHMMSS to its hour's end: only those that
+        # meet the last hour can hold a trade received in it
+        meets = f.start_us <= window[1] and f.hour_end_us > window[0]
+        counted = count_segment(f.path, sealed=f.sealed, recv_window=window if meets else None)
+        trades += counted.rows
+        recent += counted.recent_rows
+        unreadable += 0 if counted.readable else 1
+        decoded += counted.decoded_batches
+        if counted.last_trade_us is not None and (last_trade is None or counted.last_trade_us > last_trade):
+            last_trade = counted.last_trade_us
+    last_write = max((f.mtime_us for f in segs), default=None)
+    seg_bytes = sum(f.size_bytes for f in segs)
+    frames_bytes = sum(f.size_bytes for f in frames)
+    seg_span, frames_span = recorded_us(segs, now_us), recorded_us(frames, now_us)
+    return {
+        "stream": stream,
+        "exchange": exchange,
+        "market": market,
+        "hours_on_disk": len({f.hour_end_us for f in segs}),
+        "first_hour_us": min((f.start_us - f.start_us % HOUR_US for f in segs), default=None),
+        "recorded_s": seg_span / S_US,
+        "files_sealed": sum(1 for f in segs if f.sealed),
+        "files_open": sum(1 for f in segs if not f.sealed),
+        "files_unreadable": unreadable,
+        "batches_decoded": decoded,
+        "trades": trades,
+        "trades_last_hour": recent,
+        "bytes": seg_bytes,
+        "bytes_per_day": _per_day(seg_bytes, seg_span),
+        "last_write_us": last_write,
+        "last_write_age_s": _age_s(now_us, last_write),
+        "last_trade_us": last_trade,
+        "last_trade_age_s": _age_s(now_us, last_trade),
+        "frames_files": len(frames),
+        "frames_bytes": frames_bytes,
+        "frames_recorded_s": frames_span / S_US,
+        "frames_bytes_per_day": _per_day(frames_bytes, frames_span),
+        **_journal_status(data_dir, stream, now_us, heartbeat_s, bool(segs)),
+    }
 
 
 def _dir_bytes(root: Path) -> int:
@@ -95,71 +293,45 @@ def _dir_bytes(root: Path) -> int:
     return total
 
 
-def _age_s(now_us: int, ts_us: int | None) -> float | None:
-    return None if ts_us is None else round((now_us - ts_us) / 1_000_000, 3)
-
-
-def _journal_status(data_dir: Path, stream: str, now_us: int, heartbeat_s: float) -> dict[str, Any]:
-    events, skipped = scan_events(data_dir, stream)
-    replay = Replay()
-    for event in events:
-        replay.feed(event)
-    listening = [c for c, state in replay.conns.items() if state.listens(None)]
-    fresh = replay.last_ts is not None and now_us - replay.last_ts <= TAIL_HEARTBEATS * heartbeat_s * 1e6
-    cov = coverage_from_events(events, now_us - DAY_US, now_us, heartbeat_s=heartbeat_s, now_us=now_us)
-    return {
-        "connected_now": bool(listening) and fresh,
-        "connections_now": len(listening) if fresh else 0,
-        "last_event_us": replay.last_ts,
-        "journal_unreadable_lines": skipped,
-        "coverage_known_24h": cov.known,
-        "gaps_24h": [list(g) for g in cov.gaps],
-        "gap_s_24h": round(sum(b - a for a, b in cov.gaps) / 1_000_000, 3),
-    }
-
-
-def _stream_status(
-    data_dir: Path,
-    stream: str,
+def _projection(
+    streams: dict[str, dict[str, Any]],
     segs: list[HourlyFile],
     frames: list[HourlyFile],
     now_us: int,
-    heartbeat_s: float,
+    retention_s: float | None,
+    frames_retention_s: float | None,
+    free_bytes: int,
+    floor_bytes: int | None,
 ) -> dict[str, Any]:
-    exchange, market = split_stream(stream)
-    newest = max(segs, key=lambda f: (f.start_us, f.path.name)) if segs else None
-    trades, unreadable, last_trade = 0, 0, None
-    for f in segs:
-        counted = count_segment(f.path, sealed=f.sealed, want_last=f is newest)
-        trades += counted.rows
-        unreadable += 0 if counted.readable else 1
-        if counted.last_trade_us is not None:
-            last_trade = counted.last_trade_us
-    if last_trade is None and newest is not None:
-        # the newest file may hold no trade yet (just opened): look back through the others
-        for f in sorted(segs, key=lambda f: f.start_us, reverse=True)[1:]:
-            last_trade = count_segment(f.path, sealed=f.sealed).last_trade_us
-            if last_trade is not None:
-                break
-    last_write = max((f.mtime_us for f in segs), default=None)
+    """Days on disk against retention, and the size the store grows to at full retention:
+    per stream, bytes per day of recorded time so far times the retention, summed."""
+
+    def projected(bytes_key: str, span_key: str, keep_s: float | None) -> int | None:
+        if keep_s is None:
+            return None
+        return round(sum(s[bytes_key] * keep_s / s[span_key] for s in streams.values() if s[span_key] > 0))
+
+    seg_proj = projected("bytes", "recorded_s", retention_s)
+    frames_proj = projected("frames_bytes", "frames_recorded_s", frames_retention_s)
+    total = None if seg_proj is None or frames_proj is None else seg_proj + frames_proj
+    on_disk = sum(f.size_bytes for f in segs) + sum(f.size_bytes for f in frames)
+    free_at_full = None if total is None else free_bytes - max(0, total - on_disk)
+    oldest_seg = min((f.start_us for f in segs), default=None)
+    oldest_frames = min((f.start_us for f in frames), default=None)
     return {
-        "stream": stream,
-        "exchange": exchange,
-        "market": market,
-        "hours_on_disk": len({f.start_us // 3_600_000_000 for f in segs}),
-        "first_hour_us": min((f.start_us for f in segs), default=None),
-        "files_sealed": sum(1 for f in segs if f.sealed),
-        "files_open": sum(1 for f in segs if not f.sealed),
-        "files_unreadable": unreadable,
-        "trades": trades,
-        "bytes": sum(f.size_bytes for f in segs),
-        "last_write_us": last_write,
-        "last_write_age_s": _age_s(now_us, last_write),
-        "last_trade_us": last_trade,
-        "last_trade_age_s": _age_s(now_us, last_trade),
-        "frames_files": len(frames),
-        "frames_bytes": sum(f.size_bytes for f in frames),
-        **_journal_status(data_dir, stream, now_us, heartbeat_s),
+        "retention_s": retention_s,
+        "frames_retention_s": frames_retention_s,
+        "segments_span_s": None if oldest_seg is None else max(0, now_us - oldest_seg) / S_US,
+        "frames_span_s": None if oldest_frames is None else max(0, now_us - oldest_frames) / S_US,
+        "segments_bytes_per_day": round(sum(s["bytes_per_day"] or 0.0 for s in streams.values()), 1),
+        "frames_bytes_per_day": round(sum(s["frames_bytes_per_day"] or 0.0 for s in streams.values()), 1),
+        "segments_projected_bytes": seg_proj,
+        "frames_projected_bytes": frames_proj,
+        "projected_bytes": total,
+        "free_at_full_retention_bytes": free_at_full,
+        "fits_above_floor": None
+        if free_at_full is None or floor_bytes is None
+        else free_at_full >= floor_bytes,
     }
 
 
@@ -173,25 +345,22 @@ def store_status(
     heartbeat_s: float = 10.0,
     free_bytes: Callable[[Path], int] | None = None,
 ) -> dict[str, Any]:
-    """Per-stream store figures and disk use, as one JSON-ready dict.
+    """Per-stream store figures, disk use and retention projection, as one JSON-ready dict.
 
-    ``{"data_dir", "now_us", "retention_s", "frames_retention_s", "min_free_disk_mb",
-    "disk": {"used_bytes", "free_bytes", "segments_bytes", "frames_bytes"}, "trades",
-    "streams": {stream: {...}}}``; each stream entry has ``hours_on_disk``, ``files_sealed``,
-    ``files_open``, ``trades``, ``bytes``, ``last_write_us``/``_age_s``,
-    ``last_trade_us``/``_age_s``, ``gaps_24h`` (µs pairs), ``gap_s_24h``, ``connected_now``
-    (a subscribed connection and a journal event within 3 heartbeats) and frame figures.
-    A missing data dir is a `StoreError`.
+    ``{"data_dir", "now_us", "retention_s", "frames_retention_s", "min_free_disk_mb", "trades",
+    "trades_last_hour", "disk": {...}, "retention": {...}, "streams": {stream: {...}}}``.
+    docs/operations.md lists every field. A missing data dir is a `StoreError`.
     """
     root = Path(data_dir)
     if not root.is_dir():
+        if root.exists():
+            raise StoreError(f"data dir {root} is not a directory")
         raise StoreError(f"data dir {root} does not exist (nothing recorded yet?)")
     now = wall_now_us() if now_us is None else now_us
     segs = segment_files(root)
     frames = list_frame_files(root)
-    streams = {}
-    for stream in STREAMS:
-        streams[stream] = _stream_status(
+    streams = {
+        stream: _stream_status(
             root,
             stream,
             [f for f in segs if f.stream == stream],
@@ -199,7 +368,10 @@ def store_status(
             now,
             heartbeat_s,
         )
-    measure = free_bytes if free_bytes is not None else disk_free_bytes
+        for stream in STREAMS
+    }
+    free = (free_bytes if free_bytes is not None else disk_free_bytes)(root)
+    floor = None if min_free_disk_mb is None else int(min_free_disk_mb * 2**20)
     return {
         "data_dir": str(root),
         "now_us": now,
@@ -207,11 +379,15 @@ def store_status(
         "frames_retention_s": frames_retention_s,
         "min_free_disk_mb": min_free_disk_mb,
         "trades": sum(s["trades"] for s in streams.values()),
+        "trades_last_hour": sum(s["trades_last_hour"] for s in streams.values()),
         "disk": {
             "used_bytes": _dir_bytes(root),
-            "free_bytes": measure(root),
+            "free_bytes": free,
             "segments_bytes": sum(f.size_bytes for f in segs),
             "frames_bytes": sum(f.size_bytes for f in frames),
+            "floor_bytes": floor,
+            "below_floor": None if floor is None else free < floor,
         },
+        "retention": _projection(streams, segs, frames, now, retention_s, frames_retention_s, free, floor),
         "streams": streams,
     }

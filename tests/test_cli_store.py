@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -59,9 +60,14 @@ def test_status_json(data_dir: Path) -> None:
     status = orjson.loads(result.stdout)
     g = status["streams"]["gate_spot"]
     assert (g["files_sealed"], g["files_unreadable"], g["hours_on_disk"], g["bytes"]) == (3, 3, 3, 3000)
+    assert (g["trades"], g["trades_last_hour"], g["counters_24h"]) == (0, 0, None)
     assert g["connected_now"] is True
+    assert g["recorded"] == "journal"
+    assert status["streams"]["okx_spot"]["recorded"] == "never"
     assert status["retention_s"] == 7 * 86400.0
     assert status["frames_retention_s"] == 3 * 86400.0
+    assert status["retention"]["retention_s"] == 7 * 86400.0
+    assert status["disk"]["floor_bytes"] == 2048 * 2**20
     assert status["data_dir"] == str(data_dir)
 
 
@@ -72,30 +78,63 @@ def test_status_table_is_aligned(data_dir: Path) -> None:
     header = lines[0]
     assert header.split() == [
         "STREAM",
+        "CONN",
         "HOURS",
-        "FILES",
-        "TRADES",
         "SIZE",
-        "LAST",
-        "WRITE",
+        "TRADES",
+        "1H",
         "LAST",
         "TRADE",
         "GAPS",
         "24H",
-        "CONN",
+        "PARSE",
+        "ERR",
+        "RECONN",
     ]
     rows = {line.split()[0]: line for line in lines[1:13]}
     assert len(rows) == 12
     gate = rows["gate_spot"]
-    # right-aligned figure columns end where their header ends
+    # right-aligned figure columns end where their header ends, text columns start with theirs
     assert gate[: header.index("HOURS") + len("HOURS")].endswith(" 3")
     assert gate[: header.index("SIZE") + len("SIZE")].endswith("2.9 KiB")
-    assert gate.rstrip().endswith("yes")
-    assert rows["okx_spot"].split()[1:4] == ["0", "0", "0"]
-    assert "unknown" in rows["okx_spot"]
+    assert gate[header.index("CONN") :].startswith("yes ")
+    assert gate[header.index("GAPS 24H") :].startswith("1 (<1s) ")  # start, then subscribed
+    assert gate.endswith(" -       -")  # no stats events yet
+    assert rows["okx_spot"].split()[1:5] == ["-", "0", "0", "B"]
+    assert "never recorded" in rows["okx_spot"]
     assert lines[13] == ""
-    assert lines[14].startswith(f"data dir {data_dir}: ")
-    assert lines[15].startswith("retention 7d00h (frames 3d00h), free-disk floor 2048 MiB")
+    assert lines[14] == f"data dir {data_dir}"
+    assert lines[15].startswith("disk: ") and lines[15].endswith(", floor 2.0 GiB")
+    assert lines[16].startswith("segments: ") and "of 7d00h retention" in lines[16]
+    assert lines[17].startswith("frames: nothing on disk of 3d00h retention")
+    assert lines[-1].startswith("0 trades on disk, 0 received in the last hour")
+
+
+def test_status_table_fits_100_columns_with_the_widest_values(data_dir: Path) -> None:
+    from pumpwatch.segments.status import store_status
+
+    from pumpwatch.cli.store_cmds import format_status_table
+
+    status = store_status(data_dir, retention_s=604800.0, frames_retention_s=259200.0, min_free_disk_mb=2048)
+    for s in status["streams"].values():
+        s.update(
+            hours_on_disk=168,
+            bytes=1023 * 2**20,  # "1023.0 MiB"
+            trades_last_hour=99_999_999,
+            last_trade_age_s=99 * 86400.0,
+            last_event_us=1,
+            counters_24h={"parse_errors": 9_999_999, "reconnects": 999_999},
+        )
+    status["streams"]["okx_spot"].update(recorded="never")
+    status["disk"].update(used_bytes=999 * 2**40, free_bytes=999 * 2**40, below_floor=True)
+    lines = format_status_table(status).splitlines()
+    assert "FREE DISK IS BELOW THE FLOOR: retention evicts the oldest files first" in lines
+    assert "never recorded" in lines[5]
+    assert "99,999,999" in lines[1] and "9,999,999" in lines[1] and "99d00h ago" in lines[1]
+    table = lines[: lines.index("")]
+    assert max(len(line) for line in table) <= 100, "\n".join(table)
+    footer = [line for line in lines[len(table) + 1 :] if not line.startswith("data dir ")]
+    assert max(len(line) for line in footer) <= 100, "\n".join(footer)
 
 
 def test_prune_dry_run_then_prune(data_dir: Path) -> None:
@@ -152,6 +191,45 @@ def test_real_process_bad_inputs_give_one_line_and_no_traceback(tmp_path: Path) 
     assert "Traceback" not in cfg.stderr
     assert cfg.stderr.startswith("pumpwatch: error: storage.retention:")
     assert len(cfg.stderr.strip().splitlines()) == 1
+
+
+def test_real_process_status_bad_data_dirs_and_options(tmp_path: Path) -> None:
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    proc = _run("status", "--data-dir", str(a_file))  # refused by the option itself (file_okay=False)
+    assert proc.returncode == 2
+    assert "is a file" in " ".join(re.sub("[│╭╮╰╯─]", " ", proc.stderr).split())  # typer's box
+    assert "Traceback" not in proc.stderr
+    proc = _run("status", "--jsn", "--data-dir", str(tmp_path))
+    assert proc.returncode == 2
+    assert "No such option" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_real_process_status_survives_damaged_files(tmp_path: Path) -> None:
+    """Garbage segments, a garbage journal and a torn stats line: figures, never a traceback."""
+    d = tmp_path / "data"
+    d.mkdir()
+    now = _now_us()
+    _segment(d, "okx_spot", now - now % HOUR_US)
+    (d / "journal").mkdir()
+    (d / "journal" / "okx_spot.ndjson").write_bytes(
+        b"\x00\xff garbage\n"
+        + orjson.dumps({"ts": now - 10_000_000, "event": "start", "conn": None})
+        + b"\n"
+        + orjson.dumps({"ts": now - 5_000_000, "event": "stats", "conn": None, "parse_errors": 3})
+        + b'\n{"ts": 1, "event": "sta'
+    )
+    proc = _run("status", "--json", "--data-dir", str(d))
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    o = orjson.loads(proc.stdout)["streams"]["okx_spot"]
+    assert (o["files_unreadable"], o["journal_unreadable_lines"], o["journal_events"]) == (1, 2, 2)
+    assert o["counters_24h"]["parse_errors"] == 3
+    table = _run("status", "--data-dir", str(d))
+    assert table.returncode == 0 and "Traceback" not in table.stderr
+    okx = next(line for line in table.stdout.splitlines() if line.startswith("okx_spot "))
+    assert okx.split()[-2:] == ["3", "0"]
 
 
 def test_real_process_status_json(data_dir: Path) -> None:

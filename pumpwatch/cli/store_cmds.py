@@ -36,53 +36,109 @@ def human_age(seconds: float | None) -> str:
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
-def format_status_table(status: dict[str, Any]) -> str:
-    """The aligned per-stream table ``pumpwatch status`` prints, with a disk summary below."""
-    headers = ("STREAM", "HOURS", "FILES", "TRADES", "SIZE", "LAST WRITE", "LAST TRADE", "GAPS 24H", "CONN")
-    rows = []
+TABLE_HEADERS = (
+    "STREAM",
+    "CONN",
+    "HOURS",
+    "SIZE",
+    "TRADES 1H",
+    "LAST TRADE",
+    "GAPS 24H",
+    "PARSE ERR",
+    "RECONN",
+)
+_LEFT = {0, 1, 6}  # text columns; figures align right
+
+
+def _gaps_cell(s: dict[str, Any]) -> str:
+    if s["recorded"] == "never":
+        return "never recorded"
+    if s["recorded"] == "store only":
+        return "no journal"
+    if not s["coverage_known_24h"]:
+        return "unknown"
+    if s["gaps_24h"]:
+        total = "<1s" if s["gap_s_24h"] < 1 else human_age(s["gap_s_24h"])
+        return f"{len(s['gaps_24h'])} ({total})"
+    return "none"
+
+
+def _counter_cell(s: dict[str, Any], key: str) -> str:
+    counters = s["counters_24h"]
+    return "-" if counters is None else f"{counters[key]:,}"
+
+
+def status_rows(status: dict[str, Any]) -> list[tuple[str, ...]]:
+    """One row of table cells per stream, in `TABLE_HEADERS` order."""
+    rows: list[tuple[str, ...]] = []
     for stream, s in status["streams"].items():
-        files = f"{s['files_sealed']}" + (f"+{s['files_open']} open" if s["files_open"] else "")
-        if not s["coverage_known_24h"]:
-            gaps = "unknown"
-        elif s["gaps_24h"]:
-            gaps = f"{len(s['gaps_24h'])} ({human_age(s['gap_s_24h'])})"
-        else:
-            gaps = "none"
         conn = "-" if s["last_event_us"] is None else ("yes" if s["connected_now"] else "no")
+        age = s["last_trade_age_s"]
         rows.append(
             (
                 stream,
-                str(s["hours_on_disk"]),
-                files,
-                f"{s['trades']:,}",
-                human_bytes(s["bytes"]),
-                human_age(s["last_write_age_s"]) + (" ago" if s["last_write_age_s"] is not None else ""),
-                human_age(s["last_trade_age_s"]) + (" ago" if s["last_trade_age_s"] is not None else ""),
-                gaps,
                 conn,
+                str(s["hours_on_disk"]),
+                human_bytes(s["bytes"]),
+                f"{s['trades_last_hour']:,}",
+                "-" if age is None else f"{human_age(age)} ago",
+                _gaps_cell(s),
+                _counter_cell(s, "parse_errors"),
+                _counter_cell(s, "reconnects"),
             )
         )
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    left = {0, 8}  # text columns; figures align right
+    return rows
+
+
+def _footer(status: dict[str, Any]) -> list[str]:
+    disk, ret = status["disk"], status["retention"]
+    lines = [
+        f"data dir {status['data_dir']}",
+        f"disk: {human_bytes(disk['used_bytes'])} used (segments {human_bytes(disk['segments_bytes'])}, "
+        f"frames {human_bytes(disk['frames_bytes'])}), {human_bytes(disk['free_bytes'])} free"
+        + ("" if disk["floor_bytes"] is None else f", floor {human_bytes(disk['floor_bytes'])}"),
+    ]
+    if disk["below_floor"]:
+        lines.append("FREE DISK IS BELOW THE FLOOR: retention evicts the oldest files first")
+    for label, kind, keep in (
+        ("segments", "segments", ret["retention_s"]),
+        ("frames", "frames", ret["frames_retention_s"]),
+    ):
+        if keep is None:
+            continue
+        span = ret[f"{kind}_span_s"]
+        lines.append(
+            f"{label}: {human_age(span) if span is not None else 'nothing'} on disk of "
+            f"{human_age(keep)} retention, {human_bytes(round(ret[f'{kind}_bytes_per_day']))}/day"
+            f" -> {human_bytes(ret[f'{kind}_projected_bytes'])} at full retention"
+        )
+    if ret["free_at_full_retention_bytes"] is not None:
+        free_at_full = ret["free_at_full_retention_bytes"]
+        verdict = {True: "above the floor", False: "UNDER THE FLOOR", None: ""}[ret["fits_above_floor"]]
+        lines.append(
+            f"at full retention {human_bytes(ret['projected_bytes'])} on disk, "
+            f"{human_bytes(max(0, free_at_full))} free{': ' + verdict if verdict else ''}"
+        )
+    lines.append(
+        f"{status['trades']:,} trades on disk, {status['trades_last_hour']:,} received in the last hour; "
+        "gaps, parse errors, reconnects: last 24 h"
+    )
+    return lines
+
+
+def format_status_table(status: dict[str, Any]) -> str:
+    """The aligned per-stream table ``pumpwatch status`` prints (under 100 columns with the
+    longest values), the disk and retention summary below it."""
+    rows = status_rows(status)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(TABLE_HEADERS)]
     lines = []
-    for row in (headers, *rows):
+    for row in (TABLE_HEADERS, *rows):
         cells = [
-            c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            c.ljust(w) if i in _LEFT else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
         ]
         lines.append("  ".join(cells).rstrip())
-    disk = status["disk"]
-    retention = status.get("retention_s")
     lines.append("")
-    lines.append(
-        f"data dir {status['data_dir']}: {human_bytes(disk['used_bytes'])} used "
-        f"(segments {human_bytes(disk['segments_bytes'])}, frames {human_bytes(disk['frames_bytes'])}), "
-        f"{human_bytes(disk['free_bytes'])} free"
-    )
-    if retention is not None:
-        lines.append(
-            f"retention {human_age(retention)} (frames {human_age(status.get('frames_retention_s'))}), "
-            f"free-disk floor {status.get('min_free_disk_mb')} MiB; {status['trades']:,} trades on disk"
-        )
+    lines.extend(_footer(status))
     return "\n".join(lines)
 
 
@@ -94,7 +150,8 @@ def status(
         bool, typer.Option("--json", help="Print one JSON object instead of a table.")
     ] = False,
 ) -> None:
-    """Per stream: hours on disk, trades, bytes, last write, gaps in the last 24 h; disk use."""
+    """Per stream: connected, hours on disk, size, trades in the last hour, newest trade, gaps,
+    parse errors and reconnects over 24 h; disk use against retention. Reads files only."""
     settings = settings_from(config, data_dir)
     from pumpwatch.segments.status import store_status
 
