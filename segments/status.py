@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.ipc as ipc
 from pumpwatch.segments.coverage import TAIL_HEARTBEATS, Replay, coverage_from_events
 from pumpwatch.segments.frames import HourlyFile, list_frame_files
 from pumpwatch.segments.ipcscan import Scan, scan_segment, stream_of
+from pumpwatch.segments.journal import journal_path, parse_journal
 from pumpwatch.segments.journal import now_us as wall_now_us
-from pumpwatch.segments.journal import scan_events
 from pumpwatch.segments.retention import disk_free_bytes, segment_files
 from pumpwatch.segments.schema import BATCH_RECV_MAX, BATCH_RECV_MIN, BATCH_ROWS, BATCH_TIME_MAX
 
@@ -177,10 +178,64 @@ def counter_increase(events: Iterable[dict[str, Any]], start_us: int, end_us: in
     return totals if seen else None
 
 
+_CONN_EVENTS = frozenset(("connected", "subscribed", "unsubscribed", "disconnected"))
+
+
+def parse_journal_fast(data: bytes) -> tuple[list[dict[str, Any]], int]:
+    """`parse_journal`'s result, from one orjson call when every line is a valid event (a
+    week of heartbeats is ~70,000 lines per stream); any doubt falls back to it line by line."""
+    body = data.rstrip(b"\n")
+    if not body:
+        return [], 0
+    try:
+        objs = orjson.loads(b"[" + body.replace(b"\n", b",") + b"]")
+    except orjson.JSONDecodeError:
+        return parse_journal(data)
+    if len(objs) != body.count(b"\n") + 1:  # a line held more (or less) than one value
+        return parse_journal(data)
+    try:
+        # parse_journal's checks (`type(x) is int` also refuses a bool); a non-object raises
+        valid = all(
+            type(o["ts"]) is int and type(o["event"]) is str and type(o.get("conn")) in (str, type(None))
+            for o in objs
+        )
+    except (TypeError, KeyError, IndexError):
+        valid = False
+    return (objs, 0) if valid else parse_journal(data)
+
+
+def state_events(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events that matter to the connection replay (`coverage.Replay`): every ``start``,
+    ``stop`` and connection event, the first event, and of each run of other events (``alive``,
+    ``stats``, ``gap_*``, ``rejected``...) the one with the largest time. Those only move the
+    replay's clock, which never runs backwards, so coverage and connection state are the same
+    as over all events (property-tested); status replays hundreds of lines instead of 70,000."""
+    out: list[dict[str, Any]] = []
+    pending: dict[str, Any] | None = None
+    for event in events:
+        kind = event["event"]
+        if kind in ("start", "stop") or (kind in _CONN_EVENTS and isinstance(event.get("conn"), str)):
+            if pending is not None:
+                out.append(pending)
+                pending = None
+            out.append(event)
+        elif not out and pending is None:
+            out.append(event)  # the journal's first time bounds the gaps window
+        elif pending is None or event["ts"] >= pending["ts"]:
+            pending = event
+    if pending is not None:
+        out.append(pending)
+    return out
+
+
 def _journal_status(
     data_dir: Path, stream: str, now_us: int, heartbeat_s: float, has_segments: bool
 ) -> dict[str, Any]:
-    events, skipped = scan_events(data_dir, stream)
+    try:
+        all_events, skipped = parse_journal_fast(journal_path(data_dir, stream).read_bytes())
+    except FileNotFoundError:
+        all_events, skipped = [], 0
+    events = state_events(all_events)
     replay = Replay()
     for event in events:
         replay.feed(event)
@@ -189,11 +244,13 @@ def _journal_status(
     out: dict[str, Any] = {
         "connected_now": bool(listening) and fresh,
         "connections_now": len(listening) if fresh else 0,
-        "journal_events": len(events),
+        "journal_events": len(all_events),
         "journal_unreadable_lines": skipped,
         "first_event_us": events[0]["ts"] if events else None,
         "last_event_us": replay.last_ts,
-        "counters_24h": counter_increase(events, now_us - DAY_US, now_us),
+        "counters_24h": counter_increase(
+            (e for e in all_events if e["event"] in ("stats", "start")), now_us - DAY_US, now_us
+        ),
     }
     if not events:
         # nothing to judge gaps by: the stream never ran here (or its journal is gone)

@@ -7,8 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pumpwatch.segments.journal import encode_event, journal_path
-from pumpwatch.segments.status import counter_increase, store_status
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pumpwatch.segments.coverage import Replay, coverage_from_events
+from pumpwatch.segments.journal import encode_event, journal_path, parse_journal
+from pumpwatch.segments.status import counter_increase, parse_journal_fast, state_events, store_status
 
 S = 1_000_000
 HOUR = 3600 * S
@@ -221,3 +224,66 @@ def test_no_journal_is_never_recorded_not_a_24_hour_gap(tmp_path: Path, with_seg
         None,
     )
     assert g["journal_unreadable_lines"] == (0 if with_segments else 1)
+
+
+# ---- the fast journal path equals the slow one ----------------------------------------------
+
+_KINDS = ("start", "stop", "alive", "stats", "connected", "subscribed", "unsubscribed", "disconnected",
+          "rejected", "gap_start")  # fmt: skip
+
+
+@st.composite
+def journals(draw: st.DrawFn) -> list[dict[str, Any]]:
+    events = []
+    ts = NOW - HOUR
+    for _ in range(draw(st.integers(0, 40))):
+        ts += draw(st.integers(-5 * S, 20 * S))  # clock steps back now and then
+        kind = draw(st.sampled_from(_KINDS))
+        conn = draw(st.sampled_from(["a", "b"])) if kind in _KINDS[4:9] else None
+        fields: dict[str, Any] = {}
+        if kind in ("subscribed", "unsubscribed"):
+            fields = {"symbols": ["0GUSDT"], "bases": ["0G"]}
+        events.append(ev(ts, kind, conn, **fields))
+    return events
+
+
+@settings(max_examples=300, deadline=None)
+@given(journals(), st.integers(0, 90 * 60))
+def test_state_events_give_the_same_coverage_and_state(events: list[dict[str, Any]], at_s: int) -> None:
+    now = NOW - HOUR + at_s * S
+    reduced = state_events(events)
+    for lo in (NOW - 2 * HOUR, NOW - HOUR):
+        assert coverage_from_events(reduced, lo, now, now_us=now) == coverage_from_events(
+            events, lo, now, now_us=now
+        )
+    full, fast = Replay(), Replay()
+    for e in events:
+        full.feed(e)
+    for e in reduced:
+        fast.feed(e)
+    assert (fast.conns, fast.last_ts, fast.intervals) == (full.conns, full.last_ts, full.intervals)
+
+
+_ODD_LINES = [
+    b"",
+    b"  ",
+    b"garbage",
+    b"[1]",
+    b"1, 2",
+    b'{"ts": true, "event": "x"}',
+    b'{"ts": 1}',
+    b'{"ts": 1, "event": "a", "conn": 5}',
+    b'{"ts": 1, "event": "a"}, {"ts": 2, "event": "b"}',
+    b'{"ts": 3, "event": "alive", "conn": null}',
+    b'{"ts": 4, "event": "s"',
+]
+_GOOD_LINES = st.builds(
+    lambda e: encode_event(e).rstrip(b"\n"), st.builds(stats, st.integers(0, 2**40), st.integers(0, 99))
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(_GOOD_LINES, st.sampled_from(_ODD_LINES)), max_size=8), st.booleans())
+def test_parse_journal_fast_equals_parse_journal(lines: list[bytes], final_newline: bool) -> None:
+    data = b"\n".join(lines) + (b"\n" if final_newline else b"")
+    assert parse_journal_fast(data) == parse_journal(data)
