@@ -241,8 +241,9 @@ class Connection:
         return request
 
     def _answer(self, ctl: Control) -> None:
-        matched, request = self._book.answer(ctl)
-        if not matched:
+        answer = self._book.answer(ctl)
+        request = answer.request
+        if request is None:
             if not ctl.ok:
                 self._unmatched_errors += 1
                 if self._unmatched_errors <= 5 or self._unmatched_errors % 1000 == 0:
@@ -250,16 +251,16 @@ class Connection:
                         "%s: error frame (%d so far): %s", self.name, self._unmatched_errors, ctl.message
                     )
             return
-        if request is None:
-            return
         on_acked, on_rejected = request.context
-        # Report at once: the journal's subscribe times are the ack times.
-        if on_acked is not None and request.acked:
-            self.subscribed.update(request.acked)
-            on_acked(self, request.acked)
-        if on_rejected is not None and request.rejected:
-            on_rejected(self, request.rejected)
-        if not request.done.done():
+        # Report each answer at once, not when the whole request is settled: the journal's
+        # subscribe time must be the ack time, since trades of an acked symbol follow right away
+        # (OKX answers each symbol of a request separately, with trades in between).
+        if on_acked is not None and answer.acked:
+            self.subscribed.update(answer.acked)
+            on_acked(self, answer.acked)
+        if on_rejected is not None and answer.rejected:
+            on_rejected(self, answer.rejected)
+        if answer.complete and not request.done.done():
             request.done.set_result(None)
 
     # -- sending, reading, keep-alive --------------------------------------------------------

@@ -59,6 +59,16 @@ class PendingRequest:
         self.remaining = set(self.symbols)
 
 
+@dataclass
+class Answer:
+    """What one ack or error settled (`RequestBook.answer`)."""
+
+    request: PendingRequest | None  # the request it answered; None: it matched none
+    acked: list[str] = field(default_factory=list)  # symbols this answer acked
+    rejected: dict[str, str] = field(default_factory=dict)  # symbols this answer refused -> reason
+    complete: bool = False  # every symbol of the request is answered: it left the book
+
+
 class RequestBook:
     """Matches acks and errors to the requests they answer.
 
@@ -81,9 +91,12 @@ class RequestBook:
     def discard(self, req_id: str) -> None:
         self.pending.pop(req_id, None)
 
-    def answer(self, ctl: Control) -> tuple[bool, PendingRequest | None]:
-        """Apply `ctl` (kind ack or error): (whether it matched a request, the request it
-        completed, if any). A completed request has left the book."""
+    def answer(self, ctl: Control) -> Answer:
+        """Apply `ctl` (kind ack or error) and say what it settled: the request it matched (if
+        any), the symbols this very answer acked or rejected, and whether the request is now
+        complete (it then left the book). Per-symbol answers settle a request bit by bit, and
+        each bit is reported at once: trades of an acked symbol may arrive before the other
+        symbols of its request are answered, and the journal must already count it as listening."""
         pending = self.pending
         request = pending.get(ctl.req_id) if ctl.req_id is not None else None
         if request is None and ctl.symbols:
@@ -92,10 +105,12 @@ class RequestBook:
         if request is None and ctl.req_id is None and pending:
             request = next(iter(pending.values()))
         if request is None:
-            return False, None
+            return Answer(None)
+        acked: list[str] = []
+        rejected: dict[str, str] = {}
         if ctl.ok:
             answered = request.remaining & set(ctl.symbols) if ctl.symbols else set(request.remaining)
-            request.acked.extend(s for s in request.symbols if s in answered)
+            acked = [s for s in request.symbols if s in answered]
         elif ctl.symbols:
             reason = ctl.message or "rejected"
             named = set(ctl.symbols)
@@ -104,21 +119,23 @@ class RequestBook:
             for s in request.symbols:
                 if s in answered:
                     if s in named:
-                        request.rejected[s] = reason
+                        rejected[s] = reason
                     else:
-                        request.acked.append(s)
+                        acked.append(s)
         else:
             answered = set(request.remaining)
             open_symbols = [s for s in request.symbols if s in answered]
             if len(request.symbols) > 1:
                 request.isolate.extend(open_symbols)
             else:
-                request.rejected.update((s, ctl.message or "rejected") for s in open_symbols)
+                rejected = {s: ctl.message or "rejected" for s in open_symbols}
+        request.acked.extend(acked)
+        request.rejected.update(rejected)
         request.remaining -= answered
-        if request.remaining:
-            return True, None
-        del pending[request.req_id]
-        return True, request
+        complete = not request.remaining
+        if complete:
+            del pending[request.req_id]
+        return Answer(request, acked, rejected, complete)
 
     def close(self) -> None:
         """The connection ended: release every waiter (they see the end and fail)."""

@@ -1,5 +1,9 @@
 """End-to-end harness: local exchanges for every stream whose adapter exists, a config pointing
-`pumpwatch record` at them, a deterministic trade publisher, and readers of what reached disk."""
+`pumpwatch record` at them, a deterministic trade publisher, and readers of what reached disk.
+
+Everything waits by polling a condition with a generous deadline (never a fixed sleep that
+must be "long enough"): CI runs this on a loaded 2-core machine where the recorder subprocess
+can lag the test process by seconds."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +25,8 @@ from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.recorder.sim.instruments import sim_instrument
 from pumpwatch.recorder.sim.server import SimExchange
 from pumpwatch.recorder.symbols import write_symbols
+from pumpwatch.segments.coverage import Replay
+from pumpwatch.segments.journal import read_events
 from pumpwatch.segments.paths import list_segments
 from pumpwatch.segments.reader import read_segment
 from pumpwatch.segments.schema import TradeRow
@@ -28,6 +35,8 @@ from pumpwatch.streams import STREAMS, split_stream
 
 BASES = ("AAA", "BBB", "CCC")
 SOAK_LONG = os.environ.get("PUMPWATCH_SOAK") == "long"
+WAIT_S = 60.0  # deadline of every wait: far above normal, only hit when something is broken
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def available_streams() -> list[str]:
@@ -46,6 +55,42 @@ def available_streams() -> list[str]:
 
 def now_us() -> int:
     return time.time_ns() // 1000
+
+
+def recv_us(row: dict[str, Any]) -> int:
+    """A disk row's receive time in exact integer µs (no float rounding)."""
+    return int((row["recv_time"] - _EPOCH) // timedelta(microseconds=1))
+
+
+async def poll(cond: Any, timeout_s: float, what: Any, every_s: float = 0.05) -> None:
+    """Wait until `cond()` holds; AssertionError with `what()` (or `what`) after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"after {timeout_s:g} s: {what() if callable(what) else what}")
+        await asyncio.sleep(every_s)
+
+
+def journal_listening(data_dir: Path, stream: str) -> bool:
+    """Whether the stream's journal says it is listening now (a connection is subscribed)."""
+    replay = Replay()
+    try:
+        for event in read_events(data_dir, stream):
+            replay.feed(event)
+    except FileNotFoundError:
+        return False
+    return replay.listening()
+
+
+async def wait_listening(data_dir: Path, streams: Iterable[str], timeout_s: float = WAIT_S) -> None:
+    """Wait until every stream's journal says it listens: the exchange marks a subscription
+    before the recorder has read the ack and journaled it, so a window must not start earlier."""
+    chosen = list(streams)
+
+    def deaf() -> list[str]:
+        return [s for s in chosen if not journal_listening(data_dir, s)]
+
+    await poll(lambda: not deaf(), timeout_s, lambda: f"journal not listening: {deaf()}")
 
 
 class Market:
@@ -102,22 +147,36 @@ class Market:
         path.write_text(yaml.safe_dump(cfg))
         return path
 
-    def subscribed(self, stream: str) -> bool:
-        """True when some connection of `stream` is subscribed to every instrument."""
+    def subscribed(self, stream: str, exclude: Iterable[str] = ()) -> bool:
+        """True when the connections of `stream` (but those in `exclude`, server-side ids) are
+        subscribed to every instrument."""
         wanted = {i.symbol for i in self.instruments[stream]}
+        skip = set(exclude)
         got: set[str] = set()
         for session in self.sims[stream].sessions():
-            got |= session.subscribed
+            if session.conn_id not in skip:
+                got |= session.subscribed
         return wanted <= got
 
-    async def wait_subscribed(self, streams: Iterable[str] | None = None, timeout_s: float = 30.0) -> None:
+    def session_ids(self) -> dict[str, set[str]]:
+        """Server-side ids of the open connections, per stream."""
+        return {s: {x.conn_id for x in sim.sessions()} for s, sim in self.sims.items()}
+
+    async def wait_subscribed(
+        self,
+        streams: Iterable[str] | None = None,
+        timeout_s: float = WAIT_S,
+        exclude: dict[str, set[str]] | None = None,
+    ) -> None:
+        """Wait until the exchanges see every instrument subscribed (on connections other than
+        `exclude[stream]`: after a drop, the dropped ones linger until the server notices)."""
         chosen = list(streams if streams is not None else self.streams)
-        deadline = time.monotonic() + timeout_s
-        while not all(self.subscribed(s) for s in chosen):
-            if time.monotonic() > deadline:
-                missing = [s for s in chosen if not self.subscribed(s)]
-                raise AssertionError(f"not subscribed in {timeout_s} s: {missing}")
-            await asyncio.sleep(0.05)
+        skip = exclude or {}
+
+        def missing() -> list[str]:
+            return [s for s in chosen if not self.subscribed(s, skip.get(s, ()))]
+
+        await poll(lambda: not missing(), timeout_s, lambda: f"not subscribed: {missing()}")
 
     def publish(self, per_stream: int, streams: Iterable[str] | None = None) -> None:
         """Publish `per_stream` new trades on each stream: unique id and a distinct millisecond."""
@@ -168,7 +227,7 @@ def disk_rows(data_dir: Path, stream: str) -> list[dict[str, Any]]:
     return rows
 
 
-async def wait_on_disk(market: Market, data_dir: Path, timeout_s: float = 20.0) -> None:
+async def wait_on_disk(market: Market, data_dir: Path, timeout_s: float = WAIT_S) -> None:
     """Wait until every trade sent so far is readable from disk (flushed) on every stream."""
     deadline = time.monotonic() + timeout_s
     for stream in market.streams:
@@ -210,7 +269,7 @@ class Recorder:
     def __init__(self, config: Path, tmp: Path, extra: Sequence[str] = ()) -> None:
         self.config = config
         self.log = (tmp / "record.out").open("ab")
-        self.proc = None
+        self.proc: asyncio.subprocess.Process | None = None
         self.extra = list(extra)
 
     async def start(self) -> None:
@@ -227,7 +286,7 @@ class Recorder:
             start_new_session=True,
         )
 
-    async def terminate(self, timeout_s: float = 30.0) -> int:
+    async def terminate(self, timeout_s: float = WAIT_S) -> int:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
         return await asyncio.wait_for(self.proc.wait(), timeout_s)

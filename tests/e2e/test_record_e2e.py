@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 from e2e_harness import (
     SOAK_LONG,
+    WAIT_S,
     Market,
     Recorder,
     available_streams,
@@ -23,6 +24,9 @@ from e2e_harness import (
     disk_rows,
     now_us,
     open_segments,
+    poll,
+    recv_us,
+    wait_listening,
     wait_on_disk,
 )
 from pumpwatch.segments.coverage import coverage
@@ -30,14 +34,17 @@ from pumpwatch.segments.journal import read_events
 
 from pumpwatch.streams import split_stream
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # generous: a loaded 2-core CI box
+# How long before a kill the recorder's last journal line may be: the heartbeat is 1 s, plus
+# slack for an event loop slowed down by a loaded machine.
+LAST_SIGN_OF_LIFE_US = 3_000_000
 
 STREAMS = available_streams()
 if not STREAMS:  # pragma: no cover - the adapters are part of the project
     pytest.skip("no adapter available yet", allow_module_level=True)
 
 
-def _run(body: Callable[[], Awaitable[None]]) -> None:
+def _run(body: Callable[[], Coroutine[Any, Any, None]]) -> None:
     asyncio.run(body())
 
 
@@ -60,6 +67,7 @@ def test_sigterm_flushes_seals_and_exits_zero(tmp_path: Path) -> None:
             rec = Recorder(config, tmp_path)
             await rec.start()
             await market.wait_subscribed()
+            await wait_listening(tmp_path / "data", STREAMS)
             t0 = now_us()
             await market.trade_for(2.0)
             await asyncio.sleep(0.5)
@@ -84,34 +92,43 @@ def test_disconnect_storm_loses_and_duplicates_nothing(tmp_path: Path) -> None:
 
     async def body() -> None:
         async with Market(STREAMS) as market:
+            data = tmp_path / "data"
             rec = Recorder(market.write_config(tmp_path), tmp_path)
             await rec.start()
             await market.wait_subscribed()
+            await wait_listening(data, STREAMS)
             t0 = now_us()
-            drop_times: list[int] = []
+            outages: list[tuple[int, int]] = []  # (just before the drop, journal listens again)
             for _ in range(drops):
                 await market.trade_for(0.6)
-                drop_times.append(now_us())
+                dropped = market.session_ids()
+                t_drop = now_us()
                 for sim in market.sims.values():
                     sim.drop_all()
-                await market.trade_for(1.2)
-            await market.wait_subscribed()
+                # Keep trading through the outage, until the recorder is back on new connections
+                # and has journaled it (the next drop must not merge into this outage).
+                while not all(market.subscribed(s, dropped[s]) for s in STREAMS):
+                    market.publish(5)
+                    await asyncio.sleep(0.05)
+                    assert now_us() - t_drop < WAIT_S * 1e6, "no reconnect after a drop"
+                await wait_listening(data, STREAMS)
+                outages.append((t_drop, now_us()))
+                await market.trade_for(0.3)
             await market.trade_for(0.5)
-            await asyncio.sleep(0.5)
+            await wait_on_disk(market, data)
             t1 = now_us()
             assert await rec.terminate() == 0
-        data = tmp_path / "data"
         assert open_segments(data) == []
         for stream in STREAMS:
             check_exactly_once(market, data, stream)
             gaps = _gaps(data, stream, t0, t1)
-            assert len(gaps) == drops, f"{stream}: {gaps} for drops at {drop_times}"
-            for (a, b), t_drop in zip(gaps, drop_times, strict=True):
-                assert t_drop <= a <= t_drop + 1_000_000, f"{stream}: gap starts at {a}, drop at {t_drop}"
-                assert a < b <= t_drop + 3_000_000, f"{stream}: gap {a}..{b} after drop at {t_drop}"
+            assert len(gaps) == drops, f"{stream}: {gaps} for outages {outages}"
+            for (a, b), (t_drop, t_back) in zip(gaps, outages, strict=True):
+                # Opens when the recorder saw the drop, closes when it was subscribed again.
+                assert t_drop <= a < b <= t_back, f"{stream}: gap {a}..{b} for outage {t_drop}..{t_back}"
             # Nothing can have been received while the journal says nobody listened.
             for row in disk_rows(data, stream):
-                recv = int(row["recv_time"].timestamp() * 1e6)
+                recv = recv_us(row)
                 inside = [(recv - a, b - recv) for a, b in gaps if a < recv < b]
                 assert not inside, (
                     f"{stream}: row {row} received inside a gap (µs after start, before end): {inside}"
@@ -133,6 +150,7 @@ def test_lifetime_rotation_leaves_no_gap_and_no_duplicate(tmp_path: Path) -> Non
             rec = Recorder(market.write_config(tmp_path), tmp_path)
             await rec.start()
             await market.wait_subscribed()
+            await wait_listening(tmp_path / "data", ROTATING)
             t0 = now_us()
             await market.trade_for(seconds)
             await asyncio.sleep(0.5)
@@ -156,9 +174,11 @@ def test_kill9_of_the_whole_group_then_restart_loses_nothing_flushed(tmp_path: P
             rec = Recorder(config, tmp_path)
             await rec.start()
             await market.wait_subscribed()
+            await wait_listening(tmp_path / "data", STREAMS)
             t0 = now_us()
             await market.trade_for(1.5)
             await wait_on_disk(market, tmp_path / "data")  # everything sent so far is flushed
+            dead = market.session_ids()
             t_kill = now_us()
             await rec.kill_group()
             assert open_segments(tmp_path / "data"), "a live recorder keeps its hour open"
@@ -166,7 +186,8 @@ def test_kill9_of_the_whole_group_then_restart_loses_nothing_flushed(tmp_path: P
             t_restart = now_us()
             rec2 = Recorder(config, tmp_path)
             await rec2.start()
-            await market.wait_subscribed()
+            await market.wait_subscribed(exclude=dead)
+            await wait_listening(tmp_path / "data", STREAMS)
             await market.trade_for(1.0)
             await asyncio.sleep(0.5)
             t1 = now_us()
@@ -179,7 +200,7 @@ def test_kill9_of_the_whole_group_then_restart_loses_nothing_flushed(tmp_path: P
             assert len(gaps) == 1, f"{stream}: {gaps}"
             a, b = gaps[0]
             # The crash's unknown span starts at the last journal line (heartbeat 1 s) before the kill.
-            assert t_kill - 1_500_000 <= a <= t_kill, f"{stream}: gap starts {a}, kill at {t_kill}"
+            assert t_kill - LAST_SIGN_OF_LIFE_US <= a <= t_kill, f"{stream}: gap starts {a}, kill at {t_kill}"
             assert b >= t_restart
             assert len(_events(data, stream, "start")) == 2
 
@@ -198,6 +219,7 @@ def test_kill9_of_one_worker_is_restarted_and_others_are_untouched(tmp_path: Pat
             rec = Recorder(market.write_config(tmp_path), tmp_path)
             await rec.start()
             await market.wait_subscribed()
+            await wait_listening(tmp_path / "data", STREAMS)
             t0 = now_us()
             await market.trade_for(1.0)
             await wait_on_disk(market, tmp_path / "data")
@@ -207,9 +229,12 @@ def test_kill9_of_one_worker_is_restarted_and_others_are_untouched(tmp_path: Pat
             os.kill(pid, signal.SIGKILL)
             # Trades written to a socket whose reader was just killed are lost by nature: publish
             # again only once the exchange has seen the connection die.
-            deadline = time.monotonic() + 20
-            while any(market.subscribed(s) for s in victim_streams) and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
+            await poll(
+                lambda: not any(market.subscribed(s) for s in victim_streams),
+                WAIT_S,
+                "the exchanges still see the killed worker's subscriptions",
+                every_s=0.02,
+            )
             await market.trade_for(0.5)  # the others keep trading while the victim is down
             await market.wait_subscribed()
             await market.trade_for(1.0)
@@ -227,7 +252,7 @@ def test_kill9_of_one_worker_is_restarted_and_others_are_untouched(tmp_path: Pat
                 f"worker {victim} (pid {pid}) exited with code -9" in str(e.get("reason")) for e in deaths
             )
             gaps = _gaps(data, stream, t0, t1)
-            assert len(gaps) == 1 and t_kill - 1_500_000 <= gaps[0][0] <= t_kill + 1_000_000, gaps
+            assert len(gaps) == 1 and t_kill - LAST_SIGN_OF_LIFE_US <= gaps[0][0] <= t_kill + 1_000_000, gaps
         for stream in others:
             assert _gaps(data, stream, t0, t1) == [], f"{stream} was disturbed by {victim}'s death"
             assert len(_events(data, stream, "start")) == 1

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pumpwatch.recorder import runner_requests
 from pumpwatch.recorder.adapter import Control
-from pumpwatch.recorder.runner_requests import PendingRequest, RateLimiter, RequestBook
+from pumpwatch.recorder.runner_requests import Answer, PendingRequest, RateLimiter, RequestBook
 
 
 def book_with(
@@ -27,29 +27,31 @@ def book_with(
 
 def test_ack_by_id_completes_the_request() -> None:
     book, (r1, r2) = book_with(("1", ("A", "B")), ("2", ("C",)))
-    assert book.answer(Control("ack", req_id="2")) == (True, r2)
+    assert book.answer(Control("ack", req_id="2")) == Answer(r2, ["C"], {}, True)
     assert (r2.acked, r2.rejected, r2.isolate) == (["C"], {}, [])
     assert list(book.pending) == ["1"]
-    assert book.answer(Control("ack", req_id="9")) == (False, None)  # an id we never sent
-    assert book.answer(Control("ack")) == (True, r1)  # no id, no symbols: the oldest request
+    assert book.answer(Control("ack", req_id="9")) == Answer(None)  # an id we never sent
+    # no id, no symbols: the oldest request
+    assert book.answer(Control("ack")) == Answer(r1, ["A", "B"], {}, True)
     assert r1.acked == ["A", "B"] and book.pending == {}
-    assert book.answer(Control("ack")) == (False, None)
+    assert book.answer(Control("ack")) == Answer(None, [], {}, False)
 
 
 def test_per_symbol_acks_without_ids_complete_when_all_arrived() -> None:
     # OKX-style: one answer per channel argument, matched by symbol.
     book, (r1, r2) = book_with(("1", ("A", "B")), ("2", ("C",)))
-    assert book.answer(Control("ack", symbols=("C",))) == (True, r2)
-    assert book.answer(Control("ack", symbols=("B",))) == (True, None)
-    assert r1.remaining == {"A"}
-    assert book.answer(Control("ack", symbols=("A",))) == (True, r1)
+    assert book.answer(Control("ack", symbols=("C",))) == Answer(r2, ["C"], {}, True)
+    # B is acked now (and reported now), A is still open
+    assert book.answer(Control("ack", symbols=("B",))) == Answer(r1, ["B"], {}, False)
+    assert r1.remaining == {"A"} and list(book.pending) == ["1"]
+    assert book.answer(Control("ack", symbols=("A",))) == Answer(r1, ["A"], {}, True)
     assert r1.acked == ["B", "A"]  # in the order the exchange answered
 
 
 def test_refusal_naming_symbols_rejects_them_and_accepts_the_rest() -> None:
     book, (r1,) = book_with(("7", ("A", "BAD", "C")))
     done = book.answer(Control("ack", req_id="7", ok=False, symbols=("BAD",), message="invalid symbol"))
-    assert done == (True, r1)
+    assert done == Answer(r1, ["A", "C"], {"BAD": "invalid symbol"}, True)
     assert r1.acked == ["A", "C"] and r1.rejected == {"BAD": "invalid symbol"} and r1.isolate == []
 
 
@@ -58,18 +60,14 @@ def test_per_symbol_refusals_answer_only_the_symbols_they_name() -> None:
     # all with the request's id. Two bad symbols in one request: the first error must not
     # count the second (nor the good ones still unanswered) as subscribed.
     book, (r1,) = book_with(("5", ("A", "BAD1", "BAD2", "C")), per_symbol=True)
-    assert book.answer(Control("ack", req_id="5", symbols=("A",))) == (True, None)
-    assert book.answer(Control("ack", req_id="5", ok=False, symbols=("BAD1",), message="60018: x")) == (
-        True,
-        None,
-    )
+    assert book.answer(Control("ack", req_id="5", symbols=("A",))) == Answer(r1, ["A"], {}, False)
+    bad1 = Control("ack", req_id="5", ok=False, symbols=("BAD1",), message="60018: x")
+    assert book.answer(bad1) == Answer(r1, [], {"BAD1": "60018: x"}, False)
     assert r1.remaining == {"BAD2", "C"} and r1.acked == ["A"] and r1.rejected == {"BAD1": "60018: x"}
-    assert book.answer(Control("ack", req_id="5", ok=False, symbols=("BAD2",), message="60018: y")) == (
-        True,
-        None,
-    )
+    bad2 = Control("ack", req_id="5", ok=False, symbols=("BAD2",), message="60018: y")
+    assert book.answer(bad2) == Answer(r1, [], {"BAD2": "60018: y"}, False)
     assert r1.acked == ["A"] and r1.remaining == {"C"}
-    assert book.answer(Control("ack", req_id="5", symbols=("C",))) == (True, r1)
+    assert book.answer(Control("ack", req_id="5", symbols=("C",))) == Answer(r1, ["C"], {}, True)
     assert r1.acked == ["A", "C"]
     assert r1.rejected == {"BAD1": "60018: x", "BAD2": "60018: y"}
     assert r1.isolate == [] and book.pending == {}
@@ -77,17 +75,20 @@ def test_per_symbol_refusals_answer_only_the_symbols_they_name() -> None:
 
 def test_per_symbol_answers_without_symbols_still_answer_the_whole_request() -> None:
     book, (r1, r2) = book_with(("1", ("A", "B")), ("2", ("C", "D")), per_symbol=True)
-    assert book.answer(Control("ack", req_id="1")) == (True, r1)  # an ack naming nothing: all of it
+    # an ack naming nothing: all of it
+    assert book.answer(Control("ack", req_id="1")) == Answer(r1, ["A", "B"], {}, True)
     assert r1.acked == ["A", "B"]
-    assert book.answer(Control("error", req_id="2", ok=False, message="60012: bad")) == (True, r2)
+    whole = Control("error", req_id="2", ok=False, message="60012: bad")
+    assert book.answer(whole) == Answer(r2, [], {}, True)
     assert r2.isolate == ["C", "D"] and r2.rejected == {} and r2.acked == []
 
 
 def test_refusal_naming_nothing_isolates_a_chunk_and_rejects_a_single() -> None:
     book, (chunk, single) = book_with(("1", ("A", "B")), ("2", ("X",)))
-    assert book.answer(Control("error", req_id="1", ok=False, message="bad request")) == (True, chunk)
+    refusal = Control("error", req_id="1", ok=False, message="bad request")
+    assert book.answer(refusal) == Answer(chunk, [], {}, True)
     assert chunk.isolate == ["A", "B"] and chunk.acked == [] and chunk.rejected == {}
-    assert book.answer(Control("error", req_id="2", ok=False)) == (True, single)
+    assert book.answer(Control("error", req_id="2", ok=False)) == Answer(single, [], {"X": "rejected"}, True)
     assert single.rejected == {"X": "rejected"}
 
 
