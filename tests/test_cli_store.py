@@ -127,6 +127,7 @@ def test_status_table_fits_100_columns_with_the_widest_values(data_dir: Path) ->
         )
     status["streams"]["okx_spot"].update(recorded="never")
     status["disk"].update(used_bytes=999 * 2**40, free_bytes=999 * 2**40, below_floor=True)
+    status.update(trades=999_999_999_999, trades_last_hour=999_999_999)
     lines = format_status_table(status).splitlines()
     assert "FREE DISK IS BELOW THE FLOOR: retention evicts the oldest files first" in lines
     assert "never recorded" in lines[5]

@@ -120,8 +120,8 @@ def _footer(status: dict[str, Any]) -> list[str]:
             f"{human_bytes(max(0, free_at_full))} free{': ' + verdict if verdict else ''}"
         )
     lines.append(
-        f"{status['trades']:,} trades on disk, {status['trades_last_hour']:,} received in the last hour; "
-        "gaps, parse errors, reconnects: last 24 h"
+        f"{status['trades']:,} trades on disk, {status['trades_last_hour']:,} received in the last hour"
+        " (gaps, errors: 24 h)"
     )
     return lines
 
