@@ -44,6 +44,7 @@ EVENTS: tuple[str, ...] = (
     "disconnected",
     "gap_start",
     "gap_end",
+    "stats",  # the worker's cumulative counters (frames, trades, parse errors…), once per status interval
 )
 _RESERVED = ("ts", "event", "conn")
 
