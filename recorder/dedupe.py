@@ -10,6 +10,25 @@ trade within `keep_s` of the newest exchange time seen (whichever covers more), 
 of `max_keys` per symbol. A key seen before is dropped. A trade older than what was seen but
 with an unseen key is kept: it is backfill, not a duplicate.
 
+How long is enough (the defaults):
+
+- Rotation overlap. The runner closes the old connection as soon as its replacement is
+  subscribed, and the close (handshake, then the reader is cancelled) is bounded by the
+  connection's close timeout (2 s). A trade is delivered twice only inside that overlap, and its
+  two copies are apart by the difference of the two connections' delivery lags — milliseconds on
+  a healthy link. The time window is measured in exchange time back from the newest trade of the
+  symbol, so `keep_s` = 10 s tolerates an old connection running up to ~10 s behind its
+  replacement; a quiet symbol keeps its keys anyway (nothing newer pushes them out).
+- History replay. Phemex sends its 200 most recent trades after every (re)subscribe; the ones
+  already recorded are among the last 200 this filter let through, whatever their age, so
+  `keep_trades` = 256 covers the replay with room to spare. No other exchange replays.
+
+Memory: about 130 bytes per remembered key (its trade id string, a dict entry, a deque slot and
+8 bytes of time), so ~2.6 MB per stream at 2,000 trades/s, and 256 keys (~33 kB) per quiet
+symbol. The common key shape ``(symbol, trade_id)`` is stored as the trade id alone — the
+symbol is implied by the per-symbol table — and a key that is itself a string is wrapped in a
+1-tuple, so a stored trade id can never equal another key.
+
 Exchanges without trade ids key on (time, side, price, qty); two genuine fills with the same
 key can then arrive in one frame. So the filter counts: a key that came `n` times in one batch
 lets through only the occurrences beyond the largest count seen in any earlier batch.
@@ -17,19 +36,29 @@ lets through only the occurrences beyond the largest count seen in any earlier b
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pumpwatch.segments.schema import TradeRow
+if TYPE_CHECKING:  # the recorder's light processes must not import pyarrow through the schema
+    from pumpwatch.segments.schema import TradeRow
+
+# Default bounds, sized above (module docstring).
+KEEP_TRADES = 256
+KEEP_S = 10.0
+MAX_KEYS = 100_000
+_COMPACT_EVERY = 4096  # evicted time slots tolerated at the front of a symbol's time array
 
 
 class _SymbolKeys:
-    __slots__ = ("counts", "newest_us", "order")
+    __slots__ = ("counts", "head", "keys", "newest_us", "times")
 
     def __init__(self) -> None:
         self.counts: dict[Hashable, int] = {}
-        self.order: deque[tuple[Hashable, int]] = deque()  # (key, exchange time) by arrival
+        self.keys: deque[Hashable] = deque()  # stored keys by first arrival
+        self.times = array("q")  # exchange time of keys[i] at times[head + i]
+        self.head = 0
         self.newest_us = -(2**62)
 
 
@@ -40,9 +69,9 @@ class Deduper:
         self,
         key: Callable[[TradeRow], Any],
         *,
-        keep_trades: int = 1000,
-        keep_s: float = 30.0,
-        max_keys: int = 100_000,
+        keep_trades: int = KEEP_TRADES,
+        keep_s: float = KEEP_S,
+        max_keys: int = MAX_KEYS,
     ) -> None:
         if keep_trades < 1 or max_keys < keep_trades or keep_s < 0:
             raise ValueError(
@@ -69,22 +98,30 @@ class Deduper:
             if key is None:
                 kept.append(row)
                 continue
-            if row[2] != last_symbol or state is None:
-                last_symbol = row[2]
-                state = symbols.get(last_symbol)
+            symbol = row[2]
+            if symbol != last_symbol or state is None:
+                last_symbol = symbol
+                state = symbols.get(symbol)
                 if state is None:
-                    state = symbols[last_symbol] = _SymbolKeys()
+                    state = symbols[symbol] = _SymbolKeys()
                 touched.add(state)
-            occurrence = batch.get(key, 0) + 1
+            occurrence = batch.get(key, 0) + 1  # the full key: one frame may hold several symbols
             batch[key] = occurrence
-            seen = state.counts.get(key, 0)
+            if type(key) is tuple and len(key) == 2 and type(key[1]) is str and key[0] == symbol:
+                stored: Hashable = key[1]
+            elif type(key) is str:
+                stored = (key,)
+            else:
+                stored = key
+            seen = state.counts.get(stored, 0)
             if occurrence <= seen:
                 self.duplicates += 1
                 continue
             kept.append(row)
-            state.counts[key] = occurrence
+            state.counts[stored] = occurrence
             if seen == 0:
-                state.order.append((key, row[0]))
+                state.keys.append(stored)
+                state.times.append(row[0])
             if row[0] > state.newest_us:
                 state.newest_us = row[0]
         for state in touched:
@@ -92,11 +129,21 @@ class Deduper:
         return kept
 
     def _evict(self, state: _SymbolKeys) -> None:
-        order = state.order
+        keys = state.keys
+        n = len(keys)
+        if n <= self.keep_trades:
+            return
+        times, counts = state.times, state.counts
+        head = state.head
         horizon_us = state.newest_us - self.keep_us
-        while len(order) > self.keep_trades and (order[0][1] < horizon_us or len(order) > self.max_keys):
-            key, _ = order.popleft()
-            del state.counts[key]
+        while n > self.keep_trades and (times[head] < horizon_us or n > self.max_keys):
+            del counts[keys.popleft()]
+            head += 1
+            n -= 1
+        if head >= _COMPACT_EVERY and head * 2 >= len(times):
+            del times[:head]  # amortized: at most one copy of the live part per as many evictions
+            head = 0
+        state.head = head
 
     def forget(self, symbol: str) -> None:
         """Drop the memory of `symbol` (it was unsubscribed)."""
@@ -106,5 +153,5 @@ class Deduper:
         """How many keys are remembered, for one symbol or in total (memory bound checks)."""
         if symbol is not None:
             state = self._symbols.get(symbol)
-            return len(state.order) if state is not None else 0
-        return sum(len(s.order) for s in self._symbols.values())
+            return len(state.keys) if state is not None else 0
+        return sum(len(s.keys) for s in self._symbols.values())

@@ -125,3 +125,48 @@ def test_each_key_gets_through_as_often_as_its_largest_batch_count(rows: list[tu
     for key in keys:
         largest = max(sum(1 for r in half if (r[2], r[8]) == key) for half in halves)
         assert sum(1 for r in out if (r[2], r[8]) == key) == largest
+
+
+def test_default_bounds_cover_a_phemex_replay_of_a_quiet_symbol() -> None:
+    # A quiet symbol: one trade a minute for five hours. Phemex replays its last 200 trades after
+    # a resubscribe, hours old; every one of them was recorded and must be dropped.
+    d = Deduper(by_fields)
+    minute_us = 60_000_000
+    history = [trade("sAAAUSDT", i * minute_us, None, price=1.0 + i) for i in range(300)]
+    for row in history:
+        assert d.filter([row]) == [row]
+    assert d.keys_held("sAAAUSDT") == 256  # the count floor, not the 10 s window
+    new = trade("sAAAUSDT", 300 * minute_us, None, price=999.0)
+    assert d.filter([*history[-200:], new]) == [new]
+    assert d.duplicates == 200
+
+
+def test_default_window_keeps_ten_seconds_of_a_busy_symbol() -> None:
+    # 1,000 trades/s for 30 s: the keys of the last 10 s of exchange time are kept, older ones go.
+    d = Deduper(by_id)
+    for i in range(30_000):
+        d.filter([trade("AAAUSDT", i * 1_000, str(i))])
+    assert d.keys_held("AAAUSDT") == 10_001  # times 19.999 s .. 29.999 s
+    late = [trade("AAAUSDT", i * 1_000, str(i)) for i in (19_999, 29_999)]
+    assert d.filter(late) == []  # a rotation's second copy, 10 s late, is still caught
+    evicted = trade("AAAUSDT", 19_998 * 1_000, "19998")
+    assert d.filter([evicted]) == [evicted]
+
+
+def test_a_string_key_never_equals_a_stored_trade_id() -> None:
+    # The common (symbol, trade_id) key is stored as the bare id; a key function that returns a
+    # plain string for other rows must not collide with it.
+    def mixed(row: TradeRow) -> object:
+        return (row[2], row[8]) if row[5] == 1.0 else row[8]
+
+    d = Deduper(mixed)
+    a = trade("AAAUSDT", 1, "7", price=1.0)
+    b = trade("AAAUSDT", 2, "7", price=2.0)
+    assert d.filter([a]) == [a]
+    assert d.filter([b]) == [b]
+    assert d.filter([a, b]) == []
+    assert d.duplicates == 2
+    # A key whose first element is another symbol is kept whole.
+    other = Deduper(lambda row: ("ZZZUSDT", row[8]))
+    assert other.filter([a]) == [a]
+    assert other.filter([a]) == []
