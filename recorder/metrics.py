@@ -10,6 +10,7 @@ supervisor and is read directly by a custom collector.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -152,6 +153,7 @@ def serve(host: str, port: int) -> Any:
     return server
 
 
+@functools.cache
 def restart_counter() -> Any:
     """Worker restarts by exchange (published by the supervisor)."""
     from prometheus_client import Counter
