@@ -107,6 +107,7 @@ class Deduper:
                 touched.add(state)
             occurrence = batch.get(key, 0) + 1  # the full key: one frame may hold several symbols
             batch[key] = occurrence
+            # _stored_key(key, symbol), inlined: this loop runs once per trade
             if type(key) is tuple and len(key) == 2 and type(key[1]) is str and key[0] == symbol:
                 stored: Hashable = key[1]
             elif type(key) is str:
@@ -127,6 +128,36 @@ class Deduper:
         for state in touched:
             self._evict(state)
         return kept
+
+    def remember(self, rows: Sequence[TradeRow]) -> None:
+        """Teach the filter trades that are already recorded (oldest first), keeping nothing.
+
+        Unlike `filter`, occurrences add up across calls: the rows of a stored range can be
+        taught batch by batch and still count as one batch, so two genuine identical fills
+        stored in different batches both stay known.
+        """
+        touched: set[_SymbolKeys] = set()
+        key_of = self._key
+        symbols = self._symbols
+        for row in rows:
+            key = key_of(row)
+            if key is None:
+                continue
+            symbol = row[2]
+            state = symbols.get(symbol)
+            if state is None:
+                state = symbols[symbol] = _SymbolKeys()
+            touched.add(state)
+            stored = _stored_key(key, symbol)
+            seen = state.counts.get(stored, 0)
+            state.counts[stored] = seen + 1
+            if seen == 0:
+                state.keys.append(stored)
+                state.times.append(row[0])
+            if row[0] > state.newest_us:
+                state.newest_us = row[0]
+        for state in touched:
+            self._evict(state)
 
     def _evict(self, state: _SymbolKeys) -> None:
         keys = state.keys
@@ -155,3 +186,12 @@ class Deduper:
             state = self._symbols.get(symbol)
             return len(state.keys) if state is not None else 0
         return sum(len(s.keys) for s in self._symbols.values())
+
+
+def _stored_key(key: Any, symbol: str) -> Hashable:
+    """How `key` is kept in `symbol`'s table (see the module docstring); `filter` inlines it."""
+    if type(key) is tuple and len(key) == 2 and type(key[1]) is str and key[0] == symbol:
+        return key[1]
+    if type(key) is str:
+        return (key,)
+    return key

@@ -24,6 +24,8 @@ import argparse
 import asyncio
 import contextlib
 import fcntl
+import importlib.abc
+import importlib.machinery
 import logging
 import os
 import signal
@@ -31,13 +33,16 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pumpwatch.recorder.adapter import Instrument
+from pumpwatch.recorder.worker_status import StatusTracker, journal_stats
 
 from pumpwatch.errors import ConfigError, PumpWatchError, UsageError
 from pumpwatch.settings import Settings, load_settings
 from pumpwatch.streams import parse_streams, split_stream
+
+if TYPE_CHECKING:
+    from pumpwatch.recorder.adapter import Instrument
 
 log = logging.getLogger("pumpwatch.recorder.worker")  # not "__main__" when run with -m
 
@@ -48,51 +53,30 @@ EXIT_LOCKED = 75  # EX_TEMPFAIL: another process still records one of our stream
 METRICS_INTERVAL_S = 1.0  # how often a worker publishes its counters to the metrics directory
 
 
-def _stat(stats: Any, name: str, default: Any = 0) -> Any:
-    """A runner statistic by name (a mapping or attributes), `default` when absent."""
-    if isinstance(stats, Mapping):
-        return stats.get(name, default)
-    return getattr(stats, name, default)
+# Never loaded in a worker. pyarrow imports pandas on its own the first time `pa.array` sees a
+# numpy array (its pandas shim checks for Series): +52 MB RSS per worker, measured, for nothing.
+FORBIDDEN_IMPORTS = ("pandas", "matplotlib")
 
 
-class StatusTracker:
-    """Builds the periodic status line of one stream and warns while the writer queue grows."""
+class _ForbidImports(importlib.abc.MetaPathFinder):
+    """Makes ``import pandas`` (and the other `FORBIDDEN_IMPORTS`) fail with ImportError, which
+    pyarrow's optional-pandas shim treats as "pandas not installed"."""
 
-    def __init__(self, stream: str, *, queue_warn_rows: int) -> None:
-        self.stream = stream
-        self.queue_warn_rows = queue_warn_rows
-        self._last = (time.time_ns() // 1000, 0)  # (now_us, trades) at the previous line
-        self._last_queue = 0
-        self._growing = 0
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = frozenset(names)
 
-    def line(self, stats: Any, queue_rows: int, now_us: int) -> str:
-        """One status line; logs a warning when the queue is past the mark or kept growing."""
-        trades = int(_stat(stats, "trades"))
-        rate = 0.0
-        if now_us > self._last[0]:
-            rate = (trades - self._last[1]) * 1e6 / (now_us - self._last[0])
-        self._last = (now_us, trades)
-        last_recv_us = _stat(stats, "last_trade_recv_us", None)
-        age = f"{(now_us - last_recv_us) / 1e6:.1f} s ago" if last_recv_us else "never"
-        lag_us = _stat(stats, "lag_us", None)
-        lag = f"{lag_us / 1000:.1f} ms" if isinstance(lag_us, int | float) else "n/a"
-        self._growing = self._growing + 1 if queue_rows > self._last_queue > 0 else 0
-        self._last_queue = queue_rows
-        # Growth alone is noise (a queue of a second's trades goes up and down); growth of a
-        # queue already a tenth of the warning mark is a disk falling behind.
-        growing = self._growing >= 3 and queue_rows >= self.queue_warn_rows // 10
-        if queue_rows >= self.queue_warn_rows or growing:
-            log.warning(
-                "%s: writer queue at %d rows and %s (the disk is not keeping up; nothing is dropped)",
-                self.stream,
-                queue_rows,
-                f"growing for {self._growing} intervals" if growing else "over the warning mark",
-            )
-        return (
-            f"{self.stream}: {rate:.1f} trades/s, lag {lag}, reconnects {_stat(stats, 'reconnects')}, "
-            f"parse errors {_stat(stats, 'parse_errors')}, last trade {age}, "
-            f"writer queue {queue_rows} rows, connections {_stat(stats, 'connected')}"
-        )
+    def find_spec(
+        self, fullname: str, path: Any = None, target: Any = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname.partition(".")[0] in self.names:
+            raise ModuleNotFoundError(f"{fullname} is not used in a recorder worker", name=fullname)
+        return None  # not ours: the next finder looks
+
+
+def forbid_heavy_imports(names: Sequence[str] = FORBIDDEN_IMPORTS) -> None:
+    """Keep `names` out of this process (call before the first pyarrow conversion)."""
+    if not any(isinstance(f, _ForbidImports) for f in sys.meta_path):
+        sys.meta_path.insert(0, _ForbidImports(names))
 
 
 class StreamPipeline:
@@ -150,7 +134,10 @@ class StreamPipeline:
         from pumpwatch.segments.reader import read_segment
 
         since_us = time.time_ns() // 1000 - int(window_s * 1e6)
-        rows: list[tuple[Any, ...]] = []
+        taught = 0
+        # Batch by batch, in file order (= receive order): only one batch is ever held as Python
+        # rows (all of them at once was ~100 MB per stream at 2 k trades/s), and `remember`
+        # counts occurrences across batches as if they were one.
         for seg in list_segments(data_dir, [self.stream])[-2:]:  # the newest files hold the last minutes
             if seg.end_us < since_us:
                 continue
@@ -159,11 +146,11 @@ class StreamPipeline:
                 times = cols[0].cast("int64").to_pylist()
                 recvs = cols[1].cast("int64").to_pylist()
                 rest = [c.to_pylist() for c in cols[2:]]
-                rows += zip(times, recvs, *rest, strict=True)
-        rows.sort(key=lambda r: r[1])
-        if rows:
-            self.runner.dedupe.filter(rows)
-        return len(rows)
+                rows = list(zip(times, recvs, *rest, strict=True))
+                rows.sort(key=lambda r: r[1])
+                self.runner.dedupe.remember(rows)
+                taught += len(rows)
+        return taught
 
     def update_instruments(self, instruments: Mapping[str, Instrument]) -> None:
         """Apply a changed subscription list live (adds and drops only)."""
@@ -281,7 +268,9 @@ async def _status(pipes: Sequence[StreamPipeline], interval_s: float, stop: asyn
     while await _every(interval_s, stop):
         for p in pipes:
             try:
-                log.info("%s", p.status.line(p.runner.stats, p.writer.queue_rows, time.time_ns() // 1000))
+                stats = p.runner.stats
+                log.info("%s", p.status.line(stats, p.writer.queue_rows, time.time_ns() // 1000))
+                journal_stats(p.journal, stats)
             except Exception:  # a status line must never take the worker down
                 log.exception("%s: status line failed", p.stream)
 
@@ -390,6 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", default=None)
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args(argv)
+    forbid_heavy_imports()
     try:
         settings = load_settings(args.config, args.data_dir)
         setup_logging(settings, f"worker-{args.exchange}")

@@ -170,3 +170,21 @@ def test_a_string_key_never_equals_a_stored_trade_id() -> None:
     other = Deduper(lambda row: ("ZZZUSDT", row[8]))
     assert other.filter([a]) == [a]
     assert other.filter([a]) == []
+
+
+def test_remember_adds_occurrences_across_batches() -> None:
+    # Trades read back from disk in two batches, the twin fill split across them: both stay known,
+    # as if the range had been taught in one batch.
+    d = Deduper(by_fields)
+    twin = trade("sAAAUSDT", 7, None)
+    other = trade("sAAAUSDT", 8, None, price=2.0)
+    d.remember([twin])
+    d.remember([twin, other])
+    assert d.duplicates == 0
+    assert d.keys_held("sAAAUSDT") == 2
+    new = trade("sAAAUSDT", 9, None, price=3.0)
+    assert d.filter([twin, twin, other, new]) == [new]
+    assert d.filter([twin, twin, twin]) == [twin]  # a third identical fill is genuine
+    d2 = Deduper(by_id)
+    d2.remember([trade("AAAUSDT", 1, "1"), trade("AAAUSDT", 2, None)])
+    assert d2.filter([trade("AAAUSDT", 1, "1"), trade("AAAUSDT", 3, "3")]) == [trade("AAAUSDT", 3, "3")]

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pumpwatch.recorder import worker
@@ -16,7 +19,9 @@ from pumpwatch.recorder.sim.server import SimExchange
 from pumpwatch.recorder.stats import RunnerStats
 from pumpwatch.recorder.symbols import write_symbols
 from pumpwatch.recorder.worker import StatusTracker, run_worker
-from pumpwatch.segments.journal import read_events
+from pumpwatch.recorder.worker_status import journal_stats
+from pumpwatch.segments.coverage import coverage, coverage_from_events
+from pumpwatch.segments.journal import EventJournal, read_events
 from pumpwatch.segments.paths import list_segments
 from pumpwatch.segments.reader import read_segment
 
@@ -90,7 +95,7 @@ def test_worker_records_reloads_symbols_live_and_stops_cleanly(tmp_path: Path) -
     settings.recorder.symbols_file = str(tmp_path / "symbols.yaml")
     settings.recorder.symbols_reload_s = 0.2
     settings.recorder.heartbeat_s = 0.2
-    settings.recorder.status_interval_s = 0.5
+    settings.recorder.status_interval_s = 0.2
     settings.storage.flush_interval_s = 0.1
     settings.logging.file = False
     write_symbols(settings.recorder.symbols_file, {stream: [aaa]})
@@ -131,6 +136,124 @@ def test_worker_records_reloads_symbols_live_and_stops_cleanly(tmp_path: Path) -
         ("AAAUSDT", "AAA", 2.5, 1.25, "buy", "7"),
         ("BBBUSDT", "BBB", 3.5, 0.5, "sell", "8"),
     ]
-    kinds = [e["event"] for e in read_events(settings.data_dir, stream)]
+    events = read_events(settings.data_dir, stream)
+    kinds = [e["event"] for e in events]
     assert kinds[0] == "start" and kinds[-1] == "stop"
     assert "alive" in kinds and kinds.count("subscribed") == 2
+    stats = [e for e in events if e["event"] == "stats"]
+    assert stats, "no stats line journaled"
+    for e in stats:
+        assert set(e) == {"ts", "event", "conn", *STATS_FIELDS}
+        assert e["conn"] is None and all(type(e[f]) is int and e[f] >= 0 for f in STATS_FIELDS)
+    trades = [e["trades"] for e in stats]
+    assert trades == sorted(trades) and trades[-1] <= 2  # cumulative, never more than was sent
+
+
+STATS_FIELDS = ("frames", "trades", "parse_errors", "reconnects", "duplicates")
+
+
+def test_stats_are_journaled_field_by_field_and_leave_coverage_unchanged(tmp_path: Path) -> None:
+    stream = "okx_spot"
+    data = str(tmp_path)
+    s = 1_767_225_600_000_000
+    base_events: list[tuple[str, str | None, dict[str, Any]]] = [
+        ("start", None, {}),
+        ("connected", "okx_spot-1", {"url": "ws://x"}),
+        ("subscribed", "okx_spot-1", {"symbols": ["AAA-USDT"], "bases": ["AAA"]}),
+        ("alive", None, {}),
+        ("disconnected", "okx_spot-1", {"reason": "closed by server: code 1006"}),
+        ("connected", "okx_spot-2", {"url": "ws://x"}),
+        ("subscribed", "okx_spot-2", {"symbols": ["AAA-USDT"], "bases": ["AAA"]}),
+        ("alive", None, {}),
+    ]
+    plain = [{"ts": s + i * 1_000_000, "event": e, "conn": c, **f} for i, (e, c, f) in enumerate(base_events)]
+    with EventJournal(data, stream) as journal:
+        for i, (event, conn, fields) in enumerate(base_events):
+            journal.record(event, conn=conn, ts_us=s + i * 1_000_000, **fields)
+            if i < len(base_events) - 1:  # a stats line between every two events, never the last
+                st = RunnerStats(
+                    frames=10 * i, trades=7 * i, parse_errors=i, reconnects=i // 4, duplicates=2 * i
+                )
+                journal_stats(_AtTime(journal, s + i * 1_000_000 + 500_000), st)
+    events = read_events(data, stream)
+    stats = [e for e in events if e["event"] == "stats"]
+    assert len(stats) == len(base_events) - 1
+    assert stats[3] == {
+        "ts": s + 3_500_000,
+        "event": "stats",
+        "conn": None,
+        "frames": 30,
+        "trades": 21,
+        "parse_errors": 3,
+        "reconnects": 0,
+        "duplicates": 6,
+    }
+    now = s + 8_000_000
+    for window in [(s, s + 7_000_000), (s + 3_000_000, s + 6_000_000), (s + 4_200_000, s + 4_800_000)]:
+        for base in (None, "AAA", "BBB"):
+            with_stats = coverage(data, stream, *window, base=base, now_us=now)
+            without = coverage_from_events(plain, *window, base=base, now_us=now)
+            assert with_stats == without, (window, base)
+    gap = coverage(data, stream, s, s + 7_000_000, base="AAA", now_us=now)
+    assert gap.gaps == [(s, s + 2_000_000), (s + 4_000_000, s + 6_000_000)]
+
+
+class _AtTime:
+    """An EventJournal whose `record` writes at a fixed time (journal_stats takes the clock's now)."""
+
+    def __init__(self, journal: EventJournal, ts_us: int) -> None:
+        self.journal, self.ts_us = journal, ts_us
+
+    def record(self, event: str, **fields: object) -> None:
+        self.journal.record(event, ts_us=self.ts_us, **fields)
+
+
+def test_a_worker_never_loads_pandas_even_when_pyarrow_asks() -> None:
+    # A fresh interpreter: pyarrow's `pa.array(numpy array)` imports pandas when it can.
+    code = (
+        "import sys\n"
+        "from pumpwatch.recorder.worker import forbid_heavy_imports\n"
+        "forbid_heavy_imports()\n"
+        "import numpy as np, pyarrow as pa\n"
+        "b = pa.record_batch([pa.array([1, 2, 3])], names=['a'])\n"
+        "print(b.filter(pa.array(np.array([True, False, True]))).column(0).to_pylist())\n"
+        "print(sorted(m for m in ('pandas', 'matplotlib') if m in sys.modules))\n"
+        "try:\n    import pandas\nexcept ImportError as exc:\n    print(type(exc).__name__, exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.splitlines() == [
+        "[1, 3]",
+        "[]",
+        "ModuleNotFoundError pandas is not used in a recorder worker",
+    ]
+
+
+def test_a_restarted_worker_knows_the_trades_on_disk_batch_by_batch(tmp_path: Path) -> None:
+    # Phemex replays its last 200 trades after a subscribe and has no trade ids: a restarted worker
+    # must drop the replayed trades its predecessor stored, twin fills split across two stored
+    # batches included, and keep the ones it never stored.
+    from pumpwatch.recorder.worker import StreamPipeline
+    from pumpwatch.segments.writer import SegmentWriter
+
+    stream = "phemex_futures"
+    settings = Settings()
+    settings.data_dir = str(tmp_path / "data")
+    inst = sim_instrument(stream, "AAA")
+    t0 = time.time_ns() // 1000 - 30_000_000
+    row = lambda i, price: (t0 + i, t0 + i, inst.symbol, "AAA", "USDT", price, 1.0, "buy", None)  # noqa: E731
+    twin = row(5, 2.0)
+    stored = [[row(i, 1.0 + i) for i in range(5)] + [twin], [twin, row(6, 9.0)]]
+    writer = SegmentWriter(settings.data_dir, stream, flush_interval_s=60.0)
+    for batch in stored:
+        writer.append(batch)
+        writer.flush()  # one record batch each
+    writer.close()
+    pipe = StreamPipeline(settings, stream, {inst.symbol: inst})
+    try:
+        assert pipe.prime_dedupe(settings.data_dir) == 8
+        fresh = row(7, 10.0)
+        replay = [*stored[0][:-1], twin, twin, row(6, 9.0), fresh]
+        assert pipe.runner.dedupe.filter(replay) == [fresh]
+        assert pipe.runner.dedupe.filter([twin, twin, twin]) == [twin]  # a third twin is genuine
+    finally:
+        pipe.close()
