@@ -41,6 +41,7 @@ _METHOD = {"spot": "trade", "futures": "trade_p"}
 _TRADES_KEY = {"spot": "trades", "futures": "trades_p"}
 _TIME_KEY = itemgetter(0)
 _NUMERIC = {str: True, int: True, float: True}  # JSON types a real-valued field may come as (not bool)
+_DIVISORS = {scale: 10**scale for scale in range(19)}  # spot scales the fast path takes
 
 
 def dedupe_key(row: TradeRow) -> tuple[str, int, str, float, float]:
@@ -77,22 +78,82 @@ def _control(msg: dict[str, Any]) -> Control:
 
 
 def _make_decode(market: str) -> Decoder:
+    """The decoder of one market: a fast path for well-formed trade frames, `careful` otherwise.
+
+    The fast paths are comprehensions whose filter keeps only rows that pass every check, so
+    a count mismatch means a bad row; anything unusual (a reply, a non-dict, an unknown symbol,
+    a bad row, a time out of range) leaves them with None, KeyError or TypeError and goes to
+    `careful`, which decodes field by field and raises the precise ParseError.
+    """
     trades_key = _TRADES_KEY[market]
-    fast_rows = _spot_fast if market == "spot" else _perp_fast
     strict_rows = _spot_rows if market == "spot" else _perp_rows
+    loads, sides, inf, time_key, day_us, divisors = orjson.loads, _SIDES, _INF, _TIME_KEY, DAY_US, _DIVISORS
 
-    def decode(frame: bytes | str, recv_us: int, instruments: Instruments) -> list[TradeRow] | Control:
-        """One Phemex frame -> trades (oldest first) or a Control.
-
-        Spot: {"sequence":1067556417,"symbol":"sBTCUSDT","trades":[[1591268226414925245,"Sell",
+    def decode_spot(frame: bytes | str, recv_us: int, instruments: Instruments) -> list[TradeRow] | Control:
+        """{"sequence":1067556417,"symbol":"sBTCUSDT","trades":[[1591268226414925245,"Sell",
         954488000000,279100]],"type":"incremental"}  (priceEp and value are scaled integers)
-        Perp: {"sequence":79157171,"symbol":"BTCUSDT","trades_p":[[1669198793402790477,"Buy",
-        "16545.6","0.7"]],"type":"incremental"}
+
+        On ints ``p > 0`` is the whole price check: divisors are at most 10**18 (larger scales
+        take the careful path), so the quotient is > 0, and an int too big for a float raises.
         """
         try:
-            msg = orjson.loads(frame)
+            msg = loads(frame)
         except orjson.JSONDecodeError as exc:
             raise ParseError(f"not JSON: {exc}") from None
+        try:
+            trades, symbol = msg["trades"], msg["symbol"]
+            inst = instruments[symbol]
+            if msg["type"] == "incremental":
+                base, quote = inst.base, inst.quote
+                price_div, qty_div = divisors[inst.price_scale], divisors[inst.qty_scale]
+                rows = [
+                    (ts // 1000, recv_us, symbol, base, quote, p / price_div, q / qty_div, sides[side], None)
+                    for ts, side, p, q in trades
+                    if type(ts) is type(p) is type(q) is int and p > 0 < q
+                ]
+                if len(rows) == len(trades) and rows:
+                    # Stable and linear on ordered input: ties keep exchange order, as in careful.
+                    rows.sort(key=time_key)
+                    if recv_us - day_us <= rows[0][0] and rows[-1][0] <= recv_us + day_us:
+                        return rows
+        except (KeyError, TypeError, ValueError, OverflowError):
+            pass
+        return careful(msg, recv_us, instruments)
+
+    def decode_perp(frame: bytes | str, recv_us: int, instruments: Instruments) -> list[TradeRow] | Control:
+        """{"sequence":79157171,"symbol":"BTCUSDT","trades_p":[[1669198793402790477,"Buy",
+        "16545.6","0.7"]],"type":"incremental"}
+
+        ``for x in [expr]`` binds a comprehension name as cheaply as an assignment, so the filter
+        can check converted values; ``p + ""`` raises TypeError unless p is a str (the wire type),
+        so a float or bool value takes the careful path.
+        """
+        try:
+            msg = loads(frame)
+        except orjson.JSONDecodeError as exc:
+            raise ParseError(f"not JSON: {exc}") from None
+        try:
+            trades, symbol = msg["trades_p"], msg["symbol"]
+            inst = instruments[symbol]
+            if msg["type"] == "incremental" and inst.multiplier == 1.0:
+                base, quote = inst.base, inst.quote
+                rows = [
+                    (ts // 1000, recv_us, symbol, base, quote, price, qty, sides[side], None)
+                    for ts, side, p, q in trades
+                    for price in [float(p + "")]
+                    for qty in [float(q + "")]
+                    if type(ts) is int and 0.0 < price < inf > qty > 0.0
+                ]
+                if len(rows) == len(trades) and rows:
+                    rows.sort(key=time_key)
+                    if recv_us - day_us <= rows[0][0] and rows[-1][0] <= recv_us + day_us:
+                        return rows
+        except (KeyError, TypeError, ValueError, OverflowError):
+            pass
+        return careful(msg, recv_us, instruments)
+
+    def careful(msg: Any, recv_us: int, instruments: Instruments) -> list[TradeRow] | Control:
+        """Field-by-field decoding of replies, snapshots and frames the fast path declined."""
         if type(msg) is not dict:
             raise ParseError("frame is not an object")
         trades = msg.get(trades_key)
@@ -109,13 +170,8 @@ def _make_decode(market: str) -> Decoder:
             raise ParseError(f"unexpected trade message type {kind!r}")
         if type(trades) is not list:
             raise ParseError("trades is not a list")
-        snap = kind == "snapshot"
-        # Snapshots list the newest trade first; the fast path wants exchange order oldest first.
-        rows = fast_rows(trades[::-1] if snap else trades, recv_us, symbol, inst)
-        if rows is not None:
-            return rows
         try:
-            rows = strict_rows(trades, recv_us, symbol, inst, snap)
+            rows = strict_rows(trades, recv_us, symbol, inst, kind == "snapshot")
         except (KeyError, ValueError, TypeError, OverflowError) as exc:
             if isinstance(exc, ParseError):
                 raise
@@ -126,60 +182,7 @@ def _make_decode(market: str) -> Decoder:
             rows.sort(key=_TIME_KEY)
         return rows
 
-    return decode
-
-
-def _spot_fast(items: list[Any], recv_us: int, symbol: str, inst: Instrument) -> list[TradeRow] | None:
-    """Rows of a well-formed, time-ordered spot frame; None sends the frame to `_spot_rows`.
-
-    One comprehension builds the tuples and two tight loops check them afterwards: about half
-    the cost of checking field by field before building, which matters on 10-trade frames.
-    """
-    base, quote, sides = inst.base, inst.quote, _SIDES
-    price_div, qty_div = 10**inst.price_scale, 10**inst.qty_scale
-    try:
-        rows = [
-            (ts // 1000, recv_us, symbol, base, quote, p / price_div, q / qty_div, sides[side], None)
-            for ts, side, p, q in items
-        ]
-    except (KeyError, ValueError, TypeError, OverflowError):
-        return None
-    for _ts, _side, p, q in items:
-        if type(p) is not int or type(q) is not int:
-            return None
-    return _checked(rows, recv_us)
-
-
-def _perp_fast(items: list[Any], recv_us: int, symbol: str, inst: Instrument) -> list[TradeRow] | None:
-    """Rows of a well-formed, time-ordered perpetual frame; None sends the frame to `_perp_rows`.
-
-    ``p + ""`` raises TypeError unless p is a str (perpetual values are strings): the type check
-    costs nothing extra that way, and a float or bool value takes the strict path.
-    """
-    if inst.multiplier != 1.0:
-        return None
-    base, quote, sides = inst.base, inst.quote, _SIDES
-    try:
-        rows = [
-            (ts // 1000, recv_us, symbol, base, quote, float(p + ""), float(q + ""), sides[side], None)
-            for ts, side, p, q in items
-        ]
-    except (KeyError, ValueError, TypeError, OverflowError):
-        return None
-    return _checked(rows, recv_us)
-
-
-def _checked(rows: list[TradeRow], recv_us: int) -> list[TradeRow] | None:
-    """`rows` if every price and qty is finite and > 0 and times ascend within a day of recv_us."""
-    prev_us, hi_us = recv_us - DAY_US, recv_us + DAY_US
-    for row in rows:
-        time_us = row[0]
-        if not (0.0 < row[5] < _INF and 0.0 < row[6] < _INF and prev_us <= time_us <= hi_us):
-            return None
-        if type(time_us) is not int:  # a float timestamp divides too
-            return None
-        prev_us = time_us
-    return rows
+    return decode_spot if market == "spot" else decode_perp
 
 
 def _spot_rows(items: list[Any], recv_us: int, symbol: str, inst: Instrument, snap: bool) -> list[TradeRow]:
