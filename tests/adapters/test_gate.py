@@ -185,6 +185,64 @@ def test_spot_unknown_pair_and_shapes_are_parse_errors() -> None:
             SPOT.decode(frame, 1606292218300000, SPOT_INSTS)
 
 
+def _spot_frame(**changes: object) -> bytes:
+    msg = orjson.loads(_fx("spot_trade.json"))
+    msg["result"].update(changes)
+    return orjson.dumps(msg)
+
+
+_GT = ("GT_USDT", "GT", "USDT")
+
+
+@pytest.mark.parametrize(
+    ("changes", "time_us", "price", "qty", "trade_id"),
+    [
+        ({}, 1606292218213457, 0.4705, 16.47, "309143071"),
+        ({"create_time_ms": "1606292218213.4"}, 1606292218213400, 0.4705, 16.47, "309143071"),
+        ({"create_time_ms": "1606292218213.45"}, 1606292218213450, 0.4705, 16.47, "309143071"),
+        # the forms the fast path hands to the field-by-field path decode the same way
+        ({"create_time_ms": "1606292218213"}, 1606292218213000, 0.4705, 16.47, "309143071"),
+        ({"create_time_ms": 1606292218213}, 1606292218213000, 0.4705, 16.47, "309143071"),
+        ({"id": "309143071"}, 1606292218213457, 0.4705, 16.47, "309143071"),
+        ({"price": 0.4705, "amount": 16}, 1606292218213457, 0.4705, 16.0, "309143071"),
+    ],
+)
+def test_spot_time_id_and_number_forms(
+    changes: dict[str, object], time_us: int, price: float, qty: float, trade_id: str
+) -> None:
+    recv = 1606292218300000
+    rows = SPOT.decode(_spot_frame(**changes), recv, SPOT_INSTS)
+    assert rows == [(time_us, recv, *_GT, price, qty, "sell", trade_id)]
+    assert isinstance(rows, list) and type(rows[0][0]) is int and type(rows[0][5]) is float
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"create_time_ms": "+1606292218213.4578"},
+        {"create_time_ms": "1606292218213.45x"},
+        {"create_time_ms": "1606292218213.4578 "},
+        {"create_time_ms": "1_606292218213.4578"},
+        {"create_time_ms": "1606292218213.457_8"},
+        {"create_time_ms": "1608292218213.4578"},  # 23 days after recv
+        {"price": "nan"},
+        {"price": "0"},
+        {"price": "-0.4705"},
+        {"price": True},
+        {"amount": "inf"},
+        {"amount": "1e999"},
+        {"amount": None},
+        {"id": 1.5},
+        {"id": None},
+        {"side": "Sell"},
+        {"currency_pair": ["GT_USDT"]},
+    ],
+)
+def test_spot_bad_fields_are_parse_errors(changes: dict[str, object]) -> None:
+    with pytest.raises(ParseError):
+        SPOT.decode(_spot_frame(**changes), 1606292218300000, SPOT_INSTS)
+
+
 # -- subscribing, header, ping ---------------------------------------------------------------
 
 

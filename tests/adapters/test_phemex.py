@@ -173,6 +173,94 @@ def test_perpetual_bad_numbers_are_parse_errors(value: str) -> None:
         FUT.decode(frame % value.encode(), 1669198793500000, FUT_INSTS)
 
 
+def _spot_rows_frame(rows: str) -> bytes:
+    return b'{"sequence":1,"symbol":"sBTCUSDT","trades":[%s],"type":"incremental"}' % rows.encode()
+
+
+def test_spot_incremental_out_of_order_comes_out_oldest_first_ties_in_exchange_order() -> None:
+    recv = 1591268226500000
+    frame = _spot_rows_frame(
+        '[1591268226414925245,"Sell",954488000000,279100],'
+        '[1591268226314925245,"Buy",954480000000,100],'
+        '[1591268226414925999,"Buy",954489000000,200]'
+    )
+    assert SPOT.decode(frame, recv, SPOT_INSTS) == [
+        (1591268226314925, recv, "sBTCUSDT", "BTC", "USDT", 9544.8, 0.000001, "buy", None),
+        (1591268226414925, recv, "sBTCUSDT", "BTC", "USDT", 9544.88, 0.002791, "sell", None),
+        (1591268226414925, recv, "sBTCUSDT", "BTC", "USDT", 9544.89, 0.000002, "buy", None),
+    ]
+
+
+def test_spot_scale_beyond_the_fast_path_still_exact() -> None:
+    insts = {"sBTCUSDT": Instrument("sBTCUSDT", "BTC", "USDT", price_scale=20, qty_scale=8)}
+    frame = _spot_rows_frame('[1591268226414925245,"Sell",954488000000,279100]')
+    assert SPOT.decode(frame, 1591268226500000, insts) == [
+        (
+            1591268226414925,
+            1591268226500000,
+            "sBTCUSDT",
+            "BTC",
+            "USDT",
+            954488000000 / 10**20,
+            0.002791,
+            "sell",
+            None,
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        '[1591268226414925245,"Sell",true,279100]',
+        '[1591268226414925245,"Sell",954488000000,false]',
+        '[true,"Sell",954488000000,279100]',
+        '[1591268226414925245,"Sell",954488000000,279100,7]',
+        '[1591268226414925245,"Sell",954488000000,0]',
+        '[1591268226414925245,["Sell"],954488000000,279100]',
+    ],
+)
+def test_spot_bad_row_after_good_rows_is_a_parse_error(row: str) -> None:
+    good = '[1591268226414925245,"Sell",954488000000,279100]'
+    with pytest.raises(ParseError):
+        SPOT.decode(_spot_rows_frame(f"{good},{good},{row}"), 1591268226500000, SPOT_INSTS)
+
+
+def _perp_frame(*rows: str) -> bytes:
+    body = ",".join(rows).encode()
+    return b'{"sequence":1,"symbol":"BTCUSDT","trades_p":[%s],"type":"incremental"}' % body
+
+
+def test_perpetual_numbers_sent_as_json_numbers_and_multipliers_take_the_careful_path() -> None:
+    recv = 1669198793500000
+    frame = _perp_frame('[1669198793402790477,"Sell",16545.6,2]')
+    assert FUT.decode(frame, recv, FUT_INSTS) == [
+        (1669198793402790, recv, "BTCUSDT", "BTC", "USDT", 16545.6, 2.0, "sell", None)
+    ]
+    lots = {"BTCUSDT": Instrument("BTCUSDT", "BTC", "USDT", multiplier=0.001)}
+    assert FUT.decode(_fx("futures_trade.json"), recv, lots) == [
+        (1669198793402790, recv, "BTCUSDT", "BTC", "USDT", 16545.6, 0.7 * 0.001, "buy", None)
+    ]
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        '[1669198793402790477.0,"Buy","16545.6","0.7"]',
+        '[true,"Buy","16545.6","0.7"]',
+        '["1669198793402790477","Buy","16545.6","0.7"]',
+        '[1669198793402790477,"buy","16545.6","0.7"]',
+        '[1669198793402790477,"Buy",false,"0.7"]',
+        '[1669198793402790477,"Buy","-inf","0.7"]',
+        '[1869198793402790477,"Buy","16545.6","0.7"]',
+    ],
+)
+def test_perpetual_bad_row_after_a_good_row_is_a_parse_error(row: str) -> None:
+    frame = _perp_frame('[1669198793402790477,"Buy","16545.6","0.7"]', row)
+    with pytest.raises(ParseError):
+        FUT.decode(frame, 1669198793500000, FUT_INSTS)
+
+
 # -- subscribing, limits, ping ---------------------------------------------------------------
 
 
