@@ -73,7 +73,10 @@ async def _scenario(tmp: Path) -> tuple[str, int]:
                     except httpx.TransportError:
                         continue
                     text = r.text
-                    ready = all(f'pumpwatch_trades_total{{stream="{s}"}}' in text for s in STREAMS)
+                    ready = all(
+                        re.search(rf'^pumpwatch_trades_total{{stream="{s}"}} [1-9]', text, flags=re.M)
+                        for s in STREAMS
+                    )
                     if (
                         ready
                         and "pumpwatch_upbit_polls_total" in text
