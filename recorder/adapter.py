@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pumpwatch.segments.schema import TradeRow
+if TYPE_CHECKING:  # only in annotations: importing the schema at runtime would load pyarrow
+    from pumpwatch.segments.schema import TradeRow
 
 
 @dataclass(frozen=True, slots=True)
