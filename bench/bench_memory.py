@@ -27,18 +27,25 @@ STREAMS = ["binance_spot", "binance_futures", "bybit_spot", "bybit_futures", "ok
 TARGET_MB = 200.0
 
 
-def tree_rss_mb(proc: psutil.Process) -> tuple[float, dict[str, float]]:
-    """Total RSS of `proc` and its children, and per process (by command role)."""
+def tree_rss_mb(proc: psutil.Process) -> tuple[float, dict[str, float], float]:
+    """Total RSS of `proc` and its children, RSS per process (by command role), total PSS.
+
+    RSS counts the shared libraries (libarrow, libpython, numpy...) once per process; PSS
+    splits each shared page between the processes mapping it, so its sum is the physical
+    memory the tree really holds.
+    """
     per: dict[str, float] = {}
+    pss = 0.0
     for p in [proc, *proc.children(recursive=True)]:
         try:
             cmd = p.cmdline()
-            rss = p.memory_info().rss / 2**20
+            info = p.memory_full_info()
         except psutil.NoSuchProcess:
             continue
         role = cmd[cmd.index("--exchange") + 1] if "--exchange" in cmd else "supervisor"
-        per[role] = per.get(role, 0.0) + rss
-    return sum(per.values()), per
+        per[role] = per.get(role, 0.0) + info.rss / 2**20
+        pss += getattr(info, "pss", 0) / 2**20
+    return sum(per.values()), per, pss
 
 
 async def bench(args: argparse.Namespace) -> int:
@@ -60,15 +67,26 @@ async def bench(args: argparse.Namespace) -> int:
     pubs = [Publisher(sims[s], insts[s]) for s in STREAMS]
     duration_s = args.minutes * 60
     print(f"{len(STREAMS)} streams x {args.rate:,} trades/s for {args.minutes:g} min; data in {tmp}")
+    total, per, pss = tree_rss_mb(root)
+    roles = " ".join(f"{k}={v:.0f}" for k, v in sorted(per.items()))
+    print(f"subscribed, no trade yet: total={total:6.1f} MB (PSS {pss:.1f} MB)  {roles}", flush=True)
     samples: list[tuple[float, float]] = []
+    pss_samples: list[float] = []
+    per_first: dict[str, float] = {}
+    per_peak: dict[str, float] = {}
     t0 = time.monotonic()
     publishers = [asyncio.create_task(p.run(args.rate, duration_s)) for p in pubs]
-    while (elapsed := time.monotonic() - t0) < duration_s:
+    while time.monotonic() - t0 < duration_s:
         await asyncio.sleep(args.sample_s)
-        total, per = tree_rss_mb(root)
-        samples.append((time.monotonic() - t0, total))
+        total, per, pss = tree_rss_mb(root)
+        elapsed = time.monotonic() - t0
+        samples.append((elapsed, total))
+        pss_samples.append(pss)
+        for role, role_mb in per.items():
+            per_first.setdefault(role, role_mb)
+            per_peak[role] = max(per_peak.get(role, 0.0), role_mb)
         roles = " ".join(f"{k}={v:.0f}" for k, v in sorted(per.items()))
-        print(f"t={elapsed:6.0f}s total={total:6.1f} MB  {roles}", flush=True)
+        print(f"t={elapsed:6.0f}s total={total:6.1f} MB (PSS {pss:6.1f})  {roles}", flush=True)
     rates = await asyncio.gather(*publishers)
     proc.send_signal(signal.SIGTERM)
     rc = await proc.wait()
@@ -84,6 +102,11 @@ async def bench(args: argparse.Namespace) -> int:
           f"{sum(rates):,.0f} trades/s in total")  # fmt: skip
     print(f"peak total RSS {mb.max():.1f} MB = {mb.max() / TARGET_MB:.2f} x the {TARGET_MB:.0f} MB target; "
           f"mean of the second half {mb[half].mean():.1f} MB")  # fmt: skip
+    procs = "; ".join(
+        f"{r} {per_first[r]:.0f} / {per.get(r, 0.0):.0f} / {per_peak[r]:.0f}" for r in sorted(per_peak)
+    )
+    print(f"per process RSS, first sample / last / peak (MB): {procs}")
+    print(f"PSS total (shared pages split): peak {max(pss_samples):.1f} MB, last {pss_samples[-1]:.1f} MB")
     per_hour = slope_mb_per_s * 3600
     share = per_hour / max(float(mb[half].mean()), 1e-9) * 100
     print(f"trend over the second half: {per_hour:+.1f} MB/hour ({share:+.1f}% of the level per hour)")
