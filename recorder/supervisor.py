@@ -325,3 +325,38 @@ def _start_metrics(settings: Settings) -> Any:
             exc.strerror or exc,
         )
         return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m pumpwatch.recorder.supervisor``: `pumpwatch record` without the CLI layer.
+
+    Same options, same behaviour. The always-on process then holds only what supervising
+    needs: the CLI's argument parser (typer) loads pydantic on every command, ~11 MB of RSS kept
+    for the life of the recording (bench/bench_memory.py: supervisor 38 MB via the CLI).
+    """
+    import argparse
+
+    from pumpwatch.errors import PumpWatchError
+    from pumpwatch.logsetup import setup_logging
+    from pumpwatch.settings import load_settings
+    from pumpwatch.streams import parse_streams
+
+    parser = argparse.ArgumentParser(
+        prog="pumpwatch-record", description="Record the selected streams, one worker per exchange."
+    )
+    parser.add_argument("--config", default=None, help="config file (default: $PUMPWATCH_CONFIG, built-ins)")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--streams", default=None, help="comma list of stream ids or exchanges")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config, args.data_dir)
+        chosen = parse_streams(args.streams if args.streams is not None else settings.recorder.streams)
+        setup_logging(settings, "supervisor")
+        return asyncio.run(run_supervisor(settings, chosen, config=args.config))
+    except PumpWatchError as exc:
+        sys.stderr.write(f"pumpwatch record: error: {exc}\n")
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from pumpwatch.recorder.supervisor import (
 from pumpwatch.recorder.symbols import write_symbols
 from pumpwatch.segments.journal import read_events
 
+from pumpwatch.errors import ConfigError
 from pumpwatch.settings import Settings
 
 # A stand-in worker: logs its start, dies with code 3 for its first `fails` runs, then runs
@@ -188,3 +190,58 @@ def test_the_shipped_example_counts_as_no_symbols_file(tmp_path: Path) -> None:
         "--streams",
         "okx_spot,gate_spot",
     ]
+
+
+def test_lean_entry_point_records_and_stops_without_the_cli_libraries(tmp_path: Path) -> None:
+    # `python -m pumpwatch.recorder.supervisor` is `pumpwatch record` minus the CLI layer: the
+    # always-on process must not hold pydantic (typer loads it) or pyarrow.
+    import signal
+    import subprocess
+
+    import psutil
+    import yaml
+
+    settings = _settings(tmp_path)
+    write_symbols(settings.recorder.symbols_file, {"okx_spot": [Instrument("A-USDT", "A", "USDT")]})
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "data_dir": settings.data_dir,
+                "recorder": {"symbols_file": settings.recorder.symbols_file},
+                "symbols": {"refresh": 0},
+                "upbit": {"enabled": False},
+                "metrics": {"enabled": False},
+                "logging": {"file": False},
+                # a closed local port: the worker keeps reconnecting, which is all this test needs
+                "streams": {"okx_spot": {"ws_url": "ws://127.0.0.1:9", "rest_url": "http://127.0.0.1:9"}},
+            }
+        )
+    )
+    cmd = [sys.executable, "-m", "pumpwatch.recorder.supervisor", "--config", str(config)]
+    proc = subprocess.Popen([*cmd, "--streams", "okx_spot"], stderr=subprocess.PIPE, text=True)
+    try:
+        sup = psutil.Process(proc.pid)
+        for _ in range(300):
+            workers = [c for c in sup.children() if "--exchange" in c.cmdline()]
+            if workers and any(e["event"] == "start" for e in read_events(settings.data_dir, "okx_spot")):
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("no worker started")
+        assert workers[0].cmdline()[-6:-4] == ["--streams", "okx_spot"]
+        libs = {m.path.rsplit("/", 1)[-1].split(".")[0] for m in sup.memory_maps() if m.path.startswith("/")}
+        assert "_pydantic_core" not in libs and "libarrow" not in libs
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    kinds = [e["event"] for e in read_events(settings.data_dir, "okx_spot")]
+    assert kinds[0] == "start" and kinds[-1] == "stop"
+    bad = subprocess.run(
+        [*cmd[:-1], str(tmp_path / "missing.yaml")], capture_output=True, text=True, timeout=60
+    )
+    assert bad.returncode == ConfigError("x").exit_code
+    assert (
+        bad.stderr.startswith("pumpwatch record: error: cannot read config ") and bad.stderr.count("\n") == 1
+    )
