@@ -1,6 +1,6 @@
 """Memory of `pumpwatch record` over time: six streams at 2 k trades/s each.
 
-    .venv/bin/python bench/bench_memory.py [--minutes 10] [--rate 2000] [--sample-s 5]
+    .venv/bin/python bench/bench_memory.py [--minutes 10] [--rate 2000] [--sample-s 5] [--entry cli|lean]
 
 Local exchanges (their real wire formats) for binance/bybit/okx spot and futures run in this
 process; `pumpwatch record` runs as a real subprocess (supervisor + one worker per exchange).
@@ -55,9 +55,9 @@ async def bench(args: argparse.Namespace) -> int:
         sims[stream], insts[stream] = make_sim(stream, args.symbols)
         await sims[stream].start()
     config = write_config(tmp, sims, insts, status_s=60.0)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pumpwatch", "record", "--config", str(config)
-    )
+    # "cli" is what `pumpwatch record` runs; "lean" the supervisor's own entry point (no typer/pydantic)
+    entry = ["pumpwatch", "record"] if args.entry == "cli" else ["pumpwatch.recorder.supervisor"]
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", *entry, "--config", str(config))
     root = psutil.Process(proc.pid)
     deadline = time.monotonic() + 60
     while not all(any(s.subscribed for s in sim.sessions()) for sim in sims.values()):
@@ -66,7 +66,7 @@ async def bench(args: argparse.Namespace) -> int:
         await asyncio.sleep(0.1)
     pubs = [Publisher(sims[s], insts[s]) for s in STREAMS]
     duration_s = args.minutes * 60
-    print(f"{len(STREAMS)} streams x {args.rate:,} trades/s for {args.minutes:g} min; data in {tmp}")
+    print(f"{len(STREAMS)} streams x {args.rate:,}/s, {args.minutes:g} min, {args.entry}; data in {tmp}")
     total, per, pss = tree_rss_mb(root)
     roles = " ".join(f"{k}={v:.0f}" for k, v in sorted(per.items()))
     print(f"subscribed, no trade yet: total={total:6.1f} MB (PSS {pss:.1f} MB)  {roles}", flush=True)
@@ -121,6 +121,12 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2000.0, help="trades/s per stream")
     parser.add_argument("--symbols", type=int, default=20)
     parser.add_argument("--sample-s", type=float, default=5.0)
+    parser.add_argument(
+        "--entry",
+        choices=["cli", "lean"],
+        default="cli",
+        help="start `pumpwatch record` (cli) or `python -m pumpwatch.recorder.supervisor` (lean)",
+    )
     raise SystemExit(asyncio.run(bench(parser.parse_args())))
 
 
