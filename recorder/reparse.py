@@ -42,6 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pumpwatch.recorder.adapter import Adapter, Instruments
 from pumpwatch.recorder.dedupe import Deduper
+from pumpwatch.segments.durable import fsync_dir
 from pumpwatch.segments.frames import iter_frames
 from pumpwatch.segments.paths import US_PER_HOUR, hour_start_us, list_segments, segment_path
 from pumpwatch.segments.schema import TRADE_FIELDS, TRADE_SCHEMA, TradeRow
@@ -87,14 +88,6 @@ def _manifest_path(data_dir: str | os.PathLike[str], stream: str) -> Path:
     return _staging_dir(data_dir, stream) / "manifest.json"
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as fh:
@@ -102,7 +95,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def finish_pending(data_dir: str | os.PathLike[str], stream: str) -> bool:
@@ -122,7 +115,7 @@ def _apply_manifest(data_dir: str | os.PathLike[str], stream: str) -> bool:
     if staged.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staged, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
     for old in doc["remove"]:
         Path(old).unlink(missing_ok=True)
     manifest.unlink()

@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 from pumpwatch.segments.compact import COMPACT_MIN_ROWS, batch_metadata, group_by_symbol, write_compacted
+from pumpwatch.segments.durable import fsync_dir
 from pumpwatch.segments.paths import US_PER_HOUR, US_PER_S, hour_start_us, sealed_name, segment_path
 from pumpwatch.segments.schema import DICT_COLUMNS, SEGMENT_SCHEMA
 
@@ -28,15 +29,6 @@ from pumpwatch.errors import StoreError
 log = logging.getLogger(__name__)
 
 _DICT_POS = [SEGMENT_SCHEMA.get_field_index(n) for n in DICT_COLUMNS]
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or a new entry in `path` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def make_dirs(path: Path) -> None:

@@ -33,6 +33,7 @@ from pumpwatch.recorder.adapter import (
     Instrument,
     Instruments,
 )
+from pumpwatch.recorder.adapters.checks import positive
 from pumpwatch.segments.schema import TradeRow
 
 from pumpwatch.errors import ConfigError, ParseError
@@ -46,17 +47,6 @@ _SIDES = {"buy": "buy", "sell": "sell"}
 _CHANNEL = {"spot": "spot", "futures": "futures"}
 _TIME_KEY = itemgetter(0)
 _NUMERIC = {str: True, int: True, float: True}  # JSON types a number may come as (bool is not one)
-
-
-def _positive(value: Any, what: str) -> float:
-    if type(value) is str or type(value) is int or type(value) is float:
-        try:
-            x = float(value)
-        except (ValueError, OverflowError):
-            raise ParseError(f"bad {what}: {value!r}") from None
-        if 0.0 < x < _INF:
-            return x
-    raise ParseError(f"bad {what}: {value!r}")
 
 
 def ms_to_us(value: Any) -> int:
@@ -340,7 +330,7 @@ def parse_futures_instruments(body: bytes) -> tuple[list[Instrument], HttpReques
         base, _, quote = name.partition("_")
         if quote != "USDT" or not base:
             continue
-        multiplier = _positive(r.get("quanto_multiplier"), f"quanto_multiplier of {name!r}")
+        multiplier = positive(r.get("quanto_multiplier"), f"quanto_multiplier of {name!r}")
         out.append(Instrument(name, base.upper(), quote, multiplier=multiplier))
     return out, None
 

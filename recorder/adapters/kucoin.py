@@ -29,6 +29,7 @@ from pumpwatch.recorder.adapter import (
     Instrument,
     Instruments,
 )
+from pumpwatch.recorder.adapters.checks import positive
 from pumpwatch.segments.schema import TradeRow
 
 from pumpwatch.errors import ConfigError, ParseError
@@ -42,18 +43,6 @@ _BASE_ALIASES = {"XBT": "BTC"}
 
 _TOPIC = {"spot": "/market/match:", "futures": "/contractMarket/execution:"}
 _SUBJECT = {"spot": "trade.l3match", "futures": "match"}
-
-
-def _positive(value: Any, what: str) -> float:
-    """A finite price/size > 0 from a JSON string or number (bool is not a number here)."""
-    if type(value) is str or type(value) is int or type(value) is float:
-        try:
-            x = float(value)
-        except (ValueError, OverflowError):
-            raise ParseError(f"bad {what}: {value!r}") from None
-        if 0.0 < x < _INF:
-            return x
-    raise ParseError(f"bad {what}: {value!r}")
 
 
 def _ns_to_us(value: Any, recv_us: int) -> int:
@@ -131,12 +120,12 @@ def _make_decode(market: str) -> Decoder:
                 if type(trade_id) is not int:
                     raise ParseError(f"bad tradeId {trade_id!r}")
                 trade_id = str(trade_id)
-            price = _positive(data["price"], "price")
+            price = positive(data["price"], "price")
             if futures:
-                qty = _positive(data["size"], "size") * inst.multiplier
+                qty = positive(data["size"], "size") * inst.multiplier
                 time_us = _ns_to_us(data["ts"], recv_us)
             else:
-                qty = _positive(data["size"], "size")
+                qty = positive(data["size"], "size")
                 time_us = _ns_to_us(data["time"], recv_us)
         except KeyError as exc:
             raise ParseError(f"missing field {exc}") from None
@@ -233,7 +222,7 @@ def parse_futures_instruments(body: bytes) -> tuple[list[Instrument], HttpReques
             or r.get("status") != "Open"
         ):
             continue
-        multiplier = _positive(r.get("multiplier"), f"multiplier of {r.get('symbol')!r}")
+        multiplier = positive(r.get("multiplier"), f"multiplier of {r.get('symbol')!r}")
         out.append(
             Instrument(_text(r, "symbol"), _base(_text(r, "baseCurrency")), "USDT", multiplier=multiplier)
         )
