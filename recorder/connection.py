@@ -18,7 +18,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
 from pumpwatch.recorder.adapter import Adapter, ConnectTarget, Control
 from pumpwatch.recorder.runner_requests import PendingRequest, RateLimiter, RequestBook
 from websockets.asyncio.client import ClientConnection, connect
@@ -145,6 +144,8 @@ class Connection:
     async def _target(self) -> ConnectTarget:
         body: bytes | None = None
         if self.adapter.connect_request is not None:
+            import httpx  # only token-fetching streams need it: ~11 MB a worker otherwise spends
+
             request = self.adapter.connect_request(self.rest_url)
             try:
                 async with httpx.AsyncClient(timeout=self.open_timeout_s, trust_env=False) as client:

@@ -58,16 +58,21 @@ def _instruments(settings: Settings, stream: str, *, required: bool) -> dict[str
 @app.command()
 def record(config: ConfigOpt = None, data_dir: DataDirOpt = None, streams: StreamsOpt = None) -> None:
     """Record every trade of the selected streams until SIGTERM/SIGINT (one worker per exchange)."""
-    import asyncio
+    import os
+    import sys
 
-    from pumpwatch.logsetup import setup_logging
-    from pumpwatch.recorder.supervisor import run_supervisor
-
-    settings = settings_from(config, data_dir)
+    settings = settings_from(config, data_dir)  # bad input stops here, as one line
     chosen = parse_streams(streams if streams is not None else settings.recorder.streams)
-    setup_logging(settings, "supervisor")
-    rc = asyncio.run(run_supervisor(settings, chosen, config=config))
-    raise typer.Exit(rc)
+    # The always-on process becomes the lean supervisor entry point (same pid, so signals and
+    # service managers see no difference): the CLI layer (typer, pydantic) would otherwise stay
+    # in memory for the life of the recording.
+    argv = [sys.executable, "-m", "pumpwatch.recorder.supervisor", "--data-dir", settings.data_dir]
+    argv += ["--streams", ",".join(chosen)]
+    if config is not None:
+        argv += ["--config", str(config)]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)
 
 
 @app.command()
