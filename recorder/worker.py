@@ -24,8 +24,6 @@ import argparse
 import asyncio
 import contextlib
 import fcntl
-import importlib.abc
-import importlib.machinery
 import logging
 import os
 import signal
@@ -35,9 +33,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pumpwatch.recorder.worker_status import StatusTracker, journal_stats
-
 from pumpwatch.errors import ConfigError, PumpWatchError, UsageError
+from pumpwatch.recorder.worker_status import StatusTracker, journal_stats
 from pumpwatch.settings import Settings, load_settings
 from pumpwatch.streams import parse_streams, split_stream
 
@@ -58,25 +55,11 @@ METRICS_INTERVAL_S = 1.0  # how often a worker publishes its counters to the met
 FORBIDDEN_IMPORTS = ("pandas", "matplotlib")
 
 
-class _ForbidImports(importlib.abc.MetaPathFinder):
-    """Makes ``import pandas`` (and the other `FORBIDDEN_IMPORTS`) fail with ImportError, which
-    pyarrow's optional-pandas shim treats as "pandas not installed"."""
-
-    def __init__(self, names: Sequence[str]) -> None:
-        self.names = frozenset(names)
-
-    def find_spec(
-        self, fullname: str, path: Any = None, target: Any = None
-    ) -> importlib.machinery.ModuleSpec | None:
-        if fullname.partition(".")[0] in self.names:
-            raise ModuleNotFoundError(f"{fullname} is not used in a recorder worker", name=fullname)
-        return None  # not ours: the next finder looks
-
-
 def forbid_heavy_imports(names: Sequence[str] = FORBIDDEN_IMPORTS) -> None:
     """Keep `names` out of this process (call before the first pyarrow conversion)."""
-    if not any(isinstance(f, _ForbidImports) for f in sys.meta_path):
-        sys.meta_path.insert(0, _ForbidImports(names))
+    from pumpwatch.importblock import keep_out
+
+    keep_out(names, "in a recorder worker")
 
 
 class StreamPipeline:

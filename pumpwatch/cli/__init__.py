@@ -12,6 +12,10 @@ from pumpwatch.errors import PumpWatchError
 
 def main() -> None:
     """Console entry point: a PumpWatchError becomes one line on stderr and its exit code."""
+    from pumpwatch.importblock import keep_out
+
+    # No command uses pandas; pyarrow would import it on its first numpy conversion (see there).
+    keep_out(("pandas",), "by the pumpwatch commands")
     try:
         app()
     except PumpWatchError as exc:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -37,24 +36,6 @@ def parse_trigger_time(text: str) -> int:
     if when.tzinfo is None or when.utcoffset() is None:
         raise UsageError(f"time {text!r} has no time zone: add Z (UTC) or an offset such as +09:00 (KST)")
     return (when - _EPOCH) // timedelta(microseconds=1)
-
-
-class _NoPandas:
-    """Import hook that makes ``import pandas`` fail in this process.
-
-    pyarrow imports pandas on its first numpy conversion only to ask whether a value is a
-    pandas object; that costs ~0.3-0.6 s and ~35 MB, more than the extraction itself, and
-    extract/detect never handle pandas objects. pyarrow treats the ImportError as "no pandas".
-    """
-
-    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
-        if name == "pandas" or name.startswith("pandas."):
-            raise ImportError("pandas is not used by this command")
-
-
-def _skip_pandas() -> None:
-    if "pandas" not in sys.modules and not any(isinstance(f, _NoPandas) for f in sys.meta_path):
-        sys.meta_path.insert(0, _NoPandas())
 
 
 def _duration(value: str | None, default_s: float, what: str) -> float:
@@ -93,7 +74,6 @@ def extract_cmd(
     """
     from pumpwatch.streams import check_symbol, parse_streams
 
-    _skip_pandas()
     check_symbol(symbol)
     trigger_us = parse_trigger_time(when)
     settings = settings_from(config, data_dir)
@@ -142,7 +122,6 @@ def detect_cmd(
 
     Prints one summary line and the refined/ directory.
     """
-    _skip_pandas()
     settings = settings_from(config, data_dir)
     pump = settings.pump
     window_s = _duration(window, pump.window_s, "--window")
