@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+
 from pumpwatch.detector.detect import analyse, detect, split_streams
 from pumpwatch.detector.refined import write_refined
-
 from pumpwatch.synth import MarketSpec, PumpSpec, generate
 
 S = 1_000_000

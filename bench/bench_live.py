@@ -25,6 +25,7 @@ from pathlib import Path
 
 import psutil
 import yaml
+
 from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.recorder.sim.instruments import sim_instrument
 from pumpwatch.recorder.sim.server import SimExchange
@@ -32,7 +33,6 @@ from pumpwatch.recorder.symbols import write_symbols
 from pumpwatch.segments.paths import list_segments
 from pumpwatch.segments.reader import read_segment
 from pumpwatch.segments.schema import TradeRow
-
 from pumpwatch.streams import split_stream
 
 TARGET_RATE = 50_000

@@ -20,11 +20,11 @@ import time
 from collections.abc import Callable, Sequence
 
 import orjson
+
 from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.recorder.adapters import get_adapter
 from pumpwatch.recorder.sim.instruments import sim_instrument
 from pumpwatch.segments.schema import TradeRow
-
 from pumpwatch.streams import STREAMS, parse_streams, split_stream
 
 BASES = (

@@ -29,6 +29,8 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+from websockets.asyncio.client import connect
+
 from pumpwatch.recorder.adapter import Adapter, Control, Instrument
 from pumpwatch.recorder.adapters import get_adapter
 from pumpwatch.recorder.dedupe import Deduper
@@ -39,8 +41,6 @@ from pumpwatch.recorder.sim.instruments import sim_instrument
 from pumpwatch.recorder.sim.server import SimExchange
 from pumpwatch.recorder.stats import RunnerStats
 from pumpwatch.segments.schema import TradeRow
-from websockets.asyncio.client import connect
-
 from pumpwatch.streams import parse_streams
 
 DEFAULT_STREAMS = "binance_spot,binance_futures,okx_futures,bybit_spot,gate_futures,kucoin_futures"

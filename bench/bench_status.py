@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 
 import orjson
+
 from pumpwatch.segments.frames import frame_path
 from pumpwatch.segments.journal import journal_path
 from pumpwatch.segments.status import store_status
-
 from pumpwatch.streams import STREAMS
 from pumpwatch.synth import MarketSpec, generate, write_store
 

@@ -26,7 +26,6 @@ from pathlib import Path
 
 from pumpwatch.recorder.sim.upbit import UpbitSim, backlog
 from pumpwatch.recorder.upbit.service import ListingWatcher
-
 from pumpwatch.settings import Settings
 from pumpwatch.synth import MarketSpec, write_store
 

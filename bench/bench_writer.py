@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import zstandard
+
 from pumpwatch.segments import SegmentWriter
 from pumpwatch.segments.schema import TRADE_SCHEMA, TradeRow
 

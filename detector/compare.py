@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from pumpwatch.detector.detect import US_PER_MS, Analysis, StreamResult, trades_json
 
+from pumpwatch.detector.detect import US_PER_MS, Analysis, StreamResult, trades_json
 from pumpwatch.streams import STREAMS, split_stream
 
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from pumpwatch.detector.sliding import range_argmin, window_starts, window_sums
 
+from pumpwatch.detector.sliding import range_argmin, window_starts, window_sums
 from pumpwatch.streams import STREAMS, split_stream
 
 US_PER_MS = 1000

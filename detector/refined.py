@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
 from pumpwatch.detector.compare import exchange_comparison, exchange_pumps
 from pumpwatch.detector.detect import Analysis, analyse
-from pumpwatch.extractor.files import make_temp_dir, replace_dir, write_json
-
 from pumpwatch.errors import StoreError
+from pumpwatch.extractor.files import make_temp_dir, replace_dir, write_json
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pumpwatch.detector.detect import stream_slices
+from pumpwatch.errors import StoreError
 from pumpwatch.extractor.files import (
     make_temp_dir,
     replace_dir,
@@ -34,8 +35,6 @@ from pumpwatch.extractor.files import (
     write_json_lines_array,
 )
 from pumpwatch.extractor.metadata import build_metadata, iso_utc
-
-from pumpwatch.errors import StoreError
 from pumpwatch.streams import check_symbol, parse_streams, split_stream
 
 log = logging.getLogger(__name__)
@@ -106,6 +105,7 @@ def extract(
 
     import pyarrow as pa
     import pyarrow.parquet as pq
+
     from pumpwatch.segments.reader import read_trades
 
     table = read_trades(data_dir, start_us, end_us, streams=list(chosen), base=symbol)

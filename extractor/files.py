@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
 from pumpwatch.segments.durable import fsync_dir
 
 _AT_FDCWD = -100

@@ -18,12 +18,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pumpwatch.recorder.adapter import Adapter, ConnectTarget, Control
-from pumpwatch.recorder.runner_requests import PendingRequest, RateLimiter, RequestBook
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from pumpwatch.errors import ParseError
+from pumpwatch.recorder.adapter import Adapter, ConnectTarget, Control
+from pumpwatch.recorder.runner_requests import PendingRequest, RateLimiter, RequestBook
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import orjson
-from pumpwatch.recorder.adapter import Adapter, Instruments
 
 from pumpwatch.errors import ParseError
+from pumpwatch.recorder.adapter import Adapter, Instruments
 
 _JOURNAL_PREFIX = b'{"r":'
 

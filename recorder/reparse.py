@@ -40,14 +40,14 @@ from typing import Any
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from pumpwatch.errors import ParseError, StoreError, UsageError
 from pumpwatch.recorder.adapter import Adapter, Instruments
 from pumpwatch.recorder.dedupe import Deduper
 from pumpwatch.segments.durable import fsync_dir
 from pumpwatch.segments.frames import iter_frames
 from pumpwatch.segments.paths import US_PER_HOUR, hour_start_us, list_segments, segment_path
 from pumpwatch.segments.schema import TRADE_FIELDS, TRADE_SCHEMA, TradeRow
-
-from pumpwatch.errors import ParseError, StoreError, UsageError
 from pumpwatch.streams import split_stream
 
 log = logging.getLogger(__name__)

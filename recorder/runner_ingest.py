@@ -10,12 +10,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 
+from pumpwatch.errors import ParseError
 from pumpwatch.recorder.adapter import Adapter, Control, Instrument
 from pumpwatch.recorder.dedupe import Deduper
 from pumpwatch.recorder.stats import RunnerStats
 from pumpwatch.segments.schema import TradeRow
-
-from pumpwatch.errors import ParseError
 
 log = logging.getLogger(__name__)
 

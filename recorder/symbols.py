@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pumpwatch.recorder.adapter import Instrument
 
 from pumpwatch.errors import ConfigError
+from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.streams import STREAMS, SYMBOL_RE
 
 # Exchange symbols are data, never paths, but they still must be short printable tokens

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx
 import orjson
+
+from pumpwatch.errors import ParseError
 from pumpwatch.recorder.adapter import Adapter, Instrument
 from pumpwatch.recorder.symbols import (
     SymbolsFile,
@@ -27,8 +29,6 @@ from pumpwatch.recorder.symbols import (
     update_krw_first_seen,
     write_symbols,
 )
-
-from pumpwatch.errors import ParseError
 from pumpwatch.settings import Settings
 from pumpwatch.streams import SYMBOL_RE
 

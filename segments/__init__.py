@@ -12,6 +12,7 @@ from pumpwatch.segments.paths import SegmentFile, list_segments, segment_dir, se
 
 if TYPE_CHECKING:
     import pyarrow.dataset as pads
+
     from pumpwatch.segments.reader import iter_batches, read_trades
     from pumpwatch.segments.recovery import recover
     from pumpwatch.segments.writer import SegmentWriter
@@ -53,6 +54,7 @@ def dataset(data_dir: str | os.PathLike[str]) -> pads.Dataset:
     """
     import pyarrow as pa
     import pyarrow.dataset as ds
+
     from pumpwatch.segments.schema import SEGMENT_SCHEMA
 
     partitioning = ds.partitioning(

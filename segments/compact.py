@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
+
 from pumpwatch.segments.schema import (
     BATCH_RECV_MAX,
     BATCH_RECV_MIN,

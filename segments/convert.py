@@ -15,9 +15,9 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pumpwatch.segments.schema import DICT_TYPE, SEGMENT_SCHEMA, TIME_TYPE, TradeRow
 
 from pumpwatch.errors import StoreError
+from pumpwatch.segments.schema import DICT_TYPE, SEGMENT_SCHEMA, TIME_TYPE, TradeRow
 
 log = logging.getLogger(__name__)
 

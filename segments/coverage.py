@@ -27,10 +27,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pumpwatch.errors import UsageError
 from pumpwatch.segments.journal import now_us as wall_now_us
 from pumpwatch.segments.journal import read_events
-
-from pumpwatch.errors import UsageError
 
 DEFAULT_HEARTBEAT_S = 10.0
 TAIL_HEARTBEATS = 3  # how many missed heartbeats before an open journal tail stops counting

@@ -21,11 +21,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
+
+from pumpwatch.errors import StoreError
 from pumpwatch.segments.ipcscan import Chunk, scan_segment, stream_of
 from pumpwatch.segments.paths import US_PER_S, SegmentFile, list_segments, sealed_name
 from pumpwatch.segments.schema import BATCH_TIME_MAX, BATCH_TIME_MIN, DICT_COLUMNS, TRADE_SCHEMA
-
-from pumpwatch.errors import StoreError
 from pumpwatch.streams import split_stream
 
 log = logging.getLogger(__name__)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
 from pumpwatch.segments.coverage import TAIL_HEARTBEATS, Replay, coverage_from_events
 from pumpwatch.segments.journal import journal_path, parse_journal
 

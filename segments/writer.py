@@ -23,12 +23,12 @@ from types import TracebackType
 from typing import TypeAlias
 
 import pyarrow as pa
+
+from pumpwatch.errors import StoreError
 from pumpwatch.segments.convert import Converter
 from pumpwatch.segments.hourfile import HourFile
 from pumpwatch.segments.paths import US_PER_HOUR
 from pumpwatch.segments.schema import TRADE_FIELDS, TradeRow
-
-from pumpwatch.errors import StoreError
 from pumpwatch.streams import split_stream
 
 log = logging.getLogger(__name__)

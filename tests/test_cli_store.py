@@ -11,11 +11,11 @@ from pathlib import Path
 
 import orjson
 import pytest
-from pumpwatch.segments.journal import EventJournal
 from typer.testing import CliRunner
 
 from pumpwatch.cli import app
 from pumpwatch.errors import StoreError
+from pumpwatch.segments.journal import EventJournal
 
 runner = CliRunner()
 PUMPWATCH = Path(sys.executable).with_name("pumpwatch")
@@ -111,9 +111,8 @@ def test_status_table_is_aligned(data_dir: Path) -> None:
 
 
 def test_status_table_fits_100_columns_with_the_widest_values(data_dir: Path) -> None:
-    from pumpwatch.segments.status import store_status
-
     from pumpwatch.cli.store_cmds import format_status_table
+    from pumpwatch.segments.status import store_status
 
     status = store_status(data_dir, retention_s=604800.0, frames_retention_s=259200.0, min_free_disk_mb=2048)
     for s in status["streams"].values():

@@ -8,9 +8,9 @@ from collections import defaultdict
 import numpy as np
 import pyarrow as pa
 import pytest
+
 from pumpwatch.recorder.sim.instruments import SIM_MULTIPLIER, sim_instrument
 from pumpwatch.segments.schema import TRADE_SCHEMA
-
 from pumpwatch.streams import STREAMS
 from pumpwatch.synth import LiveMarket, MarketSpec, PumpSpec, generate, instruments_for
 from pumpwatch.synth_model import RESOLUTION_US, base_params

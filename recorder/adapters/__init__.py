@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from pumpwatch.recorder.adapter import Adapter
-
 from pumpwatch.streams import split_stream
 
 

@@ -17,10 +17,10 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
-from pumpwatch.recorder.adapter import Adapter, ConnectTarget, Control, HttpRequest, Instrument, Instruments
-from pumpwatch.segments.schema import TradeRow
 
 from pumpwatch.errors import ParseError
+from pumpwatch.recorder.adapter import Adapter, ConnectTarget, Control, HttpRequest, Instrument, Instruments
+from pumpwatch.segments.schema import TradeRow
 
 SPOT_DOC = "https://developers.binance.com/docs/binance-spot-api-docs/web-socket-streams"
 FUTURES_DOC = "https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams"

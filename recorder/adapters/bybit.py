@@ -18,10 +18,10 @@ from typing import Any
 from urllib.parse import quote
 
 import orjson
-from pumpwatch.recorder.adapter import Adapter, Control, HttpRequest, Instrument, Instruments
-from pumpwatch.segments.schema import TradeRow
 
 from pumpwatch.errors import ParseError
+from pumpwatch.recorder.adapter import Adapter, Control, HttpRequest, Instrument, Instruments
+from pumpwatch.segments.schema import TradeRow
 
 DOC_URL = "https://bybit-exchange.github.io/docs/v5/websocket/public/trade"
 

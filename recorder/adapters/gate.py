@@ -24,6 +24,8 @@ from operator import itemgetter
 from typing import Any
 
 import orjson
+
+from pumpwatch.errors import ConfigError, ParseError
 from pumpwatch.recorder.adapter import (
     Adapter,
     ConnectTarget,
@@ -35,8 +37,6 @@ from pumpwatch.recorder.adapter import (
 )
 from pumpwatch.recorder.adapters.checks import positive
 from pumpwatch.segments.schema import TradeRow
-
-from pumpwatch.errors import ConfigError, ParseError
 
 DOC_URL = "https://www.gate.com/docs/developers/apiv4/ws/en/"
 FUTURES_DOC_URL = "https://www.gate.com/docs/developers/futures/ws/en/"

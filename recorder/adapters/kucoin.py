@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
+
+from pumpwatch.errors import ConfigError, ParseError
 from pumpwatch.recorder.adapter import (
     Adapter,
     ConnectTarget,
@@ -31,8 +33,6 @@ from pumpwatch.recorder.adapter import (
 )
 from pumpwatch.recorder.adapters.checks import positive
 from pumpwatch.segments.schema import TradeRow
-
-from pumpwatch.errors import ConfigError, ParseError
 
 DOC_URL = "https://www.kucoin.com/docs-new/websocket-api/base-info/introduction"
 DAY_US = 86_400_000_000

@@ -18,10 +18,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
-from pumpwatch.recorder.adapter import Adapter, ConnectTarget, Control, HttpRequest, Instrument, Instruments
-from pumpwatch.segments.schema import TradeRow
 
 from pumpwatch.errors import ParseError
+from pumpwatch.recorder.adapter import Adapter, ConnectTarget, Control, HttpRequest, Instrument, Instruments
+from pumpwatch.segments.schema import TradeRow
 
 DOC_URL = "https://www.okx.com/docs-v5/en/#order-book-trading-market-data-ws-all-trades-channel"
 

@@ -25,10 +25,10 @@ from operator import itemgetter
 from typing import Any
 
 import orjson
-from pumpwatch.recorder.adapter import Adapter, Control, Decoder, HttpRequest, Instrument, Instruments
-from pumpwatch.segments.schema import TradeRow
 
 from pumpwatch.errors import ConfigError, ParseError
+from pumpwatch.recorder.adapter import Adapter, Control, Decoder, HttpRequest, Instrument, Instruments
+from pumpwatch.segments.schema import TradeRow
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 
 import orjson
+
 from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.recorder.sim.protocol import HttpResponse, SimProtocol, SimSession
 from pumpwatch.segments.schema import TradeRow

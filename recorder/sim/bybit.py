@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 import orjson
+
 from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.recorder.sim.binance import decimal_str
 from pumpwatch.recorder.sim.protocol import HttpHandler, HttpResponse, SimProtocol, SimSession

@@ -20,11 +20,11 @@ from types import TracebackType
 from typing import Any
 
 import yaml
+
 from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.recorder.sim.instruments import sim_instrument
 from pumpwatch.recorder.sim.protocol import SimProtocol
 from pumpwatch.recorder.sim.server import SimExchange
-
 from pumpwatch.streams import parse_streams, split_stream
 
 log = logging.getLogger(__name__)

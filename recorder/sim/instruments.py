@@ -8,7 +8,6 @@ The multipliers are deliberately not 1 so that tests exercise the contract conve
 from __future__ import annotations
 
 from pumpwatch.recorder.adapter import Instrument
-
 from pumpwatch.streams import split_stream
 
 # Contract sizes (base units per contract) used by the simulated futures venues.

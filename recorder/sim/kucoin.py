@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
+
 from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.recorder.sim.protocol import HttpHandler, HttpResponse, SimProtocol, SimSession
 from pumpwatch.segments.schema import TradeRow

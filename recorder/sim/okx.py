@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import orjson
+
 from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.recorder.sim.binance import decimal_str
 from pumpwatch.recorder.sim.protocol import HttpResponse, SimProtocol, SimSession

@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+
 from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.recorder.sim.protocol import HttpHandler, HttpResponse, SimProtocol, SimSession
 from pumpwatch.segments.schema import TradeRow

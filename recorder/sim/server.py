@@ -21,14 +21,15 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from pumpwatch.recorder.adapter import Instrument
-from pumpwatch.recorder.sim.http import LocalHttpServer, Request
-from pumpwatch.recorder.sim.protocol import HttpResponse, SimProtocol, SimSession
-from pumpwatch.segments.schema import TradeRow
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request as WsRequest
 from websockets.http11 import Response as WsResponse
+
+from pumpwatch.recorder.adapter import Instrument
+from pumpwatch.recorder.sim.http import LocalHttpServer, Request
+from pumpwatch.recorder.sim.protocol import HttpResponse, SimProtocol, SimSession
+from pumpwatch.segments.schema import TradeRow
 
 log = logging.getLogger(__name__)
 

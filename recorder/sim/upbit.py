@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
+
 from pumpwatch.recorder.sim.http import LocalHttpServer, Request
 from pumpwatch.recorder.sim.protocol import HttpResponse
 

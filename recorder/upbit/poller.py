@@ -21,10 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
-from pumpwatch.recorder.backoff import Backoff
-from pumpwatch.recorder.upbit.notices import NoticePage, parse_page
 
 from pumpwatch.errors import ParseError
+from pumpwatch.recorder.backoff import Backoff
+from pumpwatch.recorder.upbit.notices import NoticePage, parse_page
 from pumpwatch.settings import UpbitSettings
 
 log = logging.getLogger(__name__)

@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable
 
 import httpx
+
 from pumpwatch.recorder.upbit.poller import NoticePoller, PollResult
 from pumpwatch.recorder.upbit.state import Firing, WatchState
 from pumpwatch.recorder.upbit.trigger import DetectFn, ExtractFn, ExtractionScheduler
-
 from pumpwatch.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from pumpwatch.recorder.upbit.notices import Notice, NoticePage, format_utc
-from pumpwatch.recorder.upbit.titles import TitleInfo, parse_title
 
 from pumpwatch.errors import StoreError, UsageError
+from pumpwatch.recorder.upbit.notices import Notice, NoticePage, format_utc
+from pumpwatch.recorder.upbit.titles import TitleInfo, parse_title
 from pumpwatch.streams import check_symbol
 
 log = logging.getLogger(__name__)

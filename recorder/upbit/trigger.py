@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
 from pumpwatch.recorder.upbit.notices import format_utc
 from pumpwatch.recorder.upbit.state import Firing, write_json_atomic
-
 from pumpwatch.streams import check_symbol
 
 log = logging.getLogger(__name__)

@@ -18,12 +18,12 @@ from typing import Any
 
 import orjson
 from hypothesis import strategies as st
+
+from pumpwatch.errors import ParseError
 from pumpwatch.recorder.adapter import Control, Instrument, Instruments
 from pumpwatch.recorder.adapters import get_adapter
 from pumpwatch.recorder.sim.instruments import sim_instrument
 from pumpwatch.segments.schema import TradeRow
-
-from pumpwatch.errors import ParseError
 from pumpwatch.streams import split_stream
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -163,8 +163,9 @@ async def sim_end_to_end(
     Control decoded on the way, and the REST instruments. (No token step: not for KuCoin.)
     """
     import httpx
-    from pumpwatch.recorder.sim.server import SimExchange
     from websockets.asyncio.client import connect
+
+    from pumpwatch.recorder.sim.server import SimExchange
 
     exchange, market = split_stream(stream)
     adapter = get_adapter(stream)

@@ -20,12 +20,12 @@ from adapter_testkit import (
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from pumpwatch.errors import ParseError
 from pumpwatch.recorder.adapter import Control, Instrument
 from pumpwatch.recorder.adapters import get_adapter
 from pumpwatch.recorder.sim.binance import decimal_str, sim_protocol
 from pumpwatch.recorder.sim.protocol import SimSession
-
-from pumpwatch.errors import ParseError
 
 SPOT = get_adapter("binance_spot")
 FUT = get_adapter("binance_futures")

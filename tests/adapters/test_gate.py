@@ -21,6 +21,8 @@ from adapter_testkit import (
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from pumpwatch.errors import ConfigError, ParseError
 from pumpwatch.recorder.adapter import Adapter, Control, Instrument
 from pumpwatch.recorder.adapters import get_adapter
 from pumpwatch.recorder.adapters.gate import make_subscribe, ms_to_us
@@ -29,8 +31,6 @@ from pumpwatch.recorder.sim.gate import legacy_int_sizes, sim_protocol
 from pumpwatch.recorder.sim.protocol import SimSession
 from pumpwatch.recorder.sim.server import SimExchange
 from pumpwatch.segments.schema import TradeRow
-
-from pumpwatch.errors import ConfigError, ParseError
 
 SPOT = get_adapter("gate_spot")
 FUT = get_adapter("gate_futures")

@@ -21,6 +21,8 @@ from adapter_testkit import (
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from pumpwatch.errors import ConfigError, ParseError
 from pumpwatch.recorder.adapter import Adapter, Control, Instrument
 from pumpwatch.recorder.adapters import get_adapter
 from pumpwatch.recorder.runner import StreamRunner
@@ -28,8 +30,6 @@ from pumpwatch.recorder.sim.phemex import sim_protocol
 from pumpwatch.recorder.sim.protocol import SimSession
 from pumpwatch.recorder.sim.server import SimExchange
 from pumpwatch.segments.schema import TradeRow
-
-from pumpwatch.errors import ConfigError, ParseError
 
 SPOT = get_adapter("phemex_spot")
 FUT = get_adapter("phemex_futures")

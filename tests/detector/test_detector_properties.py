@@ -7,6 +7,7 @@ import orjson
 import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from pumpwatch.detector.detect import detect
 
 S = 1_000_000

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
+
 from pumpwatch.detector.detect import detect
 from pumpwatch.detector.sliding import range_argmin, window_starts, window_sums
 

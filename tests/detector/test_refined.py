@@ -8,8 +8,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from pumpwatch.detector import run_detector
 
+from pumpwatch.detector import run_detector
 from pumpwatch.errors import StoreError
 
 S = 1_000_000

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.recorder.sim.instruments import sim_instrument
 from pumpwatch.recorder.sim.server import SimExchange
@@ -30,7 +31,6 @@ from pumpwatch.segments.journal import read_events
 from pumpwatch.segments.paths import list_segments
 from pumpwatch.segments.reader import read_segment
 from pumpwatch.segments.schema import TradeRow
-
 from pumpwatch.streams import STREAMS, split_stream
 
 BASES = ("AAA", "BBB", "CCC")

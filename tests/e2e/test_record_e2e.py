@@ -29,9 +29,9 @@ from e2e_harness import (
     wait_listening,
     wait_on_disk,
 )
+
 from pumpwatch.segments.coverage import coverage
 from pumpwatch.segments.journal import read_events
-
 from pumpwatch.streams import split_stream
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # generous: a loaded 2-core CI box

@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pumpwatch.extractor import extract, listing_dir_name
-from pumpwatch.segments.journal import EventJournal
 
 from pumpwatch.errors import StoreError, UsageError
+from pumpwatch.extractor import extract, listing_dir_name
+from pumpwatch.segments.journal import EventJournal
 from pumpwatch.streams import STREAMS
 from pumpwatch.synth import MarketSpec, PumpSpec, generate, write_store
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+
 from pumpwatch.recorder.sim.cluster import SimCluster
 from pumpwatch.recorder.sim.upbit import UpbitSim, krw_markets
 

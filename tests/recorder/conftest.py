@@ -22,6 +22,8 @@ from typing import Any
 
 import orjson
 import pytest
+
+from pumpwatch.errors import ParseError
 from pumpwatch.recorder.adapter import (
     Adapter,
     ConnectTarget,
@@ -32,8 +34,6 @@ from pumpwatch.recorder.adapter import (
 )
 from pumpwatch.recorder.sim.protocol import HttpResponse, SimProtocol, SimSession
 from pumpwatch.segments.schema import TradeRow
-
-from pumpwatch.errors import ParseError
 
 STREAM = "test_spot"
 FAR_FUTURE_US = 86_400_000_000  # a trade time more than a day after receipt is garbage

@@ -7,6 +7,7 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from pumpwatch.recorder.dedupe import Deduper
 from pumpwatch.segments.schema import TradeRow
 

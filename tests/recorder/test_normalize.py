@@ -11,6 +11,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+
 from pumpwatch.recorder.adapter import Adapter, Instrument
 from pumpwatch.recorder.adapters import get_adapter
 from pumpwatch.recorder.normalize import normalize_lines
@@ -18,7 +19,6 @@ from pumpwatch.recorder.sim.instruments import sim_instrument
 from pumpwatch.recorder.symbols import write_symbols
 from pumpwatch.segments.frames import encode_frame
 from pumpwatch.segments.schema import TradeRow
-
 from pumpwatch.streams import STREAMS, split_stream
 
 

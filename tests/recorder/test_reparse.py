@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+
 from pumpwatch.recorder import reparse as reparse_mod
 from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.recorder.adapters import get_adapter

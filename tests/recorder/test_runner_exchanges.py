@@ -14,12 +14,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+
 from pumpwatch.recorder.adapter import ConnectTarget
 from pumpwatch.recorder.adapters import get_adapter
 from pumpwatch.recorder.runner import StreamRunner
 from pumpwatch.recorder.sim.cluster import SimCluster
 from pumpwatch.segments.schema import TradeRow
-
 from pumpwatch.streams import STREAMS
 
 BASES = ["BTC", "0G", "SOL"]

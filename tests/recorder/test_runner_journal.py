@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
+
 from pumpwatch.recorder.adapter import Control, Instruments
 from pumpwatch.recorder.sim.protocol import SimSession
 from pumpwatch.segments.coverage import coverage_from_events

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+
 from pumpwatch.recorder import runner_requests
 from pumpwatch.recorder.adapter import Control
 from pumpwatch.recorder.runner_requests import Answer, PendingRequest, RateLimiter, RequestBook

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+
 from pumpwatch.recorder.sim.cluster import SimCluster
 from pumpwatch.recorder.sim.http import LocalHttpServer, Request
 from pumpwatch.recorder.sim.protocol import HttpResponse
@@ -322,7 +323,6 @@ def test_sim_exchange_rest_routes_and_snapshot(tj: SimpleNamespace) -> None:
 
 def test_sim_cluster_publishes_and_points_the_recorder_at_itself(tmp_path: Path) -> None:
     from pumpwatch.recorder.symbols import load_symbols
-
     from pumpwatch.settings import load_settings
 
     async def main() -> None:

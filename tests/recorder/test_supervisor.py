@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+
+from pumpwatch.errors import ConfigError
 from pumpwatch.recorder import supervisor
 from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.recorder.supervisor import (
@@ -20,8 +22,6 @@ from pumpwatch.recorder.supervisor import (
 )
 from pumpwatch.recorder.symbols import write_symbols
 from pumpwatch.segments.journal import read_events
-
-from pumpwatch.errors import ConfigError
 from pumpwatch.settings import Settings
 
 # A stand-in worker: logs its start, dies with code 3 for its first `fails` runs, then runs

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from pumpwatch.errors import ConfigError, ParseError
 from pumpwatch.recorder import adapters as adapters_pkg
 from pumpwatch.recorder.adapter import Adapter, HttpRequest, Instrument
 from pumpwatch.recorder.sim.http import LocalHttpServer, Request
@@ -20,8 +22,6 @@ from pumpwatch.recorder.symbols import (
     write_symbols,
 )
 from pumpwatch.recorder.symbols_fetch import refresh_symbols
-
-from pumpwatch.errors import ConfigError, ParseError
 from pumpwatch.settings import Settings
 
 HOUR_US = 3600 * 1_000_000

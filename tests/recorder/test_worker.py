@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from pumpwatch.recorder import worker
 from pumpwatch.recorder.sim.binance import sim_protocol
 from pumpwatch.recorder.sim.instruments import sim_instrument
@@ -24,7 +25,6 @@ from pumpwatch.segments.coverage import coverage, coverage_from_events
 from pumpwatch.segments.journal import EventJournal, read_events
 from pumpwatch.segments.paths import list_segments
 from pumpwatch.segments.reader import read_segment
-
 from pumpwatch.settings import Settings
 
 

@@ -6,6 +6,7 @@ import struct
 from collections.abc import Sequence
 
 import pyarrow as pa
+
 from pumpwatch.segments.schema import TRADE_FIELDS, TradeRow
 
 HOUR_US = 3_600_000_000

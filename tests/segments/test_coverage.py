@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pumpwatch.segments.coverage import Coverage, coverage, coverage_from_events
-from pumpwatch.segments.journal import EventJournal
 
 from pumpwatch.errors import UsageError
+from pumpwatch.segments.coverage import Coverage, coverage, coverage_from_events
+from pumpwatch.segments.journal import EventJournal
 
 S = 1_000_000  # µs per second: scenarios below are written in seconds
 FAR = 10**6 * S  # "now" long after every scenario

@@ -7,6 +7,7 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from pumpwatch.segments.coverage import coverage_from_events
 
 S = 1_000_000

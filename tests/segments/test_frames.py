@@ -12,6 +12,7 @@ import pytest
 import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from pumpwatch.segments import frames as frames_mod
 from pumpwatch.segments.frames import (
     FrameWriter,

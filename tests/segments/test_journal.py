@@ -10,6 +10,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+
+from pumpwatch.errors import UsageError
 from pumpwatch.segments.journal import (
     EventJournal,
     encode_event,
@@ -18,8 +20,6 @@ from pumpwatch.segments.journal import (
     rewrite_journal,
     scan_events,
 )
-
-from pumpwatch.errors import UsageError
 
 STREAM = "okx_futures"
 

@@ -12,6 +12,7 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from pumpwatch.segments.coverage import coverage_from_events
 from pumpwatch.segments.journal import EventJournal, read_events
 from pumpwatch.segments.retention import journal_lines_to_keep, prune

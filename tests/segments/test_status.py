@@ -10,13 +10,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.ipc as ipc
 import pytest
+
+from pumpwatch.errors import StoreError
 from pumpwatch.segments.compact import batch_metadata
 from pumpwatch.segments.frames import FrameWriter, frame_path
 from pumpwatch.segments.journal import EventJournal
 from pumpwatch.segments.schema import TRADE_SCHEMA
 from pumpwatch.segments.status import count_segment, recorded_us, store_status
-
-from pumpwatch.errors import StoreError
 
 S = 1_000_000
 MIN = 60 * S

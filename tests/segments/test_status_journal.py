@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from pumpwatch.segments.coverage import Replay, coverage_from_events
 from pumpwatch.segments.journal import encode_event, journal_path, parse_journal
 from pumpwatch.segments.status import store_status

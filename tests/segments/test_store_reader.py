@@ -9,10 +9,11 @@ import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from store_helpers import HOUR_US, T0_US, float_bits, table_rows
+
 from pumpwatch.segments import SegmentWriter, iter_batches, read_trades
 from pumpwatch.segments import reader as reader_mod
 from pumpwatch.segments.reader import OUT_SCHEMA
-from store_helpers import HOUR_US, T0_US, float_bits, table_rows
 
 STREAMS = ("binance_spot", "okx_futures", "gate_spot")
 BASES = ("BTC", "ETH", "0G", "PEPE")

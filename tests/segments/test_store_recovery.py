@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pyarrow.ipc as ipc
 import pytest
+from store_helpers import HOUR_US, T0_US, make_rows, table_rows
+
 from pumpwatch.segments import SegmentWriter, list_segments, read_trades, recover
 from pumpwatch.segments.recovery import recover_report
-from store_helpers import HOUR_US, T0_US, make_rows, table_rows
 
 STREAM = "binance_spot"
 

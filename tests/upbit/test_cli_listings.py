@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from pumpwatch.recorder.sim.upbit import UpbitSim, backlog
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "upbit" / "announcements_trade.json"

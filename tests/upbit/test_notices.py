@@ -10,9 +10,9 @@ import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pumpwatch.recorder.upbit.notices import format_utc, parse_page, parse_time_us
 
 from pumpwatch.errors import ParseError
+from pumpwatch.recorder.upbit.notices import format_utc, parse_page, parse_time_us
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "upbit" / "announcements_trade.json"
 

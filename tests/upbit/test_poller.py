@@ -9,9 +9,9 @@ import time
 from collections.abc import Awaitable, Callable
 
 import httpx
+
 from pumpwatch.recorder.sim.upbit import UpbitSim, backlog
 from pumpwatch.recorder.upbit.poller import NoticePoller, PollResult, parse_retry_after
-
 from pumpwatch.settings import UpbitSettings
 
 

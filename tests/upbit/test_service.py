@@ -11,9 +11,9 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+
 from pumpwatch.recorder.sim.upbit import UpbitSim, backlog
 from pumpwatch.recorder.upbit.service import ListingWatcher, run_listing_service
-
 from pumpwatch.settings import Settings
 from pumpwatch.synth import MarketSpec, generate, write_store
 

@@ -6,6 +6,7 @@ import asyncio
 
 import httpx
 import orjson
+
 from pumpwatch.recorder.sim.upbit import UpbitSim, backlog, krw_markets
 
 NOW_US = 1_790_000_000_000_000  # 2026-09-21T14:13:20Z = 23:13:20 KST

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import orjson
+
 from pumpwatch.recorder.upbit.notices import Notice, NoticePage
 from pumpwatch.recorder.upbit.state import REFIRE_AFTER_S, WatchState
 

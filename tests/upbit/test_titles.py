@@ -8,6 +8,7 @@ import pytest
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st
+
 from pumpwatch.recorder.upbit.titles import is_valid_symbol, normalize_title, parse_title
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "upbit" / "titles.yaml"

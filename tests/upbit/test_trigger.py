@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
 from pumpwatch.recorder.upbit.notices import Notice
 from pumpwatch.recorder.upbit.state import Firing
 from pumpwatch.recorder.upbit.titles import parse_title
