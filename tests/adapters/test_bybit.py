@@ -155,12 +155,6 @@ def test_garbage_is_a_parse_error(frame: bytes) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=200))
-def test_fuzz_bytes_only_parse_error(frame: bytes) -> None:
-    decode_or_parse_error(SPOT.decode, frame, INSTS)
-
-
-@settings(max_examples=300, deadline=None)
 @given(json_values)
 def test_fuzz_json_values_only_parse_error(value: object) -> None:
     decode_or_parse_error(SPOT.decode, json_bytes(value), INSTS)

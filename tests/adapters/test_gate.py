@@ -403,20 +403,6 @@ def test_round_trip_encode_decode(data: st.DataObject) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(frame=st.binary(max_size=300))
-def test_fuzz_bytes(frame: bytes) -> None:
-    decode_or_parse_error(SPOT.decode, frame, SIM_SPOT)
-    decode_or_parse_error(FUT.decode, frame, SIM_FUT)
-
-
-@settings(max_examples=300, deadline=None)
-@given(value=json_values)
-def test_fuzz_json_values(value: object) -> None:
-    decode_or_parse_error(SPOT.decode, json_bytes(value), SIM_SPOT)
-    decode_or_parse_error(FUT.decode, json_bytes(value), SIM_FUT)
-
-
-@settings(max_examples=300, deadline=None)
 @given(
     key=st.sampled_from(
         ["size", "amount", "price", "create_time_ms", "create_time", "id", "side", "is_internal"]

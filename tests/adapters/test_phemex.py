@@ -396,20 +396,6 @@ def test_round_trip_incremental_and_snapshot(data: st.DataObject) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(frame=st.binary(max_size=300))
-def test_fuzz_bytes(frame: bytes) -> None:
-    decode_or_parse_error(SPOT.decode, frame, SIM_SPOT)
-    decode_or_parse_error(FUT.decode, frame, SIM_FUT)
-
-
-@settings(max_examples=300, deadline=None)
-@given(value=json_values)
-def test_fuzz_json_values(value: object) -> None:
-    decode_or_parse_error(SPOT.decode, json_bytes(value), SIM_SPOT)
-    decode_or_parse_error(FUT.decode, json_bytes(value), SIM_FUT)
-
-
-@settings(max_examples=300, deadline=None)
 @given(
     index=st.integers(min_value=0, max_value=3), value=json_values, kind=st.sampled_from(["snapshot", "x"])
 )
