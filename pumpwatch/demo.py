@@ -164,14 +164,14 @@ async def run_demo(opts: DemoOptions) -> DemoResult:
     record: asyncio.subprocess.Process | None = None
     async with cluster, upbit:
         config = _config(cluster, upbit.url, data_dir, opts)
-        env = {**os.environ, "PUMPWATCH_CONFIG": str(config), "PUMPWATCH_DATA_DIR": str(data_dir)}
-        os.environ.update({k: env[k] for k in ("PUMPWATCH_CONFIG", "PUMPWATCH_DATA_DIR")})
+        # Explicit options beat a PUMPWATCH_DATA_DIR/PUMPWATCH_CONFIG the user may have set.
+        where = ("--config", str(config), "--data-dir", str(data_dir))
         echo("  pumpwatch symbols: instrument lists from every local exchange, KRW markets from Upbit")
-        await _run_child(_pumpwatch("symbols", "--config", str(config)), log_path, "pumpwatch symbols")
+        await _run_child(_pumpwatch("symbols", *where), log_path, "pumpwatch symbols")
         echo("  pumpwatch record: one worker process per exchange (log: demo-children.log)")
         with log_path.open("ab") as log:
             record = await asyncio.create_subprocess_exec(
-                *_pumpwatch("record", "--config", str(config)),
+                *_pumpwatch("record", *where),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
