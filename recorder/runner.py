@@ -28,7 +28,7 @@ from pumpwatch.recorder.backoff import Backoff
 from pumpwatch.recorder.connection import ConnectFailed, Connection
 from pumpwatch.recorder.dedupe import Deduper
 from pumpwatch.recorder.runner_ingest import FrameIngest
-from pumpwatch.recorder.runner_slots import Journal, NullJournal, Slot, SlotTable
+from pumpwatch.recorder.runner_slots import Journal, NullJournal, Slot, SlotTable, wait_flags
 from pumpwatch.recorder.stats import RunnerStats
 from pumpwatch.segments.schema import TradeRow
 
@@ -173,10 +173,10 @@ class StreamRunner:
                 continue
             if conn is None and not slot.symbols:
                 slot.wake.clear()
-                await self._wait_event(slot.wake, None)
+                await wait_flags(self._stop, slot.wake, None)
                 continue
             if slot.retry_delay_s > 0:
-                await self._wait_event(None, slot.retry_delay_s)
+                await wait_flags(self._stop, None, slot.retry_delay_s)
                 slot.retry_delay_s = 0.0
                 if stop.is_set():
                     return
@@ -210,7 +210,7 @@ class StreamRunner:
         if not slot.symbols:
             await conn.close("no symbols left")
             return
-        if not await self._wait_event(slot.wake, timeout_s) and not self._stop.is_set():
+        if not await wait_flags(self._stop, slot.wake, timeout_s) and not self._stop.is_set():
             slot.rotate_reason = "lifetime"
 
     def _symbols_out_of_sync(self, slot: Slot, conn: Connection) -> bool:
@@ -228,21 +228,6 @@ class StreamRunner:
                 await conn.subscribe(missing, self._acked, self._rejected)
         except ConnectFailed as exc:
             conn.abort(str(exc))
-
-    async def _wait_event(self, event: asyncio.Event | None, timeout_s: float | None) -> bool:
-        """Wait until `event` (if any) or the stop flag is set, or `timeout_s` passes (None: no
-        limit); True when a flag was set. asyncio.wait, not wait_for: Python 3.11's wait_for
-        swallows a cancel that arrives in the loop turn the awaited event fires."""
-        flags = [self._stop] if event is None else [event, self._stop]
-        if any(f.is_set() for f in flags):
-            return True
-        waiters = [asyncio.ensure_future(f.wait()) for f in flags]
-        try:
-            done, _ = await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-        return bool(done)
 
     async def _open(self, slot: Slot) -> Connection | None:
         """A new connection with every symbol of the slot acked, or None after logging why."""
