@@ -1,0 +1,1 @@
+"""Repairing gaps from the exchanges' public REST trade history."""

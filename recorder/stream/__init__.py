@@ -1,0 +1,1 @@
+"""The connection machinery: one runner for every exchange, each file one job."""
