@@ -90,12 +90,15 @@ def _limit(req: HistoryRequest) -> int | None:
     return limit if 1 <= limit <= MAX_LIMIT else None
 
 
-def _time_param(req: HistoryRequest, name: str) -> int | None:
-    """A startTime/endTime as µs; Binance takes ms or µs and tells them apart by size."""
+def _time_param(req: HistoryRequest, name: str, end: bool = False) -> int | None:
+    """A startTime/endTime as µs (both inclusive: an ms `end` covers its whole millisecond);
+    Binance takes ms or µs and tells them apart by size."""
     value = int_param(req.query, name)
     if value is None:
         return None
-    return value if value >= 10**14 else value * 1000
+    if value >= 10**14:
+        return value
+    return value * 1000 + (999 if end else 0)
 
 
 def _micros(req: HistoryRequest, futures: bool) -> bool:
@@ -141,7 +144,7 @@ def _agg_rows(
     req: HistoryRequest, futures: bool, symbol: str, limit: int
 ) -> Sequence[TradeRow] | HttpResponse:
     from_id = int_param(req.query, "fromId")
-    start_us, end_us = _time_param(req, "startTime"), _time_param(req, "endTime")
+    start_us, end_us = _time_param(req, "startTime"), _time_param(req, "endTime", end=True)
     store = req.store
     if from_id is not None:
         if not futures and (start_us is not None or end_us is not None):
