@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.recorder.sim.protocol import HttpResponse
 from pumpwatch.segments.schema import TradeRow
-from pumpwatch.streams import split_stream
 
 DEFAULT_MAX_ROWS_PER_SYMBOL = 200_000
 JSON = {"Content-Type": "application/json"}
@@ -159,8 +158,9 @@ class HistoryApi:
 
 
 def history_api_for(stream: str) -> HistoryApi:
-    """The `HistoryApi` from ``recorder/sim/<exchange>_history.py``; empty if there is none."""
-    exchange, market = split_stream(stream)
+    """The `HistoryApi` from ``recorder/sim/<exchange>_history.py``; empty if there is none
+    (test protocols, Upbit)."""
+    exchange, _, market = stream.partition("_")
     name = f"pumpwatch.recorder.sim.{exchange}_history"
     try:
         module = importlib.import_module(name)
