@@ -56,8 +56,10 @@ def numeric_id(row: TradeRow) -> int:
 
 
 class TradeStore:
-    """Every published trade per exchange symbol, oldest first, at most `max_rows_per_symbol`
-    each (the oldest are forgotten first). Rows of one symbol must be published in time order."""
+    """Every published trade per exchange symbol, oldest first. Rows of one symbol must be
+    published in time order. Each symbol keeps at least its newest `max_rows_per_symbol` rows and
+    at most an eighth more: the oldest are forgotten in chunks, so that a full store does not
+    move the whole list on every publish."""
 
     def __init__(self, max_rows_per_symbol: int = DEFAULT_MAX_ROWS_PER_SYMBOL) -> None:
         self.max_rows_per_symbol = max_rows_per_symbol
@@ -69,10 +71,11 @@ class TradeStore:
         for row in rows:
             self._rows[row[2]].append(row)
             touched.add(row[2])
+        slack = self.max_rows_per_symbol // 8
         for symbol in touched:
             kept = self._rows[symbol]
             excess = len(kept) - self.max_rows_per_symbol
-            if excess > 0:
+            if excess > slack:
                 del kept[:excess]
                 self.forgotten += excess
 

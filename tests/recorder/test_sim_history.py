@@ -21,7 +21,7 @@ import pytest
 from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.recorder.adapters import get_adapter
 from pumpwatch.recorder.sim.cluster import sim_protocol_for
-from pumpwatch.recorder.sim.history import RateLimit, TradeStore
+from pumpwatch.recorder.sim.history import RateLimit, TradeStore, numeric_id
 from pumpwatch.recorder.sim.instruments import sim_instrument
 from pumpwatch.recorder.sim.server import SimExchange
 from pumpwatch.segments.schema import TradeRow
@@ -624,11 +624,15 @@ def test_skip_pushes_leaves_an_id_hole_on_the_ws_while_rest_has_every_trade() ->
 def test_trade_store_is_bounded_per_symbol_and_pages_by_id_and_time() -> None:
     store = TradeStore(max_rows_per_symbol=100)
     rows = _rows("binance_spot", "BTC", 250)
-    store.add(rows[:150])
+    store.add(rows[:110])
+    assert list(store.rows("BTCUSDT")) == rows[:110]  # within the slack of an eighth
+    store.add(rows[110:150])
+    assert list(store.rows("BTCUSDT")) == rows[50:150] and store.forgotten == 50
     store.add(rows[150:] + _rows("binance_spot", "ETH", 5))
-    kept = store.rows("BTCUSDT")
-    assert list(kept) == rows[150:] and store.forgotten == 150
+    assert list(store.rows("BTCUSDT")) == rows[150:] and store.forgotten == 150
     assert len(store.rows("ETHUSDT")) == 5
+    kept = store.rows("BTCUSDT")
+    assert numeric_id(kept[0]) == numeric_id(rows[150])
     first = int(rows[150][8] or 0)
     assert list(store.id_range("BTCUSDT", first + 10, first + 12)) == rows[160:163]
     assert list(store.time_range("BTCUSDT", rows[170][0], rows[171][0])) == rows[170:172]
