@@ -249,7 +249,8 @@ class SimExchange:
             peer.session.reject |= symbols
 
     def throttle(self, n: int) -> None:
-        """The next `n` REST history calls are refused as rate limited (429 + Retry-After)."""
+        """The next `n` REST history calls are refused as rate limited (the exchange's refusal:
+        429, Bybit 403; `Retry-After: 1`)."""
         self.history.throttle(n)
 
     def skip_pushes(self, n: int, symbol: str | None = None) -> None:
