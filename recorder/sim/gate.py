@@ -122,7 +122,10 @@ def sim_protocol(market: str, *, require_size_decimal: bool = True) -> SimProtoc
         frames = []
         for time_us, _recv, symbol, _b, _q, price, qty, side, trade_id in rows:
             tid = next(ids)
-            market_id = next(pair_ids.setdefault(symbol, itertools.count(1)))
+            # id_market is per-market contiguous and the same on every connection and over REST
+            # (sequence_id): the row's own id where it has one (the sim's ids count per symbol).
+            numeric = trade_id is not None and trade_id.isdigit()
+            market_id = int(trade_id) if numeric else next(pair_ids.setdefault(symbol, itertools.count(1)))
             result = {
                 "id": int(trade_id) if trade_id is not None and trade_id.isdigit() else tid,
                 "id_market": market_id,

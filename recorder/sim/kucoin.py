@@ -24,6 +24,7 @@ from pumpwatch.segments.schema import TradeRow
 
 _TOPIC = {"spot": "/market/match:", "futures": "/contractMarket/execution:"}
 PING_TIMEOUT_MS = 10_000
+SEQUENCE_OFFSET = 1_000_000_000_000
 
 
 def num_text(x: float) -> str:
@@ -45,6 +46,12 @@ def contracts(qty: float, multiplier: float) -> float | int:
         if c * multiplier == qty:
             return c
     return raw
+
+
+def sequence_of(trade_id: str | None) -> int | None:
+    """The ``sequence`` of a trade, the same on every connection and over REST: derived from the
+    sim's numeric trade id (distinct from it, as on KuCoin); None for a row without one."""
+    return SEQUENCE_OFFSET + int(trade_id) if trade_id is not None and trade_id.isdigit() else None
 
 
 def _error(req_id: Any, code: int, data: str) -> str:
@@ -112,7 +119,7 @@ def sim_protocol(market: str, *, ping_interval_ms: int = 18_000) -> SimProtocol:
     def encode_trades(rows: Sequence[TradeRow], instruments: Mapping[str, Instrument]) -> list[str]:
         frames = []
         for time_us, _recv, symbol, _b, _q, price, qty, side, trade_id in rows:
-            seq = next(sequence)
+            seq = sequence_of(trade_id) or next(sequence)
             tid = trade_id if trade_id is not None else str(seq)
             if futures:
                 data: dict[str, Any] = {

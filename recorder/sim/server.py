@@ -16,7 +16,7 @@ import itertools
 import logging
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -27,6 +27,12 @@ from websockets.http11 import Request as WsRequest
 from websockets.http11 import Response as WsResponse
 
 from pumpwatch.recorder.adapter import Instrument
+from pumpwatch.recorder.sim.history import (
+    DEFAULT_MAX_ROWS_PER_SYMBOL,
+    HistoryService,
+    RateLimit,
+    history_api_for,
+)
 from pumpwatch.recorder.sim.http import LocalHttpServer, Request
 from pumpwatch.recorder.sim.protocol import HttpResponse, SimProtocol, SimSession
 from pumpwatch.segments.schema import TradeRow
@@ -62,6 +68,11 @@ class SimExchange:
     Fault injection: `drop_all()`, `stall(seconds)`, `reject(symbols)`, `lifetime_s`,
     `send_raw(frame)`, `refuse_connections(n)`; the protocol's idle timeout and server pings
     apply (override with `idle_timeout_s` / `server_ping_interval_s`).
+
+    Trade history (recorder/sim/history.py): every published trade is kept per symbol
+    (`history_max_rows` each) and served by the exchange's REST history routes under its rate
+    limits (`history_budgets` overrides them by name); `throttle(n)`, `skip_pushes(n, symbol)`
+    and `history.stats` are for tests.
     """
 
     def __init__(
@@ -75,6 +86,8 @@ class SimExchange:
         idle_timeout_s: float | None = -1.0,
         server_ping_interval_s: float | None = -1.0,
         keep_recent: int = 200,
+        history_max_rows: int = DEFAULT_MAX_ROWS_PER_SYMBOL,
+        history_budgets: Mapping[str, RateLimit] | None = None,
     ) -> None:
         self.protocol = protocol
         self.instruments: dict[str, Instrument] = {i.symbol: i for i in instruments}
@@ -86,6 +99,9 @@ class SimExchange:
             protocol.server_ping_interval_s if server_ping_interval_s == -1.0 else server_ping_interval_s
         )
         self._recent: dict[str, deque[TradeRow]] = defaultdict(lambda: deque(maxlen=keep_recent))
+        self.history = HistoryService(
+            history_api_for(protocol.stream), max_rows_per_symbol=history_max_rows, budgets=history_budgets
+        )
         self._peers: dict[str, _Peer] = {}
         self._sent_by_conn: dict[str, list[TradeRow]] = {}
         self._reject: set[str] = set()
@@ -157,9 +173,11 @@ class SimExchange:
     # -- market data ------------------------------------------------------------------------
 
     def publish(self, rows: Sequence[TradeRow]) -> None:
-        """Send `rows` to every connection subscribed to their symbol (exchange symbols)."""
+        """Send `rows` to every connection subscribed to their symbol (exchange symbols); all
+        of them stay in the REST history, even those `skip_pushes` holds back."""
         for row in rows:
             self._recent[row[2]].append(row)
+        rows = self.history.record(rows)
         encode = self.protocol.encode_trades
         for peer in self._peers.values():
             subscribed = peer.session.subscribed
@@ -229,6 +247,16 @@ class SimExchange:
         self._reject |= symbols
         for peer in self._peers.values():
             peer.session.reject |= symbols
+
+    def throttle(self, n: int) -> None:
+        """The next `n` REST history calls are refused as rate limited (the exchange's refusal:
+        429, Bybit 403; `Retry-After: 1`)."""
+        self.history.throttle(n)
+
+    def skip_pushes(self, n: int, symbol: str | None = None) -> None:
+        """The next `n` published trades (of `symbol`, or any) reach the REST history but no
+        client, while connections stay up: a hole in contiguous ids."""
+        self.history.skip_pushes(n, symbol)
 
     def refuse_connections(self, n: int) -> None:
         """Refuse the next `n` WebSocket handshakes with HTTP 503."""
@@ -356,6 +384,8 @@ class SimExchange:
         peer.queue.put_nowait(_CLOSE)
 
     async def _http_handler(self, request: Request) -> HttpResponse:
+        if self.history.serves(request.method, request.path):
+            return self.history.handle(request.path, request.query, request.headers, self.instruments)
         handler = self.protocol.http_routes.get((request.method, request.path))
         if handler is None:
             return HttpResponse(404, b'{"error":"no such route"}')
