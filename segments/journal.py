@@ -28,6 +28,7 @@ from typing import Any
 
 import orjson
 
+from pumpwatch.atomic import write_file_atomic
 from pumpwatch.streams import split_stream
 
 log = logging.getLogger(__name__)
@@ -287,12 +288,7 @@ def rewrite_journal(
         data = os.pread(fd, size, 0) if size else b""
         events, skipped = parse_journal(data)
         lines = keep(events)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as out:
-            out.writelines(lines)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
+        write_file_atomic(path, b"".join(lines))
         return len(events) + skipped, len(lines)
     finally:
         os.close(fd)

@@ -26,9 +26,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from pumpwatch.atomic import fsync_dir
 from pumpwatch.errors import StoreError
 from pumpwatch.segments.compact import write_compacted
-from pumpwatch.segments.durable import fsync_dir
 from pumpwatch.segments.hourfile import make_dirs
 from pumpwatch.segments.ipcscan import FILE_MAGIC, Chunk, scan_segment, stream_of
 from pumpwatch.segments.paths import SegmentFile, list_segments, sealed_name, segment_root

@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from pumpwatch.atomic import write_file_atomic
 from pumpwatch.errors import StoreError, UsageError
-from pumpwatch.recorder.upbit.notices import Notice, NoticePage, format_utc
+from pumpwatch.recorder.upbit.notices import Notice, NoticePage
 from pumpwatch.recorder.upbit.titles import TitleInfo, parse_title
 from pumpwatch.streams import check_symbol
+from pumpwatch.utctime import format_utc
 
 log = logging.getLogger(__name__)
 
@@ -170,18 +171,8 @@ class WatchState:
 
 
 def write_json_atomic(path: Path, doc: object) -> None:
-    """Write `doc` as JSON to `path` via a temp file in the same directory, fsync, rename."""
+    """Write `doc` as JSON to `path` atomically (`pumpwatch.atomic.write_file_atomic`)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_file_atomic(path, orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
     except OSError as exc:
         raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from None

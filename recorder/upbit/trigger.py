@@ -23,9 +23,10 @@ from typing import Any
 
 import orjson
 
-from pumpwatch.recorder.upbit.notices import format_utc
 from pumpwatch.recorder.upbit.state import Firing, write_json_atomic
+from pumpwatch.settings import PumpSettings
 from pumpwatch.streams import check_symbol
+from pumpwatch.utctime import format_utc
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class ExtractionScheduler:
         before_s: float,
         after_s: float,
         wait_after_s: float,
-        pump: dict[str, float] | None = None,
+        pump: PumpSettings | None = None,
         extract_fn: ExtractFn | None = None,
         detect_fn: DetectFn | None = None,
         clock: Callable[[], float] = time.time,
@@ -96,7 +97,7 @@ class ExtractionScheduler:
         self.before_s = before_s
         self.after_s = after_s
         self.wait_after_s = wait_after_s  # one flush interval + settle
-        self.pump = pump or {}
+        self.pump = pump if pump is not None else PumpSettings()
         self._extract_fn = extract_fn
         self._detect_fn = detect_fn
         self._clock = clock
@@ -253,7 +254,7 @@ class ExtractionScheduler:
         detect = self._detect_fn or default_detect()
         detected = False
         try:
-            await asyncio.to_thread(detect, Path(listing_dir), **self.pump)
+            await asyncio.to_thread(detect, Path(listing_dir), self.pump)
             detected = True
         except asyncio.CancelledError:
             raise
