@@ -46,9 +46,10 @@ from pumpwatch.errors import ParseError, StoreError, UsageError
 from pumpwatch.recorder.adapter import Adapter, Instruments
 from pumpwatch.recorder.dedupe import Deduper
 from pumpwatch.segments.frames import iter_frames
-from pumpwatch.segments.paths import US_PER_HOUR, hour_start_us, list_segments, segment_path
+from pumpwatch.segments.paths import hour_start_us, list_segments, segment_path
 from pumpwatch.segments.schema import TRADE_FIELDS, TRADE_SCHEMA, TradeRow
 from pumpwatch.streams import split_stream
+from pumpwatch.timeunits import US_PER_HOUR
 
 log = logging.getLogger(__name__)
 

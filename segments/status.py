@@ -24,9 +24,10 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from pumpwatch.errors import StoreError
-from pumpwatch.segments.frames import HourlyFile, list_frame_files
+from pumpwatch.segments.frames import list_frame_files
 from pumpwatch.segments.ipcscan import Scan, scan_segment, stream_of
 from pumpwatch.segments.journal import now_us as wall_now_us
+from pumpwatch.segments.paths import HourlyFile
 from pumpwatch.segments.retention import disk_free_bytes, segment_files
 from pumpwatch.segments.schema import BATCH_RECV_MAX, BATCH_RECV_MIN, BATCH_ROWS, BATCH_TIME_MAX
 from pumpwatch.segments.status_journal import journal_status
