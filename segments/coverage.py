@@ -30,6 +30,7 @@ from typing import Any
 from pumpwatch.errors import UsageError
 from pumpwatch.segments.journal import now_us as wall_now_us
 from pumpwatch.segments.journal import read_events
+from pumpwatch.timeunits import US_PER_S
 
 DEFAULT_HEARTBEAT_S = 10.0
 TAIL_HEARTBEATS = 3  # how many missed heartbeats before an open journal tail stops counting
@@ -211,7 +212,7 @@ def coverage_from_events(
     if end_us < start_us:
         raise UsageError(f"coverage window ends before it starts ({start_us} > {end_us})")
     now = wall_now_us() if now_us is None else now_us
-    grace_us = int(TAIL_HEARTBEATS * heartbeat_s * 1_000_000)
+    grace_us = int(TAIL_HEARTBEATS * heartbeat_s * US_PER_S)
     spans, first_ts = listening_spans(events, base=base, tail_grace_us=grace_us, now_us=now)
     if first_ts is None or first_ts > end_us:
         gaps = [(start_us, end_us)] if end_us > start_us else []

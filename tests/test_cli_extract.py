@@ -12,9 +12,9 @@ import pytest
 
 from pumpwatch.errors import UsageError
 from pumpwatch.synth import MarketSpec, PumpSpec, write_store
+from pumpwatch.timeunits import US_PER_S as S
 from pumpwatch.utctime import parse_time_us
 
-S = 1_000_000
 START = 1_767_258_000 * S  # 2026-01-01T09:00:00Z
 TRIGGER = START + 60 * S  # 09:01:00Z = 18:01:00+09:00
 PUMPWATCH = str(Path(sys.executable).parent / "pumpwatch")

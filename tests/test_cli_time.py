@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from pumpwatch.errors import UsageError
+from pumpwatch.timeunits import US_PER_S as S
 from pumpwatch.utctime import EARLIEST_US, LATEST_US, check_time_us, format_utc, parse_time_us
 
-S = 1_000_000
 T = 1_767_258_060 * S  # 2026-01-01T09:01:00Z
 PUMPWATCH = str(Path(sys.executable).parent / "pumpwatch")
 

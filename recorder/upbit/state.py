@@ -25,6 +25,7 @@ from pumpwatch.errors import StoreError, UsageError
 from pumpwatch.recorder.upbit.notices import Notice, NoticePage
 from pumpwatch.recorder.upbit.titles import TitleInfo, parse_title
 from pumpwatch.streams import check_symbol
+from pumpwatch.timeunits import US_PER_S
 from pumpwatch.utctime import format_utc
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class Firing:
 
     @property
     def detection_delay_s(self) -> float:
-        return (self.detected_us - self.trigger_us) / 1e6
+        return (self.detected_us - self.trigger_us) / US_PER_S
 
     def source(self) -> dict[str, Any]:
         """The metadata ``source`` block of the extraction (DESIGN §7)."""
@@ -127,7 +128,7 @@ class WatchState:
             if info.is_listing:
                 log.info("upbit notice %d is a listing without KRW: %s", notice.id, notice.title)
             return []
-        age_s = (now_us - notice.first_listed_at_us) / 1e6
+        age_s = (now_us - notice.first_listed_at_us) / US_PER_S
         if age_s > freshness_s:
             log.info(
                 "upbit notice %d first listed %.0f s ago (> %.0f s): not fired: %s",
@@ -145,7 +146,7 @@ class WatchState:
                 log.warning("upbit notice %d: dropped symbol: %s", notice.id, exc)
                 continue
             previous = self.fired.get(symbol)
-            if previous is not None and now_us - int(previous.get("fired_us", 0)) < REFIRE_AFTER_S * 1e6:
+            if previous is not None and now_us - int(previous.get("fired_us", 0)) < REFIRE_AFTER_S * US_PER_S:
                 log.info(
                     "upbit notice %d: %s already fired for notice %s; not fired again",
                     notice.id,

@@ -26,6 +26,7 @@ import orjson
 from pumpwatch.recorder.upbit.state import Firing, write_json_atomic
 from pumpwatch.settings import PumpSettings
 from pumpwatch.streams import check_symbol
+from pumpwatch.timeunits import US_PER_S
 from pumpwatch.utctime import format_utc
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,7 @@ class ExtractionScheduler:
 
     def due_us_for(self, trigger_us: int) -> int:
         """When the window around `trigger_us` is complete on disk."""
-        return trigger_us + int((self.after_s + self.wait_after_s) * 1e6)
+        return trigger_us + int((self.after_s + self.wait_after_s) * US_PER_S)
 
     def add(self, firing: Firing) -> PendingExtraction | None:
         """Persist and schedule one fired coin; a duplicate (same symbol and T) is ignored."""
@@ -152,7 +153,7 @@ class ExtractionScheduler:
             return None
         self.pending[item.key] = item
         self._save()
-        wait_s = max(0.0, item.due_us / 1e6 - self._clock())
+        wait_s = max(0.0, item.due_us / US_PER_S - self._clock())
         log.info(
             "upbit: extraction of %s around %s scheduled in %.1f s",
             symbol,
@@ -203,7 +204,7 @@ class ExtractionScheduler:
 
     async def _run(self, item: PendingExtraction) -> None:
         while True:
-            wait_s = item.due_us / 1e6 - self._clock()
+            wait_s = item.due_us / US_PER_S - self._clock()
             if wait_s > 0:
                 await asyncio.sleep(wait_s)
                 continue
@@ -223,7 +224,7 @@ class ExtractionScheduler:
                 self._save()
                 return
             delay_s = self._retry_base_s * 2 ** (item.attempts - 1)
-            item.due_us = int((self._clock() + delay_s) * 1e6)
+            item.due_us = int((self._clock() + delay_s) * US_PER_S)
             self._save()
             log.warning(
                 "upbit: extraction of %s failed (%s); retry in %.0f s", item.symbol, result.error, delay_s

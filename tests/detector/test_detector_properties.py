@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from pumpwatch.detector import analyse
 from pumpwatch.settings import PumpSettings
+from pumpwatch.timeunits import US_PER_S as S
 
-S = 1_000_000
 T0 = 1_760_000_000 * S
 TRIGGER = T0 + 3 * S
 PERIOD = (T0, T0 + 6 * S)

@@ -11,9 +11,9 @@ import pytest
 from pumpwatch.detector import analyse
 from pumpwatch.detector.sliding import range_argmin, window_starts, window_sums
 from pumpwatch.settings import PumpSettings
+from pumpwatch.timeunits import US_PER_S as S
 
 T0 = 1_750_000_000_000_000  # a whole second, µs
-S = 1_000_000
 
 
 def pump_analysis(

@@ -12,8 +12,8 @@ import pytest
 from pumpwatch.detector import run_detector
 from pumpwatch.errors import StoreError
 from pumpwatch.settings import PumpSettings
+from pumpwatch.timeunits import US_PER_S as S
 
-S = 1_000_000
 T0 = 1_767_300_000 * S
 
 

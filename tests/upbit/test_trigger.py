@@ -15,8 +15,7 @@ from pumpwatch.recorder.upbit.state import Firing
 from pumpwatch.recorder.upbit.titles import parse_title
 from pumpwatch.recorder.upbit.trigger import ExtractionScheduler
 from pumpwatch.settings import PumpSettings
-
-S = 1_000_000
+from pumpwatch.timeunits import US_PER_S as S
 
 
 def firing(symbol: str, trigger_us: int, nid: int = 7) -> Firing:
