@@ -21,8 +21,8 @@ import numpy as np
 import pyarrow as pa
 
 from pumpwatch.detector.analysis import analyse
-from pumpwatch.detector.rule import split_streams
 from pumpwatch.detector.refined import write_refined
+from pumpwatch.detector.rule import split_streams
 from pumpwatch.synth import MarketSpec, PumpSpec, generate
 from pumpwatch.timeunits import US_PER_S as S
 
