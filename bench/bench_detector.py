@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_detector.py [--trades 200000] [--runs 5]
 
-Prints the median time of `detect()` next to a trivial numpy pass over the same arrays (a
+Prints the median time of `analyse()` next to a trivial numpy pass over the same arrays (a
 running max and a cumulative sum per stream: the floor of touching the data once), their
 ratio, and the time of writing the refined files with and without the chart. Target: detect
 <= 0.5 s.
@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from pumpwatch.detector.detect import analyse, detect, split_streams
+from pumpwatch.detector.analysis import analyse
 from pumpwatch.detector.refined import write_refined
+from pumpwatch.detector.rule import split_streams
 from pumpwatch.synth import MarketSpec, PumpSpec, generate
+from pumpwatch.timeunits import US_PER_S as S
 
-S = 1_000_000
 TRIGGER_US = 1_767_225_600 * S + 20 * S
 
 
@@ -76,7 +77,7 @@ def main() -> None:
             np.cumsum(st.qty)
 
     t_split = median_s(lambda: split_streams(table), opts.runs)
-    t_detect = median_s(lambda: detect(table, TRIGGER_US, period_us=period), opts.runs)
+    t_detect = median_s(lambda: analyse(table, TRIGGER_US, period_us=period), opts.runs)
     t_trivial = median_s(trivial, opts.runs)
     analysis = analyse(table, TRIGGER_US, period_us=period)
     summary = analysis.pump_analysis["summary"]
@@ -86,7 +87,7 @@ def main() -> None:
     n_events = len(analysis.pump_analysis["pump_events"])
     print(f"{table.num_rows:,} trades on {len(analysis.streams)} streams in 40 s; {n_events} pump events, "
           f"max {summary['max_price_change']:.2f}%")  # fmt: skip
-    print(f"detect()                        {t_detect * 1000:8.1f} ms   (target <= 500 ms)")
+    print(f"analyse()                       {t_detect * 1000:8.1f} ms   (target <= 500 ms)")
     print(f"trivial numpy pass (split once) {t_trivial * 1000:8.1f} ms   ratio {t_detect / t_trivial:.1f}x")
     print(f"  of which splitting by stream  {t_split * 1000:8.1f} ms")
     print(f"write refined/ without chart    {t_files * 1000:8.1f} ms")

@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-S = 1_000_000
+from pumpwatch.timeunits import US_PER_S as S
+
 DAY_S = 86_400
 PUMPWATCH = str(Path(sys.executable).parent / "pumpwatch")
 SYMBOL = "0G"

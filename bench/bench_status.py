@@ -31,8 +31,8 @@ from pumpwatch.segments.journal import journal_path
 from pumpwatch.segments.status import store_status
 from pumpwatch.streams import STREAMS
 from pumpwatch.synth import MarketSpec, generate, write_store
+from pumpwatch.timeunits import US_PER_S as S
 
-S = 1_000_000
 HOUR_US = 3600 * S
 DAY_US = 24 * HOUR_US
 

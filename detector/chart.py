@@ -7,10 +7,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pumpwatch.detector.analysis import Analysis
 from pumpwatch.detector.compare import price_percent_series
-from pumpwatch.detector.detect import Analysis
-
-US_PER_S = 1_000_000
+from pumpwatch.timeunits import US_PER_S
 
 
 def draw_chart(analysis: Analysis, path: Path) -> None:

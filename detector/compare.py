@@ -7,8 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from pumpwatch.detector.detect import US_PER_MS, Analysis, StreamResult, trades_json
+from pumpwatch.detector.analysis import Analysis, trades_json
+from pumpwatch.detector.rule import StreamResult
 from pumpwatch.streams import STREAMS, split_stream
+from pumpwatch.timeunits import US_PER_MS
 
 
 def exchange_pumps(analysis: Analysis) -> dict[str, dict[str, Any]]:

@@ -9,10 +9,11 @@ from typing import Any
 
 import orjson
 
+from pumpwatch.atomic import make_temp_dir, replace_dir, write_json
+from pumpwatch.detector.analysis import Analysis, analyse
 from pumpwatch.detector.compare import exchange_comparison, exchange_pumps
-from pumpwatch.detector.detect import Analysis, analyse
 from pumpwatch.errors import StoreError
-from pumpwatch.extractor.files import make_temp_dir, replace_dir, write_json
+from pumpwatch.settings import PumpSettings
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +60,12 @@ def read_listing(listing_dir: Path) -> tuple[dict[str, Any], Any]:
 
 def run_detector(
     listing_dir: str | Path,
+    pump: PumpSettings | None = None,
     *,
-    window_s: float = 1.0,
-    threshold_percent: float = 3.0,
-    min_volume_ratio: float = 2.0,
     chart: bool = True,
 ) -> dict[str, Any]:
-    """Detect pumps in `listing_dir`/raw/trades.parquet and (re)write its refined/ files.
+    """Detect pumps in `listing_dir`/raw/trades.parquet with the thresholds of `pump` (default
+    `PumpSettings()`) and (re)write its refined/ files.
 
     Returns the pump_analysis object. A directory without metadata.json or trades.parquet is a
     `StoreError`."""
@@ -75,9 +75,7 @@ def run_detector(
     analysis = analyse(
         table,
         int(meta["trigger_time_us"]),
-        window_s=window_s,
-        threshold_percent=threshold_percent,
-        min_volume_ratio=min_volume_ratio,
+        pump,
         symbol=meta.get("symbol"),
         period_us=(int(window["start_us"]), int(window["end_us"])),
     )

@@ -19,27 +19,23 @@ carries the extraction's wall-clock time, in ``extracted_at``).
 from __future__ import annotations
 
 import logging
+import math
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pumpwatch.detector.detect import stream_slices
-from pumpwatch.errors import StoreError
-from pumpwatch.extractor.files import (
-    make_temp_dir,
-    replace_dir,
-    write_bytes,
-    write_json,
-    write_json_lines_array,
-)
-from pumpwatch.extractor.metadata import build_metadata, iso_utc
+import orjson
+
+from pumpwatch.atomic import make_temp_dir, replace_dir, write_bytes, write_json
+from pumpwatch.errors import StoreError, UsageError
+from pumpwatch.extractor.metadata import build_metadata
 from pumpwatch.streams import check_symbol, parse_streams, split_stream
+from pumpwatch.timeunits import US_PER_MS, US_PER_S
+from pumpwatch.utctime import check_time_us, format_utc
 
 log = logging.getLogger(__name__)
-
-US_PER_S = 1_000_000
 
 
 def listing_dir_name(symbol: str, trigger_us: int) -> str:
@@ -67,12 +63,19 @@ def _raw_rows(part: Any, exchange: str, market: str) -> list[dict[str, Any]]:
             "price": price,
             "quantity": qty,
             "side": side,
-            "timestamp": t_us // 1000,
+            "timestamp": t_us // US_PER_MS,
             "timestamp_us": t_us,
             "trade_id": trade_id,
         }
         for symbol, price, qty, side, t_us, trade_id in cols
     ]
+
+
+def write_json_lines_array(path: Path, items: Iterable[Any]) -> None:
+    """A JSON array with one element per line: valid JSON, yet greppable and diffable."""
+    lines = [orjson.dumps(item) for item in items]
+    body = b"[\n" + b",\n".join(lines) + b"\n]\n" if lines else b"[]\n"
+    write_bytes(path, body)
 
 
 def extract(
@@ -91,22 +94,27 @@ def extract(
     `source` describes what triggered the extraction (Upbit notice id, title, first_listed_at,
     detected_at, detection_delay_s …); None means "manual". `streams` restricts the streams
     (ids or exchange names, as `parse_streams` accepts); None = all twelve.
-    Raises `UsageError` for a malformed symbol or stream, `StoreError` for a missing data dir.
+    Raises `UsageError` for a malformed symbol or stream or an implausible time (see
+    `pumpwatch.utctime.check_time_us`), `StoreError` for a missing data dir.
     """
     check_symbol(symbol)
     chosen = parse_streams(streams if streams is None or isinstance(streams, str) else list(streams))
     if before_s < 0 or after_s < 0:
         raise StoreError("the extraction window cannot be negative")
+    check_time_us(trigger_us, "trigger time")
+    if not (math.isfinite(before_s) and math.isfinite(after_s)):
+        raise UsageError("the extraction window must be finite")
+    start_us = check_time_us(trigger_us - round(before_s * US_PER_S), "window start (trigger - before)")
+    end_us = check_time_us(trigger_us + round(after_s * US_PER_S), "window end (trigger + after)")
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise StoreError(f"data directory {data_dir} does not exist")
-    start_us = trigger_us - round(before_s * US_PER_S)
-    end_us = trigger_us + round(after_s * US_PER_S)
 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from pumpwatch.segments.reader import read_trades
+    from pumpwatch.segments.slices import stream_slices
 
     table = read_trades(data_dir, start_us, end_us, streams=list(chosen), base=symbol)
     target = data_dir / "listings" / listing_dir_name(symbol, trigger_us)
@@ -142,7 +150,7 @@ def extract(
     log.info(
         "extracted %s around %s: %d trades on %d stream(s) -> %s",
         symbol,
-        iso_utc(trigger_us),
+        format_utc(trigger_us),
         table.num_rows,
         sum(1 for p in parts.values() if p.num_rows),
         target,

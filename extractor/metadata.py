@@ -5,32 +5,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pumpwatch.segments.coverage import coverage
 from pumpwatch.streams import split_stream
+from pumpwatch.timeunits import US_PER_MS, US_PER_S
+from pumpwatch.utctime import format_utc
 
 log = logging.getLogger(__name__)
-
-US_PER_S = 1_000_000
-
-
-def iso_utc(time_us: int) -> str:
-    """``2025-01-02T03:04:05.123Z`` (µs digits only when the time has them)."""
-    dt = datetime.fromtimestamp(time_us // US_PER_S, UTC).replace(microsecond=time_us % US_PER_S)
-    spec = "milliseconds" if time_us % 1000 == 0 else "microseconds"
-    return dt.isoformat(timespec=spec).replace("+00:00", "Z")
 
 
 def _coverage(data_dir: Path, stream: str, base: str, start_us: int, end_us: int) -> dict[str, Any]:
     """The stream's listening state over the window, from its connection journal."""
-    try:
-        from pumpwatch.segments.coverage import coverage
-
-        cov = coverage(data_dir, stream, start_us, end_us, base=base)
-    except ImportError:  # pragma: no cover - only while the journal module is absent
-        return {"known": False, "complete": None, "listening_s": None, "gaps": []}
+    cov = coverage(data_dir, stream, start_us, end_us, base=base)
     return {
         "known": cov.known,
         # "connected for the whole window" only when the journal can say so.
@@ -38,8 +26,8 @@ def _coverage(data_dir: Path, stream: str, base: str, start_us: int, end_us: int
         "listening_s": round(cov.listening_us / US_PER_S, 6) if cov.known else None,
         "gaps": [
             {
-                "start": iso_utc(a),
-                "end": iso_utc(b),
+                "start": format_utc(a),
+                "end": format_utc(b),
                 "start_us": a,
                 "end_us": b,
                 "duration_s": round((b - a) / US_PER_S, 6),
@@ -80,16 +68,16 @@ def build_metadata(
         }
     return {
         "symbol": symbol,
-        "trigger_time": iso_utc(trigger_us),
-        "trigger_time_ms": trigger_us // 1000,
+        "trigger_time": format_utc(trigger_us),
+        "trigger_time_ms": trigger_us // US_PER_MS,
         "trigger_time_us": trigger_us,
         "window": {
             "before_s": before_s,
             "after_s": after_s,
-            "start": iso_utc(start_us),
-            "end": iso_utc(end_us),
-            "start_ms": start_us // 1000,
-            "end_ms": end_us // 1000,
+            "start": format_utc(start_us),
+            "end": format_utc(end_us),
+            "start_ms": start_us // US_PER_MS,
+            "end_ms": end_us // US_PER_MS,
             "start_us": start_us,
             "end_us": end_us,
             "inclusive": True,
@@ -98,6 +86,6 @@ def build_metadata(
         "trades": sum(s["trades"] for s in streams.values()),
         "streams": streams,
         "timestamps": "raw/*.json: timestamp = exchange time in integer ms (floor), timestamp_us = exact µs",
-        "extracted_at": iso_utc(time.time_ns() // 1000),
+        "extracted_at": format_utc(time.time_ns() // 1000),
         "pumpwatch_version": __version__,
     }

@@ -41,14 +41,15 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pumpwatch.atomic import fsync_dir, write_file_atomic
 from pumpwatch.errors import ParseError, StoreError, UsageError
 from pumpwatch.recorder.adapter import Adapter, Instruments
 from pumpwatch.recorder.dedupe import Deduper
-from pumpwatch.segments.durable import fsync_dir
 from pumpwatch.segments.frames import iter_frames
-from pumpwatch.segments.paths import US_PER_HOUR, hour_start_us, list_segments, segment_path
+from pumpwatch.segments.paths import hour_start_us, list_segments, segment_path
 from pumpwatch.segments.schema import TRADE_FIELDS, TRADE_SCHEMA, TradeRow
 from pumpwatch.streams import split_stream
+from pumpwatch.timeunits import US_PER_HOUR
 
 log = logging.getLogger(__name__)
 
@@ -86,16 +87,6 @@ def _staging_dir(data_dir: str | os.PathLike[str], stream: str) -> Path:
 
 def _manifest_path(data_dir: str | os.PathLike[str], stream: str) -> Path:
     return _staging_dir(data_dir, stream) / "manifest.json"
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def finish_pending(data_dir: str | os.PathLike[str], stream: str) -> bool:
@@ -255,5 +246,5 @@ def _swap_hour(
         "target": str(target),
         "remove": [str(p) for p in old if p != target],
     }
-    _write_atomic(_manifest_path(data_dir, stream), orjson.dumps(manifest))
+    write_file_atomic(_manifest_path(data_dir, stream), orjson.dumps(manifest))
     _apply_manifest(data_dir, stream)

@@ -122,7 +122,7 @@ class StreamPipeline:
         # rows (all of them at once was ~100 MB per stream at 2 k trades/s), and `remember`
         # counts occurrences across batches as if they were one.
         for seg in list_segments(data_dir, [self.stream])[-2:]:  # the newest files hold the last minutes
-            if seg.end_us < since_us:
+            if seg.hour_end_us < since_us:
                 continue
             for batch in read_segment(seg, since_us, 2**62):
                 cols = [batch.column(i) for i in range(batch.num_columns)]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from pumpwatch.segments.paths import SegmentFile, list_segments, segment_dir, segment_root
+from pumpwatch.segments.paths import HourlyFile, list_segments, segment_dir, segment_root
 
 if TYPE_CHECKING:
     import pyarrow.dataset as pads
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from pumpwatch.segments.writer import SegmentWriter
 
 __all__ = [
-    "SegmentFile",
+    "HourlyFile",
     "SegmentWriter",
     "dataset",
     "iter_batches",

@@ -24,89 +24,23 @@ import base64
 import binascii
 import logging
 import os
-import re
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 import zstandard
 
-from pumpwatch.streams import STREAMS, split_stream
+from pumpwatch.segments.paths import HourlyFile, hourly_path, scan_hourly_files
+from pumpwatch.streams import split_stream
+from pumpwatch.timeunits import US_PER_HOUR, US_PER_S
 
 log = logging.getLogger(__name__)
 
 FRAMES_DIR = "frames"
 FRAME_SUFFIX = ".ndjson.zst"
-HOUR_US = 3_600_000_000
-_NAME_RE = re.compile(r"^(_?)(\d{2})(\d{2})(\d{2})$")
-_DATE_RE = re.compile(r"^date=(\d{4})-(\d{2})-(\d{2})$")
 _READ_CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class HourlyFile:
-    """One hourly file of the store (segment or frames). `hour_end_us` is the end of the UTC
-    hour it belongs to; `sealed` is False for a name starting with ``_`` (still written)."""
-
-    path: Path
-    stream: str
-    start_us: int
-    hour_end_us: int
-    sealed: bool
-    size_bytes: int
-    mtime_us: int
-
-
-def scan_hourly_files(
-    root: str | os.PathLike[str], suffix: str, streams: Iterable[str] | None = None
-) -> list[HourlyFile]:
-    """Files ``<root>/exchange=<e>/market=<m>/date=<YYYY-MM-DD>/[_]<HHMMSS><suffix>`` of known
-    streams, sorted by (stream, start). Anything else in the tree is ignored."""
-    chosen = set(STREAMS if streams is None else streams)
-    out: list[HourlyFile] = []
-    base = Path(root)
-    for stream in sorted(chosen):
-        exchange, market = split_stream(stream)
-        stream_dir = base / f"exchange={exchange}" / f"market={market}"
-        try:
-            date_dirs = list(stream_dir.iterdir())
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        for date_dir in date_dirs:
-            dm = _DATE_RE.match(date_dir.name)
-            if not dm or not date_dir.is_dir():
-                continue
-            for entry in os.scandir(date_dir):
-                if not entry.name.endswith(suffix) or not entry.is_file(follow_symlinks=False):
-                    continue
-                nm = _NAME_RE.match(entry.name[: -len(suffix)])
-                if not nm:
-                    continue
-                try:
-                    start = datetime(
-                        int(dm[1]), int(dm[2]), int(dm[3]), int(nm[2]), int(nm[3]), int(nm[4]), tzinfo=UTC
-                    )
-                    st = entry.stat(follow_symlinks=False)
-                except (ValueError, FileNotFoundError):
-                    continue
-                start_us = int(start.timestamp()) * 1_000_000
-                out.append(
-                    HourlyFile(
-                        path=Path(entry.path),
-                        stream=stream,
-                        start_us=start_us,
-                        hour_end_us=start_us - start_us % HOUR_US + HOUR_US,
-                        sealed=not nm[1],
-                        size_bytes=st.st_size,
-                        mtime_us=st.st_mtime_ns // 1000,
-                    )
-                )
-    out.sort(key=lambda f: (f.stream, f.start_us, f.path.name))
-    return out
 
 
 def frames_root(data_dir: str | os.PathLike[str]) -> Path:
@@ -117,21 +51,13 @@ def frames_root(data_dir: str | os.PathLike[str]) -> Path:
 def list_frame_files(
     data_dir: str | os.PathLike[str], streams: Iterable[str] | None = None
 ) -> list[HourlyFile]:
-    """Frame files on disk, sorted by (stream, start)."""
+    """Frame files on disk, sorted by stream (in `STREAMS` order), then start."""
     return scan_hourly_files(frames_root(data_dir), FRAME_SUFFIX, streams)
 
 
 def frame_path(data_dir: str | os.PathLike[str], stream: str, opened_us: int) -> Path:
     """Path of the frame file of `stream` opened at `opened_us` (named by its UTC HHMMSS)."""
-    exchange, market = split_stream(stream)
-    when = datetime.fromtimestamp(opened_us // 1_000_000, tz=UTC)
-    return (
-        frames_root(data_dir)
-        / f"exchange={exchange}"
-        / f"market={market}"
-        / f"date={when:%Y-%m-%d}"
-        / f"{when:%H%M%S}{FRAME_SUFFIX}"
-    )
+    return hourly_path(frames_root(data_dir), stream, opened_us, FRAME_SUFFIX)
 
 
 def encode_frame(recv_us: int, frame: bytes | str) -> bytes:
@@ -251,13 +177,13 @@ class FrameWriter:
         if take:
             self._pending.extend(queue.popleft() for _ in range(take))
         while self._pending:
-            hour = self._pending[0][0] // HOUR_US
+            hour = self._pending[0][0] // US_PER_HOUR
             run_end = 1
             n = len(self._pending)
-            while run_end < n and self._pending[run_end][0] // HOUR_US == hour:
+            while run_end < n and self._pending[run_end][0] // US_PER_HOUR == hour:
                 run_end += 1
             run = self._pending[:run_end]
-            if not self._write_run(hour * HOUR_US, run):
+            if not self._write_run(hour * US_PER_HOUR, run):
                 return
             del self._pending[:run_end]
 
@@ -294,8 +220,8 @@ class FrameWriter:
             # the first hour of a writer is named by its first frame; later hours by HH0000
             opened_us = first_recv_us if not self._paths else hour_us
             path = frame_path(self.data_dir, self.stream, opened_us)
-            while path.exists() and opened_us + 1_000_000 < hour_us + HOUR_US:
-                opened_us += 1_000_000  # another writer (restart in the same second) has it
+            while path.exists() and opened_us + US_PER_S < hour_us + US_PER_HOUR:
+                opened_us += US_PER_S  # another writer (restart in the same second) has it
                 path = frame_path(self.data_dir, self.stream, opened_us)
             self._paths[hour_us] = path
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -20,11 +20,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from pumpwatch.atomic import fsync_dir
 from pumpwatch.errors import StoreError
 from pumpwatch.segments.compact import COMPACT_MIN_ROWS, batch_metadata, group_by_symbol, write_compacted
-from pumpwatch.segments.durable import fsync_dir
-from pumpwatch.segments.paths import US_PER_HOUR, US_PER_S, hour_start_us, sealed_name, segment_path
+from pumpwatch.segments.paths import hour_start_us, sealed_name, segment_path
 from pumpwatch.segments.schema import DICT_COLUMNS, SEGMENT_SCHEMA
+from pumpwatch.timeunits import US_PER_HOUR, US_PER_S
 
 log = logging.getLogger(__name__)
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import orjson
 
+from pumpwatch.atomic import write_file_atomic
 from pumpwatch.streams import split_stream
 
 log = logging.getLogger(__name__)
@@ -240,6 +241,29 @@ def parse_journal(data: bytes) -> tuple[list[dict[str, Any]], int]:
     return events, skipped
 
 
+def parse_journal_fast(data: bytes) -> tuple[list[dict[str, Any]], int]:
+    """`parse_journal`'s result, from one orjson call when every line is a valid event (a
+    week of heartbeats is ~70,000 lines per stream); any doubt falls back to it line by line."""
+    body = data.rstrip(b"\n")
+    if not body:
+        return [], 0
+    try:
+        objs = orjson.loads(b"[" + body.replace(b"\n", b",") + b"]")
+    except orjson.JSONDecodeError:
+        return parse_journal(data)
+    if len(objs) != body.count(b"\n") + 1:  # a line held more (or less) than one value
+        return parse_journal(data)
+    try:
+        # parse_journal's checks (`type(x) is int` also refuses a bool); a non-object raises
+        valid = all(
+            type(o["ts"]) is int and type(o["event"]) is str and type(o.get("conn")) in (str, type(None))
+            for o in objs
+        )
+    except (TypeError, KeyError, IndexError):
+        valid = False
+    return (objs, 0) if valid else parse_journal(data)
+
+
 def scan_events(
     data_dir: str | os.PathLike[str], stream: str, start_us: int | None = None, end_us: int | None = None
 ) -> tuple[list[dict[str, Any]], int]:
@@ -287,12 +311,7 @@ def rewrite_journal(
         data = os.pread(fd, size, 0) if size else b""
         events, skipped = parse_journal(data)
         lines = keep(events)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as out:
-            out.writelines(lines)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
+        write_file_atomic(path, b"".join(lines))
         return len(events) + skipped, len(lines)
     finally:
         os.close(fd)

@@ -1,8 +1,10 @@
-"""Where segments live on disk (DESIGN §5) and how a path maps back to its stream and hour.
+"""The on-disk layout of the store's hourly files (DESIGN §5, §6), segments and frames alike,
+and how a path maps back to its stream and hour: the one model of an hourly file.
 
     <data_dir>/segments/exchange=<exchange>/market=<market>/date=<YYYY-MM-DD>/<HHMMSS>.arrow
+    <data_dir>/frames/exchange=<exchange>/market=<market>/date=<YYYY-MM-DD>/<HHMMSS>.ndjson.zst
 
-``HHMMSS`` is the UTC second the file was opened (normally ``HH0000``). A file still being
+``HHMMSS`` is the UTC second the file was opened (normally ``HH0000``). A segment still being
 written is named ``_<HHMMSS>.arrow`` so that dataset readers (pyarrow, DuckDB) skip it. Paths
 are built only from validated stream ids, never from strings that came off the network.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -18,32 +21,32 @@ from pathlib import Path
 
 from pumpwatch.errors import StoreError, UsageError
 from pumpwatch.streams import STREAMS, split_stream
+from pumpwatch.timeunits import US_PER_DAY, US_PER_HOUR, US_PER_S
 
-US_PER_S = 1_000_000
-US_PER_HOUR = 3600 * US_PER_S
-US_PER_DAY = 24 * US_PER_HOUR
-
+SEGMENTS_DIR = "segments"
 OPEN_PREFIX = "_"
-SUFFIX = ".arrow"
-_NAME_RE = re.compile(r"^(_?)(\d{2})(\d{2})(\d{2})\.arrow$")
+SUFFIX = ".arrow"  # a segment
+_STEM_RE = re.compile(r"^(_?)(\d{2})(\d{2})(\d{2})$")
 _DATE_RE = re.compile(r"^date=(\d{4})-(\d{2})-(\d{2})$")
 
 
 @dataclass(frozen=True, slots=True)
-class SegmentFile:
-    """One segment file: its stream, the µs it was opened at and the end of its hour."""
+class HourlyFile:
+    """One hourly file of the store (a segment or a frame file): its stream, the µs it was
+    opened at and the end of its UTC hour."""
 
     path: Path
     stream: str
     start_us: int  # UTC µs of the HHMMSS in the name
-    end_us: int  # end of that UTC hour (exclusive)
+    hour_end_us: int  # end of that UTC hour (exclusive)
     sealed: bool  # False while the name starts with "_" (still being written, or left by a crash)
     size_bytes: int
+    mtime_us: int
 
 
-def segment_root(data_dir: str | os.PathLike[str]) -> Path:
-    """``<data_dir>/segments``: the root of the hive-partitioned store."""
-    return Path(data_dir) / "segments"
+def hour_start_us(ts_us: int) -> int:
+    """Start of the UTC hour holding `ts_us`."""
+    return ts_us - ts_us % US_PER_HOUR
 
 
 def _day_str(day: date | datetime | str) -> str:
@@ -57,37 +60,25 @@ def _day_str(day: date | datetime | str) -> str:
     raise UsageError(f"expected a date YYYY-MM-DD, got {day!r}")
 
 
-def segment_dir(data_dir: str | os.PathLike[str], stream: str, day: date | datetime | str) -> Path:
-    """The directory of one stream's segments for one UTC day."""
+def stream_dir(root: Path, stream: str) -> Path:
+    """``<root>/exchange=<e>/market=<m>``: one stream's tree under a store root."""
     exchange, market = split_stream(stream)
-    return segment_root(data_dir) / f"exchange={exchange}" / f"market={market}" / f"date={_day_str(day)}"
+    return root / f"exchange={exchange}" / f"market={market}"
 
 
-def hour_start_us(ts_us: int) -> int:
-    """Start of the UTC hour holding `ts_us`."""
-    return ts_us - ts_us % US_PER_HOUR
-
-
-def segment_name(start_us: int, *, sealed: bool) -> str:
-    """``HHMMSS.arrow`` (or ``_HHMMSS.arrow`` while open) for a file opened at `start_us`."""
+def hourly_path(root: Path, stream: str, start_us: int, suffix: str, *, sealed: bool = True) -> Path:
+    """``<root>/exchange=…/market=…/date=<day>/[_]<HHMMSS><suffix>`` for a file opened at
+    `start_us` (whole seconds are kept)."""
     t = datetime.fromtimestamp(start_us // US_PER_S, UTC)
-    return f"{'' if sealed else OPEN_PREFIX}{t:%H%M%S}{SUFFIX}"
+    name = f"{'' if sealed else OPEN_PREFIX}{t:%H%M%S}{suffix}"
+    return stream_dir(root, stream) / f"date={t.date().isoformat()}" / name
 
 
-def segment_path(data_dir: str | os.PathLike[str], stream: str, start_us: int, *, sealed: bool) -> Path:
-    """Full path of the segment of `stream` opened at `start_us` (whole seconds are kept)."""
-    day = datetime.fromtimestamp(start_us // US_PER_S, UTC).date()
-    return segment_dir(data_dir, stream, day) / segment_name(start_us, sealed=sealed)
-
-
-def sealed_name(path: Path) -> Path:
-    """``.../_HHMMSS.arrow`` -> ``.../HHMMSS.arrow``."""
-    return path.with_name(path.name.removeprefix(OPEN_PREFIX))
-
-
-def parse_segment_path(path: Path) -> SegmentFile | None:
-    """The SegmentFile for a path in the layout, or None if the path is not a segment."""
-    m = _NAME_RE.match(path.name)
+def parse_hourly_path(path: Path, suffix: str) -> HourlyFile | None:
+    """The HourlyFile for a path in the layout (stat'ed), or None if the path is not one."""
+    if not path.name.endswith(suffix):
+        return None
+    m = _STEM_RE.match(path.name[: -len(suffix)])
     d = _DATE_RE.match(path.parent.name)
     if m is None or d is None:
         return None
@@ -97,36 +88,102 @@ def parse_segment_path(path: Path) -> SegmentFile | None:
     stream = f"{exchange_dir.removeprefix('exchange=')}_{market_dir.removeprefix('market=')}"
     if stream not in STREAMS:
         return None
-    hh, mm, ss = int(m.group(2)), int(m.group(3)), int(m.group(4))
-    if hh > 23 or mm > 59 or ss > 59:
-        return None
     try:
-        day = datetime(int(d.group(1)), int(d.group(2)), int(d.group(3)), tzinfo=UTC)
-    except ValueError:
+        start = datetime(int(d[1]), int(d[2]), int(d[3]), int(m[2]), int(m[3]), int(m[4]), tzinfo=UTC)
+        info = path.stat(follow_symlinks=False)
+    except (ValueError, FileNotFoundError):  # 25:00:00, or sealed/pruned between listing and stat
         return None
-    start_us = int(day.timestamp()) * US_PER_S + (hh * 3600 + mm * 60 + ss) * US_PER_S
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:  # sealed or pruned between listing and stat
+    if not stat.S_ISREG(info.st_mode):
         return None
-    return SegmentFile(
+    start_us = int(start.timestamp()) * US_PER_S
+    return HourlyFile(
         path=path,
         stream=stream,
         start_us=start_us,
-        end_us=hour_start_us(start_us) + US_PER_HOUR,
-        sealed=not m.group(1),
-        size_bytes=size,
+        hour_end_us=hour_start_us(start_us) + US_PER_HOUR,
+        sealed=not m[1],
+        size_bytes=info.st_size,
+        mtime_us=info.st_mtime_ns // 1000,
     )
 
 
-def _stream_dirs(data_dir: str | os.PathLike[str], streams: Iterable[str] | None) -> list[tuple[str, Path]]:
-    root = segment_root(data_dir)
+def scan_hourly_files(
+    root: str | os.PathLike[str],
+    suffix: str,
+    streams: Iterable[str] | None = None,
+    *,
+    start_us: int | None = None,
+    end_us: int | None = None,
+) -> list[HourlyFile]:
+    """Every hourly file (sealed and open) with `suffix` under `root` of `streams` (None =
+    all), sorted by stream (in `STREAMS` order), start, then open before sealed. Anything else
+    in the tree is ignored.
+
+    With `start_us`/`end_us`, only files whose hour overlaps [start_us, end_us] are listed,
+    and only the date directories that can hold them are read (the choice is by path).
+    """
+    out: list[HourlyFile] = []
     chosen = STREAMS if streams is None else tuple(streams)
-    out = []
     for stream in chosen:
-        exchange, market = split_stream(stream)
-        out.append((stream, root / f"exchange={exchange}" / f"market={market}"))
+        sdir = stream_dir(Path(root), stream)
+        try:
+            date_dirs = sorted(os.scandir(sdir), key=lambda e: e.name)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as exc:
+            raise StoreError(f"cannot list {sdir}: {exc.strerror or exc}") from None
+        for entry in date_dirs:
+            d = _DATE_RE.match(entry.name)
+            if d is None or not entry.is_dir():
+                continue
+            if start_us is not None or end_us is not None:
+                try:
+                    day_us = int(datetime(int(d[1]), int(d[2]), int(d[3]), tzinfo=UTC).timestamp()) * US_PER_S
+                except ValueError:
+                    continue
+                if end_us is not None and day_us > end_us:
+                    continue
+                if start_us is not None and day_us + US_PER_DAY <= start_us:
+                    continue
+            for name in sorted(os.listdir(entry.path)):
+                f = parse_hourly_path(Path(entry.path) / name, suffix)
+                if f is None:
+                    continue
+                if start_us is not None and f.hour_end_us <= start_us:
+                    continue
+                if end_us is not None and f.start_us > end_us:
+                    continue
+                out.append(f)
+    out.sort(key=lambda f: (STREAMS.index(f.stream), f.start_us, f.sealed))
     return out
+
+
+# Segments: the hourly files under <data_dir>/segments with the suffix .arrow.
+
+
+def segment_root(data_dir: str | os.PathLike[str]) -> Path:
+    """``<data_dir>/segments``: the root of the hive-partitioned store."""
+    return Path(data_dir) / SEGMENTS_DIR
+
+
+def segment_dir(data_dir: str | os.PathLike[str], stream: str, day: date | datetime | str) -> Path:
+    """The directory of one stream's segments for one UTC day."""
+    return stream_dir(segment_root(data_dir), stream) / f"date={_day_str(day)}"
+
+
+def segment_path(data_dir: str | os.PathLike[str], stream: str, start_us: int, *, sealed: bool) -> Path:
+    """Full path of the segment of `stream` opened at `start_us` (whole seconds are kept)."""
+    return hourly_path(segment_root(data_dir), stream, start_us, SUFFIX, sealed=sealed)
+
+
+def sealed_name(path: Path) -> Path:
+    """``.../_HHMMSS.arrow`` -> ``.../HHMMSS.arrow``."""
+    return path.with_name(path.name.removeprefix(OPEN_PREFIX))
+
+
+def parse_segment_path(path: Path) -> HourlyFile | None:
+    """The HourlyFile for a segment path in the layout, or None if the path is not a segment."""
+    return parse_hourly_path(path, SUFFIX)
 
 
 def list_segments(
@@ -135,42 +192,6 @@ def list_segments(
     *,
     start_us: int | None = None,
     end_us: int | None = None,
-) -> list[SegmentFile]:
-    """Every segment file (sealed and open) of `streams` (None = all), by stream then start.
-
-    With `start_us`/`end_us`, only date directories that can hold files whose hour overlaps
-    [start_us, end_us] are listed (the choice is by path, no file is opened).
-    """
-    out: list[SegmentFile] = []
-    for _stream, stream_dir in _stream_dirs(data_dir, streams):
-        try:
-            date_dirs = sorted(os.scandir(stream_dir), key=lambda e: e.name)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            raise StoreError(f"cannot list {stream_dir}: {exc.strerror or exc}") from None
-        for entry in date_dirs:
-            d = _DATE_RE.match(entry.name)
-            if d is None or not entry.is_dir():
-                continue
-            if start_us is not None or end_us is not None:
-                try:
-                    day_us = int(datetime.fromisoformat(entry.name[5:] + "T00:00:00+00:00").timestamp())
-                except ValueError:
-                    continue
-                day_us *= US_PER_S
-                if end_us is not None and day_us > end_us:
-                    continue
-                if start_us is not None and day_us + US_PER_DAY <= start_us:
-                    continue
-            for name in sorted(os.listdir(entry.path)):
-                seg = parse_segment_path(Path(entry.path) / name)
-                if seg is None:
-                    continue
-                if start_us is not None and seg.end_us <= start_us:
-                    continue
-                if end_us is not None and seg.start_us > end_us:
-                    continue
-                out.append(seg)
-    out.sort(key=lambda s: (STREAMS.index(s.stream), s.start_us, s.sealed))
-    return out
+) -> list[HourlyFile]:
+    """Every segment file (sealed and open) of `streams`; see `scan_hourly_files`."""
+    return scan_hourly_files(segment_root(data_dir), SUFFIX, streams, start_us=start_us, end_us=end_us)

@@ -24,9 +24,10 @@ import pyarrow.ipc as ipc
 
 from pumpwatch.errors import StoreError
 from pumpwatch.segments.ipcscan import Chunk, scan_segment, stream_of
-from pumpwatch.segments.paths import US_PER_S, SegmentFile, list_segments, sealed_name
+from pumpwatch.segments.paths import HourlyFile, list_segments, sealed_name
 from pumpwatch.segments.schema import BATCH_TIME_MAX, BATCH_TIME_MIN, DICT_COLUMNS, TRADE_SCHEMA
 from pumpwatch.streams import split_stream
+from pumpwatch.timeunits import US_PER_S
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +96,14 @@ def iter_batches(
         return
     slack_us = int(slack_s * US_PER_S)
     for seg in list_segments(data_dir, streams, start_us=start_us - slack_us, end_us=end_us + slack_us):
-        if seg.start_us - slack_us > end_us or seg.end_us + slack_us <= start_us:
+        if seg.start_us - slack_us > end_us or seg.hour_end_us + slack_us <= start_us:
             continue
         for batch in read_segment(seg, start_us, end_us, base=base):
             yield seg.stream, batch
 
 
 def read_segment(
-    seg: SegmentFile, start_us: int, end_us: int, *, base: str | None = None
+    seg: HourlyFile, start_us: int, end_us: int, *, base: str | None = None
 ) -> Iterator[pa.RecordBatch]:
     """The rows of one segment file inside the window, as `TRADE_SCHEMA` batches."""
     buf = _map(seg.path)
@@ -152,7 +153,7 @@ def _meets(chunk: Chunk, start_us: int, end_us: int) -> bool:
 
 
 def _decode(
-    buf: pa.Buffer, seg: SegmentFile, clean: bool, keep: list[Chunk], picked: list[int]
+    buf: pa.Buffer, seg: HourlyFile, clean: bool, keep: list[Chunk], picked: list[int]
 ) -> Iterator[pa.RecordBatch]:
     if seg.sealed and clean:
         try:

@@ -26,12 +26,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from pumpwatch.atomic import fsync_dir
 from pumpwatch.errors import StoreError
 from pumpwatch.segments.compact import write_compacted
-from pumpwatch.segments.durable import fsync_dir
 from pumpwatch.segments.hourfile import make_dirs
 from pumpwatch.segments.ipcscan import FILE_MAGIC, Chunk, scan_segment, stream_of
-from pumpwatch.segments.paths import SegmentFile, list_segments, sealed_name, segment_root
+from pumpwatch.segments.paths import HourlyFile, list_segments, sealed_name, segment_root
 from pumpwatch.segments.schema import BATCH_ROWS, SEGMENT_SCHEMA
 from pumpwatch.streams import STREAMS, split_stream
 
@@ -77,7 +77,7 @@ def recover_report(data_dir: str | os.PathLike[str], streams: Iterable[str] | No
     return report
 
 
-def _recover_one(data_dir: Path, seg: SegmentFile, report: RecoveryReport) -> None:
+def _recover_one(data_dir: Path, seg: HourlyFile, report: RecoveryReport) -> None:
     path = seg.path
     try:
         fd = os.open(path, os.O_RDONLY)

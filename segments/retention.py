@@ -27,10 +27,12 @@ from typing import Any
 
 from pumpwatch.errors import StoreError
 from pumpwatch.segments.coverage import Replay
-from pumpwatch.segments.frames import FRAMES_DIR, HOUR_US, HourlyFile, list_frame_files, scan_hourly_files
+from pumpwatch.segments.frames import FRAMES_DIR, list_frame_files
 from pumpwatch.segments.journal import JOURNAL_DIR, encode_event, rewrite_journal, scan_events
 from pumpwatch.segments.journal import now_us as wall_now_us
+from pumpwatch.segments.paths import HourlyFile, scan_hourly_files
 from pumpwatch.streams import STREAMS
+from pumpwatch.timeunits import US_PER_HOUR as HOUR_US
 
 log = logging.getLogger(__name__)
 

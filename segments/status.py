@@ -7,8 +7,10 @@ so totals, the newest trade and the trades received in the last hour cost no dec
 Only a batch without that metadata, or one that straddles the start of the last hour, is
 decoded. An open ``_`` segment is read up to its last complete batch.
 
-Connection state, gaps and the worker's ``stats`` counters come from the journals
-(status_journal.py).
+Connection state, gaps of the last 24 h and the worker's ``stats`` counters come from the
+connection journal (`journal_status`), read fast enough for a week of heartbeats (~70,000
+lines per stream): one orjson call (`journal.parse_journal_fast`) and a replay of only the
+events that move the connection state (`coverage.state_events`).
 """
 
 from __future__ import annotations
@@ -24,19 +26,18 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from pumpwatch.errors import StoreError
-from pumpwatch.segments.frames import HourlyFile, list_frame_files
+from pumpwatch.segments.coverage import TAIL_HEARTBEATS, Replay, coverage_from_events, state_events
+from pumpwatch.segments.frames import list_frame_files
 from pumpwatch.segments.ipcscan import Scan, scan_segment, stream_of
+from pumpwatch.segments.journal import journal_path, parse_journal_fast
 from pumpwatch.segments.journal import now_us as wall_now_us
+from pumpwatch.segments.paths import HourlyFile
 from pumpwatch.segments.retention import disk_free_bytes, segment_files
 from pumpwatch.segments.schema import BATCH_RECV_MAX, BATCH_RECV_MIN, BATCH_ROWS, BATCH_TIME_MAX
-from pumpwatch.segments.status_journal import journal_status
 from pumpwatch.streams import STREAMS, split_stream
+from pumpwatch.timeunits import US_PER_DAY, US_PER_HOUR, US_PER_S
 
 log = logging.getLogger(__name__)
-
-S_US = 1_000_000
-HOUR_US = 3600 * S_US
-DAY_US = 24 * HOUR_US
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ def _decode(
 
 
 def _age_s(now_us: int, ts_us: int | None) -> float | None:
-    return None if ts_us is None else round((now_us - ts_us) / S_US, 3)
+    return None if ts_us is None else round((now_us - ts_us) / US_PER_S, 3)
 
 
 def recorded_us(files: Iterable[HourlyFile], now_us: int) -> int:
@@ -148,13 +149,93 @@ def recorded_us(files: Iterable[HourlyFile], now_us: int) -> int:
     hour's end (or now, for the current hour)."""
     first_in_hour: dict[int, int] = {}
     for f in files:
-        hour = f.hour_end_us - HOUR_US
+        hour = f.hour_end_us - US_PER_HOUR
         first_in_hour[hour] = min(first_in_hour.get(hour, f.start_us), f.start_us)
-    return sum(max(0, min(hour + HOUR_US, now_us) - start) for hour, start in first_in_hour.items())
+    return sum(max(0, min(hour + US_PER_HOUR, now_us) - start) for hour, start in first_in_hour.items())
 
 
 def _per_day(size_bytes: int, span_us: int) -> float | None:
-    return round(size_bytes * DAY_US / span_us, 1) if span_us > 0 else None
+    return round(size_bytes * US_PER_DAY / span_us, 1) if span_us > 0 else None
+
+
+# cumulative counters of the worker's ``stats`` journal event
+STATS_COUNTERS: tuple[str, ...] = ("frames", "trades", "parse_errors", "reconnects", "duplicates")
+
+
+def counter_increase(events: Iterable[dict[str, Any]], start_us: int, end_us: int) -> dict[str, int] | None:
+    """How much each `STATS_COUNTERS` counter grew over ``[start_us, end_us]``, from the
+    ``stats`` events of the journal `events` (file order); None if no ``stats`` event lies in
+    the window.
+
+    The counters are cumulative since the worker process started, and a ``start`` event marks a
+    new process, whose counters begin at zero. Each ``stats`` event in the window adds its value
+    minus the previous value of the same run: the last ``stats`` before the window, or zero
+    after a ``start``. A run whose beginning is no longer in the journal (pruned) takes its
+    first value as the base. A value smaller than the previous one means a reset that left no
+    ``start`` line; it counts in full.
+    """
+    totals = dict.fromkeys(STATS_COUNTERS, 0)
+    seen = False
+    prev: dict[str, int] = {}  # last value of the current run (missing: unknown base)
+    for event in events:
+        kind, ts = event.get("event"), event["ts"]
+        if ts > end_us:
+            break
+        if kind == "start":
+            prev = dict.fromkeys(STATS_COUNTERS, 0)
+        elif kind == "stats":
+            inside = ts >= start_us
+            seen = seen or inside
+            for key in STATS_COUNTERS:
+                value = event.get(key)
+                if not isinstance(value, int) or isinstance(value, bool):
+                    continue
+                base = prev.get(key, value)
+                if inside:
+                    totals[key] += value - base if value >= base else value
+                prev[key] = value
+    return totals if seen else None
+
+
+def journal_status(
+    data_dir: Path, stream: str, now_us: int, heartbeat_s: float, has_segments: bool
+) -> dict[str, Any]:
+    """The journal figures of one stream's status entry (docs/operations.md lists them)."""
+    try:
+        all_events, skipped = parse_journal_fast(journal_path(data_dir, stream).read_bytes())
+    except FileNotFoundError:
+        all_events, skipped = [], 0
+    events = state_events(all_events)
+    replay = Replay()
+    for event in events:
+        replay.feed(event)
+    listening = [c for c, state in replay.conns.items() if state.listens(None)]
+    fresh = replay.last_ts is not None and now_us - replay.last_ts <= TAIL_HEARTBEATS * heartbeat_s * US_PER_S
+    out: dict[str, Any] = {
+        "connected_now": bool(listening) and fresh,
+        "connections_now": len(listening) if fresh else 0,
+        "journal_events": len(all_events),
+        "journal_unreadable_lines": skipped,
+        "first_event_us": events[0]["ts"] if events else None,
+        "last_event_us": replay.last_ts,
+        "counters_24h": counter_increase(
+            (e for e in all_events if e["event"] in ("stats", "start")), now_us - US_PER_DAY, now_us
+        ),
+    }
+    if not events:
+        # nothing to judge gaps by: the stream never ran here (or its journal is gone)
+        out["recorded"] = "store only" if has_segments else "never"
+        out.update(gaps_window_start_us=None, coverage_known_24h=False, gaps_24h=None, gap_s_24h=None)
+        return out
+    # the time before the stream was first recorded is no gap: it was not meant to listen yet
+    window_start = min(max(now_us - US_PER_DAY, events[0]["ts"]), now_us)
+    cov = coverage_from_events(events, window_start, now_us, heartbeat_s=heartbeat_s, now_us=now_us)
+    out["recorded"] = "journal"
+    out["gaps_window_start_us"] = window_start
+    out["coverage_known_24h"] = cov.known
+    out["gaps_24h"] = [list(g) for g in cov.gaps]
+    out["gap_s_24h"] = round(sum(b - a for a, b in cov.gaps) / US_PER_S, 3)
+    return out
 
 
 def _stream_status(
@@ -166,7 +247,7 @@ def _stream_status(
     heartbeat_s: float,
 ) -> dict[str, Any]:
     exchange, market = split_stream(stream)
-    window = (now_us - HOUR_US, now_us)
+    window = (now_us - US_PER_HOUR, now_us)
     trades, recent, unreadable, decoded, last_trade = 0, 0, 0, 0, None
     for f in segs:
         # a file holds the rows received from its HHMMSS to its hour's end: only those that
@@ -188,8 +269,8 @@ def _stream_status(
         "exchange": exchange,
         "market": market,
         "hours_on_disk": len({f.hour_end_us for f in segs}),
-        "first_hour_us": min((f.start_us - f.start_us % HOUR_US for f in segs), default=None),
-        "recorded_s": seg_span / S_US,
+        "first_hour_us": min((f.start_us - f.start_us % US_PER_HOUR for f in segs), default=None),
+        "recorded_s": seg_span / US_PER_S,
         "files_sealed": sum(1 for f in segs if f.sealed),
         "files_open": sum(1 for f in segs if not f.sealed),
         "files_unreadable": unreadable,
@@ -204,7 +285,7 @@ def _stream_status(
         "last_trade_age_s": _age_s(now_us, last_trade),
         "frames_files": len(frames),
         "frames_bytes": frames_bytes,
-        "frames_recorded_s": frames_span / S_US,
+        "frames_recorded_s": frames_span / US_PER_S,
         "frames_bytes_per_day": _per_day(frames_bytes, frames_span),
         **journal_status(data_dir, stream, now_us, heartbeat_s, bool(segs)),
     }
@@ -249,8 +330,8 @@ def _projection(
     return {
         "retention_s": retention_s,
         "frames_retention_s": frames_retention_s,
-        "segments_span_s": None if oldest_seg is None else max(0, now_us - oldest_seg) / S_US,
-        "frames_span_s": None if oldest_frames is None else max(0, now_us - oldest_frames) / S_US,
+        "segments_span_s": None if oldest_seg is None else max(0, now_us - oldest_seg) / US_PER_S,
+        "frames_span_s": None if oldest_frames is None else max(0, now_us - oldest_frames) / US_PER_S,
         "segments_bytes_per_day": round(sum(s["bytes_per_day"] or 0.0 for s in streams.values()), 1),
         "frames_bytes_per_day": round(sum(s["frames_bytes_per_day"] or 0.0 for s in streams.values()), 1),
         "segments_projected_bytes": seg_proj,

@@ -27,9 +27,9 @@ import pyarrow as pa
 from pumpwatch.errors import StoreError
 from pumpwatch.segments.convert import Converter
 from pumpwatch.segments.hourfile import HourFile
-from pumpwatch.segments.paths import US_PER_HOUR
 from pumpwatch.segments.schema import TRADE_FIELDS, TradeRow
 from pumpwatch.streams import split_stream
+from pumpwatch.timeunits import US_PER_HOUR
 
 log = logging.getLogger(__name__)
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pumpwatch.cli.extract_cmds import parse_trigger_time
 from pumpwatch.errors import UsageError
 from pumpwatch.synth import MarketSpec, PumpSpec, write_store
+from pumpwatch.timeunits import US_PER_S as S
+from pumpwatch.utctime import parse_time_us
 
-S = 1_000_000
 START = 1_767_258_000 * S  # 2026-01-01T09:00:00Z
 TRIGGER = START + 60 * S  # 09:01:00Z = 18:01:00+09:00
 PUMPWATCH = str(Path(sys.executable).parent / "pumpwatch")
@@ -44,16 +44,16 @@ def snapshot(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_parse_trigger_time() -> None:
-    utc = parse_trigger_time("2026-01-01T09:01:00Z")
+def test_parse_time_us() -> None:
+    utc = parse_time_us("2026-01-01T09:01:00Z")
     assert utc == TRIGGER
-    assert parse_trigger_time("2026-01-01T18:01:00+09:00") == TRIGGER
-    assert parse_trigger_time(str(TRIGGER // 1000)) == TRIGGER
-    assert parse_trigger_time("2026-01-01T09:01:00.250001Z") == TRIGGER + 250_001
+    assert parse_time_us("2026-01-01T18:01:00+09:00") == TRIGGER
+    assert parse_time_us(str(TRIGGER // 1000)) == TRIGGER
+    assert parse_time_us("2026-01-01T09:01:00.250001Z") == TRIGGER + 250_001
     with pytest.raises(UsageError, match="no time zone"):
-        parse_trigger_time("2026-01-01T09:01:00")
+        parse_time_us("2026-01-01T09:01:00")
     with pytest.raises(UsageError, match="cannot read time"):
-        parse_trigger_time("yesterday")
+        parse_time_us("yesterday")
 
 
 def test_extract_then_detect_end_to_end(data_dir: Path) -> None:

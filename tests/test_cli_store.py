@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 from pumpwatch.cli import app
 from pumpwatch.errors import StoreError
 from pumpwatch.segments.journal import EventJournal
+from pumpwatch.timeunits import US_PER_HOUR as HOUR_US
 
 runner = CliRunner()
 PUMPWATCH = Path(sys.executable).with_name("pumpwatch")
-HOUR_US = 3_600_000_000
 
 
 def _now_us() -> int:

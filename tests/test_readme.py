@@ -13,6 +13,7 @@ import pytest
 
 from pumpwatch.detector import run_detector
 from pumpwatch.extractor import extract
+from pumpwatch.settings import PumpSettings
 from pumpwatch.synth import MarketSpec, PumpSpec, write_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +47,9 @@ def cookbook_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     write_store(data, spec)
     listing = extract(data, "0G", T_US, before_s=20.0, after_s=20.0)
-    run_detector(listing, window_s=1.0, threshold_percent=3.0, min_volume_ratio=2.0, chart=False)
+    run_detector(
+        listing, PumpSettings(window_s=1.0, threshold_percent=3.0, min_volume_ratio=2.0), chart=False
+    )
     return root
 
 

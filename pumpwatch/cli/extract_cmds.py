@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime, timedelta
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -12,30 +11,7 @@ import typer
 from pumpwatch.cli.app import ConfigOpt, DataDirOpt, app, settings_from
 from pumpwatch.errors import UsageError
 from pumpwatch.settings import parse_duration
-
-_EPOCH_MS_RE = re.compile(r"\d{1,16}")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def parse_trigger_time(text: str) -> int:
-    """TIME of `pumpwatch extract` as epoch µs: ISO 8601 with ``Z`` or an offset, or epoch ms.
-
-    A time without a zone is refused: guessing the machine's zone is how a window ends up
-    9 hours off (Upbit shows KST).
-    """
-    text = text.strip()
-    if _EPOCH_MS_RE.fullmatch(text):
-        return int(text) * 1000
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise UsageError(
-            f"cannot read time {text!r}: give ISO 8601 with a zone (2025-01-02T03:04:05Z, "
-            "2025-01-02T12:04:05+09:00) or epoch milliseconds"
-        ) from None
-    if when.tzinfo is None or when.utcoffset() is None:
-        raise UsageError(f"time {text!r} has no time zone: add Z (UTC) or an offset such as +09:00 (KST)")
-    return (when - _EPOCH) // timedelta(microseconds=1)
+from pumpwatch.utctime import parse_time_us
 
 
 def _duration(value: str | None, default_s: float, what: str) -> float:
@@ -49,7 +25,9 @@ def extract_cmd(
     ],
     when: Annotated[
         str,
-        typer.Argument(metavar="TIME", help="Trigger time: ISO 8601 with Z or an offset, or epoch ms."),
+        typer.Argument(
+            metavar="TIME", help="Trigger time: ISO 8601 with Z or an offset, or epoch s/ms/µs/ns."
+        ),
     ],
     before: Annotated[
         str | None,
@@ -75,7 +53,7 @@ def extract_cmd(
     from pumpwatch.streams import check_symbol, parse_streams
 
     check_symbol(symbol)
-    trigger_us = parse_trigger_time(when)
+    trigger_us = parse_time_us(when, what="TIME")
     settings = settings_from(config, data_dir)
     before_s = _duration(before, settings.extract.before_s, "--before")
     after_s = _duration(after, settings.extract.after_s, "--after")
@@ -87,14 +65,7 @@ def extract_cmd(
     if not no_detect:
         from pumpwatch.detector.refined import run_detector
 
-        pump = settings.pump
-        run_detector(
-            out,
-            window_s=pump.window_s,
-            threshold_percent=pump.threshold_percent,
-            min_volume_ratio=pump.min_volume_ratio,
-            chart=not no_chart,
-        )
+        run_detector(out, settings.pump, chart=not no_chart)
     typer.echo(str(out))
 
 
@@ -134,13 +105,8 @@ def detect_cmd(
 
     from pumpwatch.detector.refined import run_detector
 
-    result = run_detector(
-        listing_dir,
-        window_s=window_s,
-        threshold_percent=threshold,
-        min_volume_ratio=ratio,
-        chart=not no_chart,
-    )
+    pump = dataclasses.replace(pump, window_s=window_s, threshold_percent=threshold, min_volume_ratio=ratio)
+    result = run_detector(listing_dir, pump, chart=not no_chart)
     summary = result["summary"]
     typer.echo(
         f"{len(result['pump_events'])} pump event(s) on {summary['total_streams_with_pumps']} stream(s), "

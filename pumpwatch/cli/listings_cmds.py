@@ -14,8 +14,9 @@ from pumpwatch.errors import ParseError, PumpWatchError, UsageError
 
 def notice_rows(body: bytes) -> list[dict[str, Any]]:
     """One dict per notice of an announcements response: the `--json` object, plus ``kind``."""
-    from pumpwatch.recorder.upbit.notices import format_utc, parse_page
+    from pumpwatch.recorder.upbit.notices import parse_page
     from pumpwatch.recorder.upbit.titles import is_valid_symbol, parse_title
+    from pumpwatch.utctime import format_utc
 
     page = parse_page(body)
     rows = []

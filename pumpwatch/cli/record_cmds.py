@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from datetime import UTC, datetime
@@ -15,6 +14,7 @@ from pumpwatch.cli.app import ConfigOpt, DataDirOpt, app, settings_from
 from pumpwatch.errors import ConfigError, UsageError
 from pumpwatch.settings import Settings
 from pumpwatch.streams import parse_streams, split_stream
+from pumpwatch.utctime import parse_time_us
 
 if TYPE_CHECKING:
     from pumpwatch.recorder.adapter import Instrument
@@ -23,22 +23,6 @@ StreamsOpt = Annotated[
     str | None,
     typer.Option("--streams", help="Comma list of stream ids or exchange names. Default: recorder.streams."),
 ]
-
-
-def parse_time_us(text: str, *, what: str = "time") -> int:
-    """ISO 8601 with an offset or ``Z``, or epoch milliseconds, as µs UTC; no zone is refused."""
-    text = text.strip()
-    if re.fullmatch(r"\d{10,14}", text):
-        return int(text) * 1000
-    try:
-        t = datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(
-            f"{what}: expected ISO 8601 with a zone (2026-01-02T03:04:05Z) or epoch ms, got {text!r}"
-        ) from None
-    if t.tzinfo is None:
-        raise UsageError(f"{what}: {text!r} has no time zone; add Z or an offset such as +09:00")
-    return int(t.timestamp()) * 1_000_000 + t.microsecond
 
 
 def _instruments(settings: Settings, stream: str, *, required: bool) -> dict[str, Instrument]:

@@ -74,15 +74,6 @@ def parse_time_us(value: object) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def format_utc(ts_us: int) -> str:
-    """UTC microseconds -> ``2026-08-21T10:19:25Z`` (fractions only when present)."""
-    dt = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ts_us)
-    text = dt.strftime("%Y-%m-%dT%H:%M:%S")
-    if dt.microsecond:
-        text += f".{dt.microsecond:06d}".rstrip("0")
-    return text + "Z"
-
-
 def parse_notice(raw: object) -> Notice:
     """One entry of ``notices`` / ``fixed_notices``; `ParseError` if a required field is wrong."""
     if not isinstance(raw, dict):

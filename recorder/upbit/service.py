@@ -46,11 +46,7 @@ class ListingWatcher:
             before_s=settings.extract.before_s,
             after_s=settings.extract.after_s,
             wait_after_s=settings.storage.flush_interval_s + settings.upbit.settle_s,
-            pump={
-                "window_s": settings.pump.window_s,
-                "threshold_percent": settings.pump.threshold_percent,
-                "min_volume_ratio": settings.pump.min_volume_ratio,
-            },
+            pump=settings.pump,
             extract_fn=extract_fn,
             detect_fn=detect_fn,
             clock=clock,

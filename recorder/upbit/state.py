@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from pumpwatch.atomic import write_file_atomic
 from pumpwatch.errors import StoreError, UsageError
-from pumpwatch.recorder.upbit.notices import Notice, NoticePage, format_utc
+from pumpwatch.recorder.upbit.notices import Notice, NoticePage
 from pumpwatch.recorder.upbit.titles import TitleInfo, parse_title
 from pumpwatch.streams import check_symbol
+from pumpwatch.timeunits import US_PER_S
+from pumpwatch.utctime import format_utc
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,7 @@ class Firing:
 
     @property
     def detection_delay_s(self) -> float:
-        return (self.detected_us - self.trigger_us) / 1e6
+        return (self.detected_us - self.trigger_us) / US_PER_S
 
     def source(self) -> dict[str, Any]:
         """The metadata ``source`` block of the extraction (DESIGN §7)."""
@@ -126,7 +128,7 @@ class WatchState:
             if info.is_listing:
                 log.info("upbit notice %d is a listing without KRW: %s", notice.id, notice.title)
             return []
-        age_s = (now_us - notice.first_listed_at_us) / 1e6
+        age_s = (now_us - notice.first_listed_at_us) / US_PER_S
         if age_s > freshness_s:
             log.info(
                 "upbit notice %d first listed %.0f s ago (> %.0f s): not fired: %s",
@@ -144,7 +146,7 @@ class WatchState:
                 log.warning("upbit notice %d: dropped symbol: %s", notice.id, exc)
                 continue
             previous = self.fired.get(symbol)
-            if previous is not None and now_us - int(previous.get("fired_us", 0)) < REFIRE_AFTER_S * 1e6:
+            if previous is not None and now_us - int(previous.get("fired_us", 0)) < REFIRE_AFTER_S * US_PER_S:
                 log.info(
                     "upbit notice %d: %s already fired for notice %s; not fired again",
                     notice.id,
@@ -170,18 +172,8 @@ class WatchState:
 
 
 def write_json_atomic(path: Path, doc: object) -> None:
-    """Write `doc` as JSON to `path` via a temp file in the same directory, fsync, rename."""
+    """Write `doc` as JSON to `path` atomically (`pumpwatch.atomic.write_file_atomic`)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_file_atomic(path, orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
     except OSError as exc:
         raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from None

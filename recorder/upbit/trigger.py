@@ -23,9 +23,11 @@ from typing import Any
 
 import orjson
 
-from pumpwatch.recorder.upbit.notices import format_utc
 from pumpwatch.recorder.upbit.state import Firing, write_json_atomic
+from pumpwatch.settings import PumpSettings
 from pumpwatch.streams import check_symbol
+from pumpwatch.timeunits import US_PER_S
+from pumpwatch.utctime import format_utc
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +87,7 @@ class ExtractionScheduler:
         before_s: float,
         after_s: float,
         wait_after_s: float,
-        pump: dict[str, float] | None = None,
+        pump: PumpSettings | None = None,
         extract_fn: ExtractFn | None = None,
         detect_fn: DetectFn | None = None,
         clock: Callable[[], float] = time.time,
@@ -96,7 +98,7 @@ class ExtractionScheduler:
         self.before_s = before_s
         self.after_s = after_s
         self.wait_after_s = wait_after_s  # one flush interval + settle
-        self.pump = pump or {}
+        self.pump = pump if pump is not None else PumpSettings()
         self._extract_fn = extract_fn
         self._detect_fn = detect_fn
         self._clock = clock
@@ -139,7 +141,7 @@ class ExtractionScheduler:
 
     def due_us_for(self, trigger_us: int) -> int:
         """When the window around `trigger_us` is complete on disk."""
-        return trigger_us + int((self.after_s + self.wait_after_s) * 1e6)
+        return trigger_us + int((self.after_s + self.wait_after_s) * US_PER_S)
 
     def add(self, firing: Firing) -> PendingExtraction | None:
         """Persist and schedule one fired coin; a duplicate (same symbol and T) is ignored."""
@@ -151,7 +153,7 @@ class ExtractionScheduler:
             return None
         self.pending[item.key] = item
         self._save()
-        wait_s = max(0.0, item.due_us / 1e6 - self._clock())
+        wait_s = max(0.0, item.due_us / US_PER_S - self._clock())
         log.info(
             "upbit: extraction of %s around %s scheduled in %.1f s",
             symbol,
@@ -202,7 +204,7 @@ class ExtractionScheduler:
 
     async def _run(self, item: PendingExtraction) -> None:
         while True:
-            wait_s = item.due_us / 1e6 - self._clock()
+            wait_s = item.due_us / US_PER_S - self._clock()
             if wait_s > 0:
                 await asyncio.sleep(wait_s)
                 continue
@@ -222,7 +224,7 @@ class ExtractionScheduler:
                 self._save()
                 return
             delay_s = self._retry_base_s * 2 ** (item.attempts - 1)
-            item.due_us = int((self._clock() + delay_s) * 1e6)
+            item.due_us = int((self._clock() + delay_s) * US_PER_S)
             self._save()
             log.warning(
                 "upbit: extraction of %s failed (%s); retry in %.0f s", item.symbol, result.error, delay_s
@@ -253,7 +255,7 @@ class ExtractionScheduler:
         detect = self._detect_fn or default_detect()
         detected = False
         try:
-            await asyncio.to_thread(detect, Path(listing_dir), **self.pump)
+            await asyncio.to_thread(detect, Path(listing_dir), self.pump)
             detected = True
         except asyncio.CancelledError:
             raise

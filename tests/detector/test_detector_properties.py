@@ -3,17 +3,27 @@ invariants (constant prices, boundary-straddling rises, merging, determinism, sc
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pumpwatch.detector.detect import detect
+from pumpwatch.detector import analyse
+from pumpwatch.settings import PumpSettings
+from pumpwatch.timeunits import US_PER_S as S
 
-S = 1_000_000
 T0 = 1_760_000_000 * S
 TRIGGER = T0 + 3 * S
 PERIOD = (T0, T0 + 6 * S)
+
+
+def pump_analysis(
+    trades: Any, trigger_us: int, pump: PumpSettings | None = None, **kw: Any
+) -> dict[str, Any]:
+    """The pump_analysis.json object `analyse` builds."""
+    return analyse(trades, trigger_us, pump, **kw).pump_analysis
 
 
 def table(stream: str, times: list[int], prices: list[float], qtys: list[float]) -> pa.Table:
@@ -78,12 +88,10 @@ def test_equals_brute_force(trades: list, window_s: float, threshold: float, rat
     times = [T0 + t for t, _, _ in trades]
     prices = [p for _, p, _ in trades]
     qtys = [q for _, _, q in trades]
-    result = detect(
+    result = pump_analysis(
         table("okx_spot", times, prices, qtys),
         TRIGGER,
-        window_s=window_s,
-        threshold_percent=threshold,
-        min_volume_ratio=ratio,
+        PumpSettings(window_s=window_s, threshold_percent=threshold, min_volume_ratio=ratio),
         period_us=PERIOD,
     )
     got = [(e["start_time_us"], e["end_time_us"]) for e in result["pump_events"]]
@@ -99,7 +107,12 @@ def test_constant_price_never_pumps(trades: list, price: float) -> None:
     times = [T0 + t for t, _ in trades]
     tab = table("gate_futures", times, [price] * len(times), [q for _, q in trades])
     for threshold in (0.0001, 3.0):
-        assert detect(tab, TRIGGER, threshold_percent=threshold, period_us=PERIOD)["pump_events"] == []
+        assert (
+            pump_analysis(tab, TRIGGER, PumpSettings(threshold_percent=threshold), period_us=PERIOD)[
+                "pump_events"
+            ]
+            == []
+        )
 
 
 @settings(max_examples=100, deadline=None)
@@ -112,7 +125,9 @@ def test_rise_straddling_a_second_boundary_is_found(
     times = [T0 + k * 250_000 for k in range(24) if T0 + k * 250_000 < t_low] + [t_low, t_high]
     prices = [100.0] * (len(times) - 1) + [100.0 * (1 + rise / 100.0) * 1.0000001]
     qtys = [1.0] * (len(times) - 1) + [1000.0]
-    events = detect(table("bybit_futures", times, prices, qtys), TRIGGER, period_us=PERIOD)["pump_events"]
+    events = pump_analysis(table("bybit_futures", times, prices, qtys), TRIGGER, period_us=PERIOD)[
+        "pump_events"
+    ]
     assert len(events) == 1
     assert events[0]["start_time_us"] <= t_low
     assert events[0]["end_time_us"] == t_high
@@ -127,14 +142,16 @@ def test_deterministic_order_independent_and_scale_invariant(trades: list, rnd, 
     prices = [by_time[t][0] for t in times]
     qtys = [by_time[t][1] for t in times]
     tab = table("kucoin_futures", times, prices, qtys)
-    first = orjson.dumps(detect(tab, TRIGGER, period_us=PERIOD))
-    assert orjson.dumps(detect(tab, TRIGGER, period_us=PERIOD)) == first
+    first = orjson.dumps(pump_analysis(tab, TRIGGER, period_us=PERIOD))
+    assert orjson.dumps(pump_analysis(tab, TRIGGER, period_us=PERIOD)) == first
     order = list(range(len(times)))
     rnd.shuffle(order)
     shuffled = tab.take(pa.array(order))
-    assert orjson.dumps(detect(shuffled, TRIGGER, period_us=PERIOD)) == first  # trade ids move with rows
+    assert (
+        orjson.dumps(pump_analysis(shuffled, TRIGGER, period_us=PERIOD)) == first
+    )  # trade ids move with rows
     factor = 2.0**exponent  # a power of two scales floats exactly
-    scaled = detect(
+    scaled = pump_analysis(
         table("kucoin_futures", times, [p * factor for p in prices], qtys), TRIGGER, period_us=PERIOD
     )
     base = orjson.loads(first)

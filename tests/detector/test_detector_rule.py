@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from pumpwatch.detector.detect import detect
+from pumpwatch.detector import analyse
 from pumpwatch.detector.sliding import range_argmin, window_starts, window_sums
+from pumpwatch.settings import PumpSettings
+from pumpwatch.timeunits import US_PER_S as S
 
 T0 = 1_750_000_000_000_000  # a whole second, µs
-S = 1_000_000
+
+
+def pump_analysis(
+    trades: Any, trigger_us: int, pump: PumpSettings | None = None, **kw: Any
+) -> dict[str, Any]:
+    """The pump_analysis.json object `analyse` builds."""
+    return analyse(trades, trigger_us, pump, **kw).pump_analysis
 
 
 def table(rows: list[tuple[str, int, float, float]], *, side: str = "buy") -> pa.Table:
@@ -53,7 +63,7 @@ def test_sliding_primitives_match_brute_force() -> None:
 
 def test_constant_price_has_no_event() -> None:
     rows = steady("binance_spot", T0 - 20 * S, T0 + 20 * S, 50_000, 2.5, qty=3.0)
-    result = detect(table(rows), T0)
+    result = pump_analysis(table(rows), T0)
     assert result["pump_events"] == []
     assert result["summary"] == {
         "total_exchanges_with_pumps": 0,
@@ -74,7 +84,7 @@ def test_rise_straddling_a_second_boundary_is_one_event_with_exact_fields() -> N
     rise = [(T0 + 800_000, 101.0), (T0 + 1_000_000, 102.0), (T0 + 1_200_000, 103.0), (T0 + 1_300_000, 104.0)]
     rows += [("okx_futures", t, p, 10.0) for t, p in rise]
     rows += steady("okx_futures", T0 + 1_400_000, T0 + 20 * S, 100_000, 104.0)
-    result = detect(table(rows), T0, period_us=(T0 - 20 * S, T0 + 20 * S))
+    result = pump_analysis(table(rows), T0, period_us=(T0 - 20 * S, T0 + 20 * S))
     (ev,) = result["pump_events"]
     assert ev["exchange"] == "okx"
     assert ev["market_type"] == "futures"
@@ -115,26 +125,28 @@ def test_slow_rise_spread_over_two_seconds_is_not_a_pump() -> None:
     rows += [
         ("gate_spot", T0 + k * 100_000, 100.0 * (1 + 0.002 * k), 50.0) for k in range(1, 21)
     ]  # 4 % / 2 s
-    result = detect(table(rows), T0)
+    result = pump_analysis(table(rows), T0)
     assert result["pump_events"] == []
 
 
 def test_volume_condition() -> None:
     pre = steady("bybit_spot", T0 - 20 * S, T0, 100_000, 10.0)  # baseline 10 per window
     quiet = [*pre, ("bybit_spot", T0 + 500_000, 10.5, 1.0)]  # +5 % but volume ~6 < 2 x 10
-    assert detect(table(quiet), T0, period_us=(T0 - 20 * S, T0 + 20 * S))["pump_events"] == []
+    assert pump_analysis(table(quiet), T0, period_us=(T0 - 20 * S, T0 + 20 * S))["pump_events"] == []
     loud = [*pre, ("bybit_spot", T0 + 500000, 10.5, 25.0)]
-    (ev,) = detect(table(loud), T0, period_us=(T0 - 20 * S, T0 + 20 * S))["pump_events"]
+    (ev,) = pump_analysis(table(loud), T0, period_us=(T0 - 20 * S, T0 + 20 * S))["pump_events"]
     assert ev["volume_spike_ratio"] == pytest.approx((5 + 25.0) / 10.0)  # 5 steady + the big one
     assert (
-        detect(table(loud), T0, min_volume_ratio=3.5, period_us=(T0 - 20 * S, T0 + 20 * S))["pump_events"]
+        pump_analysis(
+            table(loud), T0, PumpSettings(min_volume_ratio=3.5), period_us=(T0 - 20 * S, T0 + 20 * S)
+        )["pump_events"]
         == []
     )
 
 
 def test_no_pre_trigger_trades_means_no_baseline() -> None:
     rows = [("phemex_spot", T0 + 100_000, 1.0, 1.0), ("phemex_spot", T0 + 300_000, 1.05, 1.0)]
-    (ev,) = detect(table(rows), T0, period_us=(T0 - 20 * S, T0 + 20 * S))["pump_events"]
+    (ev,) = pump_analysis(table(rows), T0, period_us=(T0 - 20 * S, T0 + 20 * S))["pump_events"]
     assert ev["volume_spike_ratio"] is None
     assert ev["price_change_percent"] == pytest.approx(5.0)
     assert ev["trades_count"] == 2
@@ -149,7 +161,7 @@ def test_overlapping_windows_merge_and_separate_ones_do_not() -> None:
         ("binance_futures", T0 + 4_500_000, 54.0, 1.0),
         ("binance_futures", T0 + 5_000_000, 56.2, 30.0),
     ]
-    result = detect(table(rows), T0, period_us=(T0 - 20 * S, T0 + 20 * S))
+    result = pump_analysis(table(rows), T0, period_us=(T0 - 20 * S, T0 + 20 * S))
     first, second = result["pump_events"]
     assert (first["start_time_us"], first["end_time_us"]) == (T0 - 800_000, T0 + 600_000)
     assert first["price_change_percent"] == pytest.approx(8.2)
@@ -164,7 +176,7 @@ def test_events_ordered_by_time_across_streams_and_summary() -> None:
     rows += [("kucoin_spot", T0 + 2 * S, 1.1, 9.0)]
     rows += steady("binance_spot", T0 - 10 * S, T0 + 500_000, 500_000, 1.0)
     rows += [("binance_spot", T0 + 1 * S, 1.05, 9.0)]
-    result = detect(table(rows), T0)
+    result = pump_analysis(table(rows), T0)
     assert [(e["exchange"], e["market_type"]) for e in result["pump_events"]] == [
         ("binance", "spot"),
         ("kucoin", "spot"),
@@ -178,6 +190,6 @@ def test_mapping_input_equals_table_input() -> None:
     rows = [*steady("okx_spot", T0 - 5 * S, T0, 100000, 3.0), ("okx_spot", T0 + S // 2, 3.3, 100.0)]
     tab = table(rows)
     by_stream = {"okx_spot": tab.drop_columns(["exchange", "market"])}
-    from_table = detect(tab, T0)
+    from_table = pump_analysis(tab, T0)
     assert len(from_table["pump_events"]) == 1
-    assert detect(by_stream, T0, symbol="ABC") == from_table
+    assert pump_analysis(by_stream, T0, symbol="ABC") == from_table

@@ -11,8 +11,9 @@ import pytest
 
 from pumpwatch.detector import run_detector
 from pumpwatch.errors import StoreError
+from pumpwatch.settings import PumpSettings
+from pumpwatch.timeunits import US_PER_S as S
 
-S = 1_000_000
 T0 = 1_767_300_000 * S
 
 
@@ -99,14 +100,14 @@ def test_rerun_is_byte_identical_and_replaces_stale_files(tmp_path: Path) -> Non
     first = {p.name: p.read_bytes() for p in (listing / "refined").iterdir()}
     run_detector(listing)
     assert {p.name: p.read_bytes() for p in (listing / "refined").iterdir()} == first
-    strict = run_detector(listing, threshold_percent=50.0, chart=False)
+    strict = run_detector(listing, PumpSettings(threshold_percent=50.0), chart=False)
     assert strict["pump_events"] == []
     assert strict["parameters"]["threshold_percent"] == 50.0
     assert sorted(p.name for p in (listing / "refined").iterdir()) == [
         "exchange_comparison.json",
         "pump_analysis.json",
     ]
-    loose = run_detector(listing, threshold_percent=1.5, chart=False)
+    loose = run_detector(listing, PumpSettings(threshold_percent=1.5), chart=False)
     assert [(e["exchange"], e["market_type"]) for e in loose["pump_events"]] == [
         ("okx", "futures"),
         ("binance", "spot"),

@@ -19,8 +19,8 @@ from pumpwatch.extractor import extract, listing_dir_name
 from pumpwatch.segments.journal import EventJournal
 from pumpwatch.streams import STREAMS
 from pumpwatch.synth import MarketSpec, PumpSpec, generate, write_store
+from pumpwatch.timeunits import US_PER_S as S
 
-S = 1_000_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 START = 1_767_229_000 * S  # 2026-01-01T00:56:40Z: the store crosses the 01:00 hour boundary
 DURATION_S = 480

@@ -14,9 +14,10 @@ from pumpwatch.recorder.reparse import finish_pending, reparse
 from pumpwatch.recorder.sim.binance import sim_protocol
 from pumpwatch.recorder.sim.instruments import sim_instrument
 from pumpwatch.segments.frames import FrameWriter
-from pumpwatch.segments.paths import US_PER_HOUR, list_segments
+from pumpwatch.segments.paths import list_segments
 from pumpwatch.segments.schema import TradeRow
 from pumpwatch.segments.writer import SegmentWriter
+from pumpwatch.timeunits import US_PER_HOUR
 
 STREAM = "binance_spot"
 H = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z

@@ -10,8 +10,8 @@ import pytest
 from pumpwatch.errors import UsageError
 from pumpwatch.segments.coverage import Coverage, coverage, coverage_from_events
 from pumpwatch.segments.journal import EventJournal
+from pumpwatch.timeunits import US_PER_S as S
 
-S = 1_000_000  # µs per second: scenarios below are written in seconds
 FAR = 10**6 * S  # "now" long after every scenario
 
 

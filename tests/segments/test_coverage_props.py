@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pumpwatch.segments.coverage import coverage_from_events
+from pumpwatch.timeunits import US_PER_S as S
 
-S = 1_000_000
 # PUMPWATCH_SOAK=long explores many more journals
 EXAMPLES = 3000 if os.environ.get("PUMPWATCH_SOAK") == "long" else 200
 SYMBOL_BASE = {"AUSDT": "A", "A-PERP": "A", "BUSDT": "B"}

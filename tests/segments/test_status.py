@@ -17,8 +17,8 @@ from pumpwatch.segments.frames import FrameWriter, frame_path
 from pumpwatch.segments.journal import EventJournal
 from pumpwatch.segments.schema import TRADE_SCHEMA
 from pumpwatch.segments.status import count_segment, recorded_us, store_status
+from pumpwatch.timeunits import US_PER_S as S
 
-S = 1_000_000
 MIN = 60 * S
 NOW_US = int(datetime(2026, 3, 10, 12, 30, tzinfo=UTC).timestamp()) * S
 WRITE_OPTS = ipc.IpcWriteOptions(compression="zstd")

@@ -10,12 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pumpwatch.segments.coverage import Replay, coverage_from_events
-from pumpwatch.segments.journal import encode_event, journal_path, parse_journal
-from pumpwatch.segments.status import store_status
-from pumpwatch.segments.status_journal import counter_increase, parse_journal_fast, state_events
+from pumpwatch.segments.coverage import Replay, coverage_from_events, state_events
+from pumpwatch.segments.journal import encode_event, journal_path, parse_journal, parse_journal_fast
+from pumpwatch.segments.status import counter_increase, store_status
+from pumpwatch.timeunits import US_PER_S as S
 
-S = 1_000_000
 HOUR = 3600 * S
 DAY = 24 * HOUR
 NOW = 1_773_145_800 * S  # 2026-03-10T12:30:00Z

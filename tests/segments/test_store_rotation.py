@@ -135,7 +135,7 @@ def test_paths_are_parsed_back(tmp_path) -> None:
     p.write_bytes(b"x")
     seg = parse_segment_path(p)
     assert seg is not None
-    assert (seg.stream, seg.start_us, seg.end_us, seg.sealed, seg.size_bytes) == (
+    assert (seg.stream, seg.start_us, seg.hour_end_us, seg.sealed, seg.size_bytes) == (
         "okx_spot", T0_US + 3_723_000_000, T0_US + 2 * HOUR_US, False, 1
     )  # fmt: skip
     for bad in ("256000.arrow", "x.arrow", "_12.arrow", "010203.arrow.tmp", ".010203.arrow.recovering"):

@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pumpwatch.errors import ParseError
-from pumpwatch.recorder.upbit.notices import format_utc, parse_page, parse_time_us
+from pumpwatch.recorder.upbit.notices import parse_page, parse_time_us
+from pumpwatch.utctime import format_utc
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "upbit" / "announcements_trade.json"
 

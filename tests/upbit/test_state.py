@@ -9,9 +9,10 @@ import orjson
 
 from pumpwatch.recorder.upbit.notices import Notice, NoticePage
 from pumpwatch.recorder.upbit.state import REFIRE_AFTER_S, WatchState
+from pumpwatch.timeunits import US_PER_S as S
 
 NOW_US = 1_790_000_000_000_000  # 2026-09-21T14:13:20Z
-S = 1_000_000
+
 FRESH_S = 1800.0
 
 

@@ -14,8 +14,8 @@ from pumpwatch.recorder.upbit.notices import Notice
 from pumpwatch.recorder.upbit.state import Firing
 from pumpwatch.recorder.upbit.titles import parse_title
 from pumpwatch.recorder.upbit.trigger import ExtractionScheduler
-
-S = 1_000_000
+from pumpwatch.settings import PumpSettings
+from pumpwatch.timeunits import US_PER_S as S
 
 
 def firing(symbol: str, trigger_us: int, nid: int = 7) -> Firing:
@@ -59,7 +59,7 @@ class Recorder:
         out.mkdir(parents=True, exist_ok=True)
         return out
 
-    def detect(self, listing_dir: Path, **kw: Any) -> None:
+    def detect(self, listing_dir: Path, pump: PumpSettings) -> None:
         if self.detect_fails:
             raise ValueError("detector bug")
         self.detected.append(listing_dir)
@@ -71,7 +71,7 @@ def scheduler(tmp: Path, rec: Recorder, **kw: Any) -> ExtractionScheduler:
         before_s=20.0,
         after_s=0.3,
         wait_after_s=0.2,
-        pump={"window_s": 1.0, "threshold_percent": 3.0, "min_volume_ratio": 2.0},
+        pump=PumpSettings(window_s=1.0, threshold_percent=3.0, min_volume_ratio=2.0),
         extract_fn=rec.extract,
         detect_fn=rec.detect,
         **kw,
