@@ -35,6 +35,7 @@ import yaml
 from pumpwatch.errors import ConfigError
 from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.streams import STREAMS, SYMBOL_RE
+from pumpwatch.timeunits import US_PER_DAY, US_PER_S
 
 # Exchange symbols are data, never paths, but they still must be short printable tokens
 # ("0G-USDT-SWAP", "sBTCUSDT", "BTC_USDT", "XBTUSDTM").
@@ -103,10 +104,14 @@ def load_symbols_file(path: str | os.PathLike[str]) -> SymbolsFile:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read symbols file {p}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"symbols file {p} is not UTF-8 text (byte {exc.start})") from None
     try:
         raw = yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError:
-        raise ConfigError(f"symbols file {p} is not valid YAML") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"symbols file {p} is not valid YAML{at}") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -213,7 +218,7 @@ def select_instruments(
     include: Iterable[str] = (),
     krw_first_seen_us: Mapping[str, int] | None = None,
     now_us: int = 0,
-    keep_after_krw_s: float = 86400.0,
+    keep_after_krw_s: float = US_PER_DAY / US_PER_S,
 ) -> list[Instrument]:
     """The USDT-quoted instruments the policy keeps.
 
@@ -226,7 +231,7 @@ def select_instruments(
         raise ConfigError(f"symbols.policy: expected one of {', '.join(POLICIES)}, got {policy!r}")
     krw = krw_first_seen_us or {}
     wanted = {b.upper() for b in include}
-    keep_us = int(keep_after_krw_s * 1e6)
+    keep_us = int(keep_after_krw_s * US_PER_S)
     out: list[Instrument] = []
     for inst in instruments:
         if inst.quote != SELECTED_QUOTE:

@@ -15,6 +15,7 @@ from pumpwatch.cli.app import ConfigOpt, DataDirOpt, app, settings_from
 from pumpwatch.errors import ConfigError, UsageError
 from pumpwatch.settings import Settings
 from pumpwatch.streams import parse_streams, split_stream
+from pumpwatch.timeunits import US_PER_MS, US_PER_S
 
 if TYPE_CHECKING:
     from pumpwatch.recorder.adapter import Instrument
@@ -29,7 +30,7 @@ def parse_time_us(text: str, *, what: str = "time") -> int:
     """ISO 8601 with an offset or ``Z``, or epoch milliseconds, as µs UTC; no zone is refused."""
     text = text.strip()
     if re.fullmatch(r"\d{10,14}", text):
-        return int(text) * 1000
+        return int(text) * US_PER_MS
     try:
         t = datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
     except ValueError:
@@ -38,7 +39,7 @@ def parse_time_us(text: str, *, what: str = "time") -> int:
         ) from None
     if t.tzinfo is None:
         raise UsageError(f"{what}: {text!r} has no time zone; add Z or an offset such as +09:00")
-    return int(t.timestamp()) * 1_000_000 + t.microsecond
+    return int(t.timestamp()) * US_PER_S + t.microsecond
 
 
 def _instruments(settings: Settings, stream: str, *, required: bool) -> dict[str, Instrument]:
@@ -61,8 +62,11 @@ def record(config: ConfigOpt = None, data_dir: DataDirOpt = None, streams: Strea
     import os
     import sys
 
+    from pumpwatch.recorder.preflight import check_record
+
     settings = settings_from(config, data_dir)  # bad input stops here, as one line
     chosen = parse_streams(streams if streams is not None else settings.recorder.streams)
+    check_record(settings, chosen)  # so do bad adapter options and a bad subscription list
     # The always-on process becomes the lean supervisor entry point (same pid, so signals and
     # service managers see no difference): the CLI layer (typer, pydantic) would otherwise stay
     # in memory for the life of the recording.
@@ -169,7 +173,7 @@ def reparse(
         settings.data_dir, stream, start_us, end_us, adapter=adapter, instruments=instruments
     )
     for hour in report.hours:
-        stamp = datetime.fromtimestamp(hour.hour_us / 1e6, UTC).isoformat(timespec="seconds")
+        stamp = datetime.fromtimestamp(hour.hour_us / US_PER_S, UTC).isoformat(timespec="seconds")
         typer.echo(
             f"{stamp}  {hour.status:<18} rows {hour.rows_before} -> {hour.rows_after}  frames {hour.frames}"
         )

@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
+from pumpwatch.errors import EXIT_FATAL
 from pumpwatch.recorder import worker
 from pumpwatch.recorder.sim.binance import sim_protocol
 from pumpwatch.recorder.sim.instruments import sim_instrument
 from pumpwatch.recorder.sim.server import SimExchange
 from pumpwatch.recorder.stats import RunnerStats
 from pumpwatch.recorder.symbols import write_symbols
-from pumpwatch.recorder.worker import StatusTracker, run_worker
-from pumpwatch.recorder.worker_status import journal_stats
+from pumpwatch.recorder.worker import StatusTracker, journal_stats, run_worker
 from pumpwatch.segments.coverage import coverage, coverage_from_events
 from pumpwatch.segments.journal import EventJournal, read_events
 from pumpwatch.segments.paths import list_segments
@@ -83,7 +83,7 @@ def test_a_stream_is_never_recorded_by_two_workers(tmp_path: Path, monkeypatch: 
 
 def test_main_refuses_streams_of_another_exchange(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc = worker.main(["--exchange", "okx", "--streams", "okx_spot,gate_spot", "--data-dir", str(tmp_path)])
-    assert rc == 2
+    assert rc == EXIT_FATAL  # was the UsageError's 2; now the status that says "do not restart me"
     assert "gate_spot do not belong to exchange okx" in capsys.readouterr().err
 
 
