@@ -35,7 +35,7 @@ def _option_error(stream: str, options: Mapping[str, Any], exc: Exception) -> Co
         return ConfigError(text)
     for prefix in (f"{stream}: ", f"{stream.split('_', 1)[0]}: "):
         text = text.removeprefix(prefix)
-    named = [key for key in options if str(key) in text]
+    named = [key for key in options if str(key) in text] or list(options)
     if len(named) == 1:
         where = f"{where}.{named[0]}"
     return ConfigError(f"{where}: {text or type(exc).__name__}")
