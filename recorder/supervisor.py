@@ -1,6 +1,8 @@
 """`pumpwatch record`: the always-on supervisor of one worker process per exchange.
 
 The supervisor itself touches no exchange socket. It
+- checks everything the workers will need first (``recorder/preflight.py``, run as a child from
+  `main`): a bad setting, adapter option or subscription list stops `record` in one line;
 - writes the subscription list first when it does not exist yet (``pumpwatch symbols``), and
   refreshes it every ``symbols.refresh`` (the workers pick the new file up on their reload);
 - starts ``python -m pumpwatch.recorder.worker`` for each exchange with selected streams;

@@ -121,13 +121,13 @@ def normalize(
     ] = None,
 ) -> None:
     """Raw frames (one per line, or frame-journal lines) in, normalized trades out as NDJSON."""
-    from pumpwatch.recorder.adapters import get_adapter
     from pumpwatch.recorder.normalize import normalize_lines
+    from pumpwatch.recorder.preflight import build_adapter
 
     split_stream(stream)
     fixed_recv_us = parse_time_us(recv_time, what="--recv-time") if recv_time is not None else None
     settings = settings_from(config, data_dir)
-    adapter = get_adapter(stream, settings.streams[stream].options)
+    adapter = build_adapter(stream, settings.streams[stream].options)
     instruments = _instruments(settings, stream, required=False)
     out = sys.stdout.buffer
     clock = (lambda: fixed_recv_us) if fixed_recv_us is not None else (lambda: time.time_ns() // 1000)
@@ -158,7 +158,7 @@ def reparse(
 ) -> None:
     """Rebuild a stream's segments for [start, end) from the raw frame journal."""
     from pumpwatch.logsetup import setup_logging
-    from pumpwatch.recorder.adapters import get_adapter
+    from pumpwatch.recorder.preflight import build_adapter
     from pumpwatch.recorder.reparse import reparse as run_reparse
 
     split_stream(stream)
@@ -167,7 +167,7 @@ def reparse(
         raise UsageError("--end must be after --start")
     settings = settings_from(config, data_dir)
     setup_logging(settings, "reparse", to_file=False)
-    adapter = get_adapter(stream, settings.streams[stream].options)
+    adapter = build_adapter(stream, settings.streams[stream].options)
     instruments = _instruments(settings, stream, required=True)
     report = run_reparse(
         settings.data_dir, stream, start_us, end_us, adapter=adapter, instruments=instruments

@@ -218,3 +218,19 @@ def test_the_lean_supervisor_refuses_bad_input_in_one_line(tmp_path: Path, case:
         stdin=subprocess.DEVNULL,
     )
     _assert_refused(run, data, case, "pumpwatch record: error: ")
+
+
+def test_normalize_checks_the_options_the_same_way(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("streams: {binance_futures: {options: {bogus: 1}}}\n")
+    run = subprocess.run(
+        [str(PUMPWATCH), "normalize", "binance_futures", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+    )
+    assert run.returncode == 2
+    assert run.stderr.startswith("pumpwatch: error: streams.binance_futures.options.bogus: unknown option")
+    assert run.stderr.count("\n") == 1
