@@ -33,6 +33,8 @@ def _option_error(stream: str, options: Mapping[str, Any], exc: Exception) -> Co
     text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
     if text.startswith(where):
         return ConfigError(text)
+    if text.startswith("options."):  # named relative to the stream's settings
+        return ConfigError(f"streams.{stream}.{text}")
     for prefix in (f"{stream}: ", f"{stream.split('_', 1)[0]}: "):
         text = text.removeprefix(prefix)
     named = [key for key in options if str(key) in text] or list(options)
@@ -59,9 +61,7 @@ def build_adapter(stream: str, options: Mapping[str, Any]) -> Adapter:
                     f"streams.{stream}.options.{unknown[0]}: unknown option (known here: {listed})"
                 )
         return get_adapter(stream, options)
-    except ConfigError as exc:
-        raise _option_error(stream, options, exc) from None
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ConfigError, ValueError, TypeError, KeyError) as exc:  # ValueError: adapters before ConfigError
         raise _option_error(stream, options, exc) from None
 
 

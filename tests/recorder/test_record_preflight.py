@@ -62,6 +62,7 @@ def test_a_bad_option_value_names_the_key(stream: str) -> None:
         ValueError("channel must be 'trade' or 'aggTrade', not 'x'"),
         ConfigError("binance_spot: channel must be 'trade' or 'aggTrade', not 'x'"),
         ConfigError("streams.binance_spot.options.channel: must be 'trade' or 'aggTrade', not 'x'"),
+        ConfigError("options.channel: must be 'trade' or 'aggTrade', not 'x'"),
         TypeError("channel: expected a string"),
         KeyError("channel"),
     ],
