@@ -3,7 +3,8 @@
 Three kinds of fault (STYLE.md): a bad frame is counted and skipped (`ParseError`), a network
 fault reconnects (handled inside the runner, never raised to the user), and a config, schema,
 disk or user-input fault stops loudly with one line (`PumpWatchError` subclasses; the CLI
-prints ``str(exc)`` and exits non-zero, never a traceback).
+prints ``str(exc)`` and exits non-zero, never a traceback). A worker process that hits such a
+fault exits with `EXIT_FATAL`, which tells its supervisor not to restart it.
 """
 
 
@@ -31,5 +32,15 @@ class StoreError(PumpWatchError):
     exit_code = 3
 
 
+class StreamBusyError(PumpWatchError):
+    """A stream is still being recorded by another process (its lock under ``<data_dir>/run/``)."""
+
+
 class ParseError(ValueError):
     """A frame that is malformed or unexpected. Parsers raise only this; callers count and skip."""
+
+
+EXIT_FATAL = 78  # EX_CONFIG (sysexits.h)
+"""The exit status of a recorder worker that must not be restarted: the fault is one restarting
+cannot fix (bad settings or files, a stream locked by another recorder). The supervisor stops
+`record` with the same status instead of starting the worker again."""

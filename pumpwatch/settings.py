@@ -10,6 +10,7 @@ An unknown key, a wrong type or an unreadable file is a `ConfigError` (one line,
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 import types
@@ -20,9 +21,18 @@ from typing import Any
 
 from pumpwatch.errors import ConfigError
 from pumpwatch.streams import STREAMS
+from pumpwatch.timeunits import MS_PER_S, US_PER_DAY, US_PER_HOUR, US_PER_MINUTE, US_PER_S
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_UNIT_S = {
+    "ms": 1 / MS_PER_S,
+    "s": 1.0,
+    "m": US_PER_MINUTE / US_PER_S,
+    "h": US_PER_HOUR / US_PER_S,
+    "d": US_PER_DAY / US_PER_S,
+    None: 1.0,
+}
+_DAY_S = US_PER_DAY / US_PER_S
 
 
 def parse_duration(value: object, *, what: str = "duration") -> float:
@@ -44,7 +54,7 @@ def parse_duration(value: object, *, what: str = "duration") -> float:
 class StorageSettings:
     flush_interval_s: float = 1.0  # one zstd record batch per stream per flush
     flush_rows: int = 65_536  # flush sooner when this many rows are waiting
-    retention_s: float = 7 * 86400.0  # segments older than this are deleted, oldest first
+    retention_s: float = 7 * _DAY_S  # segments older than this are deleted, oldest first
     min_free_disk_mb: int = 2048  # below this free space the oldest segments are evicted
     compression_level: int = 3  # zstd level of record batches
     queue_warn_rows: int = 1_000_000  # log a warning when this many rows wait for the disk
@@ -53,7 +63,7 @@ class StorageSettings:
 @dataclass
 class FramesSettings:
     enabled: bool = True  # keep every raw frame (zstd NDJSON) for `pumpwatch reparse`
-    retention_s: float = 3 * 86400.0
+    retention_s: float = 3 * _DAY_S
     compression_level: int = 3
 
 
@@ -112,8 +122,8 @@ class RecorderSettings:
 class SymbolsSettings:
     policy: str = "exclude_upbit_krw"  # exclude_upbit_krw | all | list
     include: list[str] = field(default_factory=list)  # base assets when policy is "list"
-    keep_after_krw_s: float = 86400.0  # keep recording a coin this long after it joins Upbit KRW
-    refresh_s: float = 3600.0  # `record` re-fetches the subscription list this often (0 = never)
+    keep_after_krw_s: float = _DAY_S  # keep recording a coin this long after it joins Upbit KRW
+    refresh_s: float = US_PER_HOUR / US_PER_S  # `record` re-fetches the subscriptions this often (0 = never)
     upbit_rest_url: str = "https://api.upbit.com"
 
 
@@ -246,8 +256,54 @@ def _merge_streams(defaults: dict[str, StreamSettings], raw: Any, where: str) ->
     return merged
 
 
+# The lowest value of each setting that keeps the processes sane: a zero heartbeat or status
+# interval spins a loop (300,000 journal lines in 10 s), a zero flush_rows kills the writer.
+# (key as written in YAML, field, minimum, unit shown in the message). config/config.yaml
+# repeats these next to each key.
+_MINIMUMS: tuple[tuple[str, str, float, str], ...] = (
+    ("storage.flush_interval", "storage.flush_interval_s", 0.01, "10ms"),
+    ("storage.flush_rows", "storage.flush_rows", 1, "1"),
+    ("storage.min_free_disk_mb", "storage.min_free_disk_mb", 0, "0"),
+    ("storage.compression_level", "storage.compression_level", 1, "1"),
+    ("storage.queue_warn_rows", "storage.queue_warn_rows", 1, "1"),
+    ("frames.compression_level", "frames.compression_level", 1, "1"),
+    ("pump.threshold_percent", "pump.threshold_percent", 0.0, "0"),
+    ("pump.window", "pump.window_s", 0.001, "1ms"),
+    ("pump.min_volume_ratio", "pump.min_volume_ratio", 0.0, "0"),
+    ("recorder.symbols_reload", "recorder.symbols_reload_s", 1.0, "1s"),
+    ("recorder.status_interval", "recorder.status_interval_s", 1.0, "1s"),
+    ("recorder.backoff_initial", "recorder.backoff_initial_s", 0.01, "10ms"),
+    ("recorder.worker_restart_max", "recorder.worker_restart_max_s", 0.1, "100ms"),
+    ("recorder.heartbeat", "recorder.heartbeat_s", 1.0, "1s"),
+    ("upbit.per_page", "upbit.per_page", 1, "1"),
+    ("upbit.poll_interval", "upbit.poll_interval_s", 0.1, "100ms"),
+    ("upbit.jitter", "upbit.jitter", 0.0, "0"),
+    ("upbit.freshness", "upbit.freshness_s", 1.0, "1s"),
+    ("upbit.timeout", "upbit.timeout_s", 0.1, "100ms"),
+    ("metrics.port", "metrics.port", 1, "1"),
+    ("logging.max_bytes", "logging.max_bytes", 0, "0"),
+    ("logging.backups", "logging.backups", 0, "0"),
+)
+_MAXIMUMS: tuple[tuple[str, str, float, str], ...] = (
+    ("storage.compression_level", "storage.compression_level", 22, "22"),
+    ("frames.compression_level", "frames.compression_level", 22, "22"),
+    ("upbit.per_page", "upbit.per_page", 100, "100"),
+    ("upbit.jitter", "upbit.jitter", 0.9, "0.9"),
+    ("metrics.port", "metrics.port", 65535, "65535"),
+)
+SYMBOLS_REFRESH_MIN_S = 60.0  # symbols.refresh: 0 (never) or at least a minute of REST calls apart
+
+
+def _field(settings: Settings, dotted: str) -> Any:
+    obj: Any = settings
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 def validate(settings: Settings) -> Settings:
-    """Checks across fields that a type alone does not catch."""
+    """Checks a type alone does not catch: known names, and every bound that keeps a loop from
+    spinning or a worker from dying on a value it only meets later. One line per fault."""
     for stream in settings.recorder.streams:
         if stream not in STREAMS:
             raise ConfigError(f"recorder.streams: unknown stream {stream!r}")
@@ -257,6 +313,27 @@ def validate(settings: Settings) -> Settings:
         raise ConfigError("storage.flush_interval: must be positive")
     if settings.pump.window_s <= 0:
         raise ConfigError("pump.window: must be positive")
+    for key, name, low, shown in _MINIMUMS:
+        if _field(settings, name) < low:
+            raise ConfigError(f"{key}: must be at least {shown}, got {_field(settings, name)!r}")
+    for key, name, high, shown in _MAXIMUMS:
+        if _field(settings, name) > high:
+            raise ConfigError(f"{key}: must be at most {shown}, got {_field(settings, name)!r}")
+    rec = settings.recorder
+    if rec.backoff_max_s < rec.backoff_initial_s:
+        raise ConfigError("recorder.backoff_max: must be at least recorder.backoff_initial")
+    if settings.upbit.backoff_max_s < settings.upbit.poll_interval_s:
+        raise ConfigError("upbit.backoff_max: must be at least upbit.poll_interval")
+    if 0 < settings.symbols.refresh_s < SYMBOLS_REFRESH_MIN_S:
+        raise ConfigError(
+            f"symbols.refresh: must be 0 (never) or at least 1m, got {settings.symbols.refresh_s:g} s"
+        )
+    if not rec.symbols_file:
+        raise ConfigError("recorder.symbols_file: must name a file")
+    if not isinstance(logging.getLevelName(settings.logging.level.upper()), int):
+        raise ConfigError(f"logging.level: unknown level {settings.logging.level!r}")
+    if settings.metrics.enabled and not settings.metrics.host:
+        raise ConfigError("metrics.host: must name an address to listen on")
     return settings
 
 
@@ -273,6 +350,8 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, data_dir: s
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config {path} is not UTF-8 text (byte {exc.start})") from None
         try:
             raw = yaml.safe_load(text)
         except yaml.YAMLError as exc:

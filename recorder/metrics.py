@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pumpwatch.timeunits import US_PER_S
+
 log = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -105,7 +107,7 @@ class StreamMetrics:
             self.gap_seconds.labels(stream).inc(now - last)
         self._last_t[stream] = now
         if stats.lag_avg_us is not None:
-            self.lag.labels(stream).set(stats.lag_avg_us / 1e6)
+            self.lag.labels(stream).set(stats.lag_avg_us / US_PER_S)
         self.connections.labels(stream).set(stats.connected)
         self.queue.labels(stream).set(writer.queue_rows)
 

@@ -1,12 +1,15 @@
 """`pumpwatch record`: the always-on supervisor of one worker process per exchange.
 
 The supervisor itself touches no exchange socket. It
+- checks everything the workers will need first (``recorder/preflight.py``, run as a child from
+  `main`): a bad setting, adapter option or subscription list stops `record` in one line;
 - writes the subscription list first when it does not exist yet (``pumpwatch symbols``), and
   refreshes it every ``symbols.refresh`` (the workers pick the new file up on their reload);
 - starts ``python -m pumpwatch.recorder.worker`` for each exchange with selected streams;
 - restarts a worker that died, after a capped exponential backoff (``recorder.worker_restart_max``),
   and journals the death as ``gap_start`` for each of its streams (the replacement's ``start``
-  follows, so coverage shows the outage);
+  follows, so coverage shows the outage); a worker that exits with `EXIT_FATAL` (a fault no
+  restart can fix: its one error line is already on stderr) stops `record` with that status;
 - prunes old segments and frames every `PRUNE_INTERVAL_S`;
 - runs the Upbit listing service when ``upbit.enabled``;
 - on SIGTERM/SIGINT sends SIGTERM to every worker, waits for each to flush and seal, exits 0.
@@ -26,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pumpwatch.errors import EXIT_FATAL
 from pumpwatch.settings import Settings
 from pumpwatch.streams import EXCHANGES, split_stream
 
@@ -48,6 +52,7 @@ class WorkerHandle:
     proc: asyncio.subprocess.Process | None = None
     starts: int = 0
     exit_codes: list[int] = field(default_factory=list)
+    fatal: bool = False  # exited with EXIT_FATAL: not restarted, and `record` stops
 
     @property
     def pid(self) -> int | None:
@@ -67,11 +72,11 @@ def is_real_symbols_file(path: str | os.PathLike[str]) -> bool:
     replaces first. Reads only the top-level keys, so the supervisor stays free of pyarrow."""
     p = Path(path)
     try:
-        with p.open(encoding="utf-8") as fh:
-            head = [next(fh, "") for _ in range(40)]
+        with p.open("rb") as fh:  # bytes: a damaged file is the preflight's to report, not ours
+            head = [next(fh, b"") for _ in range(40)]
     except OSError:
         return False
-    return not any(line.strip() == "example: true" for line in head)
+    return not any(line.strip() == b"example: true" for line in head)
 
 
 def symbols_command(
@@ -199,6 +204,12 @@ async def keep_worker(
         if stop.is_set() and rc == 0:
             return  # stopped by the same signal the supervisor got (Ctrl-C reaches the whole group)
         reason = f"worker {handle.exchange} (pid {handle.proc.pid}) exited with code {rc}"
+        if rc == EXIT_FATAL:
+            # Its error line is on stderr already; it never recorded, so there is no gap to journal.
+            log.error("%s: a fault restarting cannot fix; stopping record", reason)
+            handle.fatal = True
+            stop.set()
+            return
         if settings.metrics.enabled:
             from pumpwatch.recorder.metrics import restart_counter
 
@@ -213,11 +224,8 @@ async def keep_worker(
 
 
 async def _prune_loop(settings: Settings, stop: asyncio.Event) -> None:
-    try:
-        from pumpwatch.segments.retention import prune
-    except ImportError:
-        log.warning("retention module unavailable; nothing will be pruned")
-        return
+    from pumpwatch.segments.retention import prune
+
     while not stop.is_set():
         if not Path(settings.data_dir).is_dir():  # nothing recorded yet
             if await _sleep_unless(stop, PRUNE_INTERVAL_S / 10):
@@ -238,11 +246,8 @@ async def _prune_loop(settings: Settings, stop: asyncio.Event) -> None:
 
 
 async def _listing_loop(settings: Settings, stop: asyncio.Event) -> None:
-    try:
-        from pumpwatch.recorder.upbit.service import run_listing_service
-    except ImportError:
-        log.warning("Upbit listing service not installed; listings will not trigger extraction")
-        return
+    from pumpwatch.recorder.upbit.service import run_listing_service
+
     while not stop.is_set():
         try:
             await run_listing_service(settings, stop)
@@ -305,6 +310,8 @@ async def run_supervisor(
     if metrics_server is not None:
         metrics_server.shutdown()
     log.info("record stopped")
+    if any(h.fatal for h in handles):
+        return EXIT_FATAL
     return 1 if failed else 0
 
 
@@ -330,14 +337,18 @@ def _start_metrics(settings: Settings) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m pumpwatch.recorder.supervisor``: `pumpwatch record` without the CLI layer.
 
-    Same options, same behaviour. The always-on process then holds only what supervising
-    needs: the CLI's argument parser (typer) loads pydantic on every command, ~11 MB of RSS kept
-    for the life of the recording (bench/bench_memory.py: supervisor 38 MB via the CLI).
+    Same options, same behaviour, the same checks before anything starts (the preflight runs as
+    a child: building the adapters loads pyarrow, which this process must not hold). The
+    always-on process then holds only what supervising needs: the CLI's argument parser (typer)
+    loads pydantic on every command, ~11 MB of RSS kept for the life of the recording
+    (bench/bench_memory.py: supervisor 38 MB via the CLI).
     """
     import argparse
+    import subprocess
 
     from pumpwatch.errors import PumpWatchError
     from pumpwatch.logsetup import setup_logging
+    from pumpwatch.recorder.preflight import preflight_command
     from pumpwatch.settings import load_settings
     from pumpwatch.streams import parse_streams
 
@@ -351,6 +362,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(args.config, args.data_dir)
         chosen = parse_streams(args.streams if args.streams is not None else settings.recorder.streams)
+        checked = subprocess.run(
+            preflight_command(args.config, settings.data_dir, chosen), stdin=subprocess.DEVNULL, check=False
+        )
+        if checked.returncode != 0:
+            return checked.returncode  # its one line is on stderr
         setup_logging(settings, "supervisor")
         return asyncio.run(run_supervisor(settings, chosen, config=args.config))
     except PumpWatchError as exc:

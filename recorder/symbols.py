@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,9 +31,11 @@ from typing import Any
 
 import yaml
 
+from pumpwatch.atomic import write_file_atomic
 from pumpwatch.errors import ConfigError
 from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.streams import STREAMS, SYMBOL_RE
+from pumpwatch.timeunits import US_PER_DAY, US_PER_S
 
 # Exchange symbols are data, never paths, but they still must be short printable tokens
 # ("0G-USDT-SWAP", "sBTCUSDT", "BTC_USDT", "XBTUSDTM").
@@ -103,10 +104,14 @@ def load_symbols_file(path: str | os.PathLike[str]) -> SymbolsFile:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read symbols file {p}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"symbols file {p} is not UTF-8 text (byte {exc.start})") from None
     try:
         raw = yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError:
-        raise ConfigError(f"symbols file {p} is not valid YAML") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"symbols file {p} is not valid YAML{at}") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -160,7 +165,7 @@ def write_symbols(
     policy: str = "",
     generated_at_us: int = 0,
 ) -> Path:
-    """Write the subscription file atomically (temp file in the same dir, fsync, rename)."""
+    """Write the subscription file atomically (`pumpwatch.atomic.write_file_atomic`)."""
     p = Path(path)
     doc: dict[str, Any] = {"generated_at_us": int(generated_at_us), "policy": policy}
     if krw_first_seen_us is not None:
@@ -175,16 +180,7 @@ def write_symbols(
     )
     body = yaml.dump(doc, Dumper=_Dumper, default_flow_style=None, sort_keys=False, width=200)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(header + body)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_file_atomic(p, (header + body).encode("utf-8"))
     return p
 
 
@@ -213,7 +209,7 @@ def select_instruments(
     include: Iterable[str] = (),
     krw_first_seen_us: Mapping[str, int] | None = None,
     now_us: int = 0,
-    keep_after_krw_s: float = 86400.0,
+    keep_after_krw_s: float = US_PER_DAY / US_PER_S,
 ) -> list[Instrument]:
     """The USDT-quoted instruments the policy keeps.
 
@@ -226,7 +222,7 @@ def select_instruments(
         raise ConfigError(f"symbols.policy: expected one of {', '.join(POLICIES)}, got {policy!r}")
     krw = krw_first_seen_us or {}
     wanted = {b.upper() for b in include}
-    keep_us = int(keep_after_krw_s * 1e6)
+    keep_us = int(keep_after_krw_s * US_PER_S)
     out: list[Instrument] = []
     for inst in instruments:
         if inst.quote != SELECTED_QUOTE:

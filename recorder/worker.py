@@ -16,6 +16,10 @@ journal ``stop``, exit 0.
 A per-stream ``flock`` under ``<data_dir>/run/`` makes sure two workers never record the same
 stream (an orphan of a killed supervisor would otherwise write next to its replacement), and
 the worker exits when its parent dies.
+
+Exit status: 0 after a clean stop; `EXIT_FATAL` (one error line on stderr) for a fault that a
+restart cannot fix: bad settings or subscription list, a stream still locked by another
+recorder after `LOCK_WAIT_S`. The supervisor restarts the worker after any other exit.
 """
 
 from __future__ import annotations
@@ -33,10 +37,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pumpwatch.errors import ConfigError, PumpWatchError, UsageError
-from pumpwatch.recorder.worker_status import StatusTracker, journal_stats
+from pumpwatch.errors import EXIT_FATAL, ConfigError, PumpWatchError, StoreError, StreamBusyError, UsageError
 from pumpwatch.settings import Settings, load_settings
 from pumpwatch.streams import parse_streams, split_stream
+from pumpwatch.timeunits import US_PER_MS, US_PER_S
 
 if TYPE_CHECKING:
     from pumpwatch.recorder.adapter import Instrument
@@ -46,7 +50,6 @@ log = logging.getLogger("pumpwatch.recorder.worker")  # not "__main__" when run 
 LOCK_WAIT_S = 15.0  # how long a new worker waits for a dying predecessor to release a stream
 STOP_TIMEOUT_S = 10.0  # per runner, before its task is cancelled
 PRIME_WINDOW_S = 120.0  # trades already on disk this recent are taught to the de-duplicator
-EXIT_LOCKED = 75  # EX_TEMPFAIL: another process still records one of our streams
 METRICS_INTERVAL_S = 1.0  # how often a worker publishes its counters to the metrics directory
 
 
@@ -62,11 +65,74 @@ def forbid_heavy_imports(names: Sequence[str] = FORBIDDEN_IMPORTS) -> None:
     keep_out(names, "in a recorder worker")
 
 
+# The status side: one log line per stream per status interval, and the stream's cumulative
+# counters journaled (``stats`` events) so `pumpwatch status` can show them from disk.
+
+
+def _stat(stats: Any, name: str, default: Any = 0) -> Any:
+    """A runner statistic by name (a mapping or attributes), `default` when absent."""
+    if isinstance(stats, Mapping):
+        return stats.get(name, default)
+    return getattr(stats, name, default)
+
+
+class StatusTracker:
+    """Builds the periodic status line of one stream and warns while the writer queue grows."""
+
+    def __init__(self, stream: str, *, queue_warn_rows: int) -> None:
+        self.stream = stream
+        self.queue_warn_rows = queue_warn_rows
+        self._last = (time.time_ns() // 1000, 0)  # (now_us, trades) at the previous line
+        self._last_queue = 0
+        self._growing = 0
+
+    def line(self, stats: Any, queue_rows: int, now_us: int) -> str:
+        """One status line; logs a warning when the queue is past the mark or kept growing."""
+        trades = int(_stat(stats, "trades"))
+        rate = 0.0
+        if now_us > self._last[0]:
+            rate = (trades - self._last[1]) * US_PER_S / (now_us - self._last[0])
+        self._last = (now_us, trades)
+        last_recv_us = _stat(stats, "last_trade_recv_us", None)
+        age = f"{(now_us - last_recv_us) / US_PER_S:.1f} s ago" if last_recv_us else "never"
+        lag_us = _stat(stats, "lag_us", None)
+        lag = f"{lag_us / US_PER_MS:.1f} ms" if isinstance(lag_us, int | float) else "n/a"
+        self._growing = self._growing + 1 if queue_rows > self._last_queue > 0 else 0
+        self._last_queue = queue_rows
+        # Growth alone is noise (a queue of a second's trades goes up and down); growth of a
+        # queue already a tenth of the warning mark is a disk falling behind.
+        growing = self._growing >= 3 and queue_rows >= self.queue_warn_rows // 10
+        if queue_rows >= self.queue_warn_rows or growing:
+            log.warning(
+                "%s: writer queue at %d rows and %s (the disk is not keeping up; nothing is dropped)",
+                self.stream,
+                queue_rows,
+                f"growing for {self._growing} intervals" if growing else "over the warning mark",
+            )
+        return (
+            f"{self.stream}: {rate:.1f} trades/s, lag {lag}, reconnects {_stat(stats, 'reconnects')}, "
+            f"parse errors {_stat(stats, 'parse_errors')}, last trade {age}, "
+            f"writer queue {queue_rows} rows, connections {_stat(stats, 'connected')}"
+        )
+
+
+def journal_stats(journal: Any, stats: Any) -> None:
+    """Journal a stream's counters, cumulative since this worker started (an `EventJournal`)."""
+    journal.record(
+        "stats",
+        frames=int(_stat(stats, "frames")),
+        trades=int(_stat(stats, "trades")),
+        parse_errors=int(_stat(stats, "parse_errors")),
+        reconnects=int(_stat(stats, "reconnects")),
+        duplicates=int(_stat(stats, "duplicates")),
+    )
+
+
 class StreamPipeline:
     """Runner, writers and journal of one stream."""
 
     def __init__(self, settings: Settings, stream: str, instruments: Mapping[str, Instrument]) -> None:
-        from pumpwatch.recorder.adapters import get_adapter
+        from pumpwatch.recorder.preflight import build_adapter
         from pumpwatch.recorder.runner import StreamRunner
         from pumpwatch.segments.frames import FrameWriter
         from pumpwatch.segments.journal import EventJournal
@@ -94,7 +160,7 @@ class StreamPipeline:
             )
         self.journal = EventJournal(settings.data_dir, stream)
         self.runner = StreamRunner(
-            get_adapter(stream, cfg.options),
+            build_adapter(stream, cfg.options),
             ws_url=cfg.ws_url,
             rest_url=cfg.rest_url,
             instruments=self.instruments,
@@ -116,7 +182,7 @@ class StreamPipeline:
         from pumpwatch.segments.paths import list_segments
         from pumpwatch.segments.reader import read_segment
 
-        since_us = time.time_ns() // 1000 - int(window_s * 1e6)
+        since_us = time.time_ns() // 1000 - int(window_s * US_PER_S)
         taught = 0
         # Batch by batch, in file order (= receive order): only one batch is ever held as Python
         # rows (all of them at once was ~100 MB per stream at 2 k trades/s), and `remember`
@@ -179,10 +245,13 @@ def _lock_streams(data_dir: str, streams: Sequence[str]) -> list[int]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
+                    holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
                     os.close(fd)
                     for held in fds:
                         os.close(held)
-                    raise TimeoutError(f"{stream} is still being recorded by another process") from None
+                    raise TimeoutError(
+                        f"{stream} is still being recorded by another process (pid {holder})"
+                    ) from None
                 time.sleep(0.1)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
@@ -286,13 +355,13 @@ async def run_worker(settings: Settings, streams: Sequence[str], stop: asyncio.E
     try:
         locks = await asyncio.to_thread(_lock_streams, settings.data_dir, streams)
     except TimeoutError as exc:
-        log.error("%s", exc)
-        return EXIT_LOCKED
-    symbols_file = Path(settings.recorder.symbols_file)
-    table = load_symbols(symbols_file)
-    await asyncio.to_thread(recover, settings.data_dir, list(streams))
+        raise StreamBusyError(f"{exc}; is another `pumpwatch record` using {settings.data_dir}?") from None
     pipes: list[StreamPipeline] = []
     try:
+        symbols_file = Path(settings.recorder.symbols_file)
+        # Absent: the supervisor's fetch failed; record nothing until a reload finds the file.
+        table = load_symbols(symbols_file) if symbols_file.exists() else {}
+        await asyncio.to_thread(recover, settings.data_dir, list(streams))
         for stream in streams:
             instruments = table.get(stream, {})
             if not instruments:
@@ -372,9 +441,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError(f"streams {', '.join(foreign)} do not belong to exchange {args.exchange}")
         _die_with_parent()
         return asyncio.run(run_worker(settings, streams))
-    except PumpWatchError as exc:
+    except StoreError as exc:  # a full or failing disk may recover: the supervisor restarts us
         sys.stderr.write(f"pumpwatch worker: error: {exc}\n")
         return exc.exit_code
+    except PumpWatchError as exc:
+        sys.stderr.write(f"pumpwatch worker: error: {exc}\n")
+        return EXIT_FATAL
 
 
 if __name__ == "__main__":

@@ -30,14 +30,13 @@ from pumpwatch.segments.coverage import Replay
 from pumpwatch.segments.frames import FRAMES_DIR, list_frame_files
 from pumpwatch.segments.journal import JOURNAL_DIR, encode_event, rewrite_journal, scan_events
 from pumpwatch.segments.journal import now_us as wall_now_us
-from pumpwatch.segments.paths import HourlyFile, scan_hourly_files
+from pumpwatch.segments.paths import HourlyFile, list_segments
 from pumpwatch.streams import STREAMS
-from pumpwatch.timeunits import US_PER_HOUR as HOUR_US
+from pumpwatch.timeunits import US_PER_S
 
 log = logging.getLogger(__name__)
 
 SEGMENTS_DIR = "segments"
-SEGMENT_SUFFIX = ".arrow"
 
 
 def disk_free_bytes(path: str | os.PathLike[str]) -> int:
@@ -46,37 +45,9 @@ def disk_free_bytes(path: str | os.PathLike[str]) -> int:
 
 
 def segment_files(data_dir: str | os.PathLike[str], streams: Iterable[str] | None = None) -> list[HourlyFile]:
-    """Segment files of the store, sorted by (stream, start).
-
-    Uses ``pumpwatch.segments.paths.list_segments`` (the segment writer's own listing) when it
-    is installed, else scans the documented layout
-    ``segments/exchange=<e>/market=<m>/date=<YYYY-MM-DD>/[_]<HHMMSS>.arrow``.
-    """
-    try:
-        from pumpwatch.segments.paths import list_segments
-    except ImportError:
-        return scan_hourly_files(Path(data_dir) / SEGMENTS_DIR, SEGMENT_SUFFIX, streams)
-    out = []
-    for seg in list_segments(Path(data_dir), list(streams) if streams is not None else None):
-        path = Path(seg.path)
-        try:
-            mtime_us = path.stat().st_mtime_ns // 1000
-        except FileNotFoundError:
-            continue
-        start_us = int(seg.start_us)
-        out.append(
-            HourlyFile(
-                path=path,
-                stream=seg.stream,
-                start_us=start_us,
-                hour_end_us=start_us - start_us % HOUR_US + HOUR_US,
-                sealed=bool(seg.sealed),
-                size_bytes=int(seg.size_bytes),
-                mtime_us=mtime_us,
-            )
-        )
-    out.sort(key=lambda f: (f.stream, f.start_us, f.path.name))
-    return out
+    """Segment files of the store, sorted by (stream, start), from the writer's own listing."""
+    files = list_segments(Path(data_dir), list(streams) if streams is not None else None)
+    return sorted(files, key=lambda f: (f.stream, f.start_us, f.path.name))
 
 
 @dataclass(frozen=True)
@@ -214,11 +185,11 @@ def prune(
             report.deleted.append(DeletedFile(f.path, kind, f.stream, f.size_bytes, reason))
         gone.add(f.path)
 
-    seg_cutoff = now - int(retention_s * 1_000_000)
+    seg_cutoff = now - int(retention_s * US_PER_S)
     for f in sorted(segs, key=lambda f: f.start_us):
         if f.sealed and f.path not in keep and f.hour_end_us <= seg_cutoff:
             delete(f, "segment", "retention")
-    frames_cutoff = now - int(frames_retention_s * 1_000_000)
+    frames_cutoff = now - int(frames_retention_s * US_PER_S)
     for f in sorted(frames, key=lambda f: f.start_us):
         if f.path not in keep and f.hour_end_us <= frames_cutoff:
             delete(f, "frames", "retention")

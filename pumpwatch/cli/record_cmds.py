@@ -14,6 +14,7 @@ from pumpwatch.cli.app import ConfigOpt, DataDirOpt, app, settings_from
 from pumpwatch.errors import ConfigError, UsageError
 from pumpwatch.settings import Settings
 from pumpwatch.streams import parse_streams, split_stream
+from pumpwatch.timeunits import US_PER_S
 from pumpwatch.utctime import parse_time_us
 
 if TYPE_CHECKING:
@@ -45,8 +46,11 @@ def record(config: ConfigOpt = None, data_dir: DataDirOpt = None, streams: Strea
     import os
     import sys
 
+    from pumpwatch.recorder.preflight import check_record
+
     settings = settings_from(config, data_dir)  # bad input stops here, as one line
     chosen = parse_streams(streams if streams is not None else settings.recorder.streams)
+    check_record(settings, chosen)  # so do bad adapter options and a bad subscription list
     # The always-on process becomes the lean supervisor entry point (same pid, so signals and
     # service managers see no difference): the CLI layer (typer, pydantic) would otherwise stay
     # in memory for the life of the recording.
@@ -95,19 +99,19 @@ def normalize(
         str | None,
         typer.Option(
             "--recv-time",
-            help="Receive time to assume for raw lines (ISO 8601 with zone or epoch ms). Default: now. "
+            help="Receive time to assume for raw lines (ISO 8601 with a zone, or epoch s/ms/µs/ns). Default: now. "
             "Parsers refuse trades more than a day from it, so set it for old captures.",
         ),
     ] = None,
 ) -> None:
     """Raw frames (one per line, or frame-journal lines) in, normalized trades out as NDJSON."""
-    from pumpwatch.recorder.adapters import get_adapter
     from pumpwatch.recorder.normalize import normalize_lines
+    from pumpwatch.recorder.preflight import build_adapter
 
     split_stream(stream)
     fixed_recv_us = parse_time_us(recv_time, what="--recv-time") if recv_time is not None else None
     settings = settings_from(config, data_dir)
-    adapter = get_adapter(stream, settings.streams[stream].options)
+    adapter = build_adapter(stream, settings.streams[stream].options)
     instruments = _instruments(settings, stream, required=False)
     out = sys.stdout.buffer
     clock = (lambda: fixed_recv_us) if fixed_recv_us is not None else (lambda: time.time_ns() // 1000)
@@ -131,14 +135,16 @@ def normalize(
 @app.command()
 def reparse(
     stream: Annotated[str, typer.Option("--stream", help="Stream id to rebuild.")],
-    start: Annotated[str, typer.Option("--start", help="Range start: ISO 8601 with zone, or epoch ms.")],
+    start: Annotated[
+        str, typer.Option("--start", help="Range start: ISO 8601 with a zone, or epoch s/ms/µs/ns.")
+    ],
     end: Annotated[str, typer.Option("--end", help="Range end (exclusive).")],
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Rebuild a stream's segments for [start, end) from the raw frame journal."""
     from pumpwatch.logsetup import setup_logging
-    from pumpwatch.recorder.adapters import get_adapter
+    from pumpwatch.recorder.preflight import build_adapter
     from pumpwatch.recorder.reparse import reparse as run_reparse
 
     split_stream(stream)
@@ -147,13 +153,13 @@ def reparse(
         raise UsageError("--end must be after --start")
     settings = settings_from(config, data_dir)
     setup_logging(settings, "reparse", to_file=False)
-    adapter = get_adapter(stream, settings.streams[stream].options)
+    adapter = build_adapter(stream, settings.streams[stream].options)
     instruments = _instruments(settings, stream, required=True)
     report = run_reparse(
         settings.data_dir, stream, start_us, end_us, adapter=adapter, instruments=instruments
     )
     for hour in report.hours:
-        stamp = datetime.fromtimestamp(hour.hour_us / 1e6, UTC).isoformat(timespec="seconds")
+        stamp = datetime.fromtimestamp(hour.hour_us / US_PER_S, UTC).isoformat(timespec="seconds")
         typer.echo(
             f"{stamp}  {hour.status:<18} rows {hour.rows_before} -> {hour.rows_after}  frames {hour.frames}"
         )

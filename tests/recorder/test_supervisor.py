@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pumpwatch.errors import ConfigError
+from pumpwatch.errors import EXIT_FATAL, ConfigError
 from pumpwatch.recorder import supervisor
 from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.recorder.supervisor import (
@@ -24,13 +24,15 @@ from pumpwatch.recorder.symbols import write_symbols
 from pumpwatch.segments.journal import read_events
 from pumpwatch.settings import Settings
 
-# A stand-in worker: logs its start, dies with code 3 for its first `fails` runs, then runs
-# until SIGTERM and logs that it was asked to stop.
+# A stand-in worker: logs its start, dies with code 3 for its first `fails` runs (with code
+# -fails on every run when `fails` is negative), then runs until SIGTERM and logs that it was
+# asked to stop.
 FAKE_WORKER = """
 import pathlib, signal, sys, time
 log = pathlib.Path(sys.argv[1]); fails = int(sys.argv[2]); name = sys.argv[3]
 starts = log.read_text().count(f"start {name}") if log.exists() else 0
 with log.open("a") as fh: fh.write(f"start {name}\\n")
+if fails < 0: sys.exit(-fails)
 if starts < fails: sys.exit(3)
 def term(*_):
     with log.open("a") as fh: fh.write(f"term {name}\\n")
@@ -179,6 +181,9 @@ def test_the_shipped_example_counts_as_no_symbols_file(tmp_path: Path) -> None:
     real = tmp_path / "real.yaml"
     write_symbols(real, {"okx_spot": [Instrument("A-USDT", "A", "USDT")]})
     assert supervisor.is_real_symbols_file(real) is True
+    binary = tmp_path / "binary.yaml"  # the preflight reports it; this check must not crash on it
+    binary.write_bytes(b"\xff\xfe\x00\x89PNG\n" * 10)
+    assert supervisor.is_real_symbols_file(binary) is True
     cmd = supervisor.symbols_command(None, "/d", ["okx_spot", "gate_spot"])
     assert cmd == [
         sys.executable,
@@ -245,3 +250,66 @@ def test_lean_entry_point_records_and_stops_without_the_cli_libraries(tmp_path: 
     assert (
         bad.stderr.startswith("pumpwatch record: error: cannot read config ") and bad.stderr.count("\n") == 1
     )
+
+
+def test_a_fatal_worker_exit_stops_record_instead_of_restarting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "worker.log"
+    _fake(monkeypatch, log, fails=-EXIT_FATAL)
+    settings = _settings(tmp_path)
+    write_symbols(settings.recorder.symbols_file, {"okx_spot": [Instrument("A-USDT", "A", "USDT")]})
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        return await asyncio.wait_for(run_supervisor(settings, ["okx_spot", "gate_spot"], stop=stop), 30)
+
+    assert asyncio.run(main()) == EXIT_FATAL
+    lines = sorted(log.read_text().splitlines())
+    # one start each at most: the first fatal exit stops everything (the other worker is asked
+    # to stop, or is itself fatal), nothing is restarted
+    assert lines.count("start okx") == 1 and lines.count("start gate") <= 1
+    for stream in ("okx_spot", "gate_spot"):  # never recorded: no gap to journal
+        assert not [e for e in read_events(settings.data_dir, stream) if e["event"] == "gap_start"]
+
+
+def test_a_real_worker_with_bad_settings_stops_record_after_one_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # The preflight is skipped here (run_supervisor directly), as when the config file changed
+    # between the check and a worker's start: the worker itself must end it, not loop.
+    import yaml
+
+    from pumpwatch.settings import load_settings
+
+    settings = _settings(tmp_path)
+    write_symbols(settings.recorder.symbols_file, {"binance_spot": [Instrument("AUSDT", "A", "USDT")]})
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "data_dir": settings.data_dir,
+                "recorder": {"symbols_file": settings.recorder.symbols_file, "worker_restart_max": "200ms"},
+                "symbols": {"refresh": 0},
+                "upbit": {"enabled": False},
+                "metrics": {"enabled": False},
+                "logging": {"file": False},
+                "streams": {"binance_spot": {"options": {"channel": "bogus"}}},
+            }
+        )
+    )
+    loaded = load_settings(config)
+    caplog.set_level("INFO", logger="pumpwatch.recorder.supervisor")
+    started = time.monotonic()
+
+    async def main() -> int:
+        return await asyncio.wait_for(run_supervisor(loaded, ["binance_spot"], config=config), 60)
+
+    assert asyncio.run(main()) == EXIT_FATAL
+    starts = [r for r in caplog.records if "worker binance started" in r.getMessage()]
+    assert len(starts) == 1, [r.getMessage() for r in caplog.records]
+    assert time.monotonic() - started < 30
+    err = capfd.readouterr().err
+    assert "pumpwatch worker: error: streams.binance_spot.options.channel: " in err
+    assert "Traceback" not in err
+    assert not [e for e in read_events(settings.data_dir, "binance_spot") if e["event"] == "gap_start"]

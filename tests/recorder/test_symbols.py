@@ -90,6 +90,14 @@ def test_bad_files_are_one_config_error_line(tmp_path: Path, text: str, needle: 
     assert "\n" not in str(info.value)
 
 
+def test_a_binary_file_is_one_config_error_line(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_bytes(b"streams:\n  \x89PNG\r\n\x1a\n\xff\x00")
+    with pytest.raises(ConfigError) as info:
+        load_symbols(path)
+    assert str(info.value) == f"symbols file {path} is not UTF-8 text (byte 11)"
+
+
 def test_missing_file_is_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read symbols file"):
         load_symbols(tmp_path / "absent.yaml")

@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
+from pumpwatch.errors import EXIT_FATAL
 from pumpwatch.recorder import worker
 from pumpwatch.recorder.sim.binance import sim_protocol
 from pumpwatch.recorder.sim.instruments import sim_instrument
 from pumpwatch.recorder.sim.server import SimExchange
 from pumpwatch.recorder.stats import RunnerStats
 from pumpwatch.recorder.symbols import write_symbols
-from pumpwatch.recorder.worker import StatusTracker, run_worker
-from pumpwatch.recorder.worker_status import journal_stats
+from pumpwatch.recorder.worker import StatusTracker, journal_stats, run_worker
 from pumpwatch.segments.coverage import coverage, coverage_from_events
 from pumpwatch.segments.journal import EventJournal, read_events
 from pumpwatch.segments.paths import list_segments
@@ -83,7 +83,7 @@ def test_a_stream_is_never_recorded_by_two_workers(tmp_path: Path, monkeypatch: 
 
 def test_main_refuses_streams_of_another_exchange(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc = worker.main(["--exchange", "okx", "--streams", "okx_spot,gate_spot", "--data-dir", str(tmp_path)])
-    assert rc == 2
+    assert rc == EXIT_FATAL  # was the UsageError's 2; now the status that says "do not restart me"
     assert "gate_spot do not belong to exchange okx" in capsys.readouterr().err
 
 
@@ -257,3 +257,74 @@ def test_a_restarted_worker_knows_the_trades_on_disk_batch_by_batch(tmp_path: Pa
         assert pipe.runner.dedupe.filter([twin, twin, twin]) == [twin]  # a third twin is genuine
     finally:
         pipe.close()
+
+
+def test_a_stream_locked_by_another_recorder_is_a_fatal_exit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(worker, "LOCK_WAIT_S", 0.2)
+    monkeypatch.setattr(worker, "_die_with_parent", lambda: None)
+    monkeypatch.delenv("PUMPWATCH_CONFIG", raising=False)
+    held = worker._lock_streams(str(tmp_path), ["bybit_spot"])
+    try:
+        rc = worker.main(["--exchange", "bybit", "--streams", "bybit_spot", "--data-dir", str(tmp_path)])
+    finally:
+        for fd in held:
+            os.close(fd)
+    assert rc == EXIT_FATAL
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == (
+        f"pumpwatch worker: error: bybit_spot is still being recorded by another process "
+        f"(pid {os.getpid()}); is another `pumpwatch record` using {tmp_path}?"
+    )
+    assert not (tmp_path / "journal").exists()  # nothing of the other recorder's was touched
+
+
+def test_bad_adapter_options_are_a_fatal_exit_naming_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(worker, "_die_with_parent", lambda: None)
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"recorder: {{symbols_file: '{tmp_path / 'absent.yaml'}'}}\n"
+        "logging: {file: false}\n"
+        "streams: {okx_spot: {options: {channel: bogus}}}\n"
+    )
+    args = [
+        "--exchange",
+        "okx",
+        "--streams",
+        "okx_spot",
+        "--config",
+        str(config),
+        "--data-dir",
+        str(tmp_path),
+    ]
+    rc = worker.main(args)
+    assert rc == EXIT_FATAL
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("pumpwatch worker: error: streams.okx_spot.options.channel: ")
+
+
+def test_an_absent_symbols_file_waits_for_a_reload_instead_of_dying(tmp_path: Path) -> None:
+    # The supervisor fetches the list before it starts workers; when that fetch failed, the
+    # worker records nothing until its reload finds the file (a restart could not do better).
+    settings = Settings()
+    settings.data_dir = str(tmp_path / "data")
+    settings.recorder.symbols_file = str(tmp_path / "absent.yaml")
+    settings.streams["okx_spot"].ws_url = "ws://127.0.0.1:9"
+    settings.streams["okx_spot"].rest_url = "http://127.0.0.1:9"
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_worker(settings, ["okx_spot"], stop))
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if any(e["event"] == "start" for e in read_events(settings.data_dir, "okx_spot")):
+                break
+        stop.set()
+        return await asyncio.wait_for(task, 20)
+
+    assert asyncio.run(main()) == 0
+    kinds = [e["event"] for e in read_events(settings.data_dir, "okx_spot")]
+    assert kinds[0] == "start" and kinds[-1] == "stop"
