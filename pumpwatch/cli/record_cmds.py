@@ -99,7 +99,8 @@ def normalize(
         str | None,
         typer.Option(
             "--recv-time",
-            help="Receive time to assume for raw lines (ISO 8601 with a zone, or epoch s/ms/µs/ns). Default: now. "
+            help="Receive time to assume for raw lines (ISO 8601 with a zone, or epoch s/ms/µs/ns). "
+            "Default: now. "
             "Parsers refuse trades more than a day from it, so set it for old captures.",
         ),
     ] = None,
