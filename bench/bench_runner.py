@@ -33,13 +33,13 @@ from websockets.asyncio.client import connect
 
 from pumpwatch.recorder.adapter import Adapter, Control, Instrument
 from pumpwatch.recorder.adapters import get_adapter
-from pumpwatch.recorder.dedupe import Deduper
-from pumpwatch.recorder.runner import StreamRunner
-from pumpwatch.recorder.runner_ingest import FrameIngest
 from pumpwatch.recorder.sim.cluster import sim_protocol_for
 from pumpwatch.recorder.sim.instruments import sim_instrument
 from pumpwatch.recorder.sim.server import SimExchange
-from pumpwatch.recorder.stats import RunnerStats
+from pumpwatch.recorder.stream.dedupe import Deduper
+from pumpwatch.recorder.stream.ingest import FrameIngest
+from pumpwatch.recorder.stream.runner import StreamRunner
+from pumpwatch.recorder.stream.stats import RunnerStats
 from pumpwatch.segments.schema import TradeRow
 from pumpwatch.streams import parse_streams
 

@@ -43,7 +43,7 @@ import pyarrow.compute as pc
 
 from pumpwatch.errors import ParseError, StoreError, UsageError
 from pumpwatch.recorder.adapter import Adapter, Instruments
-from pumpwatch.recorder.dedupe import Deduper
+from pumpwatch.recorder.stream.dedupe import Deduper
 from pumpwatch.segments.durable import fsync_dir
 from pumpwatch.segments.frames import iter_frames
 from pumpwatch.segments.paths import US_PER_HOUR, hour_start_us, list_segments, segment_path

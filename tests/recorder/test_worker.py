@@ -17,7 +17,7 @@ from pumpwatch.recorder import worker
 from pumpwatch.recorder.sim.binance import sim_protocol
 from pumpwatch.recorder.sim.instruments import sim_instrument
 from pumpwatch.recorder.sim.server import SimExchange
-from pumpwatch.recorder.stats import RunnerStats
+from pumpwatch.recorder.stream.stats import RunnerStats
 from pumpwatch.recorder.symbols import write_symbols
 from pumpwatch.recorder.worker import StatusTracker, run_worker
 from pumpwatch.recorder.worker_status import journal_stats
