@@ -8,7 +8,7 @@ from typing import Protocol
 
 
 class Journal(Protocol):
-    """What the runner reports to (``segments/journal.py`` `EventJournal`)."""
+    """The events of a stream's connections, each reported the moment it happens."""
 
     def connected(self, conn: str, url: str) -> None: ...
     def subscribed(self, conn: str, symbols: list[str], bases: list[str]) -> None: ...

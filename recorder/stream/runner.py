@@ -11,7 +11,8 @@ A `StreamRunner` keeps a stream's symbols subscribed, all the time:
   replacement and subscribes it fully *before* it closes the old one (make-before-break); the
   overlap is removed by the `Deduper`, so a planned rotation loses and repeats nothing.
 - Every connect, subscribe, rejection, unsubscribe, disconnect and gap goes to the journal at
-  the moment it happens; logs say state changes only, each line with stream and connection id.
+  the moment it happens; logs say state changes only, each line with stream and connection id
+  (bound by `StreamLog`, never typed into the message).
 """
 
 from __future__ import annotations
