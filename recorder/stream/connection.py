@@ -285,11 +285,12 @@ class Connection:
         assert ws is not None
         process = self._process
         clock = self._clock
+        ns_per_us = _NS_PER_US  # a local: this loop runs once per frame
         reason = "closed"
         try:
             while True:
                 frame = await ws.recv()
-                ctl = process(frame, clock() // _NS_PER_US)
+                ctl = process(frame, clock() // ns_per_us)
                 if ctl is not None:
                     self._control(ctl)
         except ConnectionClosed as exc:
