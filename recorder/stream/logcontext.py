@@ -6,9 +6,9 @@ latter None for stream-wide lines) for filters and structured handlers, and its 
 with ``"<stream>: "`` or ``"<stream> conn <id>: "`` so that the plain log file says the same.
 Call sites write only what happened::
 
-    clog = StreamLog(log, "binance_spot").conn("0-3")
+    clog = StreamLog(log, "example_spot").conn("0-3")
     clog.info("lost after %.1f s: %s", served_s, reason)
-    # -> "binance_spot conn 0-3: lost after 12.0 s: closed by server: code 1006"
+    # -> "example_spot conn 0-3: lost after 12.0 s: closed by server: code 1006"
 """
 
 from __future__ import annotations
