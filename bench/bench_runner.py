@@ -33,15 +33,16 @@ from websockets.asyncio.client import connect
 
 from pumpwatch.recorder.adapter import Adapter, Control, Instrument
 from pumpwatch.recorder.adapters import get_adapter
-from pumpwatch.recorder.dedupe import Deduper
-from pumpwatch.recorder.runner import StreamRunner
-from pumpwatch.recorder.runner_ingest import FrameIngest
 from pumpwatch.recorder.sim.cluster import sim_protocol_for
 from pumpwatch.recorder.sim.instruments import sim_instrument
 from pumpwatch.recorder.sim.server import SimExchange
-from pumpwatch.recorder.stats import RunnerStats
+from pumpwatch.recorder.stream.dedupe import Deduper
+from pumpwatch.recorder.stream.ingest import FrameIngest
+from pumpwatch.recorder.stream.runner import StreamRunner
+from pumpwatch.recorder.stream.stats import RunnerStats
 from pumpwatch.segments.schema import TradeRow
 from pumpwatch.streams import parse_streams
+from pumpwatch.timeunits import US_PER_MS, US_PER_S
 
 DEFAULT_STREAMS = "binance_spot,binance_futures,okx_futures,bybit_spot,gate_futures,kucoin_futures"
 BASES = ("BTC", "ETH", "SOL", "XRP", "DOGE", "0G", "ARB", "SUI", "WIF", *(f"C{i}" for i in range(11)))
@@ -56,14 +57,14 @@ def instruments_of(stream: str) -> dict[str, Instrument]:
 def build_rows(instruments: Sequence[Instrument], n: int, first_id: int, seed: int = 7) -> list[TradeRow]:
     """`n` trades in per-symbol bursts, exchange times just before now (decoders check them)."""
     rng = random.Random(seed + first_id)
-    t_us = (time.time_ns() // 1000 - 60_000_000) // 1000 * 1000
+    t_us = (time.time_ns() // 1000 - 60 * US_PER_S) // US_PER_MS * US_PER_MS  # ns -> µs, whole ms
     price = {inst.symbol: 10 ** rng.uniform(-3, 4) for inst in instruments}
     rows: list[TradeRow] = []
     trade_id = first_id
     while len(rows) < n:
         inst = rng.choice(instruments)
         for _ in range(min(rng.randint(1, 8), n - len(rows))):
-            t_us += 1000 * rng.randint(0, 1)
+            t_us += US_PER_MS * rng.randint(0, 1)
             price[inst.symbol] *= 1 + rng.uniform(-0.001, 0.001)
             p = float(f"{price[inst.symbol]:.6g}")
             qty = (
@@ -228,7 +229,7 @@ async def bench_end_to_end(stream: str, n: int, repeat: int) -> dict[str, float]
     out: dict[str, float] = {}
     for side, runs in results.items():
         out[f"{side}_trades_s"] = statistics.median(n / wall for wall, _ in runs)
-        out[f"{side}_cpu_us"] = statistics.median(cpu / n * 1e6 for _, cpu in runs)
+        out[f"{side}_cpu_us"] = statistics.median(cpu / n * US_PER_S for _, cpu in runs)
     out["cpu_ratio"] = out["runner_cpu_us"] / out["bare_cpu_us"]
     out["rate_ratio"] = out["runner_trades_s"] / out["bare_trades_s"]
     return out

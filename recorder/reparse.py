@@ -44,7 +44,7 @@ import pyarrow.compute as pc
 from pumpwatch.atomic import fsync_dir, write_file_atomic
 from pumpwatch.errors import ParseError, StoreError, UsageError
 from pumpwatch.recorder.adapter import Adapter, Instruments
-from pumpwatch.recorder.dedupe import Deduper
+from pumpwatch.recorder.stream.dedupe import Deduper
 from pumpwatch.segments.frames import iter_frames
 from pumpwatch.segments.paths import hour_start_us, list_segments, segment_path
 from pumpwatch.segments.schema import TRADE_FIELDS, TRADE_SCHEMA, TradeRow

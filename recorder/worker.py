@@ -133,7 +133,7 @@ class StreamPipeline:
 
     def __init__(self, settings: Settings, stream: str, instruments: Mapping[str, Instrument]) -> None:
         from pumpwatch.recorder.preflight import build_adapter
-        from pumpwatch.recorder.runner import StreamRunner
+        from pumpwatch.recorder.stream.runner import StreamRunner
         from pumpwatch.segments.frames import FrameWriter
         from pumpwatch.segments.journal import EventJournal
         from pumpwatch.segments.writer import SegmentWriter

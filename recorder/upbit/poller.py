@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from pumpwatch.errors import ParseError
-from pumpwatch.recorder.backoff import Backoff
+from pumpwatch.recorder.stream.backoff import Backoff
 from pumpwatch.recorder.upbit.notices import NoticePage, parse_page
 from pumpwatch.settings import UpbitSettings
 

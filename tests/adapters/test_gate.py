@@ -26,10 +26,10 @@ from pumpwatch.errors import ConfigError, ParseError
 from pumpwatch.recorder.adapter import Adapter, Control, Instrument
 from pumpwatch.recorder.adapters import get_adapter
 from pumpwatch.recorder.adapters.gate import make_subscribe, ms_to_us
-from pumpwatch.recorder.runner import StreamRunner
 from pumpwatch.recorder.sim.gate import legacy_int_sizes, sim_protocol
 from pumpwatch.recorder.sim.protocol import SimSession
 from pumpwatch.recorder.sim.server import SimExchange
+from pumpwatch.recorder.stream.runner import StreamRunner
 from pumpwatch.segments.schema import TradeRow
 
 SPOT = get_adapter("gate_spot")

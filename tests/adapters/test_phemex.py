@@ -25,10 +25,10 @@ from hypothesis import strategies as st
 from pumpwatch.errors import ConfigError, ParseError
 from pumpwatch.recorder.adapter import Adapter, Control, Instrument
 from pumpwatch.recorder.adapters import get_adapter
-from pumpwatch.recorder.runner import StreamRunner
 from pumpwatch.recorder.sim.phemex import sim_protocol
 from pumpwatch.recorder.sim.protocol import SimSession
 from pumpwatch.recorder.sim.server import SimExchange
+from pumpwatch.recorder.stream.runner import StreamRunner
 from pumpwatch.segments.schema import TradeRow
 
 SPOT = get_adapter("phemex_spot")

@@ -328,7 +328,7 @@ class Harness:
     async def __aenter__(self) -> Harness:
         import asyncio
 
-        from pumpwatch.recorder.runner import StreamRunner
+        from pumpwatch.recorder.stream.runner import StreamRunner
 
         await self.sim.start()
         self.runner = StreamRunner(

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pumpwatch.recorder.backoff import Backoff
+from pumpwatch.recorder.stream.backoff import Backoff
 
 
 def test_backoff_doubles_to_the_cap_with_fixed_rng() -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pumpwatch.recorder.dedupe import Deduper
+from pumpwatch.recorder.stream.dedupe import Deduper
 from pumpwatch.segments.schema import TradeRow
 
 

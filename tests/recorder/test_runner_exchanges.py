@@ -17,8 +17,8 @@ import pytest
 
 from pumpwatch.recorder.adapter import ConnectTarget
 from pumpwatch.recorder.adapters import get_adapter
-from pumpwatch.recorder.runner import StreamRunner
 from pumpwatch.recorder.sim.cluster import SimCluster
+from pumpwatch.recorder.stream.runner import StreamRunner
 from pumpwatch.segments.schema import TradeRow
 from pumpwatch.streams import STREAMS
 

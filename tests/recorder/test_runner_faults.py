@@ -170,7 +170,7 @@ def test_backoff_is_capped_and_logged_once(tj: SimpleNamespace, caplog: pytest.L
             for gap, want in zip(gaps, expected, strict=True):
                 assert want * 0.99 <= gap < want + 0.25  # never beyond the cap (plus scheduling slack)
 
-    with caplog.at_level(logging.DEBUG, logger="pumpwatch.recorder.runner"):
+    with caplog.at_level(logging.DEBUG, logger="pumpwatch.recorder.stream.runner"):
         run(main())
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "cannot connect: handshake refused: HTTP 503" in warnings[0]

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from pumpwatch.recorder import runner_requests
 from pumpwatch.recorder.adapter import Control
-from pumpwatch.recorder.runner_requests import Answer, PendingRequest, RateLimiter, RequestBook
+from pumpwatch.recorder.stream import ratelimit
+from pumpwatch.recorder.stream.ratelimit import RateLimiter
+from pumpwatch.recorder.stream.requests import Answer, PendingRequest, RequestBook
 
 
 def book_with(
@@ -111,7 +112,7 @@ def test_rate_limiter_sliding_window_with_a_fake_clock(monkeypatch: Any) -> None
         slept.append(round(seconds, 6))
         now[0] += seconds
 
-    monkeypatch.setattr(runner_requests.asyncio, "sleep", fake_sleep)
+    monkeypatch.setattr(ratelimit.asyncio, "sleep", fake_sleep)
 
     async def main() -> list[float]:
         limiter = RateLimiter(5.0, clock=lambda: now[0])

@@ -18,7 +18,7 @@ from pumpwatch.recorder import worker
 from pumpwatch.recorder.sim.binance import sim_protocol
 from pumpwatch.recorder.sim.instruments import sim_instrument
 from pumpwatch.recorder.sim.server import SimExchange
-from pumpwatch.recorder.stats import RunnerStats
+from pumpwatch.recorder.stream.stats import RunnerStats
 from pumpwatch.recorder.symbols import write_symbols
 from pumpwatch.recorder.worker import StatusTracker, journal_stats, run_worker
 from pumpwatch.segments.coverage import coverage, coverage_from_events

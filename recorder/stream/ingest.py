@@ -12,8 +12,9 @@ from collections.abc import Callable, Mapping
 
 from pumpwatch.errors import ParseError
 from pumpwatch.recorder.adapter import Adapter, Control, Instrument
-from pumpwatch.recorder.dedupe import Deduper
-from pumpwatch.recorder.stats import RunnerStats
+from pumpwatch.recorder.stream.dedupe import Deduper
+from pumpwatch.recorder.stream.logcontext import StreamLog
+from pumpwatch.recorder.stream.stats import RunnerStats
 from pumpwatch.segments.schema import TradeRow
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class FrameIngest:
         on_frame: Callable[[int, bytes | str], None] | None = None,
     ) -> None:
         self.stream = adapter.stream
+        self._log = StreamLog(log, adapter.stream)
         self._decode = adapter.decode
         self._stats = stats
         self._dedupe = dedupe
@@ -65,12 +67,12 @@ class FrameIngest:
             st.parse_errors += 1
             n = st.parse_errors
             if n <= LOG_FIRST_ERRORS or n % LOG_EVERY_ERRORS == 0:
-                log.warning("%s: unparsable frame (%d so far): %s: %r", self.stream, n, exc, frame[:200])
+                self._log.warning("unparsable frame (%d so far): %s: %r", n, exc, frame[:200])
             return None
         except Exception:
             st.decode_bugs += 1
             if st.decode_bugs == 1 or st.decode_bugs % LOG_EVERY_ERRORS == 0:
-                log.exception("%s: decoder bug (%d so far) on %r", self.stream, st.decode_bugs, frame[:200])
+                self._log.exception("decoder bug (%d so far) on %r", st.decode_bugs, frame[:200])
             return None
         if type(out) is list:
             if out:
@@ -90,10 +92,10 @@ class FrameIngest:
             return out
         st.decode_bugs += 1
         if st.decode_bugs == 1:
-            log.error("%s: decoder returned %s, not trades or a Control", self.stream, type(out).__name__)
+            self._log.error("decoder returned %s, not trades or a Control", type(out).__name__)
         return None
 
     def _sink_failed(self, what: str) -> None:
         self._sink_errors += 1
         if self._sink_errors == 1 or self._sink_errors % LOG_EVERY_ERRORS == 0:
-            log.exception("%s: %s failed (%d times so far)", self.stream, what, self._sink_errors)
+            self._log.exception("%s failed (%d times so far)", what, self._sink_errors)

@@ -1,6 +1,6 @@
 """One WebSocket connection of a stream: open, subscribe with acks, keep alive, watch, close.
 
-The `StreamRunner` (``recorder/runner.py``) decides when connections open, rotate and retry;
+The `StreamRunner` (``recorder/stream/runner.py``) decides when connections open, rotate and retry;
 this module does the I/O of a single one. It knows no exchange: every difference comes from
 the `Adapter` (frames to send, ping rule, limits) and `ConnectTarget` (URL, headers, welcome).
 Every frame goes to the runner's `process` callback, which returns a `Control` when the frame
@@ -23,7 +23,10 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 
 from pumpwatch.errors import ParseError
 from pumpwatch.recorder.adapter import Adapter, ConnectTarget, Control
-from pumpwatch.recorder.runner_requests import PendingRequest, RateLimiter, RequestBook
+from pumpwatch.recorder.stream.logcontext import StreamLog
+from pumpwatch.recorder.stream.ratelimit import RateLimiter
+from pumpwatch.recorder.stream.requests import PendingRequest, RequestBook
+from pumpwatch.timeunits import US_PER_MS
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,8 @@ log = logging.getLogger(__name__)
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 MAX_QUEUE_FRAMES = 1024
 CLOSE_TIMEOUT_S = 2.0
+
+_NS_PER_US = 1_000  # `clock` counts nanoseconds, like time.time_ns (pumpwatch.timeunits stops at µs)
 
 _req_ids = itertools.count(1)  # numeric strings: accepted as ids by every exchange (Phemex: int only)
 
@@ -77,7 +82,6 @@ class Connection:
         clock: Callable[[], int] = time.time_ns,
         open_timeout_s: float = 10.0,
         ack_timeout_s: float = 10.0,
-        log_prefix: str = "",
     ) -> None:
         self.conn_id = conn_id
         self.adapter = adapter
@@ -89,7 +93,8 @@ class Connection:
         self._clock = clock
         self.open_timeout_s = open_timeout_s
         self.ack_timeout_s = ack_timeout_s
-        self.name = f"{log_prefix or adapter.stream} conn {conn_id}"
+        self.name = f"{adapter.stream} conn {conn_id}"  # of its asyncio tasks
+        self.log = StreamLog(log, adapter.stream, conn_id)
         self.limiter = RateLimiter(adapter.max_requests_per_s)
         self.url = ""  # redacted URL once open
         self.subscribed: set[str] = set()  # symbols the exchange acked on this connection
@@ -248,9 +253,7 @@ class Connection:
             if not ctl.ok:
                 self._unmatched_errors += 1
                 if self._unmatched_errors <= 5 or self._unmatched_errors % 1000 == 0:
-                    log.warning(
-                        "%s: error frame (%d so far): %s", self.name, self._unmatched_errors, ctl.message
-                    )
+                    self.log.warning("error frame (%d so far): %s", self._unmatched_errors, ctl.message)
             return
         on_acked, on_rejected = request.context
         # Report each answer at once, not when the whole request is settled: the journal's
@@ -282,11 +285,12 @@ class Connection:
         assert ws is not None
         process = self._process
         clock = self._clock
+        ns_per_us = _NS_PER_US  # a local: this loop runs once per frame
         reason = "closed"
         try:
             while True:
                 frame = await ws.recv()
-                ctl = process(frame, clock() // 1000)
+                ctl = process(frame, clock() // ns_per_us)
                 if ctl is not None:
                     self._control(ctl)
         except ConnectionClosed as exc:
@@ -295,7 +299,7 @@ class Connection:
             reason = self.end_reason or "cancelled"
             raise
         except Exception as exc:  # a bug in a callback: end this connection, the runner retries
-            log.exception("%s: reader failed", self.name)
+            self.log.exception("reader failed")
             reason = f"reader failed: {exc!r}"
         finally:
             self._finish(reason)
@@ -309,7 +313,7 @@ class Connection:
         elif kind == "welcome":
             self._welcome.set()
         elif kind == "reconnect":
-            log.info("%s: server announced a close (%s)", self.name, ctl.message or "notice")
+            self.log.info("server announced a close (%s)", ctl.message or "notice")
             self._on_notice(self)
 
     async def _send_quietly(self, frame: str) -> None:
@@ -326,7 +330,7 @@ class Connection:
             await self.limiter.acquire()
             try:
                 if ping is not None:
-                    await ws.send(ping(self._clock() // 1_000_000))
+                    await ws.send(ping(self._clock() // _NS_PER_US // US_PER_MS))
                 else:
                     await ws.ping()  # the pong only refreshes last_rx_s; the watchdog judges
             except ConnectionClosed:

@@ -41,6 +41,8 @@ from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from pumpwatch.timeunits import US_PER_S
+
 if TYPE_CHECKING:  # the recorder's light processes must not import pyarrow through the schema
     from pumpwatch.segments.schema import TradeRow
 
@@ -79,7 +81,7 @@ class Deduper:
             )
         self._key = key
         self.keep_trades = keep_trades
-        self.keep_us = int(keep_s * 1_000_000)
+        self.keep_us = int(keep_s * US_PER_S)
         self.max_keys = max_keys
         self._symbols: dict[str, _SymbolKeys] = {}
         self.duplicates = 0  # trades dropped so far

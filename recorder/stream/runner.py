@@ -11,7 +11,8 @@ A `StreamRunner` keeps a stream's symbols subscribed, all the time:
   replacement and subscribes it fully *before* it closes the old one (make-before-break); the
   overlap is removed by the `Deduper`, so a planned rotation loses and repeats nothing.
 - Every connect, subscribe, rejection, unsubscribe, disconnect and gap goes to the journal at
-  the moment it happens; logs say state changes only, each line with stream and connection id.
+  the moment it happens; logs say state changes only, each line with stream and connection id
+  (bound by `StreamLog`, never typed into the message).
 """
 
 from __future__ import annotations
@@ -24,12 +25,15 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pumpwatch.recorder.adapter import Adapter, Instrument
-from pumpwatch.recorder.backoff import Backoff
-from pumpwatch.recorder.connection import ConnectFailed, Connection
-from pumpwatch.recorder.dedupe import Deduper
-from pumpwatch.recorder.runner_ingest import FrameIngest
-from pumpwatch.recorder.runner_slots import Journal, NullJournal, Slot, SlotTable, wait_flags
-from pumpwatch.recorder.stats import RunnerStats
+from pumpwatch.recorder.stream.aio import wait_flags
+from pumpwatch.recorder.stream.backoff import Backoff
+from pumpwatch.recorder.stream.connection import ConnectFailed, Connection
+from pumpwatch.recorder.stream.dedupe import Deduper
+from pumpwatch.recorder.stream.ingest import FrameIngest
+from pumpwatch.recorder.stream.journal import Journal, NullJournal
+from pumpwatch.recorder.stream.logcontext import StreamLog
+from pumpwatch.recorder.stream.slots import Slot, SlotTable
+from pumpwatch.recorder.stream.stats import RunnerStats
 from pumpwatch.segments.schema import TradeRow
 
 log = logging.getLogger(__name__)
@@ -58,6 +62,7 @@ class StreamRunner:
     ) -> None:
         self.adapter = adapter
         self.stream = adapter.stream
+        self._log = StreamLog(log, adapter.stream)
         self.ws_url = ws_url
         self.rest_url = rest_url
         self._on_trades = on_trades
@@ -130,7 +135,7 @@ class StreamRunner:
     async def run(self) -> None:
         """Run until `stop()`; never returns on its own and never raises a network error."""
         self._running = True
-        log.info("%s: starting with %d symbols", self.stream, len(self._wanted))
+        self._log.info("starting with %d symbols", len(self._wanted))
         for slot in self._slots:
             self._start_slot(slot)
         await self._stop.wait()
@@ -143,11 +148,11 @@ class StreamRunner:
             await asyncio.wait(tasks)
         for task in tasks:
             if not task.cancelled() and task.exception() is not None:
-                log.error("%s: slot task failed", self.stream, exc_info=task.exception())
+                self._log.error("slot task failed", exc_info=task.exception())
         conns = [s.active for s in self._slots if s.active is not None]
         await asyncio.gather(*(c.close("stopped") for c in conns), *self._background, return_exceptions=True)
         self._running = False
-        log.info("%s: stopped", self.stream)
+        self._log.info("stopped")
 
     async def stop(self) -> None:
         """Ask `run()` to close every connection and return."""
@@ -223,7 +228,7 @@ class StreamRunner:
             if extra:
                 await conn.unsubscribe(extra)
                 self.journal.unsubscribed(conn.conn_id, extra)
-                log.info("%s conn %s: unsubscribed %d symbols", self.stream, conn.conn_id, len(extra))
+                self._log.conn(conn.conn_id).info("unsubscribed %d symbols", len(extra))
             if missing:
                 await conn.subscribe(missing, self._acked, self._rejected)
         except ConnectFailed as exc:
@@ -244,14 +249,14 @@ class StreamRunner:
             clock=self._clock,
             open_timeout_s=self.open_timeout_s,
             ack_timeout_s=self.ack_timeout_s,
-            log_prefix=self.stream,
         )
+        clog = self._log.conn(conn_id)
         try:
             await conn.open()
             self._stats.connected += 1
             self._journaled.add(conn)
             self.journal.connected(conn_id, conn.url)
-            log.debug("%s conn %s: connected to %s", self.stream, conn_id, conn.url)
+            clog.debug("connected to %s", conn.url)
             # Symbols may be added while earlier ones are being acked: repeat until none is missing.
             while missing := sorted(slot.symbols - conn.subscribed):
                 await conn.subscribe(missing, self._acked, self._rejected)
@@ -259,7 +264,7 @@ class StreamRunner:
                 raise ConnectFailed(conn.end_reason or "ended")
         except ConnectFailed as exc:
             self._stats.connect_failures += 1
-            self._note_failure(slot, conn_id, str(exc))
+            self._note_failure(slot, clog, str(exc))
             await conn.close(str(exc))
             return None
         except asyncio.CancelledError:
@@ -270,15 +275,14 @@ class StreamRunner:
     def _install(self, slot: Slot, conn: Connection) -> None:
         """`conn` is fully subscribed: it serves the slot now; a rotated predecessor closes."""
         old = slot.active
+        clog = self._log.conn(conn.conn_id)
         conn.subscribed_s = time.monotonic()
         slot.active = conn
         if old is not None:
             reason = slot.rotate_reason or "rotated"
             self._stats.rotations += 1
-            log.info(
-                "%s conn %s: replaced conn %s (%s) with no gap, %d symbols",
-                self.stream,
-                conn.conn_id,
+            clog.info(
+                "replaced conn %s (%s) with no gap, %d symbols",
                 old.conn_id,
                 reason,
                 len(conn.subscribed),
@@ -287,23 +291,15 @@ class StreamRunner:
             self._spawn_close(old)
         elif slot.down_since_s is not None:
             self._stats.reconnects += slot.served
-            log.info(
-                "%s conn %s: %s after %.1f s and %d failed attempts, %d symbols",
-                self.stream,
-                conn.conn_id,
+            clog.info(
+                "%s after %.1f s and %d failed attempts, %d symbols",
                 "reconnected" if slot.served else "connected",
                 time.monotonic() - slot.down_since_s,
                 slot.failures,
                 len(conn.subscribed),
             )
         else:
-            log.info(
-                "%s conn %s: subscribed %d symbols at %s",
-                self.stream,
-                conn.conn_id,
-                len(conn.subscribed),
-                conn.url,
-            )
+            clog.info("subscribed %d symbols at %s", len(conn.subscribed), conn.url)
         slot.rotate_reason = None
         slot.served = True
         slot.down_since_s = None
@@ -317,21 +313,14 @@ class StreamRunner:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _note_failure(self, slot: Slot, conn_id: str, reason: str) -> None:
+    def _note_failure(self, slot: Slot, clog: StreamLog, reason: str) -> None:
         if slot.down_since_s is None and slot.active is None:
             slot.down_since_s = time.monotonic()
-            log.warning(
-                "%s conn %s: cannot connect: %s (retrying with backoff)", self.stream, conn_id, reason
-            )
+            clog.warning("cannot connect: %s (retrying with backoff)", reason)
         elif slot.active is not None:
-            log.warning(
-                "%s conn %s: replacement failed: %s (old connection keeps serving)",
-                self.stream,
-                conn_id,
-                reason,
-            )
+            clog.warning("replacement failed: %s (old connection keeps serving)", reason)
         else:
-            log.debug("%s conn %s: attempt %d failed: %s", self.stream, conn_id, slot.failures + 1, reason)
+            clog.debug("attempt %d failed: %s", slot.failures + 1, reason)
 
     # -- callbacks from connections -------------------------------------------------------------
 
@@ -343,9 +332,7 @@ class StreamRunner:
         symbols = sorted(rejected)
         for symbol in symbols:
             if symbol not in self._stats.rejected:
-                log.warning(
-                    "%s conn %s: %s rejected: %s", self.stream, conn.conn_id, symbol, rejected[symbol]
-                )
+                self._log.conn(conn.conn_id).warning("%s rejected: %s", symbol, rejected[symbol])
             self._stats.rejected[symbol] = rejected[symbol]
             self._table.remove(symbol)
         reasons = sorted(set(rejected.values()))
@@ -382,7 +369,7 @@ class StreamRunner:
             slot.retry_delay_s = backoff.next_delay_s()
         slot.down_since_s = time.monotonic()
         slot.failures = 0
-        log.warning("%s conn %s: lost after %.1f s: %s", self.stream, conn_id, served_s, reason)
+        self._log.conn(conn_id).warning("lost after %.1f s: %s", served_s, reason)
         self._update_gap(f"conn {conn_id}: {reason}")
 
     def _update_gap(self, reason: str | None = None) -> None:

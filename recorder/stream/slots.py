@@ -1,38 +1,18 @@
 """Where a stream's symbols live: slots of at most ``max_symbols_per_connection`` symbols, at
 most ``max_connections`` of them, each holding one serving connection. Sans-I/O bookkeeping for
-``recorder/runner.py``; symbols beyond the capacity wait in an over-capacity list (reported,
+``recorder/stream/runner.py``; symbols beyond the capacity wait in an over-capacity list (reported,
 never silently dropped) and move in as soon as room frees up."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import Protocol
 
 from pumpwatch.recorder.adapter import Adapter
-from pumpwatch.recorder.connection import Connection
+from pumpwatch.recorder.stream.connection import Connection
+from pumpwatch.recorder.stream.logcontext import StreamLog
 
 log = logging.getLogger(__name__)
-
-
-class Journal(Protocol):
-    """What the runner reports to (``segments/journal.py`` `EventJournal`)."""
-
-    def connected(self, conn: str, url: str) -> None: ...
-    def subscribed(self, conn: str, symbols: list[str], bases: list[str]) -> None: ...
-    def rejected(self, conn: str, symbols: list[str], reason: str) -> None: ...
-    def unsubscribed(self, conn: str, symbols: list[str]) -> None: ...
-    def disconnected(self, conn: str, reason: str) -> None: ...
-    def gap_start(self, reason: str) -> None: ...
-    def gap_end(self) -> None: ...
-
-
-class NullJournal:
-    """Accepts every journal call and keeps nothing."""
-
-    def __getattr__(self, _name: str) -> Callable[..., None]:
-        return lambda *args, **kwargs: None
 
 
 class Slot:
@@ -56,7 +36,7 @@ class SlotTable:
     """Places symbols into slots; `over_capacity` is the runner's stats list, kept in place."""
 
     def __init__(self, adapter: Adapter, over_capacity: list[str]) -> None:
-        self.stream = adapter.stream
+        self._log = StreamLog(log, adapter.stream)
         self.per_slot = adapter.max_symbols_per_connection
         self.max_slots = adapter.max_connections
         self.slots: list[Slot] = []
@@ -77,9 +57,8 @@ class SlotTable:
         if symbol not in self.over_capacity:
             self.over_capacity.append(symbol)
             if len(self.over_capacity) == 1:
-                log.warning(
-                    "%s: over capacity (%d connections x %d symbols); not recording %s and later ones",
-                    self.stream,
+                self._log.warning(
+                    "over capacity (%d connections x %d symbols); not recording %s and later ones",
                     self.max_slots,
                     self.per_slot,
                     symbol,
@@ -101,19 +80,3 @@ class SlotTable:
         self.over_capacity.clear()
         created = [slot for symbol in waiting if (slot := self.assign(symbol)) is not None]
         return created
-
-
-async def wait_flags(stop: asyncio.Event, event: asyncio.Event | None, timeout_s: float | None) -> bool:
-    """Wait until `event` (if any) or `stop` is set, or `timeout_s` passes (None: no limit);
-    True when a flag was set. asyncio.wait, not wait_for: Python 3.11's wait_for swallows a
-    cancel that arrives in the loop turn the awaited event fires."""
-    flags = [stop] if event is None else [event, stop]
-    if any(f.is_set() for f in flags):
-        return True
-    waiters = [asyncio.ensure_future(f.wait()) for f in flags]
-    try:
-        done, _ = await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-    return bool(done)
