@@ -5,6 +5,12 @@
 ``HHMMSS`` is the UTC second the file was opened (normally ``HH0000``). A file still being
 written is named ``_<HHMMSS>.arrow`` so that dataset readers (pyarrow, DuckDB) skip it. Paths
 are built only from validated stream ids, never from strings that came off the network.
+
+Rows repaired from an exchange's REST history are written by ``repair.py`` as separate sealed
+files ``<HHMMSS>.rest<N>.arrow`` in the directory of their **trade** hour: ``HHMMSS`` is the
+second of the file's first trade, ``N`` (1, 2, …) makes the name unique. The live writer's
+names never contain ``.rest``, so the two can never collide; listing, reading, retention and
+status treat a repair file like any sealed segment of its hour.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ US_PER_DAY = 24 * US_PER_HOUR
 
 OPEN_PREFIX = "_"
 SUFFIX = ".arrow"
-_NAME_RE = re.compile(r"^(_?)(\d{2})(\d{2})(\d{2})\.arrow$")
+REPAIR_TAG = ".rest"
+_NAME_RE = re.compile(r"^(_?)(\d{2})(\d{2})(\d{2})(\.rest[1-9]\d*)?\.arrow$")
 _DATE_RE = re.compile(r"^date=(\d{4})-(\d{2})-(\d{2})$")
 
 
@@ -39,6 +46,7 @@ class SegmentFile:
     end_us: int  # end of that UTC hour (exclusive)
     sealed: bool  # False while the name starts with "_" (still being written, or left by a crash)
     size_bytes: int
+    repair: bool = False  # a file of rows repaired from REST history (``HHMMSS.rest<N>.arrow``)
 
 
 def segment_root(data_dir: str | os.PathLike[str]) -> Path:
@@ -80,6 +88,13 @@ def segment_path(data_dir: str | os.PathLike[str], stream: str, start_us: int, *
     return segment_dir(data_dir, stream, day) / segment_name(start_us, sealed=sealed)
 
 
+def repair_name(start_us: int, n: int) -> str:
+    """``HHMMSS.rest<n>.arrow``: the `n`-th repair file whose first trade is in the second of `start_us`."""
+    if n < 1:
+        raise ValueError(f"repair file number must be >= 1, got {n}")
+    return f"{segment_name(start_us, sealed=True).removesuffix(SUFFIX)}{REPAIR_TAG}{n}{SUFFIX}"
+
+
 def sealed_name(path: Path) -> Path:
     """``.../_HHMMSS.arrow`` -> ``.../HHMMSS.arrow``."""
     return path.with_name(path.name.removeprefix(OPEN_PREFIX))
@@ -89,7 +104,7 @@ def parse_segment_path(path: Path) -> SegmentFile | None:
     """The SegmentFile for a path in the layout, or None if the path is not a segment."""
     m = _NAME_RE.match(path.name)
     d = _DATE_RE.match(path.parent.name)
-    if m is None or d is None:
+    if m is None or d is None or (m.group(1) and m.group(5)):  # a repair file is never open
         return None
     market_dir, exchange_dir = path.parent.parent.name, path.parent.parent.parent.name
     if not (market_dir.startswith("market=") and exchange_dir.startswith("exchange=")):
@@ -116,6 +131,7 @@ def parse_segment_path(path: Path) -> SegmentFile | None:
         end_us=hour_start_us(start_us) + US_PER_HOUR,
         sealed=not m.group(1),
         size_bytes=size,
+        repair=m.group(5) is not None,
     )
 
 
