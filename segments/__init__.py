@@ -50,7 +50,12 @@ def dataset(data_dir: str | os.PathLike[str]) -> pads.Dataset:
     """A `pyarrow.dataset.Dataset` over every sealed segment, with hive partitions as columns.
 
     Columns: ``exchange``, ``market``, ``date`` (from the path) and the trade columns. Open
-    ``_`` files are skipped (pyarrow ignores names starting with ``_`` or ``.``).
+    ``_`` files are skipped (pyarrow ignores names starting with ``_`` or ``.``); repair files
+    (``HHMMSS.rest<N>.arrow``) are included. ``source`` is null in the rows of version 1
+    segments (written before the column existed; they are all ``"ws"``): a pyarrow Dataset
+    cannot give a missing column a default, so read it as
+    ``pc.coalesce(ds.field("source"), "ws")`` or ``coalesce(source, 'ws')`` in DuckDB.
+    Such files leave the store with retention (7 days by default).
     """
     import pyarrow as pa
     import pyarrow.dataset as ds

@@ -116,3 +116,12 @@ def with_source(batch: pa.RecordBatch, source: str = SOURCE_LIVE) -> pa.RecordBa
     if not pa.types.is_dictionary(batch.schema.field("symbol").type):
         column, field = column.cast(pa.string()), TRADE_SCHEMA.field("source")
     return pa.RecordBatch.from_arrays([*batch.columns, column], schema=batch.schema.append(field))
+
+
+def to_trade_table(table: pa.Table) -> pa.Table:
+    """A segment's rows (version 1 or 2, dictionary or plain strings) as `TRADE_SCHEMA`, plain strings."""
+    if table.num_columns == len(ROW_SCHEMA):
+        if table.num_rows == 0:
+            return TRADE_SCHEMA.empty_table()
+        table = pa.Table.from_batches([with_source(b) for b in table.to_batches() if b.num_rows])
+    return table.cast(TRADE_SCHEMA)

@@ -16,7 +16,7 @@ from store_helpers import HOUR_US, T0_US, assert_same_trades, make_rows, table_r
 import pumpwatch.segments as segments
 from pumpwatch.errors import StoreError
 from pumpwatch.segments import SegmentWriter, list_segments, read_trades
-from pumpwatch.segments.schema import SEGMENT_SCHEMA, TRADE_SCHEMA
+from pumpwatch.segments.schema import ROW_SCHEMA, SEGMENT_SCHEMA, TRADE_SCHEMA
 
 text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
 floats = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(
@@ -75,7 +75,7 @@ def test_files_are_arrow_ipc_files_with_versioned_schema(tmp_path) -> None:
     assert data[:8] == b"ARROW1\x00\x00" and data[-6:] == b"ARROW1"
     reader = ipc.open_file(seg.path)
     assert reader.schema.equals(SEGMENT_SCHEMA, check_metadata=True)
-    assert reader.schema.metadata[b"pumpwatch.schema_version"] == b"1"
+    assert reader.schema.metadata[b"pumpwatch.schema_version"] == b"2"
     assert reader.num_record_batches == 1  # sealing compacts the hour into large batches
     batch, meta = reader.get_batch_with_custom_metadata(0)
     assert meta[b"pumpwatch.time_min_us"] == str(T0_US).encode()
@@ -86,20 +86,44 @@ def test_files_are_arrow_ipc_files_with_versioned_schema(tmp_path) -> None:
     # rows grouped by symbol (first seen first), each symbol in receive order
     got = table_rows(pa.Table.from_batches([batch]))
     assert got == [r for sym in ("BTCUSDT", "ETHUSDT", "0GUSDT") for r in rows if r[2] == sym]
+    source = batch.column(batch.schema.get_field_index("source"))
+    assert source.type == pa.dictionary(pa.int32(), pa.string())  # stamped by the writer
+    assert source.dictionary.to_pylist() == ["ws"] and source.indices.to_pylist() == [0] * 250
     assert seg.size_bytes < batch.nbytes  # zstd-compressed
 
 
 def test_append_batch_takes_plain_and_dictionary_columns(tmp_path) -> None:
     rows = make_rows(1000)
-    plain = pa.Table.from_pylist(
-        [dict(zip(TRADE_SCHEMA.names, r, strict=True)) for r in rows], schema=TRADE_SCHEMA
+    plain = pa.Table.from_pylist(  # a parser's columns: no source
+        [dict(zip(ROW_SCHEMA.names, r, strict=True)) for r in rows], schema=ROW_SCHEMA
+    )
+    with_source = pa.Table.from_pylist(
+        [dict(zip(TRADE_SCHEMA.names, (*r, "ws"), strict=True)) for r in rows], schema=TRADE_SCHEMA
     )
     with SegmentWriter(tmp_path, "gate_spot") as w:
         w.append_batch(plain.slice(0, 500))
-        w.append_batch(plain.slice(500).to_batches()[0].cast(SEGMENT_SCHEMA))
+        w.append_batch(with_source.slice(500).to_batches()[0].cast(SEGMENT_SCHEMA))
         w.append(make_rows(3, start_us=T0_US + 10_000_000, symbols=("NEW",)))
-    got = table_rows(read_trades(tmp_path, T0_US, T0_US + HOUR_US))
-    assert got == rows + make_rows(3, start_us=T0_US + 10_000_000, symbols=("NEW",))
+    table = read_trades(tmp_path, T0_US, T0_US + HOUR_US)
+    assert table_rows(table) == rows + make_rows(3, start_us=T0_US + 10_000_000, symbols=("NEW",))
+    assert table.column("source").to_pylist() == ["ws"] * 1003
+
+
+def test_append_batch_checks_the_source_values(tmp_path) -> None:
+    rows = make_rows(4)
+    table = pa.Table.from_pylist(
+        [dict(zip(TRADE_SCHEMA.names, (*r, s), strict=True)) for r, s in zip(rows, ["ws", "rest", "ws", "x"])],
+        schema=TRADE_SCHEMA,
+    )
+    w = SegmentWriter(tmp_path, "gate_spot")
+    w.append_batch(table.slice(0, 3))
+    w.flush()
+    assert read_trades(tmp_path, T0_US, T0_US + HOUR_US).column("source").to_pylist() == ["ws", "rest", "ws"]
+    w.append_batch(table)
+    with pytest.raises(StoreError, match="source values"):  # a schema fault stops the writer
+        w.flush()
+    with pytest.raises(StoreError, match="source values"):
+        w.close()
 
 
 def test_append_batch_rejects_other_columns(tmp_path) -> None:
