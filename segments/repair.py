@@ -9,7 +9,7 @@ hold what one connection received, in order. `write_repaired` instead
 2. reads what the store already holds for the offered symbols over the offered rows' time
    span (live files, sealed and open, and earlier repair files) and drops every offered row
    already there. A row's key is ``(symbol, trade_id)`` where the trade id is not null; else
-   ``(symbol, time, price, qty, side)``, counted: an id-less key offered `m` times and stored
+   ``(symbol, time, price, qty, side)`` (floats compared bit for bit), counted: an id-less key offered `m` times and stored
    `k` times is written ``max(0, m - k)`` times (two genuine fills may share it);
 3. groups the remaining rows by the UTC hour of their **trade** time and writes each group as
    one new sealed segment ``<HHMMSS>.rest<N>.arrow`` in that hour's date directory (``HHMMSS``:
@@ -124,6 +124,7 @@ def write_repaired(
     REST response was received); otherwise the rows' own is kept. A row that cannot be stored
     (a null where none is allowed, a wrong type) raises `StoreError` before anything is written.
     """
+    split_stream(stream)  # only a known stream id ever becomes a path
     offer = _offer_table(stream, rows, recv_us)
     if offer.num_rows == 0:
         return RepairWrite(stream, 0, 0, 0, ())
@@ -217,10 +218,12 @@ def _new_rows(offer: pa.Table, stored: pa.Table) -> np.ndarray:
     return np.sort(np.concatenate(keep)) if keep else np.empty(0, np.int64)
 
 
-def _anon_keys(table: pa.Table) -> list[tuple[str, int, float, float, str]]:
-    cols = [table.column(n) for n in ("symbol", "time", "price", "qty", "side")]
-    cols[1] = cols[1].cast(pa.int64())
-    return list(zip(*(c.to_pylist() for c in cols), strict=True))
+def _anon_keys(table: pa.Table) -> list[tuple[str, int, int, int, str]]:
+    """(symbol, time, price bits, qty bits, side): floats by bit pattern, so equal is exact."""
+    numbers = [table.column(n).combine_chunks().to_numpy(zero_copy_only=False).view("i8").tolist()
+               for n in ("time", "price", "qty")]  # fmt: skip
+    symbols, sides = table.column("symbol").to_pylist(), table.column("side").to_pylist()
+    return list(zip(symbols, *numbers, sides, strict=True))
 
 
 def _by_hour(table: pa.Table) -> Iterator[pa.Table]:
