@@ -40,7 +40,9 @@ PIECE_ROWS = 16384
 # converter also tries datetime objects on every value, ~5% of the whole conversion.
 ROW_TYPE = pa.struct(
     [
-        pa.field(f.name, pa.int64() if f.type == TIME_TYPE else SEGMENT_SCHEMA.field(f.name).type, nullable=True)
+        pa.field(
+            f.name, pa.int64() if f.type == TIME_TYPE else SEGMENT_SCHEMA.field(f.name).type, nullable=True
+        )
         for f in ROW_SCHEMA
     ]
 )
@@ -137,5 +139,7 @@ class Converter:
         if len(sources) > 1 or (len(sources) == 1 and sources[0].as_py() != SOURCE_LIVE):
             used = set(pc.unique(cols[-1]).dictionary_decode().to_pylist())
             if not used <= set(SOURCES):
-                raise StoreError(f"{self.stream}: source values {sorted(used - set(SOURCES))} are not {SOURCES}")
+                raise StoreError(
+                    f"{self.stream}: source values {sorted(used - set(SOURCES))} are not {SOURCES}"
+                )
         return pa.RecordBatch.from_arrays(cols, schema=SEGMENT_SCHEMA)

@@ -9,8 +9,9 @@ hold what one connection received, in order. `write_repaired` instead
 2. reads what the store already holds for the offered symbols over the offered rows' time
    span (live files, sealed and open, and earlier repair files) and drops every offered row
    already there. A row's key is ``(symbol, trade_id)`` where the trade id is not null; else
-   ``(symbol, time, price, qty, side)`` (floats compared bit for bit), counted: an id-less key offered `m` times and stored
-   `k` times is written ``max(0, m - k)`` times (two genuine fills may share it);
+   ``(symbol, time, price, qty, side)`` (floats compared bit for bit), counted: an id-less key
+   offered `m` times and stored `k` times is written ``max(0, m - k)`` times (two genuine
+   fills may share it);
 3. groups the remaining rows by the UTC hour of their **trade** time and writes each group as
    one new sealed segment ``<HHMMSS>.rest<N>.arrow`` in that hour's date directory (``HHMMSS``:
    the group's first trade second; ``N``: the first free number), source ``"rest"``, sorted by
@@ -37,6 +38,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -73,7 +75,7 @@ _ID_KEY = ["symbol", "trade_id"]
 _SOURCE_POS = TRADE_SCHEMA.get_field_index("source")
 _RECV_POS = TRADE_SCHEMA.get_field_index("recv_time")
 
-Rows = Sequence[TradeRow] | pa.Table | pa.RecordBatch
+Rows: TypeAlias = Sequence[TradeRow] | pa.Table | pa.RecordBatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,7 +266,9 @@ def _write_hour(data_dir: str | os.PathLike[str], stream: str, part: pa.Table, *
         finally:
             os.close(fd)
     except OSError as exc:
-        raise StoreError(f"{stream}: cannot write a repair segment in {directory}: {exc.strerror or exc}") from None
+        raise StoreError(
+            f"{stream}: cannot write a repair segment in {directory}: {exc.strerror or exc}"
+        ) from None
     log.info("%s: wrote repair segment %s (%d rows)", stream, final, batch.num_rows)
     return final
 
@@ -278,7 +282,11 @@ def _segment_batch(part: pa.Table) -> pa.RecordBatch:
     part = part.combine_chunks()
     cols = []
     for field in SEGMENT_SCHEMA:
-        col = part.column(field.name).chunk(0) if part.num_rows else pa.array([], TRADE_SCHEMA.field(field.name).type)
+        col = (
+            part.column(field.name).chunk(0)
+            if part.num_rows
+            else pa.array([], TRADE_SCHEMA.field(field.name).type)
+        )
         cols.append(pc.dictionary_encode(col).cast(field.type) if field.name in DICT_COLUMNS else col)
     return pa.RecordBatch.from_arrays(cols, schema=SEGMENT_SCHEMA)
 

@@ -97,7 +97,11 @@ def test_repaired_rows_round_trip_sorted_by_hour_with_batch_metadata(rows: list[
         data_dir = Path(tmp)
         result = write_repaired(data_dir, STREAM, rows, fsync=False)
         want = expected_new([], rows)
-        assert (result.offered, result.written, result.duplicates) == (len(rows), len(want), len(rows) - len(want))
+        assert (result.offered, result.written, result.duplicates) == (
+            len(rows),
+            len(want),
+            len(rows) - len(want),
+        )
         table = everything(data_dir)
         assert multiset(table_rows(table)) == multiset(want)
         assert set(table.column("source").to_pylist()) == {"rest"}

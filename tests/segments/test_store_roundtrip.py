@@ -112,7 +112,10 @@ def test_append_batch_takes_plain_and_dictionary_columns(tmp_path) -> None:
 def test_append_batch_checks_the_source_values(tmp_path) -> None:
     rows = make_rows(4)
     table = pa.Table.from_pylist(
-        [dict(zip(TRADE_SCHEMA.names, (*r, s), strict=True)) for r, s in zip(rows, ["ws", "rest", "ws", "x"])],
+        [
+            dict(zip(TRADE_SCHEMA.names, (*r, s), strict=True))
+            for r, s in zip(rows, ["ws", "rest", "ws", "x"], strict=True)
+        ],
         schema=TRADE_SCHEMA,
     )
     w = SegmentWriter(tmp_path, "gate_spot")
@@ -208,7 +211,9 @@ V1_SCHEMA = pa.schema(
 
 
 def v1_batch(rows: list) -> pa.RecordBatch:
-    plain = pa.Table.from_pylist([dict(zip(ROW_SCHEMA.names, r, strict=True)) for r in rows], schema=ROW_SCHEMA)
+    plain = pa.Table.from_pylist(
+        [dict(zip(ROW_SCHEMA.names, r, strict=True)) for r in rows], schema=ROW_SCHEMA
+    )
     return plain.combine_chunks().to_batches()[0].cast(V1_SCHEMA)
 
 
@@ -246,7 +251,10 @@ def test_version_1_segments_read_as_ws_everywhere(tmp_path) -> None:
         w.append(new)
     rest = make_rows(5, start_us=T0_US + 3 * HOUR_US, symbols=("REST",))
     # repair de-duplicates against version 1 rows too
-    assert write_repaired(tmp_path, "binance_spot", old_sealed[:10] + old_open[:5] + rest, fsync=False).written == 5
+    assert (
+        write_repaired(tmp_path, "binance_spot", old_sealed[:10] + old_open[:5] + rest, fsync=False).written
+        == 5
+    )
 
     def check(table: pa.Table, n_rest: int = 5) -> None:
         assert table_rows(table) == old_sealed + old_open + new + rest
@@ -267,7 +275,9 @@ def test_version_1_segments_read_as_ws_everywhere(tmp_path) -> None:
     sources = ds.to_table(columns={"source": pc.coalesce(pc.field("source"), "ws")}).column("source")
     assert sorted(sources.to_pylist()) == ["rest"] * 5 + ["ws"] * 80
     assert ds.to_table(columns=["source"]).column("source").null_count == 50
-    assert duckdb.sql("SELECT coalesce(source, 'ws') AS s, count(*) FROM ds GROUP BY s ORDER BY s").fetchall() == [
+    assert duckdb.sql(
+        "SELECT coalesce(source, 'ws') AS s, count(*) FROM ds GROUP BY s ORDER BY s"
+    ).fetchall() == [
         ("rest", 5),
         ("ws", 80),
     ]
