@@ -51,6 +51,7 @@ def test_round_trip_is_exact(rows: list, chunk: int, flush_rows: int) -> None:
         got = read_trades(data_dir, T0_US - HOUR_US, T0_US + 5 * HOUR_US)
         assert got.column("exchange").to_pylist() == ["okx"] * len(rows)
         assert got.column("market").to_pylist() == ["futures"] * len(rows)
+        assert got.column("source").to_pylist() == ["ws"] * len(rows)  # stamped by the live writer
         assert_same_trades(table_rows(got), rows)
         assert all(s.sealed for s in list_segments(data_dir))
 
