@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
     from pumpwatch.segments.reader import iter_batches, read_trades
     from pumpwatch.segments.recovery import recover
+    from pumpwatch.segments.repair import write_repaired
     from pumpwatch.segments.writer import SegmentWriter
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "recover",
     "segment_dir",
     "segment_root",
+    "write_repaired",
 ]
 
 _LAZY = {
@@ -34,6 +36,7 @@ _LAZY = {
     "read_trades": "pumpwatch.segments.reader",
     "iter_batches": "pumpwatch.segments.reader",
     "recover": "pumpwatch.segments.recovery",
+    "write_repaired": "pumpwatch.segments.repair",
 }
 
 
