@@ -40,13 +40,13 @@ import pyarrow.ipc as ipc
 import zstandard
 
 from pumpwatch.segments import SegmentWriter
-from pumpwatch.segments.schema import TRADE_SCHEMA, TradeRow
+from pumpwatch.segments.schema import ROW_SCHEMA, TradeRow
 
 T0_US = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
 
 
 def synthetic_market(n: int, n_symbols: int, rate_per_s: float, seed: int = 1) -> pa.RecordBatch:
-    """A realistic trade tape of one stream as a `TRADE_SCHEMA` batch, in receive order."""
+    """A realistic trade tape of one stream as a `ROW_SCHEMA` batch, in receive order."""
     rng = np.random.default_rng(seed)
     activity = 1.0 / np.arange(1, n_symbols + 1) ** 1.1
     sym = rng.choice(n_symbols, n, p=activity / activity.sum())
@@ -79,8 +79,8 @@ def synthetic_market(n: int, n_symbols: int, rate_per_s: float, seed: int = 1) -
     side = np.where(rng.random(n) < 0.52, "buy", "sell")
     return pa.record_batch(
         [
-            pa.array(time_us, pa.int64()).cast(TRADE_SCHEMA.field("time").type),
-            pa.array(recv_us, pa.int64()).cast(TRADE_SCHEMA.field("recv_time").type),
+            pa.array(time_us, pa.int64()).cast(ROW_SCHEMA.field("time").type),
+            pa.array(recv_us, pa.int64()).cast(ROW_SCHEMA.field("recv_time").type),
             pa.array(np.char.add(symbols[sym], "USDT")),
             pa.array(symbols[sym]),
             pa.array(np.full(n, "USDT")),
@@ -89,7 +89,7 @@ def synthetic_market(n: int, n_symbols: int, rate_per_s: float, seed: int = 1) -
             pa.array(side),
             pa.array(trade_id, pa.string()),
         ],
-        schema=TRADE_SCHEMA,
+        schema=ROW_SCHEMA,
     )
 
 
@@ -116,7 +116,7 @@ def grouped_batches(rows: list[TradeRow]) -> list[pa.RecordBatch]:
 
     table = pa.Table.from_batches(list(Converter("binance_spot").batches([rows])))
     table = table.unify_dictionaries().combine_chunks()
-    symbol = TRADE_SCHEMA.get_field_index("symbol")
+    symbol = ROW_SCHEMA.get_field_index("symbol")
     return [b.take(pc.sort_indices(b.column(symbol).indices)) for b in table.to_batches(65536)]
 
 
@@ -145,7 +145,7 @@ def run(n: int, n_symbols: int, rate: float, frame_rows: int, repeat: int) -> di
 
         def raw_ipc(path: Path = work / "raw.arrow") -> None:
             opts = ipc.IpcWriteOptions(compression=pa.Codec("zstd", 3), use_threads=False)
-            with ipc.new_file(str(path), TRADE_SCHEMA, options=opts) as wr:
+            with ipc.new_file(str(path), ROW_SCHEMA, options=opts) as wr:
                 for off in range(0, n, 65536):
                     wr.write_batch(batch.slice(off, 65536))
 

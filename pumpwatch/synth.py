@@ -104,6 +104,7 @@ def _to_batch(cols: Columns, instruments: Sequence[Instrument], stream: str) -> 
             pa.array(cols.qty, pa.float64()),
             sides,
             trade_id,
+            pa.array(["ws"], pa.string()).take(pa.array(np.zeros(len(cols), np.int8))),  # live rows
         ],
         schema=TRADE_SCHEMA,
     )

@@ -23,6 +23,9 @@ before doing anything else, so the hour never ends up with both old and new rows
 never with neither. A reader racing the swap may see the old files or the new one, and for the
 few milliseconds between the rename and the deletes a restart-split hour's second file twice.
 
+Repair files (``HHMMSS.rest<N>.arrow``: rows from REST history, not from frames) are not
+rebuilt and are left as they are.
+
 Hours with an open ``_`` segment (the live recorder's current hour, or a crash not yet
 recovered) are skipped, as are hours whose frames are missing while old rows exist (frames are
 kept 3 days, segments 7): an empty reparse must never wipe recorded trades.
@@ -47,7 +50,15 @@ from pumpwatch.recorder.adapter import Adapter, Instruments
 from pumpwatch.recorder.stream.dedupe import Deduper
 from pumpwatch.segments.frames import iter_frames
 from pumpwatch.segments.paths import hour_start_us, list_segments, segment_path
-from pumpwatch.segments.schema import TRADE_FIELDS, TRADE_SCHEMA, TradeRow
+from pumpwatch.segments.schema import (
+    ROW_SCHEMA,
+    SOURCE_LIVE,
+    TRADE_FIELDS,
+    TRADE_SCHEMA,
+    TradeRow,
+    constant_dictionary,
+    to_trade_table,
+)
 from pumpwatch.streams import split_stream
 from pumpwatch.timeunits import US_PER_HOUR
 
@@ -120,8 +131,9 @@ def rows_to_table(rows: list[TradeRow]) -> pa.Table:
         pa.array(col, type=fld.type)
         if not pa.types.is_timestamp(fld.type)
         else pa.array(col, pa.int64()).cast(fld.type)
-        for col, fld in zip(columns, TRADE_SCHEMA, strict=True)
+        for col, fld in zip(columns, ROW_SCHEMA, strict=True)
     ]
+    arrays.append(constant_dictionary(SOURCE_LIVE, len(rows)).cast(pa.string()))
     return pa.Table.from_arrays(arrays, schema=TRADE_SCHEMA)
 
 
@@ -130,7 +142,7 @@ def _read_segments(paths: Iterable[Path]) -> pa.Table:
     for path in paths:
         try:
             with pa.memory_map(str(path)) as source:
-                tables.append(pa.ipc.open_file(source).read_all().cast(TRADE_SCHEMA))
+                tables.append(to_trade_table(pa.ipc.open_file(source).read_all()))
         except (OSError, pa.ArrowInvalid) as exc:
             raise StoreError(f"cannot read segment {path}: {exc}") from None
     return pa.concat_tables(tables) if tables else TRADE_SCHEMA.empty_table()
@@ -195,7 +207,7 @@ def reparse(
         files = [
             s
             for s in list_segments(data_dir, [stream], start_us=hour_us, end_us=hour_end_us - 1)
-            if hour_start_us(s.start_us) == hour_us
+            if hour_start_us(s.start_us) == hour_us and not s.repair
         ]
         if any(not f.sealed for f in files):
             log.warning(

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
     from pumpwatch.segments.reader import iter_batches, read_trades
     from pumpwatch.segments.recovery import recover
+    from pumpwatch.segments.repair import write_repaired
     from pumpwatch.segments.writer import SegmentWriter
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "recover",
     "segment_dir",
     "segment_root",
+    "write_repaired",
 ]
 
 _LAZY = {
@@ -34,6 +36,7 @@ _LAZY = {
     "read_trades": "pumpwatch.segments.reader",
     "iter_batches": "pumpwatch.segments.reader",
     "recover": "pumpwatch.segments.recovery",
+    "write_repaired": "pumpwatch.segments.repair",
 }
 
 
@@ -50,7 +53,12 @@ def dataset(data_dir: str | os.PathLike[str]) -> pads.Dataset:
     """A `pyarrow.dataset.Dataset` over every sealed segment, with hive partitions as columns.
 
     Columns: ``exchange``, ``market``, ``date`` (from the path) and the trade columns. Open
-    ``_`` files are skipped (pyarrow ignores names starting with ``_`` or ``.``).
+    ``_`` files are skipped (pyarrow ignores names starting with ``_`` or ``.``); repair files
+    (``HHMMSS.rest<N>.arrow``) are included. ``source`` is null in the rows of version 1
+    segments (written before the column existed; they are all ``"ws"``): a pyarrow Dataset
+    cannot give a missing column a default, so read it as
+    ``pc.coalesce(ds.field("source"), "ws")`` or ``coalesce(source, 'ws')`` in DuckDB.
+    Such files leave the store with retention (7 days by default).
     """
     import pyarrow as pa
     import pyarrow.dataset as ds

@@ -3,9 +3,13 @@
 Converting Python tuples is the writer's hot spot. Measured alternatives (bench_writer.py):
 ``zip(*rows)`` then one ``pa.array`` per column costs about twice as much as letting Arrow
 read the tuples directly as a struct array and flattening it, which is what `Converter` does.
-The four low-cardinality strings come out dictionary-encoded (a per-batch dictionary; the
+The low-cardinality strings come out dictionary-encoded (a per-batch dictionary; the
 hour file remaps it to its own). Rows are converted in pieces so that the writer thread
 releases the GIL between them and the recorder's event loop is never held for long.
+
+A `TradeRow` has no ``source``: every batch converted from rows gets the constant ``"ws"``
+(`constant_dictionary`, a shared buffer of zero indices: no per-row work). A columnar batch
+may carry its own ``source`` column (values from `SOURCES`); without one it is ``"ws"`` too.
 """
 
 from __future__ import annotations
@@ -17,7 +21,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pumpwatch.errors import StoreError
-from pumpwatch.segments.schema import DICT_TYPE, SEGMENT_SCHEMA, TIME_TYPE, TradeRow
+from pumpwatch.segments.schema import (
+    DICT_TYPE,
+    ROW_SCHEMA,
+    SEGMENT_SCHEMA,
+    SOURCE_LIVE,
+    SOURCES,
+    TIME_TYPE,
+    TradeRow,
+    constant_dictionary,
+)
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +39,15 @@ PIECE_ROWS = 16384
 # Times convert as int64 and are then viewed as timestamps (zero-copy): Arrow's timestamp
 # converter also tries datetime objects on every value, ~5% of the whole conversion.
 ROW_TYPE = pa.struct(
-    [pa.field(f.name, pa.int64() if f.type == TIME_TYPE else f.type, nullable=True) for f in SEGMENT_SCHEMA]
+    [
+        pa.field(
+            f.name, pa.int64() if f.type == TIME_TYPE else SEGMENT_SCHEMA.field(f.name).type, nullable=True
+        )
+        for f in ROW_SCHEMA
+    ]
 )
-_TIME_POS = [i for i, f in enumerate(SEGMENT_SCHEMA) if f.type == TIME_TYPE]
-_REQUIRED = [i for i, f in enumerate(SEGMENT_SCHEMA) if not f.nullable]
+_TIME_POS = [i for i, f in enumerate(ROW_SCHEMA) if f.type == TIME_TYPE]
+_REQUIRED = [i for i, f in enumerate(ROW_SCHEMA) if not f.nullable]
 _CONVERT_ERRORS = (pa.ArrowException, TypeError, ValueError, OverflowError)
 
 
@@ -76,6 +94,7 @@ class Converter:
                 cols = arr.flatten()
                 for i in _TIME_POS:
                     cols[i] = cols[i].view(TIME_TYPE)
+                cols.append(constant_dictionary(SOURCE_LIVE, len(arr)))
                 yield pa.RecordBatch.from_arrays(cols, schema=SEGMENT_SCHEMA)
 
     def _salvage(self, piece: list[TradeRow]) -> pa.StructArray:
@@ -97,8 +116,11 @@ class Converter:
         return pa.array(good, ROW_TYPE)
 
     def _columnar(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        columns = batch.columns
+        if len(columns) == len(ROW_SCHEMA):
+            columns = [*columns, constant_dictionary(SOURCE_LIVE, batch.num_rows)]
         cols = []
-        for field, col in zip(SEGMENT_SCHEMA, batch.columns, strict=True):
+        for field, col in zip(SEGMENT_SCHEMA, columns, strict=True):
             if not field.nullable and col.null_count:
                 raise StoreError(f"{self.stream}: column {field.name} holds nulls")
             if field.type == DICT_TYPE:
@@ -113,4 +135,11 @@ class Converter:
                     msg = f"{self.stream}: column {field.name} of type {col.type}: {exc}"
                     raise StoreError(msg) from None
             cols.append(col)
+        sources = cols[-1].dictionary
+        if len(sources) > 1 or (len(sources) == 1 and sources[0].as_py() != SOURCE_LIVE):
+            used = set(pc.unique(cols[-1]).dictionary_decode().to_pylist())
+            if not used <= set(SOURCES):
+                raise StoreError(
+                    f"{self.stream}: source values {sorted(used - set(SOURCES))} are not {SOURCES}"
+                )
         return pa.RecordBatch.from_arrays(cols, schema=SEGMENT_SCHEMA)

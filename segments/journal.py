@@ -46,6 +46,9 @@ EVENTS: tuple[str, ...] = (
     "gap_start",
     "gap_end",
     "stats",  # the worker's cumulative counters (frames, trades, parse errors…), once per status interval
+    "id_gap",  # a hole in contiguous trade ids while listening (issue 10)
+    "repaired",  # a span of a symbol now holds every trade the exchange's REST history offers
+    "unrepaired",  # a span of a symbol that could not be repaired, with the reason
 )
 _RESERVED = ("ts", "event", "conn")
 

@@ -26,7 +26,8 @@ from pumpwatch.timeunits import US_PER_DAY, US_PER_HOUR, US_PER_S
 SEGMENTS_DIR = "segments"
 OPEN_PREFIX = "_"
 SUFFIX = ".arrow"  # a segment
-_STEM_RE = re.compile(r"^(_?)(\d{2})(\d{2})(\d{2})$")
+REPAIR_TAG = ".rest"  # a sealed file of rows repaired from REST history: HHMMSS.rest<N>.arrow
+_STEM_RE = re.compile(r"^(_?)(\d{2})(\d{2})(\d{2})(\.rest[1-9]\d*)?$")
 _DATE_RE = re.compile(r"^date=(\d{4})-(\d{2})-(\d{2})$")
 
 
@@ -42,6 +43,7 @@ class HourlyFile:
     sealed: bool  # False while the name starts with "_" (still being written, or left by a crash)
     size_bytes: int
     mtime_us: int
+    repair: bool = False  # rows repaired from REST history (``HHMMSS.rest<N>.arrow``, never open)
 
 
 def hour_start_us(ts_us: int) -> int:
@@ -80,7 +82,7 @@ def parse_hourly_path(path: Path, suffix: str) -> HourlyFile | None:
         return None
     m = _STEM_RE.match(path.name[: -len(suffix)])
     d = _DATE_RE.match(path.parent.name)
-    if m is None or d is None:
+    if m is None or d is None or (m[1] and m[5]):
         return None
     market_dir, exchange_dir = path.parent.parent.name, path.parent.parent.parent.name
     if not (market_dir.startswith("market=") and exchange_dir.startswith("exchange=")):
@@ -104,6 +106,7 @@ def parse_hourly_path(path: Path, suffix: str) -> HourlyFile | None:
         sealed=not m[1],
         size_bytes=info.st_size,
         mtime_us=info.st_mtime_ns // 1000,
+        repair=m[5] is not None,
     )
 
 
@@ -174,6 +177,15 @@ def segment_dir(data_dir: str | os.PathLike[str], stream: str, day: date | datet
 def segment_path(data_dir: str | os.PathLike[str], stream: str, start_us: int, *, sealed: bool) -> Path:
     """Full path of the segment of `stream` opened at `start_us` (whole seconds are kept)."""
     return hourly_path(segment_root(data_dir), stream, start_us, SUFFIX, sealed=sealed)
+
+
+def repair_name(start_us: int, n: int) -> str:
+    """``HHMMSS.rest<n>.arrow``: the `n`-th repair file whose first trade is in the second of
+    `start_us`. Live files never carry the tag, so the two can never collide."""
+    if n < 1:
+        raise ValueError(f"repair file number must be >= 1, got {n}")
+    stem = hourly_path(Path(), "binance_spot", start_us, "", sealed=True).name
+    return f"{stem}{REPAIR_TAG}{n}{SUFFIX}"
 
 
 def sealed_name(path: Path) -> Path:

@@ -8,6 +8,10 @@ min/max exchange time in its custom metadata, read from the message header witho
 decompressing, so only the batches that meet the window are decompressed. Sealed files are
 memory-mapped; an open ``_`` file is read as the IPC stream after its 8-byte magic, up to its
 last complete batch.
+
+Repair files (``HHMMSS.rest<N>.arrow``, rows from REST history grouped by their trade hour) are
+listed and read like any sealed segment. A version 1 segment has no ``source`` column: its
+rows come out with source ``"ws"``.
 """
 
 from __future__ import annotations
@@ -25,7 +29,14 @@ import pyarrow.ipc as ipc
 from pumpwatch.errors import StoreError
 from pumpwatch.segments.ipcscan import Chunk, scan_segment, stream_of
 from pumpwatch.segments.paths import HourlyFile, list_segments, sealed_name
-from pumpwatch.segments.schema import BATCH_TIME_MAX, BATCH_TIME_MIN, DICT_COLUMNS, TRADE_SCHEMA
+from pumpwatch.segments.schema import (
+    BATCH_TIME_MAX,
+    BATCH_TIME_MIN,
+    DICT_COLUMNS,
+    ROW_SCHEMA,
+    TRADE_SCHEMA,
+    with_source,
+)
 from pumpwatch.streams import split_stream
 from pumpwatch.timeunits import US_PER_S
 
@@ -53,7 +64,8 @@ def read_trades(
 ) -> pa.Table:
     """Every trade with ``start_us <= time <= end_us`` (and ``base`` equal, if given).
 
-    Columns: ``exchange``, ``market`` and `TRADE_FIELDS` (strings, not dictionaries), sorted by
+    Columns: ``exchange``, ``market`` and those of `TRADE_SCHEMA` (strings, not dictionaries; ``source``
+    is ``"ws"`` or ``"rest"``), sorted by
     (exchange, market, time, recv_time), ties kept in the order they were written.
     """
     per_stream: dict[str, list[pa.RecordBatch]] = {}
@@ -182,6 +194,8 @@ def _filter(batch: pa.RecordBatch, start_us: int, end_us: int, base: str | None)
     if not mask.any():
         return None
     picked = batch if mask.all() else batch.filter(pa.array(mask))
+    if picked.num_columns == len(ROW_SCHEMA):  # a version 1 segment: every row was received live
+        picked = with_source(picked)
     cols = [
         col.cast(pa.string()) if name in DICT_COLUMNS else col
         for name, col in zip(picked.schema.names, picked.columns, strict=True)

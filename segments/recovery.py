@@ -11,6 +11,11 @@ A file held by a live writer (it keeps an exclusive ``flock``) is left alone, so
 `recover` while writers are active is harmless. A file with no complete batch is removed when
 it holds nothing else (the writer died before its first flush) and moved to
 ``<data_dir>/quarantine/`` otherwise; either way it is logged and counted, never a crash.
+
+A ``_`` file left by a version 1 writer (no ``source`` column) is sealed in the current schema,
+its rows with source ``"ws"``. Hidden temporaries of an interrupted seal, recovery or repair
+write (``.*.sealing``, ``.*.recovering``, ``.*.repairing``) are removed when no live process
+holds them.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from pumpwatch.segments.compact import write_compacted
 from pumpwatch.segments.hourfile import make_dirs
 from pumpwatch.segments.ipcscan import FILE_MAGIC, Chunk, scan_segment, stream_of
 from pumpwatch.segments.paths import HourlyFile, list_segments, sealed_name, segment_root
-from pumpwatch.segments.schema import BATCH_ROWS, SEGMENT_SCHEMA
+from pumpwatch.segments.schema import BATCH_ROWS, SEGMENT_SCHEMA, SEGMENT_SCHEMA_V1, with_source
 from pumpwatch.streams import STREAMS, split_stream
 
 log = logging.getLogger(__name__)
@@ -132,9 +137,14 @@ def _write_sealed(data: pa.Buffer, chunks: list[Chunk], final: Path) -> None:
     tmp = final.with_name(f".{final.name}.recovering")
     tmp.unlink(missing_ok=True)  # left by a crash during an earlier recovery
     reader = ipc.open_stream(stream_of(data, chunks))
-    if reader.schema.remove_metadata() != SEGMENT_SCHEMA.remove_metadata():
+    schema = reader.schema.remove_metadata()
+    if schema == SEGMENT_SCHEMA.remove_metadata():
+        batches = iter(reader)
+    elif schema == SEGMENT_SCHEMA_V1.remove_metadata():  # left by a version 1 writer
+        batches = (with_source(b) for b in reader)
+    else:
         raise StoreError(f"{final}: unexpected segment schema {reader.schema}")
-    _rows, _batches, fd = write_compacted(iter(reader), tmp)
+    _rows, _batches, fd = write_compacted(batches, tmp)
     try:
         os.rename(tmp, final)
         fsync_dir(final.parent)
@@ -147,7 +157,7 @@ def _remove_stale_temps(data_dir: Path, streams: Iterable[str] | None, report: R
     for stream in STREAMS if streams is None else streams:
         exchange, market = split_stream(stream)
         for tmp in (segment_root(data_dir) / f"exchange={exchange}" / f"market={market}").glob("date=*/.*"):
-            if not tmp.name.endswith((".sealing", ".recovering")):
+            if not tmp.name.endswith((".sealing", ".recovering", ".repairing")):
                 continue
             fd = os.open(tmp, os.O_RDONLY)
             try:

@@ -7,6 +7,9 @@ Nothing is ever dropped: if the disk is slower than the feed the queue grows (an
 logged once per state change); a disk or schema fault stops the writer and is raised to the
 caller on its next `append`/`flush`/`close` as a `StoreError`.
 
+Every batch it writes carries ``source = "ws"`` (a `TradeRow` has no source; repaired rows
+are written by ``repair.py``, never through this writer).
+
 Layout and sealing (DESIGN §5): the open file is ``_HHMMSS.arrow``; at the hour it gets its
 footer, is fsynced, renamed to ``HHMMSS.arrow`` and the directory fsynced. Until then, after its
 8-byte magic, it is a valid IPC stream up to its last complete batch (see ``recovery.py``).
@@ -27,7 +30,7 @@ import pyarrow as pa
 from pumpwatch.errors import StoreError
 from pumpwatch.segments.convert import Converter
 from pumpwatch.segments.hourfile import HourFile
-from pumpwatch.segments.schema import TRADE_FIELDS, TradeRow
+from pumpwatch.segments.schema import TRADE_FIELDS, TRADE_SCHEMA, TradeRow
 from pumpwatch.streams import split_stream
 from pumpwatch.timeunits import US_PER_HOUR
 
@@ -124,10 +127,11 @@ class SegmentWriter:
         self._enqueue(rows, len(rows))
 
     def append_batch(self, batch: pa.RecordBatch | pa.Table) -> None:
-        """Enqueue a columnar batch with the columns of `TRADE_SCHEMA` (strings or dictionaries)."""
-        if tuple(batch.schema.names) != TRADE_FIELDS:
+        """Enqueue a columnar batch with the columns of `TRADE_SCHEMA` (strings or dictionaries);
+        without the last, ``source``, its rows are stored as received live (``"ws"``)."""
+        if tuple(batch.schema.names) not in (TRADE_FIELDS, tuple(TRADE_SCHEMA.names)):
             names = batch.schema.names
-            raise StoreError(f"{self.stream}: batch columns {names} are not {list(TRADE_FIELDS)}")
+            raise StoreError(f"{self.stream}: batch columns {names} are not {TRADE_SCHEMA.names}")
         for field in batch.schema:
             if not _storable(field.name, field.type):
                 raise StoreError(f"{self.stream}: column {field.name} cannot be stored as {field.type}")

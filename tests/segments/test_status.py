@@ -15,7 +15,7 @@ from pumpwatch.errors import StoreError
 from pumpwatch.segments.compact import batch_metadata
 from pumpwatch.segments.frames import FrameWriter, frame_path
 from pumpwatch.segments.journal import EventJournal
-from pumpwatch.segments.schema import TRADE_SCHEMA
+from pumpwatch.segments.schema import ROW_SCHEMA as TRADE_SCHEMA  # version 1 files (no source)
 from pumpwatch.segments.status import count_segment, recorded_us, store_status
 from pumpwatch.timeunits import US_PER_S as S
 

@@ -16,7 +16,7 @@ from store_helpers import HOUR_US, T0_US, assert_same_trades, make_rows, table_r
 import pumpwatch.segments as segments
 from pumpwatch.errors import StoreError
 from pumpwatch.segments import SegmentWriter, list_segments, read_trades
-from pumpwatch.segments.schema import SEGMENT_SCHEMA, TRADE_SCHEMA
+from pumpwatch.segments.schema import ROW_SCHEMA, SEGMENT_SCHEMA, TRADE_SCHEMA
 
 text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
 floats = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(
@@ -51,6 +51,7 @@ def test_round_trip_is_exact(rows: list, chunk: int, flush_rows: int) -> None:
         got = read_trades(data_dir, T0_US - HOUR_US, T0_US + 5 * HOUR_US)
         assert got.column("exchange").to_pylist() == ["okx"] * len(rows)
         assert got.column("market").to_pylist() == ["futures"] * len(rows)
+        assert got.column("source").to_pylist() == ["ws"] * len(rows)  # stamped by the live writer
         assert_same_trades(table_rows(got), rows)
         assert all(s.sealed for s in list_segments(data_dir))
 
@@ -75,7 +76,7 @@ def test_files_are_arrow_ipc_files_with_versioned_schema(tmp_path) -> None:
     assert data[:8] == b"ARROW1\x00\x00" and data[-6:] == b"ARROW1"
     reader = ipc.open_file(seg.path)
     assert reader.schema.equals(SEGMENT_SCHEMA, check_metadata=True)
-    assert reader.schema.metadata[b"pumpwatch.schema_version"] == b"1"
+    assert reader.schema.metadata[b"pumpwatch.schema_version"] == b"2"
     assert reader.num_record_batches == 1  # sealing compacts the hour into large batches
     batch, meta = reader.get_batch_with_custom_metadata(0)
     assert meta[b"pumpwatch.time_min_us"] == str(T0_US).encode()
@@ -86,20 +87,47 @@ def test_files_are_arrow_ipc_files_with_versioned_schema(tmp_path) -> None:
     # rows grouped by symbol (first seen first), each symbol in receive order
     got = table_rows(pa.Table.from_batches([batch]))
     assert got == [r for sym in ("BTCUSDT", "ETHUSDT", "0GUSDT") for r in rows if r[2] == sym]
+    source = batch.column(batch.schema.get_field_index("source"))
+    assert source.type == pa.dictionary(pa.int32(), pa.string())  # stamped by the writer
+    assert source.dictionary.to_pylist() == ["ws"] and source.indices.to_pylist() == [0] * 250
     assert seg.size_bytes < batch.nbytes  # zstd-compressed
 
 
 def test_append_batch_takes_plain_and_dictionary_columns(tmp_path) -> None:
     rows = make_rows(1000)
-    plain = pa.Table.from_pylist(
-        [dict(zip(TRADE_SCHEMA.names, r, strict=True)) for r in rows], schema=TRADE_SCHEMA
+    plain = pa.Table.from_pylist(  # a parser's columns: no source
+        [dict(zip(ROW_SCHEMA.names, r, strict=True)) for r in rows], schema=ROW_SCHEMA
+    )
+    with_source = pa.Table.from_pylist(
+        [dict(zip(TRADE_SCHEMA.names, (*r, "ws"), strict=True)) for r in rows], schema=TRADE_SCHEMA
     )
     with SegmentWriter(tmp_path, "gate_spot") as w:
         w.append_batch(plain.slice(0, 500))
-        w.append_batch(plain.slice(500).to_batches()[0].cast(SEGMENT_SCHEMA))
+        w.append_batch(with_source.slice(500).to_batches()[0].cast(SEGMENT_SCHEMA))
         w.append(make_rows(3, start_us=T0_US + 10_000_000, symbols=("NEW",)))
-    got = table_rows(read_trades(tmp_path, T0_US, T0_US + HOUR_US))
-    assert got == rows + make_rows(3, start_us=T0_US + 10_000_000, symbols=("NEW",))
+    table = read_trades(tmp_path, T0_US, T0_US + HOUR_US)
+    assert table_rows(table) == rows + make_rows(3, start_us=T0_US + 10_000_000, symbols=("NEW",))
+    assert table.column("source").to_pylist() == ["ws"] * 1003
+
+
+def test_append_batch_checks_the_source_values(tmp_path) -> None:
+    rows = make_rows(4)
+    table = pa.Table.from_pylist(
+        [
+            dict(zip(TRADE_SCHEMA.names, (*r, s), strict=True))
+            for r, s in zip(rows, ["ws", "rest", "ws", "x"], strict=True)
+        ],
+        schema=TRADE_SCHEMA,
+    )
+    w = SegmentWriter(tmp_path, "gate_spot")
+    w.append_batch(table.slice(0, 3))
+    w.flush()
+    assert read_trades(tmp_path, T0_US, T0_US + HOUR_US).column("source").to_pylist() == ["ws", "rest", "ws"]
+    w.append_batch(table)
+    with pytest.raises(StoreError, match="source values"):  # a schema fault stops the writer
+        w.flush()
+    with pytest.raises(StoreError, match="source values"):
+        w.close()
 
 
 def test_append_batch_rejects_other_columns(tmp_path) -> None:
@@ -161,3 +189,105 @@ def test_research_one_liners(tmp_path) -> None:
         open_writer.close()
     assert segments.dataset(tmp_path).count_rows() == 335
     assert segments.dataset(tmp_path / "nothing").count_rows() == 0
+
+
+# Version 1 of the schema, as the writer wrote it before `source` existed (the nine row
+# columns, four of them dictionary-encoded). Spelled out here, not imported: it is what is on
+# users' disks, whatever the code says now.
+V1_DICT = pa.dictionary(pa.int32(), pa.string())
+V1_SCHEMA = pa.schema(
+    [
+        pa.field("time", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("recv_time", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("symbol", V1_DICT, nullable=False),
+        pa.field("base", V1_DICT, nullable=False),
+        pa.field("quote", V1_DICT, nullable=False),
+        pa.field("price", pa.float64(), nullable=False),
+        pa.field("qty", pa.float64(), nullable=False),
+        pa.field("side", V1_DICT, nullable=False),
+        pa.field("trade_id", pa.string(), nullable=True),
+    ],
+    metadata={b"pumpwatch.schema_version": b"1"},
+)
+
+
+def v1_batch(rows: list) -> pa.RecordBatch:
+    plain = pa.Table.from_pylist(
+        [dict(zip(ROW_SCHEMA.names, r, strict=True)) for r in rows], schema=ROW_SCHEMA
+    )
+    return plain.combine_chunks().to_batches()[0].cast(V1_SCHEMA)
+
+
+def write_v1(path, rows: list, *, sealed: bool) -> None:
+    from pumpwatch.segments.compact import batch_metadata
+
+    batch = v1_batch(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    opts = ipc.IpcWriteOptions(compression="zstd")
+    if sealed:
+        with ipc.new_file(str(path), V1_SCHEMA, options=opts) as w:
+            w.write_batch(batch, custom_metadata=batch_metadata(batch))
+        return
+    sink = pa.BufferOutputStream()  # a crash left it open: magic, then the stream so far
+    with ipc.new_stream(sink, V1_SCHEMA, options=opts) as w:
+        w.write_batch(batch, custom_metadata=batch_metadata(batch))
+    path.write_bytes(b"ARROW1\x00\x00" + sink.getvalue().to_pybytes()[:-8])
+
+
+def test_version_1_segments_read_as_ws_everywhere(tmp_path) -> None:
+    from pumpwatch.segments.reader import iter_batches, read_segment
+    from pumpwatch.segments.recovery import recover
+    from pumpwatch.segments.repair import write_repaired
+    from pumpwatch.segments.schema import SEGMENT_SCHEMA_V1, to_trade_table
+    from pumpwatch.segments.status import store_status
+
+    assert V1_SCHEMA.equals(SEGMENT_SCHEMA_V1, check_metadata=True)
+    day = tmp_path / "segments" / "exchange=binance" / "market=spot" / "date=2026-01-01"
+    old_sealed = make_rows(50)  # hour 0, sealed by the old writer
+    old_open = make_rows(20, start_us=T0_US + HOUR_US, symbols=("OLD",))  # hour 1, left open by a crash
+    write_v1(day / "000000.arrow", old_sealed, sealed=True)
+    write_v1(day / "_010000.arrow", old_open, sealed=False)
+    new = make_rows(30, start_us=T0_US + 2 * HOUR_US, symbols=("NEW",))  # hour 2, the new writer
+    with SegmentWriter(tmp_path, "binance_spot", fsync=False) as w:
+        w.append(new)
+    rest = make_rows(5, start_us=T0_US + 3 * HOUR_US, symbols=("REST",))
+    # repair de-duplicates against version 1 rows too
+    assert (
+        write_repaired(tmp_path, "binance_spot", old_sealed[:10] + old_open[:5] + rest, fsync=False).written
+        == 5
+    )
+
+    def check(table: pa.Table, n_rest: int = 5) -> None:
+        assert table_rows(table) == old_sealed + old_open + new + rest
+        assert table.column("source").to_pylist() == ["ws"] * 100 + ["rest"] * n_rest
+
+    check(read_trades(tmp_path, T0_US, T0_US + 4 * HOUR_US))
+    batches = [b for _s, b in iter_batches(tmp_path, T0_US, T0_US + 4 * HOUR_US)]
+    assert all(b.schema.equals(TRADE_SCHEMA) for b in batches)
+    (seg,) = [s for s in list_segments(tmp_path) if s.path.name == "000000.arrow"]
+    (only,) = read_segment(seg, T0_US, T0_US + HOUR_US)
+    assert only.column("source").to_pylist() == ["ws"] * 50
+    with pa.memory_map(str(seg.path)) as source:  # what `reparse` reads a whole hour with
+        assert to_trade_table(ipc.open_file(source).read_all()).column("source").to_pylist() == ["ws"] * 50
+    assert store_status(tmp_path, now_us=T0_US + 4 * HOUR_US)["trades"] == 105
+
+    # the dataset: a version 1 file has no `source`; pyarrow fills null, read it as "ws"
+    ds = segments.dataset(tmp_path)  # (the open file is skipped until recovered)
+    sources = ds.to_table(columns={"source": pc.coalesce(pc.field("source"), "ws")}).column("source")
+    assert sorted(sources.to_pylist()) == ["rest"] * 5 + ["ws"] * 80
+    assert ds.to_table(columns=["source"]).column("source").null_count == 50
+    assert duckdb.sql(
+        "SELECT coalesce(source, 'ws') AS s, count(*) FROM ds GROUP BY s ORDER BY s"
+    ).fetchall() == [
+        ("rest", 5),
+        ("ws", 80),
+    ]
+
+    # recovery seals the old open file in the current schema
+    (sealed,) = recover(tmp_path, ["binance_spot"])
+    assert sealed.name == "010000.arrow"
+    reader = ipc.open_file(sealed)
+    assert reader.schema.equals(SEGMENT_SCHEMA, check_metadata=True)
+    assert reader.read_all().column("source").to_pylist() == ["ws"] * 20
+    check(read_trades(tmp_path, T0_US, T0_US + 4 * HOUR_US))
+    assert segments.dataset(tmp_path).count_rows() == 105

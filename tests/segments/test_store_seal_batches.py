@@ -36,3 +36,26 @@ def test_large_batches_are_sealed_grouped_and_exact(tmp_path: Path) -> None:
     assert sorted(float_bits(got)) == sorted(float_bits(rows))  # nothing lost, nothing invented
     for symbol in {r[2] for r in rows}:  # per symbol, the appended order survives
         assert [r for r in got if r[2] == symbol] == [r for r in rows if r[2] == symbol]
+
+
+def test_each_rows_source_survives_both_ways_of_sealing(tmp_path: Path) -> None:
+    from pumpwatch.segments.reader import read_trades
+    from pumpwatch.segments.schema import TRADE_SCHEMA
+
+    rows = make_rows(20_000, start_us=T0_US, step_us=100, symbols=("BTC", "ETH", "0G"))
+    sources = ["rest" if i % 5 == 0 else "ws" for i in range(len(rows))]  # e.g. a reparse keeping rows
+    table = pa.Table.from_pylist(
+        [dict(zip(TRADE_SCHEMA.names, (*r, s), strict=True)) for r, s in zip(rows, sources, strict=True)],
+        schema=TRADE_SCHEMA,
+    )
+    for stream, piece in (
+        ("okx_spot", 10_000),
+        ("gate_spot", 500),
+    ):  # grouped as written / rewritten at sealing
+        with SegmentWriter(tmp_path, stream, flush_rows=piece, fsync=False) as writer:
+            for off in range(0, len(rows), piece):
+                writer.append_batch(table.slice(off, piece))
+                writer.flush()
+        got = read_trades(tmp_path, T0_US, T0_US + 3_600_000_000, streams=[stream])
+        by_row = dict(zip(table_rows(got), got.column("source").to_pylist(), strict=True))
+        assert by_row == dict(zip(rows, sources, strict=True))
