@@ -187,14 +187,15 @@ class StreamPipeline:
         # Batch by batch, in file order (= receive order): only one batch is ever held as Python
         # rows (all of them at once was ~100 MB per stream at 2 k trades/s), and `remember`
         # counts occurrences across batches as if they were one.
-        for seg in list_segments(data_dir, [self.stream])[-2:]:  # the newest files hold the last minutes
+        live = [seg for seg in list_segments(data_dir, [self.stream]) if not seg.repair]
+        for seg in live[-2:]:  # the newest live files hold the last minutes
             if seg.hour_end_us < since_us:
                 continue
             for batch in read_segment(seg, since_us, 2**62):
                 cols = [batch.column(i) for i in range(batch.num_columns)]
                 times = cols[0].cast("int64").to_pylist()
                 recvs = cols[1].cast("int64").to_pylist()
-                rest = [c.to_pylist() for c in cols[2:]]
+                rest = [c.to_pylist() for c in cols[2:9]]  # the TradeRow fields, not `source`
                 rows = list(zip(times, recvs, *rest, strict=True))
                 rows.sort(key=lambda r: r[1])
                 self.runner.dedupe.remember(rows)
