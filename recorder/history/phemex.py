@@ -104,14 +104,16 @@ def _oldest_first(rows: list[TradeRow]) -> list[TradeRow]:
 def parse_spot_trades(body: bytes, recv_us: int, inst: Instrument) -> HistoryPage:
     """``{"error":null,"id":0,"result":{"sequence":15934323,"symbol":"sBTCUSDT",
     "trades":[[1579164056368538508,"Sell",869600000000,1210000]],"type":"snapshot"}}``"""
-    rows = [spot_trade_row(*item, inst, recv_us) for item in _result(body, "trades", inst)]
+    rows = [spot_trade_row(ts, side, p, q, inst, recv_us) for ts, side, p, q in _result(body, "trades", inst)]
     return HistoryPage(_oldest_first(rows))
 
 
 def parse_perp_trades(body: bytes, recv_us: int, inst: Instrument) -> HistoryPage:
     """``{"error":null,"id":0,"result":{"sequence":77702250,"symbol":"BTCUSDT",
     "trades_p":[[1666856076819029800,"Sell","20700.3","0.649"]],"type":"snapshot"}}``"""
-    rows = [perp_trade_row(*item, inst, recv_us) for item in _result(body, "trades_p", inst)]
+    rows = [
+        perp_trade_row(ts, side, p, q, inst, recv_us) for ts, side, p, q in _result(body, "trades_p", inst)
+    ]
     return HistoryPage(_oldest_first(rows))
 
 
