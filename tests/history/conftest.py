@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -54,8 +55,14 @@ class Journal:
         return [fields for name, fields in self.events if name == event]
 
 
-def fast_budget(spec: HistorySpec, **kwargs: Any) -> RateBudget:
-    """The spec's budget, with backoffs shrunk for tests."""
+def fast_budget(spec: HistorySpec, *, real_rate: bool = False, **kwargs: Any) -> RateBudget:
+    """The spec's budget with backoffs shrunk for tests and, unless `real_rate`, a weight
+    budget 100 times the exchange's (the pacing itself is tested in test_budget.py)."""
     kwargs.setdefault("default_429_s", 0.05)
     kwargs.setdefault("ban_floor_s", 0.3)
-    return RateBudget(spec.rate, **kwargs)
+    rule = (
+        spec.rate
+        if real_rate
+        else dataclasses.replace(spec.rate, weight_per_window=spec.rate.weight_per_window * 100)
+    )
+    return RateBudget(rule, **kwargs)

@@ -220,7 +220,10 @@ def _gate_window(ex: FakeExchange, q: dict[str, str]) -> list[TradeRow]:
 def _gate_spot(ex: FakeExchange, r: Request) -> HttpResponse:
     q = r.query
     if q.get("currency_pair") != ex.inst.symbol:
-        return _json({"label": "INVALID_CURRENCY_PAIR", "message": f"Invalid currency pair {q.get('currency_pair')}"}, 400)
+        return _json(
+            {"label": "INVALID_CURRENCY_PAIR", "message": f"Invalid currency pair {q.get('currency_pair')}"},
+            400,
+        )
     limit, page = int(q.get("limit", "100")), int(q.get("page", "1"))
     if limit > 1000 or limit * (page - 1) > 100_000:
         return _json({"label": "INVALID_PARAM_VALUE", "message": "page out of range"}, 400)
@@ -288,7 +291,9 @@ def _bybit_recent(ex: FakeExchange, r: Request) -> HttpResponse:
         }
         for t in list(reversed(ex.trades))[:limit]
     ]
-    return _json({"retCode": 0, "retMsg": "OK", "result": {"category": q.get("category"), "list": items}, "time": 0})
+    return _json(
+        {"retCode": 0, "retMsg": "OK", "result": {"category": q.get("category"), "list": items}, "time": 0}
+    )
 
 
 def _kucoin(ex: FakeExchange, r: Request) -> HttpResponse:
@@ -313,7 +318,13 @@ def _kucoin(ex: FakeExchange, r: Request) -> HttpResponse:
             )
         else:
             data.append(
-                {"sequence": t[8], "price": num_text(t[5]), "size": num_text(t[6]), "side": t[7], "time": t[0] * 1000}
+                {
+                    "sequence": t[8],
+                    "price": num_text(t[5]),
+                    "size": num_text(t[6]),
+                    "side": t[7],
+                    "time": t[0] * 1000,
+                }
             )
     return _json({"code": "200000", "data": data})
 
@@ -331,7 +342,13 @@ def _phemex(ex: FakeExchange, r: Request) -> HttpResponse:
             p_scale, q_scale = 10**ex.inst.price_scale, 10**ex.inst.qty_scale
             rows.append([t[0] * 1000, side, round(t[5] * p_scale), round(t[6] * q_scale)])
     key = "trades_p" if futures else "trades"
-    return _json({"error": None, "id": 0, "result": {"sequence": 1, "symbol": ex.inst.symbol, key: rows, "type": "snapshot"}})
+    return _json(
+        {
+            "error": None,
+            "id": 0,
+            "result": {"sequence": 1, "symbol": ex.inst.symbol, key: rows, "type": "snapshot"},
+        }
+    )
 
 
 ROUTES: dict[tuple[str, str], Callable[[FakeExchange, Request], HttpResponse]] = {
