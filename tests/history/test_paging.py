@@ -20,7 +20,7 @@ from pumpwatch.timeunits import US_PER_DAY, US_PER_HOUR, US_PER_MINUTE
 
 
 def run(coro: Awaitable[Any]) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, 60))  # type: ignore[arg-type]
+    return asyncio.run(asyncio.wait_for(coro, 60))
 
 
 async def _repair(
