@@ -41,7 +41,7 @@ def trade_row(
 ) -> TradeRow:
     """One Bybit trade -> TradeRow as the live decoder maps it (``S``/``side`` is the taker side,
     size in base coin on both categories, time ms → µs, id as sent)."""
-    if type(exec_id) is not str or side not in _SIDES or type(time_ms) is not int:
+    if type(exec_id) is not str or type(side) is not str or side not in _SIDES or type(time_ms) is not int:
         raise ParseError(f"bybit: bad trade fields {exec_id!r} {side!r} {time_ms!r}")
     px, qty = positive(price, "price"), positive(size, "size")
     return (time_ms * US_PER_MS, recv_us, inst.symbol, inst.base, inst.quote, px, qty, _SIDES[side], exec_id)

@@ -58,7 +58,12 @@ def spot_trade_row(
     recv_us: int,
 ) -> TradeRow:
     """One Gate spot trade -> TradeRow as the live ``spot.trades`` decoder maps it (id as a string)."""
-    if type(trade_id) not in (int, str) or type(create_time_ms) is not str or side not in _SIDES:
+    if (
+        type(trade_id) not in (int, str)
+        or type(create_time_ms) is not str
+        or type(side) is not str
+        or side not in _SIDES
+    ):
         raise ParseError(f"gate: bad spot trade fields {trade_id!r} {create_time_ms!r} {side!r}")
     qty, px = positive(amount, "amount"), positive(price, "price")
     return (

@@ -42,7 +42,12 @@ def trade_row(
 ) -> TradeRow:
     """One KuCoin trade -> TradeRow as the live decoder maps it: ns → µs by integer division,
     qty = size × multiplier on futures (the multiplier is 1.0 on spot, so spot qty is size)."""
-    if type(trade_id) is not str or side not in _SIDES or type(time_ns) not in (int, str):
+    if (
+        type(trade_id) is not str
+        or type(side) is not str
+        or side not in _SIDES
+        or type(time_ns) not in (int, str)
+    ):
         raise ParseError(f"kucoin: bad trade fields {trade_id!r} {side!r} {time_ns!r}")
     try:
         time_us = int(time_ns) // 1000
@@ -78,6 +83,13 @@ def _data(body: bytes) -> list[dict[str, Any]]:
     if type(data) is not list or not all(type(item) is dict for item in data):
         raise ParseError("kucoin: history data is not a list of objects")
     return data
+
+
+def _id_text(value: Any) -> str:
+    """An id sent as a string or an integer, as a string."""
+    if type(value) is str or type(value) is int:
+        return str(value)
+    raise ParseError(f"kucoin: bad id {value!r}")
 
 
 def _sorted(rows: list[TradeRow]) -> list[TradeRow]:

@@ -41,7 +41,11 @@ def trade_row(
 ) -> TradeRow:
     """One OKX trade -> TradeRow exactly as the live ``trades-all`` decoder maps it: price
     ``float(px)``, qty ``float(sz) × multiplier`` (1 on spot, ctVal on SWAP), time ms → µs."""
-    if not (str is type(trade_id) is type(px) is type(sz) is type(ts_ms)) or side not in _SIDES:
+    if (
+        not (str is type(trade_id) is type(px) is type(sz) is type(ts_ms))
+        or type(side) is not str
+        or side not in _SIDES
+    ):
         raise ParseError(f"okx: bad trade fields {trade_id!r} {side!r}")
     positive(px, "px")
     positive(sz, "sz")

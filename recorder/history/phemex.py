@@ -45,7 +45,13 @@ def spot_trade_row(
 ) -> TradeRow:
     """One Phemex spot trade -> TradeRow as the live decoder maps it: scaled integers divided
     by the instrument's 10**price_scale and 10**qty_scale, ns → µs, no id."""
-    if type(ts_ns) is not int or type(price_ep) is not int or type(qty_ev) is not int or side not in _SIDES:
+    if (
+        type(ts_ns) is not int
+        or type(price_ep) is not int
+        or type(qty_ev) is not int
+        or type(side) is not str
+        or side not in _SIDES
+    ):
         raise ParseError(f"phemex: bad spot trade {[ts_ns, side, price_ep, qty_ev]!r:.120}")
     if price_ep <= 0 or qty_ev <= 0:
         raise ParseError(f"phemex: bad spot price/qty {price_ep!r} {qty_ev!r}")
@@ -58,7 +64,7 @@ def perp_trade_row(
     ts_ns: int, side: str, price_rp: str, qty_rq: str, inst: Instrument, recv_us: int
 ) -> TradeRow:
     """One Phemex USDT-perpetual trade -> TradeRow as the live decoder maps it (real values)."""
-    if type(ts_ns) is not int or side not in _SIDES:
+    if type(ts_ns) is not int or type(side) is not str or side not in _SIDES:
         raise ParseError(f"phemex: bad perpetual trade {[ts_ns, side, price_rp, qty_rq]!r:.120}")
     qty = positive(qty_rq, "qty") * inst.multiplier
     return (
