@@ -315,3 +315,49 @@ def test_unknown_instrument_is_a_caller_error() -> None:
 
     with pytest.raises(ValueError, match="unknown instrument"):
         run(go())
+
+
+def test_forward_id_hole_straddling_reach_locates_the_reachable_part() -> None:
+    """Binance futures keeps a year: the hole's first ids are beyond reach, so paging starts at
+    the id located at the reach limit and still stops exactly at last_id."""
+    stream = "binance_futures"
+    trades = make_trades(instrument(stream), 500, start_us=START_US)
+    now = trades[250][0] + 365 * US_PER_DAY - 3_600_000_000  # the reach limit falls on trade 250
+    start, end = trades[0][0], trades[400][0]
+    result, store, _journal, _ex = run(
+        _repair(stream, trades, start, end, first_id=1000, last_id=1400, now_us=lambda: now)
+    )
+    reach_start = trades[250][0]
+    assert result.unrepaired == ((start, reach_start - 1, "beyond_reach"),)
+    assert store.ids() == [int(t[8] or 0) for t in trades if t[0] >= reach_start and int(t[8] or 0) <= 1400]
+
+
+def test_long_repairs_are_written_in_batches() -> None:
+    stream = "binance_spot"
+    trades = make_trades(instrument(stream), 2500, start_us=START_US, micro=True)
+    result, store, journal, _ex = run(
+        _repair(stream, trades, trades[0][0], trades[-1][0], first_id=1000, last_id=3499, flush_rows=1000)
+    )
+    assert store.calls == 3 and result.written == 2500 == journal.of("repaired")[0]["trades"]
+
+
+def test_rows_already_stored_are_not_counted_as_written() -> None:
+    stream = "okx_spot"
+    trades = make_trades(instrument(stream), 300, start_us=START_US)
+    inst = instrument(stream)
+
+    async def go() -> tuple[RepairResult, Journal]:
+        async with FakeExchange(stream, inst, trades) as ex, make_client() as client:
+            spec = history_spec(stream, ex.url)
+            store, journal = Store(), Journal()
+            store.write(trades[:200], 0)  # the live stream got these
+            result = await repair(
+                client, spec, fast_budget(spec), stream, inst.symbol, trades[0][0], trades[-1][0],
+                instruments={inst.symbol: inst}, write=store.write, journal=journal,
+            )  # fmt: skip
+            assert len(store.rows) == 300
+            return result, journal
+
+    result, journal = run(go())
+    assert result.fetched == 300 and result.written == 100
+    assert journal.of("repaired")[0]["trades"] == 100
