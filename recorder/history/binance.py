@@ -18,7 +18,7 @@ IP ban answered with 418 (2 minutes up to 3 days).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -103,6 +103,13 @@ def parse_historical_trades(body: bytes, recv_us: int, inst: Instrument) -> Hist
     return HistoryPage(rows, ids)
 
 
+def parse_historical_trades_ms(body: bytes, recv_us: int, inst: Instrument) -> HistoryPage:
+    """A ``/api/v3/historicalTrades`` answer without the µs header (times in ms), for a live
+    stream configured with ``time_unit: MILLISECOND``."""
+    page = parse_historical_trades(body, recv_us, inst)
+    return HistoryPage([(r[0] * US_PER_MS, *r[1:]) for r in page.rows], page.ids)
+
+
 def parse_agg_trades(body: bytes, recv_us: int, inst: Instrument) -> HistoryPage:
     """A ``/fapi/v1/aggTrades`` answer (times in ms; the id is the aggregate id ``a``)::
 
@@ -136,11 +143,17 @@ def _first_id(key: str) -> Callable[[bytes], int | None]:
     return parse_locate
 
 
-def spec(market: str, rest_url: str) -> HistorySpec:
+def spec(market: str, rest_url: str, options: Mapping[str, Any]) -> HistorySpec | None:
     """The history of ``binance_<market>`` at `rest_url` (``https://api.binance.com``
-    or ``https://fapi.binance.com``)."""
+    or ``https://fapi.binance.com``); None when the adapter `options` record a channel whose
+    ids no history endpoint pages by (spot ``aggTrade``; futures ``trade``, whose by-id
+    history needs an API key). Spot asks for µs times only when the live stream gets µs."""
     base = rest_url.rstrip("/")
     if market == "spot":
+        if options.get("channel", "trade") != "trade":
+            return None
+        micro = str(options.get("time_unit", "MICROSECOND")).upper() == "MICROSECOND"
+        headers = TIME_UNIT_HEADER if micro else {}
         return HistorySpec(
             stream="binance_spot",
             kind="by_id",
@@ -150,12 +163,12 @@ def spec(market: str, rest_url: str) -> HistorySpec:
             reach_us=None,  # the whole history
             weight=25,
             rate=RATE,
-            parse=parse_historical_trades,
+            parse=parse_historical_trades if micro else parse_historical_trades_ms,
             direction="forward",
             request_ids=lambda sym, from_id, limit: HttpRequest(
                 "GET",
                 f"{base}/api/v3/historicalTrades?symbol={sym}&fromId={from_id}&limit={limit}",
-                TIME_UNIT_HEADER,
+                headers,
             ),
             request_locate=lambda sym, start_us, end_us: HttpRequest(
                 "GET",
@@ -168,6 +181,8 @@ def spec(market: str, rest_url: str) -> HistorySpec:
             ids_contiguous=True,
         )
     if market == "futures":
+        if options.get("channel", "aggTrade") != "aggTrade":
+            return None
         return HistorySpec(
             stream="binance_futures",
             kind="by_id",

@@ -12,6 +12,7 @@ answers HTTP 403 "access too frequent" and blocks the IP for about 10 minutes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -48,6 +49,16 @@ def trade_row(
 
 
 def parse_recent_trades(body: bytes, recv_us: int, inst: Instrument) -> HistoryPage:
+    """A recent-trade answer, block trades included (the live default)."""
+    return _parse(body, recv_us, inst, drop_block_trades=False)
+
+
+def parse_recent_trades_without_block_trades(body: bytes, recv_us: int, inst: Instrument) -> HistoryPage:
+    """A recent-trade answer without block trades (live option ``drop_block_trades: true``)."""
+    return _parse(body, recv_us, inst, drop_block_trades=True)
+
+
+def _parse(body: bytes, recv_us: int, inst: Instrument, *, drop_block_trades: bool) -> HistoryPage:
     """A recent-trade answer (newest first on the wire)::
 
     {"retCode":0,"retMsg":"OK","result":{"category":"spot","list":[{"execId":"2100000000007764263",
@@ -72,6 +83,8 @@ def parse_recent_trades(body: bytes, recv_us: int, inst: Instrument) -> HistoryP
             t = item["time"]
             if type(t) is not str or not t.isascii() or not t.isdigit():
                 raise ParseError(f"bybit: bad time {t!r}")
+            if drop_block_trades and item.get("isBlockTrade") is True:
+                continue
             rows.append(
                 trade_row(item["execId"], item["price"], item["size"], item["side"], int(t), inst, recv_us)
             )
@@ -82,8 +95,9 @@ def parse_recent_trades(body: bytes, recv_us: int, inst: Instrument) -> HistoryP
     return HistoryPage(rows)
 
 
-def spec(market: str, rest_url: str) -> HistorySpec:
-    """The history of ``bybit_<market>`` at `rest_url` (``https://api.bybit.com``)."""
+def spec(market: str, rest_url: str, options: Mapping[str, Any]) -> HistorySpec | None:
+    """The history of ``bybit_<market>`` at `rest_url` (``https://api.bybit.com``); block
+    trades are dropped when the live stream drops them (``drop_block_trades``)."""
     if market not in ("spot", "futures"):
         raise ValueError(f"bybit has no market {market!r}")
     category = "linear" if market == "futures" else "spot"
@@ -97,7 +111,9 @@ def spec(market: str, rest_url: str) -> HistorySpec:
         reach_us=None,
         weight=1,
         rate=RATE,
-        parse=parse_recent_trades,
+        parse=parse_recent_trades_without_block_trades
+        if options.get("drop_block_trades")
+        else parse_recent_trades,
         request_latest=lambda sym, limit: HttpRequest(
             "GET", f"{url}?category={category}&symbol={sym}&limit={limit}"
         ),

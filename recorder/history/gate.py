@@ -18,6 +18,7 @@ claimed repaired).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -199,7 +200,7 @@ def _seconds(start_us: int, end_us: int) -> str:
     return f"from={start_us // US_PER_S}&to={end_us // US_PER_S + 1}"
 
 
-def spec(market: str, rest_url: str) -> HistorySpec:
+def spec(market: str, rest_url: str, options: Mapping[str, Any]) -> HistorySpec | None:
     """The history of ``gate_<market>`` at `rest_url` (``https://api.gateio.ws``)."""
     base = rest_url.rstrip("/")
     if market == "spot":

@@ -14,6 +14,7 @@ public pool is 2,000 weight per 30 s per IP (spot and futures each); 429 beyond,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -134,7 +135,7 @@ def parse_futures_history(body: bytes, recv_us: int, inst: Instrument) -> Histor
     return HistoryPage(_sorted(rows))
 
 
-def spec(market: str, rest_url: str) -> HistorySpec:
+def spec(market: str, rest_url: str, options: Mapping[str, Any]) -> HistorySpec | None:
     """The history of ``kucoin_<market>`` at `rest_url` (``https://api.kucoin.com`` or
     ``https://api-futures.kucoin.com``)."""
     base = rest_url.rstrip("/")

@@ -12,6 +12,7 @@ The last 3 months are served. Rate: 20 requests per 2 s per IP; over it, HTTP 42
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -115,10 +116,14 @@ def parse_locate(body: bytes) -> int | None:
     return max(_trade_id(item) for item in data) if data else None
 
 
-def spec(market: str, rest_url: str) -> HistorySpec:
-    """The history of ``okx_<market>`` at `rest_url` (``https://www.okx.com``)."""
+def spec(market: str, rest_url: str, options: Mapping[str, Any]) -> HistorySpec | None:
+    """The history of ``okx_<market>`` at `rest_url` (``https://www.okx.com``); None when the
+    live stream records the aggregated ``trades`` channel (one row per taker order, whose
+    tradeId is the last fill's: per-fill REST rows would count its other fills twice)."""
     if market not in ("spot", "futures"):
         raise ValueError(f"okx has no market {market!r}")
+    if options.get("channel", "trades-all") != "trades-all":
+        return None
     url = rest_url.rstrip("/") + PATH
     return HistorySpec(
         stream=f"okx_{market}",

@@ -15,6 +15,7 @@ the "Others" group, 100 requests per minute; HTTP 429 beyond.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -123,7 +124,7 @@ def parse_perp_trades(body: bytes, recv_us: int, inst: Instrument) -> HistoryPag
     return HistoryPage(_oldest_first(rows))
 
 
-def spec(market: str, rest_url: str) -> HistorySpec:
+def spec(market: str, rest_url: str, options: Mapping[str, Any]) -> HistorySpec | None:
     """The history of ``phemex_<market>`` at `rest_url` (``https://api.phemex.com``)."""
     if market not in ("spot", "futures"):
         raise ValueError(f"phemex has no market {market!r}")

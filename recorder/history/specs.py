@@ -4,17 +4,26 @@ one shared `RateBudget` per exchange."""
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
+from typing import Any
 
 from pumpwatch.recorder.history.budget import RateBudget
 from pumpwatch.recorder.history.spec import HistorySpec
 from pumpwatch.streams import split_stream
 
 
-def history_spec(stream: str, rest_url: str) -> HistorySpec:
-    """The `HistorySpec` of `stream` (e.g. ``"okx_futures"``) against the REST base `rest_url`."""
+def history_spec(stream: str, rest_url: str, options: Mapping[str, Any] | None = None) -> HistorySpec | None:
+    """The `HistorySpec` of `stream` (e.g. ``"okx_futures"``) against the REST base `rest_url`.
+
+    `options` are the stream's adapter options from settings (``streams.<id>.options``): the
+    REST rows must match what the live stream records, so a configuration whose live records
+    no history endpoint reproduces (Binance futures on the raw ``@trade`` channel, OKX on the
+    aggregated ``trades`` channel) has no history: None. Repairs of such a stream are
+    journaled ``unrepaired`` with reason ``no_history``.
+    """
     exchange, market = split_stream(stream)
     module = importlib.import_module(f"pumpwatch.recorder.history.{exchange}")
-    spec: HistorySpec = module.spec(market, rest_url)
+    spec: HistorySpec | None = module.spec(market, rest_url, dict(options or {}))
     return spec
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.recorder.history.budget import RateBudget
 from pumpwatch.recorder.history.spec import HistorySpec
+from pumpwatch.recorder.history.specs import history_spec
 from pumpwatch.recorder.sim.instruments import sim_instrument
 from pumpwatch.segments.schema import TradeRow
 
@@ -66,3 +67,10 @@ def fast_budget(spec: HistorySpec, *, real_rate: bool = False, **kwargs: Any) ->
         else dataclasses.replace(spec.rate, weight_per_window=spec.rate.weight_per_window * 100)
     )
     return RateBudget(rule, **kwargs)
+
+
+def spec_for(stream: str, rest_url: str, options: Mapping[str, Any] | None = None) -> HistorySpec:
+    """The stream's history spec (with default options every stream has one)."""
+    spec = history_spec(stream, rest_url, options)
+    assert spec is not None
+    return spec

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from history.conftest import START_US, Journal, Store, fast_budget, instrument
+from history.conftest import START_US, Journal, Store, fast_budget, instrument, spec_for
 from history.fake_exchange import FakeExchange, Fault, make_trades
 from pumpwatch.recorder.history.budget import RateBudget, retry_after_s
 from pumpwatch.recorder.history.repair import make_client, repair
 from pumpwatch.recorder.history.spec import RateRule
-from pumpwatch.recorder.history.specs import Budgets, history_spec
+from pumpwatch.recorder.history.specs import Budgets
 
 RULE = RateRule(key="x", weight_per_window=100, window_s=10.0, reserve=0.5, ban_statuses=(418,))
 
@@ -131,9 +131,9 @@ def test_retry_after_header() -> None:
 
 def test_one_budget_per_exchange() -> None:
     budgets = Budgets()
-    spot, futures = history_spec("binance_spot", "http://a"), history_spec("binance_futures", "http://b")
+    spot, futures = spec_for("binance_spot", "http://a"), spec_for("binance_futures", "http://b")
     assert budgets.for_spec(spot) is budgets.for_spec(futures)
-    assert budgets.for_spec(history_spec("okx_spot", "http://c")) is not budgets.for_spec(spot)
+    assert budgets.for_spec(spec_for("okx_spot", "http://c")) is not budgets.for_spec(spot)
 
 
 # -- against a local server -------------------------------------------------------------------
@@ -146,7 +146,7 @@ async def _run(
     trades = make_trades(inst, 2500, start_us=START_US, micro=stream == "binance_spot")
     async with FakeExchange(stream, inst, trades) as ex, make_client() as client:
         ex.faults.extend(faults)
-        spec = history_spec(stream, ex.url)
+        spec = spec_for(stream, ex.url)
         budget = kwargs.pop("budget", None) or fast_budget(spec)
         store, journal = Store(), Journal()
         t0 = time.monotonic()
@@ -189,7 +189,7 @@ def test_bybit_403_is_a_ban() -> None:
     async def go() -> tuple[Any, float]:
         async with FakeExchange(stream, inst, trades) as ex, make_client() as client:
             ex.faults.append(Fault(403, b"access too frequent"))
-            spec = history_spec(stream, ex.url)
+            spec = spec_for(stream, ex.url)
             t0 = time.monotonic()
             result = await repair(
                 client, spec, fast_budget(spec), stream, inst.symbol, trades[0][0], trades[-1][0],
@@ -216,11 +216,11 @@ def test_two_streams_share_one_paced_budget() -> None:
     spot_inst, swap_inst = instrument("okx_spot"), instrument("okx_futures")
     spot_trades = make_trades(spot_inst, 1000, start_us=START_US)
     swap_trades = make_trades(swap_inst, 1000, start_us=START_US)
-    rule = dataclasses.replace(history_spec("okx_spot", "http://x").rate, weight_per_window=20, window_s=1.0)
+    rule = dataclasses.replace(spec_for("okx_spot", "http://x").rate, weight_per_window=20, window_s=1.0)
     budget = RateBudget(rule)
 
     async def one(ex: FakeExchange, client: Any, trades: list[Any]) -> Any:
-        spec = history_spec(ex.stream, ex.url)
+        spec = spec_for(ex.stream, ex.url)
         store = Store()
         result = await repair(
             client, spec, budget, ex.stream, ex.inst.symbol, trades[0][0], trades[-1][0],

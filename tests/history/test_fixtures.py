@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from history.conftest import spec_for
 from pumpwatch.errors import ParseError
 from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.recorder.adapters import get_adapter
 from pumpwatch.recorder.history import binance, bybit, gate, kucoin, okx, phemex
 from pumpwatch.recorder.history.spec import HistoryError, HistoryPage
-from pumpwatch.recorder.history.specs import history_spec
 from pumpwatch.segments.schema import TradeRow
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -53,7 +53,7 @@ def test_binance_spot_historical_trades() -> None:
 
 
 def test_binance_locate_answers() -> None:
-    spot, futures = history_spec("binance_spot", "http://x"), history_spec("binance_futures", "http://x")
+    spot, futures = spec_for("binance_spot", "http://x"), spec_for("binance_futures", "http://x")
     assert spot.parse_locate is not None and futures.parse_locate is not None
     assert spot.parse_locate(body("binance/spot_history_agg_trades.json")) == 12345  # f, the trade id
     assert spot.parse_locate(body("binance/spot_history_agg_trades_empty.json")) is None

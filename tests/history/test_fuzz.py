@@ -13,14 +13,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from history.conftest import spec_for
 from pumpwatch.errors import ParseError
 from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.recorder.history.spec import HistoryError, HistorySpec
-from pumpwatch.recorder.history.specs import history_spec
 from pumpwatch.streams import STREAMS
 
 INST = Instrument("ABC", "ABC", "USDT", multiplier=0.01, price_scale=8, qty_scale=8)
-SPECS = {stream: history_spec(stream, "http://127.0.0.1:9") for stream in STREAMS}
+SPECS = {stream: spec_for(stream, "http://127.0.0.1:9") for stream in STREAMS}
 
 KEYS = [
     "code",

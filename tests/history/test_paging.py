@@ -10,11 +10,10 @@ from typing import Any
 
 import pytest
 
-from history.conftest import START_US, Journal, Store, fast_budget, instrument
+from history.conftest import START_US, Journal, Store, fast_budget, instrument, spec_for
 from history.fake_exchange import FakeExchange, Fault, make_trades
 from pumpwatch.recorder.history.repair import RepairResult, make_client, repair
 from pumpwatch.recorder.history.spec import HistorySpec
-from pumpwatch.recorder.history.specs import history_spec
 from pumpwatch.segments.schema import TradeRow
 from pumpwatch.timeunits import US_PER_DAY, US_PER_HOUR, US_PER_MINUTE
 
@@ -36,7 +35,7 @@ async def _repair(
     inst = trades[0][2] and instrument(stream)
     async with FakeExchange(stream, inst, trades) as ex, make_client() as client:
         setup(ex)
-        spec = tweak(history_spec(stream, ex.url))
+        spec = tweak(spec_for(stream, ex.url))
         store, journal = Store(), Journal()
         kwargs.setdefault("retry_delay_s", 0.01)
         budget = kwargs.pop("budget", None) or fast_budget(spec)
@@ -64,7 +63,7 @@ def test_id_hole_is_fetched_exactly(stream: str) -> None:
     assert result.calls == len(ex.log)
     assert journal.of("repaired") == [
         {"symbol": trades[0][2], "base": "ABC", "start_us": after_us, "end_us": before_us,
-         "trades": last - first + 1, "via": history_spec(stream, "http://x").via},
+         "trades": last - first + 1, "via": spec_for(stream, "http://x").via},
     ]  # fmt: skip
     assert journal.of("unrepaired") == []
     # never a request past what the hole needs: forward stops at last_id, backward at first_id
@@ -296,7 +295,7 @@ def test_server_errors_are_retried() -> None:
 
 def test_unknown_instrument_is_a_caller_error() -> None:
     stream = "gate_spot"
-    spec = history_spec(stream, "http://127.0.0.1:9")
+    spec = spec_for(stream, "http://127.0.0.1:9")
 
     async def go() -> None:
         async with make_client() as client:
@@ -348,7 +347,7 @@ def test_rows_already_stored_are_not_counted_as_written() -> None:
 
     async def go() -> tuple[RepairResult, Journal]:
         async with FakeExchange(stream, inst, trades) as ex, make_client() as client:
-            spec = history_spec(stream, ex.url)
+            spec = spec_for(stream, ex.url)
             store, journal = Store(), Journal()
             store.write(trades[:200], 0)  # the live stream got these
             result = await repair(

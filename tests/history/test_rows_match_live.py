@@ -11,11 +11,10 @@ import asyncio
 
 import pytest
 
-from history.conftest import NOW_US, START_US, Journal, Store, fast_budget, instrument
+from history.conftest import NOW_US, START_US, Journal, Store, fast_budget, instrument, spec_for
 from history.fake_exchange import FakeExchange, make_trades
 from pumpwatch.recorder.adapters import get_adapter
 from pumpwatch.recorder.history.repair import make_client, repair
-from pumpwatch.recorder.history.specs import history_spec
 from pumpwatch.recorder.sim.cluster import sim_protocol_for
 from pumpwatch.segments.schema import TradeRow
 from pumpwatch.streams import STREAMS
@@ -50,7 +49,7 @@ def test_rest_row_equals_live_row(stream: str) -> None:
 
     async def run() -> Store:
         async with FakeExchange(stream, inst, trades) as ex, make_client() as client:
-            spec = history_spec(stream, ex.url)
+            spec = spec_for(stream, ex.url)
             store, journal = Store(), Journal()
             start, end = trades[0][0], trades[-1][0]
             result = await repair(
