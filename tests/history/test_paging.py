@@ -32,7 +32,7 @@ async def _repair(
     setup: Callable[[FakeExchange], None] = lambda ex: None,
     **kwargs: Any,
 ) -> tuple[RepairResult, Store, Journal, FakeExchange]:
-    inst = trades[0][2] and instrument(stream)
+    inst = instrument(stream)
     async with FakeExchange(stream, inst, trades) as ex, make_client() as client:
         setup(ex)
         spec = tweak(spec_for(stream, ex.url))
