@@ -1,0 +1,1 @@
+"""Tests of the REST-history repair engine (recorder/history/)."""
