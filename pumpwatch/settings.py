@@ -116,6 +116,15 @@ class RecorderSettings:
     backoff_max_s: float = 30.0  # … doubles with jitter up to here
     worker_restart_max_s: float = 60.0  # cap of the backoff before restarting a dead worker
     heartbeat_s: float = 10.0  # journal an "alive" mark this often (bounds a crash's unknown span)
+    redundancy: int = 1  # connections kept per shard at all times (2: a death loses nothing)
+
+
+@dataclass
+class RepairSettings:
+    live: bool = True  # fill a gap from the exchange's REST trade history as soon as it closes
+    at_extract: bool = True  # fill what is still missing in a window when extracting (--no-backfill)
+    id_grace_s: float = 2.0  # a hole in contiguous trade ids is a gap once unfilled this long
+    extract_deadline_s: float = 60.0  # extraction-time repair gives up (rate_limited) after this
 
 
 @dataclass
@@ -167,6 +176,7 @@ class Settings:
     extract: ExtractSettings = field(default_factory=ExtractSettings)
     pump: PumpSettings = field(default_factory=PumpSettings)
     recorder: RecorderSettings = field(default_factory=RecorderSettings)
+    repair: RepairSettings = field(default_factory=RepairSettings)
     symbols: SymbolsSettings = field(default_factory=SymbolsSettings)
     streams: dict[str, StreamSettings] = field(default_factory=_default_streams)
     upbit: UpbitSettings = field(default_factory=UpbitSettings)
@@ -275,6 +285,9 @@ _MINIMUMS: tuple[tuple[str, str, float, str], ...] = (
     ("recorder.backoff_initial", "recorder.backoff_initial_s", 0.01, "10ms"),
     ("recorder.worker_restart_max", "recorder.worker_restart_max_s", 0.1, "100ms"),
     ("recorder.heartbeat", "recorder.heartbeat_s", 1.0, "1s"),
+    ("recorder.redundancy", "recorder.redundancy", 1, "1"),
+    ("repair.id_grace", "repair.id_grace_s", 0.0, "0"),
+    ("repair.extract_deadline", "repair.extract_deadline_s", 1.0, "1s"),
     ("upbit.per_page", "upbit.per_page", 1, "1"),
     ("upbit.poll_interval", "upbit.poll_interval_s", 0.1, "100ms"),
     ("upbit.jitter", "upbit.jitter", 0.0, "0"),
@@ -290,6 +303,7 @@ _MAXIMUMS: tuple[tuple[str, str, float, str], ...] = (
     ("upbit.per_page", "upbit.per_page", 100, "100"),
     ("upbit.jitter", "upbit.jitter", 0.9, "0.9"),
     ("metrics.port", "metrics.port", 65535, "65535"),
+    ("recorder.redundancy", "recorder.redundancy", 2, "2"),
 )
 SYMBOLS_REFRESH_MIN_S = 60.0  # symbols.refresh: 0 (never) or at least a minute of REST calls apart
 
