@@ -56,6 +56,18 @@ def positive(value: Any, what: str) -> float:
     raise ParseError(f"bad {what}: {value!r:.60}")
 
 
+def signed(value: Any, what: str) -> float:
+    """A finite, non-zero number whose sign means something (Gate's signed contract sizes)."""
+    if value.__class__ is not bool:
+        try:
+            x = float(value)
+        except (ValueError, TypeError, OverflowError):
+            raise ParseError(f"bad {what}: {value!r:.60}") from None
+        if 0.0 < abs(x) < _INF:
+            return x
+    raise ParseError(f"bad {what}: {value!r:.60}")
+
+
 def trade_id(value: str | int) -> str:
     """An exchange trade id as our string (ids come as JSON strings or integers)."""
     return value if value.__class__ is str else str(value)
