@@ -31,7 +31,6 @@ from pumpwatch.recorder.adapters.checks import (
     option_values,
     positive,
     read_options,
-    trade_id,
 )
 from pumpwatch.segments.schema import TradeRow
 from pumpwatch.timeunits import US_PER_MS
@@ -82,7 +81,7 @@ def trade_rows(trades: list[Trade], inst: Instrument, recv_us: int, drop_block: 
                 positive(trade.price, "price"),
                 positive(trade.qty, "qty"),
                 SIDE_OF_CAPITAL[trade.side],
-                trade_id(trade.trade_id),
+                str(trade.trade_id),
             )
         )
     return rows

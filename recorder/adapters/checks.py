@@ -12,14 +12,19 @@ a trade time near the receive time).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal, TypeVar
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import msgspec
 
 from pumpwatch.errors import ConfigError, ParseError
 from pumpwatch.timeunits import US_PER_DAY
 
+if TYPE_CHECKING:
+    from pumpwatch.segments.schema import TradeRow
+
 _INF = float("inf")
+_TIME = itemgetter(0)
 
 # A trade time further than this from the receive time is implausible: a unit error, a stale
 # replay, or garbage. Clocks and exchange batching are off by seconds, never by a day.
@@ -44,6 +49,26 @@ def checked_time(time_us: int, recv_us: int, raw: object) -> int:
     raise ParseError(f"implausible time {raw!r}")
 
 
+def sorted_plausible(rows: list[TradeRow], recv_us: int, skip_old: bool = False) -> list[TradeRow]:
+    """`rows` sorted by time (stable: ties keep exchange order), their times checked as a whole.
+
+    After sorting, the first and last rows bound every time, so the plausibility check is made
+    on those two. `skip_old` (a subscribe snapshot replaying history) drops rows older than the
+    bound instead of refusing the frame.
+    """
+    if len(rows) > 1:
+        rows.sort(key=_TIME)  # linear when already ascending
+    if rows:
+        if skip_old and not plausible_time(rows[0][0], recv_us) and rows[0][0] < recv_us:
+            keep = next((i for i, row in enumerate(rows) if plausible_time(row[0], recv_us)), len(rows))
+            del rows[:keep]
+            if not rows:
+                return rows
+        checked_time(rows[0][0], recv_us, rows[0][0])
+        checked_time(rows[-1][0], recv_us, rows[-1][0])
+    return rows
+
+
 def positive(value: Any, what: str) -> float:
     """A finite number > 0 from a JSON string or number (bool is not a number here)."""
     if value.__class__ is not bool:
@@ -66,11 +91,6 @@ def signed(value: Any, what: str) -> float:
         if 0.0 < abs(x) < _INF:
             return x
     raise ParseError(f"bad {what}: {value!r:.60}")
-
-
-def trade_id(value: str | int) -> str:
-    """An exchange trade id as our string (ids come as JSON strings or integers)."""
-    return value if value.__class__ is str else str(value)
 
 
 def loads(frame: bytes | str) -> Any:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
-from operator import itemgetter
 from typing import Annotated, Any
 
 import msgspec
@@ -45,7 +44,7 @@ from pumpwatch.recorder.adapters.checks import (
     positive,
     read_options,
     signed,
-    trade_id,
+    sorted_plausible,
 )
 from pumpwatch.segments.schema import TradeRow
 from pumpwatch.timeunits import US_PER_MS, US_PER_S
@@ -54,7 +53,6 @@ DOC_URL = "https://www.gate.com/docs/developers/apiv4/ws/en/"
 FUTURES_DOC_URL = "https://www.gate.com/docs/developers/futures/ws/en/"
 SIZE_DECIMAL_HEADER = "X-Gate-Size-Decimal"
 _CHANNEL = {"spot": "spot", "futures": "futures"}
-_TIME_KEY = itemgetter(0)
 
 
 def ms_to_us(value: Any) -> int:
@@ -64,12 +62,12 @@ def ms_to_us(value: Any) -> int:
     so no float rounding touches the sub-millisecond part; an int is whole milliseconds.
     """
     kind = type(value)
+    if kind is int:
+        return int(value) * US_PER_MS
     if kind is str:
         whole, _, frac = value.partition(".")
         if whole.isascii() and whole.isdigit() and (not frac or (frac.isascii() and frac.isdigit())):
             return int(whole) * US_PER_MS + (int((frac + "000")[:3]) if frac else 0)
-    elif kind is int:
-        return int(value) * US_PER_MS
     elif kind is float and value == value and abs(value) < float("inf"):
         return int(Decimal(repr(value)) * US_PER_MS)
     raise ParseError(f"bad create_time_ms: {value!r:.40}")
@@ -111,18 +109,20 @@ class _FuturesPush(msgspec.Struct):
     event: str | None = None
 
 
-def _time_us(trade: SpotTrade | FuturesTrade, recv_us: int) -> int:
+def _time_us(trade: SpotTrade | FuturesTrade) -> int:
+    """create_time_ms as µs, or whole seconds of create_time when a frame predates it."""
     if trade.create_time_ms is not None:
-        return checked_time(ms_to_us(trade.create_time_ms), recv_us, trade.create_time_ms)
+        return ms_to_us(trade.create_time_ms)
     if trade.create_time is None:
         raise ParseError("trade without create_time_ms or create_time")
-    return checked_time(trade.create_time * US_PER_S, recv_us, trade.create_time)
+    return trade.create_time * US_PER_S
 
 
 def spot_trade_row(trade: SpotTrade, inst: Instrument, recv_us: int) -> TradeRow:
     """One spot trade of `inst` -> a row; live frames and REST history rows alike."""
+    time_us = _time_us(trade)
     return (
-        _time_us(trade, recv_us),
+        checked_time(time_us, recv_us, time_us),
         recv_us,
         inst.symbol,
         inst.base,
@@ -130,17 +130,20 @@ def spot_trade_row(trade: SpotTrade, inst: Instrument, recv_us: int) -> TradeRow
         positive(trade.price, "price"),
         positive(trade.amount, "amount"),
         trade.side,
-        trade_id(trade.id),
+        str(trade.id),
     )
 
 
 def futures_trade_row(trade: FuturesTrade, inst: Instrument, recv_us: int) -> TradeRow | None:
-    """One futures trade of `inst` -> a row (qty = |size| × quanto multiplier); None off-book."""
+    """One futures trade of `inst` -> a row (qty = |size| × quanto multiplier); None off-book.
+
+    The time is not checked here: `futures_rows` checks a batch's times at once, sorted.
+    """
     if trade.is_internal:
         return None  # kept in the frame journal, not in segments (DESIGN §3)
     contracts = signed(trade.size, "size")
     return (
-        _time_us(trade, recv_us),
+        _time_us(trade),
         recv_us,
         inst.symbol,
         inst.base,
@@ -148,7 +151,7 @@ def futures_trade_row(trade: FuturesTrade, inst: Instrument, recv_us: int) -> Tr
         positive(trade.price, "price"),
         positive(abs(contracts) * inst.multiplier, "size"),
         "buy" if contracts > 0.0 else "sell",
-        trade_id(trade.id),
+        str(trade.id),
     )
 
 
@@ -233,9 +236,7 @@ def futures_rows(trades: list[FuturesTrade], instruments: Instruments, recv_us: 
         row = futures_trade_row(trade, inst, recv_us)
         if row is not None:
             rows.append(row)
-    if len(rows) > 1:
-        rows.sort(key=_TIME_KEY)  # stable, and linear when already ascending
-    return rows
+    return sorted_plausible(rows, recv_us)
 
 
 def make_subscribe(

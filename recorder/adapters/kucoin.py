@@ -40,7 +40,6 @@ from pumpwatch.recorder.adapters.checks import (
     option_values,
     positive,
     read_options,
-    trade_id,
 )
 from pumpwatch.segments.schema import TradeRow
 
@@ -95,7 +94,7 @@ def trade_row(trade: Trade, inst: Instrument, recv_us: int) -> TradeRow:
         positive(trade.price, "price"),
         positive(trade.size, "size") * inst.multiplier,
         trade.side,
-        trade_id(trade.trade_id),
+        str(trade.trade_id),
     )
 
 

@@ -30,7 +30,6 @@ from pumpwatch.recorder.adapters.checks import (
     option_values,
     positive,
     read_options,
-    trade_id,
 )
 from pumpwatch.segments.schema import TradeRow
 from pumpwatch.timeunits import US_PER_MS
@@ -89,7 +88,7 @@ def trade_rows(trades: list[Trade], inst: Instrument, recv_us: int) -> list[Trad
                 positive(trade.price, "px"),
                 positive(trade.size, "sz") * multiplier,
                 trade.side,
-                trade_id(trade.trade_id),
+                str(trade.trade_id),
             )
         )
     return rows

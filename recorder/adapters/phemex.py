@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from operator import itemgetter
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -32,11 +31,10 @@ from pumpwatch.recorder.adapter import Adapter, Control, Decoder, HttpRequest, I
 from pumpwatch.recorder.adapters.checks import (
     SIDE_OF_CAPITAL,
     CapitalSide,
-    checked_time,
     loads,
     not_a_trade,
     option_values,
-    plausible_time,
+    sorted_plausible,
     positive,
     read_options,
 )
@@ -47,7 +45,6 @@ log = logging.getLogger(__name__)
 DOC_URL = "https://github.com/phemex/phemex-api-docs/blob/master/Public-Spot-API-en.md"
 FUTURES_DOC_URL = "https://github.com/phemex/phemex-api-docs/blob/master/Public-Hedged-Perpetual-API.md"
 _METHOD = {"spot": "trade", "futures": "trade_p"}
-_TIME_KEY = itemgetter(0)
 
 # ``[ts_ns, "Buy"|"Sell", priceEp, value]``: scaled integers (spot).
 SpotTrade = tuple[int, CapitalSide, int, int]
@@ -111,21 +108,14 @@ def spot_trade_rows(trades: list[SpotTrade], inst: Instrument, recv_us: int, sna
     rows: list[TradeRow] = []
     append = rows.append
     for ts_ns, side, price_ep, value in reversed(trades) if snapshot else trades:
-        time_us = ts_ns // 1000
-        if snapshot and time_us < recv_us and not plausible_time(time_us, recv_us):
-            continue
         if price_ep <= 0 or value <= 0:
             raise ParseError(f"bad priceEp/value {price_ep!r:.40} {value!r:.40}")
         try:
             price, qty = price_ep / price_div, value / qty_div
         except OverflowError:
             raise ParseError(f"bad priceEp/value {price_ep!r:.40} {value!r:.40}") from None
-        append(
-            (checked_time(time_us, recv_us, ts_ns), recv_us, symbol, base, quote, price, qty, SIDE_OF_CAPITAL[side], None)
-        )
-    if len(rows) > 1:
-        rows.sort(key=_TIME_KEY)  # stable, and linear when already ascending
-    return rows
+        append((ts_ns // 1000, recv_us, symbol, base, quote, price, qty, SIDE_OF_CAPITAL[side], None))
+    return sorted_plausible(rows, recv_us, skip_old=snapshot)
 
 
 def perp_trade_rows(trades: list[PerpTrade], inst: Instrument, recv_us: int, snapshot: bool) -> list[TradeRow]:
@@ -134,12 +124,9 @@ def perp_trade_rows(trades: list[PerpTrade], inst: Instrument, recv_us: int, sna
     rows: list[TradeRow] = []
     append = rows.append
     for ts_ns, side, price, qty in reversed(trades) if snapshot else trades:
-        time_us = ts_ns // 1000
-        if snapshot and time_us < recv_us and not plausible_time(time_us, recv_us):
-            continue
         append(
             (
-                checked_time(time_us, recv_us, ts_ns),
+                ts_ns // 1000,
                 recv_us,
                 symbol,
                 base,
@@ -150,9 +137,7 @@ def perp_trade_rows(trades: list[PerpTrade], inst: Instrument, recv_us: int, sna
                 None,
             )
         )
-    if len(rows) > 1:
-        rows.sort(key=_TIME_KEY)
-    return rows
+    return sorted_plausible(rows, recv_us, skip_old=snapshot)
 
 
 def _make_decode(market: str) -> Decoder:
