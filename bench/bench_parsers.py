@@ -96,9 +96,7 @@ def interleaved_best(repeat: int, fns: Sequence[Callable[[], int]]) -> list[tupl
     return best
 
 
-def bench_stream(
-    stream: str, n: int, repeat: int, bases: Sequence[str] = BASES
-) -> dict[str, float] | str:
+def bench_stream(stream: str, n: int, repeat: int, bases: Sequence[str] = BASES) -> dict[str, float] | str:
     """Measure one stream; a string result explains why it was skipped."""
     exchange, market = split_stream(stream)
     try:

@@ -178,7 +178,8 @@ def _make_decode(market: str) -> Decoder:
     prefix = _CHANNEL[market]
     trades_channel, pong_channel = f"{prefix}.trades", f"{prefix}.pong"
     futures = market == "futures"
-    decode_push = msgspec.json.Decoder(_FuturesPush if futures else _SpotPush).decode
+    push_type: type[_SpotPush | _FuturesPush] = _FuturesPush if futures else _SpotPush
+    decode_push: Callable[[bytes | str], _SpotPush | _FuturesPush] = msgspec.json.Decoder(push_type).decode
 
     def decode(frame: bytes | str, recv_us: int, instruments: Instruments) -> list[TradeRow] | Control:
         """One Gate frame -> trades (oldest first), or a Control for replies, pongs and notices.
@@ -213,7 +214,7 @@ def _make_decode(market: str) -> Decoder:
             if event in ("subscribe", "unsubscribe"):
                 return _reply(msg)
             try:
-                msgspec.convert(msg, _FuturesPush if futures else _SpotPush)
+                msgspec.convert(msg, push_type)
             except msgspec.ValidationError as exc:
                 raise not_a_trade(exc) from None
         elif channel == pong_channel:

@@ -34,9 +34,9 @@ from pumpwatch.recorder.adapters.checks import (
     loads,
     not_a_trade,
     option_values,
-    sorted_plausible,
     positive,
     read_options,
+    sorted_plausible,
 )
 from pumpwatch.segments.schema import TradeRow
 
@@ -94,10 +94,12 @@ def _control(msg: dict[str, Any]) -> Control:
         return Control("pong", req_id=rid)
     if type(result) is dict and result.get("status") == "success":
         return Control("ack", req_id=rid)
-    raise ParseError(f"unexpected reply {str(msg):.120}")
+    raise ParseError(f"unexpected reply {msg!s:.120}")
 
 
-def spot_trade_rows(trades: list[SpotTrade], inst: Instrument, recv_us: int, snapshot: bool) -> list[TradeRow]:
+def spot_trade_rows(
+    trades: list[SpotTrade], inst: Instrument, recv_us: int, snapshot: bool
+) -> list[TradeRow]:
     """Spot trades of `inst` -> rows: price = priceEp / 10**price_scale, qty = value / 10**qty_scale.
 
     Oldest first (a snapshot lists the newest first; ties keep exchange order). In a subscribe
@@ -118,7 +120,9 @@ def spot_trade_rows(trades: list[SpotTrade], inst: Instrument, recv_us: int, sna
     return sorted_plausible(rows, recv_us, skip_old=snapshot)
 
 
-def perp_trade_rows(trades: list[PerpTrade], inst: Instrument, recv_us: int, snapshot: bool) -> list[TradeRow]:
+def perp_trade_rows(
+    trades: list[PerpTrade], inst: Instrument, recv_us: int, snapshot: bool
+) -> list[TradeRow]:
     """Perpetual trades of `inst` -> rows (qty × multiplier); order and snapshots as spot."""
     symbol, base, quote, multiplier = inst.symbol, inst.base, inst.quote, inst.multiplier
     rows: list[TradeRow] = []
@@ -144,8 +148,8 @@ def _make_decode(market: str) -> Decoder:
     """The decoder of one market: spot pushes ``trades``, perpetual pushes ``trades_p``."""
     spot = market == "spot"
     trades_key = "trades" if spot else "trades_p"
-    push_type = _SpotPush if spot else _PerpPush
-    decode_push = msgspec.json.Decoder(push_type).decode
+    push_type: type[_SpotPush | _PerpPush] = _SpotPush if spot else _PerpPush
+    decode_push: Callable[[bytes | str], _SpotPush | _PerpPush] = msgspec.json.Decoder(push_type).decode
 
     def decode(frame: bytes | str, recv_us: int, instruments: Instruments) -> list[TradeRow] | Control:
         """One Phemex frame -> trades (oldest first), or a Control for replies and pongs.

@@ -179,7 +179,15 @@ def test_trade_row_is_reusable_for_rest_history_rows() -> None:
     trade = msgspec.json.decode(rest, type=binance.Trade)
     inst = Instrument("LTCBTC", "LTC", "BTC")
     assert binance.trade_row(trade, inst, 1498793709200000) == (
-        1498793709153000, 1498793709200000, "LTCBTC", "LTC", "BTC", 0.01633102, 4.70443515, "sell", "26129"
+        1498793709153000,
+        1498793709200000,
+        "LTCBTC",
+        "LTC",
+        "BTC",
+        0.01633102,
+        4.70443515,
+        "sell",
+        "26129",
     )
 
 

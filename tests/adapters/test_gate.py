@@ -267,7 +267,15 @@ def test_futures_numbers_where_strings_are_documented_still_yield_the_trades() -
     recv = 1614556851000000
     rows = FUT.decode(_fut_frame(price=45300, size=1.0, id="13654526"), recv, FUT_INSTS)
     assert isinstance(rows, list) and rows[0] == (
-        1614556850860000, recv, "BTC_USDT", "BTC", "USDT", 45300.0, 1 * 0.0001, "buy", "13654526"
+        1614556850860000,
+        recv,
+        "BTC_USDT",
+        "BTC",
+        "USDT",
+        45300.0,
+        1 * 0.0001,
+        "buy",
+        "13654526",
     )
 
 
@@ -275,7 +283,13 @@ def test_trade_rows_are_reusable_for_rest_history_rows() -> None:
     # GET /api/v4/spot/trades and /futures/usdt/trades rows carry the push's fields.
     row = msgspec.convert(orjson.loads(_fx("spot_trade.json"))["result"], gate.SpotTrade)
     assert gate.spot_trade_row(row, SPOT_INSTS["GT_USDT"], 1606292218300000) == (
-        1606292218213457, 1606292218300000, *_GT, 0.4705, 16.47, "sell", "309143071"
+        1606292218213457,
+        1606292218300000,
+        *_GT,
+        0.4705,
+        16.47,
+        "sell",
+        "309143071",
     )
     fut = msgspec.convert(orjson.loads(_fx("futures_trade_internal.json"))["result"][0], gate.FuturesTrade)
     assert gate.futures_trade_row(fut, FUT_INSTS["BTC_USDT"], 1545136464200000) is None  # off-book

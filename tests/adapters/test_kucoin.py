@@ -175,7 +175,17 @@ def test_missing_field_unknown_type_subject_and_non_json_are_parse_errors() -> N
 
 # -- leniency: a shape that differs from the docs only where meaning does not depend on it -----
 
-_SPOT_ROW = (1729843222921000, 1729843222950000, "BTC-USDT", "BTC", "USDT", 67523.0, 0.003, "buy", "11067996711960577")
+_SPOT_ROW = (
+    1729843222921000,
+    1729843222950000,
+    "BTC-USDT",
+    "BTC",
+    "USDT",
+    67523.0,
+    0.003,
+    "buy",
+    "11067996711960577",
+)
 
 
 @pytest.mark.parametrize(
@@ -199,7 +209,17 @@ def test_missing_type_or_subject_still_yields_the_trade() -> None:
     fut = orjson.loads(_fx("futures_trade.json"))
     del fut["type"]
     assert FUT.decode(orjson.dumps(fut), 1731898619600000, FUT_INSTS) == [
-        (1731898619520000, 1731898619600000, "XBTUSDTM", "BTC", "USDT", 90503.9, 2 * 0.001, "buy", "1794100537695")
+        (
+            1731898619520000,
+            1731898619600000,
+            "XBTUSDTM",
+            "BTC",
+            "USDT",
+            90503.9,
+            2 * 0.001,
+            "buy",
+            "1794100537695",
+        )
     ]
     for frame in (orjson.dumps({"data": msg["data"]}), orjson.dumps({**msg, "subject": "trade.ticker"})):
         with pytest.raises(ParseError):  # neither subject nor topic says it is a match

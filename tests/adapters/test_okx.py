@@ -174,7 +174,17 @@ def test_garbage_is_a_parse_error(frame: bytes) -> None:
 
 # -- leniency: a shape that differs from the docs only where meaning does not depend on it -----
 
-_GOOD_ROW = (1630048897897000, 1630048897950000, "BTC-USDT", "BTC", "USDT", 42219.9, 0.12060306, "buy", "130639474")
+_GOOD_ROW = (
+    1630048897897000,
+    1630048897950000,
+    "BTC-USDT",
+    "BTC",
+    "USDT",
+    42219.9,
+    0.12060306,
+    "buy",
+    "130639474",
+)
 
 
 def test_numbers_where_strings_are_documented_still_yield_the_trade() -> None:
@@ -194,7 +204,10 @@ def test_missing_channel_tag_and_extra_fields_still_yield_the_trade() -> None:
 
 def test_trade_rows_is_reusable_for_rest_history_rows() -> None:
     # GET /api/v5/market/history-trades rows carry the push's fields.
-    rest = b'[{"instId":"BTC-USDT","side":"buy","sz":"0.12060306","px":"42219.9","tradeId":"130639474","ts":"1630048897897"}]'
+    rest = (
+        b'[{"instId":"BTC-USDT","side":"buy","sz":"0.12060306","px":"42219.9",'
+        b'"tradeId":"130639474","ts":"1630048897897"}]'
+    )
     trades = msgspec.json.decode(rest, type=list[okx.Trade])
     assert okx.trade_rows(trades, SPOT_INSTS["BTC-USDT"], 1630048897950000) == [_GOOD_ROW]
 
