@@ -12,7 +12,7 @@ server pings with WebSocket ping frames, so there is no application ping.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -22,11 +22,10 @@ import orjson
 from pumpwatch.errors import ConfigError, ParseError
 from pumpwatch.recorder.adapter import Adapter, ConnectTarget, Control, HttpRequest, Instrument, Instruments
 from pumpwatch.recorder.adapters.checks import (
-    checked_time,
+    checked_rows,
     loads,
     not_a_trade,
     option_values,
-    positive,
     read_options,
 )
 from pumpwatch.segments.schema import TradeRow
@@ -70,36 +69,37 @@ _decode_combined = msgspec.json.Decoder(_Combined).decode
 _decode_raw = msgspec.json.Decoder(Trade).decode
 
 
-def trade_row(trade: Trade, inst: Instrument, recv_us: int) -> TradeRow | None:
-    """One trade -> a row of `inst`; None for an off-book print. Live frames and REST rows both.
+def trade_rows(trades: Iterable[Trade], inst: Instrument, recv_us: int) -> list[TradeRow]:
+    """Trades of `inst` -> checked rows, off-book prints left out; live frames and REST rows.
 
     The id is ``t`` for ``@trade`` and ``a`` for ``@aggTrade`` (old ``@trade`` frames also carry
     an ``a``, the seller's order id); without an event tag, ``a`` if present.
     """
-    event = trade.event
-    if event == "trade":
-        tid = trade.trade_id
-    elif event == "aggTrade" or event is None:
-        tid = trade.agg_id if trade.agg_id is not None or event is not None else trade.trade_id
-    else:
-        raise ParseError(f"binance: unexpected event {event!r:.40}")
-    if tid is None:
-        raise ParseError(f"binance: {event or 'trade'} without its id")
-    if trade.book != _ON_BOOK:
-        return None
-    t = trade.time
-    time_us = checked_time(t if t >= _US_THRESHOLD else t * US_PER_MS, recv_us, t)
-    return (
-        time_us,
-        recv_us,
-        inst.symbol,
-        inst.base,
-        inst.quote,
-        positive(trade.price, "price"),
-        positive(trade.qty, "qty"),
-        "sell" if trade.buyer_maker else "buy",  # the buyer was the maker, so the taker sold
-        str(tid),
-    )
+    symbol, base, quote = inst.symbol, inst.base, inst.quote
+    rows: list[TradeRow] = []
+    for trade in trades:
+        event = trade.event
+        if event == "trade":
+            tid = trade.trade_id
+        elif event == "aggTrade":
+            tid = trade.agg_id
+        elif event is None:
+            tid = trade.trade_id if trade.agg_id is None else trade.agg_id
+        else:
+            raise ParseError(f"binance: unexpected event {event!r:.40}")
+        if tid is None:
+            raise ParseError(f"binance: {event or 'trade'} without its id")
+        if trade.book != _ON_BOOK:
+            continue
+        t = trade.time
+        try:
+            price, qty = float(trade.price), float(trade.qty)
+        except ValueError:
+            raise ParseError(f"binance: bad price/qty {trade.price!r:.40} / {trade.qty!r:.40}") from None
+        side = "sell" if trade.buyer_maker else "buy"  # the buyer was the maker, so the taker sold
+        time_us = t if t >= _US_THRESHOLD else t * US_PER_MS
+        rows.append((time_us, recv_us, symbol, base, quote, price, qty, side, str(tid)))
+    return checked_rows(rows, recv_us)
 
 
 def decode(frame: bytes | str, recv_us: int, instruments: Instruments) -> list[TradeRow] | Control:
@@ -124,8 +124,7 @@ def decode(frame: bytes | str, recv_us: int, instruments: Instruments) -> list[T
         inst = instruments[trade.symbol]
     except KeyError:
         raise ParseError(f"binance: unknown symbol {trade.symbol!r:.40}") from None
-    row = trade_row(trade, inst, recv_us)
-    return [] if row is None else [row]
+    return trade_rows((trade,), inst, recv_us)
 
 
 def _control(frame: bytes | str) -> Control:

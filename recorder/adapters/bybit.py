@@ -25,11 +25,10 @@ from pumpwatch.recorder.adapter import Adapter, Control, HttpRequest, Instrument
 from pumpwatch.recorder.adapters.checks import (
     SIDE_OF_CAPITAL,
     CapitalSide,
-    checked_time,
+    checked_rows,
     loads,
     not_a_trade,
     option_values,
-    positive,
     read_options,
 )
 from pumpwatch.segments.schema import TradeRow
@@ -62,29 +61,32 @@ _decode_push = msgspec.json.Decoder(_Push).decode
 
 
 def trade_rows(trades: list[Trade], inst: Instrument, recv_us: int, drop_block: bool) -> list[TradeRow]:
-    """Trades of `inst` (oldest first) -> rows; live pushes and REST history rows alike."""
+    """Trades of `inst` (oldest first) -> checked rows; live pushes and REST history rows alike."""
     symbol, base, quote = inst.symbol, inst.base, inst.quote
     rows: list[TradeRow] = []
     append = rows.append
-    for trade in trades:
-        if trade.symbol != symbol:
-            raise ParseError(f"bybit: trade of {trade.symbol!r:.40} in the push of {symbol!r}")
-        if drop_block and trade.block:
-            continue
-        append(
-            (
-                checked_time(trade.time * US_PER_MS, recv_us, trade.time),
-                recv_us,
-                symbol,
-                base,
-                quote,
-                positive(trade.price, "price"),
-                positive(trade.qty, "qty"),
-                SIDE_OF_CAPITAL[trade.side],
-                str(trade.trade_id),
+    try:
+        for trade in trades:
+            if trade.symbol != symbol:
+                raise ParseError(f"bybit: trade of {trade.symbol!r:.40} in the push of {symbol!r}")
+            if drop_block and trade.block:
+                continue
+            append(
+                (
+                    trade.time * US_PER_MS,
+                    recv_us,
+                    symbol,
+                    base,
+                    quote,
+                    float(trade.price),
+                    float(trade.qty),
+                    SIDE_OF_CAPITAL[trade.side],
+                    str(trade.trade_id),
+                )
             )
-        )
-    return rows
+    except ValueError as exc:  # a price or size string that is not a number
+        raise ParseError(f"bybit: {exc}") from None
+    return checked_rows(rows, recv_us)
 
 
 def _decode(

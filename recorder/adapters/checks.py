@@ -6,7 +6,7 @@ checked when loaded, before any process starts).
 
 A parser decodes the frame with a typed schema (a `msgspec.Struct`), so the JSON types are
 already checked when these run: what is left is meaning (a price must be positive and finite,
-a trade time near the receive time).
+a trade time near the receive time), checked per row by `checked_rows`.
 """
 
 from __future__ import annotations
@@ -37,35 +37,29 @@ CapitalSide = Literal["Buy", "Sell"]
 SIDE_OF_CAPITAL: Mapping[str, str] = {"Buy": "buy", "Sell": "sell"}
 
 
-def plausible_time(time_us: int, recv_us: int) -> bool:
-    """True when a trade at `time_us` could have been received at `recv_us` (within a day)."""
-    return -MAX_CLOCK_SKEW_US <= time_us - recv_us <= MAX_CLOCK_SKEW_US
+def checked_rows(
+    rows: list[TradeRow], recv_us: int, sort: bool = False, skip_old: bool = False
+) -> list[TradeRow]:
+    """`rows` of one frame (or one REST page) after the checks every trade row must pass.
 
+    A row's price and quantity must be finite and > 0 and its time within
+    `MAX_CLOCK_SKEW_US` of `recv_us`; otherwise ParseError. `sort` orders the rows by time
+    (stable: ties keep exchange order; linear when already ascending). `skip_old` (a subscribe
+    snapshot replaying history) drops rows older than the bound instead of refusing them.
 
-def checked_time(time_us: int, recv_us: int, raw: object) -> int:
-    """`time_us` if plausible (see `plausible_time`), else ParseError citing the `raw` value."""
-    if -MAX_CLOCK_SKEW_US <= time_us - recv_us <= MAX_CLOCK_SKEW_US:  # plausible_time, inlined
-        return time_us
-    raise ParseError(f"implausible time {raw!r}")
-
-
-def sorted_plausible(rows: list[TradeRow], recv_us: int, skip_old: bool = False) -> list[TradeRow]:
-    """`rows` sorted by time (stable: ties keep exchange order), their times checked as a whole.
-
-    After sorting, the first and last rows bound every time, so the plausibility check is made
-    on those two. `skip_old` (a subscribe snapshot replaying history) drops rows older than the
-    bound instead of refusing the frame.
+    Parsers build rows with plain ``float()``/``int()`` conversions and check them here, once
+    per batch: one definition of the checks, no Python call per field.
     """
-    if len(rows) > 1:
-        rows.sort(key=_TIME)  # linear when already ascending
-    if rows:
-        if skip_old and not plausible_time(rows[0][0], recv_us) and rows[0][0] < recv_us:
-            keep = next((i for i, row in enumerate(rows) if plausible_time(row[0], recv_us)), len(rows))
-            del rows[:keep]
-            if not rows:
-                return rows
-        checked_time(rows[0][0], recv_us, rows[0][0])
-        checked_time(rows[-1][0], recv_us, rows[-1][0])
+    lo_us, hi_us = recv_us - MAX_CLOCK_SKEW_US, recv_us + MAX_CLOCK_SKEW_US
+    if skip_old:
+        rows = [row for row in rows if row[0] >= lo_us]
+    if sort and len(rows) > 1:
+        rows.sort(key=_TIME)
+    for row in rows:
+        if not lo_us <= row[0] <= hi_us:
+            raise ParseError(f"implausible time {row[0]} µs (received {recv_us})")
+        if not (0.0 < row[5] < _INF and 0.0 < row[6] < _INF):
+            raise ParseError(f"bad price/qty {row[5]!r} / {row[6]!r}")
     return rows
 
 
@@ -77,18 +71,6 @@ def positive(value: Any, what: str) -> float:
         except (ValueError, TypeError, OverflowError):
             raise ParseError(f"bad {what}: {value!r:.60}") from None
         if 0.0 < x < _INF:
-            return x
-    raise ParseError(f"bad {what}: {value!r:.60}")
-
-
-def signed(value: Any, what: str) -> float:
-    """A finite, non-zero number whose sign means something (Gate's signed contract sizes)."""
-    if value.__class__ is not bool:
-        try:
-            x = float(value)
-        except (ValueError, TypeError, OverflowError):
-            raise ParseError(f"bad {what}: {value!r:.60}") from None
-        if 0.0 < abs(x) < _INF:
             return x
     raise ParseError(f"bad {what}: {value!r:.60}")
 

@@ -18,7 +18,7 @@ minute, so the client sends ``<market>.ping`` every few seconds; ids become stri
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -37,14 +37,12 @@ from pumpwatch.recorder.adapter import (
 )
 from pumpwatch.recorder.adapters.checks import (
     Side,
-    checked_time,
+    checked_rows,
     loads,
     not_a_trade,
     option_values,
     positive,
     read_options,
-    signed,
-    sorted_plausible,
 )
 from pumpwatch.segments.schema import TradeRow
 from pumpwatch.timeunits import US_PER_MS, US_PER_S
@@ -118,41 +116,65 @@ def _time_us(trade: SpotTrade | FuturesTrade) -> int:
     return trade.create_time * US_PER_S
 
 
-def spot_trade_row(trade: SpotTrade, inst: Instrument, recv_us: int) -> TradeRow:
-    """One spot trade of `inst` -> a row; live frames and REST history rows alike."""
-    time_us = _time_us(trade)
-    return (
-        checked_time(time_us, recv_us, time_us),
-        recv_us,
-        inst.symbol,
-        inst.base,
-        inst.quote,
-        positive(trade.price, "price"),
-        positive(trade.amount, "amount"),
-        trade.side,
-        str(trade.id),
-    )
+def spot_trade_rows(trades: Iterable[SpotTrade], inst: Instrument, recv_us: int) -> list[TradeRow]:
+    """Spot trades of `inst` -> checked rows; live frames and REST history rows alike."""
+    symbol, base, quote = inst.symbol, inst.base, inst.quote
+    try:
+        rows = [
+            (
+                _time_us(trade),
+                recv_us,
+                symbol,
+                base,
+                quote,
+                float(trade.price),
+                float(trade.amount),
+                trade.side,
+                str(trade.id),
+            )
+            for trade in trades
+        ]
+    except ValueError as exc:  # a price or amount string that is not a number
+        raise ParseError(f"gate: {exc}") from None
+    return checked_rows(rows, recv_us)
 
 
-def futures_trade_row(trade: FuturesTrade, inst: Instrument, recv_us: int) -> TradeRow | None:
-    """One futures trade of `inst` -> a row (qty = |size| × quanto multiplier); None off-book.
+def futures_trade_rows(
+    trades: Iterable[FuturesTrade], instruments: Instruments, recv_us: int
+) -> list[TradeRow]:
+    """Futures trades (any order, any contracts) -> checked market-trade rows, oldest first.
 
-    The time is not checked here: `futures_rows` checks a batch's times at once, sorted.
+    qty = |size| × the contract's quanto multiplier, the sign of size is the taker side;
+    ``is_internal`` prints are left out. Live frames and REST history rows alike.
     """
-    if trade.is_internal:
-        return None  # kept in the frame journal, not in segments (DESIGN §3)
-    contracts = signed(trade.size, "size")
-    return (
-        _time_us(trade),
-        recv_us,
-        inst.symbol,
-        inst.base,
-        inst.quote,
-        positive(trade.price, "price"),
-        positive(abs(contracts) * inst.multiplier, "size"),
-        "buy" if contracts > 0.0 else "sell",
-        str(trade.id),
-    )
+    rows: list[TradeRow] = []
+    append = rows.append
+    try:
+        for trade in trades:
+            inst = instruments.get(trade.contract)
+            if inst is None:
+                raise ParseError(f"unknown contract {trade.contract!r:.40}")
+            if trade.is_internal:
+                continue  # insurance fund/ADL: kept in the frame journal, not in segments (DESIGN §3)
+            contracts = float(trade.size)
+            append(
+                (
+                    _time_us(trade),
+                    recv_us,
+                    inst.symbol,
+                    inst.base,
+                    inst.quote,
+                    float(trade.price),
+                    abs(contracts) * inst.multiplier,
+                    "buy" if contracts > 0.0 else "sell",
+                    str(trade.id),
+                )
+            )
+    except ValueError as exc:  # a size or price string that is not a number
+        if isinstance(exc, ParseError):
+            raise
+        raise ParseError(f"gate: {exc}") from None
+    return checked_rows(rows, recv_us, sort=True)
 
 
 def _reply(msg: dict[str, Any]) -> Control:
@@ -201,8 +223,8 @@ def _make_decode(market: str) -> Decoder:
             inst = instruments.get(push.result.currency_pair)
             if inst is None:
                 raise ParseError(f"unknown symbol {push.result.currency_pair!r:.40}")
-            return [spot_trade_row(push.result, inst, recv_us)]
-        return futures_rows(push.result, instruments, recv_us)
+            return spot_trade_rows((push.result,), inst, recv_us)
+        return futures_trade_rows(push.result, instruments, recv_us)
 
     def other(frame: bytes | str) -> Control:
         """Replies, pongs, the upgrade notice; a trade push whose schema check failed."""
@@ -225,19 +247,6 @@ def _make_decode(market: str) -> Decoder:
         raise ParseError(f"unexpected frame: channel {channel!r:.40} event {event!r:.40}")
 
     return decode
-
-
-def futures_rows(trades: list[FuturesTrade], instruments: Instruments, recv_us: int) -> list[TradeRow]:
-    """Futures trades (any order, any contracts) -> market-trade rows, oldest first."""
-    rows: list[TradeRow] = []
-    for trade in trades:
-        inst = instruments.get(trade.contract)
-        if inst is None:
-            raise ParseError(f"unknown contract {trade.contract!r:.40}")
-        row = futures_trade_row(trade, inst, recv_us)
-        if row is not None:
-            rows.append(row)
-    return sorted_plausible(rows, recv_us)
 
 
 def make_subscribe(

@@ -16,7 +16,7 @@ bitcoin ``XBT`` on futures; the base is stored as ``BTC``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Annotated, Any
 
 import msgspec
@@ -34,7 +34,7 @@ from pumpwatch.recorder.adapter import (
 )
 from pumpwatch.recorder.adapters.checks import (
     Side,
-    checked_time,
+    checked_rows,
     loads,
     not_a_trade,
     option_values,
@@ -78,24 +78,27 @@ class _Push(msgspec.Struct):
 _decode_push = msgspec.json.Decoder(_Push).decode
 
 
-def trade_row(trade: Trade, inst: Instrument, recv_us: int) -> TradeRow:
-    """One match of `inst` -> a row (futures qty = lots × multiplier); live frames and REST rows."""
-    raw = trade.time if trade.ts is None else trade.ts  # futures: ts; spot: time
+def trade_rows(trades: Iterable[Trade], inst: Instrument, recv_us: int) -> list[TradeRow]:
+    """Matches of `inst` -> checked rows (futures qty = lots × multiplier); live frames and REST."""
+    symbol, base, quote, multiplier = inst.symbol, inst.base, inst.quote, inst.multiplier
     try:
-        time_us = int(raw) // 1000  # type: ignore[arg-type]  # None raises TypeError
-    except (TypeError, ValueError):
-        raise ParseError(f"bad time: {raw!r:.40}") from None
-    return (
-        checked_time(time_us, recv_us, raw),
-        recv_us,
-        inst.symbol,
-        inst.base,
-        inst.quote,
-        positive(trade.price, "price"),
-        positive(trade.size, "size") * inst.multiplier,
-        trade.side,
-        str(trade.trade_id),
-    )
+        rows = [
+            (
+                int(trade.time if trade.ts is None else trade.ts) // 1000,  # type: ignore[arg-type]
+                recv_us,
+                symbol,
+                base,
+                quote,
+                float(trade.price),
+                float(trade.size) * multiplier,
+                trade.side,
+                str(trade.trade_id),
+            )
+            for trade in trades
+        ]
+    except (TypeError, ValueError) as exc:  # no time (TypeError), or a string that is not a number
+        raise ParseError(f"kucoin: bad trade: {exc}") from None
+    return checked_rows(rows, recv_us)
 
 
 def _control(msg: dict[str, Any], kind: str) -> Control:
@@ -149,7 +152,7 @@ def _make_decode(market: str) -> Decoder:
         inst = instruments.get(trade.symbol)
         if inst is None:
             raise ParseError(f"unknown symbol {trade.symbol!r:.40}")
-        return [trade_row(trade, inst, recv_us)]
+        return trade_rows((trade,), inst, recv_us)
 
     def other(frame: bytes | str) -> Control:
         msg = loads(frame)

@@ -24,11 +24,10 @@ from pumpwatch.errors import ConfigError, ParseError
 from pumpwatch.recorder.adapter import Adapter, ConnectTarget, Control, HttpRequest, Instrument, Instruments
 from pumpwatch.recorder.adapters.checks import (
     Side,
-    checked_time,
+    checked_rows,
     loads,
     not_a_trade,
     option_values,
-    positive,
     read_options,
 )
 from pumpwatch.segments.schema import TradeRow
@@ -69,29 +68,26 @@ _decode_push = msgspec.json.Decoder(_Push).decode
 
 
 def trade_rows(trades: list[Trade], inst: Instrument, recv_us: int) -> list[TradeRow]:
-    """Trades of `inst` -> rows (base qty = size × contract value); live pushes and REST rows."""
+    """Trades of `inst` -> checked rows (base qty = size × contract value); pushes and REST rows."""
     symbol, base, quote, multiplier = inst.symbol, inst.base, inst.quote, inst.multiplier
-    rows: list[TradeRow] = []
-    append = rows.append
-    for trade in trades:
-        try:
-            time_us = int(trade.time) * US_PER_MS
-        except ValueError:
-            raise ParseError(f"okx: bad ts {trade.time!r:.40}") from None
-        append(
+    try:
+        rows = [
             (
-                checked_time(time_us, recv_us, trade.time),
+                int(trade.time) * US_PER_MS,
                 recv_us,
                 symbol,
                 base,
                 quote,
-                positive(trade.price, "px"),
-                positive(trade.size, "sz") * multiplier,
+                float(trade.price),
+                float(trade.size) * multiplier,
                 trade.side,
                 str(trade.trade_id),
             )
-        )
-    return rows
+            for trade in trades
+        ]
+    except ValueError as exc:  # a ts, px or sz string that is not a number
+        raise ParseError(f"okx: {exc}") from None
+    return checked_rows(rows, recv_us)
 
 
 def decode(frame: bytes | str, recv_us: int, instruments: Instruments) -> list[TradeRow] | Control:

@@ -31,12 +31,11 @@ from pumpwatch.recorder.adapter import Adapter, Control, Decoder, HttpRequest, I
 from pumpwatch.recorder.adapters.checks import (
     SIDE_OF_CAPITAL,
     CapitalSide,
+    checked_rows,
     loads,
     not_a_trade,
     option_values,
-    positive,
     read_options,
-    sorted_plausible,
 )
 from pumpwatch.segments.schema import TradeRow
 
@@ -100,48 +99,57 @@ def _control(msg: dict[str, Any]) -> Control:
 def spot_trade_rows(
     trades: list[SpotTrade], inst: Instrument, recv_us: int, snapshot: bool
 ) -> list[TradeRow]:
-    """Spot trades of `inst` -> rows: price = priceEp / 10**price_scale, qty = value / 10**qty_scale.
+    """Spot trades of `inst` -> checked rows: price = priceEp / 10**price_scale, qty = value /
+    10**qty_scale (the scales come from the instrument list, never assumed).
 
     Oldest first (a snapshot lists the newest first; ties keep exchange order). In a subscribe
     snapshot, history older than the plausibility bound is not news and is skipped.
     """
     symbol, base, quote = inst.symbol, inst.base, inst.quote
     price_div, qty_div = 10**inst.price_scale, 10**inst.qty_scale
-    rows: list[TradeRow] = []
-    append = rows.append
-    for ts_ns, side, price_ep, value in reversed(trades) if snapshot else trades:
-        if price_ep <= 0 or value <= 0:
-            raise ParseError(f"bad priceEp/value {price_ep!r:.40} {value!r:.40}")
-        try:
-            price, qty = price_ep / price_div, value / qty_div
-        except OverflowError:
-            raise ParseError(f"bad priceEp/value {price_ep!r:.40} {value!r:.40}") from None
-        append((ts_ns // 1000, recv_us, symbol, base, quote, price, qty, SIDE_OF_CAPITAL[side], None))
-    return sorted_plausible(rows, recv_us, skip_old=snapshot)
-
-
-def perp_trade_rows(
-    trades: list[PerpTrade], inst: Instrument, recv_us: int, snapshot: bool
-) -> list[TradeRow]:
-    """Perpetual trades of `inst` -> rows (qty × multiplier); order and snapshots as spot."""
-    symbol, base, quote, multiplier = inst.symbol, inst.base, inst.quote, inst.multiplier
-    rows: list[TradeRow] = []
-    append = rows.append
-    for ts_ns, side, price, qty in reversed(trades) if snapshot else trades:
-        append(
+    try:
+        rows = [
             (
                 ts_ns // 1000,
                 recv_us,
                 symbol,
                 base,
                 quote,
-                positive(price, "price"),
-                positive(qty, "qty") * multiplier,
-                SIDE_OF_CAPITAL[side],
+                p / price_div,
+                q / qty_div,
+                SIDE_OF_CAPITAL[s],
                 None,
             )
-        )
-    return sorted_plausible(rows, recv_us, skip_old=snapshot)
+            for ts_ns, s, p, q in (reversed(trades) if snapshot else trades)
+        ]
+    except OverflowError:  # an integer too large for a float
+        raise ParseError(f"phemex: priceEp/value out of range in {trades!s:.120}") from None
+    return checked_rows(rows, recv_us, sort=True, skip_old=snapshot)
+
+
+def perp_trade_rows(
+    trades: list[PerpTrade], inst: Instrument, recv_us: int, snapshot: bool
+) -> list[TradeRow]:
+    """Perpetual trades of `inst` -> checked rows (qty × multiplier); order and snapshots as spot."""
+    symbol, base, quote, multiplier = inst.symbol, inst.base, inst.quote, inst.multiplier
+    try:
+        rows = [
+            (
+                ts_ns // 1000,
+                recv_us,
+                symbol,
+                base,
+                quote,
+                float(p),
+                float(q) * multiplier,
+                SIDE_OF_CAPITAL[s],
+                None,
+            )
+            for ts_ns, s, p, q in (reversed(trades) if snapshot else trades)
+        ]
+    except ValueError as exc:  # a price or qty string that is not a number
+        raise ParseError(f"phemex: {exc}") from None
+    return checked_rows(rows, recv_us, sort=True, skip_old=snapshot)
 
 
 def _make_decode(market: str) -> Decoder:

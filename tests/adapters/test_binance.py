@@ -173,22 +173,24 @@ def test_extra_fields_and_missing_tags_still_yield_the_trade() -> None:
     ]
 
 
-def test_trade_row_is_reusable_for_rest_history_rows() -> None:
+def test_trade_rows_is_reusable_for_rest_history_rows() -> None:
     # A REST aggTrades row: the payload's fields without e/s (issue 10 normalizes these).
     rest = b'{"a":26129,"p":"0.01633102","q":"4.70443515","f":27781,"l":27781,"T":1498793709153,"m":true}'
     trade = msgspec.json.decode(rest, type=binance.Trade)
     inst = Instrument("LTCBTC", "LTC", "BTC")
-    assert binance.trade_row(trade, inst, 1498793709200000) == (
-        1498793709153000,
-        1498793709200000,
-        "LTCBTC",
-        "LTC",
-        "BTC",
-        0.01633102,
-        4.70443515,
-        "sell",
-        "26129",
-    )
+    assert binance.trade_rows([trade], inst, 1498793709200000) == [
+        (
+            1498793709153000,
+            1498793709200000,
+            "LTCBTC",
+            "LTC",
+            "BTC",
+            0.01633102,
+            4.70443515,
+            "sell",
+            "26129",
+        )
+    ]
 
 
 def test_options_are_validated_naming_the_key() -> None:

@@ -282,17 +282,11 @@ def test_futures_numbers_where_strings_are_documented_still_yield_the_trades() -
 def test_trade_rows_are_reusable_for_rest_history_rows() -> None:
     # GET /api/v4/spot/trades and /futures/usdt/trades rows carry the push's fields.
     row = msgspec.convert(orjson.loads(_fx("spot_trade.json"))["result"], gate.SpotTrade)
-    assert gate.spot_trade_row(row, SPOT_INSTS["GT_USDT"], 1606292218300000) == (
-        1606292218213457,
-        1606292218300000,
-        *_GT,
-        0.4705,
-        16.47,
-        "sell",
-        "309143071",
-    )
+    assert gate.spot_trade_rows([row], SPOT_INSTS["GT_USDT"], 1606292218300000) == [
+        (1606292218213457, 1606292218300000, *_GT, 0.4705, 16.47, "sell", "309143071")
+    ]
     fut = msgspec.convert(orjson.loads(_fx("futures_trade_internal.json"))["result"][0], gate.FuturesTrade)
-    assert gate.futures_trade_row(fut, FUT_INSTS["BTC_USDT"], 1545136464200000) is None  # off-book
+    assert gate.futures_trade_rows([fut], FUT_INSTS, 1545136464200000) == []  # off-book
 
 
 def test_options_are_validated_naming_the_key() -> None:

@@ -226,9 +226,9 @@ def test_missing_type_or_subject_still_yields_the_trade() -> None:
             SPOT.decode(frame, 1729843222950000, SPOT_INSTS)
 
 
-def test_trade_row_is_reusable_for_rest_history_rows() -> None:
+def test_trade_rows_is_reusable_for_rest_history_rows() -> None:
     trade = msgspec.convert(orjson.loads(_fx("spot_trade.json"))["data"], kucoin.Trade)
-    assert kucoin.trade_row(trade, SPOT_INSTS["BTC-USDT"], 1729843222950000) == _SPOT_ROW
+    assert kucoin.trade_rows([trade], SPOT_INSTS["BTC-USDT"], 1729843222950000) == [_SPOT_ROW]
 
 
 def test_options_are_validated_naming_the_key() -> None:
