@@ -22,11 +22,11 @@ import orjson
 from pumpwatch.errors import ConfigError, ParseError
 from pumpwatch.recorder.adapter import Adapter, ConnectTarget, Control, HttpRequest, Instrument, Instruments
 from pumpwatch.recorder.adapters.checks import (
-    checked_rows,
     loads,
     not_a_trade,
     option_values,
     read_options,
+    trade_row,
 )
 from pumpwatch.segments.schema import TradeRow
 from pumpwatch.timeunits import US_PER_MS
@@ -75,7 +75,6 @@ def trade_rows(trades: Iterable[Trade], inst: Instrument, recv_us: int) -> list[
     The id is ``t`` for ``@trade`` and ``a`` for ``@aggTrade`` (old ``@trade`` frames also carry
     an ``a``, the seller's order id); without an event tag, ``a`` if present.
     """
-    symbol, base, quote = inst.symbol, inst.base, inst.quote
     rows: list[TradeRow] = []
     for trade in trades:
         event = trade.event
@@ -98,8 +97,8 @@ def trade_rows(trades: Iterable[Trade], inst: Instrument, recv_us: int) -> list[
             raise ParseError(f"binance: bad price/qty {trade.price!r:.40} / {trade.qty!r:.40}") from None
         side = "sell" if trade.buyer_maker else "buy"  # the buyer was the maker, so the taker sold
         time_us = t if t >= _US_THRESHOLD else t * US_PER_MS
-        rows.append((time_us, recv_us, symbol, base, quote, price, qty, side, str(tid)))
-    return checked_rows(rows, recv_us)
+        rows.append(trade_row(time_us, recv_us, inst, price, qty, side, str(tid)))
+    return rows
 
 
 def decode(frame: bytes | str, recv_us: int, instruments: Instruments) -> list[TradeRow] | Control:

@@ -25,11 +25,11 @@ from pumpwatch.recorder.adapter import Adapter, Control, HttpRequest, Instrument
 from pumpwatch.recorder.adapters.checks import (
     SIDE_OF_CAPITAL,
     CapitalSide,
-    checked_rows,
     loads,
     not_a_trade,
     option_values,
     read_options,
+    trade_row,
 )
 from pumpwatch.segments.schema import TradeRow
 from pumpwatch.timeunits import US_PER_MS
@@ -62,7 +62,7 @@ _decode_push = msgspec.json.Decoder(_Push).decode
 
 def trade_rows(trades: list[Trade], inst: Instrument, recv_us: int, drop_block: bool) -> list[TradeRow]:
     """Trades of `inst` (oldest first) -> checked rows; live pushes and REST history rows alike."""
-    symbol, base, quote = inst.symbol, inst.base, inst.quote
+    symbol = inst.symbol
     rows: list[TradeRow] = []
     append = rows.append
     try:
@@ -71,22 +71,14 @@ def trade_rows(trades: list[Trade], inst: Instrument, recv_us: int, drop_block: 
                 raise ParseError(f"bybit: trade of {trade.symbol!r:.40} in the push of {symbol!r}")
             if drop_block and trade.block:
                 continue
-            append(
-                (
-                    trade.time * US_PER_MS,
-                    recv_us,
-                    symbol,
-                    base,
-                    quote,
-                    float(trade.price),
-                    float(trade.qty),
-                    SIDE_OF_CAPITAL[trade.side],
-                    str(trade.trade_id),
-                )
-            )
+            price, qty = float(trade.price), float(trade.qty)
+            side = SIDE_OF_CAPITAL[trade.side]
+            append(trade_row(trade.time * US_PER_MS, recv_us, inst, price, qty, side, str(trade.trade_id)))
     except ValueError as exc:  # a price or size string that is not a number
+        if isinstance(exc, ParseError):
+            raise
         raise ParseError(f"bybit: {exc}") from None
-    return checked_rows(rows, recv_us)
+    return rows
 
 
 def _decode(

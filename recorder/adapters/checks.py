@@ -6,7 +6,7 @@ checked when loaded, before any process starts).
 
 A parser decodes the frame with a typed schema (a `msgspec.Struct`), so the JSON types are
 already checked when these run: what is left is meaning (a price must be positive and finite,
-a trade time near the receive time), checked per row by `checked_rows`.
+a trade time near the receive time), checked as each row is made by `trade_row`.
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ from pumpwatch.errors import ConfigError, ParseError
 from pumpwatch.timeunits import US_PER_DAY
 
 if TYPE_CHECKING:
+    from pumpwatch.recorder.adapter import Instrument
     from pumpwatch.segments.schema import TradeRow
 
 _INF = float("inf")
-_TIME = itemgetter(0)
+BY_TIME = itemgetter(0)  # sort key of rows: a stable sort keeps exchange order among ties
 
 # A trade time further than this from the receive time is implausible: a unit error, a stale
 # replay, or garbage. Clocks and exchange batching are off by seconds, never by a day.
@@ -37,30 +38,24 @@ CapitalSide = Literal["Buy", "Sell"]
 SIDE_OF_CAPITAL: Mapping[str, str] = {"Buy": "buy", "Sell": "sell"}
 
 
-def checked_rows(
-    rows: list[TradeRow], recv_us: int, sort: bool = False, skip_old: bool = False
-) -> list[TradeRow]:
-    """`rows` of one frame (or one REST page) after the checks every trade row must pass.
+def trade_row(
+    time_us: int, recv_us: int, inst: Instrument, price: float, qty: float, side: str, trade_id: str | None
+) -> TradeRow:
+    """The one place a trade row is made, after the checks every row must pass.
 
-    A row's price and quantity must be finite and > 0 and its time within
-    `MAX_CLOCK_SKEW_US` of `recv_us`; otherwise ParseError. `sort` orders the rows by time
-    (stable: ties keep exchange order; linear when already ascending). `skip_old` (a subscribe
-    snapshot replaying history) drops rows older than the bound instead of refusing them.
-
-    Parsers build rows with plain ``float()``/``int()`` conversions and check them here, once
-    per batch: one definition of the checks, no Python call per field.
+    The time must be within `MAX_CLOCK_SKEW_US` of the receive time and the price and the
+    quantity (already converted with ``float()``) finite and > 0; otherwise ParseError.
     """
-    lo_us, hi_us = recv_us - MAX_CLOCK_SKEW_US, recv_us + MAX_CLOCK_SKEW_US
-    if skip_old:
-        rows = [row for row in rows if row[0] >= lo_us]
-    if sort and len(rows) > 1:
-        rows.sort(key=_TIME)
-    for row in rows:
-        if not lo_us <= row[0] <= hi_us:
-            raise ParseError(f"implausible time {row[0]} µs (received {recv_us})")
-        if not (0.0 < row[5] < _INF and 0.0 < row[6] < _INF):
-            raise ParseError(f"bad price/qty {row[5]!r} / {row[6]!r}")
-    return rows
+    if not -MAX_CLOCK_SKEW_US <= time_us - recv_us <= MAX_CLOCK_SKEW_US:
+        raise ParseError(f"implausible time {time_us} µs (received {recv_us})")
+    if not (0.0 < price < _INF and 0.0 < qty < _INF):
+        raise ParseError(f"bad price/qty {price!r} / {qty!r}")
+    return (time_us, recv_us, inst.symbol, inst.base, inst.quote, price, qty, side, trade_id)
+
+
+def stale(time_us: int, recv_us: int) -> bool:
+    """True for a trade older than `trade_row` accepts (history replayed in a snapshot)."""
+    return time_us < recv_us - MAX_CLOCK_SKEW_US
 
 
 def positive(value: Any, what: str) -> float:

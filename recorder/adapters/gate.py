@@ -36,13 +36,14 @@ from pumpwatch.recorder.adapter import (
     Instruments,
 )
 from pumpwatch.recorder.adapters.checks import (
+    BY_TIME,
     Side,
-    checked_rows,
     loads,
     not_a_trade,
     option_values,
     positive,
     read_options,
+    trade_row,
 )
 from pumpwatch.segments.schema import TradeRow
 from pumpwatch.timeunits import US_PER_MS, US_PER_S
@@ -118,25 +119,16 @@ def _time_us(trade: SpotTrade | FuturesTrade) -> int:
 
 def spot_trade_rows(trades: Iterable[SpotTrade], inst: Instrument, recv_us: int) -> list[TradeRow]:
     """Spot trades of `inst` -> checked rows; live frames and REST history rows alike."""
-    symbol, base, quote = inst.symbol, inst.base, inst.quote
+    rows: list[TradeRow] = []
     try:
-        rows = [
-            (
-                _time_us(trade),
-                recv_us,
-                symbol,
-                base,
-                quote,
-                float(trade.price),
-                float(trade.amount),
-                trade.side,
-                str(trade.id),
-            )
-            for trade in trades
-        ]
+        for trade in trades:
+            price, qty = float(trade.price), float(trade.amount)
+            rows.append(trade_row(_time_us(trade), recv_us, inst, price, qty, trade.side, str(trade.id)))
     except ValueError as exc:  # a price or amount string that is not a number
+        if isinstance(exc, ParseError):
+            raise
         raise ParseError(f"gate: {exc}") from None
-    return checked_rows(rows, recv_us)
+    return rows
 
 
 def futures_trade_rows(
@@ -156,25 +148,16 @@ def futures_trade_rows(
                 raise ParseError(f"unknown contract {trade.contract!r:.40}")
             if trade.is_internal:
                 continue  # insurance fund/ADL: kept in the frame journal, not in segments (DESIGN §3)
-            contracts = float(trade.size)
-            append(
-                (
-                    _time_us(trade),
-                    recv_us,
-                    inst.symbol,
-                    inst.base,
-                    inst.quote,
-                    float(trade.price),
-                    abs(contracts) * inst.multiplier,
-                    "buy" if contracts > 0.0 else "sell",
-                    str(trade.id),
-                )
-            )
+            contracts, price = float(trade.size), float(trade.price)
+            qty, side = abs(contracts) * inst.multiplier, "buy" if contracts > 0.0 else "sell"
+            append(trade_row(_time_us(trade), recv_us, inst, price, qty, side, str(trade.id)))
     except ValueError as exc:  # a size or price string that is not a number
         if isinstance(exc, ParseError):
             raise
         raise ParseError(f"gate: {exc}") from None
-    return checked_rows(rows, recv_us, sort=True)
+    if len(rows) > 1:
+        rows.sort(key=BY_TIME)  # linear when already ascending
+    return rows
 
 
 def _reply(msg: dict[str, Any]) -> Control:

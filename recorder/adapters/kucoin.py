@@ -34,12 +34,12 @@ from pumpwatch.recorder.adapter import (
 )
 from pumpwatch.recorder.adapters.checks import (
     Side,
-    checked_rows,
     loads,
     not_a_trade,
     option_values,
     positive,
     read_options,
+    trade_row,
 )
 from pumpwatch.segments.schema import TradeRow
 
@@ -80,25 +80,22 @@ _decode_push = msgspec.json.Decoder(_Push).decode
 
 def trade_rows(trades: Iterable[Trade], inst: Instrument, recv_us: int) -> list[TradeRow]:
     """Matches of `inst` -> checked rows (futures qty = lots × multiplier); live frames and REST."""
-    symbol, base, quote, multiplier = inst.symbol, inst.base, inst.quote, inst.multiplier
+    multiplier = inst.multiplier
+    rows: list[TradeRow] = []
     try:
-        rows = [
-            (
-                int(trade.time if trade.ts is None else trade.ts) // 1000,  # type: ignore[arg-type]
-                recv_us,
-                symbol,
-                base,
-                quote,
-                float(trade.price),
-                float(trade.size) * multiplier,
-                trade.side,
-                str(trade.trade_id),
+        for trade in trades:
+            raw = trade.time if trade.ts is None else trade.ts  # futures: ts; spot: time
+            if raw is None:
+                raise ParseError("kucoin: match without time")
+            price, qty = float(trade.price), float(trade.size) * multiplier
+            rows.append(
+                trade_row(int(raw) // 1000, recv_us, inst, price, qty, trade.side, str(trade.trade_id))
             )
-            for trade in trades
-        ]
-    except (TypeError, ValueError) as exc:  # no time (TypeError), or a string that is not a number
-        raise ParseError(f"kucoin: bad trade: {exc}") from None
-    return checked_rows(rows, recv_us)
+    except ValueError as exc:  # a string that is not a number
+        if isinstance(exc, ParseError):
+            raise
+        raise ParseError(f"kucoin: {exc}") from None
+    return rows
 
 
 def _control(msg: dict[str, Any], kind: str) -> Control:

@@ -24,11 +24,11 @@ from pumpwatch.errors import ConfigError, ParseError
 from pumpwatch.recorder.adapter import Adapter, ConnectTarget, Control, HttpRequest, Instrument, Instruments
 from pumpwatch.recorder.adapters.checks import (
     Side,
-    checked_rows,
     loads,
     not_a_trade,
     option_values,
     read_options,
+    trade_row,
 )
 from pumpwatch.segments.schema import TradeRow
 from pumpwatch.timeunits import US_PER_MS
@@ -69,25 +69,19 @@ _decode_push = msgspec.json.Decoder(_Push).decode
 
 def trade_rows(trades: list[Trade], inst: Instrument, recv_us: int) -> list[TradeRow]:
     """Trades of `inst` -> checked rows (base qty = size × contract value); pushes and REST rows."""
-    symbol, base, quote, multiplier = inst.symbol, inst.base, inst.quote, inst.multiplier
+    multiplier = inst.multiplier
+    rows: list[TradeRow] = []
+    append = rows.append
     try:
-        rows = [
-            (
-                int(trade.time) * US_PER_MS,
-                recv_us,
-                symbol,
-                base,
-                quote,
-                float(trade.price),
-                float(trade.size) * multiplier,
-                trade.side,
-                str(trade.trade_id),
-            )
-            for trade in trades
-        ]
+        for trade in trades:
+            time_us = int(trade.time) * US_PER_MS
+            price, qty = float(trade.price), float(trade.size) * multiplier
+            append(trade_row(time_us, recv_us, inst, price, qty, trade.side, str(trade.trade_id)))
     except ValueError as exc:  # a ts, px or sz string that is not a number
+        if isinstance(exc, ParseError):
+            raise
         raise ParseError(f"okx: {exc}") from None
-    return checked_rows(rows, recv_us)
+    return rows
 
 
 def decode(frame: bytes | str, recv_us: int, instruments: Instruments) -> list[TradeRow] | Control:

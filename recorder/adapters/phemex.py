@@ -29,13 +29,15 @@ import orjson
 from pumpwatch.errors import ConfigError, ParseError
 from pumpwatch.recorder.adapter import Adapter, Control, Decoder, HttpRequest, Instrument, Instruments
 from pumpwatch.recorder.adapters.checks import (
+    BY_TIME,
     SIDE_OF_CAPITAL,
     CapitalSide,
-    checked_rows,
     loads,
     not_a_trade,
     option_values,
     read_options,
+    stale,
+    trade_row,
 )
 from pumpwatch.segments.schema import TradeRow
 
@@ -105,51 +107,44 @@ def spot_trade_rows(
     Oldest first (a snapshot lists the newest first; ties keep exchange order). In a subscribe
     snapshot, history older than the plausibility bound is not news and is skipped.
     """
-    symbol, base, quote = inst.symbol, inst.base, inst.quote
     price_div, qty_div = 10**inst.price_scale, 10**inst.qty_scale
+    rows: list[TradeRow] = []
+    append = rows.append
     try:
-        rows = [
-            (
-                ts_ns // 1000,
-                recv_us,
-                symbol,
-                base,
-                quote,
-                p / price_div,
-                q / qty_div,
-                SIDE_OF_CAPITAL[s],
-                None,
-            )
-            for ts_ns, s, p, q in (reversed(trades) if snapshot else trades)
-        ]
+        for ts_ns, side, price_ep, value in reversed(trades) if snapshot else trades:
+            time_us = ts_ns // 1000
+            if snapshot and stale(time_us, recv_us):
+                continue
+            price, qty = price_ep / price_div, value / qty_div
+            append(trade_row(time_us, recv_us, inst, price, qty, SIDE_OF_CAPITAL[side], None))
     except OverflowError:  # an integer too large for a float
         raise ParseError(f"phemex: priceEp/value out of range in {trades!s:.120}") from None
-    return checked_rows(rows, recv_us, sort=True, skip_old=snapshot)
+    if len(rows) > 1:
+        rows.sort(key=BY_TIME)  # linear when already ascending
+    return rows
 
 
 def perp_trade_rows(
     trades: list[PerpTrade], inst: Instrument, recv_us: int, snapshot: bool
 ) -> list[TradeRow]:
     """Perpetual trades of `inst` -> checked rows (qty × multiplier); order and snapshots as spot."""
-    symbol, base, quote, multiplier = inst.symbol, inst.base, inst.quote, inst.multiplier
+    multiplier = inst.multiplier
+    rows: list[TradeRow] = []
+    append = rows.append
     try:
-        rows = [
-            (
-                ts_ns // 1000,
-                recv_us,
-                symbol,
-                base,
-                quote,
-                float(p),
-                float(q) * multiplier,
-                SIDE_OF_CAPITAL[s],
-                None,
-            )
-            for ts_ns, s, p, q in (reversed(trades) if snapshot else trades)
-        ]
+        for ts_ns, side, price, qty in reversed(trades) if snapshot else trades:
+            time_us = ts_ns // 1000
+            if snapshot and stale(time_us, recv_us):
+                continue
+            p, q = float(price), float(qty) * multiplier
+            append(trade_row(time_us, recv_us, inst, p, q, SIDE_OF_CAPITAL[side], None))
     except ValueError as exc:  # a price or qty string that is not a number
+        if isinstance(exc, ParseError):
+            raise
         raise ParseError(f"phemex: {exc}") from None
-    return checked_rows(rows, recv_us, sort=True, skip_old=snapshot)
+    if len(rows) > 1:
+        rows.sort(key=BY_TIME)
+    return rows
 
 
 def _make_decode(market: str) -> Decoder:
