@@ -54,21 +54,25 @@ SIZE_DECIMAL_HEADER = "X-Gate-Size-Decimal"
 _CHANNEL = {"spot": "spot", "futures": "futures"}
 
 
-def ms_to_us(value: Any) -> int:
+def ms_to_us(value: Any, seconds: int | None = None) -> int:
     """Gate ms time -> integer µs: ``"1606292218213.4578"`` -> 1606292218213457 exactly.
 
     Strings are cut at the decimal point and the fraction's first three digits kept (truncated),
-    so no float rounding touches the sub-millisecond part; an int is whole milliseconds.
+    so no float rounding touches the sub-millisecond part; an int is whole milliseconds. With
+    `value` None (frames from before ``create_time_ms`` existed), whole `seconds`.
     """
-    kind = type(value)
-    if kind is int:
-        return int(value) * US_PER_MS
+    kind = value.__class__
     if kind is str:
         whole, _, frac = value.partition(".")
-        if whole.isascii() and whole.isdigit() and (not frac or (frac.isascii() and frac.isdigit())):
-            return int(whole) * US_PER_MS + (int((frac + "000")[:3]) if frac else 0)
+        digits = whole + frac
+        if whole and digits.isascii() and digits.isdigit():
+            return int(whole + (frac + "000")[:3])
+    elif kind is int:
+        return value * US_PER_MS
     elif kind is float and value == value and abs(value) < float("inf"):
         return int(Decimal(repr(value)) * US_PER_MS)
+    elif value is None and seconds is not None:
+        return seconds * US_PER_S
     raise ParseError(f"bad create_time_ms: {value!r:.40}")
 
 
@@ -108,22 +112,23 @@ class _FuturesPush(msgspec.Struct):
     event: str | None = None
 
 
-def _time_us(trade: SpotTrade | FuturesTrade) -> int:
-    """create_time_ms as µs, or whole seconds of create_time when a frame predates it."""
-    if trade.create_time_ms is not None:
-        return ms_to_us(trade.create_time_ms)
-    if trade.create_time is None:
-        raise ParseError("trade without create_time_ms or create_time")
-    return trade.create_time * US_PER_S
-
-
 def spot_trade_rows(trades: Iterable[SpotTrade], inst: Instrument, recv_us: int) -> list[TradeRow]:
     """Spot trades of `inst` -> checked rows; live frames and REST history rows alike."""
     rows: list[TradeRow] = []
     try:
         for trade in trades:
             price, qty = float(trade.price), float(trade.amount)
-            rows.append(trade_row(_time_us(trade), recv_us, inst, price, qty, trade.side, str(trade.id)))
+            rows.append(
+                trade_row(
+                    ms_to_us(trade.create_time_ms, trade.create_time),
+                    recv_us,
+                    inst,
+                    price,
+                    qty,
+                    trade.side,
+                    str(trade.id),
+                )
+            )
     except ValueError as exc:  # a price or amount string that is not a number
         if isinstance(exc, ParseError):
             raise
@@ -150,7 +155,17 @@ def futures_trade_rows(
                 continue  # insurance fund/ADL: kept in the frame journal, not in segments (DESIGN §3)
             contracts, price = float(trade.size), float(trade.price)
             qty, side = abs(contracts) * inst.multiplier, "buy" if contracts > 0.0 else "sell"
-            append(trade_row(_time_us(trade), recv_us, inst, price, qty, side, str(trade.id)))
+            append(
+                trade_row(
+                    ms_to_us(trade.create_time_ms, trade.create_time),
+                    recv_us,
+                    inst,
+                    price,
+                    qty,
+                    side,
+                    str(trade.id),
+                )
+            )
     except ValueError as exc:  # a size or price string that is not a number
         if isinstance(exc, ParseError):
             raise
