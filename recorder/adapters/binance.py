@@ -42,7 +42,7 @@ _US_THRESHOLD = 100_000_000_000_000
 _STREAM_RE = re.compile(r"([a-z0-9]+)@(?:trade|aggTrade)")
 
 
-class Trade(msgspec.Struct, kw_only=True):
+class Trade(msgspec.Struct, kw_only=True, gc=False):
     """One trade as an ``@trade``/``@aggTrade`` payload (and a REST ``aggTrades`` row) carries it.
 
     Prices and quantities are documented as strings; a JSON number is read the same way.
@@ -59,7 +59,7 @@ class Trade(msgspec.Struct, kw_only=True):
     book: str = msgspec.field(name="X", default=_ON_BOOK)  # futures @trade only
 
 
-class _Combined(msgspec.Struct):
+class _Combined(msgspec.Struct, gc=False):
     """``{"stream":"bnbbtc@trade","data":<payload>}`` (the stream name is not needed)."""
 
     data: Trade

@@ -40,7 +40,7 @@ _PREFIX = "publicTrade."
 _TOPIC_RE = re.compile(r"publicTrade\.([A-Za-z0-9_-]+)")
 
 
-class Trade(msgspec.Struct, kw_only=True):
+class Trade(msgspec.Struct, kw_only=True, gc=False):
     """One trade of a ``publicTrade`` push. Price, size and id are documented as strings."""
 
     time: int = msgspec.field(name="T")  # ms
@@ -52,7 +52,7 @@ class Trade(msgspec.Struct, kw_only=True):
     block: bool = msgspec.field(name="BT", default=False)  # a block trade
 
 
-class _Push(msgspec.Struct):
+class _Push(msgspec.Struct, gc=False):
     topic: str
     data: list[Trade]
 

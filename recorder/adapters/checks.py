@@ -4,7 +4,8 @@ Sans-I/O. The trade checks raise only `ParseError` (the parser contract, DESIGN 
 validation raises only `ConfigError` naming ``streams.<stream>.options.<key>`` (settings are
 checked when loaded, before any process starts).
 
-A parser decodes the frame with a typed schema (a `msgspec.Struct`), so the JSON types are
+A parser decodes the frame with a typed schema (a `msgspec.Struct`; ``gc=False`` on frame
+structs: they hold scalars and lists of structs, never a cycle), so the JSON types are
 already checked when these run: what is left is meaning (a price must be positive and finite,
 a trade time near the receive time), checked as each row is made by `trade_row`.
 """

@@ -76,7 +76,7 @@ def ms_to_us(value: Any, seconds: int | None = None) -> int:
     raise ParseError(f"bad create_time_ms: {value!r:.40}")
 
 
-class SpotTrade(msgspec.Struct, kw_only=True):
+class SpotTrade(msgspec.Struct, kw_only=True, gc=False):
     """One ``spot.trades`` result (or a REST ``/spot/trades`` row)."""
 
     id: int | str
@@ -88,7 +88,7 @@ class SpotTrade(msgspec.Struct, kw_only=True):
     create_time: int | None = None  # seconds: frames from before create_time_ms existed
 
 
-class FuturesTrade(msgspec.Struct, kw_only=True):
+class FuturesTrade(msgspec.Struct, kw_only=True, gc=False):
     """One ``futures.trades`` result item (or a REST ``/futures/usdt/trades`` row)."""
 
     id: int | str
@@ -100,13 +100,13 @@ class FuturesTrade(msgspec.Struct, kw_only=True):
     is_internal: bool = False  # insurance-fund/ADL takeover: not a market trade
 
 
-class _SpotPush(msgspec.Struct):
+class _SpotPush(msgspec.Struct, gc=False):
     channel: str
     result: SpotTrade
     event: str | None = None  # "update"; a push without it is still a trade
 
 
-class _FuturesPush(msgspec.Struct):
+class _FuturesPush(msgspec.Struct, gc=False):
     channel: str
     result: list[FuturesTrade]
     event: str | None = None

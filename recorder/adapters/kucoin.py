@@ -52,7 +52,7 @@ _SUBJECT = {"spot": "trade.l3match", "futures": "match"}
 _CONTROL_TYPES = ("welcome", "ack", "pong", "error", "notice")
 
 
-class Trade(msgspec.Struct, kw_only=True):
+class Trade(msgspec.Struct, kw_only=True, gc=False):
     """One match: spot ``/market/match`` data (time ``time``) or futures execution (``ts``).
 
     Times are integer nanoseconds (spot sends a string, futures an integer above 2**53, which
@@ -68,7 +68,7 @@ class Trade(msgspec.Struct, kw_only=True):
     ts: str | int | None = None  # futures, ns
 
 
-class _Push(msgspec.Struct):
+class _Push(msgspec.Struct, gc=False):
     data: Trade
     type: str | None = None  # "message"
     subject: str | None = None

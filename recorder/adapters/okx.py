@@ -41,7 +41,7 @@ _INST_RE = re.compile(r"instId:([A-Za-z0-9_-]+)")
 SERVICE_UPGRADE = "64008"  # "The connection will soon be closed for a service upgrade."
 
 
-class Trade(msgspec.Struct, kw_only=True):
+class Trade(msgspec.Struct, kw_only=True, gc=False):
     """One trade of a ``trades-all``/``trades`` push (or a REST history-trades row).
 
     Documented as strings throughout; numbers are read the same way.
@@ -54,12 +54,12 @@ class Trade(msgspec.Struct, kw_only=True):
     time: str | int = msgspec.field(name="ts")  # ms
 
 
-class _Arg(msgspec.Struct):
+class _Arg(msgspec.Struct, gc=False):
     instId: str
     channel: str | None = None
 
 
-class _Push(msgspec.Struct):
+class _Push(msgspec.Struct, gc=False):
     arg: _Arg
     data: list[Trade]
 

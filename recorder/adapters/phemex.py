@@ -53,13 +53,13 @@ SpotTrade = tuple[int, CapitalSide, int, int]
 PerpTrade = tuple[int, CapitalSide, str | float, str | float]
 
 
-class _SpotPush(msgspec.Struct):
+class _SpotPush(msgspec.Struct, gc=False):
     symbol: str
     trades: list[SpotTrade]
     type: Literal["incremental", "snapshot"] = "incremental"  # a push without it is live
 
 
-class _PerpPush(msgspec.Struct):
+class _PerpPush(msgspec.Struct, gc=False):
     symbol: str
     trades_p: list[PerpTrade]
     type: Literal["incremental", "snapshot"] = "incremental"
