@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
+import importlib.metadata
 import random
 import sys
 import time
@@ -145,7 +146,6 @@ def _cryptofeed_handler(instruments: dict[str, Instrument]) -> tuple[str, Callab
     network): only what `message_handler` and `_trade` read is set.
     """
     try:
-        import cryptofeed
         from cryptofeed.defines import TRADES
         from cryptofeed.exchanges.binance_futures import BinanceFutures
     except ImportError:
@@ -168,7 +168,7 @@ def _cryptofeed_handler(instruments: dict[str, Instrument]) -> tuple[str, Callab
         except StopIteration:
             pass
 
-    return getattr(cryptofeed, "__version__", "?"), handle
+    return importlib.metadata.version("cryptofeed"), handle
 
 
 def bench_aggtrade_corpus(n: int, repeat: int) -> dict[str, Any]:
