@@ -9,7 +9,7 @@ Every connect needs a fresh token from ``POST <rest>/api/v1/bullet-public`` (spo
 from their own REST hosts; a reused token fails with ``401 token is expired`` after 24 h).
 The connection is usable only after the ``welcome`` frame; the client pings with JSON at the
 server-given ``pingInterval``. Spot times are nanosecond strings, futures times nanosecond
-integers above 2**53 (parsed by orjson as exact ints, never floats). Futures sizes are lots:
+integers above 2**53 (decoded by msgspec as exact ints, never floats). Futures sizes are lots:
 base qty = lots × the contract ``multiplier`` from ``/api/v1/contracts/active``. KuCoin calls
 bitcoin ``XBT`` on futures; the base is stored as ``BTC``.
 """
@@ -196,7 +196,7 @@ def connect_target(ws_url: str, body: bytes | None, conn_id: str) -> ConnectTarg
     or a test server); ping interval comes from the response's ``pingInterval`` (ms).
     """
     try:
-        reply = orjson.loads(body or b"")
+        reply = loads(body or b"")
         data = reply["data"]
         token = data["token"]
         server = data["instanceServers"][0]
@@ -204,7 +204,7 @@ def connect_target(ws_url: str, body: bytes | None, conn_id: str) -> ConnectTarg
         ping_interval_s = float(server.get("pingInterval", 18_000)) / 1000.0
         if reply.get("code") != "200000" or type(token) is not str or type(endpoint) is not str:
             raise ParseError(f"bullet-public refused: {reply!r:.200}")
-    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
         if isinstance(exc, ParseError):
             raise
         raise ParseError(f"bad bullet-public response: {exc}") from None
@@ -268,9 +268,9 @@ def _text(row: dict[str, Any], key: str) -> str:
 
 def _rows(body: bytes) -> list[dict[str, Any]]:
     try:
-        reply = orjson.loads(body)
+        reply = loads(body)
         rows = reply["data"]
-    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+    except (KeyError, TypeError) as exc:
         raise ParseError(f"bad instrument list: {exc}") from None
     if reply.get("code") != "200000" or not isinstance(rows, list):
         raise ParseError(f"instrument list refused: {str(reply)[:200]}")
