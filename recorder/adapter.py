@@ -130,7 +130,9 @@ class Adapter:
     # equal for the same trade seen twice. Default: (symbol, trade_id).
     dedupe_key: Callable[[TradeRow], Any] = lambda row: (row[2], row[8])
 
-    # Free-form adapter options from settings (streams.<id>.options), with their defaults.
+    # The defaults of the stream's options (settings streams.<id>.options). Each adapter module
+    # declares its options as a msgspec Struct and `adapter(market, options)` checks the given
+    # ones with `checks.read_options`, raising ConfigError naming the key.
     default_options: Mapping[str, Any] = field(default_factory=dict)
 
     # How the exchange answers a subscribe request of several symbols. False: one reply per

@@ -12,29 +12,93 @@ server pings with WebSocket ping frames, so there is no application ping.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
+import msgspec
 import orjson
 
-from pumpwatch.errors import ParseError
+from pumpwatch.errors import ConfigError, ParseError
 from pumpwatch.recorder.adapter import Adapter, ConnectTarget, Control, HttpRequest, Instrument, Instruments
+from pumpwatch.recorder.adapters.checks import (
+    loads,
+    not_a_trade,
+    option_values,
+    read_options,
+    trade_row,
+)
 from pumpwatch.segments.schema import TradeRow
+from pumpwatch.timeunits import US_PER_MS
 
 SPOT_DOC = "https://developers.binance.com/docs/binance-spot-api-docs/web-socket-streams"
 FUTURES_DOC = "https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams"
 
-_loads = orjson.loads
-_JSONError = orjson.JSONDecodeError
-_INF = float("inf")
-_DAY_US = 86_400_000_000
+_ON_BOOK = "MARKET"  # off-book prints of the futures @trade variant (X) are not market trades (DESIGN §3)
+_TRADE_EVENTS = ("trade", "aggTrade")
 # Trade times at or above this are µs (timeUnit=MICROSECOND), below it ms: 1e14 µs is 1973 and
 # 1e14 ms is the year 5138, so the two ranges never meet.
 _US_THRESHOLD = 100_000_000_000_000
-# Off-book prints of the futures @trade variant (field X): not market trades (DESIGN §3).
-_ON_BOOK = "MARKET"
 _STREAM_RE = re.compile(r"([a-z0-9]+)@(?:trade|aggTrade)")
+
+
+class Trade(msgspec.Struct, kw_only=True, gc=False):
+    """One trade as an ``@trade``/``@aggTrade`` payload (and a REST ``aggTrades`` row) carries it.
+
+    Prices and quantities are documented as strings; a JSON number is read the same way.
+    """
+
+    price: str | float = msgspec.field(name="p")
+    qty: str | float = msgspec.field(name="q")
+    time: int = msgspec.field(name="T")  # ms, or µs with timeUnit=MICROSECOND
+    buyer_maker: bool = msgspec.field(name="m")
+    trade_id: int | None = msgspec.field(name="t", default=None)  # @trade
+    agg_id: int | None = msgspec.field(name="a", default=None)  # @aggTrade and REST aggTrades
+    symbol: str = msgspec.field(name="s", default="")  # absent from REST rows
+    event: str | None = msgspec.field(name="e", default=None)
+    book: str = msgspec.field(name="X", default=_ON_BOOK)  # futures @trade only
+
+
+class _Combined(msgspec.Struct, gc=False):
+    """``{"stream":"bnbbtc@trade","data":<payload>}`` (the stream name is not needed)."""
+
+    data: Trade
+
+
+_decode_combined = msgspec.json.Decoder(_Combined).decode
+_decode_raw = msgspec.json.Decoder(Trade).decode
+
+
+def trade_rows(trades: Iterable[Trade], inst: Instrument, recv_us: int) -> list[TradeRow]:
+    """Trades of `inst` -> checked rows, off-book prints left out; live frames and REST rows.
+
+    The id is ``t`` for ``@trade`` and ``a`` for ``@aggTrade`` (old ``@trade`` frames also carry
+    an ``a``, the seller's order id); without an event tag, ``a`` if present.
+    """
+    rows: list[TradeRow] = []
+    for trade in trades:
+        event = trade.event
+        if event == "trade":
+            tid = trade.trade_id
+        elif event == "aggTrade":
+            tid = trade.agg_id
+        elif event is None:
+            tid = trade.trade_id if trade.agg_id is None else trade.agg_id
+        else:
+            raise ParseError(f"binance: unexpected event {event!r:.40}")
+        if tid is None:
+            raise ParseError(f"binance: {event or 'trade'} without its id")
+        if trade.book != _ON_BOOK:
+            continue
+        t = trade.time
+        try:
+            price, qty = float(trade.price), float(trade.qty)
+        except ValueError:
+            raise ParseError(f"binance: bad price/qty {trade.price!r:.40} / {trade.qty!r:.40}") from None
+        side = "sell" if trade.buyer_maker else "buy"  # the buyer was the maker, so the taker sold
+        time_us = t if t >= _US_THRESHOLD else t * US_PER_MS
+        rows.append(trade_row(time_us, recv_us, inst, price, qty, side, str(tid)))
+    return rows
 
 
 def decode(frame: bytes | str, recv_us: int, instruments: Instruments) -> list[TradeRow] | Control:
@@ -49,66 +113,34 @@ def decode(frame: bytes | str, recv_us: int, instruments: Instruments) -> list[T
     futures ``@trade`` variant (off-book ``X`` dropped) decode the same way.
     """
     try:
-        msg = _loads(frame)
-    except _JSONError:
-        raise ParseError("binance: not JSON") from None
+        trade = _decode_combined(frame).data
+    except msgspec.DecodeError:
+        try:
+            trade = _decode_raw(frame)
+        except msgspec.DecodeError:
+            return _control(frame)
     try:
-        data = msg["data"]  # combined stream: {"stream": …, "data": payload}
-        event = data["e"]
-    except (KeyError, TypeError, IndexError):
-        if type(msg) is not dict:
-            raise ParseError("binance: frame is not an object") from None
-        data = msg  # a raw /ws payload, a reply or a notice
-        event = msg.get("e")
-    if event == "trade":
-        id_key = "t"
-    elif event == "aggTrade":
-        id_key = "a"
-    else:
-        return _control(msg, data)
-    try:
-        symbol = data["s"]
-        inst = instruments[symbol]
-        p = data["p"]
-        q = data["q"]
-        t = data["T"]
-        m = data["m"]
-        tid = data[id_key]
-    except KeyError as exc:
-        raise ParseError(f"binance: missing field or unknown symbol {exc}") from None
-    except TypeError:
-        raise ParseError("binance: symbol is not a string") from None
-    if not (str is type(p) is type(q)) or not (int is type(t) is type(tid)):
-        raise ParseError("binance: wrong field type")
-    try:
-        price = float(p)
-        qty = float(q)
-    except ValueError:
-        raise ParseError(f"binance: bad number {p!r} / {q!r}") from None
-    if not (0.0 < price < _INF and 0.0 < qty < _INF):
-        raise ParseError(f"binance: price/qty out of range {p!r} / {q!r}")
-    t_us = t if t >= _US_THRESHOLD else t * 1000
-    if not -_DAY_US < t_us - recv_us < _DAY_US:
-        raise ParseError(f"binance: implausible time {t}")
-    if m is True:
-        side = "sell"  # the buyer was the maker, so the taker sold
-    elif m is False:
-        side = "buy"
-    else:
-        raise ParseError("binance: m is not a boolean")
-    x = data.get("X", _ON_BOOK)
-    if x != _ON_BOOK:
-        if type(x) is not str:
-            raise ParseError("binance: X is not a string")
-        return []
-    return [(t_us, recv_us, symbol, inst.base, inst.quote, price, qty, side, str(tid))]
+        inst = instruments[trade.symbol]
+    except KeyError:
+        raise ParseError(f"binance: unknown symbol {trade.symbol!r:.40}") from None
+    return trade_rows((trade,), inst, recv_us)
 
 
-def _control(msg: dict[str, Any], data: dict[str, Any]) -> Control:
-    """Replies to SUBSCRIBE, errors and the serverShutdown notice."""
-    event = msg.get("event")
-    if data.get("e") == "serverShutdown" or (type(event) is dict and event.get("e") == "serverShutdown"):
+def _control(frame: bytes | str) -> Control:
+    """Replies to SUBSCRIBE, errors and the serverShutdown notice; anything else is garbage."""
+    msg = loads(frame)
+    if type(msg) is not dict:
+        raise ParseError("binance: frame is not an object")
+    data = msg.get("data", msg)
+    event = data.get("e") if type(data) is dict else None
+    if event == "serverShutdown":
         return Control("reconnect", message="serverShutdown")
+    if event in _TRADE_EVENTS:
+        # A trade whose schema check failed: decode it again to say which field is wrong.
+        try:
+            msgspec.convert(data, Trade)
+        except msgspec.ValidationError as exc:
+            raise not_a_trade(exc) from None
     raw_id = msg.get("id")
     req_id = None if raw_id is None or type(raw_id) in (dict, list) else str(raw_id)
     error = msg.get("error", msg if "code" in msg and "msg" in msg else None)
@@ -124,7 +156,7 @@ def _control(msg: dict[str, Any], data: dict[str, Any]) -> Control:
         if msg["result"] is None:
             return Control("ack", req_id=req_id)
         return Control("info", req_id=req_id, message="result")  # LIST_SUBSCRIPTIONS and the like
-    raise ParseError(f"binance: unexpected frame (e={data.get('e')!r})")
+    raise ParseError(f"binance: unexpected frame (e={event!r:.40})")
 
 
 def _request_frame(method: str, symbols: Sequence[str], req_id: str, channel: str) -> str:
@@ -155,7 +187,7 @@ def _route(ws_url: str, futures: bool, channel: str, query: str) -> str:
 def _parse_exchange_info(body: bytes, futures: bool, quotes: frozenset[str]) -> list[Instrument]:
     """Trading USDT symbols (futures: USDT-margined perpetuals) of an exchangeInfo response."""
     try:
-        symbols = _loads(body)["symbols"]
+        symbols = loads(body)["symbols"]
         out = []
         for item in symbols:
             if item["status"] != "TRADING" or item["quoteAsset"] not in quotes:
@@ -163,28 +195,39 @@ def _parse_exchange_info(body: bytes, futures: bool, quotes: frozenset[str]) -> 
             if futures and item.get("contractType") != "PERPETUAL":
                 continue
             out.append(Instrument(item["symbol"], item["baseAsset"].upper(), item["quoteAsset"].upper()))
-    except (_JSONError, KeyError, TypeError, AttributeError) as exc:
+    except (KeyError, TypeError, AttributeError) as exc:
         raise ParseError(f"binance: bad exchangeInfo response ({exc!r})") from None
     return out
 
 
+class FuturesOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``streams.binance_futures.options``."""
+
+    channel: Literal["trade", "aggTrade"] = "aggTrade"
+    quotes: tuple[str, ...] = ("USDT",)  # quote assets recorded
+
+
+class SpotOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``streams.binance_spot.options``."""
+
+    channel: Literal["trade", "aggTrade"] = "trade"
+    quotes: tuple[str, ...] = ("USDT",)
+    time_unit: Literal["MICROSECOND", "MILLISECOND"] = "MICROSECOND"
+
+
 def adapter(market: str, options: Mapping[str, Any]) -> Adapter:
-    """The Adapter of ``binance_<market>``; options: ``channel`` ("trade" | "aggTrade"), ``quotes``."""
-    futures = market == "futures"
+    """The Adapter of ``binance_<market>``; options: see `SpotOptions`, `FuturesOptions`."""
     if market not in ("spot", "futures"):
-        raise ValueError(f"binance has no market {market!r}")
-    defaults: dict[str, Any] = {"channel": "aggTrade" if futures else "trade", "quotes": ["USDT"]}
-    if not futures:
-        defaults["time_unit"] = "MICROSECOND"
-    opts = {**defaults, **options}
-    channel = str(opts["channel"])
-    if channel not in ("trade", "aggTrade"):
-        raise ValueError(f"binance channel must be 'trade' or 'aggTrade', not {channel!r}")
-    quotes = frozenset(str(q).upper() for q in opts["quotes"])
-    query = "" if futures else f"timeUnit={opts['time_unit']}"
+        raise ConfigError(f"binance has no market {market!r}")
+    futures = market == "futures"
+    stream = f"binance_{market}"
+    opts = read_options(stream, options, FuturesOptions if futures else SpotOptions)
+    channel = opts.channel
+    quotes = frozenset(q.upper() for q in opts.quotes)
+    query = f"timeUnit={opts.time_unit}" if isinstance(opts, SpotOptions) else ""
     info_path = "/fapi/v1/exchangeInfo" if futures else "/api/v3/exchangeInfo"
     return Adapter(
-        stream=f"binance_{market}",
+        stream=stream,
         doc_url=FUTURES_DOC if futures else SPOT_DOC,
         decode=decode,
         subscribe=lambda symbols, req_id: [_request_frame("SUBSCRIBE", symbols, req_id, channel)],
@@ -204,5 +247,5 @@ def adapter(market: str, options: Mapping[str, Any]) -> Adapter:
         rotate_margin_s=600.0,
         instruments_request=lambda rest_url: HttpRequest("GET", rest_url.rstrip("/") + info_path),
         parse_instruments=lambda body: (_parse_exchange_info(body, futures, quotes), None),
-        default_options=defaults,
+        default_options=option_values(opts.__class__()),
     )

@@ -17,21 +17,68 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
+import msgspec
 import orjson
 
-from pumpwatch.errors import ParseError
+from pumpwatch.errors import ConfigError, ParseError
 from pumpwatch.recorder.adapter import Adapter, Control, HttpRequest, Instrument, Instruments
+from pumpwatch.recorder.adapters.checks import (
+    SIDE_OF_CAPITAL,
+    CapitalSide,
+    loads,
+    not_a_trade,
+    option_values,
+    read_options,
+    trade_row,
+)
 from pumpwatch.segments.schema import TradeRow
+from pumpwatch.timeunits import US_PER_MS
 
 DOC_URL = "https://bybit-exchange.github.io/docs/v5/websocket/public/trade"
 
-_loads = orjson.loads
-_JSONError = orjson.JSONDecodeError
-_INF = float("inf")
-_DAY_US = 86_400_000_000
 _PREFIX = "publicTrade."
-_SIDES = {"Buy": "buy", "Sell": "sell"}
 _TOPIC_RE = re.compile(r"publicTrade\.([A-Za-z0-9_-]+)")
+
+
+class Trade(msgspec.Struct, kw_only=True, gc=False):
+    """One trade of a ``publicTrade`` push. Price, size and id are documented as strings."""
+
+    time: int = msgspec.field(name="T")  # ms
+    symbol: str = msgspec.field(name="s")
+    side: CapitalSide = msgspec.field(name="S")  # the taker's
+    qty: str | float = msgspec.field(name="v")  # base coin, also for linear contracts
+    price: str | float = msgspec.field(name="p")
+    trade_id: str | int = msgspec.field(name="i")
+    block: bool = msgspec.field(name="BT", default=False)  # a block trade
+
+
+class _Push(msgspec.Struct, gc=False):
+    topic: str
+    data: list[Trade]
+
+
+_decode_push = msgspec.json.Decoder(_Push).decode
+
+
+def trade_rows(trades: list[Trade], inst: Instrument, recv_us: int, drop_block: bool) -> list[TradeRow]:
+    """Trades of `inst` (oldest first) -> checked rows; live pushes and REST history rows alike."""
+    symbol = inst.symbol
+    rows: list[TradeRow] = []
+    append = rows.append
+    try:
+        for trade in trades:
+            if trade.symbol != symbol:
+                raise ParseError(f"bybit: trade of {trade.symbol!r:.40} in the push of {symbol!r}")
+            if drop_block and trade.block:
+                continue
+            price, qty = float(trade.price), float(trade.qty)
+            side = SIDE_OF_CAPITAL[trade.side]
+            append(trade_row(trade.time * US_PER_MS, recv_us, inst, price, qty, side, str(trade.trade_id)))
+    except ValueError as exc:  # a price or size string that is not a number
+        if isinstance(exc, ParseError):
+            raise
+        raise ParseError(f"bybit: {exc}") from None
+    return rows
 
 
 def _decode(
@@ -46,55 +93,28 @@ def _decode(
           "i":"20f43950-d8dd-5b31-9112-a178eb6023af","BT":false,"seq":1783284617}]}
     """
     try:
-        msg = _loads(frame)
-    except _JSONError:
-        raise ParseError("bybit: not JSON") from None
-    try:
-        topic = msg["topic"]
-        data = msg["data"]
-    except (KeyError, TypeError, IndexError):
-        return _control(msg)
-    if type(topic) is not str or not topic.startswith(_PREFIX) or type(data) is not list:
-        raise ParseError(f"bybit: unexpected topic or data ({str(topic)[:40]!r})")
-    symbol = topic[len(_PREFIX) :]
-    inst = instruments.get(symbol)
+        push = _decode_push(frame)
+    except msgspec.DecodeError:
+        return _control(frame)
+    topic = push.topic
+    if not topic.startswith(_PREFIX):
+        raise ParseError(f"bybit: unexpected topic {topic!r:.40}")
+    inst = instruments.get(topic[len(_PREFIX) :])
     if inst is None:
-        raise ParseError(f"bybit: unknown symbol {symbol!r}")
-    base, quote_ = inst.base, inst.quote
-    rows: list[TradeRow] = []
-    append = rows.append
-    try:
-        for item in data:
-            p = item["p"]
-            v = item["v"]
-            t = item["T"]
-            tid = item["i"]
-            side = _SIDES[item["S"]]
-            if not (str is type(p) is type(v) is type(tid)) or type(t) is not int:
-                raise ParseError("bybit: wrong field type")
-            if item["s"] != symbol:
-                raise ParseError("bybit: trade symbol differs from its topic")
-            price = float(p)
-            qty = float(v)
-            if not (0.0 < price < _INF and 0.0 < qty < _INF):
-                raise ParseError(f"bybit: price/qty out of range {p!r} / {v!r}")
-            t_us = t * 1000
-            if not -_DAY_US < t_us - recv_us < _DAY_US:
-                raise ParseError(f"bybit: implausible time {t}")
-            if drop_block_trades and item.get("BT") is True:
-                continue
-            append((t_us, recv_us, symbol, base, quote_, price, qty, side, tid))
-    except ParseError:
-        raise
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ParseError(f"bybit: malformed trade ({exc!r})") from None
-    return rows
+        raise ParseError(f"bybit: unknown symbol in {topic!r:.40}")
+    return trade_rows(push.data, inst, recv_us, drop_block_trades)
 
 
-def _control(msg: Any) -> Control:
+def _control(frame: bytes | str) -> Control:
     """Subscribe replies, pongs and errors: ``{"success":…,"ret_msg":…,"op":…,"req_id":…}``."""
+    msg = loads(frame)
     if type(msg) is not dict:
         raise ParseError("bybit: frame is not an object")
+    if "topic" in msg:  # a push whose schema check failed: say which field is wrong
+        try:
+            msgspec.convert(msg, _Push)
+        except msgspec.ValidationError as exc:
+            raise not_a_trade(exc) from None
     op = msg.get("op")
     success = msg.get("success")
     raw_id = msg.get("req_id")
@@ -129,7 +149,7 @@ def _parse_instruments(
 ) -> tuple[list[Instrument], HttpRequest | None]:
     """Trading instruments of one instruments-info page, and the request for the next page."""
     try:
-        doc = _loads(body)
+        doc = loads(body)
         if doc["retCode"] != 0:
             raise ParseError(f"bybit: instruments-info retCode {doc['retCode']}: {doc.get('retMsg')}")
         result = doc["result"]
@@ -141,7 +161,7 @@ def _parse_instruments(
                 continue
             out.append(Instrument(item["symbol"], item["baseCoin"].upper(), item["quoteCoin"].upper()))
         cursor = result.get("nextPageCursor") or ""
-    except (_JSONError, KeyError, TypeError, AttributeError) as exc:
+    except (KeyError, TypeError, AttributeError) as exc:
         raise ParseError(f"bybit: bad instruments-info response ({exc!r})") from None
     if not cursor:
         return out, None
@@ -150,15 +170,21 @@ def _parse_instruments(
     return out, HttpRequest("GET", f"{rest['first_url']}&cursor={quote(cursor)}")
 
 
+class Options(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``streams.bybit_<market>.options``."""
+
+    drop_block_trades: bool = False
+    quotes: tuple[str, ...] = ("USDT",)  # quote assets recorded
+
+
 def adapter(market: str, options: Mapping[str, Any]) -> Adapter:
-    """The Adapter of ``bybit_<market>``; options: ``drop_block_trades`` (bool), ``quotes``."""
+    """The Adapter of ``bybit_<market>``; options: see `Options`."""
     if market not in ("spot", "futures"):
-        raise ValueError(f"bybit has no market {market!r}")
+        raise ConfigError(f"bybit has no market {market!r}")
     futures = market == "futures"
-    defaults: dict[str, Any] = {"drop_block_trades": False, "quotes": ["USDT"]}
-    opts = {**defaults, **options}
-    drop_block = bool(opts["drop_block_trades"])
-    quotes = frozenset(str(q).upper() for q in opts["quotes"])
+    opts = read_options(f"bybit_{market}", options, Options)
+    drop_block = opts.drop_block_trades
+    quotes = frozenset(q.upper() for q in opts.quotes)
     # Spot takes at most 10 args per request; linear has no per-request cap, but every public
     # connection's args must stay under 21,000 characters (~29 per topic -> 500 is safe).
     per_request = 100 if futures else 10
@@ -184,5 +210,5 @@ def adapter(market: str, options: Mapping[str, Any]) -> Adapter:
         quiet_timeout_s=60.0,
         instruments_request=instruments_request,
         parse_instruments=lambda body: _parse_instruments(body, futures, quotes, rest),
-        default_options=defaults,
+        default_options=option_values(Options()),
     )

@@ -18,11 +18,11 @@ minute, so the client sends ``<market>.ping`` every few seconds; ids become stri
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
-from operator import itemgetter
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import orjson
 
 from pumpwatch.errors import ConfigError, ParseError
@@ -35,132 +35,143 @@ from pumpwatch.recorder.adapter import (
     Instrument,
     Instruments,
 )
-from pumpwatch.recorder.adapters.checks import positive
+from pumpwatch.recorder.adapters.checks import (
+    BY_TIME,
+    Side,
+    loads,
+    not_a_trade,
+    option_values,
+    positive,
+    read_options,
+    trade_row,
+)
 from pumpwatch.segments.schema import TradeRow
+from pumpwatch.timeunits import US_PER_MS, US_PER_S
 
 DOC_URL = "https://www.gate.com/docs/developers/apiv4/ws/en/"
 FUTURES_DOC_URL = "https://www.gate.com/docs/developers/futures/ws/en/"
 SIZE_DECIMAL_HEADER = "X-Gate-Size-Decimal"
-DAY_US = 86_400_000_000
-_INF = float("inf")
-_SIDES = {"buy": "buy", "sell": "sell"}
 _CHANNEL = {"spot": "spot", "futures": "futures"}
-_TIME_KEY = itemgetter(0)
-_NUMERIC = {str: True, int: True, float: True}  # JSON types a number may come as (bool is not one)
 
 
-def ms_to_us(value: Any) -> int:
+def ms_to_us(value: Any, seconds: int | None = None) -> int:
     """Gate ms time -> integer µs: ``"1606292218213.4578"`` -> 1606292218213457 exactly.
 
     Strings are cut at the decimal point and the fraction's first three digits kept (truncated),
-    so no float rounding touches the sub-millisecond part; an int is whole milliseconds.
+    so no float rounding touches the sub-millisecond part; an int is whole milliseconds. With
+    `value` None (frames from before ``create_time_ms`` existed), whole `seconds`.
     """
-    kind = type(value)
-    if kind is int:
-        return int(value) * 1000
+    kind = value.__class__
     if kind is str:
         whole, _, frac = value.partition(".")
-        if whole.isascii() and whole.isdigit() and (not frac or (frac.isascii() and frac.isdigit())):
-            return int(whole) * 1000 + (int((frac + "000")[:3]) if frac else 0)
-    elif kind is float and value == value and abs(value) < _INF:
-        return int(Decimal(repr(value)) * 1000)
-    raise ParseError(f"bad create_time_ms: {value!r}")
+        digits = whole + frac
+        if whole and digits.isascii() and digits.isdigit():
+            return int(whole + (frac + "000")[:3])
+    elif kind is int:
+        return value * US_PER_MS
+    elif kind is float and value == value and abs(value) < float("inf"):
+        return int(Decimal(repr(value)) * US_PER_MS)
+    elif value is None and seconds is not None:
+        return seconds * US_PER_S
+    raise ParseError(f"bad create_time_ms: {value!r:.40}")
 
 
-def _slow_time_us(item: dict[str, Any]) -> int:
-    """create_time_ms in any other form than the usual one, or missing (then whole seconds)."""
-    raw = item.get("create_time_ms")
-    if raw is not None:
-        return ms_to_us(raw)
-    secs = item["create_time"]  # frames from before create_time_ms existed
-    if type(secs) is not int:
-        raise ParseError(f"bad create_time: {secs!r}")
-    return secs * 1_000_000
+class SpotTrade(msgspec.Struct, kw_only=True, gc=False):
+    """One ``spot.trades`` result (or a REST ``/spot/trades`` row)."""
+
+    id: int | str
+    currency_pair: str
+    side: Side  # the taker's
+    amount: str | float
+    price: str | float
+    create_time_ms: str | int | float | None = None  # "1606292218213.4578"
+    create_time: int | None = None  # seconds: frames from before create_time_ms existed
 
 
-def _trade_id(value: Any) -> str:
-    if type(value) is int or type(value) is str:
-        return str(value)
-    raise ParseError(f"bad trade id: {value!r}")
+class FuturesTrade(msgspec.Struct, kw_only=True, gc=False):
+    """One ``futures.trades`` result item (or a REST ``/futures/usdt/trades`` row)."""
+
+    id: int | str
+    contract: str
+    size: str | int | float  # signed contracts: the sign is the taker side
+    price: str | float
+    create_time_ms: str | int | float | None = None
+    create_time: int | None = None
+    is_internal: bool = False  # insurance-fund/ADL takeover: not a market trade
 
 
-def _spot_trade(res: Any, recv_us: int, instruments: Instruments) -> list[TradeRow]:
-    """{"id":309143071,"create_time_ms":"1606292218213.4578","side":"sell","currency_pair":"GT_USDT",
-    "amount":"16.47","price":"0.4705","id_market":5736713,...}
+class _SpotPush(msgspec.Struct, gc=False):
+    channel: str
+    result: SpotTrade
+    event: str | None = None  # "update"; a push without it is still a trade
 
-    Unknown sides or pairs and unhashable values raise KeyError/TypeError, which `decode` turns
-    into ParseError; the checks here catch what would otherwise pass.
+
+class _FuturesPush(msgspec.Struct, gc=False):
+    channel: str
+    result: list[FuturesTrade]
+    event: str | None = None
+
+
+def spot_trade_rows(trades: Iterable[SpotTrade], inst: Instrument, recv_us: int) -> list[TradeRow]:
+    """Spot trades of `inst` -> checked rows; live frames and REST history rows alike."""
+    rows: list[TradeRow] = []
+    try:
+        for trade in trades:
+            price, qty = float(trade.price), float(trade.amount)
+            rows.append(
+                trade_row(
+                    ms_to_us(trade.create_time_ms, trade.create_time),
+                    recv_us,
+                    inst,
+                    price,
+                    qty,
+                    trade.side,
+                    str(trade.id),
+                )
+            )
+    except ValueError as exc:  # a price or amount string that is not a number
+        if isinstance(exc, ParseError):
+            raise
+        raise ParseError(f"gate: {exc}") from None
+    return rows
+
+
+def futures_trade_rows(
+    trades: Iterable[FuturesTrade], instruments: Instruments, recv_us: int
+) -> list[TradeRow]:
+    """Futures trades (any order, any contracts) -> checked market-trade rows, oldest first.
+
+    qty = |size| × the contract's quanto multiplier, the sign of size is the taker side;
+    ``is_internal`` prints are left out. Live frames and REST history rows alike.
     """
-    symbol = res["currency_pair"]
-    inst = instruments.get(symbol)
-    if inst is None:
-        raise ParseError(f"unknown symbol {symbol!r}")
-    p, a = res["price"], res["amount"]
-    if _NUMERIC.get(type(p)) is None or _NUMERIC.get(type(a)) is None:
-        raise ParseError(f"bad price/amount {p!r} {a!r}")
-    price, qty = float(p), float(a)
-    if not (0.0 < price < _INF and 0.0 < qty < _INF):
-        raise ParseError(f"bad price/amount {p!r} {a!r}")
-    raw = res.get("create_time_ms")
-    if type(raw) is str:
-        whole, _, frac = raw.partition(".")
-        if not whole.isdigit() or (frac and not frac.isdigit()):
-            raise ParseError(f"bad create_time_ms {raw!r}")
-        time_us = int(whole) * 1000 + (int((frac + "00")[:3]) if frac else 0)
-    else:
-        time_us = _slow_time_us(res)
-    if not -DAY_US <= time_us - recv_us <= DAY_US:
-        raise ParseError(f"implausible time {raw!r}")
-    tid = res["id"]
-    trade_id = str(tid) if type(tid) is int else _trade_id(tid)
-    return [(time_us, recv_us, symbol, inst.base, inst.quote, price, qty, _SIDES[res["side"]], trade_id)]
-
-
-def _futures_trades(res: Any, recv_us: int, instruments: Instruments) -> list[TradeRow]:
-    """[{"size":"-108","id":27753479,"create_time_ms":1545136464123,"price":"96.4",
-    "contract":"BTC_USDT","is_internal":true}, ...] — the sign of size is the taker side."""
-    if type(res) is not list:
-        raise ParseError("futures.trades result is not a list")
-    lo_us, hi_us = recv_us - DAY_US, recv_us + DAY_US
     rows: list[TradeRow] = []
     append = rows.append
-    last_symbol: Any = None
-    inst: Instrument | None = None
-    mult = 0.0
-    for item in res:
-        symbol = item["contract"]
-        if symbol != last_symbol:
-            inst = instruments.get(symbol)
+    try:
+        for trade in trades:
+            inst = instruments.get(trade.contract)
             if inst is None:
-                raise ParseError(f"unknown contract {symbol!r}")
-            last_symbol, mult = symbol, inst.multiplier
-        internal = item.get("is_internal")
-        if internal is not None:
-            if internal is True:
-                continue  # insurance-fund/ADL takeover, not a market trade (kept in the frame journal)
-            if internal is not False:
-                raise ParseError(f"bad is_internal {internal!r}")
-        size, p = item["size"], item["price"]
-        if _NUMERIC.get(type(size)) is None or _NUMERIC.get(type(p)) is None:
-            raise ParseError(f"bad size/price {size!r} {p!r}")
-        contracts, price = float(size), float(p)
-        if contracts > 0.0:
-            side = "buy"
-        else:
-            side, contracts = "sell", -contracts
-        qty = contracts * mult
-        if not (0.0 < qty < _INF and 0.0 < price < _INF):
-            raise ParseError(f"bad size/price {size!r} {p!r}")
-        raw = item.get("create_time_ms")
-        time_us = raw * 1000 if type(raw) is int else _slow_time_us(item)
-        if not lo_us <= time_us <= hi_us:
-            raise ParseError(f"implausible time {raw!r}")
-        tid = item["id"]
-        trade_id = str(tid) if type(tid) is int else _trade_id(tid)
-        assert inst is not None  # set together with last_symbol
-        append((time_us, recv_us, symbol, inst.base, inst.quote, price, qty, side, trade_id))
+                raise ParseError(f"unknown contract {trade.contract!r:.40}")
+            if trade.is_internal:
+                continue  # insurance fund/ADL: kept in the frame journal, not in segments (DESIGN §3)
+            contracts, price = float(trade.size), float(trade.price)
+            qty, side = abs(contracts) * inst.multiplier, "buy" if contracts > 0.0 else "sell"
+            append(
+                trade_row(
+                    ms_to_us(trade.create_time_ms, trade.create_time),
+                    recv_us,
+                    inst,
+                    price,
+                    qty,
+                    side,
+                    str(trade.id),
+                )
+            )
+    except ValueError as exc:  # a size or price string that is not a number
+        if isinstance(exc, ParseError):
+            raise
+        raise ParseError(f"gate: {exc}") from None
     if len(rows) > 1:
-        rows.sort(key=_TIME_KEY)  # stable, and linear when already ascending
+        rows.sort(key=BY_TIME)  # linear when already ascending
     return rows
 
 
@@ -186,76 +197,54 @@ def _reply(msg: dict[str, Any]) -> Control:
 def _make_decode(market: str) -> Decoder:
     prefix = _CHANNEL[market]
     trades_channel, pong_channel = f"{prefix}.trades", f"{prefix}.pong"
-    parse_result = _spot_trade if market == "spot" else _futures_trades
-    loads, sides, inf = orjson.loads, _SIDES, _INF
+    futures = market == "futures"
+    push_type: type[_SpotPush | _FuturesPush] = _FuturesPush if futures else _SpotPush
+    decode_push: Callable[[bytes | str], _SpotPush | _FuturesPush] = msgspec.json.Decoder(push_type).decode
 
     def decode(frame: bytes | str, recv_us: int, instruments: Instruments) -> list[TradeRow] | Control:
-        """One Gate frame -> trades (oldest first), or a Control for replies, pongs and notices."""
-        try:
-            msg = orjson.loads(frame)
-        except orjson.JSONDecodeError as exc:
-            raise ParseError(f"not JSON: {exc}") from None
-        return careful(msg, recv_us, instruments)
+        """One Gate frame -> trades (oldest first), or a Control for replies, pongs and notices.
 
-    def decode_spot(frame: bytes | str, recv_us: int, instruments: Instruments) -> list[TradeRow] | Control:
-        """`decode` with a fast path for the usual spot trade frame (one trade per frame).
-
-        Every check of `_spot_trade` is here in one condition; any other shape (a reply, an
-        int time, a missing field, a bad value) raises or fails it and `careful` decodes the
-        frame field by field, raising the precise ParseError. The time is ``int(whole ms +
-        first 3 fraction digits)``: one exact integer parse, digits checked by ``isdigit``.
+        Spot: {"time":1606292218,"channel":"spot.trades","event":"update","result":{"id":309143071,
+        "create_time":1606292218,"create_time_ms":"1606292218213.4578","side":"sell",
+        "currency_pair":"GT_USDT","amount":"16.47","price":"0.4705"}}
+        Futures: {"channel":"futures.trades","event":"update","result":[{"size":"-108",
+        "id":27753479,"create_time":1545136464,"create_time_ms":1545136464123,"price":"96.4",
+        "contract":"BTC_USDT","is_internal":true}]}
         """
         try:
-            msg = loads(frame)
-        except orjson.JSONDecodeError as exc:
-            raise ParseError(f"not JSON: {exc}") from None
-        try:
-            if msg["channel"] == trades_channel and msg["event"] == "update":
-                res = msg["result"]
-                symbol = res["currency_pair"]
-                inst = instruments[symbol]
-                whole, _, frac = res["create_time_ms"].partition(".")
-                time_us = int(whole + (frac + "00")[:3])
-                price, qty = float(res["price"] + ""), float(res["amount"] + "")
-                tid = res["id"]
-                if (
-                    0.0 < price < inf > qty > 0.0
-                    and -DAY_US <= time_us - recv_us <= DAY_US
-                    and type(tid) is int
-                    and whole.isdigit()
-                    and frac.isdigit()
-                ):
-                    side = sides[res["side"]]
-                    return [(time_us, recv_us, symbol, inst.base, inst.quote, price, qty, side, str(tid))]
-        except (KeyError, TypeError, ValueError, AttributeError):
-            pass
-        return careful(msg, recv_us, instruments)
+            push = decode_push(frame)
+        except msgspec.DecodeError:
+            return other(frame)
+        if push.channel != trades_channel or push.event not in (None, "update"):
+            raise ParseError(f"unexpected frame: channel {push.channel!r:.40} event {push.event!r:.40}")
+        if isinstance(push, _SpotPush):
+            inst = instruments.get(push.result.currency_pair)
+            if inst is None:
+                raise ParseError(f"unknown symbol {push.result.currency_pair!r:.40}")
+            return spot_trade_rows((push.result,), inst, recv_us)
+        return futures_trade_rows(push.result, instruments, recv_us)
 
-    def careful(msg: Any, recv_us: int, instruments: Instruments) -> list[TradeRow] | Control:
-        """Field-by-field decoding of any frame."""
+    def other(frame: bytes | str) -> Control:
+        """Replies, pongs, the upgrade notice; a trade push whose schema check failed."""
+        msg = loads(frame)
         if type(msg) is not dict:
             raise ParseError("frame is not an object")
         channel, event = msg.get("channel"), msg.get("event")
-        try:
-            if channel == trades_channel:
-                if event == "update":
-                    return parse_result(msg["result"], recv_us, instruments)
-                if event in ("subscribe", "unsubscribe"):
-                    return _reply(msg)
-            elif channel == pong_channel:
-                return Control("pong")
-            elif msg.get("type") == "upgrade":
-                # {"type":"upgrade","msg":"The connection will soon be closed for a service upgrade..."}
-                return Control("reconnect", message=str(msg.get("msg", "")))
-        except KeyError as exc:
-            raise ParseError(f"missing field or unknown value {exc}") from None
-        except (ValueError, TypeError, OverflowError, AttributeError) as exc:
-            if isinstance(exc, ParseError):
-                raise
-            raise ParseError(str(exc)) from None
-        raise ParseError(f"unexpected frame: channel {channel!r} event {event!r}")
+        if channel == trades_channel:
+            if event in ("subscribe", "unsubscribe"):
+                return _reply(msg)
+            try:
+                msgspec.convert(msg, push_type)
+            except msgspec.ValidationError as exc:
+                raise not_a_trade(exc) from None
+        elif channel == pong_channel:
+            return Control("pong")
+        elif msg.get("type") == "upgrade":
+            # {"type":"upgrade","msg":"The connection will soon be closed for a service upgrade..."}
+            return Control("reconnect", message=str(msg.get("msg", "")))
+        raise ParseError(f"unexpected frame: channel {channel!r:.40} event {event!r:.40}")
 
-    return decode_spot if market == "spot" else decode
+    return decode
 
 
 def make_subscribe(
@@ -290,10 +279,7 @@ def _make_ping(market: str) -> Callable[[int], str]:
 
 
 def _rows(body: bytes) -> list[dict[str, Any]]:
-    try:
-        rows = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ParseError(f"bad instrument list: {exc}") from None
+    rows = loads(body)
     if not isinstance(rows, list):
         raise ParseError(f"instrument list is not a list: {str(rows)[:200]}")
     return [r for r in rows if isinstance(r, dict)]
@@ -335,33 +321,30 @@ def parse_futures_instruments(body: bytes) -> tuple[list[Instrument], HttpReques
     return out, None
 
 
-DEFAULT_OPTIONS: dict[str, Any] = {
-    "ping_interval_s": 10.0,  # the server closes connections idle for 60 s; gate's SDKs ping every 5-10 s
-    "max_symbols_per_connection": 200,  # no documented cap; slow consumers get dropped, so stay moderate
-}
-FUTURES_OPTIONS: dict[str, Any] = {
-    **DEFAULT_OPTIONS,
-    "size_decimal": True,  # send X-Gate-Size-Decimal: 1 so fractional contract sizes are not truncated
-}
+class SpotOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``streams.gate_spot.options``."""
+
+    # The server closes connections idle for 60 s; gate's SDKs ping every 5-10 s.
+    ping_interval_s: Annotated[float, msgspec.Meta(gt=0, lt=60)] = 10.0
+    # No documented cap; slow consumers get dropped, so stay moderate.
+    max_symbols_per_connection: Annotated[int, msgspec.Meta(ge=1)] = 200
 
 
-def adapter(market: str, options: dict[str, Any]) -> Adapter:
-    """The Gate `Adapter` for ``"spot"`` or ``"futures"``."""
+class FuturesOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``streams.gate_futures.options``."""
+
+    ping_interval_s: Annotated[float, msgspec.Meta(gt=0, lt=60)] = 10.0
+    max_symbols_per_connection: Annotated[int, msgspec.Meta(ge=1)] = 200
+    size_decimal: bool = True  # send X-Gate-Size-Decimal: 1 so fractional sizes are not truncated
+
+
+def adapter(market: str, options: Mapping[str, Any]) -> Adapter:
+    """The Gate `Adapter` for ``"spot"`` or ``"futures"``; options: see `SpotOptions`, `FuturesOptions`."""
     if market not in _CHANNEL:
         raise ConfigError(f"gate: unknown market {market!r}")
-    defaults = FUTURES_OPTIONS if market == "futures" else DEFAULT_OPTIONS
-    unknown = set(options) - set(defaults)
-    if unknown:
-        raise ConfigError(f"gate_{market}: unknown option(s) {sorted(unknown)}")
-    opts = {**defaults, **options}
-    per_conn, ping_s = opts["max_symbols_per_connection"], opts["ping_interval_s"]
-    if type(per_conn) is not int or per_conn < 1:
-        raise ConfigError(
-            f"gate_{market}: max_symbols_per_connection must be a positive int, got {per_conn!r}"
-        )
-    if not isinstance(ping_s, int | float) or not 0 < ping_s < 60:
-        raise ConfigError(f"gate_{market}: ping_interval_s must be between 0 and 60, got {ping_s!r}")
-    headers = {SIZE_DECIMAL_HEADER: "1"} if market == "futures" and opts["size_decimal"] else {}
+    opts = read_options(f"gate_{market}", options, FuturesOptions if market == "futures" else SpotOptions)
+    per_conn, ping_s = opts.max_symbols_per_connection, opts.ping_interval_s
+    headers = {SIZE_DECIMAL_HEADER: "1"} if isinstance(opts, FuturesOptions) and opts.size_decimal else {}
     rest_path = "/api/v4/spot/currency_pairs" if market == "spot" else "/api/v4/futures/usdt/contracts"
     return Adapter(
         stream=f"gate_{market}",
@@ -378,5 +361,5 @@ def adapter(market: str, options: dict[str, Any]) -> Adapter:
         quiet_timeout_s=max(30.0, 3 * float(ping_s)),  # a pong answers every ping
         instruments_request=lambda rest_url: HttpRequest("GET", rest_url.rstrip("/") + rest_path),
         parse_instruments=parse_spot_instruments if market == "spot" else parse_futures_instruments,
-        default_options=defaults,
+        default_options=option_values(opts.__class__()),
     )

@@ -9,16 +9,17 @@ Every connect needs a fresh token from ``POST <rest>/api/v1/bullet-public`` (spo
 from their own REST hosts; a reused token fails with ``401 token is expired`` after 24 h).
 The connection is usable only after the ``welcome`` frame; the client pings with JSON at the
 server-given ``pingInterval``. Spot times are nanosecond strings, futures times nanosecond
-integers above 2**53 (parsed by orjson as exact ints, never floats). Futures sizes are lots:
+integers above 2**53 (decoded by msgspec as exact ints, never floats). Futures sizes are lots:
 base qty = lots × the contract ``multiplier`` from ``/api/v1/contracts/active``. KuCoin calls
 bitcoin ``XBT`` on futures; the base is stored as ``BTC``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Annotated, Any
 
+import msgspec
 import orjson
 
 from pumpwatch.errors import ConfigError, ParseError
@@ -31,28 +32,70 @@ from pumpwatch.recorder.adapter import (
     Instrument,
     Instruments,
 )
-from pumpwatch.recorder.adapters.checks import positive
+from pumpwatch.recorder.adapters.checks import (
+    Side,
+    loads,
+    not_a_trade,
+    option_values,
+    positive,
+    read_options,
+    trade_row,
+)
 from pumpwatch.segments.schema import TradeRow
 
 DOC_URL = "https://www.kucoin.com/docs-new/websocket-api/base-info/introduction"
-DAY_US = 86_400_000_000
-_INF = float("inf")
-_SIDES = {"buy": "buy", "sell": "sell"}
 # KuCoin names bitcoin XBT on futures; Upbit (and our `base`) say BTC.
 _BASE_ALIASES = {"XBT": "BTC"}
 
 _TOPIC = {"spot": "/market/match:", "futures": "/contractMarket/execution:"}
 _SUBJECT = {"spot": "trade.l3match", "futures": "match"}
+_CONTROL_TYPES = ("welcome", "ack", "pong", "error", "notice")
 
 
-def _ns_to_us(value: Any, recv_us: int) -> int:
-    """Exchange ns (string or int) -> µs by integer division, checked against the receive time."""
-    if type(value) is not int and type(value) is not str:
-        raise ParseError(f"bad time: {value!r}")
-    time_us = int(value) // 1000
-    if abs(time_us - recv_us) > DAY_US:
-        raise ParseError(f"implausible time {value!r}")
-    return time_us
+class Trade(msgspec.Struct, kw_only=True, gc=False):
+    """One match: spot ``/market/match`` data (time ``time``) or futures execution (``ts``).
+
+    Times are integer nanoseconds (spot sends a string, futures an integer above 2**53, which
+    msgspec reads exactly); a float time is refused, it has lost the nanoseconds.
+    """
+
+    symbol: str
+    side: Side  # the taker's
+    price: str | float
+    size: str | float  # futures: lots
+    trade_id: str | int = msgspec.field(name="tradeId")
+    time: str | int | None = None  # spot, ns
+    ts: str | int | None = None  # futures, ns
+
+
+class _Push(msgspec.Struct, gc=False):
+    data: Trade
+    type: str | None = None  # "message"
+    subject: str | None = None
+    topic: str | None = None
+
+
+_decode_push = msgspec.json.Decoder(_Push).decode
+
+
+def trade_rows(trades: Iterable[Trade], inst: Instrument, recv_us: int) -> list[TradeRow]:
+    """Matches of `inst` -> checked rows (futures qty = lots × multiplier); live frames and REST."""
+    multiplier = inst.multiplier
+    rows: list[TradeRow] = []
+    try:
+        for trade in trades:
+            raw = trade.time if trade.ts is None else trade.ts  # futures: ts; spot: time
+            if raw is None:
+                raise ParseError("kucoin: match without time")
+            price, qty = float(trade.price), float(trade.size) * multiplier
+            rows.append(
+                trade_row(int(raw) // 1000, recv_us, inst, price, qty, trade.side, str(trade.trade_id))
+            )
+    except ValueError as exc:  # a string that is not a number
+        if isinstance(exc, ParseError):
+            raise
+        raise ParseError(f"kucoin: {exc}") from None
+    return rows
 
 
 def _control(msg: dict[str, Any], kind: str) -> Control:
@@ -78,8 +121,7 @@ def _control(msg: dict[str, Any], kind: str) -> Control:
 
 
 def _make_decode(market: str) -> Decoder:
-    subject_expected = _SUBJECT[market]
-    futures = market == "futures"
+    subject_expected, topic_prefix = _SUBJECT[market], _TOPIC[market]
 
     def decode(frame: bytes | str, recv_us: int, instruments: Instruments) -> list[TradeRow] | Control:
         """One KuCoin frame -> trades or a Control.
@@ -90,50 +132,38 @@ def _make_decode(market: str) -> Decoder:
         Futures sample: {"topic":"/contractMarket/execution:XBTUSDTM","type":"message",
         "subject":"match","data":{"symbol":"XBTUSDTM","side":"buy","size":2,"price":"90503.9",
         "tradeId":"1794100537695","ts":1731898619520000000,...}}
+
+        A push is known by its subject, or without one by its topic; its ``type`` may be missing.
         """
         try:
-            msg = orjson.loads(frame)
-        except orjson.JSONDecodeError as exc:
-            raise ParseError(f"not JSON: {exc}") from None
+            push = _decode_push(frame)
+        except msgspec.DecodeError:
+            return other(frame)
+        subject = push.subject
+        if push.type not in (None, "message") or (
+            subject != subject_expected
+            and (subject is not None or push.topic is None or not push.topic.startswith(topic_prefix))
+        ):
+            raise ParseError(f"unexpected frame type {push.type!r:.40} subject {subject!r:.40}")
+        trade = push.data
+        inst = instruments.get(trade.symbol)
+        if inst is None:
+            raise ParseError(f"unknown symbol {trade.symbol!r:.40}")
+        return trade_rows((trade,), inst, recv_us)
+
+    def other(frame: bytes | str) -> Control:
+        msg = loads(frame)
         if type(msg) is not dict:
             raise ParseError("frame is not an object")
         kind = msg.get("type")
-        if kind != "message":
-            if kind in ("welcome", "ack", "pong", "error", "notice"):
-                return _control(msg, kind)
-            raise ParseError(f"unexpected frame type {kind!r}")
-        if msg.get("subject") != subject_expected:
-            raise ParseError(f"unexpected subject {msg.get('subject')!r}")
-        data = msg.get("data")
-        if type(data) is not dict:
-            raise ParseError("message without data object")
-        try:
-            symbol = data["symbol"]
-            inst = instruments.get(symbol) if type(symbol) is str else None
-            if inst is None:
-                raise ParseError(f"unknown symbol {symbol!r}")
-            side = _SIDES.get(data["side"]) if type(data["side"]) is str else None
-            if side is None:
-                raise ParseError(f"bad side {data['side']!r}")
-            trade_id = data["tradeId"]
-            if type(trade_id) is not str:
-                if type(trade_id) is not int:
-                    raise ParseError(f"bad tradeId {trade_id!r}")
-                trade_id = str(trade_id)
-            price = positive(data["price"], "price")
-            if futures:
-                qty = positive(data["size"], "size") * inst.multiplier
-                time_us = _ns_to_us(data["ts"], recv_us)
-            else:
-                qty = positive(data["size"], "size")
-                time_us = _ns_to_us(data["time"], recv_us)
-        except KeyError as exc:
-            raise ParseError(f"missing field {exc}") from None
-        except (ValueError, TypeError, OverflowError) as exc:
-            if isinstance(exc, ParseError):
-                raise
-            raise ParseError(str(exc)) from None
-        return [(time_us, recv_us, symbol, inst.base, inst.quote, price, qty, side, trade_id)]
+        if kind in _CONTROL_TYPES:
+            return _control(msg, kind)
+        if kind == "message" or "data" in msg:  # a push whose schema check failed: say which field
+            try:
+                msgspec.convert(msg, _Push)
+            except msgspec.ValidationError as exc:
+                raise not_a_trade(exc) from None
+        raise ParseError(f"unexpected frame type {kind!r:.40}")
 
     return decode
 
@@ -166,7 +196,7 @@ def connect_target(ws_url: str, body: bytes | None, conn_id: str) -> ConnectTarg
     or a test server); ping interval comes from the response's ``pingInterval`` (ms).
     """
     try:
-        reply = orjson.loads(body or b"")
+        reply = loads(body or b"")
         data = reply["data"]
         token = data["token"]
         server = data["instanceServers"][0]
@@ -174,7 +204,7 @@ def connect_target(ws_url: str, body: bytes | None, conn_id: str) -> ConnectTarg
         ping_interval_s = float(server.get("pingInterval", 18_000)) / 1000.0
         if reply.get("code") != "200000" or type(token) is not str or type(endpoint) is not str:
             raise ParseError(f"bullet-public refused: {reply!r:.200}")
-    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
         if isinstance(exc, ParseError):
             raise
         raise ParseError(f"bad bullet-public response: {exc}") from None
@@ -238,33 +268,28 @@ def _text(row: dict[str, Any], key: str) -> str:
 
 def _rows(body: bytes) -> list[dict[str, Any]]:
     try:
-        reply = orjson.loads(body)
+        reply = loads(body)
         rows = reply["data"]
-    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+    except (KeyError, TypeError) as exc:
         raise ParseError(f"bad instrument list: {exc}") from None
     if reply.get("code") != "200000" or not isinstance(rows, list):
         raise ParseError(f"instrument list refused: {str(reply)[:200]}")
     return [r for r in rows if isinstance(r, dict)]
 
 
-DEFAULT_OPTIONS: dict[str, Any] = {
+class Options(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``streams.kucoin_<market>.options``."""
+
     # Symbols per connection. KuCoin documents 100 symbols per topic; per-session caps are folklore
     # (100 "509 exceed max subscription count", 300, 400), so one full topic per connection.
-    "max_symbols_per_connection": 100,
-}
+    max_symbols_per_connection: Annotated[int, msgspec.Meta(ge=1, le=100)] = 100
 
 
-def adapter(market: str, options: dict[str, Any]) -> Adapter:
-    """The KuCoin `Adapter` for ``"spot"`` or ``"futures"``."""
+def adapter(market: str, options: Mapping[str, Any]) -> Adapter:
+    """The KuCoin `Adapter` for ``"spot"`` or ``"futures"``; options: see `Options`."""
     if market not in _TOPIC:
         raise ConfigError(f"kucoin: unknown market {market!r}")
-    unknown = set(options) - set(DEFAULT_OPTIONS)
-    if unknown:
-        raise ConfigError(f"kucoin_{market}: unknown option(s) {sorted(unknown)}")
-    opts = {**DEFAULT_OPTIONS, **options}
-    per_conn = opts["max_symbols_per_connection"]
-    if type(per_conn) is not int or not 1 <= per_conn <= 100:
-        raise ConfigError(f"kucoin_{market}: max_symbols_per_connection must be 1..100, got {per_conn!r}")
+    per_conn = read_options(f"kucoin_{market}", options, Options).max_symbols_per_connection
     return Adapter(
         stream=f"kucoin_{market}",
         doc_url=DOC_URL,
@@ -283,5 +308,5 @@ def adapter(market: str, options: dict[str, Any]) -> Adapter:
         max_lifetime_s=86_400.0,  # "a single connection is expected to be disconnected after 24 hours"
         instruments_request=_instruments_request(market),
         parse_instruments=parse_spot_instruments if market == "spot" else parse_futures_instruments,
-        default_options=DEFAULT_OPTIONS,
+        default_options=option_values(Options()),
     )

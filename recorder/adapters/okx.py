@@ -15,25 +15,73 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
+import msgspec
 import orjson
 
-from pumpwatch.errors import ParseError
+from pumpwatch.errors import ConfigError, ParseError
 from pumpwatch.recorder.adapter import Adapter, ConnectTarget, Control, HttpRequest, Instrument, Instruments
+from pumpwatch.recorder.adapters.checks import (
+    Side,
+    loads,
+    not_a_trade,
+    option_values,
+    read_options,
+    trade_row,
+)
 from pumpwatch.segments.schema import TradeRow
+from pumpwatch.timeunits import US_PER_MS
 
 DOC_URL = "https://www.okx.com/docs-v5/en/#order-book-trading-market-data-ws-all-trades-channel"
 
-_loads = orjson.loads
-_JSONError = orjson.JSONDecodeError
-_INF = float("inf")
-_DAY_US = 86_400_000_000
 _CHANNELS = ("trades-all", "trades")
-_SIDES = {"buy": "buy", "sell": "sell"}
 _PONGS = ("pong", b"pong")
 _INST_RE = re.compile(r"instId:([A-Za-z0-9_-]+)")
 SERVICE_UPGRADE = "64008"  # "The connection will soon be closed for a service upgrade."
+
+
+class Trade(msgspec.Struct, kw_only=True, gc=False):
+    """One trade of a ``trades-all``/``trades`` push (or a REST history-trades row).
+
+    Documented as strings throughout; numbers are read the same way.
+    """
+
+    trade_id: str | int = msgspec.field(name="tradeId")
+    price: str | float = msgspec.field(name="px")
+    size: str | float = msgspec.field(name="sz")  # SWAP: contracts
+    side: Side  # the taker's
+    time: str | int = msgspec.field(name="ts")  # ms
+
+
+class _Arg(msgspec.Struct, gc=False):
+    instId: str
+    channel: str | None = None
+
+
+class _Push(msgspec.Struct, gc=False):
+    arg: _Arg
+    data: list[Trade]
+
+
+_decode_push = msgspec.json.Decoder(_Push).decode
+
+
+def trade_rows(trades: list[Trade], inst: Instrument, recv_us: int) -> list[TradeRow]:
+    """Trades of `inst` -> checked rows (base qty = size × contract value); pushes and REST rows."""
+    multiplier = inst.multiplier
+    rows: list[TradeRow] = []
+    append = rows.append
+    try:
+        for trade in trades:
+            time_us = int(trade.time) * US_PER_MS
+            price, qty = float(trade.price), float(trade.size) * multiplier
+            append(trade_row(time_us, recv_us, inst, price, qty, trade.side, str(trade.trade_id)))
+    except ValueError as exc:  # a ts, px or sz string that is not a number
+        if isinstance(exc, ParseError):
+            raise
+        raise ParseError(f"okx: {exc}") from None
+    return rows
 
 
 def decode(frame: bytes | str, recv_us: int, instruments: Instruments) -> list[TradeRow] | Control:
@@ -46,55 +94,31 @@ def decode(frame: bytes | str, recv_us: int, instruments: Instruments) -> list[T
          "ts":"1630048897897"}]}
     """
     try:
-        msg = _loads(frame)
-    except _JSONError:
-        if frame in _PONGS:  # checked only here: the text pong is not JSON
-            return Control("pong")
-        raise ParseError("okx: not JSON") from None
-    try:
-        arg = msg["arg"]
-        data = msg["data"]
-        channel = arg["channel"]
-        symbol = arg["instId"]
-    except (KeyError, TypeError, IndexError):
-        return _control(msg)
-    if channel not in _CHANNELS or type(data) is not list:
-        raise ParseError(f"okx: unexpected channel or data ({str(channel)[:40]!r})")
-    try:
-        inst = instruments[symbol]
-    except (KeyError, TypeError):
-        raise ParseError(f"okx: unknown instrument {str(symbol)[:40]!r}") from None
-    rows: list[TradeRow] = []
-    append = rows.append
-    try:
-        for item in data:
-            px = item["px"]
-            sz = item["sz"]
-            ts = item["ts"]
-            tid = item["tradeId"]
-            side = _SIDES[item["side"]]
-            if not (str is type(px) is type(sz) is type(ts) is type(tid)):
-                raise ParseError("okx: wrong field type")
-            price = float(px)
-            qty = float(sz) * inst.multiplier
-            if not (0.0 < price < _INF and 0.0 < qty < _INF):
-                raise ParseError(f"okx: price/size out of range {px!r} / {sz!r}")
-            t_us = int(ts) * 1000
-            if not -_DAY_US < t_us - recv_us < _DAY_US:
-                raise ParseError(f"okx: implausible time {ts!r}")
-            # The push's arg names the instrument; nearly every push holds one trade, so the
-            # instrument's fields are read per trade rather than hoisted.
-            append((t_us, recv_us, symbol, inst.base, inst.quote, price, qty, side, tid))
-    except ParseError:
-        raise
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ParseError(f"okx: malformed trade ({exc!r})") from None
-    return rows
+        push = _decode_push(frame)
+    except msgspec.DecodeError:
+        return _control(frame)
+    arg = push.arg
+    if arg.channel is not None and arg.channel not in _CHANNELS:
+        raise ParseError(f"okx: unexpected channel {arg.channel!r:.40}")
+    inst = instruments.get(arg.instId)
+    if inst is None:
+        raise ParseError(f"okx: unknown instrument {arg.instId!r:.40}")
+    return trade_rows(push.data, inst, recv_us)
 
 
-def _control(msg: Any) -> Control:
-    """``{"event":"subscribe"|"unsubscribe"|"error"|"notice",…}`` frames."""
-    if type(msg) is not dict or type(msg.get("event")) is not str:
+def _control(frame: bytes | str) -> Control:
+    """``{"event":"subscribe"|"unsubscribe"|"error"|"notice",…}`` frames and the text pong."""
+    if frame in _PONGS:  # the text pong is not JSON
+        return Control("pong")
+    msg = loads(frame)
+    if type(msg) is not dict:
+        raise ParseError("okx: frame is not an object")
+    if "arg" in msg and "data" in msg:  # a push whose schema check failed: say which field
+        try:
+            msgspec.convert(msg, _Push)
+        except msgspec.ValidationError as exc:
+            raise not_a_trade(exc) from None
+    if type(msg.get("event")) is not str:
         raise ParseError("okx: frame without arg/data or event")
     event = msg["event"]
     raw_id = msg.get("id")
@@ -127,13 +151,13 @@ def _multiplier(item: Mapping[str, Any]) -> float | None:
         value = float(item["ctVal"]) * float(item.get("ctMult") or 1)
     except (KeyError, TypeError, ValueError):
         return None
-    return value if 0.0 < value < _INF else None
+    return value if 0.0 < value < float("inf") else None
 
 
 def _parse_instruments(body: bytes, swap: bool, quotes: frozenset[str]) -> list[Instrument]:
     """Live USDT spot pairs, or live linear USDT-settled SWAPs with their contract value."""
     try:
-        doc = _loads(body)
+        doc = loads(body)
         if doc["code"] != "0":
             raise ParseError(f"okx: instruments code {doc['code']}: {doc.get('msg')}")
         out = []
@@ -151,7 +175,7 @@ def _parse_instruments(body: bytes, swap: bool, quotes: frozenset[str]) -> list[
                 continue
             base = (item.get("ctValCcy") or item["instFamily"].split("-")[0]).upper()
             out.append(Instrument(item["instId"], base, item["settleCcy"].upper(), multiplier=multiplier))
-    except (_JSONError, KeyError, TypeError, AttributeError) as exc:
+    except (KeyError, TypeError, AttributeError) as exc:
         raise ParseError(f"okx: bad instruments response ({exc!r})") from None
     return out
 
@@ -164,17 +188,21 @@ def _target(ws_url: str, channel: str) -> ConnectTarget:
     return ConnectTarget(url)
 
 
+class Options(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``streams.okx_<market>.options``."""
+
+    channel: Literal["trades-all", "trades"] = "trades-all"  # per fill, or aggregated per taker order
+    quotes: tuple[str, ...] = ("USDT",)  # quote (SWAP: settle) assets recorded
+
+
 def adapter(market: str, options: Mapping[str, Any]) -> Adapter:
-    """The Adapter of ``okx_<market>``; options: ``channel`` ("trades-all" | "trades"), ``quotes``."""
+    """The Adapter of ``okx_<market>``; options: see `Options`."""
     if market not in ("spot", "futures"):
-        raise ValueError(f"okx has no market {market!r}")
+        raise ConfigError(f"okx has no market {market!r}")
     swap = market == "futures"
-    defaults: dict[str, Any] = {"channel": "trades-all", "quotes": ["USDT"]}
-    opts = {**defaults, **options}
-    channel = str(opts["channel"])
-    if channel not in _CHANNELS:
-        raise ValueError(f"okx channel must be one of {_CHANNELS}, not {channel!r}")
-    quotes = frozenset(str(q).upper() for q in opts["quotes"])
+    opts = read_options(f"okx_{market}", options, Options)
+    channel = opts.channel
+    quotes = frozenset(q.upper() for q in opts.quotes)
     inst_type = "SWAP" if swap else "SPOT"
     return Adapter(
         stream=f"okx_{market}",
@@ -195,5 +223,5 @@ def adapter(market: str, options: Mapping[str, Any]) -> Adapter:
             "GET", f"{rest_url.rstrip('/')}/api/v5/public/instruments?instType={inst_type}"
         ),
         parse_instruments=lambda body: (_parse_instruments(body, swap, quotes), None),
-        default_options=defaults,
+        default_options=option_values(Options()),
     )

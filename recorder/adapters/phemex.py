@@ -20,28 +20,49 @@ de-duplication drops what was already recorded.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from operator import itemgetter
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Annotated, Any, Literal
 
+import msgspec
 import orjson
 
 from pumpwatch.errors import ConfigError, ParseError
 from pumpwatch.recorder.adapter import Adapter, Control, Decoder, HttpRequest, Instrument, Instruments
+from pumpwatch.recorder.adapters.checks import (
+    BY_TIME,
+    SIDE_OF_CAPITAL,
+    CapitalSide,
+    loads,
+    not_a_trade,
+    option_values,
+    read_options,
+    stale,
+    trade_row,
+)
 from pumpwatch.segments.schema import TradeRow
 
 log = logging.getLogger(__name__)
 
 DOC_URL = "https://github.com/phemex/phemex-api-docs/blob/master/Public-Spot-API-en.md"
 FUTURES_DOC_URL = "https://github.com/phemex/phemex-api-docs/blob/master/Public-Hedged-Perpetual-API.md"
-DAY_US = 86_400_000_000
-_INF = float("inf")
-_SIDES = {"Buy": "buy", "Sell": "sell"}
 _METHOD = {"spot": "trade", "futures": "trade_p"}
-_TRADES_KEY = {"spot": "trades", "futures": "trades_p"}
-_TIME_KEY = itemgetter(0)
-_NUMERIC = {str: True, int: True, float: True}  # JSON types a real-valued field may come as (not bool)
-_DIVISORS = {scale: 10**scale for scale in range(19)}  # spot scales the fast path takes
+
+# ``[ts_ns, "Buy"|"Sell", priceEp, value]``: scaled integers (spot).
+SpotTrade = tuple[int, CapitalSide, int, int]
+# ``[ts_ns, "Buy"|"Sell", "priceRp", "qtyRq"]``: real values, documented as strings (perpetual).
+PerpTrade = tuple[int, CapitalSide, str | float, str | float]
+
+
+class _SpotPush(msgspec.Struct, gc=False):
+    symbol: str
+    trades: list[SpotTrade]
+    type: Literal["incremental", "snapshot"] = "incremental"  # a push without it is live
+
+
+class _PerpPush(msgspec.Struct, gc=False):
+    symbol: str
+    trades_p: list[PerpTrade]
+    type: Literal["incremental", "snapshot"] = "incremental"
 
 
 def dedupe_key(row: TradeRow) -> tuple[str, int, str, float, float]:
@@ -74,159 +95,100 @@ def _control(msg: dict[str, Any]) -> Control:
         return Control("pong", req_id=rid)
     if type(result) is dict and result.get("status") == "success":
         return Control("ack", req_id=rid)
-    raise ParseError(f"unexpected reply {str(msg)[:120]}")
+    raise ParseError(f"unexpected reply {msg!s:.120}")
 
 
-def _make_decode(market: str) -> Decoder:
-    """The decoder of one market: a fast path for well-formed trade frames, `careful` otherwise.
+def spot_trade_rows(
+    trades: list[SpotTrade], inst: Instrument, recv_us: int, snapshot: bool
+) -> list[TradeRow]:
+    """Spot trades of `inst` -> checked rows: price = priceEp / 10**price_scale, qty = value /
+    10**qty_scale (the scales come from the instrument list, never assumed).
 
-    The fast paths are comprehensions whose filter keeps only rows that pass every check, so
-    a count mismatch means a bad row; anything unusual (a reply, a non-dict, an unknown symbol,
-    a bad row, a time out of range) leaves them with None, KeyError or TypeError and goes to
-    `careful`, which decodes field by field and raises the precise ParseError.
+    Oldest first (a snapshot lists the newest first; ties keep exchange order). In a subscribe
+    snapshot, history older than the plausibility bound is not news and is skipped.
     """
-    trades_key = _TRADES_KEY[market]
-    strict_rows = _spot_rows if market == "spot" else _perp_rows
-    loads, sides, inf, time_key, day_us, divisors = orjson.loads, _SIDES, _INF, _TIME_KEY, DAY_US, _DIVISORS
-
-    def decode_spot(frame: bytes | str, recv_us: int, instruments: Instruments) -> list[TradeRow] | Control:
-        """{"sequence":1067556417,"symbol":"sBTCUSDT","trades":[[1591268226414925245,"Sell",
-        954488000000,279100]],"type":"incremental"}  (priceEp and value are scaled integers)
-
-        On ints ``p > 0`` is the whole price check: divisors are at most 10**18 (larger scales
-        take the careful path), so the quotient is > 0, and an int too big for a float raises.
-        """
-        try:
-            msg = loads(frame)
-        except orjson.JSONDecodeError as exc:
-            raise ParseError(f"not JSON: {exc}") from None
-        try:
-            trades, symbol = msg["trades"], msg["symbol"]
-            inst = instruments[symbol]
-            if msg["type"] == "incremental":
-                base, quote = inst.base, inst.quote
-                price_div, qty_div = divisors[inst.price_scale], divisors[inst.qty_scale]
-                rows = [
-                    (ts // 1000, recv_us, symbol, base, quote, p / price_div, q / qty_div, sides[side], None)
-                    for ts, side, p, q in trades
-                    if type(ts) is type(p) is type(q) is int and p > 0 < q
-                ]
-                if len(rows) == len(trades) and rows:
-                    # Stable and linear on ordered input: ties keep exchange order, as in careful.
-                    rows.sort(key=time_key)
-                    if recv_us - day_us <= rows[0][0] and rows[-1][0] <= recv_us + day_us:
-                        return rows
-        except (KeyError, TypeError, ValueError, OverflowError):
-            pass
-        return careful(msg, recv_us, instruments)
-
-    def decode_perp(frame: bytes | str, recv_us: int, instruments: Instruments) -> list[TradeRow] | Control:
-        """{"sequence":79157171,"symbol":"BTCUSDT","trades_p":[[1669198793402790477,"Buy",
-        "16545.6","0.7"]],"type":"incremental"}
-
-        ``for x in [expr]`` binds a comprehension name as cheaply as an assignment, so the filter
-        can check converted values; ``p + ""`` raises TypeError unless p is a str (the wire type),
-        so a float or bool value takes the careful path.
-        """
-        try:
-            msg = loads(frame)
-        except orjson.JSONDecodeError as exc:
-            raise ParseError(f"not JSON: {exc}") from None
-        try:
-            trades, symbol = msg["trades_p"], msg["symbol"]
-            inst = instruments[symbol]
-            if msg["type"] == "incremental" and inst.multiplier == 1.0:
-                base, quote = inst.base, inst.quote
-                rows = [
-                    (ts // 1000, recv_us, symbol, base, quote, price, qty, sides[side], None)
-                    for ts, side, p, q in trades
-                    for price in [float(p + "")]
-                    for qty in [float(q + "")]
-                    if type(ts) is int and 0.0 < price < inf > qty > 0.0
-                ]
-                if len(rows) == len(trades) and rows:
-                    rows.sort(key=time_key)
-                    if recv_us - day_us <= rows[0][0] and rows[-1][0] <= recv_us + day_us:
-                        return rows
-        except (KeyError, TypeError, ValueError, OverflowError):
-            pass
-        return careful(msg, recv_us, instruments)
-
-    def careful(msg: Any, recv_us: int, instruments: Instruments) -> list[TradeRow] | Control:
-        """Field-by-field decoding of replies, snapshots and frames the fast path declined."""
-        if type(msg) is not dict:
-            raise ParseError("frame is not an object")
-        trades = msg.get(trades_key)
-        if trades is None:
-            if "result" in msg or "error" in msg:
-                return _control(msg)
-            raise ParseError(f"unexpected frame keys {sorted(msg)[:6]}")
-        symbol = msg.get("symbol")
-        inst = instruments.get(symbol) if isinstance(symbol, str) else None
-        if inst is None or not isinstance(symbol, str):
-            raise ParseError(f"unknown symbol {symbol!r}")
-        kind = msg.get("type")
-        if kind != "incremental" and kind != "snapshot":
-            raise ParseError(f"unexpected trade message type {kind!r}")
-        if type(trades) is not list:
-            raise ParseError("trades is not a list")
-        try:
-            rows = strict_rows(trades, recv_us, symbol, inst, kind == "snapshot")
-        except (KeyError, ValueError, TypeError, OverflowError) as exc:
-            if isinstance(exc, ParseError):
-                raise
-            raise ParseError(f"bad trade row: {exc!r}") from None
-        if len(rows) > 1:
-            if kind == "snapshot":
-                rows.reverse()  # snapshots list the newest trade first, ties included
-            rows.sort(key=_TIME_KEY)
-        return rows
-
-    return decode_spot if market == "spot" else decode_perp
-
-
-def _spot_rows(items: list[Any], recv_us: int, symbol: str, inst: Instrument, snap: bool) -> list[TradeRow]:
-    """``[ts_ns, "Buy"|"Sell", priceEp, value]`` rows: scaled integers divided by the instrument's scales.
-
-    A row of the wrong length, an unknown side or an unhashable one raise ValueError/KeyError/
-    TypeError, which the caller turns into ParseError; the checks here cover what would pass.
-    """
-    lo_us, hi_us = recv_us - DAY_US, recv_us + DAY_US
-    base, quote, sides = inst.base, inst.quote, _SIDES
     price_div, qty_div = 10**inst.price_scale, 10**inst.qty_scale
     rows: list[TradeRow] = []
     append = rows.append
-    for ts_ns, side, p, q in items:
-        if type(ts_ns) is not int or type(p) is not int or type(q) is not int or p <= 0 or q <= 0:
-            raise ParseError(f"bad trade row {[ts_ns, side, p, q]!r:.120}")
-        time_us = ts_ns // 1000
-        if not lo_us <= time_us <= hi_us:
-            if snap and time_us < lo_us:
-                continue  # history older than a day in a subscribe snapshot is not news
-            raise ParseError(f"implausible time {ts_ns!r}")
-        append((time_us, recv_us, symbol, base, quote, p / price_div, q / qty_div, sides[side], None))
+    try:
+        for ts_ns, side, price_ep, value in reversed(trades) if snapshot else trades:
+            time_us = ts_ns // 1000
+            if snapshot and stale(time_us, recv_us):
+                continue
+            price, qty = price_ep / price_div, value / qty_div
+            append(trade_row(time_us, recv_us, inst, price, qty, SIDE_OF_CAPITAL[side], None))
+    except OverflowError:  # an integer too large for a float
+        raise ParseError(f"phemex: priceEp/value out of range in {trades!s:.120}") from None
+    if len(rows) > 1:
+        rows.sort(key=BY_TIME)  # linear when already ascending
     return rows
 
 
-def _perp_rows(items: list[Any], recv_us: int, symbol: str, inst: Instrument, snap: bool) -> list[TradeRow]:
-    """``[ts_ns, "Buy"|"Sell", "priceRp", "qtyRq"]`` rows with real values as strings."""
-    lo_us, hi_us = recv_us - DAY_US, recv_us + DAY_US
-    base, quote, sides, mult = inst.base, inst.quote, _SIDES, inst.multiplier
+def perp_trade_rows(
+    trades: list[PerpTrade], inst: Instrument, recv_us: int, snapshot: bool
+) -> list[TradeRow]:
+    """Perpetual trades of `inst` -> checked rows (qty × multiplier); order and snapshots as spot."""
+    multiplier = inst.multiplier
     rows: list[TradeRow] = []
     append = rows.append
-    for ts_ns, side, p, q in items:
-        if type(ts_ns) is not int or _NUMERIC.get(type(p)) is None or _NUMERIC.get(type(q)) is None:
-            raise ParseError(f"bad trade row {[ts_ns, side, p, q]!r:.120}")
-        price, qty = float(p), float(q) * mult
-        if not (0.0 < price < _INF and 0.0 < qty < _INF):
-            raise ParseError(f"bad price/qty {p!r} {q!r}")
-        time_us = ts_ns // 1000
-        if not lo_us <= time_us <= hi_us:
-            if snap and time_us < lo_us:
+    try:
+        for ts_ns, side, price, qty in reversed(trades) if snapshot else trades:
+            time_us = ts_ns // 1000
+            if snapshot and stale(time_us, recv_us):
                 continue
-            raise ParseError(f"implausible time {ts_ns!r}")
-        append((time_us, recv_us, symbol, base, quote, price, qty, sides[side], None))
+            p, q = float(price), float(qty) * multiplier
+            append(trade_row(time_us, recv_us, inst, p, q, SIDE_OF_CAPITAL[side], None))
+    except ValueError as exc:  # a price or qty string that is not a number
+        if isinstance(exc, ParseError):
+            raise
+        raise ParseError(f"phemex: {exc}") from None
+    if len(rows) > 1:
+        rows.sort(key=BY_TIME)
     return rows
+
+
+def _make_decode(market: str) -> Decoder:
+    """The decoder of one market: spot pushes ``trades``, perpetual pushes ``trades_p``."""
+    spot = market == "spot"
+    trades_key = "trades" if spot else "trades_p"
+    push_type: type[_SpotPush | _PerpPush] = _SpotPush if spot else _PerpPush
+    decode_push: Callable[[bytes | str], _SpotPush | _PerpPush] = msgspec.json.Decoder(push_type).decode
+
+    def decode(frame: bytes | str, recv_us: int, instruments: Instruments) -> list[TradeRow] | Control:
+        """One Phemex frame -> trades (oldest first), or a Control for replies and pongs.
+
+        Spot: {"sequence":1067556417,"symbol":"sBTCUSDT","trades":[[1591268226414925245,"Sell",
+        954488000000,279100]],"type":"incremental"}  (priceEp and value are scaled integers)
+        Perpetual: {"sequence":79157171,"symbol":"BTCUSDT","trades_p":[[1669198793402790477,"Buy",
+        "16545.6","0.7"]],"type":"incremental"}
+        """
+        try:
+            push = decode_push(frame)
+        except msgspec.DecodeError:
+            return other(frame)
+        inst = instruments.get(push.symbol)
+        if inst is None:
+            raise ParseError(f"unknown symbol {push.symbol!r:.40}")
+        snapshot = push.type == "snapshot"
+        if isinstance(push, _SpotPush):
+            return spot_trade_rows(push.trades, inst, recv_us, snapshot)
+        return perp_trade_rows(push.trades_p, inst, recv_us, snapshot)
+
+    def other(frame: bytes | str) -> Control:
+        """Replies and pongs; a trade push whose schema check failed."""
+        msg = loads(frame)
+        if type(msg) is not dict:
+            raise ParseError("frame is not an object")
+        if trades_key in msg:
+            try:
+                msgspec.convert(msg, push_type)
+            except msgspec.ValidationError as exc:
+                raise not_a_trade(exc) from None
+        if "result" in msg or "error" in msg:
+            return _control(msg)
+        raise ParseError(f"unexpected frame keys {sorted(msg)[:6]}")
+
+    return decode
 
 
 def _make_subscribe(market: str, action: str) -> Callable[[Sequence[str], str], list[str]]:
@@ -247,9 +209,9 @@ def ping(now_ms: int) -> str:
 
 def _products(body: bytes) -> dict[str, Any]:
     try:
-        reply = orjson.loads(body)
+        reply = loads(body)
         data = reply["data"]
-    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+    except (KeyError, TypeError) as exc:
         raise ParseError(f"bad products response: {exc}") from None
     if reply.get("code") != 0 or type(data) is not dict:
         raise ParseError(f"products refused: {str(reply)[:200]}")
@@ -302,21 +264,18 @@ def parse_futures_instruments(body: bytes) -> tuple[list[Instrument], HttpReques
     return out, None
 
 
-DEFAULT_OPTIONS: dict[str, Any] = {
-    "ping_interval_s": 10.0,  # DataGW drops a client silent for 30 s; docs recommend 5 s
-}
+class Options(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``streams.phemex_<market>.options``."""
+
+    # DataGW drops a client silent for 30 s; the docs recommend pinging every 5 s.
+    ping_interval_s: Annotated[float, msgspec.Meta(gt=0, lt=30)] = 10.0
 
 
-def adapter(market: str, options: dict[str, Any]) -> Adapter:
-    """The Phemex `Adapter` for ``"spot"`` or ``"futures"`` (USDT perpetual)."""
+def adapter(market: str, options: Mapping[str, Any]) -> Adapter:
+    """The Phemex `Adapter` for ``"spot"`` or ``"futures"`` (USDT perpetual); options: see `Options`."""
     if market not in _METHOD:
         raise ConfigError(f"phemex: unknown market {market!r}")
-    unknown = set(options) - set(DEFAULT_OPTIONS)
-    if unknown:
-        raise ConfigError(f"phemex_{market}: unknown option(s) {sorted(unknown)}")
-    ping_s = {**DEFAULT_OPTIONS, **options}["ping_interval_s"]
-    if not isinstance(ping_s, int | float) or not 0 < ping_s < 30:
-        raise ConfigError(f"phemex_{market}: ping_interval_s must be between 0 and 30, got {ping_s!r}")
+    ping_s = read_options(f"phemex_{market}", options, Options).ping_interval_s
     return Adapter(
         stream=f"phemex_{market}",
         doc_url=DOC_URL if market == "spot" else FUTURES_DOC_URL,
@@ -335,5 +294,5 @@ def adapter(market: str, options: dict[str, Any]) -> Adapter:
         instruments_request=lambda rest_url: HttpRequest("GET", rest_url.rstrip("/") + "/public/products"),
         parse_instruments=parse_spot_instruments if market == "spot" else parse_futures_instruments,
         dedupe_key=dedupe_key,
-        default_options=DEFAULT_OPTIONS,
+        default_options=option_values(Options()),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 import orjson
 import pytest
 from adapter_testkit import (
@@ -21,9 +22,9 @@ from adapter_testkit import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pumpwatch.errors import ParseError
+from pumpwatch.errors import ConfigError, ParseError
 from pumpwatch.recorder.adapter import Control, Instrument
-from pumpwatch.recorder.adapters import get_adapter
+from pumpwatch.recorder.adapters import binance, get_adapter
 from pumpwatch.recorder.sim.binance import decimal_str, sim_protocol
 from pumpwatch.recorder.sim.protocol import SimSession
 
@@ -126,7 +127,6 @@ def _with(**fields: object) -> bytes:
         b'"trade"',
         b"{}",
         _with(s="XYZBTC"),  # not subscribed: base unknown
-        _with(p=0.001),  # number instead of string
         _with(q="abc"),
         _with(p="NaN"),
         _with(p="inf"),
@@ -146,6 +146,63 @@ def _with(**fields: object) -> bytes:
 def test_garbage_is_a_parse_error(frame: bytes) -> None:
     with pytest.raises(ParseError):
         SPOT.decode(frame, 1672515782200000, BNB)
+
+
+# -- leniency: a shape that differs from the docs only where meaning does not depend on it -----
+
+
+def test_number_where_a_string_is_documented_still_yields_the_trade() -> None:
+    # Before issue 9 a numeric price was refused; its meaning is plain, so it is a trade.
+    expected = [(1672515782136407, 1672515782200000, "BNBBTC", "BNB", "BTC", 0.001, 100.0, "sell", "12345")]
+    assert SPOT.decode(_with(p=0.001), 1672515782200000, BNB) == expected
+    assert SPOT.decode(_with(p=0.001, q=100), 1672515782200000, BNB) == expected
+
+
+def test_extra_fields_and_missing_tags_still_yield_the_trade() -> None:
+    recv = 1672515782200000
+    expected = [(1672515782136407, recv, "BNBBTC", "BNB", "BTC", 0.001, 100.0, "sell", "12345")]
+    assert SPOT.decode(_with(extra={"x": [1, 2]}, Z="new"), recv, BNB) == expected
+    no_stream = json_bytes({"data": GOOD["data"]})  # the wrapper without its stream name
+    assert SPOT.decode(no_stream, recv, BNB) == expected
+    untagged = {k: v for k, v in GOOD["data"].items() if k != "e"}  # no event tag: id t
+    assert SPOT.decode(json_bytes({"stream": GOOD["stream"], "data": untagged}), recv, BNB) == expected
+    agg = orjson.loads(_fx("futures_aggtrade.json"))["data"]
+    del agg["e"]  # an untagged payload with an aggregate id is an aggTrade
+    assert FUT.decode(json_bytes(agg), RECV_US, FUT_INSTS) == [
+        (1767323045678000, RECV_US, "BTCUSDT", "BTC", "USDT", 87914.7, 0.012, "sell", "5933014")
+    ]
+
+
+def test_trade_rows_is_reusable_for_rest_history_rows() -> None:
+    # A REST aggTrades row: the payload's fields without e/s (issue 10 normalizes these).
+    rest = b'{"a":26129,"p":"0.01633102","q":"4.70443515","f":27781,"l":27781,"T":1498793709153,"m":true}'
+    trade = msgspec.json.decode(rest, type=binance.Trade)
+    inst = Instrument("LTCBTC", "LTC", "BTC")
+    assert binance.trade_rows([trade], inst, 1498793709200000) == [
+        (
+            1498793709153000,
+            1498793709200000,
+            "LTCBTC",
+            "LTC",
+            "BTC",
+            0.01633102,
+            4.70443515,
+            "sell",
+            "26129",
+        )
+    ]
+
+
+def test_options_are_validated_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"streams\.binance_futures\.options\.channel"):
+        get_adapter("binance_futures", {"channel": "depth"})
+    with pytest.raises(ConfigError, match=r"streams\.binance_spot\.options\.chanel: unknown option"):
+        get_adapter("binance_spot", {"chanel": "trade"})
+    with pytest.raises(ConfigError, match=r"streams\.binance_futures\.options\.time_unit"):
+        get_adapter("binance_futures", {"time_unit": "MICROSECOND"})  # a spot-only option
+    with pytest.raises(ConfigError, match=r"streams\.binance_spot\.options\.quotes"):
+        get_adapter("binance_spot", {"quotes": "USDT"})
+    assert get_adapter("binance_spot", {"quotes": ["usdc"]}).default_options["quotes"] == ("USDT",)
 
 
 @settings(max_examples=300, deadline=None)
@@ -203,7 +260,7 @@ def test_subscribe_frames_as_documented() -> None:
     ]
     trade = get_adapter("binance_futures", {"channel": "trade"})
     assert trade.subscribe(["BTCUSDT"], "2") == ['{"method":"SUBSCRIBE","params":["btcusdt@trade"],"id":2}']
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         get_adapter("binance_futures", {"channel": "depth"})
 
 

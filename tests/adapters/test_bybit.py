@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 import orjson
 import pytest
 from adapter_testkit import (
@@ -22,9 +23,9 @@ from adapter_testkit import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pumpwatch.errors import ParseError
+from pumpwatch.errors import ConfigError, ParseError
 from pumpwatch.recorder.adapter import Control, Instrument
-from pumpwatch.recorder.adapters import get_adapter
+from pumpwatch.recorder.adapters import bybit, get_adapter
 from pumpwatch.recorder.sim.bybit import sim_protocol
 from pumpwatch.recorder.sim.protocol import SimSession
 
@@ -136,7 +137,6 @@ def _with(**fields: object) -> bytes:
         b'{"topic":"orderbook.1.BTCUSDT","data":[]}',
         b'{"topic":"publicTrade.BTCUSDT","data":{}}',
         b'{"foo":1}',
-        _with(p=16578.5),
         _with(v="0"),
         _with(v="-0.1"),
         _with(p="nan"),
@@ -144,7 +144,6 @@ def _with(**fields: object) -> bytes:
         _with(S="buy"),
         _with(T="1672304486865"),
         _with(T=1672304486865 + 2 * 86_400_000),  # implausible time
-        _with(i=123),
         _with(s="ETHUSDT"),  # trade of another symbol than its topic
         json_bytes({**GOOD, "data": [{"T": 1672304486865}]}),
     ],
@@ -152,6 +151,44 @@ def _with(**fields: object) -> bytes:
 def test_garbage_is_a_parse_error(frame: bytes) -> None:
     with pytest.raises(ParseError):
         FUT.decode(frame, 1672304486900000, INSTS)
+
+
+# -- leniency: a shape that differs from the docs only where meaning does not depend on it -----
+
+_GOOD_ROW = (1672304486865000, 1672304486900000, "BTCUSDT", "BTC", "USDT", 16578.5, 0.001, "buy")
+
+
+def test_numbers_where_strings_are_documented_still_yield_the_trade() -> None:
+    # Before issue 9 these were refused; their meaning is plain, so they are trades.
+    assert FUT.decode(_with(p=16578.5), 1672304486900000, INSTS) == [
+        (*_GOOD_ROW, "20f43950-d8dd-5b31-9112-a178eb6023af")
+    ]
+    assert FUT.decode(_with(i=123, v=0.001), 1672304486900000, INSTS) == [(*_GOOD_ROW, "123")]
+
+
+def test_missing_envelope_tags_and_extra_fields_still_yield_the_trade() -> None:
+    bare = {"topic": GOOD["topic"], "data": [{**GOOD["data"][0], "new": {"x": 1}}]}  # no type, ts
+    assert FUT.decode(json_bytes(bare), 1672304486900000, INSTS) == [
+        (*_GOOD_ROW, "20f43950-d8dd-5b31-9112-a178eb6023af")
+    ]
+    no_bt = {**GOOD, "data": [{k: v for k, v in GOOD["data"][0].items() if k not in ("BT", "L", "seq")}]}
+    assert get_adapter("bybit_futures", {"drop_block_trades": True}).decode(
+        json_bytes(no_bt), 1672304486900000, INSTS
+    ) == [(*_GOOD_ROW, "20f43950-d8dd-5b31-9112-a178eb6023af")]
+
+
+def test_trade_rows_is_reusable_for_rest_history_rows() -> None:
+    item = msgspec.convert(GOOD["data"][0], bybit.Trade)
+    assert bybit.trade_rows([item], INSTS["BTCUSDT"], 1672304486900000, drop_block=False) == [
+        (*_GOOD_ROW, "20f43950-d8dd-5b31-9112-a178eb6023af")
+    ]
+
+
+def test_options_are_validated_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"streams\.bybit_spot\.options\.channel: unknown option"):
+        get_adapter("bybit_spot", {"channel": "trade"})
+    with pytest.raises(ConfigError, match=r"streams\.bybit_futures\.options\.drop_block_trades"):
+        get_adapter("bybit_futures", {"drop_block_trades": "yes"})
 
 
 @settings(max_examples=300, deadline=None)

@@ -7,6 +7,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 
+import msgspec
 import orjson
 import pytest
 from adapter_testkit import (
@@ -24,7 +25,7 @@ from hypothesis import strategies as st
 
 from pumpwatch.errors import ConfigError, ParseError
 from pumpwatch.recorder.adapter import Adapter, Control, Instrument
-from pumpwatch.recorder.adapters import get_adapter
+from pumpwatch.recorder.adapters import gate, get_adapter
 from pumpwatch.recorder.adapters.gate import make_subscribe, ms_to_us
 from pumpwatch.recorder.sim.gate import legacy_int_sizes, sim_protocol
 from pumpwatch.recorder.sim.protocol import SimSession
@@ -241,6 +242,60 @@ def test_spot_time_id_and_number_forms(
 def test_spot_bad_fields_are_parse_errors(changes: dict[str, object]) -> None:
     with pytest.raises(ParseError):
         SPOT.decode(_spot_frame(**changes), 1606292218300000, SPOT_INSTS)
+
+
+# -- leniency: a shape that differs from the docs only where meaning does not depend on it -----
+
+
+def test_missing_event_tag_and_extra_fields_still_yield_the_trades() -> None:
+    spot = orjson.loads(_fx("spot_trade.json"))
+    del spot["event"]
+    spot["result"]["new_field"] = {"x": 1}
+    recv = 1606292218300000
+    assert SPOT.decode(orjson.dumps(spot), recv, SPOT_INSTS) == [
+        (1606292218213457, recv, *_GT, 0.4705, 16.47, "sell", "309143071")
+    ]
+    fut = orjson.loads(_fx("futures_multi_trade_int_sizes.json"))
+    del fut["event"]
+    fut["result"][0]["text"] = "unknown"
+    assert FUT.decode(orjson.dumps(fut), 1614556851000000, FUT_INSTS) == FUT.decode(
+        _fx("futures_multi_trade_int_sizes.json"), 1614556851000000, FUT_INSTS
+    )
+
+
+def test_futures_numbers_where_strings_are_documented_still_yield_the_trades() -> None:
+    recv = 1614556851000000
+    rows = FUT.decode(_fut_frame(price=45300, size=1.0, id="13654526"), recv, FUT_INSTS)
+    assert isinstance(rows, list) and rows[0] == (
+        1614556850860000,
+        recv,
+        "BTC_USDT",
+        "BTC",
+        "USDT",
+        45300.0,
+        1 * 0.0001,
+        "buy",
+        "13654526",
+    )
+
+
+def test_trade_rows_are_reusable_for_rest_history_rows() -> None:
+    # GET /api/v4/spot/trades and /futures/usdt/trades rows carry the push's fields.
+    row = msgspec.convert(orjson.loads(_fx("spot_trade.json"))["result"], gate.SpotTrade)
+    assert gate.spot_trade_rows([row], SPOT_INSTS["GT_USDT"], 1606292218300000) == [
+        (1606292218213457, 1606292218300000, *_GT, 0.4705, 16.47, "sell", "309143071")
+    ]
+    fut = msgspec.convert(orjson.loads(_fx("futures_trade_internal.json"))["result"][0], gate.FuturesTrade)
+    assert gate.futures_trade_rows([fut], FUT_INSTS, 1545136464200000) == []  # off-book
+
+
+def test_options_are_validated_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"streams\.gate_spot\.options\.size_decimal: unknown option"):
+        get_adapter("gate_spot", {"size_decimal": True})
+    with pytest.raises(ConfigError, match=r"streams\.gate_futures\.options\.ping_interval_s"):
+        get_adapter("gate_futures", {"ping_interval_s": 0})
+    with pytest.raises(ConfigError, match=r"streams\.gate_spot\.options\.max_symbols_per_connection"):
+        get_adapter("gate_spot", {"max_symbols_per_connection": True})
 
 
 # -- subscribing, header, ping ---------------------------------------------------------------

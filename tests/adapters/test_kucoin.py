@@ -7,6 +7,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+import msgspec
 import orjson
 import pytest
 from adapter_testkit import (
@@ -24,7 +25,7 @@ from hypothesis import strategies as st
 
 from pumpwatch.errors import ConfigError, ParseError
 from pumpwatch.recorder.adapter import Adapter, Control, Instrument
-from pumpwatch.recorder.adapters import get_adapter
+from pumpwatch.recorder.adapters import get_adapter, kucoin
 from pumpwatch.recorder.sim.kucoin import sim_protocol
 from pumpwatch.recorder.sim.protocol import HttpResponse, SimSession
 from pumpwatch.recorder.sim.server import SimExchange
@@ -170,6 +171,71 @@ def test_missing_field_unknown_type_subject_and_non_json_are_parse_errors() -> N
     ):
         with pytest.raises(ParseError):
             SPOT.decode(frame, 1729843222950000, SPOT_INSTS)
+
+
+# -- leniency: a shape that differs from the docs only where meaning does not depend on it -----
+
+_SPOT_ROW = (
+    1729843222921000,
+    1729843222950000,
+    "BTC-USDT",
+    "BTC",
+    "USDT",
+    67523.0,
+    0.003,
+    "buy",
+    "11067996711960577",
+)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"price": 67523, "size": 0.003},  # numbers where strings are documented
+        {"time": 1729843222921000000},  # an integer ns time
+        {"tradeId": 11067996711960577},
+        {"makerOrderId": None, "brandNew": [1, 2]},  # extra or changed fields nobody reads
+    ],
+)
+def test_spot_variants_still_yield_the_trade(changes: dict[str, object]) -> None:
+    assert SPOT.decode(_spot_frame(**changes), 1729843222950000, SPOT_INSTS) == [_SPOT_ROW]
+
+
+def test_missing_type_or_subject_still_yields_the_trade() -> None:
+    msg = orjson.loads(_fx("spot_trade.json"))
+    for drop in ("type", "subject"):
+        frame = orjson.dumps({k: v for k, v in msg.items() if k != drop})
+        assert SPOT.decode(frame, 1729843222950000, SPOT_INSTS) == [_SPOT_ROW], drop
+    fut = orjson.loads(_fx("futures_trade.json"))
+    del fut["type"]
+    assert FUT.decode(orjson.dumps(fut), 1731898619600000, FUT_INSTS) == [
+        (
+            1731898619520000,
+            1731898619600000,
+            "XBTUSDTM",
+            "BTC",
+            "USDT",
+            90503.9,
+            2 * 0.001,
+            "buy",
+            "1794100537695",
+        )
+    ]
+    for frame in (orjson.dumps({"data": msg["data"]}), orjson.dumps({**msg, "subject": "trade.ticker"})):
+        with pytest.raises(ParseError):  # neither subject nor topic says it is a match
+            SPOT.decode(frame, 1729843222950000, SPOT_INSTS)
+
+
+def test_trade_rows_is_reusable_for_rest_history_rows() -> None:
+    trade = msgspec.convert(orjson.loads(_fx("spot_trade.json"))["data"], kucoin.Trade)
+    assert kucoin.trade_rows([trade], SPOT_INSTS["BTC-USDT"], 1729843222950000) == [_SPOT_ROW]
+
+
+def test_options_are_validated_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"streams\.kucoin_spot\.options\.max_symbols_per_connection"):
+        get_adapter("kucoin_spot", {"max_symbols_per_connection": 0})
+    with pytest.raises(ConfigError, match=r"streams\.kucoin_futures\.options\.channel: unknown option"):
+        get_adapter("kucoin_futures", {"channel": "x"})
 
 
 def test_futures_unknown_contract_is_a_parse_error_never_a_guessed_multiplier() -> None:

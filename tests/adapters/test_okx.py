@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 import orjson
 import pytest
 from adapter_testkit import (
@@ -21,9 +22,9 @@ from adapter_testkit import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pumpwatch.errors import ParseError
+from pumpwatch.errors import ConfigError, ParseError
 from pumpwatch.recorder.adapter import Control, Instrument
-from pumpwatch.recorder.adapters import get_adapter
+from pumpwatch.recorder.adapters import get_adapter, okx
 from pumpwatch.recorder.sim.okx import sim_protocol
 from pumpwatch.recorder.sim.protocol import SimSession
 
@@ -156,22 +157,66 @@ def _with(**fields: object) -> bytes:
         b'{"arg":{"channel":"trades-all","instId":"XYZ-USDT"},"data":[]}',
         b'{"arg":{"channel":"trades-all","instId":"BTC-USDT"},"data":{}}',
         b'{"arg":{"channel":"trades-all","instId":["BTC-USDT"]},"data":[]}',
-        _with(px=42219.9),
         _with(sz="0"),
         _with(sz="-1"),
         _with(px="NaN"),
         _with(px="1e999"),
         _with(side="Buy"),
-        _with(ts=1630048897897),
         _with(ts="1630048897.897"),
         _with(ts="1630221697897"),  # two days off: implausible time
-        _with(tradeId=130639474),
         json_bytes({**GOOD, "data": [{"px": "1"}]}),
     ],
 )
 def test_garbage_is_a_parse_error(frame: bytes) -> None:
     with pytest.raises(ParseError):
         SPOT.decode(frame, 1630048897950000, SPOT_INSTS)
+
+
+# -- leniency: a shape that differs from the docs only where meaning does not depend on it -----
+
+_GOOD_ROW = (
+    1630048897897000,
+    1630048897950000,
+    "BTC-USDT",
+    "BTC",
+    "USDT",
+    42219.9,
+    0.12060306,
+    "buy",
+    "130639474",
+)
+
+
+def test_numbers_where_strings_are_documented_still_yield_the_trade() -> None:
+    # Before issue 9 each of these was refused; their meaning is plain, so they are trades.
+    for fields in ({"px": 42219.9}, {"ts": 1630048897897}, {"tradeId": 130639474}, {"sz": 0.12060306}):
+        assert SPOT.decode(_with(**fields), 1630048897950000, SPOT_INSTS) == [_GOOD_ROW], fields
+
+
+def test_missing_channel_tag_and_extra_fields_still_yield_the_trade() -> None:
+    untagged = {"arg": {"instId": "BTC-USDT"}, "data": GOOD["data"]}
+    assert SPOT.decode(json_bytes(untagged), 1630048897950000, SPOT_INSTS) == [_GOOD_ROW]
+    extra = {**GOOD, "arg": {**GOOD["arg"], "uid": "1"}, "data": [{**GOOD["data"][0], "count": "3"}]}
+    assert SPOT.decode(json_bytes(extra), 1630048897950000, SPOT_INSTS) == [_GOOD_ROW]
+    no_inst_in_trade = {**GOOD, "data": [{k: v for k, v in GOOD["data"][0].items() if k != "instId"}]}
+    assert SPOT.decode(json_bytes(no_inst_in_trade), 1630048897950000, SPOT_INSTS) == [_GOOD_ROW]
+
+
+def test_trade_rows_is_reusable_for_rest_history_rows() -> None:
+    # GET /api/v5/market/history-trades rows carry the push's fields.
+    rest = (
+        b'[{"instId":"BTC-USDT","side":"buy","sz":"0.12060306","px":"42219.9",'
+        b'"tradeId":"130639474","ts":"1630048897897"}]'
+    )
+    trades = msgspec.json.decode(rest, type=list[okx.Trade])
+    assert okx.trade_rows(trades, SPOT_INSTS["BTC-USDT"], 1630048897950000) == [_GOOD_ROW]
+
+
+def test_options_are_validated_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"streams\.okx_futures\.options\.chanel: unknown option"):
+        get_adapter("okx_futures", {"chanel": "trades"})
+    with pytest.raises(ConfigError, match=r"streams\.okx_spot\.options\.quotes"):
+        get_adapter("okx_spot", {"quotes": [1]})
 
 
 @settings(max_examples=300, deadline=None)
@@ -226,7 +271,7 @@ def test_subscribe_frames_as_documented() -> None:
     assert aggregated.subscribe(["BTC-USDT"], "2") == [
         '{"id":"2","op":"subscribe","args":[{"channel":"trades","instId":"BTC-USDT"}]}'
     ]
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match=r"streams\.okx_spot\.options\.channel"):
         get_adapter("okx_spot", {"channel": "books"})
 
 

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from pumpwatch.errors import ConfigError, ParseError
 from pumpwatch.recorder.adapter import Adapter, Control, Instrument
-from pumpwatch.recorder.adapters import get_adapter
+from pumpwatch.recorder.adapters import get_adapter, phemex
 from pumpwatch.recorder.sim.phemex import sim_protocol
 from pumpwatch.recorder.sim.protocol import SimSession
 from pumpwatch.recorder.sim.server import SimExchange
@@ -259,6 +259,35 @@ def test_perpetual_bad_row_after_a_good_row_is_a_parse_error(row: str) -> None:
     frame = _perp_frame('[1669198793402790477,"Buy","16545.6","0.7"]', row)
     with pytest.raises(ParseError):
         FUT.decode(frame, 1669198793500000, FUT_INSTS)
+
+
+# -- leniency: a shape that differs from the docs only where meaning does not depend on it -----
+
+
+def test_missing_type_tag_and_extra_fields_still_yield_the_trades() -> None:
+    recv = 1591268226500000
+    frame = b'{"symbol":"sBTCUSDT","trades":[[1591268226414925245,"Sell",954488000000,279100]],"new":[1]}'
+    assert SPOT.decode(frame, recv, SPOT_INSTS) == [
+        (1591268226414925, recv, "sBTCUSDT", "BTC", "USDT", 9544.88, 0.002791, "sell", None)
+    ]
+    perp = b'{"symbol":"BTCUSDT","trades_p":[[1669198793402790477,"Buy",16545.6,"0.7"]],"sequence":"x"}'
+    assert FUT.decode(perp, 1669198793500000, FUT_INSTS) == [
+        (1669198793402790, 1669198793500000, "BTCUSDT", "BTC", "USDT", 16545.6, 0.7, "buy", None)
+    ]
+
+
+def test_trade_rows_are_reusable_for_rest_history_rows() -> None:
+    rows = [(1669198793402790477, "Buy", "16545.6", "0.7")]
+    assert phemex.perp_trade_rows(rows, FUT_INSTS["BTCUSDT"], 1669198793500000, snapshot=False) == [
+        (1669198793402790, 1669198793500000, "BTCUSDT", "BTC", "USDT", 16545.6, 0.7, "buy", None)
+    ]
+
+
+def test_options_are_validated_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"streams\.phemex_spot\.options\.ping_interval_s"):
+        get_adapter("phemex_spot", {"ping_interval_s": 45})
+    with pytest.raises(ConfigError, match=r"streams\.phemex_futures\.options\.max_symbols_per_connection"):
+        get_adapter("phemex_futures", {"max_symbols_per_connection": 5})
 
 
 # -- subscribing, limits, ping ---------------------------------------------------------------
