@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from pumpwatch.detector.detect import analyse, detect, split_streams
 from pumpwatch.detector.refined import write_refined
-from pumpwatch.synth import MarketSpec, PumpSpec, generate
+from pumpwatch.recorder.sim.market import MarketSpec, PumpSpec, generate
 
 S = 1_000_000
 TRIGGER_US = 1_767_225_600 * S + 20 * S

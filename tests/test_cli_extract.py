@@ -12,7 +12,7 @@ import pytest
 
 from pumpwatch.cli.extract_cmds import parse_trigger_time
 from pumpwatch.errors import UsageError
-from pumpwatch.synth import MarketSpec, PumpSpec, write_store
+from pumpwatch.recorder.sim.market import MarketSpec, PumpSpec, write_store
 
 S = 1_000_000
 START = 1_767_258_000 * S  # 2026-01-01T09:00:00Z

@@ -13,7 +13,7 @@ import pytest
 
 from pumpwatch.detector import run_detector
 from pumpwatch.extractor import extract
-from pumpwatch.synth import MarketSpec, PumpSpec, write_store
+from pumpwatch.recorder.sim.market import MarketSpec, PumpSpec, write_store
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
