@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_harness import (
+from helpers.e2e import (
     SOAK_LONG,
     WAIT_S,
     Market,
