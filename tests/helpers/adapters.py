@@ -23,7 +23,7 @@ from pumpwatch.recorder.adapters import get_adapter
 from pumpwatch.recorder.sim.instruments import sim_instrument
 from pumpwatch.segments.schema import TradeRow
 from pumpwatch.streams import split_stream
-from pumpwatch.timeunits import US_PER_DAY, US_PER_MS
+from pumpwatch.timeunits import US_PER_DAY, US_PER_HOUR, US_PER_MS
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
@@ -117,7 +117,7 @@ def trade_rows(
     """
     symbols = sorted(instruments)
     n = draw(st.integers(min_value=1, max_value=max_rows))
-    start = draw(st.integers(min_value=-3_600_000_000, max_value=3_600_000_000)) + RECV_US
+    start = draw(st.integers(min_value=-US_PER_HOUR, max_value=US_PER_HOUR)) + RECV_US
     start -= start % time_step_us
     rows: list[TradeRow] = []
     t = start
