@@ -354,3 +354,9 @@ def test_sim_cluster_publishes_and_points_the_recorder_at_itself(tmp_path: Path)
             assert cluster.published == before
 
     asyncio.run(main())
+
+
+def test_sim_cluster_tick_before_start_says_so() -> None:
+    cluster = SimCluster(["binance_spot"], ["BTC"])
+    with pytest.raises(RuntimeError, match="before start"):
+        cluster.tick()
