@@ -23,7 +23,7 @@ import pyarrow as pa
 from pumpwatch.detector.analysis import analyse
 from pumpwatch.detector.refined import write_refined
 from pumpwatch.detector.rule import split_streams
-from pumpwatch.synth import MarketSpec, PumpSpec, generate
+from pumpwatch.recorder.sim.market import MarketSpec, PumpSpec, generate
 from pumpwatch.timeunits import US_PER_S as S
 
 TRIGGER_US = 1_767_225_600 * S + 20 * S

@@ -45,7 +45,7 @@ def build(store: Path, spec: Any, flush_every_s: float) -> None:
     expected = spec.trades_per_s * spec.duration_s * len(spec.streams)
     print(f"building {store}: {spec.duration_s / 3600:.0f} h, ~{expected / 1e6:.1f} M trades ...", flush=True)
     started = time.monotonic()
-    from pumpwatch.synth import write_store
+    from pumpwatch.recorder.sim.market import write_store
 
     report = write_store(store, spec, flush_every_s=flush_every_s, progress_every_s=30.0)
     took = time.monotonic() - started
@@ -77,7 +77,7 @@ def measure(store: Path, trigger_us: int, runs: int, extra: list[str]) -> tuple[
 
 def build_stores(opts: argparse.Namespace, duration_s: float, trigger_us: int) -> None:
     """The 7-day store and the 1-hour store around the same trigger, same trade density."""
-    from pumpwatch.synth import MarketSpec, PumpSpec
+    from pumpwatch.recorder.sim.market import MarketSpec, PumpSpec
 
     per_stream_rate = opts.trades / duration_s / 12
     pump = PumpSpec(SYMBOL, trigger_us + 3 * S, 12.0, 3.0, lag_s={"okx_futures": 1.5, "gate_spot": 0.7})
@@ -107,7 +107,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     opts = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("pumpwatch.synth").setLevel(logging.INFO)
+    logging.getLogger("pumpwatch.recorder.sim.market").setLevel(logging.INFO)
 
     duration_s = opts.days * DAY_S
     trigger_us = BASE_START_US + round((duration_s - 3 * 3600) * S)  # 3 h before the store's end

@@ -4,7 +4,7 @@ Run: .venv/bin/python bench/bench_status.py [DIR] [--days 7] [--trades-per-s 2]
 
 Builds the store in DIR (default: a temporary directory, removed afterwards; an existing DIR
 is reused as it is) ending now:
-`days` x 24 sealed hours per stream written by the real `SegmentWriter` (`synth.write_store`),
+`days` x 24 sealed hours per stream written by the real `SegmentWriter` (`market.write_store`),
 then per stream an open ``_HHMMSS.arrow`` for the current hour written in one-second batches
 (what a running recorder leaves), three days of hourly frame files, and a journal per stream
 with what a week of recording writes: ``alive`` every 10 s, ``stats`` every 60 s, a daily
@@ -26,11 +26,11 @@ from pathlib import Path
 
 import orjson
 
+from pumpwatch.recorder.sim.market import MarketSpec, generate, write_store
 from pumpwatch.segments.frames import frame_path
 from pumpwatch.segments.journal import journal_path
 from pumpwatch.segments.status import store_status
 from pumpwatch.streams import STREAMS
-from pumpwatch.synth import MarketSpec, generate, write_store
 from pumpwatch.timeunits import US_PER_S as S
 
 HOUR_US = 3600 * S

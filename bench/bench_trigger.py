@@ -24,10 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from pumpwatch.recorder.sim.market import MarketSpec, write_store
 from pumpwatch.recorder.sim.upbit import UpbitSim, backlog
 from pumpwatch.recorder.upbit.service import ListingWatcher
 from pumpwatch.settings import Settings
-from pumpwatch.synth import MarketSpec, write_store
 
 S = 1_000_000
 STREAMS = ("binance_spot", "binance_futures", "okx_futures", "gate_spot")

@@ -26,6 +26,7 @@ from typing import Any
 
 from pumpwatch.errors import PumpWatchError
 from pumpwatch.streams import STREAMS
+from pumpwatch.timeunits import US_PER_S
 
 DEMO_COIN = "0G"
 # Coins the demo's Upbit does not list on KRW: `pumpwatch symbols` keeps them (default policy).
@@ -42,7 +43,6 @@ PUMP_LAGS_S = {
     "kucoin_futures": 3.2,
 }
 NOTICE_TITLE = f"제로지({DEMO_COIN}) 신규 거래지원 안내 (KRW, USDT 마켓)"
-US = 1_000_000
 
 
 class DemoError(PumpWatchError):
@@ -134,15 +134,16 @@ def _progress(data_dir: Path) -> tuple[int, int]:
 async def run_demo(opts: DemoOptions) -> DemoResult:
     """Run the demo; returns what it produced. Every child process is stopped before returning."""
     from pumpwatch.recorder.sim.cluster import SimCluster
+    from pumpwatch.recorder.sim.market import PumpSpec
     from pumpwatch.recorder.sim.upbit import UpbitSim, backlog, krw_markets
-    from pumpwatch.synth import PumpSpec
 
     echo = opts.echo
     data_dir = opts.data_dir or Path(tempfile.mkdtemp(prefix="pumpwatch-demo-"))
     data_dir.mkdir(parents=True, exist_ok=True)
     lead_s = opts.lead_s if opts.lead_s is not None else opts.before_s + 10.0
     start_us = _now_us()
-    notice_us = (start_us + round(lead_s * US)) // US * US + US  # Upbit times have whole seconds
+    # Upbit times have whole seconds.
+    notice_us = (start_us + round(lead_s * US_PER_S)) // US_PER_S * US_PER_S + US_PER_S
     pump = PumpSpec(
         base=DEMO_COIN,
         at_us=notice_us,
@@ -193,7 +194,7 @@ async def _drive(
 ) -> Path:
     published = False
     last_echo = 0.0
-    deadline_us = notice_us + round((opts.after_s + opts.timeout_s) * US)
+    deadline_us = notice_us + round((opts.after_s + opts.timeout_s) * US_PER_S)
     while True:
         await asyncio.sleep(0.25)
         if record.returncode is not None:
@@ -213,9 +214,10 @@ async def _drive(
             last_echo = time.monotonic()
             connected, trades = await asyncio.to_thread(_progress, data_dir)
             if not published:
-                when = f"notice in {max(0.0, (notice_us - now) / US):4.1f} s"
+                when = f"notice in {max(0.0, (notice_us - now) / US_PER_S):4.1f} s"
             else:
-                when = f"extraction due in {max(0.0, (notice_us - now) / US + opts.after_s + 1.0):4.1f} s"
+                due_s = (notice_us - now) / US_PER_S + opts.after_s + 1.0
+                when = f"extraction due in {max(0.0, due_s):4.1f} s"
             streams = f"{connected:2d}/{len(STREAMS)} streams connected"
             echo(f"  recording: {streams}, {trades:7d} trades on disk, {when}")
 

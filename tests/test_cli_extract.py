@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from pumpwatch.errors import UsageError
-from pumpwatch.synth import MarketSpec, PumpSpec, write_store
+from pumpwatch.recorder.sim.market import MarketSpec, PumpSpec, write_store
 from pumpwatch.timeunits import US_PER_S as S
 from pumpwatch.utctime import parse_time_us
 

@@ -15,8 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = {"segments": "segments", "extractor": "extractor", "detector": "detector", "recorder": "recorder"}
 TOP_MODULES = {"demo", "__main__"}  # pumpwatch/*.py that drive commands sit with the CLI
-# The simulated market (pumpwatch/synth*.py) belongs with the simulators in recorder/sim.
-RECORDER_MODULES = {"synth", "synth_model"}
+RECORDER_MODULES: set[str] = set()  # pumpwatch/*.py that belong to the recorder layer (none now)
 
 # Which layers each layer may import ("base" = the shared modules in pumpwatch/).
 ALLOWED = {

@@ -13,8 +13,9 @@ import pytest
 
 from pumpwatch.detector import run_detector
 from pumpwatch.extractor import extract
+from pumpwatch.recorder.sim.market import MarketSpec, PumpSpec, write_store
 from pumpwatch.settings import PumpSettings
-from pumpwatch.synth import MarketSpec, PumpSpec, write_store
+from pumpwatch.timeunits import US_PER_S
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -39,11 +40,11 @@ def cookbook_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = root / "data"
     spec = MarketSpec(
         seed=3,
-        start_us=T_US - 60_000_000,
+        start_us=T_US - 60 * US_PER_S,
         duration_s=120.0,
         trades_per_s=30.0,
         bases=("0G", "BTC", "ZRO"),
-        pumps=(PumpSpec("0G", T_US + 2_000_000, 8.0, 1.0, streams=("okx_spot", "binance_futures")),),
+        pumps=(PumpSpec("0G", T_US + 2 * US_PER_S, 8.0, 1.0, streams=("okx_spot", "binance_futures")),),
     )
     write_store(data, spec)
     listing = extract(data, "0G", T_US, before_s=20.0, after_s=20.0)
@@ -67,7 +68,7 @@ def test_research_cookbook_snippets_run(cookbook_dir: Path, monkeypatch: pytest.
     per_day = namespace["per_day"]
     assert set(per_day["exchange"]) == {"binance", "bybit", "okx", "kucoin", "gate", "phemex"}  # type: ignore[index]
     window = namespace["window"]
-    assert len(window) > 0 and window["time"].min().value // 1000 >= T_US - 20_000_000  # type: ignore[index]
+    assert len(window) > 0 and window["time"].min().value // 1000 >= T_US - 20 * US_PER_S  # type: ignore[index]
     events = namespace["events"]
     streams = {f"{e}_{m}" for e, m in zip(events["exchange"], events["market_type"], strict=True)}  # type: ignore[index]
     assert streams == {"okx_spot", "binance_futures"}

@@ -23,6 +23,7 @@ import orjson
 from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.recorder.sim.protocol import HttpResponse, SimProtocol, SimSession
 from pumpwatch.segments.schema import TradeRow
+from pumpwatch.timeunits import MS_PER_S, US_PER_MS, US_PER_S
 
 
 def decimal_str(value: float) -> str:
@@ -109,7 +110,7 @@ def _encode_trades(
         tid = numeric_id(trade_id)
         p, q, maker_bought = decimal_str(price), decimal_str(qty), side == "sell"
         if futures:
-            t_ms = t_us // 1000
+            t_ms = t_us // US_PER_MS
             data: dict[str, object] = {
                 "e": "aggTrade", "E": t_ms, "a": tid, "s": symbol, "p": p, "q": q, "nq": q,
                 "f": tid, "l": tid, "T": t_ms, "m": maker_bought,
@@ -134,7 +135,7 @@ def _exchange_info(futures: bool, instruments: Sequence[Instrument]) -> bytes:
         else:
             item.update(isSpotTradingAllowed=True, permissionSets=[["SPOT"]])
         symbols.append(item)
-    return orjson.dumps({"timezone": "UTC", "serverTime": int(time.time() * 1000), "symbols": symbols})
+    return orjson.dumps({"timezone": "UTC", "serverTime": int(time.time() * MS_PER_S), "symbols": symbols})
 
 
 def sim_protocol(market: str) -> SimProtocol:
@@ -146,8 +147,8 @@ def sim_protocol(market: str) -> SimProtocol:
         return HttpResponse(200, _exchange_info(futures, insts))
 
     def shutdown() -> str:
-        now_us = int(time.time() * 1_000_000)
-        event = {"e": "serverShutdown", "E": now_us // 1000 if futures else now_us}
+        now_us = int(time.time() * US_PER_S)
+        event = {"e": "serverShutdown", "E": now_us // US_PER_MS if futures else now_us}
         return orjson.dumps({"stream": "!serverShutdown", "data": event}).decode()
 
     return SimProtocol(

@@ -21,6 +21,7 @@ from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.recorder.sim.binance import decimal_str
 from pumpwatch.recorder.sim.protocol import HttpHandler, HttpResponse, SimProtocol, SimSession
 from pumpwatch.segments.schema import TradeRow
+from pumpwatch.timeunits import MS_PER_S, US_PER_MS
 
 MAX_TRADES_PER_FRAME = 1024
 _PATHS = {"spot": "/v5/public/spot", "futures": "/v5/public/linear"}
@@ -84,7 +85,7 @@ def _encoder(futures: bool) -> Callable[[Sequence[TradeRow], Mapping[str, Instru
                 for t_us, _recv, _sym, _b, _q, price, qty, side, trade_id in batch[
                     start : start + MAX_TRADES_PER_FRAME
                 ]:
-                    last_ms = t_us // 1000
+                    last_ms = t_us // US_PER_MS
                     item: dict[str, object] = {
                         "T": last_ms, "s": symbol, "S": "Buy" if side == "buy" else "Sell",
                         "v": decimal_str(qty), "p": decimal_str(price),
@@ -129,7 +130,7 @@ def _instruments_route(futures: bool) -> HttpHandler:
             "retMsg": "OK",
             "result": result,
             "retExtInfo": {},
-            "time": int(time.time() * 1000),
+            "time": int(time.time() * MS_PER_S),
         }
         return HttpResponse(200, orjson.dumps(body))
 

@@ -3,7 +3,7 @@ end-to-end tests, the benchmarks and ``pumpwatch demo`` record from.
 
 One `SimExchange` per stream (each ``recorder/sim/<exchange>.py`` supplies its protocol), the
 instruments named the way each exchange names them (`sim_instrument`), and one task that
-advances `pumpwatch.synth.LiveMarket` every `tick_s` and publishes each stream's trades.
+advances `LiveMarket` (`recorder/sim/market.py`) every `tick_s` and publishes each stream's trades.
 `settings_overrides()` / `write_config()` / `write_symbols()` point `pumpwatch record` at it.
 """
 
@@ -23,6 +23,7 @@ import yaml
 
 from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.recorder.sim.instruments import sim_instrument
+from pumpwatch.recorder.sim.market import LiveMarket, PumpSpec
 from pumpwatch.recorder.sim.protocol import SimProtocol
 from pumpwatch.recorder.sim.server import SimExchange
 from pumpwatch.streams import parse_streams, split_stream
@@ -42,7 +43,7 @@ class SimCluster:
     """Local exchanges for `streams` trading `bases`, driven by a seeded synthetic market.
 
     ``async with SimCluster(["binance_spot", "okx_futures"], ["BTC", "0G"]) as cluster: ...``
-    `pumps` are `pumpwatch.synth.PumpSpec`s; `sim_kwargs` go to every `SimExchange` (fault
+    `pumps` are `PumpSpec`s (`market.py`); `sim_kwargs` go to every `SimExchange` (fault
     settings such as ``lifetime_s``). `exchanges[stream]` gives each server for fault injection.
     """
 
@@ -53,7 +54,7 @@ class SimCluster:
         *,
         seed: int = 1,
         trades_per_s: float = 50.0,
-        pumps: Sequence[Any] = (),
+        pumps: Sequence[PumpSpec] = (),
         tick_s: float = 0.05,
         sim_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
@@ -73,14 +74,12 @@ class SimCluster:
             for s in self.streams
         }
         self.published: dict[str, int] = dict.fromkeys(self.streams, 0)  # trades published per stream
-        self._market: Any = None
+        self._market: LiveMarket | None = None
         self._task: asyncio.Task[None] | None = None
         self._paused = False
 
     async def start(self) -> None:
         """Start every server and the market clock."""
-        from pumpwatch.synth import LiveMarket
-
         for exchange in self.exchanges.values():
             await exchange.start()
         self._market = LiveMarket(
@@ -115,6 +114,8 @@ class SimCluster:
 
     def tick(self, now_us: int | None = None) -> int:
         """Advance the market to `now_us` (default: now) and publish; returns trades published."""
+        if self._market is None:
+            raise RuntimeError("SimCluster.tick() before start()")
         batch = self._market.advance(time.time_ns() // 1000 if now_us is None else now_us)
         total = 0
         for stream, rows in batch.items():

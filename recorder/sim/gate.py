@@ -24,6 +24,7 @@ import orjson
 from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.recorder.sim.protocol import HttpHandler, HttpResponse, SimProtocol, SimSession
 from pumpwatch.segments.schema import TradeRow
+from pumpwatch.timeunits import MS_PER_S, US_PER_MS, US_PER_S
 
 IDLE_TIMEOUT_S = 60.0
 
@@ -48,7 +49,7 @@ def contracts(qty: float, multiplier: float) -> float:
 
 def us_to_ms_text(time_us: int) -> str:
     """µs -> Gate's ``"1606292218213.4578"``-style string (three fraction digits are exact µs)."""
-    return f"{time_us // 1000}.{time_us % 1000:03d}"
+    return f"{time_us // US_PER_MS}.{time_us % US_PER_MS:03d}"
 
 
 def legacy_int_sizes(frame: str) -> str:
@@ -62,7 +63,7 @@ def legacy_int_sizes(frame: str) -> str:
 
 def _now_s(now: int) -> int:
     """The server passes a wall clock of unknown unit: infer s/ms/µs/ns from its magnitude."""
-    for limit, div in ((10**11, 1), (10**14, 1000), (10**17, 1_000_000)):
+    for limit, div in ((10**11, 1), (10**14, MS_PER_S), (10**17, US_PER_S)):
         if now < limit:
             return now // div
     return now // 1_000_000_000
@@ -85,7 +86,7 @@ def sim_protocol(market: str, *, require_size_decimal: bool = True) -> SimProtoc
         return None
 
     def reply(req: dict[str, Any], now_s: int, error: dict[str, Any] | None, result: Any) -> str:
-        out: dict[str, Any] = {"time": now_s, "time_ms": now_s * 1000}
+        out: dict[str, Any] = {"time": now_s, "time_ms": now_s * MS_PER_S}
         if "id" in req:
             out["id"] = req["id"]
         out.update(channel=req.get("channel", ""), event=req.get("event", ""), error=error, result=result)
@@ -129,7 +130,7 @@ def sim_protocol(market: str, *, require_size_decimal: bool = True) -> SimProtoc
             result = {
                 "id": int(trade_id) if trade_id is not None and trade_id.isdigit() else tid,
                 "id_market": market_id,
-                "create_time": time_us // 1_000_000,
+                "create_time": time_us // US_PER_S,
                 "create_time_ms": us_to_ms_text(time_us),
                 "side": side,
                 "currency_pair": symbol,
@@ -137,7 +138,7 @@ def sim_protocol(market: str, *, require_size_decimal: bool = True) -> SimProtoc
                 "price": num_text(price),
                 "range": f"{market_id}-{market_id}",
             }
-            msg = {"time": time_us // 1_000_000, "time_ms": time_us // 1000, "channel": channel}
+            msg = {"time": time_us // US_PER_S, "time_ms": time_us // US_PER_MS, "channel": channel}
             msg.update(event="update", result=result)
             frames.append(orjson.dumps(msg).decode())
         return frames
@@ -168,7 +169,7 @@ def _encode_futures(
     def flush() -> None:
         if batch:
             last_ms = batch[-1]["create_time_ms"]
-            msg = {"time": last_ms // 1000, "time_ms": last_ms, "channel": "futures.trades"}
+            msg = {"time": last_ms // MS_PER_S, "time_ms": last_ms, "channel": "futures.trades"}
             msg.update(event="update", error=None, result=list(batch))
             frames.append(orjson.dumps(msg).decode())
             batch.clear()
@@ -181,9 +182,9 @@ def _encode_futures(
             {
                 "size": num_text(size if side == "buy" else -size),
                 "id": int(trade_id) if trade_id is not None and trade_id.isdigit() else next(ids),
-                "create_time": time_us // 1_000_000,
+                "create_time": time_us // US_PER_S,
                 # futures carry whole milliseconds only
-                "create_time_ms": time_us // 1000,
+                "create_time_ms": time_us // US_PER_MS,
                 "price": num_text(price),
                 "contract": symbol,
             }

@@ -21,6 +21,7 @@ import orjson
 from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.recorder.sim.protocol import HttpHandler, HttpResponse, SimProtocol, SimSession
 from pumpwatch.segments.schema import TradeRow
+from pumpwatch.timeunits import MS_PER_S
 
 _TOPIC = {"spot": "/market/match:", "futures": "/contractMarket/execution:"}
 PING_TIMEOUT_MS = 10_000
@@ -163,7 +164,7 @@ def sim_protocol(market: str, *, ping_interval_ms: int = 18_000) -> SimProtocol:
         on_connect=on_connect,
         on_message=on_message,
         encode_trades=encode_trades,
-        idle_timeout_s=(ping_interval_ms + PING_TIMEOUT_MS) / 1000.0,
+        idle_timeout_s=(ping_interval_ms + PING_TIMEOUT_MS) / MS_PER_S,
         http_routes=routes,
     )
 

@@ -19,6 +19,7 @@ from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.recorder.sim.binance import decimal_str
 from pumpwatch.recorder.sim.protocol import HttpResponse, SimProtocol, SimSession
 from pumpwatch.segments.schema import TradeRow
+from pumpwatch.timeunits import US_PER_MS
 
 _CHANNEL_PATH = {"trades-all": "/ws/v5/business", "trades": "/ws/v5/public"}
 
@@ -85,7 +86,8 @@ def _encode_trades(rows: Sequence[TradeRow], instruments: Mapping[str, Instrumen
     for t_us, _recv, symbol, _base, _quote, price, qty, side, trade_id in rows:
         item = {
             "instId": symbol, "tradeId": trade_id or "", "px": decimal_str(price),
-            "sz": _contracts(qty, instruments[symbol]), "side": side, "source": "0", "ts": str(t_us // 1000),
+            "sz": _contracts(qty, instruments[symbol]), "side": side, "source": "0",
+            "ts": str(t_us // US_PER_MS),
         }  # fmt: skip
         frame = {"arg": {"channel": "trades-all", "instId": symbol}, "data": [item]}
         frames.append(orjson.dumps(frame).decode())

@@ -21,6 +21,7 @@ import orjson
 
 from pumpwatch.recorder.sim.http import LocalHttpServer, Request
 from pumpwatch.recorder.sim.protocol import HttpResponse
+from pumpwatch.timeunits import US_PER_DAY, US_PER_S
 
 KST = timezone(timedelta(hours=9))
 _CATEGORIES = {
@@ -35,7 +36,7 @@ _JSON = {"Content-Type": "application/json;charset=UTF-8"}
 
 def kst_iso(ts_us: int) -> str:
     """UTC µs -> ``2026-08-21T19:19:25+09:00`` (second precision, as the API writes it)."""
-    return datetime.fromtimestamp(ts_us // 1_000_000, UTC).astimezone(KST).isoformat()
+    return datetime.fromtimestamp(ts_us // US_PER_S, UTC).astimezone(KST).isoformat()
 
 
 @dataclass
@@ -120,7 +121,7 @@ class UpbitSim:
     ) -> SimNotice:
         """Publish a notice first listed at `at_us` (default: now)."""
         at_us = int(time.time() * 1e6) if at_us is None else at_us
-        at_us -= at_us % 1_000_000  # the API has second precision
+        at_us -= at_us % US_PER_S  # the API has second precision
         nid = notice_id if notice_id is not None else max((n.id for n in self.notices), default=6000) + 1
         notice = SimNotice(
             nid, title, at_us, at_us, uuid if uuid is not None else str(100_000_000 + nid * 7919)
@@ -137,7 +138,7 @@ class UpbitSim:
                 edited = replace(
                     notice,
                     title=title if title is not None else notice.title,
-                    listed_at_us=at_us - at_us % 1_000_000,
+                    listed_at_us=at_us - at_us % US_PER_S,
                     need_new_badge=False,
                     need_update_badge=True,
                 )
@@ -256,8 +257,8 @@ def backlog(
     """Old notices, one per day going back from two days before `now_us`."""
     out = []
     for i, (title, category) in enumerate(titles):
-        at_us = now_us - (2 + i) * 86_400_000_000
-        at_us -= at_us % 1_000_000
+        at_us = now_us - (2 + i) * US_PER_DAY
+        at_us -= at_us % US_PER_S
         out.append(
             SimNotice(first_id + len(titles) - i, title, at_us, at_us, str(700_000_000 + i), category, False)
         )

@@ -5,7 +5,7 @@ frames and envelopes) live in each exchange's test file."""
 from __future__ import annotations
 
 import pytest
-from adapter_testkit import decode_or_parse_error, json_bytes, json_values, sim_instruments
+from helpers.adapters import decode_or_parse_error, json_bytes, json_values, sim_instruments
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -7,7 +7,7 @@ import asyncio
 import msgspec
 import orjson
 import pytest
-from adapter_testkit import (
+from helpers.adapters import (
     RECV_US,
     decode_or_parse_error,
     fixture_bytes,

@@ -9,8 +9,7 @@ from collections.abc import Callable
 
 import orjson
 import pytest
-from adapter_testkit import (
-    DAY_US,
+from helpers.adapters import (
     RECV_US,
     decode_or_parse_error,
     fixture_bytes,
@@ -30,6 +29,7 @@ from pumpwatch.recorder.sim.protocol import SimSession
 from pumpwatch.recorder.sim.server import SimExchange
 from pumpwatch.recorder.stream.runner import StreamRunner
 from pumpwatch.segments.schema import TradeRow
+from pumpwatch.timeunits import US_PER_DAY as DAY_US
 
 SPOT = get_adapter("phemex_spot")
 FUT = get_adapter("phemex_futures")

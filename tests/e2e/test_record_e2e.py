@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_harness import (
+from helpers.e2e import (
     SOAK_LONG,
     WAIT_S,
     Market,
@@ -33,11 +33,12 @@ from e2e_harness import (
 from pumpwatch.segments.coverage import coverage
 from pumpwatch.segments.journal import read_events
 from pumpwatch.streams import split_stream
+from pumpwatch.timeunits import US_PER_S
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # generous: a loaded 2-core CI box
 # How long before a kill the recorder's last journal line may be: the heartbeat is 1 s, plus
 # slack for an event loop slowed down by a loaded machine.
-LAST_SIGN_OF_LIFE_US = 3_000_000
+LAST_SIGN_OF_LIFE_US = 3 * US_PER_S
 
 STREAMS = available_streams()
 if not STREAMS:  # pragma: no cover - the adapters are part of the project
@@ -252,7 +253,7 @@ def test_kill9_of_one_worker_is_restarted_and_others_are_untouched(tmp_path: Pat
                 f"worker {victim} (pid {pid}) exited with code -9" in str(e.get("reason")) for e in deaths
             )
             gaps = _gaps(data, stream, t0, t1)
-            assert len(gaps) == 1 and t_kill - LAST_SIGN_OF_LIFE_US <= gaps[0][0] <= t_kill + 1_000_000, gaps
+            assert len(gaps) == 1 and t_kill - LAST_SIGN_OF_LIFE_US <= gaps[0][0] <= t_kill + US_PER_S, gaps
         for stream in others:
             assert _gaps(data, stream, t0, t1) == [], f"{stream} was disturbed by {victim}'s death"
             assert len(_events(data, stream, "start")) == 1

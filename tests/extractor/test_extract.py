@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from pumpwatch.errors import StoreError, UsageError
 from pumpwatch.extractor import extract, listing_dir_name
+from pumpwatch.recorder.sim.market import MarketSpec, PumpSpec, generate, write_store
 from pumpwatch.segments.journal import EventJournal
 from pumpwatch.streams import STREAMS
-from pumpwatch.synth import MarketSpec, PumpSpec, generate, write_store
 from pumpwatch.timeunits import US_PER_S as S
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
 from typing import Any
+
+from helpers.json_exchange import Harness, key, make_adapter, make_protocol, rows_for
 
 from pumpwatch.segments.schema import TradeRow
 
@@ -13,10 +14,10 @@ def run(coro: Any) -> Any:
     return asyncio.run(asyncio.wait_for(coro, 30))
 
 
-def test_subscribes_in_chunks_and_delivers_trades_field_by_field(tj: SimpleNamespace) -> None:
+def test_subscribes_in_chunks_and_delivers_trades_field_by_field() -> None:
     async def main() -> None:
         bases = ["AAA", "BBB", "CCC", "DDD", "EEE"]
-        async with tj.Harness(tj.make_adapter(), tj.make_protocol(), bases) as h:
+        async with Harness(make_adapter(), make_protocol(), bases) as h:
             await h.subscribed()
             symbols = [f"{b}USDT" for b in bases]
             # 5 symbols at 3 per request: two subscribe requests, one connection.
@@ -26,7 +27,7 @@ def test_subscribes_in_chunks_and_delivers_trades_field_by_field(tj: SimpleNames
             assert h.journal.kinds()[:3] == ["connected", "subscribed", "subscribed"]
             assert h.journal.events[0][1]["url"] == h.sim.ws_url + "/ws"
             assert h.sim.subscribes == 5 and h.sim.connections == 1
-            rows = tj.rows_for(symbols, 0, 12)
+            rows = rows_for(symbols, 0, 12)
             h.sim.publish(rows)
             await h.until(lambda: len(h.received) == 12)
             got: TradeRow = h.received[0]
@@ -34,7 +35,7 @@ def test_subscribes_in_chunks_and_delivers_trades_field_by_field(tj: SimpleNames
             assert got[0] == sent[0]  # exchange time
             assert got[1] > 1_600_000_000_000_000  # receive time: our clock, in µs
             assert got[2:] == ("AAAUSDT", "AAA", "USDT", 1.0, 0.5, "sell", "0")
-            assert [tj.key(r) for r in h.received] == [tj.key(r) for r in rows]
+            assert [key(r) for r in h.received] == [key(r) for r in rows]
             st = h.runner.stats
             assert st.trades == 12
             assert st.connected == 1
@@ -51,11 +52,11 @@ def test_subscribes_in_chunks_and_delivers_trades_field_by_field(tj: SimpleNames
     run(main())
 
 
-def test_rejected_symbol_is_recorded_once_and_not_retried(tj: SimpleNamespace) -> None:
+def test_rejected_symbol_is_recorded_once_and_not_retried() -> None:
     async def main() -> None:
         bases = ["AAA", "BAD", "CCC", "DDD"]
-        protocol = tj.make_protocol()
-        h = tj.Harness(tj.make_adapter(), protocol, bases)
+        protocol = make_protocol()
+        h = Harness(make_adapter(), protocol, bases)
         h.sim.reject(["BADUSDT"])
         async with h:
             await h.subscribed(3)
@@ -76,10 +77,10 @@ def test_rejected_symbol_is_recorded_once_and_not_retried(tj: SimpleNamespace) -
     run(main())
 
 
-def test_whole_request_refused_is_isolated_to_the_bad_symbol(tj: SimpleNamespace) -> None:
+def test_whole_request_refused_is_isolated_to_the_bad_symbol() -> None:
     async def main() -> None:
         bases = ["AAA", "BAD", "CCC"]
-        h = tj.Harness(tj.make_adapter(), tj.make_protocol(name_rejected=False), bases)
+        h = Harness(make_adapter(), make_protocol(name_rejected=False), bases)
         h.sim.reject(["BADUSDT"])
         async with h:
             await h.subscribed(2)
@@ -87,17 +88,17 @@ def test_whole_request_refused_is_isolated_to_the_bad_symbol(tj: SimpleNamespace
             # One 3-symbol request refused, then one request per symbol.
             subs = [f["symbols"] for e, f in h.journal.events if e == "subscribed"]
             assert subs == [["AAAUSDT"], ["CCCUSDT"]]
-            h.sim.publish(tj.rows_for(["AAAUSDT", "CCCUSDT"], 0, 4))
+            h.sim.publish(rows_for(["AAAUSDT", "CCCUSDT"], 0, 4))
             await h.until(lambda: len(h.received) == 4)
 
     run(main())
 
 
-def test_symbols_spread_over_connections_and_capacity_reported(tj: SimpleNamespace) -> None:
+def test_symbols_spread_over_connections_and_capacity_reported() -> None:
     async def main() -> None:
         bases = [f"S{i:02d}" for i in range(9)]
-        adapter = tj.make_adapter(max_symbols_per_connection=4, max_connections=2)
-        async with tj.Harness(adapter, tj.make_protocol(), bases) as h:
+        adapter = make_adapter(max_symbols_per_connection=4, max_connections=2)
+        async with Harness(adapter, make_protocol(), bases) as h:
             await h.subscribed(8)
             st = h.runner.stats
             assert st.connected == 2
@@ -115,10 +116,10 @@ def test_symbols_spread_over_connections_and_capacity_reported(tj: SimpleNamespa
     run(main())
 
 
-def test_update_instruments_adds_and_drops_live(tj: SimpleNamespace) -> None:
+def test_update_instruments_adds_and_drops_live() -> None:
     async def main() -> None:
-        async with tj.Harness(
-            tj.make_adapter(), tj.make_protocol(), ["AAA", "BBB", "CCC"], subscribe=["AAAUSDT"]
+        async with Harness(
+            make_adapter(), make_protocol(), ["AAA", "BBB", "CCC"], subscribe=["AAAUSDT"]
         ) as h:
             await h.subscribed(1)
             h.runner.update_instruments({s: h.instruments[s] for s in ("BBBUSDT", "CCCUSDT")})
@@ -126,7 +127,7 @@ def test_update_instruments_adds_and_drops_live(tj: SimpleNamespace) -> None:
                 lambda: {s for x in h.sim.sessions() for s in x.subscribed} == {"BBBUSDT", "CCCUSDT"}
             )
             await h.subscribed(2)
-            h.sim.publish(tj.rows_for(["AAAUSDT", "BBBUSDT", "CCCUSDT"], 0, 6))
+            h.sim.publish(rows_for(["AAAUSDT", "BBBUSDT", "CCCUSDT"], 0, 6))
             await h.until(lambda: len(h.received) == 4)
             await asyncio.sleep(0.05)
             assert sorted({r[2] for r in h.received}) == ["BBBUSDT", "CCCUSDT"]
@@ -135,10 +136,10 @@ def test_update_instruments_adds_and_drops_live(tj: SimpleNamespace) -> None:
     run(main())
 
 
-def test_token_is_fetched_fresh_for_every_connection_and_welcome_awaited(tj: SimpleNamespace) -> None:
+def test_token_is_fetched_fresh_for_every_connection_and_welcome_awaited() -> None:
     async def main() -> None:
-        adapter = tj.make_adapter(token=True, welcome=True)
-        async with tj.Harness(adapter, tj.make_protocol(token=True, welcome=True), ["AAA"]) as h:
+        adapter = make_adapter(token=True, welcome=True)
+        async with Harness(adapter, make_protocol(token=True, welcome=True), ["AAA"]) as h:
             await h.subscribed()
             url = h.journal.events[0][1]["url"]
             assert url == h.sim.ws_url + "/ws"  # the token stays out of the journal
@@ -152,10 +153,10 @@ def test_token_is_fetched_fresh_for_every_connection_and_welcome_awaited(tj: Sim
     run(main())
 
 
-def test_keepalive_pings_within_rate_limit_and_idle_server_timeout(tj: SimpleNamespace) -> None:
+def test_keepalive_pings_within_rate_limit_and_idle_server_timeout() -> None:
     async def main() -> None:
-        adapter = tj.make_adapter(ping_interval_s=0.1, quiet_timeout_s=2.0)
-        async with tj.Harness(adapter, tj.make_protocol(idle_timeout_s=0.5), ["AAA"]) as h:
+        adapter = make_adapter(ping_interval_s=0.1, quiet_timeout_s=2.0)
+        async with Harness(adapter, make_protocol(idle_timeout_s=0.5), ["AAA"]) as h:
             await h.subscribed()
             await asyncio.sleep(1.2)
             # The server would have closed an idle connection after 0.5 s: pings kept it open.

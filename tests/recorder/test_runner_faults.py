@@ -9,10 +9,10 @@ import logging
 import os
 import time
 from collections import Counter
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from helpers.json_exchange import Harness, decode_frame, key, make_adapter, make_protocol, rows_for
 
 LONG = os.environ.get("PUMPWATCH_SOAK") == "long"
 
@@ -21,29 +21,27 @@ def run(coro: Any, timeout_s: float = 60) -> Any:
     return asyncio.run(asyncio.wait_for(coro, timeout_s))
 
 
-async def pump(
-    tj: SimpleNamespace, h: Any, symbols: list[str], stop: asyncio.Event, every_s: float = 0.003
-) -> int:
+async def pump(h: Any, symbols: list[str], stop: asyncio.Event, every_s: float = 0.003) -> int:
     """Publish 4 trades every `every_s` until `stop`; returns how many were published."""
     n = 0
     while not stop.is_set():
-        h.sim.publish(tj.rows_for(symbols, n, 4))
+        h.sim.publish(rows_for(symbols, n, 4))
         n += 4
         await asyncio.sleep(every_s)
     return n
 
 
-def test_reconnect_after_drop_journals_the_outage_with_its_bounds(tj: SimpleNamespace) -> None:
+def test_reconnect_after_drop_journals_the_outage_with_its_bounds() -> None:
     async def main() -> None:
-        async with tj.Harness(tj.make_adapter(), tj.make_protocol(), ["AAA", "BBB"]) as h:
+        async with Harness(make_adapter(), make_protocol(), ["AAA", "BBB"]) as h:
             await h.subscribed()
-            h.sim.publish(tj.rows_for(["AAAUSDT", "BBBUSDT"], 0, 4))
+            h.sim.publish(rows_for(["AAAUSDT", "BBBUSDT"], 0, 4))
             await h.until(lambda: len(h.received) == 4)
             dropped_at = time.monotonic()
             h.sim.drop_all()
             await h.until(lambda: h.runner.stats.reconnects == 1)
             await h.subscribed()
-            h.sim.publish(tj.rows_for(["AAAUSDT", "BBBUSDT"], 4, 4))
+            h.sim.publish(rows_for(["AAAUSDT", "BBBUSDT"], 4, 4))
             await h.until(lambda: len(h.received) == 8)
             events = [(e, f) for e, f in h.journal.events]
             kinds = [e for e, _ in events]
@@ -60,23 +58,21 @@ def test_reconnect_after_drop_journals_the_outage_with_its_bounds(tj: SimpleName
             # Bounds: the gap opens after the drop and closes at the resubscription, not later.
             assert dropped_at <= disc["t"] <= gap_start["t"] <= conn2["t"] <= sub2["t"] <= gap_end["t"]
             assert gap_end["t"] - sub2["t"] < 0.05
-            assert [tj.key(r) for r in h.received] == [
-                tj.key(r) for r in tj.rows_for(["AAAUSDT", "BBBUSDT"], 0, 8)
-            ]
+            assert [key(r) for r in h.received] == [key(r) for r in rows_for(["AAAUSDT", "BBBUSDT"], 0, 8)]
             st = h.runner.stats
             assert (st.reconnects, st.rotations, st.connected) == (1, 0, 1)
 
     run(main())
 
 
-def test_watchdog_replaces_a_stalled_connection(tj: SimpleNamespace) -> None:
+def test_watchdog_replaces_a_stalled_connection() -> None:
     async def main() -> None:
-        adapter = tj.make_adapter(quiet_timeout_s=0.4, ping_interval_s=0.1)
-        async with tj.Harness(adapter, tj.make_protocol(), ["AAA"]) as h:
+        adapter = make_adapter(quiet_timeout_s=0.4, ping_interval_s=0.1)
+        async with Harness(adapter, make_protocol(), ["AAA"]) as h:
             await h.subscribed()
             stalled_at = time.monotonic()
             h.sim.stall(5.0)  # no trades, no pongs, nothing read
-            h.sim.publish(tj.rows_for(["AAAUSDT"], 0, 3))  # queued behind the stall: never sent
+            h.sim.publish(rows_for(["AAAUSDT"], 0, 3))  # queued behind the stall: never sent
             await h.until(lambda: h.runner.stats.reconnects == 1, timeout_s=3.0)
             await h.subscribed()
             recovered_s = time.monotonic() - stalled_at
@@ -84,7 +80,7 @@ def test_watchdog_replaces_a_stalled_connection(tj: SimpleNamespace) -> None:
             assert disc["reason"].startswith("silent for ")
             assert 0.35 <= disc["t"] - stalled_at < 2.0  # quiet_timeout_s after the last frame
             assert recovered_s < 3.0
-            h.sim.publish(tj.rows_for(["AAAUSDT"], 3, 2))
+            h.sim.publish(rows_for(["AAAUSDT"], 3, 2))
             await h.until(lambda: len(h.received) == 2)
             assert [r[8] for r in h.received] == ["3", "4"]
             assert h.sim.sent_rows("1") == []  # the stalled connection never wrote them
@@ -92,15 +88,15 @@ def test_watchdog_replaces_a_stalled_connection(tj: SimpleNamespace) -> None:
     run(main())
 
 
-def test_garbage_frames_are_counted_and_skipped_while_trades_flow(tj: SimpleNamespace) -> None:
+def test_garbage_frames_are_counted_and_skipped_while_trades_flow() -> None:
     def buggy_decode(frame: bytes | str, recv_us: int, instruments: Any) -> Any:
         if frame == "BUG":
             raise KeyError("a decoder bug")
-        return tj.decode(frame, recv_us, instruments)
+        return decode_frame(frame, recv_us, instruments)
 
     async def main() -> None:
-        adapter = tj.make_adapter(decode=buggy_decode)
-        async with tj.Harness(adapter, tj.make_protocol(), ["AAA"]) as h:
+        adapter = make_adapter(decode=buggy_decode)
+        async with Harness(adapter, make_protocol(), ["AAA"]) as h:
             await h.subscribed()
             now_us = time.time_ns() // 1000
             bad = [
@@ -114,7 +110,7 @@ def test_garbage_frames_are_counted_and_skipped_while_trades_flow(tj: SimpleName
                 '{"e":"trade","d":[{"s":"ZZZUSDT","t":1700000000000000,"p":"1","q":"1","S":"buy","i":"z"}]}',
                 "[1,2,3]",
             ]
-            rows = tj.rows_for(["AAAUSDT"], 0, 8)
+            rows = rows_for(["AAAUSDT"], 0, 8)
             for i, frame in enumerate(bad):
                 h.sim.publish(rows[i : i + 1])
                 h.sim.send_raw(frame)
@@ -134,10 +130,10 @@ def test_garbage_frames_are_counted_and_skipped_while_trades_flow(tj: SimpleName
     run(main())
 
 
-def test_ack_timeout_reconnects_with_backoff(tj: SimpleNamespace) -> None:
+def test_ack_timeout_reconnects_with_backoff() -> None:
     async def main() -> None:
-        protocol = tj.make_protocol(ack=False)
-        async with tj.Harness(tj.make_adapter(), protocol, ["AAA"], ack_timeout_s=0.1) as h:
+        protocol = make_protocol(ack=False)
+        async with Harness(make_adapter(), protocol, ["AAA"], ack_timeout_s=0.1) as h:
             await h.until(lambda: h.sim.connections >= 3)
             st = h.runner.stats
             assert st.connect_failures >= 2 and st.subscribed_symbols == 0 and st.pending_subscriptions == 1
@@ -148,11 +144,11 @@ def test_ack_timeout_reconnects_with_backoff(tj: SimpleNamespace) -> None:
     run(main())
 
 
-def test_backoff_is_capped_and_logged_once(tj: SimpleNamespace, caplog: pytest.LogCaptureFixture) -> None:
+def test_backoff_is_capped_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     async def main() -> None:
-        h = tj.Harness(
-            tj.make_adapter(),
-            tj.make_protocol(),
+        h = Harness(
+            make_adapter(),
+            make_protocol(),
             ["AAA"],
             backoff_initial_s=0.02,
             backoff_max_s=0.08,
@@ -179,17 +175,17 @@ def test_backoff_is_capped_and_logged_once(tj: SimpleNamespace, caplog: pytest.L
     assert len(infos) == 1 and "conn 0-9: connected after" in infos[0] and "8 failed attempts" in infos[0]
 
 
-def test_control_frames_respect_the_rate_limit(tj: SimpleNamespace) -> None:
+def test_control_frames_respect_the_rate_limit() -> None:
     async def main() -> None:
         bases = [f"S{i:02d}" for i in range(30)]
-        adapter = tj.make_adapter(
+        adapter = make_adapter(
             max_symbols_per_request=1,
             max_symbols_per_connection=100,
             max_requests_per_s=20.0,
             ping_interval_s=0.05,
             quiet_timeout_s=5.0,  # the server says nothing while we wait for the limiter
         )
-        async with tj.Harness(adapter, tj.make_protocol(), bases) as h:
+        async with Harness(adapter, make_protocol(), bases) as h:
             await h.subscribed(timeout_s=5.0)
             await asyncio.sleep(0.3)
             assert h.sim.connections == 1
@@ -204,28 +200,28 @@ def test_control_frames_respect_the_rate_limit(tj: SimpleNamespace) -> None:
     run(main())
 
 
-def _exactly_once(tj: SimpleNamespace, h: Any, published: int, symbols: list[str]) -> None:
-    received = Counter(tj.key(r) for r in h.received)
+def _exactly_once(h: Any, published: int, symbols: list[str]) -> None:
+    received = Counter(key(r) for r in h.received)
     assert max(received.values()) == 1, "a trade was delivered twice"
-    assert set(received) == {tj.key(r) for r in tj.rows_for(symbols, 0, published)}
+    assert set(received) == {key(r) for r in rows_for(symbols, 0, published)}
 
 
-def test_lifetime_rotation_has_zero_gap_and_zero_duplicates(tj: SimpleNamespace) -> None:
+def test_lifetime_rotation_has_zero_gap_and_zero_duplicates() -> None:
     async def main() -> None:
         symbols = ["AAAUSDT", "BBBUSDT", "CCCUSDT", "DDDUSDT"]
         # The exchange closes connections after 0.6 s; the adapter knows and rotates 0.25 s early.
-        adapter = tj.make_adapter(max_lifetime_s=0.6, rotate_margin_s=0.25)
+        adapter = make_adapter(max_lifetime_s=0.6, rotate_margin_s=0.25)
         sim = {"lifetime_s": 0.6, "shutdown_grace_s": 0.0}
-        async with tj.Harness(adapter, tj.make_protocol(), [s[:-4] for s in symbols], sim_kwargs=sim) as h:
+        async with Harness(adapter, make_protocol(), [s[:-4] for s in symbols], sim_kwargs=sim) as h:
             await h.subscribed()
             stop = asyncio.Event()
-            publisher = asyncio.create_task(pump(tj, h, symbols, stop))
+            publisher = asyncio.create_task(pump(h, symbols, stop))
             await h.until(lambda: h.runner.stats.rotations >= 4, timeout_s=10.0)
             stop.set()
             published = await publisher
             await h.until(lambda: len(h.received) >= published)
             await asyncio.sleep(0.05)
-            _exactly_once(tj, h, published, symbols)
+            _exactly_once(h, published, symbols)
             st = h.runner.stats
             assert st.reconnects == 0 and st.rotations >= 4
             assert "gap_start" not in h.journal.kinds()
@@ -239,19 +235,19 @@ def test_lifetime_rotation_has_zero_gap_and_zero_duplicates(tj: SimpleNamespace)
     run(main())
 
 
-def test_server_shutdown_notice_rotates_without_gap(tj: SimpleNamespace) -> None:
+def test_server_shutdown_notice_rotates_without_gap() -> None:
     async def main() -> None:
         symbols = ["AAAUSDT", "BBBUSDT"]
         sim = {"lifetime_s": 0.4, "shutdown_grace_s": 0.3}  # notice, then the close 0.3 s later
-        async with tj.Harness(tj.make_adapter(), tj.make_protocol(), ["AAA", "BBB"], sim_kwargs=sim) as h:
+        async with Harness(make_adapter(), make_protocol(), ["AAA", "BBB"], sim_kwargs=sim) as h:
             await h.subscribed()
             stop = asyncio.Event()
-            publisher = asyncio.create_task(pump(tj, h, symbols, stop))
+            publisher = asyncio.create_task(pump(h, symbols, stop))
             await h.until(lambda: h.runner.stats.rotations >= 3, timeout_s=10.0)
             stop.set()
             published = await publisher
             await h.until(lambda: len(h.received) >= published)
-            _exactly_once(tj, h, published, symbols)
+            _exactly_once(h, published, symbols)
             assert h.runner.stats.reconnects == 0
             assert "gap_start" not in h.journal.kinds()
             reasons = {f["reason"] for e, f in h.journal.events if e == "disconnected"}
@@ -261,16 +257,16 @@ def test_server_shutdown_notice_rotates_without_gap(tj: SimpleNamespace) -> None
 
 
 @pytest.mark.soak
-def test_disconnect_storm_delivers_every_sent_trade_exactly_once(tj: SimpleNamespace) -> None:
+def test_disconnect_storm_delivers_every_sent_trade_exactly_once() -> None:
     drops = 60 if LONG else 8
 
     async def main() -> None:
         symbols = ["AAAUSDT", "BBBUSDT", "CCCUSDT"]
-        adapter = tj.make_adapter(max_symbols_per_connection=2)  # two connections, both dropped
-        async with tj.Harness(adapter, tj.make_protocol(snapshot=True), ["AAA", "BBB", "CCC"]) as h:
+        adapter = make_adapter(max_symbols_per_connection=2)  # two connections, both dropped
+        async with Harness(adapter, make_protocol(snapshot=True), ["AAA", "BBB", "CCC"]) as h:
             await h.subscribed()
             stop = asyncio.Event()
-            publisher = asyncio.create_task(pump(tj, h, symbols, stop))
+            publisher = asyncio.create_task(pump(h, symbols, stop))
             cut = 0  # drops that found a connection to cut (others hit a slot waiting its backoff)
             for i in range(drops):
                 await asyncio.sleep(0.05 + (i % 3) * 0.03)
@@ -281,13 +277,13 @@ def test_disconnect_storm_delivers_every_sent_trade_exactly_once(tj: SimpleNames
             await h.subscribed(timeout_s=10.0)
             stop.set()
             published = await publisher
-            sent = {tj.key(r) for r in h.sim.sent_rows()}
-            await h.until(lambda: sent <= {tj.key(r) for r in h.received}, what="every sent trade received")
-            received = Counter(tj.key(r) for r in h.received)
+            sent = {key(r) for r in h.sim.sent_rows()}
+            await h.until(lambda: sent <= {key(r) for r in h.received}, what="every sent trade received")
+            received = Counter(key(r) for r in h.received)
             assert max(received.values()) == 1, "a trade was delivered twice"
             # Trades are only lost while no connection was subscribed, and the history replay
             # after each subscribe (snapshot=True) even brings some of those back.
-            assert sent <= set(received) <= {tj.key(r) for r in tj.rows_for(symbols, 0, published)}
+            assert sent <= set(received) <= {key(r) for r in rows_for(symbols, 0, published)}
             # Not vacuous: a good share was sent (drops come every 50-110 ms and each reconnect
             # waits its backoff, so much of the storm is spent not subscribed).
             assert len(sent) > published // 10

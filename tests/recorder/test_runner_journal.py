@@ -8,11 +8,11 @@ import asyncio
 import os
 import random
 import time
-from types import SimpleNamespace
 from typing import Any
 
 import orjson
 import pytest
+from helpers.json_exchange import Harness, decode_frame, key, make_adapter, make_protocol, rows_for
 
 from pumpwatch.recorder.adapter import Control, Instruments
 from pumpwatch.recorder.sim.protocol import SimSession
@@ -73,7 +73,7 @@ def rows_in_gaps(
     return cov.gaps, bad
 
 
-def test_per_symbol_acks_journal_each_symbol_when_its_own_ack_arrives(tj: SimpleNamespace) -> None:
+def test_per_symbol_acks_journal_each_symbol_when_its_own_ack_arrives() -> None:
     """OKX answers every symbol of a request on its own and trades of an acked symbol may come
     before the next answer: `subscribed` must be journaled per answer, not once the request
     is complete, or the journal says nobody listened while that trade was received."""
@@ -97,12 +97,12 @@ def test_per_symbol_acks_journal_each_symbol_when_its_own_ack_arrives(tj: Simple
         msg = orjson.loads(frame)
         if msg.get("e") == "sack":
             return Control("ack", req_id=msg["id"], symbols=(msg["s"],))
-        return tj.decode(frame, recv_us, instruments)
+        return decode_frame(frame, recv_us, instruments)
 
     async def main() -> None:
-        adapter = tj.make_adapter(decode=decode, acks_per_symbol=True)
-        protocol = tj.make_protocol(on_message=on_message)
-        async with tj.Harness(adapter, protocol, ["AAA", "BBB", "CCC"]) as h:
+        adapter = make_adapter(decode=decode, acks_per_symbol=True)
+        protocol = make_protocol(on_message=on_message)
+        async with Harness(adapter, protocol, ["AAA", "BBB", "CCC"]) as h:
             journal = UsJournal()
             h.runner.journal = journal
             t0 = now_us()
@@ -129,9 +129,7 @@ def test_per_symbol_acks_journal_each_symbol_when_its_own_ack_arrives(tj: Simple
 
 
 @pytest.mark.parametrize("per_connection", [3, 1])
-def test_drops_under_load_never_leave_a_trade_inside_a_journaled_gap(
-    tj: SimpleNamespace, per_connection: int
-) -> None:
+def test_drops_under_load_never_leave_a_trade_inside_a_journaled_gap(per_connection: int) -> None:
     """Drops while trades pour in (frames already buffered when the socket dies are still read
     and delivered): `disconnected` comes after the last of them and `subscribed` before the
     first trade of the next connection, for the stream and for every base."""
@@ -139,8 +137,8 @@ def test_drops_under_load_never_leave_a_trade_inside_a_journaled_gap(
     symbols = ["AAAUSDT", "BBBUSDT", "CCCUSDT"]
 
     async def main() -> None:
-        adapter = tj.make_adapter(max_symbols_per_connection=per_connection)
-        async with tj.Harness(adapter, tj.make_protocol(), ["AAA", "BBB", "CCC"]) as h:
+        adapter = make_adapter(max_symbols_per_connection=per_connection)
+        async with Harness(adapter, make_protocol(), ["AAA", "BBB", "CCC"]) as h:
             journal = UsJournal()
             h.runner.journal = journal
             await h.subscribed(timeout_s=20.0)
@@ -150,7 +148,7 @@ def test_drops_under_load_never_leave_a_trade_inside_a_journaled_gap(
             async def publish() -> None:
                 n = 0
                 while not stop.is_set():
-                    h.sim.publish(tj.rows_for(symbols, n, 30))  # a burst: the client has a backlog
+                    h.sim.publish(rows_for(symbols, n, 30))  # a burst: the client has a backlog
                     n += 30
                     await asyncio.sleep(0.002)
 
@@ -163,7 +161,7 @@ def test_drops_under_load_never_leave_a_trade_inside_a_journaled_gap(
             await asyncio.sleep(0.1)
             stop.set()
             await publisher
-            sent = {tj.key(r) for r in h.sim.sent_rows()}
+            sent = {key(r) for r in h.sim.sent_rows()}
             await h.until(lambda: sent <= set(h.received_keys()), timeout_s=20.0, what="every sent trade")
             t1 = now_us()
         received = [r for r in h.received if t0 <= r[1] <= t1]

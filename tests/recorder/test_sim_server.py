@@ -6,12 +6,12 @@ import asyncio
 import logging
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+from helpers.json_exchange import instrument, make_protocol, rows_for
 
 from pumpwatch.recorder.sim.cluster import SimCluster
 from pumpwatch.recorder.sim.http import LocalHttpServer, Request
@@ -186,15 +186,15 @@ async def _recv_json(ws: Any, timeout_s: float = 2.0) -> Any:
     return orjson.loads(await asyncio.wait_for(ws.recv(), timeout_s))
 
 
-def test_sim_exchange_subscribe_publish_and_record(tj: SimpleNamespace) -> None:
+def test_sim_exchange_subscribe_publish_and_record() -> None:
     async def main() -> None:
-        insts = [tj.instrument(b) for b in ("AAA", "BBB")]
-        async with SimExchange(tj.make_protocol(), insts) as ex:
+        insts = [instrument(b) for b in ("AAA", "BBB")]
+        async with SimExchange(make_protocol(), insts) as ex:
             assert ex.ws_url.startswith("ws://127.0.0.1:")
             ws = await _client(ex.ws_url + "/ws")
             await ws.send('{"op":"sub","id":"1","args":["AAAUSDT"]}')
             assert await _recv_json(ws) == {"e": "ack", "id": "1", "ok": True, "rejected": [], "msg": ""}
-            rows = tj.rows_for(["AAAUSDT", "BBBUSDT"], 0, 4)
+            rows = rows_for(["AAAUSDT", "BBBUSDT"], 0, 4)
             ex.publish(rows)
             msg = await _recv_json(ws)
             assert msg["e"] == "trade"
@@ -223,12 +223,12 @@ def test_sim_exchange_subscribe_publish_and_record(tj: SimpleNamespace) -> None:
     asyncio.run(main())
 
 
-def test_sim_exchange_faults(tj: SimpleNamespace) -> None:
+def test_sim_exchange_faults() -> None:
     from websockets.exceptions import ConnectionClosed, InvalidStatus
 
     async def main() -> None:
-        insts = [tj.instrument(b) for b in ("AAA", "BAD")]
-        async with SimExchange(tj.make_protocol(), insts, lifetime_s=0.3, shutdown_grace_s=0.1) as ex:
+        insts = [instrument(b) for b in ("AAA", "BAD")]
+        async with SimExchange(make_protocol(), insts, lifetime_s=0.3, shutdown_grace_s=0.1) as ex:
             # Refused handshakes, then a wrong path refused by the protocol itself.
             ex.refuse_connections(1)
             with pytest.raises(InvalidStatus) as refused:
@@ -261,19 +261,19 @@ def test_sim_exchange_faults(tj: SimpleNamespace) -> None:
     asyncio.run(main())
 
 
-def test_sim_exchange_drop_stall_and_idle(tj: SimpleNamespace) -> None:
+def test_sim_exchange_drop_stall_and_idle() -> None:
     from websockets.exceptions import ConnectionClosed
 
     async def main() -> None:
-        insts = [tj.instrument("AAA")]
-        async with SimExchange(tj.make_protocol(), insts, idle_timeout_s=0.3) as ex:
+        insts = [instrument("AAA")]
+        async with SimExchange(make_protocol(), insts, idle_timeout_s=0.3) as ex:
             ws = await _client(ex.ws_url + "/ws")
             await ws.send('{"op":"sub","id":"1","args":["AAAUSDT"]}')
             await _recv_json(ws)
             # Stall: nothing comes back, not even pongs, until it ends; then the backlog arrives.
             ex.stall(0.4)
             await ws.send('{"op":"ping","ts":7}')
-            ex.publish(tj.rows_for(["AAAUSDT"], 0, 1))
+            ex.publish(rows_for(["AAAUSDT"], 0, 1))
             with pytest.raises(TimeoutError):
                 await asyncio.wait_for(ws.recv(), 0.3)
             assert ex.sent_rows() == []
@@ -297,15 +297,15 @@ def test_sim_exchange_drop_stall_and_idle(tj: SimpleNamespace) -> None:
     asyncio.run(main())
 
 
-def test_sim_exchange_rest_routes_and_snapshot(tj: SimpleNamespace) -> None:
+def test_sim_exchange_rest_routes_and_snapshot() -> None:
     async def main() -> None:
-        insts = [tj.instrument("AAA")]
-        async with SimExchange(tj.make_protocol(token=True, snapshot=True), insts) as ex:
+        insts = [instrument("AAA")]
+        async with SimExchange(make_protocol(token=True, snapshot=True), insts) as ex:
             async with httpx.AsyncClient(base_url=ex.rest_url, trust_env=False) as client:
                 token = (await client.post("/token")).json()["token"]
                 missing = await client.get("/token")
             assert missing.status_code == 404
-            rows = tj.rows_for(["AAAUSDT"], 0, 30)
+            rows = rows_for(["AAAUSDT"], 0, 30)
             ex.publish(rows)  # nobody subscribed yet: kept as recent history only
             ws = await _client(f"{ex.ws_url}/ws?token={token}")
             await ws.send('{"op":"sub","id":"1","args":["AAAUSDT"]}')
@@ -354,3 +354,9 @@ def test_sim_cluster_publishes_and_points_the_recorder_at_itself(tmp_path: Path)
             assert cluster.published == before
 
     asyncio.run(main())
+
+
+def test_sim_cluster_tick_before_start_says_so() -> None:
+    cluster = SimCluster(["binance_spot"], ["BTC"])
+    with pytest.raises(RuntimeError, match="before start"):
+        cluster.tick()

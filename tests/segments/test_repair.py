@@ -14,9 +14,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.ipc as ipc
 import pytest
+from helpers.store import T0_US, float_bits, make_rows, table_rows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from store_helpers import HOUR_US, T0_US, float_bits, make_rows, table_rows
 
 import pumpwatch.segments as segments
 from pumpwatch.errors import StoreError
@@ -27,6 +27,7 @@ from pumpwatch.segments.recovery import recover_report
 from pumpwatch.segments.repair import TEMP_SUFFIX, repair_lock_path, write_repaired
 from pumpwatch.segments.retention import prune
 from pumpwatch.segments.schema import SEGMENT_SCHEMA, TRADE_FIELDS, TRADE_SCHEMA, TradeRow
+from pumpwatch.timeunits import US_PER_HOUR as HOUR_US
 
 STREAM = "binance_spot"
 REPAIR_NAME = re.compile(r"^\d{6}\.rest[1-9]\d*\.arrow$")

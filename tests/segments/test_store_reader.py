@@ -7,13 +7,14 @@ import threading
 
 import pyarrow as pa
 import pytest
+from helpers.store import T0_US, float_bits, table_rows
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from store_helpers import HOUR_US, T0_US, float_bits, table_rows
 
 from pumpwatch.segments import SegmentWriter, iter_batches, read_trades
 from pumpwatch.segments import reader as reader_mod
 from pumpwatch.segments.reader import OUT_SCHEMA
+from pumpwatch.timeunits import US_PER_HOUR as HOUR_US
 
 STREAMS = ("binance_spot", "okx_futures", "gate_spot")
 BASES = ("BTC", "ETH", "0G", "PEPE")

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pyarrow.ipc as ipc
 import pytest
-from store_helpers import HOUR_US, T0_US, make_rows, table_rows
+from helpers.store import T0_US, make_rows, table_rows
 
 from pumpwatch.segments import SegmentWriter, list_segments, read_trades, recover
 from pumpwatch.segments.recovery import recover_report
+from pumpwatch.timeunits import US_PER_HOUR as HOUR_US
 
 STREAM = "binance_spot"
 

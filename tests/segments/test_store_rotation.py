@@ -8,13 +8,14 @@ import threading
 
 import pyarrow.ipc as ipc
 import pytest
+from helpers.store import T0_US, make_rows, table_rows
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from store_helpers import HOUR_US, T0_US, make_rows, table_rows
 
 from pumpwatch.errors import StoreError
 from pumpwatch.segments import SegmentWriter, list_segments, read_trades
 from pumpwatch.segments.paths import parse_segment_path, segment_path
+from pumpwatch.timeunits import US_PER_HOUR as HOUR_US
 
 
 @settings(max_examples=40, deadline=None)

@@ -9,14 +9,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pytest
+from helpers.store import T0_US, assert_same_trades, make_rows, table_rows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from store_helpers import HOUR_US, T0_US, assert_same_trades, make_rows, table_rows
 
 import pumpwatch.segments as segments
 from pumpwatch.errors import StoreError
 from pumpwatch.segments import SegmentWriter, list_segments, read_trades
 from pumpwatch.segments.schema import ROW_SCHEMA, SEGMENT_SCHEMA, TRADE_SCHEMA
+from pumpwatch.timeunits import US_PER_HOUR as HOUR_US
 
 text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
 floats = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.ipc as ipc
-from store_helpers import T0_US, float_bits, make_rows, table_rows
+from helpers.store import T0_US, float_bits, make_rows, table_rows
 
 from pumpwatch.segments.paths import list_segments
 from pumpwatch.segments.writer import SegmentWriter

@@ -12,10 +12,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from pumpwatch.recorder.sim.market import MarketSpec, generate, write_store
 from pumpwatch.recorder.sim.upbit import UpbitSim, backlog
 from pumpwatch.recorder.upbit.service import ListingWatcher, run_listing_service
 from pumpwatch.settings import Settings
-from pumpwatch.synth import MarketSpec, generate, write_store
 
 S = 1_000_000
 STREAMS = ("binance_spot", "bybit_futures", "okx_futures")

@@ -8,9 +8,9 @@ import httpx
 import orjson
 
 from pumpwatch.recorder.sim.upbit import UpbitSim, backlog, krw_markets
+from pumpwatch.timeunits import US_PER_S
 
 NOW_US = 1_790_000_000_000_000  # 2026-09-21T14:13:20Z = 23:13:20 KST
-S = 1_000_000
 
 
 def test_list_shape_order_edit_and_etag() -> None:
@@ -44,7 +44,7 @@ def test_list_shape_order_edit_and_etag() -> None:
             assert top["listed_at"] == top["first_listed_at"] and top["need_new_badge"] is True
 
             old_id = data["notices"][2]["id"]
-            sim.edit_notice(old_id, title="edited", at_us=NOW_US + 5 * S)
+            sim.edit_notice(old_id, title="edited", at_us=NOW_US + 5 * US_PER_S)
             etag = resp.headers["etag"]
             resp2 = await client.get(
                 "/api/v1/announcements",

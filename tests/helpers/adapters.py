@@ -1,8 +1,7 @@
 """Shared helpers for the exchange adapter tests (fixtures on disk, sim instruments, hypothesis).
 
-Import them as ``from adapter_testkit import …``: conftest modules outside packages all share
-the module name ``conftest``, so this one also registers itself under a name of its own.
-Keep this module small and its names stable: other adapter tests import from it.
+Import them as ``from helpers.adapters import …``. Keep this module small and its names
+stable: other adapter tests import from it.
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
-import sys
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -25,12 +23,12 @@ from pumpwatch.recorder.adapters import get_adapter
 from pumpwatch.recorder.sim.instruments import sim_instrument
 from pumpwatch.segments.schema import TradeRow
 from pumpwatch.streams import split_stream
+from pumpwatch.timeunits import US_PER_DAY, US_PER_HOUR, US_PER_MS
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 # A receive time near "now" for generated rows: 2026-01-02T03:04:05.678901Z.
 RECV_US = 1_767_323_045_678_901
-DAY_US = 86_400_000_000
 
 SIM_BASES: tuple[str, ...] = ("BTC", "ETH", "0G", "1000PEPE", "SOL")
 
@@ -69,7 +67,7 @@ def decode_or_parse_error(
     for row in out:
         assert len(row) == 9
         time_us, row_recv, symbol, base, quote, price, qty, side, trade_id = row
-        assert type(time_us) is int and abs(time_us - recv_us) < DAY_US
+        assert type(time_us) is int and abs(time_us - recv_us) < US_PER_DAY
         assert row_recv == recv_us
         assert (
             symbol in instruments and base == instruments[symbol].base and quote == instruments[symbol].quote
@@ -119,7 +117,7 @@ def trade_rows(
     """
     symbols = sorted(instruments)
     n = draw(st.integers(min_value=1, max_value=max_rows))
-    start = draw(st.integers(min_value=-3_600_000_000, max_value=3_600_000_000)) + RECV_US
+    start = draw(st.integers(min_value=-US_PER_HOUR, max_value=US_PER_HOUR)) + RECV_US
     start -= start % time_step_us
     rows: list[TradeRow] = []
     t = start
@@ -145,7 +143,7 @@ def ms_rows(instruments: Instruments, n: int = 40) -> list[TradeRow]:
     for i in range(n):
         inst = instruments[symbols[i % len(symbols)]]
         qty = contract_qty(str(i + 1), inst.multiplier) if inst.multiplier != 1.0 else 0.25 * (i + 1)
-        t_us = RECV_US - RECV_US % 1000 - (n - i) * 1000
+        t_us = RECV_US - RECV_US % US_PER_MS - (n - i) * US_PER_MS
         side = "buy" if i % 3 else "sell"
         rows.append((t_us, RECV_US, inst.symbol, inst.base, inst.quote, 100.5 + i, qty, side, str(1000 + i)))
     return rows
@@ -204,12 +202,10 @@ async def sim_end_to_end(
             wanted = [r for r in rows if r[2] not in reject]
             await read_until(lambda: len(trades) >= len(wanted))
             if adapter.ping is not None:
-                await ws.send(adapter.ping(RECV_US // 1000))
+                await ws.send(adapter.ping(RECV_US // US_PER_MS))
                 await read_until(lambda: any(c.kind == "pong" for c in controls))
     return trades, controls, rest
 
 
 numeric_ids = st.integers(min_value=0, max_value=2**62).map(str)
 uuid_ids = st.uuids().map(str)
-
-sys.modules["adapter_testkit"] = sys.modules[__name__]

@@ -10,13 +10,13 @@ import pyarrow as pa
 import pytest
 
 from pumpwatch.recorder.sim.instruments import SIM_MULTIPLIER, sim_instrument
+from pumpwatch.recorder.sim.market import LiveMarket, MarketSpec, PumpSpec, generate, instruments_for
+from pumpwatch.recorder.sim.market_model import RESOLUTION_US, base_params
 from pumpwatch.segments.schema import TRADE_SCHEMA
 from pumpwatch.streams import STREAMS
-from pumpwatch.synth import LiveMarket, MarketSpec, PumpSpec, generate, instruments_for
-from pumpwatch.synth_model import RESOLUTION_US, base_params
+from pumpwatch.timeunits import US_PER_MS, US_PER_S
 
-S = 1_000_000
-START = 1_767_225_600 * S  # 2026-01-01T00:00:00Z
+START = 1_767_225_600 * US_PER_S  # 2026-01-01T00:00:00Z
 BASES = ("BTC", "ETH", "0G", "PEPE", "SUI")
 
 
@@ -54,9 +54,9 @@ def test_schema_order_window_and_volume(market: dict[str, pa.Table]) -> None:
         t = tab.column("time").cast(pa.int64()).to_numpy()
         r = tab.column("recv_time").cast(pa.int64()).to_numpy()
         assert np.all(np.diff(t) >= 0), stream
-        assert t.min() >= START and t.max() < START + 300 * S
+        assert t.min() >= START and t.max() < START + 300 * US_PER_S
         assert np.all(r > t)  # received after it happened …
-        assert np.all(r - t < 2 * S)  # … within a realistic lag
+        assert np.all(r - t < 2 * US_PER_S)  # … within a realistic lag
         assert np.all(np.diff(r) >= 0)  # frames of one stream arrive in order
         assert set(tab.column("side").to_pylist()) == {"buy", "sell"}
         assert set(tab.column("quote").to_pylist()) == {"USDT"}
@@ -72,7 +72,7 @@ def test_times_on_each_venues_clock_resolution(market: dict[str, pa.Table]) -> N
         res = RESOLUTION_US[stream]
         assert np.all(t % res == 0), stream
         if res == 1:
-            assert np.any(t % 1000 != 0), stream  # really sub-millisecond
+            assert np.any(t % US_PER_MS != 0), stream  # really sub-millisecond
 
 
 def test_symbols_match_the_simulated_instruments(market: dict[str, pa.Table]) -> None:
@@ -111,7 +111,7 @@ def test_same_base_trades_at_nearly_the_same_price_everywhere(market: dict[str, 
         for tab in market.values():
             sel = tab.filter(pa.compute.equal(tab.column("base"), base))
             t = sel.column("time").cast(pa.int64()).to_numpy()
-            in_minute = (t >= START + 120 * S) & (t < START + 180 * S)
+            in_minute = (t >= START + 120 * US_PER_S) & (t < START + 180 * US_PER_S)
             medians.append(float(np.median(sel.column("price").to_numpy()[in_minute])))
         assert max(medians) / min(medians) - 1 < 0.003, (base, medians)
 
@@ -130,7 +130,7 @@ def test_trade_ids_are_sequential_per_symbol_and_phemex_has_none(market: dict[st
 
 
 def test_pump_rises_on_chosen_streams_with_lag_and_volume_spike() -> None:
-    at = START + 60 * S
+    at = START + 60 * US_PER_S
     pump = PumpSpec(
         "0G", at, 12.0, 4.0, streams=("binance_spot", "gate_futures"), lag_s={"gate_futures": 2.0}
     )
@@ -142,19 +142,19 @@ def test_pump_rises_on_chosen_streams_with_lag_and_volume_spike() -> None:
         tab = tabs[stream].filter(pa.compute.equal(tabs[stream].column("base"), "0G"))
         return tab.column("time").cast(pa.int64()).to_numpy(), tab.column("price").to_numpy()
 
-    for stream, start in (("binance_spot", at), ("gate_futures", at + 2 * S)):
+    for stream, start in (("binance_spot", at), ("gate_futures", at + 2 * US_PER_S)):
         t, p = series(stream)
-        before = np.median(p[(t > start - 10 * S) & (t <= start)])
-        after = np.median(p[(t > start + 5 * S) & (t < start + 15 * S)])
+        before = np.median(p[(t > start - 10 * US_PER_S) & (t <= start)])
+        after = np.median(p[(t > start + 5 * US_PER_S) & (t < start + 15 * US_PER_S)])
         assert after / before - 1 == pytest.approx(0.12, abs=0.01), stream
-        during = np.sum((t > start) & (t <= start + 4 * S))
-        normal = np.sum((t > start - 40 * S) & (t <= start - 20 * S)) / 5  # per 4 s
+        during = np.sum((t > start) & (t <= start + 4 * US_PER_S))
+        normal = np.sum((t > start - 40 * US_PER_S) & (t <= start - 20 * US_PER_S)) / 5  # per 4 s
         assert during > 5 * max(normal, 1), stream
         # Nothing moves before the stream's own start.
-        assert np.median(p[(t > start - 1 * S) & (t <= start)]) / before - 1 < 0.005
+        assert np.median(p[(t > start - 1 * US_PER_S) & (t <= start)]) / before - 1 < 0.005
     t, p = series("okx_spot")  # not chosen: no rise
-    before = np.median(p[(t > at - 10 * S) & (t <= at)])
-    after = np.median(p[(t > at + 5 * S) & (t < at + 15 * S)])
+    before = np.median(p[(t > at - 10 * US_PER_S) & (t <= at)])
+    after = np.median(p[(t > at + 5 * US_PER_S) & (t < at + 15 * US_PER_S)])
     assert abs(after / before - 1) < 0.01
 
 
@@ -189,12 +189,14 @@ def test_live_market_intervals_determinism_and_rows() -> None:
 
 def test_live_market_pump() -> None:
     insts = instruments_for(("bybit_spot",), ("0G",))
-    live = LiveMarket(insts, seed=1, trades_per_s=5.0, pumps=[PumpSpec("0G", START + 2 * S, 20.0, 1.0)])
+    live = LiveMarket(
+        insts, seed=1, trades_per_s=5.0, pumps=[PumpSpec("0G", START + 2 * US_PER_S, 20.0, 1.0)]
+    )
     live.advance(START)
     rows = []
     for k in range(1, 51):
         rows += live.advance(START + k * 100_000)["bybit_spot"]
-    before = [r[5] for r in rows if r[0] <= START + 2 * S]
-    after = [r[5] for r in rows if r[0] > START + 3 * S]
+    before = [r[5] for r in rows if r[0] <= START + 2 * US_PER_S]
+    after = [r[5] for r in rows if r[0] > START + 3 * US_PER_S]
     assert np.median(after) / np.median(before) - 1 == pytest.approx(0.20, abs=0.02)
-    assert sum(1 for r in rows if START + 2 * S < r[0] <= START + 3 * S) >= 20
+    assert sum(1 for r in rows if START + 2 * US_PER_S < r[0] <= START + 3 * US_PER_S) >= 20

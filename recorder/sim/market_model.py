@@ -1,4 +1,4 @@
-"""The engine behind `pumpwatch.synth`: one seeded market model shared by the bulk generator
+"""The engine behind `pumpwatch.recorder.sim.market`: one seeded market model shared by the bulk generator
 and the live market the local exchange servers use.
 
 The model is vectorised with numpy and advances in intervals ``(t0, t1]``:
@@ -32,22 +32,22 @@ import numpy as np
 
 from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.streams import STREAMS, split_stream
+from pumpwatch.timeunits import US_PER_DAY, US_PER_MS, US_PER_S
 
-US_PER_S = 1_000_000
 SLOT_US = 5 * US_PER_S  # burst-multiplier slot length
 
 # Clock resolution of each stream's trade time, in µs (research/exchanges.md cheat sheet).
 RESOLUTION_US: dict[str, int] = {
     "binance_spot": 1,  # timeUnit=MICROSECOND
-    "binance_futures": 1000,
-    "bybit_spot": 1000,
-    "bybit_futures": 1000,
-    "okx_spot": 1000,
-    "okx_futures": 1000,
+    "binance_futures": US_PER_MS,
+    "bybit_spot": US_PER_MS,
+    "bybit_futures": US_PER_MS,
+    "okx_spot": US_PER_MS,
+    "okx_futures": US_PER_MS,
     "kucoin_spot": 1,  # ns on the wire
     "kucoin_futures": 1,
     "gate_spot": 1,  # create_time_ms with a fraction
-    "gate_futures": 1000,
+    "gate_futures": US_PER_MS,
     "phemex_spot": 1,  # ns on the wire
     "phemex_futures": 1,
 }
@@ -105,7 +105,7 @@ def base_params(bases: Sequence[str], seed: int, volatility_per_day: float) -> l
     for i, name in enumerate(bases):
         rng = np.random.default_rng([seed & 0xFFFFFFFF, _name_hash(name)])
         price = _KNOWN_PRICES.get(name) or float(10 ** rng.uniform(-2.5, 2.5))
-        vol = volatility_per_day * float(rng.uniform(0.6, 1.8)) / math.sqrt(86_400)
+        vol = volatility_per_day * float(rng.uniform(0.6, 1.8)) / math.sqrt(US_PER_DAY / US_PER_S)
         tick = max(10.0 ** (math.floor(math.log10(price)) - 4), 1e-8)
         lot = min(max(10.0 ** math.floor(math.log10(0.1 / price)), 1e-6), 1000.0)
         out.append(BaseParams(name, _name_hash(name), price, vol, tick, lot, raw_weights[i] / total))

@@ -32,6 +32,7 @@ from pumpwatch.segments.paths import list_segments
 from pumpwatch.segments.reader import read_segment
 from pumpwatch.segments.schema import TradeRow
 from pumpwatch.streams import STREAMS, split_stream
+from pumpwatch.timeunits import MS_PER_S, US_PER_MS
 
 BASES = ("AAA", "BBB", "CCC")
 SOAK_LONG = os.environ.get("PUMPWATCH_SOAK") == "long"
@@ -107,7 +108,7 @@ class Market:
             protocol = importlib.import_module(f"pumpwatch.recorder.sim.{exchange}").sim_protocol(market)
             self.sims[s] = SimExchange(protocol, self.instruments[s], lifetime_s=lifetime_s)
         self._ids = itertools.count(1)
-        self._t_ms = dict.fromkeys(self.streams, now_us() // 1000)
+        self._t_ms = dict.fromkeys(self.streams, now_us() // US_PER_MS)
 
     async def __aenter__(self) -> Market:
         for sim in self.sims.values():
@@ -186,11 +187,11 @@ class Market:
             for k in range(per_stream):
                 n = next(self._ids)
                 inst = insts[k % len(insts)]
-                self._t_ms[s] = t_ms = max(self._t_ms[s] + 1, now_us() // 1000)
+                self._t_ms[s] = t_ms = max(self._t_ms[s] + 1, now_us() // US_PER_MS)
                 qty = inst.multiplier * (1 + n % 7) if inst.multiplier != 1.0 else 0.01 * (1 + n % 7)
                 price = 1.5 + (n % 100) * 0.01
                 side = "buy" if n % 2 else "sell"
-                t_us = t_ms * 1000
+                t_us = t_ms * US_PER_MS
                 rows.append((t_us, t_us, inst.symbol, inst.base, inst.quote, price, qty, side, str(n)))
             self.sims[s].publish(rows)
 
@@ -209,10 +210,10 @@ def trade_key(stream: str, row: dict[str, Any] | TradeRow) -> tuple[Any, ...]:
     """Identity of one trade on disk or as sent (Phemex carries no id: time and symbol then)."""
     if isinstance(row, dict):
         t = row["time"]
-        t_ms = int(t.timestamp() * 1000) if hasattr(t, "timestamp") else int(t) // 1000
+        t_ms = int(t.timestamp() * MS_PER_S) if hasattr(t, "timestamp") else int(t) // US_PER_MS
         symbol, tid = row["symbol"], row["trade_id"]
     else:
-        t_ms, symbol, tid = row[0] // 1000, row[2], row[8]
+        t_ms, symbol, tid = row[0] // US_PER_MS, row[2], row[8]
     if split_stream(stream)[0] == "phemex":
         return (symbol, t_ms)
     return (symbol, tid)

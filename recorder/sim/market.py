@@ -1,5 +1,5 @@
 """Seeded synthetic market: the trades twelve exchange streams would print, deterministic for a
-seed (the model is described in `pumpwatch.synth_model`).
+seed (the model is described in `market_model.py`).
 
 Two entry points:
 
@@ -28,9 +28,10 @@ import pyarrow.compute as pc
 
 from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.recorder.sim.instruments import sim_instrument
+from pumpwatch.recorder.sim.market_model import Columns, MarketModel, PumpSpec
 from pumpwatch.segments.schema import TIME_TYPE, TRADE_SCHEMA, TradeRow
 from pumpwatch.streams import STREAMS
-from pumpwatch.synth_model import US_PER_S, Columns, MarketModel, PumpSpec
+from pumpwatch.timeunits import US_PER_S
 
 __all__ = [
     "DEFAULT_BASES",

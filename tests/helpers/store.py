@@ -1,4 +1,4 @@
-"""Shared helpers of the segment store tests (writer, reader, recovery)."""
+"""Shared helpers of the segment store tests (writer, reader, recovery, rotation)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import pyarrow as pa
 
 from pumpwatch.segments.schema import TRADE_FIELDS, TradeRow
 
-HOUR_US = 3_600_000_000
 T0_US = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
 
 

@@ -1,4 +1,5 @@
-"""A tiny JSON exchange protocol (adapter + sim) for testing the runner and the local servers.
+"""A tiny JSON exchange protocol (adapter + sim) for testing the runner and the local servers,
+and a `Harness` running a `StreamRunner` against it (``from helpers.json_exchange import …``).
 
 It has every feature the real ones have, each switchable: subscribe with ids and acks naming
 the rejected symbols (or refusing a whole request), JSON ping/pong, a welcome, a token fetched
@@ -15,13 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import types
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
-import pytest
 
 from pumpwatch.errors import ParseError
 from pumpwatch.recorder.adapter import (
@@ -34,16 +33,17 @@ from pumpwatch.recorder.adapter import (
 )
 from pumpwatch.recorder.sim.protocol import HttpResponse, SimProtocol, SimSession
 from pumpwatch.segments.schema import TradeRow
+from pumpwatch.timeunits import US_PER_DAY
 
 STREAM = "test_spot"
-FAR_FUTURE_US = 86_400_000_000  # a trade time more than a day after receipt is garbage
+FAR_FUTURE_US = US_PER_DAY  # a trade time more than a day after receipt is garbage
 
 
 def instrument(base: str) -> Instrument:
     return Instrument(f"{base}USDT", base, "USDT")
 
 
-def decode(frame: bytes | str, recv_us: int, instruments: Instruments) -> list[TradeRow] | Control:
+def decode_frame(frame: bytes | str, recv_us: int, instruments: Instruments) -> list[TradeRow] | Control:
     """One frame of the test protocol -> trades or a Control."""
     try:
         msg = orjson.loads(frame)
@@ -108,8 +108,8 @@ def make_adapter(**overrides: Any) -> Adapter:
     welcome = overrides.pop("welcome", False)
     fields: dict[str, Any] = {
         "stream": STREAM,
-        "doc_url": "tests/recorder/conftest.py",
-        "decode": decode,
+        "doc_url": "tests/helpers/json_exchange.py",
+        "decode": decode_frame,
         "subscribe": _request("sub"),
         "unsubscribe": _request("unsub"),
         "max_symbols_per_request": 3,
@@ -376,18 +376,3 @@ class Harness:
 
     def received_keys(self) -> list[tuple[Any, ...]]:
         return [key(r) for r in self.received]
-
-
-@pytest.fixture
-def tj() -> types.SimpleNamespace:
-    """The test protocol's toolbox (fixtures instead of imports: ``conftest`` is not a unique
-    module name across test folders)."""
-    return types.SimpleNamespace(
-        Harness=Harness,
-        make_adapter=make_adapter,
-        make_protocol=make_protocol,
-        rows_for=rows_for,
-        key=key,
-        instrument=instrument,
-        decode=decode,
-    )
