@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from types import SimpleNamespace
 
 import orjson
 import pytest
+from helpers.json_exchange import Harness, make_adapter, make_protocol
 
 from pumpwatch.recorder.stream.logcontext import StreamLog
 
@@ -29,11 +29,9 @@ def test_stream_log_binds_stream_and_connection(caplog: pytest.LogCaptureFixture
     assert third.getMessage() == "okx_spot conn 2-7: no arguments, 100% literal"
 
 
-def test_a_connections_log_records_carry_stream_and_connection_id(
-    tj: SimpleNamespace, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_connections_log_records_carry_stream_and_connection_id(caplog: pytest.LogCaptureFixture) -> None:
     async def main() -> None:
-        async with tj.Harness(tj.make_adapter(), tj.make_protocol(), ["AAA", "BAD"]) as h:
+        async with Harness(make_adapter(), make_protocol(), ["AAA", "BAD"]) as h:
             h.sim.reject(["BADUSDT"])
             await h.until(lambda: "BADUSDT" in h.runner.stats.rejected)
             await h.subscribed(1)
