@@ -5,10 +5,12 @@ Output, under ``<data_dir>/listings/<SYMBOL>_<YYYYMMDDTHHMMSSZ>/`` (trigger time
 - ``raw/<stream>.json`` for every selected stream: a JSON array, one trade per line, oldest
   first: exchange, market, symbol, price, quantity (base units), side (taker), timestamp
   (integer ms, floor of the exchange time, as the original system wrote it), timestamp_us
-  (the exact exchange time in µs; some venues give µs or ns), trade_id (null on Phemex).
+  (the exact exchange time in µs; some venues give µs or ns), trade_id (null on Phemex),
+  source (``ws``: received live, ``rest``: repaired from the exchange's trade history).
 - ``raw/trades.parquet``: every stream's trades in one table, the columns of the store plus
   ``exchange`` and ``market``, sorted by exchange, market, time, receive time.
-- ``metadata.json``: symbol, trigger time, window, source, per-stream trades/symbols/coverage.
+- ``metadata.json``: symbol, trigger time, window, source, per-stream trades/symbols/coverage
+  (state ``complete``/``repaired``/``incomplete`` with the repaired and missing spans).
 
 The window is closed: trades with ``T - before <= time <= T + after``. The directory is built
 under a temporary name and swapped in atomically; the raw files contain nothing but the
@@ -53,6 +55,7 @@ def _raw_rows(part: Any, exchange: str, market: str) -> list[dict[str, Any]]:
         part.column("side").to_pylist(),
         time_us,
         part.column("trade_id").to_pylist(),
+        part.column("source").to_pylist(),
         strict=True,
     )
     return [
@@ -66,8 +69,9 @@ def _raw_rows(part: Any, exchange: str, market: str) -> list[dict[str, Any]]:
             "timestamp": t_us // US_PER_MS,
             "timestamp_us": t_us,
             "trade_id": trade_id,
+            "source": source,
         }
-        for symbol, price, qty, side, t_us, trade_id in cols
+        for symbol, price, qty, side, t_us, trade_id, source in cols
     ]
 
 

@@ -8,7 +8,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pumpwatch.segments.coverage import coverage
+import numpy as np
+import pyarrow.compute as pc
+
+from pumpwatch.segments.coverage import Completeness, completeness
+from pumpwatch.segments.schema import SOURCE_REST
 from pumpwatch.streams import split_stream
 from pumpwatch.timeunits import US_PER_MS, US_PER_S
 from pumpwatch.utctime import format_utc
@@ -16,24 +20,52 @@ from pumpwatch.utctime import format_utc
 log = logging.getLogger(__name__)
 
 
-def _coverage(data_dir: Path, stream: str, base: str, start_us: int, end_us: int) -> dict[str, Any]:
-    """The stream's listening state over the window, from its connection journal."""
-    cov = coverage(data_dir, stream, start_us, end_us, base=base)
+def _span(a: int, b: int) -> dict[str, Any]:
     return {
-        "known": cov.known,
-        # "connected for the whole window" only when the journal can say so.
-        "complete": cov.complete if cov.known else None,
-        "listening_s": round(cov.listening_us / US_PER_S, 6) if cov.known else None,
-        "gaps": [
+        "start": format_utc(a),
+        "end": format_utc(b),
+        "start_us": a,
+        "end_us": b,
+        "duration_s": round((b - a) / US_PER_S, 6),
+    }
+
+
+def _count_in(time_us: np.ndarray, a: int, b: int) -> int:
+    """Rows with ``a <= time < b`` of the sorted `time_us`."""
+    return int(np.searchsorted(time_us, b, "left") - np.searchsorted(time_us, a, "left"))
+
+
+def coverage_entry(comp: Completeness, part: Any) -> dict[str, Any]:
+    """The ``coverage`` object of one stream: the listening figures (``known``, ``complete``,
+    ``listening_s``, ``gaps``), the issue-10 ``state``, ``repaired`` and ``missing`` spans, and
+    ``rest_trades``; `part` is the stream's extracted table (``time``, ``source``)."""
+    known = comp.listening.known
+    rest = pc.equal(part.column("source"), SOURCE_REST) if part.num_rows else None
+    rest_us = (
+        np.sort(part.column("time").filter(rest).cast("int64").to_numpy())
+        if rest is not None
+        else np.empty(0, np.int64)
+    )
+    return {
+        "known": known,
+        # "connected for the whole window (and no id hole)" only when the journal can say so.
+        "complete": (not comp.gaps) if known else None,
+        "listening_s": round(comp.listening.listening_us / US_PER_S, 6) if known else None,
+        "gaps": [_span(a, comp.clip(b)) for a, b in (comp.gaps if known else [])],
+        "state": comp.state,
+        "repaired": [
             {
-                "start": format_utc(a),
-                "end": format_utc(b),
-                "start_us": a,
-                "end_us": b,
-                "duration_s": round((b - a) / US_PER_S, 6),
+                **_span(r.start_us, comp.clip(r.end_us)),
+                "trades": _count_in(rest_us, r.start_us, r.end_us),
+                "via": ", ".join(r.via),
             }
-            for a, b in (cov.gaps if cov.known else [])
+            for r in comp.repaired
         ],
+        "missing": [
+            {**_span(m.start_us, comp.clip(m.end_us)), "reason": m.reason, "symbols": list(m.symbols)}
+            for m in comp.missing
+        ],
+        "rest_trades": int(rest_us.size),
     }
 
 
@@ -64,7 +96,7 @@ def build_metadata(
             "symbols": sorted(set(part.column("symbol").to_pylist())),
             "first_trade_us": time_us[0].as_py() if time_us is not None else None,
             "last_trade_us": time_us[-1].as_py() if time_us is not None else None,
-            "coverage": _coverage(data_dir, stream, symbol, start_us, end_us),
+            "coverage": coverage_entry(completeness(data_dir, stream, start_us, end_us, base=symbol), part),
         }
     return {
         "symbol": symbol,
