@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow.compute as pc
 
 from pumpwatch.segments.coverage import Completeness, completeness
@@ -121,3 +122,32 @@ def build_metadata(
         "extracted_at": format_utc(time.time_ns() // 1000),
         "pumpwatch_version": __version__,
     }
+
+
+def _trades(n: int) -> str:
+    return f"{n} trade" if n == 1 else f"{n} trades"
+
+
+def coverage_summary(listing_dir: Path) -> list[str]:
+    """One short line per stream of the listing's metadata.json: its trades and coverage state,
+    e.g. ``okx_futures  201 trades  repaired (2 spans, 37 from REST)`` or
+    ``bybit_spot  40 trades  incomplete: 12.3 s missing (no_history)``."""
+    streams: Mapping[str, Any] = orjson.loads((listing_dir / "metadata.json").read_bytes())["streams"]
+    width = max((len(s) for s in streams), default=0)
+    digits = max((len(str(s["trades"])) for s in streams.values()), default=1)
+    lines = []
+    for stream, info in streams.items():
+        cov = info["coverage"]
+        state = cov["state"]
+        if state == "repaired":
+            spans = len(cov["repaired"])
+            state += f" ({spans} span{'' if spans == 1 else 's'}, {cov['rest_trades']} from REST)"
+        elif state == "incomplete":
+            missing_s = sum(m["duration_s"] for m in cov["missing"])
+            reasons = list(dict.fromkeys(m["reason"] for m in cov["missing"]))
+            if not cov["known"]:
+                reasons.insert(0, "not recorded")
+            state += f": {missing_s:.1f} s missing ({', '.join(reasons)})"
+        trades = _trades(info["trades"]).rjust(digits + 7)
+        lines.append(f"{stream.ljust(width)}  {trades}  {state}")
+    return lines
