@@ -3,6 +3,7 @@ metadata.json's coverage states, spans, reasons and counts, and raw rows' ``sour
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 
 from pumpwatch.extractor import extract
 from pumpwatch.extractor.metadata import coverage_summary
+from pumpwatch.segments.coverage import MissingSpan
 from pumpwatch.segments.journal import EventJournal
 from pumpwatch.segments.repair import write_repaired
 from pumpwatch.segments.schema import TradeRow
@@ -240,3 +242,39 @@ def test_the_printed_summary(listing: Path) -> None:
         "gate_spot        81 trades  incomplete: 40.0 s missing (not recorded, not_attempted)",
         "okx_spot         81 trades  repaired (1 span, 81 from REST)",
     ]
+
+
+def test_backfill_is_asked_for_the_missing_spans_and_its_repairs_count(tmp_path: Path) -> None:
+    stream = "bybit_spot"
+    live_rows = every_half_second(stream, -30, 30, skip=(10, 12.3))
+    with SegmentWriter(tmp_path, stream, fsync=False) as w:
+        w.append(live_rows)
+    journal(tmp_path, stream, listening(stream, (10, 12.3)))
+    journal(tmp_path, "binance_spot", listening("binance_spot"))
+    calls: list[tuple[str, str, list[MissingSpan]]] = []
+
+    def backfill(stream_id: str, base: str, spans: Sequence[MissingSpan]) -> None:
+        calls.append((stream_id, base, list(spans)))
+        if stream_id == "gate_spot":
+            raise RuntimeError("exchange down")  # logged; the extraction goes on
+        for span in spans:
+            repaired = every_half_second(stream_id, (span.start_us - T) / S, (span.end_us - 1 - T) / S)
+            write_repaired(tmp_path, stream_id, repaired, fsync=False)
+            with EventJournal(tmp_path, stream_id) as j:
+                fields = {"symbol": SYMBOL[stream_id], "base": base, "trades": len(repaired)}
+                j.record(
+                    "repaired", start_us=span.start_us, end_us=span.end_us - 1, via="/v5/recent", **fields
+                )
+
+    out = extract(tmp_path, "0G", T, streams=(stream, "binance_spot", "gate_spot"), backfill=backfill)
+    assert calls[0] == (stream, "0G", [MissingSpan(T + 10 * S, T + 12_300_000, "not_attempted", ("0GUSDT",))])
+    assert [c[0] for c in calls] == [stream, "gate_spot"]  # binance_spot was complete
+    assert calls[1][2] == [MissingSpan(T - 20 * S, T + 20 * S + 1, "not_attempted", ())]
+    cov = coverage_of(out, stream)
+    assert cov["state"] == "repaired"
+    assert cov["repaired"] == [
+        {**_span(T + 10 * S, T + 12_300_000), "trades": 4, "via": "/v5/recent"}  # T+10 s was live
+    ]
+    rows = orjson.loads((out / "raw" / f"{stream}.json").read_bytes())
+    assert [r["timestamp_us"] for r in rows] == [T + k * HALF for k in range(-40, 41)]
+    assert coverage_of(out, "gate_spot")["state"] == "incomplete"
