@@ -146,7 +146,7 @@ def coverage_summary(listing_dir: Path) -> list[str]:
             missing_s = sum(m["duration_s"] for m in cov["missing"])
             reasons = list(dict.fromkeys(m["reason"] for m in cov["missing"]))
             if not cov["known"]:
-                reasons.insert(0, "not recorded")
+                reasons.insert(0, "no journal")
             state += f": {missing_s:.1f} s missing ({', '.join(reasons)})"
         trades = _trades(info["trades"]).rjust(digits + 7)
         lines.append(f"{stream.ljust(width)}  {trades}  {state}")

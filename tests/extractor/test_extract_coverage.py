@@ -239,7 +239,7 @@ def test_the_printed_summary(listing: Path) -> None:
         "okx_futures      81 trades  repaired (1 span, 5 from REST)",
         "binance_futures  81 trades  repaired (1 span, 1 from REST)",
         "bybit_spot       77 trades  incomplete: 2.3 s missing (no_history)",
-        "gate_spot        81 trades  incomplete: 40.0 s missing (not recorded, not_attempted)",
+        "gate_spot        81 trades  incomplete: 40.0 s missing (no journal, not_attempted)",
         "okx_spot         81 trades  repaired (1 span, 81 from REST)",
     ]
 
