@@ -541,3 +541,47 @@ def completeness(
     return completeness_from_events(
         events, start_us, end_us, base=base, heartbeat_s=heartbeat_s, now_us=now_us
     )
+
+
+@dataclass(frozen=True)
+class RepairTally:
+    """What a journal says about trade holes over a window, for ``pumpwatch status``: `id_gaps`
+    holes, `repaired` spans (and the `rest_trades` they wrote), and `unrepaired` spans that no
+    ``repaired`` event of the same symbol covers entirely (still missing)."""
+
+    id_gaps: int = 0
+    repaired: int = 0
+    rest_trades: int = 0
+    unrepaired: int = 0
+
+
+def repair_tally(events: Iterable[dict[str, Any]], start_us: int, end_us: int) -> RepairTally:
+    """Count the id gaps, repairs and still-open failures whose spans meet ``[start_us, end_us]``
+    (all bases); pure."""
+    id_gaps = repaired = rest_trades = 0
+    fixed: dict[tuple[str, str], list[Span]] = {}
+    failed: list[tuple[tuple[str, str], Span]] = []
+    for event in events:
+        kind = event.get("event")
+        if kind not in OUT_OF_BAND:
+            continue
+        first, last = ("after_us", "before_us") if kind == "id_gap" else ("start_us", "end_us")
+        span = _closed_span(event, first, last)
+        if span is None or span[1] <= start_us or span[0] > end_us:
+            continue
+        if kind == "id_gap":
+            id_gaps += 1
+            continue
+        key = (str(event.get("symbol")), str(event.get("base")).upper())
+        if kind == "repaired":
+            repaired += 1
+            trades = _int_field(event, "trades")
+            rest_trades += trades or 0
+            fixed.setdefault(key, []).append(span)
+        else:
+            failed.append((key, span))
+    still_open = 0
+    for key, span in failed:
+        if merge_spans([*fixed.get(key, []), span]) != merge_spans(fixed.get(key, [])):
+            still_open += 1
+    return RepairTally(id_gaps, repaired, rest_trades, still_open)

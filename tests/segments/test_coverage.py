@@ -13,11 +13,13 @@ from pumpwatch.segments.coverage import (
     Coverage,
     MissingSpan,
     RepairedSpan,
+    RepairTally,
     completeness,
     completeness_from_events,
     coverage,
     coverage_from_events,
     recorded_symbols,
+    repair_tally,
 )
 from pumpwatch.segments.journal import EventJournal
 from pumpwatch.timeunits import US_PER_S as S
@@ -407,3 +409,41 @@ def test_completeness_reads_the_journal_file(tmp_path: Path) -> None:
     j.record("stop", ts_us=12 * S)
     c = completeness(tmp_path, "okx_spot", 1 * S, 10 * S, base="A", now_us=FAR)
     assert (c.state, c.gaps, c.symbols) == ("repaired", [(2 * S, 3 * S + 1)], ("A-USDT",))
+
+
+def test_repair_tally_counts_holes_repairs_and_what_is_still_missing() -> None:
+    events = [
+        *DROP,
+        idgap(30, "AUSDT", 25, 26),
+        idgap(30, "AUSDT", 500, 501),  # outside the window
+        rep(40, "AUSDT", 10, 20, trades=7),
+        rep(41, "BUSDT", 10, 20, base="B", trades=3),
+        unrep(42, "A-PERP", 10, 20, "rate_limited"),  # nothing repaired A-PERP: still missing
+        unrep(39, "AUSDT", 12, 15, "rate_limited"),  # AUSDT's repair covers it
+        unrep(43, "BUSDT", 15, 21, "no_history"),  # one second past BUSDT's repair
+    ]
+    assert repair_tally(events, 0, 60 * S) == RepairTally(id_gaps=1, repaired=2, rest_trades=10, unrepaired=2)
+    assert repair_tally(DROP, 0, 60 * S) == RepairTally()
+
+
+def test_status_shows_repairs_in_one_line_per_stream(tmp_path: Path) -> None:
+    from pumpwatch.cli.store_cmds import format_status_table
+    from pumpwatch.segments.status import store_status
+
+    now = 100 * S
+    j = EventJournal(tmp_path, "okx_futures")
+    for e in [*DROP, idgap(30, "A-USDT-SWAP", 25, 26), rep(40, "A-USDT-SWAP", 10, 20, trades=37),
+              unrep(42, "A-USDT-SWAP", 50, 55, "exchange_error: 50011")]:  # fmt: skip
+        fields = {k: v for k, v in e.items() if k not in ("ts", "event", "conn")}
+        j.record(e["event"], conn=e["conn"], ts_us=e["ts"], **fields)
+    j.close()
+    status = store_status(tmp_path, now_us=now, free_bytes=lambda p: 0)
+    assert status["streams"]["okx_futures"]["repairs_24h"] == {
+        "id_gaps": 1, "repaired": 1, "rest_trades": 37, "unrepaired": 1,
+    }  # fmt: skip
+    assert status["streams"]["okx_spot"]["repairs_24h"] is None  # never recorded
+    lines = format_status_table(status).splitlines()
+    assert (
+        "okx_futures: 1 id gap(s), 1 span(s) repaired (37 trades from REST), 1 still missing (24 h)" in lines
+    )
+    assert not [line for line in lines if line.startswith("binance_spot:")]
