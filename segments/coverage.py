@@ -504,8 +504,10 @@ def completeness_from_events(
     """`completeness` over events already read (file order): pure, no I/O, no clock unless
     `now_us` is None."""
     base = base.upper()
+    # the connection replay needs only the events that move it (a week of heartbeats is ~70,000)
+    conn_events = state_events(events)
     listening = coverage_from_events(
-        events, start_us, end_us, base=base, heartbeat_s=heartbeat_s, now_us=now_us
+        conn_events, start_us, end_us, base=base, heartbeat_s=heartbeat_s, now_us=now_us
     )
     if listening.known:
         # a gap reaching the window end reaches its last µs too
@@ -515,7 +517,7 @@ def completeness_from_events(
     holes = id_gap_spans(events, base, start_us, end_us)
     gaps = merge_spans([*not_listening, *holes])
     span_events = span_events_of(events, base, start_us, end_us)
-    symbols = recorded_symbols(events, base, start_us, end_us)
+    symbols = recorded_symbols(conn_events, base, start_us, end_us)
     if not symbols:
         symbols = tuple(sorted({e.symbol for e in span_events}))
     repaired, missing = classify_gaps(gaps, span_events, symbols)
