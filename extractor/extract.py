@@ -5,10 +5,12 @@ Output, under ``<data_dir>/listings/<SYMBOL>_<YYYYMMDDTHHMMSSZ>/`` (trigger time
 - ``raw/<stream>.json`` for every selected stream: a JSON array, one trade per line, oldest
   first: exchange, market, symbol, price, quantity (base units), side (taker), timestamp
   (integer ms, floor of the exchange time, as the original system wrote it), timestamp_us
-  (the exact exchange time in µs; some venues give µs or ns), trade_id (null on Phemex).
+  (the exact exchange time in µs; some venues give µs or ns), trade_id (null on Phemex),
+  source (``ws``: received live, ``rest``: repaired from the exchange's trade history).
 - ``raw/trades.parquet``: every stream's trades in one table, the columns of the store plus
   ``exchange`` and ``market``, sorted by exchange, market, time, receive time.
-- ``metadata.json``: symbol, trigger time, window, source, per-stream trades/symbols/coverage.
+- ``metadata.json``: symbol, trigger time, window, source, per-stream trades/symbols/coverage
+  (state ``complete``/``repaired``/``incomplete`` with the repaired and missing spans).
 
 The window is closed: trades with ``T - before <= time <= T + after``. The directory is built
 under a temporary name and swapped in atomically; the raw files contain nothing but the
@@ -21,7 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,11 +33,16 @@ import orjson
 from pumpwatch.atomic import make_temp_dir, replace_dir, write_bytes, write_json
 from pumpwatch.errors import StoreError, UsageError
 from pumpwatch.extractor.metadata import build_metadata
+from pumpwatch.segments.coverage import MissingSpan, completeness
 from pumpwatch.streams import check_symbol, parse_streams, split_stream
 from pumpwatch.timeunits import US_PER_MS, US_PER_S
 from pumpwatch.utctime import check_time_us, format_utc
 
 log = logging.getLogger(__name__)
+
+# Called before the window is read, for each selected stream with spans still missing:
+# (stream, base, missing spans); it repairs what it can (writing and journaling as it goes).
+Backfill = Callable[[str, str, Sequence[MissingSpan]], object]
 
 
 def listing_dir_name(symbol: str, trigger_us: int) -> str:
@@ -53,6 +60,7 @@ def _raw_rows(part: Any, exchange: str, market: str) -> list[dict[str, Any]]:
         part.column("side").to_pylist(),
         time_us,
         part.column("trade_id").to_pylist(),
+        part.column("source").to_pylist(),
         strict=True,
     )
     return [
@@ -66,8 +74,9 @@ def _raw_rows(part: Any, exchange: str, market: str) -> list[dict[str, Any]]:
             "timestamp": t_us // US_PER_MS,
             "timestamp_us": t_us,
             "trade_id": trade_id,
+            "source": source,
         }
-        for symbol, price, qty, side, t_us, trade_id in cols
+        for symbol, price, qty, side, t_us, trade_id, source in cols
     ]
 
 
@@ -76,6 +85,19 @@ def write_json_lines_array(path: Path, items: Iterable[Any]) -> None:
     lines = [orjson.dumps(item) for item in items]
     body = b"[\n" + b",\n".join(lines) + b"\n]\n" if lines else b"[]\n"
     write_bytes(path, body)
+
+
+def _backfill(
+    data_dir: Path, streams: Sequence[str], symbol: str, start_us: int, end_us: int, backfill: Backfill
+) -> None:
+    for stream in streams:
+        missing = completeness(data_dir, stream, start_us, end_us, base=symbol).missing
+        if not missing:
+            continue
+        try:
+            backfill(stream, symbol, missing)
+        except Exception:
+            log.exception("%s: backfill of %s failed; extracting what the store holds", stream, symbol)
 
 
 def extract(
@@ -87,13 +109,17 @@ def extract(
     after_s: float = 20.0,
     source: Mapping[str, Any] | None = None,
     streams: Sequence[str] | str | None = None,
+    backfill: Backfill | None = None,
 ) -> Path:
     """Extract `symbol`'s trades in ``[trigger - before_s, trigger + after_s]`` from the store
     under `data_dir` and return the listing directory written (see the module doc).
 
     `source` describes what triggered the extraction (Upbit notice id, title, first_listed_at,
     detected_at, detection_delay_s …); None means "manual". `streams` restricts the streams
-    (ids or exchange names, as `parse_streams` accepts); None = all twelve.
+    (ids or exchange names, as `parse_streams` accepts); None = all twelve. `backfill`, when
+    given, is called first for every stream whose window still misses spans
+    (`pumpwatch.segments.coverage.completeness`), with (stream, symbol, missing spans); what it
+    repairs and journals is then part of the extraction. Its failure is logged, never fatal.
     Raises `UsageError` for a malformed symbol or stream or an implausible time (see
     `pumpwatch.utctime.check_time_us`), `StoreError` for a missing data dir.
     """
@@ -116,6 +142,8 @@ def extract(
     from pumpwatch.segments.reader import read_trades
     from pumpwatch.segments.slices import stream_slices
 
+    if backfill is not None:
+        _backfill(data_dir, chosen, symbol, start_us, end_us, backfill)
     table = read_trades(data_dir, start_us, end_us, streams=list(chosen), base=symbol)
     target = data_dir / "listings" / listing_dir_name(symbol, trigger_us)
     tmp = make_temp_dir(target)

@@ -8,7 +8,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pumpwatch.segments.coverage import coverage
+import numpy as np
+import orjson
+import pyarrow.compute as pc
+
+from pumpwatch.segments.coverage import Completeness, completeness
+from pumpwatch.segments.schema import SOURCE_REST
 from pumpwatch.streams import split_stream
 from pumpwatch.timeunits import US_PER_MS, US_PER_S
 from pumpwatch.utctime import format_utc
@@ -16,24 +21,52 @@ from pumpwatch.utctime import format_utc
 log = logging.getLogger(__name__)
 
 
-def _coverage(data_dir: Path, stream: str, base: str, start_us: int, end_us: int) -> dict[str, Any]:
-    """The stream's listening state over the window, from its connection journal."""
-    cov = coverage(data_dir, stream, start_us, end_us, base=base)
+def _span(a: int, b: int) -> dict[str, Any]:
     return {
-        "known": cov.known,
-        # "connected for the whole window" only when the journal can say so.
-        "complete": cov.complete if cov.known else None,
-        "listening_s": round(cov.listening_us / US_PER_S, 6) if cov.known else None,
-        "gaps": [
+        "start": format_utc(a),
+        "end": format_utc(b),
+        "start_us": a,
+        "end_us": b,
+        "duration_s": round((b - a) / US_PER_S, 6),
+    }
+
+
+def _count_in(time_us: np.ndarray, a: int, b: int) -> int:
+    """Rows with ``a <= time < b`` of the sorted `time_us`."""
+    return int(np.searchsorted(time_us, b, "left") - np.searchsorted(time_us, a, "left"))
+
+
+def coverage_entry(comp: Completeness, part: Any) -> dict[str, Any]:
+    """The ``coverage`` object of one stream: the listening figures (``known``, ``complete``,
+    ``listening_s``, ``gaps``), the issue-10 ``state``, ``repaired`` and ``missing`` spans, and
+    ``rest_trades``; `part` is the stream's extracted table (``time``, ``source``)."""
+    known = comp.listening.known
+    rest = pc.equal(part.column("source"), SOURCE_REST) if part.num_rows else None
+    rest_us = (
+        np.sort(part.column("time").filter(rest).cast("int64").to_numpy())
+        if rest is not None
+        else np.empty(0, np.int64)
+    )
+    return {
+        "known": known,
+        # "connected for the whole window (and no id hole)" only when the journal can say so.
+        "complete": (not comp.gaps) if known else None,
+        "listening_s": round(comp.listening.listening_us / US_PER_S, 6) if known else None,
+        "gaps": [_span(a, comp.clip(b)) for a, b in (comp.gaps if known else [])],
+        "state": comp.state,
+        "repaired": [
             {
-                "start": format_utc(a),
-                "end": format_utc(b),
-                "start_us": a,
-                "end_us": b,
-                "duration_s": round((b - a) / US_PER_S, 6),
+                **_span(r.start_us, comp.clip(r.end_us)),
+                "trades": _count_in(rest_us, r.start_us, r.end_us),
+                "via": ", ".join(r.via),
             }
-            for a, b in (cov.gaps if cov.known else [])
+            for r in comp.repaired
         ],
+        "missing": [
+            {**_span(m.start_us, comp.clip(m.end_us)), "reason": m.reason, "symbols": list(m.symbols)}
+            for m in comp.missing
+        ],
+        "rest_trades": int(rest_us.size),
     }
 
 
@@ -64,7 +97,7 @@ def build_metadata(
             "symbols": sorted(set(part.column("symbol").to_pylist())),
             "first_trade_us": time_us[0].as_py() if time_us is not None else None,
             "last_trade_us": time_us[-1].as_py() if time_us is not None else None,
-            "coverage": _coverage(data_dir, stream, symbol, start_us, end_us),
+            "coverage": coverage_entry(completeness(data_dir, stream, start_us, end_us, base=symbol), part),
         }
     return {
         "symbol": symbol,
@@ -89,3 +122,32 @@ def build_metadata(
         "extracted_at": format_utc(time.time_ns() // 1000),
         "pumpwatch_version": __version__,
     }
+
+
+def _trades(n: int) -> str:
+    return f"{n} trade" if n == 1 else f"{n} trades"
+
+
+def coverage_summary(listing_dir: Path) -> list[str]:
+    """One short line per stream of the listing's metadata.json: its trades and coverage state,
+    e.g. ``okx_futures  201 trades  repaired (2 spans, 37 from REST)`` or
+    ``bybit_spot  40 trades  incomplete: 12.3 s missing (no_history)``."""
+    streams: Mapping[str, Any] = orjson.loads((listing_dir / "metadata.json").read_bytes())["streams"]
+    width = max((len(s) for s in streams), default=0)
+    digits = max((len(str(s["trades"])) for s in streams.values()), default=1)
+    lines = []
+    for stream, info in streams.items():
+        cov = info["coverage"]
+        state = cov["state"]
+        if state == "repaired":
+            spans = len(cov["repaired"])
+            state += f" ({spans} span{'' if spans == 1 else 's'}, {cov['rest_trades']} from REST)"
+        elif state == "incomplete":
+            missing_s = sum(m["duration_s"] for m in cov["missing"])
+            reasons = list(dict.fromkeys(m["reason"] for m in cov["missing"]))
+            if not cov["known"]:
+                reasons.insert(0, "no journal")
+            state += f": {missing_s:.1f} s missing ({', '.join(reasons)})"
+        trades = _trades(info["trades"]).rjust(digits + 7)
+        lines.append(f"{stream.ljust(width)}  {trades}  {state}")
+    return lines

@@ -18,12 +18,35 @@ Rules (docs/operations.md repeats them for users):
 - ``gap_start``/``gap_end`` are informational only; gaps are derived from connection state.
 - Events are taken in file order; a timestamp smaller than the one before it (a clock step,
   another process) is treated as equal to it, so intervals never run backwards.
+- ``id_gap``, ``repaired`` and ``unrepaired`` (`OUT_OF_BAND`) are about spans of trades, not
+  connections, and may be written by another process (an extraction's repair): the listening
+  replay ignores them, so they neither move its clock nor extend an open tail.
+
+Completeness (issue 10, `completeness_from_events`) builds on that, per stream and base:
+
+- The **gaps** are the not-listening spans ∪ the ``id_gap`` spans of that base (a hole in
+  contiguous trade ids while listening).
+- The **symbols** a gap must be repaired for are those of that base the stream records in the
+  window: acked at the window start or by a ``subscribed`` inside it; failing that, every
+  symbol ever acked for the base in the journal; failing that, the symbols the base's
+  ``repaired``/``unrepaired`` events name (a window from before the recorder ran).
+- A part of a gap is **repaired** where a ``repaired`` event of every one of those symbols
+  covers it; the rest is **missing**, with the reason of the latest (file order) ``unrepaired``
+  event covering it for a symbol still missing there, else ``not_attempted``. A ``repaired``
+  event is final: an ``unrepaired`` before or after it for the same span changes nothing there.
+- Spans are half-open ``[start_us, end_us)`` on the µs grid of the closed window
+  ``[start_us, end_us]``. Events name closed spans: ``repaired``/``unrepaired``
+  ``[start_us, end_us]`` and ``id_gap`` ``[after_us, before_us]`` (the missing trades may share
+  the µs of the trades around the hole) cover ``[s, e + 1)``; reported ends are clipped to the
+  window end.
+- The state is ``complete`` (no gap), ``repaired`` (gaps, none missing) or ``incomplete``.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +57,8 @@ from pumpwatch.timeunits import US_PER_S
 
 DEFAULT_HEARTBEAT_S = 10.0
 TAIL_HEARTBEATS = 3  # how many missed heartbeats before an open journal tail stops counting
+# events about spans of trades (possibly written by another process): no sign of listening
+OUT_OF_BAND = frozenset(("id_gap", "repaired", "unrepaired"))
 
 
 @dataclass(frozen=True)
@@ -161,6 +186,8 @@ def listening_spans(
     replay = Replay(base=base.upper() if base else None)
     first_ts: int | None = None
     for event in events:
+        if event.get("event") in OUT_OF_BAND:
+            continue
         ts = replay.feed(event)
         if first_ts is None:
             first_ts = ts
@@ -184,6 +211,8 @@ def state_events(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     pending: dict[str, Any] | None = None
     for event in events:
         kind = event["event"]
+        if kind in OUT_OF_BAND:
+            continue
         if kind in ("start", "stop") or (kind in _CONN_EVENTS and isinstance(event.get("conn"), str)):
             if pending is not None:
                 out.append(pending)
@@ -250,3 +279,311 @@ def coverage(
     # the whole journal: a `start` after the window can still end connections inside it
     events = read_events(data_dir, stream)
     return coverage_from_events(events, start_us, end_us, base=base, heartbeat_s=heartbeat_s, now_us=now_us)
+
+
+# -- completeness (issue 10): gaps, id holes and their repair ------------------------------------
+
+STATE_COMPLETE = "complete"
+STATE_REPAIRED = "repaired"
+STATE_INCOMPLETE = "incomplete"
+NOT_ATTEMPTED = "not_attempted"
+
+Span = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class RepairedSpan:
+    """``[start_us, end_us)`` of a gap that every recorded symbol's ``repaired`` events cover;
+    `via` the endpoints those events name (sorted, distinct)."""
+
+    start_us: int
+    end_us: int
+    via: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class MissingSpan:
+    """``[start_us, end_us)`` of a gap still missing: `reason` is the latest covering
+    ``unrepaired`` reason or ``not_attempted``; `symbols` those not repaired there (empty when
+    the stream records no symbol of the base that anything names)."""
+
+    start_us: int
+    end_us: int
+    reason: str
+    symbols: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Completeness:
+    """Does one stream hold every trade of one base over ``[start_us, end_us]``?
+
+    `state` is ``complete``, ``repaired`` or ``incomplete``; `listening` the connection
+    coverage alone (`Coverage`); `gaps` = not-listening ∪ `id_gaps`, merged; `repaired` and
+    `missing` partition `gaps` exactly. Spans are half-open on the µs grid of the closed window,
+    so one ending at ``end_us + 1`` reaches the window's last µs (`clip` for display).
+    """
+
+    state: str
+    listening: Coverage
+    gaps: list[Span]
+    id_gaps: list[Span]
+    repaired: list[RepairedSpan]
+    missing: list[MissingSpan]
+    symbols: tuple[str, ...]
+    end_us: int
+
+    def clip(self, end_us: int) -> int:
+        """A span end as shown: never past the window's end."""
+        return min(end_us, self.end_us)
+
+
+def merge_spans(spans: Iterable[Span]) -> list[Span]:
+    """Sorted union of half-open spans; touching spans merge, empty ones vanish."""
+    out: list[Span] = []
+    for a, b in sorted(s for s in spans if s[1] > s[0]):
+        if out and a <= out[-1][1]:
+            if b > out[-1][1]:
+                out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
+
+
+def _int_field(event: dict[str, Any], key: str) -> int | None:
+    value = event.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _closed_span(event: dict[str, Any], first: str, last: str) -> Span | None:
+    """``[first, last]`` of `event` as the half-open ``[first, last + 1)``; None if malformed."""
+    a, b = _int_field(event, first), _int_field(event, last)
+    if a is None or b is None or b < a:
+        return None
+    return a, b + 1
+
+
+def _of_base(event: dict[str, Any], base: str) -> bool:
+    value = event.get("base")
+    return isinstance(value, str) and value.upper() == base
+
+
+def id_gap_spans(events: Iterable[dict[str, Any]], base: str, start_us: int, end_us: int) -> list[Span]:
+    """The ``id_gap`` holes of `base` inside the closed window, merged (µs-grid spans)."""
+    base = base.upper()
+    spans = []
+    for event in events:
+        if event.get("event") != "id_gap" or not _of_base(event, base):
+            continue
+        span = _closed_span(event, "after_us", "before_us")
+        if span is not None:
+            spans.append((max(span[0], start_us), min(span[1], end_us + 1)))
+    return merge_spans(spans)
+
+
+def recorded_symbols(
+    events: Iterable[dict[str, Any]], base: str, start_us: int, end_us: int
+) -> tuple[str, ...]:
+    """Symbols of `base` the stream records in the window: acked on a connection open at
+    `start_us` or by a ``subscribed`` inside the window; failing that, every symbol ever acked
+    for the base; failing that, none. Only ``subscribed`` events whose bases run parallel to
+    their symbols can name a symbol's base."""
+    base = base.upper()
+    replay = Replay()
+    at_start: set[str] | None = None
+    inside: set[str] = set()
+    ever: set[str] = set()
+
+    def open_now() -> set[str]:
+        return {sym for c in replay.conns.values() for sym, b in c.symbols.items() if b == base}
+
+    for event in events:
+        if event.get("event") in OUT_OF_BAND:
+            continue
+        ts = max(int(event["ts"]), replay.last_ts if replay.last_ts is not None else int(event["ts"]))
+        if at_start is None and ts > start_us:
+            at_start = open_now()
+        replay.feed(event)
+        if event.get("event") == "subscribed" and isinstance(event.get("conn"), str):
+            symbols, bases = _list_field(event, "symbols"), _list_field(event, "bases")
+            if len(symbols) == len(bases):
+                named = {str(s) for s, b in zip(symbols, bases, strict=True) if str(b).upper() == base}
+                ever |= named
+                if start_us <= ts <= end_us:
+                    inside |= named
+    if at_start is None:
+        at_start = open_now()
+    return tuple(sorted((at_start | inside) or ever))
+
+
+@dataclass(frozen=True)
+class SpanEvent:
+    """A ``repaired`` or ``unrepaired`` journal event as a half-open span."""
+
+    kind: str  # "repaired" | "unrepaired"
+    symbol: str
+    start_us: int
+    end_us: int  # exclusive
+    label: str  # via or reason
+    order: int  # position in the journal
+
+
+def span_events_of(
+    events: Iterable[dict[str, Any]], base: str, start_us: int, end_us: int
+) -> list[SpanEvent]:
+    """Well-formed ``repaired``/``unrepaired`` events of `base` meeting the closed window."""
+    out = []
+    for i, event in enumerate(events):
+        kind = event.get("event")
+        if kind not in ("repaired", "unrepaired") or not _of_base(event, base):
+            continue
+        symbol = event.get("symbol")
+        span = _closed_span(event, "start_us", "end_us")
+        if not isinstance(symbol, str) or span is None or span[1] <= start_us or span[0] > end_us:
+            continue
+        label = event.get("via" if kind == "repaired" else "reason")
+        out.append(SpanEvent(kind, symbol, span[0], span[1], "" if label is None else str(label), i))
+    return out
+
+
+def _piece(
+    x: int, symbols: Sequence[str], covering: list[SpanEvent]
+) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """("repaired", vias, ()) or ("missing", (reason,), missing symbols) for one elementary
+    piece of a gap starting at `x`, given the span events that cover it."""
+    repaired = {e.symbol for e in covering if e.kind == "repaired"}
+    missing = tuple(s for s in symbols if s not in repaired)
+    if symbols and not missing:
+        vias = sorted({e.label for e in covering if e.kind == "repaired" and e.symbol in symbols})
+        return "repaired", tuple(vias), ()
+    failed = [e for e in covering if e.kind == "unrepaired" and e.symbol in missing]
+    reason = max(failed, key=lambda e: e.order).label if failed else NOT_ATTEMPTED
+    return "missing", (reason,), missing
+
+
+def classify_gaps(
+    gaps: Sequence[Span], span_events: Sequence[SpanEvent], symbols: Sequence[str]
+) -> tuple[list[RepairedSpan], list[MissingSpan]]:
+    """Split each gap into repaired and missing spans (see the module doc); pure."""
+    repaired: list[RepairedSpan] = []
+    missing: list[MissingSpan] = []
+    for a, b in gaps:
+        near = [e for e in span_events if e.start_us < b and e.end_us > a]
+        cuts = sorted({a, b} | {t for e in near for t in (e.start_us, e.end_us) if a < t < b})
+        for x, y in itertools.pairwise(cuts):
+            kind, labels, lacking = _piece(x, symbols, [e for e in near if e.start_us <= x < e.end_us])
+            if kind == "repaired":
+                if repaired and repaired[-1].end_us == x:
+                    last = repaired[-1]
+                    repaired[-1] = RepairedSpan(last.start_us, y, tuple(sorted(set(last.via) | set(labels))))
+                else:
+                    repaired.append(RepairedSpan(x, y, labels))
+            elif (
+                missing
+                and missing[-1].end_us == x
+                and (missing[-1].reason, missing[-1].symbols)
+                == (
+                    labels[0],
+                    lacking,
+                )
+            ):
+                missing[-1] = MissingSpan(missing[-1].start_us, y, labels[0], lacking)
+            else:
+                missing.append(MissingSpan(x, y, labels[0], lacking))
+    return repaired, missing
+
+
+def completeness_from_events(
+    events: Sequence[dict[str, Any]],
+    start_us: int,
+    end_us: int,
+    *,
+    base: str,
+    heartbeat_s: float = DEFAULT_HEARTBEAT_S,
+    now_us: int | None = None,
+) -> Completeness:
+    """`completeness` over events already read (file order): pure, no I/O, no clock unless
+    `now_us` is None."""
+    base = base.upper()
+    # the connection replay needs only the events that move it (a week of heartbeats is ~70,000)
+    conn_events = state_events(events)
+    listening = coverage_from_events(
+        conn_events, start_us, end_us, base=base, heartbeat_s=heartbeat_s, now_us=now_us
+    )
+    if listening.known:
+        # a gap reaching the window end reaches its last µs too
+        not_listening = [(a, end_us + 1 if b == end_us else b) for a, b in listening.gaps]
+    else:
+        not_listening = [(start_us, end_us + 1)]
+    holes = id_gap_spans(events, base, start_us, end_us)
+    gaps = merge_spans([*not_listening, *holes])
+    span_events = span_events_of(events, base, start_us, end_us)
+    symbols = recorded_symbols(conn_events, base, start_us, end_us)
+    if not symbols:
+        symbols = tuple(sorted({e.symbol for e in span_events}))
+    repaired, missing = classify_gaps(gaps, span_events, symbols)
+    state = STATE_COMPLETE if not gaps else STATE_INCOMPLETE if missing else STATE_REPAIRED
+    return Completeness(state, listening, gaps, holes, repaired, missing, symbols, end_us)
+
+
+def completeness(
+    data_dir: str | os.PathLike[str],
+    stream: str,
+    start_us: int,
+    end_us: int,
+    *,
+    base: str,
+    heartbeat_s: float = DEFAULT_HEARTBEAT_S,
+    now_us: int | None = None,
+) -> Completeness:
+    """Does `stream` hold every trade of `base` over ``[start_us, end_us]``, and where not, why?
+
+    Reads ``<data_dir>/journal/<stream>.ndjson``; see the module docstring for the rules.
+    """
+    events = read_events(data_dir, stream)
+    return completeness_from_events(
+        events, start_us, end_us, base=base, heartbeat_s=heartbeat_s, now_us=now_us
+    )
+
+
+@dataclass(frozen=True)
+class RepairTally:
+    """What a journal says about trade holes over a window, for ``pumpwatch status``: `id_gaps`
+    holes, `repaired` spans (and the `rest_trades` they wrote), and `unrepaired` spans that no
+    ``repaired`` event of the same symbol covers entirely (still missing)."""
+
+    id_gaps: int = 0
+    repaired: int = 0
+    rest_trades: int = 0
+    unrepaired: int = 0
+
+
+def repair_tally(events: Iterable[dict[str, Any]], start_us: int, end_us: int) -> RepairTally:
+    """Count the id gaps, repairs and still-open failures whose spans meet ``[start_us, end_us]``
+    (all bases); pure."""
+    id_gaps = repaired = rest_trades = 0
+    fixed: dict[tuple[str, str], list[Span]] = {}
+    failed: list[tuple[tuple[str, str], Span]] = []
+    for event in events:
+        kind = event.get("event")
+        if kind not in OUT_OF_BAND:
+            continue
+        first, last = ("after_us", "before_us") if kind == "id_gap" else ("start_us", "end_us")
+        span = _closed_span(event, first, last)
+        if span is None or span[1] <= start_us or span[0] > end_us:
+            continue
+        if kind == "id_gap":
+            id_gaps += 1
+            continue
+        key = (str(event.get("symbol")), str(event.get("base")).upper())
+        if kind == "repaired":
+            repaired += 1
+            trades = _int_field(event, "trades")
+            rest_trades += trades or 0
+            fixed.setdefault(key, []).append(span)
+        else:
+            failed.append((key, span))
+    still_open = 0
+    for key, span in failed:
+        if merge_spans([*fixed.get(key, []), span]) != merge_spans(fixed.get(key, [])):
+            still_open += 1
+    return RepairTally(id_gaps, repaired, rest_trades, still_open)

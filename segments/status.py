@@ -26,7 +26,13 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from pumpwatch.errors import StoreError
-from pumpwatch.segments.coverage import TAIL_HEARTBEATS, Replay, coverage_from_events, state_events
+from pumpwatch.segments.coverage import (
+    TAIL_HEARTBEATS,
+    Replay,
+    coverage_from_events,
+    repair_tally,
+    state_events,
+)
 from pumpwatch.segments.frames import list_frame_files
 from pumpwatch.segments.ipcscan import Scan, scan_segment, stream_of
 from pumpwatch.segments.journal import journal_path, parse_journal_fast
@@ -226,6 +232,7 @@ def journal_status(
         # nothing to judge gaps by: the stream never ran here (or its journal is gone)
         out["recorded"] = "store only" if has_segments else "never"
         out.update(gaps_window_start_us=None, coverage_known_24h=False, gaps_24h=None, gap_s_24h=None)
+        out["repairs_24h"] = None
         return out
     # the time before the stream was first recorded is no gap: it was not meant to listen yet
     window_start = min(max(now_us - US_PER_DAY, events[0]["ts"]), now_us)
@@ -235,6 +242,14 @@ def journal_status(
     out["coverage_known_24h"] = cov.known
     out["gaps_24h"] = [list(g) for g in cov.gaps]
     out["gap_s_24h"] = round(sum(b - a for a, b in cov.gaps) / US_PER_S, 3)
+    # trade holes while listening (id gaps) and the REST repairs of any gap (issue 10)
+    tally = repair_tally(all_events, now_us - US_PER_DAY, now_us)
+    out["repairs_24h"] = {
+        "id_gaps": tally.id_gaps,
+        "repaired": tally.repaired,
+        "rest_trades": tally.rest_trades,
+        "unrepaired": tally.unrepaired,
+    }
     return out
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from pumpwatch.errors import UsageError
 from pumpwatch.recorder.sim.market import MarketSpec, PumpSpec, write_store
+from pumpwatch.streams import STREAMS
 from pumpwatch.timeunits import US_PER_S as S
 from pumpwatch.utctime import parse_time_us
 
@@ -62,6 +63,12 @@ def test_extract_then_detect_end_to_end(data_dir: Path) -> None:
     out = Path(proc.stdout.strip())
     assert proc.stdout.count("\n") == 1
     assert out == data_dir / "listings" / "0G_20260101T090100Z"
+    # stderr: one line per stream, its trades and coverage (this store has no journal)
+    summary = proc.stderr.splitlines()
+    assert [line.split()[0] for line in summary] == list(STREAMS)
+    assert all(
+        line.endswith("trades  incomplete: 40.0 s missing (no journal, not_attempted)") for line in summary
+    )
     meta = orjson.loads((out / "metadata.json").read_bytes())
     assert meta["trigger_time_us"] == TRIGGER
     assert meta["window"]["before_s"] == 20.0 and meta["window"]["after_s"] == 20.0

@@ -48,7 +48,8 @@ def extract_cmd(
 ) -> None:
     """Cut the window around TIME for SYMBOL out of the store, then detect pumps in it.
 
-    Prints the listing directory written (data/listings/<SYMBOL>_<YYYYMMDDTHHMMSSZ>).
+    Prints the listing directory written (data/listings/<SYMBOL>_<YYYYMMDDTHHMMSSZ>), and on
+    stderr one line per stream: its trades and coverage (complete, repaired, incomplete).
     """
     from pumpwatch.streams import check_symbol, parse_streams
 
@@ -60,8 +61,11 @@ def extract_cmd(
     chosen = parse_streams(streams)
 
     from pumpwatch.extractor.extract import extract
+    from pumpwatch.extractor.metadata import coverage_summary
 
     out = extract(settings.data_path, symbol, trigger_us, before_s=before_s, after_s=after_s, streams=chosen)
+    for line in coverage_summary(out):
+        typer.echo(line, err=True)
     if not no_detect:
         from pumpwatch.detector.refined import run_detector
 

@@ -119,6 +119,13 @@ def _footer(status: dict[str, Any]) -> list[str]:
             f"at full retention {human_bytes(ret['projected_bytes'])} on disk, "
             f"{human_bytes(max(0, free_at_full))} free{': ' + verdict if verdict else ''}"
         )
+    for stream, s in status["streams"].items():
+        r = s.get("repairs_24h")
+        if r and (r["id_gaps"] or r["repaired"] or r["unrepaired"]):
+            lines.append(
+                f"{stream}: {r['id_gaps']} id gap(s), {r['repaired']} span(s) repaired "
+                f"({r['rest_trades']:,} trades from REST), {r['unrepaired']} still missing (24 h)"
+            )
     lines.append(
         f"{status['trades']:,} trades on disk, {status['trades_last_hour']:,} received in the last hour"
         " (gaps, errors: 24 h)"

@@ -87,6 +87,7 @@ def check_against(listing: Path, expected: dict[str, list[dict]]) -> None:
                 "timestamp": time_us // 1000,
                 "timestamp_us": time_us,
                 "trade_id": w["trade_id"],
+                "source": w["source"],
             }
     table = pq.read_table(listing / "raw" / "trades.parquet")
     want_rows = sorted(

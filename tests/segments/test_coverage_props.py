@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pumpwatch.segments.coverage import coverage_from_events
+from pumpwatch.segments.coverage import (
+    Completeness,
+    completeness_from_events,
+    coverage_from_events,
+    merge_spans,
+)
 from pumpwatch.timeunits import US_PER_S as S
 
 # PUMPWATCH_SOAK=long explores many more journals
@@ -137,3 +143,198 @@ def test_stream_coverage_is_the_union_of_its_bases(
         t for t in range(start, start + length) if not any(g0 <= t * S < g1 for g0, g1 in whole.gaps)
     }
     assert whole_covered == covered
+
+
+# -- completeness (issue 10) --------------------------------------------------------------------
+
+BASE_SYMBOLS = {"A": ("A-PERP", "AUSDT"), "B": ("BUSDT",)}
+REASONS = ("no_history", "beyond_reach", "rate_limited", "exchange_error: 500")
+
+
+@st.composite
+def span_events(draw: st.DrawFn) -> dict[str, Any]:
+    """An id_gap, repaired or unrepaired event over whole seconds (closed spans)."""
+    kind = draw(st.sampled_from(["id_gap", "repaired", "unrepaired"]))
+    base = draw(st.sampled_from(sorted(BASE_SYMBOLS)))
+    symbol = draw(st.sampled_from(BASE_SYMBOLS[base]))
+    a = draw(st.integers(0, 120))
+    b = a + draw(st.integers(0, 40))
+    e: dict[str, Any] = {"ts": draw(st.integers(0, 150)) * S, "event": kind, "conn": None}
+    e.update(symbol=symbol, base=base)
+    if kind == "id_gap":
+        e.update(first_missing="1", last_missing="2", after_us=a * S, before_us=b * S)
+    elif kind == "repaired":
+        e.update(
+            start_us=a * S,
+            end_us=b * S,
+            trades=draw(st.integers(0, 9)),
+            via=draw(st.sampled_from(["/x", "/y"])),
+        )
+    else:
+        e.update(start_us=a * S, end_us=b * S, reason=draw(st.sampled_from(REASONS)))
+    return e
+
+
+@st.composite
+def full_journals(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """A connection journal with span events inserted anywhere (another process appends them)."""
+    events = draw(journals())
+    for extra in draw(st.lists(span_events(), max_size=12)):
+        events.insert(draw(st.integers(0, len(events))), extra)
+    return events
+
+
+def _covers(e: dict[str, Any], first: str, last: str, t: int) -> bool:
+    return e[first] <= t <= e[last]
+
+
+def reference_point(
+    events: list[dict[str, Any]],
+    t: int,
+    base: str,
+    listening_gaps: list[tuple[int, int]],
+    symbols: tuple[str, ...],
+) -> tuple[str, str] | None:
+    """At µs `t`: None (no gap), ("repaired", "") or ("missing", reason), from scratch."""
+    ours = [e for e in events if e["event"] in ("id_gap", "repaired", "unrepaired") and e["base"] == base]
+    in_gap = any(a <= t < b for a, b in listening_gaps) or any(
+        _covers(e, "after_us", "before_us", t) for e in ours if e["event"] == "id_gap"
+    )
+    if not in_gap:
+        return None
+    done = {e["symbol"] for e in ours if e["event"] == "repaired" and _covers(e, "start_us", "end_us", t)}
+    lacking = [s for s in symbols if s not in done]
+    if symbols and not lacking:
+        return "repaired", ""
+    failed = [
+        e
+        for e in ours
+        if e["event"] == "unrepaired" and e["symbol"] in lacking and _covers(e, "start_us", "end_us", t)
+    ]
+    return "missing", failed[-1]["reason"] if failed else "not_attempted"
+
+
+def probes(events: list[dict[str, Any]], start_us: int, end_us: int) -> list[int]:
+    """Every µs where the classification may change, and the one before each."""
+    points = {start_us, end_us}
+    for e in events:
+        for key in ("ts", "start_us", "end_us", "after_us", "before_us"):
+            if key in e:
+                points.update((e[key] - 1, e[key], e[key] + 1))
+    return sorted(p for p in points if start_us <= p <= end_us)
+
+
+def _at(c: Completeness, t: int) -> tuple[str, str] | None:
+    for r in c.repaired:
+        if r.start_us <= t < r.end_us:
+            return "repaired", ""
+    for m in c.missing:
+        if m.start_us <= t < m.end_us:
+            return "missing", m.reason
+    return None
+
+
+NOW = 10**9 * S
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(
+    events=full_journals(),
+    start=st.integers(0, 100),
+    length=st.integers(0, 60),
+    base=st.sampled_from(["A", "B"]),
+)
+def test_completeness_matches_the_pointwise_reference(
+    events: list[dict[str, Any]], start: int, length: int, base: str
+) -> None:
+    start_us, end_us = start * S, (start + length) * S
+    c = completeness_from_events(events, start_us, end_us, base=base, now_us=NOW)
+    # the not-listening spans are exactly today's coverage, whatever the span events
+    plain = [e for e in events if e["event"] not in ("id_gap", "repaired", "unrepaired")]
+    assert c.listening == coverage_from_events(plain, start_us, end_us, base=base, now_us=NOW)
+    listening_gaps = [(a, end_us + 1 if b == end_us else b) for a, b in c.listening.gaps]
+    if not c.listening.known:
+        listening_gaps = [(start_us, end_us + 1)]
+    for t in probes(events, start_us, end_us):
+        assert _at(c, t) == reference_point(events, t, base, listening_gaps, c.symbols), t
+    # repaired and missing partition the gaps exactly: sorted, disjoint, nothing else
+    pieces = sorted(
+        [(r.start_us, r.end_us) for r in c.repaired] + [(m.start_us, m.end_us) for m in c.missing]
+    )
+    assert all(a < b for a, b in pieces)
+    assert all(p[1] <= q[0] for p, q in itertools.pairwise(pieces))
+    assert merge_spans(pieces) == c.gaps
+    assert all(start_us <= a and b <= end_us + 1 for a, b in c.gaps)
+    assert c.state == ("complete" if not c.gaps else "incomplete" if c.missing else "repaired")
+    # maximal spans: two touching missing spans differ in reason or symbols
+    for m, n in itertools.pairwise(c.missing):
+        assert m.end_us < n.start_us or (m.reason, m.symbols) != (n.reason, n.symbols)
+    for r, s in itertools.pairwise(c.repaired):
+        assert r.end_us < s.start_us
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(
+    events=full_journals(),
+    start=st.integers(0, 100),
+    length=st.integers(0, 60),
+    base=st.sampled_from(["A", "B"]),
+)
+def test_a_repair_of_everything_leaves_nothing_missing(
+    events: list[dict[str, Any]], start: int, length: int, base: str
+) -> None:
+    start_us, end_us = start * S, (start + length) * S
+    before = completeness_from_events(events, start_us, end_us, base=base, now_us=NOW)
+    whole = [
+        {
+            "ts": 0,
+            "event": "repaired",
+            "conn": None,
+            "symbol": s,
+            "base": base,
+            "start_us": start_us,
+            "end_us": end_us,
+            "trades": 0,
+            "via": "/all",
+        }
+        for s in BASE_SYMBOLS[base]
+    ]
+    after = completeness_from_events([*events, *whole], start_us, end_us, base=base, now_us=NOW)
+    assert after.state in ("repaired", "complete")
+    assert after.missing == []
+    assert after.gaps == before.gaps
+    assert (after.state == "complete") == (not before.gaps)
+    # …wherever the repairs sit in the journal, and a failure journaled after them undoes nothing
+    first = completeness_from_events([*whole, *events], start_us, end_us, base=base, now_us=NOW)
+    assert first == after
+    failed = [{**w, "event": "unrepaired", "reason": "rate_limited"} for w in whole]
+    assert (
+        completeness_from_events([*events, *whole, *failed], start_us, end_us, base=base, now_us=NOW) == after
+    )
+
+
+@settings(max_examples=EXAMPLES // 2, deadline=None)
+@given(
+    events=full_journals(),
+    extra=span_events(),
+    start=st.integers(0, 100),
+    length=st.integers(0, 60),
+    base=st.sampled_from(["A", "B"]),
+)
+def test_a_failure_never_shrinks_what_is_repaired_and_a_repair_never_grows_what_is_missing(
+    events: list[dict[str, Any]], extra: dict[str, Any], start: int, length: int, base: str
+) -> None:
+    if extra["event"] == "id_gap":
+        return
+    start_us, end_us = start * S, (start + length) * S
+    before = completeness_from_events(events, start_us, end_us, base=base, now_us=NOW)
+    after = completeness_from_events([*events, extra], start_us, end_us, base=base, now_us=NOW)
+    repaired_before = merge_spans((r.start_us, r.end_us) for r in before.repaired)
+    repaired_after = merge_spans((r.start_us, r.end_us) for r in after.repaired)
+    if before.symbols != after.symbols:
+        return  # the event named the first symbol of a base nothing else names
+    union = merge_spans([*repaired_before, *repaired_after])
+    if extra["event"] == "unrepaired":
+        assert repaired_after == repaired_before
+    else:
+        assert union == repaired_after  # only grows
