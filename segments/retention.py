@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pumpwatch.errors import StoreError
-from pumpwatch.segments.coverage import Replay
+from pumpwatch.segments.coverage import OUT_OF_BAND, Replay
 from pumpwatch.segments.frames import FRAMES_DIR, list_frame_files
 from pumpwatch.segments.journal import JOURNAL_DIR, encode_event, rewrite_journal, scan_events
 from pumpwatch.segments.journal import now_us as wall_now_us
@@ -263,8 +263,10 @@ def journal_lines_to_keep(events: list[dict[str, Any]], cutoff_us: int) -> list[
             began.clear()  # connection ids may be reused by the next process
         elif isinstance(conn, str) and (kind == "connected" or conn not in began):
             began[conn] = i
-    # the last older event bounds a crash that follows and keeps the journal's start known
-    needed = {len(old) - 1}
+    # the last older event bounds a crash that follows and keeps the journal's start known; an
+    # event about spans of trades (id_gap, repaired…) is no sign of life, so it cannot do that
+    in_band = [i for i, e in enumerate(old) if e.get("event") not in OUT_OF_BAND]
+    needed = {in_band[-1] if in_band else len(old) - 1}
     if replay.conns:
         for i, event in enumerate(old):
             conn = event.get("conn")
