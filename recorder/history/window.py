@@ -250,7 +250,7 @@ def _plan_stream(
     for symbol in sorted(set(instruments) | unknown):
         for span in subtract(gaps, settled_spans(events, symbol)):
             todo.append((symbol, span))
-    if gaps and end_us > horizon_us:
+    if report.symbols and gaps != report.gaps:
         report.notes.append("the window's last second is too recent to repair")
     return _Plan(stream, base, spec, instruments, unknown, todo, report)
 
@@ -346,13 +346,15 @@ async def repair_window(
 ) -> dict[str, WindowRepair]:
     """Repair what `streams` are missing of `symbol` (an Upbit-style base) in
     ``[start_us, end_us]``; see the module docstring. Returns one `WindowRepair` per stream
-    (streams disabled in settings are left out). Raises `StoreError` when `data_dir` does not
+    (streams this machine does not record, ``recorder.streams``, or disabled are left out: their
+    REST URLs and instruments are not this configuration's). Raises `StoreError` when `data_dir` does not
     exist (nothing is created then) and `ConfigError` for an unreadable subscription list.
     """
     data_path = Path(data_dir)
     if not data_path.is_dir():
         raise StoreError(f"data directory {data_path} does not exist")
-    chosen = [s for s in streams if settings.streams[s].enabled]
+    recorded = set(settings.recorder.streams)
+    chosen = [s for s in streams if s in recorded and settings.streams[s].enabled]
     listed = listed_instruments(settings)
     horizon_us = (time.time_ns() // 1000 if now_us is None else now_us) - SETTLE_US
     plans = [
