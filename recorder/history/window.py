@@ -221,6 +221,7 @@ class _Plan:
     unknown: set[str]  # symbols seen but not in the list: looked up on the exchange
     todo: list[tuple[str, Span]]
     report: WindowRepair
+    finished: bool = False
 
 
 def _plan_stream(
@@ -269,6 +270,7 @@ async def _run_stream(
 
     report, stream = plan.report, plan.stream
     if not plan.todo:
+        plan.finished = True
         return
     if plan.unknown and plan.spec is not None:
         try:
@@ -330,6 +332,7 @@ async def _run_stream(
                 deadline_s=left_s,
             )
             report.add(result)
+    plan.finished = True
 
 
 async def repair_window(
@@ -345,17 +348,20 @@ async def repair_window(
     now_us: int | None = None,
 ) -> dict[str, WindowRepair]:
     """Repair what `streams` are missing of `symbol` (an Upbit-style base) in
-    ``[start_us, end_us]``; see the module docstring. Returns one `WindowRepair` per stream
-    (streams this machine does not record, ``recorder.streams``, or disabled are left out: their
-    REST URLs and instruments are not this configuration's). Raises `StoreError` when `data_dir` does not
-    exist (nothing is created then) and `ConfigError` for an unreadable subscription list.
+    ``[start_us, end_us]``; see the module docstring.
+
+    Returns one `WindowRepair` per stream; streams this machine does not record
+    (``recorder.streams``) or that are disabled are left out: their REST URLs and instruments
+    are not this configuration's. `now_us` (default: the wall clock) sets what is too recent
+    to repair. Raises `StoreError` when `data_dir` does not exist (nothing is created then) and
+    `ConfigError` for an unreadable subscription list.
     """
     data_path = Path(data_dir)
     if not data_path.is_dir():
         raise StoreError(f"data directory {data_path} does not exist")
     recorded = set(settings.recorder.streams)
     chosen = [s for s in streams if s in recorded and settings.streams[s].enabled]
-    listed = listed_instruments(settings)
+    listed = await asyncio.to_thread(listed_instruments, settings)  # a big YAML: off the loop
     horizon_us = (time.time_ns() // 1000 if now_us is None else now_us) - SETTLE_US
     plans = [
         await asyncio.to_thread(
@@ -387,7 +393,7 @@ async def repair_window(
             for task in late:
                 task.cancel()
                 for plan in tasks[task]:
-                    if plan.report.todo:
+                    if plan.todo and not plan.finished:
                         plan.report.notes.append("cut at the deadline")
             await asyncio.gather(*late, return_exceptions=True)
             for task in done:

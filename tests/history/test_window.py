@@ -312,3 +312,34 @@ def test_the_trigger_without_repair_asks_nothing(tmp_path: Path) -> None:
             assert scheduler.results[0].error is None and w.requests() == 0
 
     run(main())
+
+
+def test_an_answer_that_never_comes_is_cut_at_the_deadline(tmp_path: Path, monkeypatch: Any) -> None:
+    """The deadline bounds the budget waits; a hung answer is cancelled a grace later, its span
+    left unattempted (nothing journaled), so the extraction is never held up for long."""
+    import httpx
+
+    import pumpwatch.recorder.history.window as window
+
+    monkeypatch.setattr(window, "HARD_GRACE_S", 0.5)
+
+    async def hang(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(30)
+        raise AssertionError("not reached")
+
+    async def main() -> None:
+        async with world(tmp_path, ("gate_spot",)) as w:
+            w.write_symbols()
+            w.record_with_gap()
+            t0 = time.monotonic()
+            async with httpx.AsyncClient(transport=httpx.MockTransport(hang)) as client:
+                reports = await repair_window(
+                    w.settings, w.data_dir, BASE, START_US, END_US, streams=("gate_spot",),
+                    deadline_s=1.0, client=client,
+                )  # fmt: skip
+            assert time.monotonic() - t0 < 3.0
+            report = reports["gate_spot"]
+            assert report.notes == ["cut at the deadline"] and report.written == 0
+            assert events(w, "gate_spot", "repaired") == events(w, "gate_spot", "unrepaired") == []
+
+    run(main())
