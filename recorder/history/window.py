@@ -64,7 +64,8 @@ PERMANENT = (NO_HISTORY, BEYOND_REACH)  # unrepaired reasons a later attempt can
 class WindowRepair:
     """What the extraction-time repair did for one stream.
 
-    `gaps`: the window's missing spans found before repairing (inclusive µs); `todo`: the
+    `gaps`: the window's missing spans found before repairing (inclusive µs; not looked for
+    when no instrument of the coin is known on the stream, `symbols` empty); `todo`: the
     (symbol, span) pairs attempted; `repaired` / `unrepaired`: the journaled outcome
     (symbol, start, end[, reason]); `written`: trades new to the store; `notes`: anything
     that kept a symbol from being attempted.
@@ -166,6 +167,18 @@ def listed_instruments(settings: Settings) -> dict[str, dict[str, Instrument]]:
     return {} if loaded.example else loaded.streams
 
 
+def journal_events(data_dir: Path, stream: str) -> list[dict[str, Any]]:
+    """The stream's journal events in file order (a week of heartbeats parses in one call)."""
+    from pumpwatch.segments.journal import journal_path, parse_journal_fast
+
+    try:
+        data = journal_path(data_dir, stream).read_bytes()
+    except FileNotFoundError:
+        return []
+    events, _skipped = parse_journal_fast(data)  # coverage() logs unreadable lines
+    return events
+
+
 def journal_symbols(events: Sequence[Mapping[str, Any]], base: str, end_us: int) -> set[str]:
     """Exchange symbols of `base` the journal names up to `end_us` (subscriptions, repairs)."""
     out: set[str] = set()
@@ -235,15 +248,16 @@ def _plan_stream(
     horizon_us: int,
 ) -> _Plan:
     from pumpwatch.segments.coverage import coverage
-    from pumpwatch.segments.journal import read_events
 
     conf = settings.streams[stream]
     spec = history_spec(stream, conf.rest_url, conf.options)
-    events = read_events(data_dir, stream)
+    events = journal_events(data_dir, stream)
     instruments = {s: i for s, i in listed.get(stream, {}).items() if i.base == base}
     seen = journal_symbols(events, base, end_us) | stored_symbols(data_dir, stream, base, start_us, end_us)
     unknown = seen - set(instruments)
     report = WindowRepair(stream, tuple(sorted(set(instruments) | unknown)))
+    if not report.symbols:  # the coin is not traded here, as far as anyone knows: nothing to do
+        return _Plan(stream, base, spec, instruments, unknown, [], report)
     cov = coverage(data_dir, stream, start_us, end_us, base=base, heartbeat_s=settings.recorder.heartbeat_s)
     report.gaps = [(a, b) for a, b in cov.gaps]
     gaps = subtract(report.gaps, [(horizon_us + 1, end_us)]) if end_us > horizon_us else report.gaps
