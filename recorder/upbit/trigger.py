@@ -79,8 +79,8 @@ def default_extract() -> ExtractFn:
 
 
 def window_repair_fn(settings: Settings) -> RepairFn | None:
-    """The extraction-time repair of every enabled stream, bound to `settings`; None when
-    ``repair.at_extract`` is off."""
+    """The extraction-time repair (`repair_window`) of the streams this machine records, bound
+    to `settings`; None when ``repair.at_extract`` is off."""
     if not settings.repair.at_extract:
         return None
 

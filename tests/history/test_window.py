@@ -343,3 +343,30 @@ def test_an_answer_that_never_comes_is_cut_at_the_deadline(tmp_path: Path, monke
             assert events(w, "gate_spot", "repaired") == events(w, "gate_spot", "unrepaired") == []
 
     run(main())
+
+
+def test_a_failing_repair_never_stops_the_scheduled_extraction(tmp_path: Path) -> None:
+    calls: list[str] = []
+
+    async def broken(symbol: str, start_us: int, end_us: int) -> object:
+        calls.append(f"repair {symbol} {end_us - start_us}")
+        raise RuntimeError("store on fire")
+
+    def extract(data_dir: Path, symbol: str, trigger_us: int, **kw: Any) -> Path:
+        calls.append(f"extract {symbol}")
+        out = tmp_path / "listings" / symbol
+        out.mkdir(parents=True, exist_ok=True)
+        return out
+
+    async def main() -> None:
+        scheduler = ExtractionScheduler(
+            tmp_path, before_s=20.0, after_s=20.0, wait_after_s=0.0, repair_fn=broken,
+            extract_fn=extract, detect_fn=lambda *a: None,
+        )  # fmt: skip
+        scheduler.add(firing())
+        await scheduler.idle()
+        (result,) = scheduler.results
+        assert result.error is None and result.listing_dir == tmp_path / "listings" / BASE
+
+    run(main())
+    assert calls == [f"repair {BASE} {40 * S}", f"extract {BASE}"]  # repair first, then extract
