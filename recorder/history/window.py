@@ -416,7 +416,9 @@ async def repair_window(
         if own_client:
             await http.aclose()
     reports = {plan.stream: plan.report for plan in plans}
-    for report in reports.values():
-        if report.attempted:
-            log.info("repair at extraction: %s %s", symbol, report.note())
+    touched = [r for r in reports.values() if r.attempted]
+    for report in touched:
+        log.info("repair at extraction: %s %s", symbol, report.note())
+    if not touched:
+        log.info("repair at extraction: %s: nothing missing on %d stream(s)", symbol, len(reports))
     return reports
