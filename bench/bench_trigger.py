@@ -59,6 +59,7 @@ async def run(args: argparse.Namespace, data_dir: Path) -> int:
     settings = Settings(data_dir=str(data_dir))
     settings.upbit.poll_interval_s = args.poll
     settings.extract.after_s = args.after
+    settings.repair.at_extract = False  # the default REST URLs are the real exchanges
     bound_s = args.poll + args.after + 2.0
     sim = UpbitSim(notices=backlog(now_us))
     published: dict[str, float] = {}

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,17 +33,11 @@ import orjson
 from pumpwatch.atomic import make_temp_dir, replace_dir, write_bytes, write_json
 from pumpwatch.errors import StoreError, UsageError
 from pumpwatch.extractor.metadata import build_metadata
-from pumpwatch.segments.coverage import MissingSpan, completeness
 from pumpwatch.streams import check_symbol, parse_streams, split_stream
 from pumpwatch.timeunits import US_PER_MS, US_PER_S
 from pumpwatch.utctime import check_time_us, format_utc
 
 log = logging.getLogger(__name__)
-
-# Called before the window is read, for each selected stream with spans still missing:
-# (stream, base, missing spans); it repairs what it can (writing and journaling as it goes).
-Backfill = Callable[[str, str, Sequence[MissingSpan]], object]
-
 
 def listing_dir_name(symbol: str, trigger_us: int) -> str:
     """``0G_20250102T030405Z`` for a trigger at 2025-01-02 03:04:05.xxx UTC."""
@@ -87,19 +81,6 @@ def write_json_lines_array(path: Path, items: Iterable[Any]) -> None:
     write_bytes(path, body)
 
 
-def _backfill(
-    data_dir: Path, streams: Sequence[str], symbol: str, start_us: int, end_us: int, backfill: Backfill
-) -> None:
-    for stream in streams:
-        missing = completeness(data_dir, stream, start_us, end_us, base=symbol).missing
-        if not missing:
-            continue
-        try:
-            backfill(stream, symbol, missing)
-        except Exception:
-            log.exception("%s: backfill of %s failed; extracting what the store holds", stream, symbol)
-
-
 def extract(
     data_dir: str | Path,
     symbol: str,
@@ -109,17 +90,14 @@ def extract(
     after_s: float = 20.0,
     source: Mapping[str, Any] | None = None,
     streams: Sequence[str] | str | None = None,
-    backfill: Backfill | None = None,
 ) -> Path:
     """Extract `symbol`'s trades in ``[trigger - before_s, trigger + after_s]`` from the store
     under `data_dir` and return the listing directory written (see the module doc).
 
     `source` describes what triggered the extraction (Upbit notice id, title, first_listed_at,
     detected_at, detection_delay_s …); None means "manual". `streams` restricts the streams
-    (ids or exchange names, as `parse_streams` accepts); None = all twelve. `backfill`, when
-    given, is called first for every stream whose window still misses spans
-    (`pumpwatch.segments.coverage.completeness`), with (stream, symbol, missing spans); what it
-    repairs and journals is then part of the extraction. Its failure is logged, never fatal.
+    (ids or exchange names, as `parse_streams` accepts); None = all twelve. Repairing the window
+    from REST history first is the caller's job (`pumpwatch.recorder.history.window`).
     Raises `UsageError` for a malformed symbol or stream or an implausible time (see
     `pumpwatch.utctime.check_time_us`), `StoreError` for a missing data dir.
     """
@@ -142,8 +120,6 @@ def extract(
     from pumpwatch.segments.reader import read_trades
     from pumpwatch.segments.slices import stream_slices
 
-    if backfill is not None:
-        _backfill(data_dir, chosen, symbol, start_us, end_us, backfill)
     table = read_trades(data_dir, start_us, end_us, streams=list(chosen), base=symbol)
     target = data_dir / "listings" / listing_dir_name(symbol, trigger_us)
     tmp = make_temp_dir(target)

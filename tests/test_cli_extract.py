@@ -22,7 +22,11 @@ PUMPWATCH = str(Path(sys.executable).parent / "pumpwatch")
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
+    """The command with the built-in settings; `extract` without the REST backfill, whose
+    default URLs are the real exchanges (tests/test_cli_extract_repair.py covers it)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PUMPWATCH_")}
+    if args[0] == "extract":
+        args = (*args, "--no-backfill")
     return subprocess.run([PUMPWATCH, *args], capture_output=True, text=True, timeout=120, env=env)
 
 

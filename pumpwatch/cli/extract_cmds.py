@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +11,8 @@ import typer
 
 from pumpwatch.cli.app import ConfigOpt, DataDirOpt, app, settings_from
 from pumpwatch.errors import UsageError
-from pumpwatch.settings import parse_duration
+from pumpwatch.settings import Settings, parse_duration
+from pumpwatch.timeunits import US_PER_S
 from pumpwatch.utctime import parse_time_us
 
 
@@ -43,11 +45,21 @@ def extract_cmd(
     no_chart: Annotated[
         bool, typer.Option("--no-chart", help="Detect, but do not draw refined/chart.png.")
     ] = False,
+    no_backfill: Annotated[
+        bool,
+        typer.Option(
+            "--no-backfill",
+            help="Do not fill the window's gaps from the exchanges' REST history first "
+            "(also repair.at_extract: false).",
+        ),
+    ] = False,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Cut the window around TIME for SYMBOL out of the store, then detect pumps in it.
 
+    First fills what the store is missing inside the window from the exchanges' REST trade
+    history (one line per repaired stream on stderr), unless --no-backfill.
     Prints the listing directory written (data/listings/<SYMBOL>_<YYYYMMDDTHHMMSSZ>), and on
     stderr one line per stream: its trades and coverage (complete, repaired, incomplete).
     """
@@ -59,6 +71,8 @@ def extract_cmd(
     before_s = _duration(before, settings.extract.before_s, "--before")
     after_s = _duration(after, settings.extract.after_s, "--after")
     chosen = parse_streams(streams)
+    if settings.repair.at_extract and not no_backfill:
+        _backfill(settings, symbol, trigger_us, before_s, after_s, chosen)
 
     from pumpwatch.extractor.extract import extract
     from pumpwatch.extractor.metadata import coverage_summary
@@ -71,6 +85,40 @@ def extract_cmd(
 
         run_detector(out, settings.pump, chart=not no_chart)
     typer.echo(str(out))
+
+
+def _backfill(
+    settings: Settings,
+    symbol: str,
+    trigger_us: int,
+    before_s: float,
+    after_s: float,
+    streams: tuple[str, ...],
+) -> None:
+    """The extraction-time repair of the window (recorder/history/window.py), one note per
+    stream it touched on stderr; stdout stays the listing directory alone."""
+    import asyncio
+
+    from pumpwatch.recorder.history.window import repair_window
+
+    if before_s < 0 or after_s < 0 or not math.isfinite(before_s + after_s):
+        return  # extract() refuses the window with its own message
+    start_us = trigger_us - round(before_s * US_PER_S)
+    end_us = trigger_us + round(after_s * US_PER_S)
+    reports = asyncio.run(
+        repair_window(
+            settings,
+            settings.data_path,
+            symbol,
+            start_us,
+            end_us,
+            streams=streams,
+            deadline_s=settings.repair.extract_deadline_s,
+        )
+    )
+    for report in reports.values():
+        if report.attempted:
+            typer.echo(f"repair {report.note()}", err=True)
 
 
 @app.command("detect")

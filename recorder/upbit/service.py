@@ -18,7 +18,7 @@ import httpx
 
 from pumpwatch.recorder.upbit.poller import NoticePoller, PollResult
 from pumpwatch.recorder.upbit.state import Firing, WatchState
-from pumpwatch.recorder.upbit.trigger import DetectFn, ExtractFn, ExtractionScheduler
+from pumpwatch.recorder.upbit.trigger import DetectFn, ExtractFn, ExtractionScheduler, window_repair_fn
 from pumpwatch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ class ListingWatcher:
             pump=settings.pump,
             extract_fn=extract_fn,
             detect_fn=detect_fn,
+            repair_fn=window_repair_fn(settings),
             clock=clock,
         )
         self._on_firing = on_firing

@@ -1,4 +1,4 @@
-"""From a fired listing to files on disk: wait for the window to close, extract, detect.
+"""From a fired listing to files on disk: wait for the window to close, repair, extract, detect.
 
 Each fired coin becomes one pending extraction due at ``T + after + flush_interval + settle``:
 by then every trade of the window has been received and flushed by the segment writer, so a
@@ -8,6 +8,12 @@ detected after that moment is extracted at once. Pending extractions live in
 between detection and extraction still extracts. Extraction and detection run in worker
 threads (`asyncio.to_thread`) so the poll loop keeps going; several coins, from one notice or
 several, each get their own directory.
+
+Before extracting, what the store is still missing inside the window is filled from the
+exchanges' REST history (`window_repair_fn`, ``recorder/history/window.py``; off with
+``repair.at_extract: false``). It runs as its own task on the event loop: HTTP is async, disk
+work goes to threads, and ``repair.extract_deadline`` bounds it, so a blocked rate budget
+delays the extraction by at most that much and a failed repair never stops it.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,8 +30,8 @@ from typing import Any
 import orjson
 
 from pumpwatch.recorder.upbit.state import Firing, write_json_atomic
-from pumpwatch.settings import PumpSettings
-from pumpwatch.streams import check_symbol
+from pumpwatch.settings import PumpSettings, Settings
+from pumpwatch.streams import STREAMS, check_symbol
 from pumpwatch.timeunits import US_PER_S
 from pumpwatch.utctime import format_utc
 
@@ -33,6 +39,8 @@ log = logging.getLogger(__name__)
 
 ExtractFn = Callable[..., Path]
 DetectFn = Callable[..., object]
+# repair(symbol, window start µs, window end µs): fills the store's gaps in the window
+RepairFn = Callable[[str, int, int], Coroutine[Any, Any, object]]
 
 MAX_ATTEMPTS = 5  # an extraction that keeps failing (disk full, damaged store) is given up
 RETRY_BASE_S = 5.0  # 5, 10, 20, 40 s between attempts
@@ -70,6 +78,28 @@ def default_extract() -> ExtractFn:
     return extract
 
 
+def window_repair_fn(settings: Settings) -> RepairFn | None:
+    """The extraction-time repair (`repair_window`) of the streams this machine records, bound
+    to `settings`; None when ``repair.at_extract`` is off."""
+    if not settings.repair.at_extract:
+        return None
+
+    async def repair(symbol: str, start_us: int, end_us: int) -> object:
+        from pumpwatch.recorder.history.window import repair_window
+
+        return await repair_window(
+            settings,
+            settings.data_path,
+            symbol,
+            start_us,
+            end_us,
+            streams=STREAMS,
+            deadline_s=settings.repair.extract_deadline_s,
+        )
+
+    return repair
+
+
 def default_detect() -> DetectFn:
     """`pumpwatch.detector.run_detector`, imported when first needed (numpy, matplotlib)."""
     from pumpwatch.detector import run_detector
@@ -90,6 +120,7 @@ class ExtractionScheduler:
         pump: PumpSettings | None = None,
         extract_fn: ExtractFn | None = None,
         detect_fn: DetectFn | None = None,
+        repair_fn: RepairFn | None = None,
         clock: Callable[[], float] = time.time,
         retry_base_s: float = RETRY_BASE_S,
     ) -> None:
@@ -101,6 +132,7 @@ class ExtractionScheduler:
         self.pump = pump if pump is not None else PumpSettings()
         self._extract_fn = extract_fn
         self._detect_fn = detect_fn
+        self._repair_fn = repair_fn
         self._clock = clock
         self._retry_base_s = retry_base_s
         self.pending: dict[tuple[str, int], PendingExtraction] = {}
@@ -232,8 +264,26 @@ class ExtractionScheduler:
             if self._closing:
                 return
 
+    async def _repair(self, item: PendingExtraction) -> None:
+        """Fill the window's gaps from REST history first; a failure is logged, not fatal."""
+        if self._repair_fn is None:
+            return
+        start_us = item.trigger_us - round(self.before_s * US_PER_S)
+        end_us = item.trigger_us + round(self.after_s * US_PER_S)
+        task = asyncio.create_task(
+            self._repair_fn(item.symbol, start_us, end_us), name=f"upbit-repair-{item.symbol}"
+        )
+        try:
+            await task
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        except Exception:
+            log.exception("upbit: repair of %s's window failed; extracting what the store holds", item.symbol)
+
     async def _attempt(self, item: PendingExtraction) -> ExtractionResult:
         item.attempts += 1
+        await self._repair(item)
         extract = self._extract_fn or default_extract()
         try:
             listing_dir = await asyncio.to_thread(

@@ -14,7 +14,7 @@ import pytest
 
 from pumpwatch.extractor import extract
 from pumpwatch.extractor.metadata import coverage_summary
-from pumpwatch.segments.coverage import MissingSpan
+from pumpwatch.segments.coverage import MissingSpan, completeness
 from pumpwatch.segments.journal import EventJournal
 from pumpwatch.segments.repair import write_repaired
 from pumpwatch.segments.schema import TradeRow
@@ -244,19 +244,15 @@ def test_the_printed_summary(listing: Path) -> None:
     ]
 
 
-def test_backfill_is_asked_for_the_missing_spans_and_its_repairs_count(tmp_path: Path) -> None:
+def test_repairs_journaled_before_the_extraction_count(tmp_path: Path) -> None:
     stream = "bybit_spot"
     live_rows = every_half_second(stream, -30, 30, skip=(10, 12.3))
     with SegmentWriter(tmp_path, stream, fsync=False) as w:
         w.append(live_rows)
     journal(tmp_path, stream, listening(stream, (10, 12.3)))
     journal(tmp_path, "binance_spot", listening("binance_spot"))
-    calls: list[tuple[str, str, list[MissingSpan]]] = []
 
     def backfill(stream_id: str, base: str, spans: Sequence[MissingSpan]) -> None:
-        calls.append((stream_id, base, list(spans)))
-        if stream_id == "gate_spot":
-            raise RuntimeError("exchange down")  # logged; the extraction goes on
         for span in spans:
             repaired = every_half_second(stream_id, (span.start_us - T) / S, (span.end_us - 1 - T) / S)
             write_repaired(tmp_path, stream_id, repaired, fsync=False)
@@ -266,10 +262,11 @@ def test_backfill_is_asked_for_the_missing_spans_and_its_repairs_count(tmp_path:
                     "repaired", start_us=span.start_us, end_us=span.end_us - 1, via="/v5/recent", **fields
                 )
 
-    out = extract(tmp_path, "0G", T, streams=(stream, "binance_spot", "gate_spot"), backfill=backfill)
-    assert calls[0] == (stream, "0G", [MissingSpan(T + 10 * S, T + 12_300_000, "not_attempted", ("0GUSDT",))])
-    assert [c[0] for c in calls] == [stream, "gate_spot"]  # binance_spot was complete
-    assert calls[1][2] == [MissingSpan(T - 20 * S, T + 20 * S + 1, "not_attempted", ())]
+    missing = completeness(tmp_path, stream, T - 20 * S, T + 20 * S, base="0G").missing
+    assert missing == [MissingSpan(T + 10 * S, T + 12_300_000, "not_attempted", ("0GUSDT",))]
+    assert completeness(tmp_path, "binance_spot", T - 20 * S, T + 20 * S, base="0G").missing == []
+    backfill(stream, "0G", missing)
+    out = extract(tmp_path, "0G", T, streams=(stream, "binance_spot", "gate_spot"))
     cov = coverage_of(out, stream)
     assert cov["state"] == "repaired"
     assert cov["repaired"] == [

@@ -353,12 +353,12 @@ def test_connection_ids_reused_after_a_restart_keep_only_the_current_life() -> N
 def test_an_event_about_trades_is_not_the_last_sign_of_life_kept() -> None:
     # A repair journaled after the process's last heartbeat (e.g. by an extraction) must not
     # replace that heartbeat as the event that bounds the crash which follows.
+    repair = {"symbol": "AUSDT", "base": "A", "start_us": 0, "end_us": 1, "trades": 0, "via": "/x"}
     events = [
         {"ts": 0, "event": "start", "conn": None},
         {"ts": 1, "event": "subscribed", "conn": "c1", "symbols": ["AUSDT"], "bases": ["A"]},
         {"ts": 2, "event": "alive", "conn": None},
-        {"ts": 3, "event": "repaired", "conn": None, "symbol": "AUSDT", "base": "A", "start_us": 0,
-         "end_us": 1, "trades": 0, "via": "/x"},  # fmt: skip
+        {"ts": 3, "event": "repaired", "conn": None, **repair},
         {"ts": 10, "event": "start", "conn": None},
     ]
     kept = journal_lines_to_keep(events, cutoff_us=5)

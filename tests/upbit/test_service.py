@@ -31,6 +31,7 @@ def settings_for(data_dir: Path, url: str) -> Settings:
     s.storage.flush_interval_s = 0.2
     s.extract.before_s = BEFORE_S
     s.extract.after_s = AFTER_S
+    s.repair.at_extract = False  # the default REST URLs are the real exchanges
     return s
 
 
