@@ -85,11 +85,18 @@ def _answer(decode: Callable[[bytes], list[Any]], body: bytes) -> list[Any]:
 def _as_trade(row: HistoricalTrade) -> Trade:
     """A ``historicalTrades`` row as the adapter's ``@trade`` struct (``isBuyerMaker`` -> ``m``)."""
     return Trade(
-        price=row.price, qty=row.qty, time=row.time, buyer_maker=row.buyer_maker, trade_id=row.trade_id, event="trade"
+        price=row.price,
+        qty=row.qty,
+        time=row.time,
+        buyer_maker=row.buyer_maker,
+        trade_id=row.trade_id,
+        event="trade",
     )
 
 
-def parse_historical_trades(body: bytes, recv_us: int, inst: Instrument, *, micro: bool = True) -> HistoryPage:
+def parse_historical_trades(
+    body: bytes, recv_us: int, inst: Instrument, *, micro: bool = True
+) -> HistoryPage:
     """A ``/api/v3/historicalTrades`` answer (times in µs when asked with the header, else ms)::
 
     [{"id":28457,"price":"4.00000100","qty":"12.00000000","quoteQty":"48.000012",

@@ -37,7 +37,7 @@ RATE = RateRule(
 )
 
 
-class HistoryTrade(Trade, kw_only=True, gc=False):
+class HistoryTrade(Trade):
     """A history-trades row: the ``trades-all`` fields under the same names, plus ``instId``
     (the push names the instrument in its ``arg``)."""
 

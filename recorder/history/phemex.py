@@ -18,13 +18,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
+import msgspec
 
 from pumpwatch.errors import ParseError
 from pumpwatch.recorder.adapter import HttpRequest, Instrument
-from pumpwatch.recorder.adapters.checks import positive
+from pumpwatch.recorder.adapters.checks import loads
+from pumpwatch.recorder.adapters.phemex import PerpTrade, SpotTrade, perp_trade_rows, spot_trade_rows
+from pumpwatch.recorder.history.normalize import rest_rows
 from pumpwatch.recorder.history.spec import HistoryError, HistoryPage, HistorySpec, RateRule
-from pumpwatch.segments.schema import TradeRow
 
 SPOT_DOC = "https://github.com/phemex/phemex-api-docs/blob/master/Public-Spot-API-en.md#query-recent-trades"
 FUTURES_DOC = (
@@ -38,90 +39,80 @@ RATE = RateRule(
     ban_statuses=(),
     doc_url="https://github.com/phemex/phemex-api-docs/blob/master/Generic-API-Info.en.md",
 )
-_SIDES = {"Buy": "buy", "Sell": "sell"}
+NS_PER_US = 1000
 
 
-def spot_trade_row(
-    ts_ns: int, side: str, price_ep: int, qty_ev: int, inst: Instrument, recv_us: int
-) -> TradeRow:
-    """One Phemex spot trade -> TradeRow as the live decoder maps it: scaled integers divided
-    by the instrument's 10**price_scale and 10**qty_scale, ns → µs, no id."""
-    if (
-        type(ts_ns) is not int
-        or type(price_ep) is not int
-        or type(qty_ev) is not int
-        or type(side) is not str
-        or side not in _SIDES
-    ):
-        raise ParseError(f"phemex: bad spot trade {[ts_ns, side, price_ep, qty_ev]!r:.120}")
-    if price_ep <= 0 or qty_ev <= 0:
-        raise ParseError(f"phemex: bad spot price/qty {price_ep!r} {qty_ev!r}")
-    price = price_ep / 10**inst.price_scale
-    qty = qty_ev / 10**inst.qty_scale
-    return (ts_ns // 1000, recv_us, inst.symbol, inst.base, inst.quote, price, qty, _SIDES[side], None)
+# The rows are the push's rows: ``[ts_ns, side, priceEp, value]`` (spot, the adapter's
+# `SpotTrade`) and ``[ts_ns, side, "priceRp", "qtyRq"]`` (perpetual, `PerpTrade`).
+class _SpotResult(msgspec.Struct, gc=False):
+    trades: list[SpotTrade]
+    symbol: str | None = None
 
 
-def perp_trade_row(
-    ts_ns: int, side: str, price_rp: str, qty_rq: str, inst: Instrument, recv_us: int
-) -> TradeRow:
-    """One Phemex USDT-perpetual trade -> TradeRow as the live decoder maps it (real values)."""
-    if type(ts_ns) is not int or type(side) is not str or side not in _SIDES:
-        raise ParseError(f"phemex: bad perpetual trade {[ts_ns, side, price_rp, qty_rq]!r:.120}")
-    qty = positive(qty_rq, "qty") * inst.multiplier
-    return (
-        ts_ns // 1000,
-        recv_us,
-        inst.symbol,
-        inst.base,
-        inst.quote,
-        positive(price_rp, "price"),
-        qty,
-        _SIDES[side],
-        None,
-    )
+class _PerpResult(msgspec.Struct, gc=False):
+    trades_p: list[PerpTrade]
+    symbol: str | None = None
 
 
-def _result(body: bytes, key: str, inst: Instrument) -> list[Any]:
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise ParseError("phemex: history answer is not JSON") from None
-    if type(doc) is not dict:
-        raise ParseError("phemex: history answer is not an object")
-    if doc.get("error") is not None:
-        # {"error":{"code":6001,"message":"invalid argument"},"id":0,"result":null}
-        raise HistoryError(f"phemex: {doc['error']}")
-    result = doc.get("result")
-    if type(result) is not dict or type(result.get(key)) is not list:
-        raise ParseError(f"phemex: history answer without result.{key}")
-    if result.get("symbol", inst.symbol) != inst.symbol:
-        raise ParseError(f"phemex: answer about {result.get('symbol')!r}, asked {inst.symbol!r}")
-    items = result[key]
-    if not all(type(item) is list and len(item) == 4 for item in items):
-        raise ParseError("phemex: a trade row is not [ts, side, price, qty]")
-    return items
+class _SpotAnswer(msgspec.Struct, gc=False):
+    result: _SpotResult
+    error: None = None
 
 
-def _oldest_first(rows: list[TradeRow]) -> list[TradeRow]:
-    rows.reverse()  # newest first on the wire, ties included
-    rows.sort(key=lambda row: row[0])
-    return rows
+class _PerpAnswer(msgspec.Struct, gc=False):
+    result: _PerpResult
+    error: None = None
+
+
+_decode_spot = msgspec.json.Decoder(_SpotAnswer).decode
+_decode_perp = msgspec.json.Decoder(_PerpAnswer).decode
+
+
+def _error(body: bytes, exc: msgspec.DecodeError) -> Exception:
+    """`HistoryError` for ``{"error":{"code":6001,"message":"invalid argument"},…}``, else ParseError."""
+    doc = loads(body)
+    if type(doc) is dict and doc.get("error") is not None:
+        return HistoryError(f"phemex: {doc['error']}")
+    return ParseError(f"phemex: malformed history answer ({exc})")
+
+
+def _check_symbol(symbol: str | None, inst: Instrument) -> None:
+    if symbol is not None and symbol != inst.symbol:
+        raise ParseError(f"phemex: answer about {symbol!r:.40}, asked {inst.symbol!r}")
 
 
 def parse_spot_trades(body: bytes, recv_us: int, inst: Instrument) -> HistoryPage:
     """``{"error":null,"id":0,"result":{"sequence":15934323,"symbol":"sBTCUSDT",
     "trades":[[1579164056368538508,"Sell",869600000000,1210000]],"type":"snapshot"}}``"""
-    rows = [spot_trade_row(ts, side, p, q, inst, recv_us) for ts, side, p, q in _result(body, "trades", inst)]
-    return HistoryPage(_oldest_first(rows))
+    try:
+        result = _decode_spot(body).result
+    except msgspec.DecodeError as exc:
+        raise _error(body, exc) from None
+    _check_symbol(result.symbol, inst)
+    rows = rest_rows(
+        lambda trades, ref_us: spot_trade_rows(list(trades), inst, ref_us, False),
+        ((trade, trade[0] // NS_PER_US) for trade in reversed(result.trades)),  # newest first on the wire
+        recv_us,
+    )
+    rows.sort(key=lambda row: row[0])
+    return HistoryPage(rows)
 
 
 def parse_perp_trades(body: bytes, recv_us: int, inst: Instrument) -> HistoryPage:
     """``{"error":null,"id":0,"result":{"sequence":77702250,"symbol":"BTCUSDT",
     "trades_p":[[1666856076819029800,"Sell","20700.3","0.649"]],"type":"snapshot"}}``"""
-    rows = [
-        perp_trade_row(ts, side, p, q, inst, recv_us) for ts, side, p, q in _result(body, "trades_p", inst)
-    ]
-    return HistoryPage(_oldest_first(rows))
+    try:
+        result = _decode_perp(body).result
+    except msgspec.DecodeError as exc:
+        raise _error(body, exc) from None
+    _check_symbol(result.symbol, inst)
+    rows = rest_rows(
+        lambda trades, ref_us: perp_trade_rows(list(trades), inst, ref_us, False),
+        ((trade, trade[0] // NS_PER_US) for trade in reversed(result.trades_p)),
+        recv_us,
+    )
+    rows.sort(key=lambda row: row[0])
+    return HistoryPage(rows)
 
 
 def spec(market: str, rest_url: str, options: Mapping[str, Any]) -> HistorySpec | None:
