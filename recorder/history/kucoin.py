@@ -6,9 +6,10 @@ Futures: https://www.kucoin.com/docs-new/rest/futures-trading/market-data/get-tr
          ``GET /api/v1/trade/history?symbol`` — the last 100 trades, weight 5 (public pool).
 
 No time or id paging. Times are ns; futures ``size`` is lots × the contract ``multiplier``.
-The spot answer carries no ``tradeId``: its ``sequence`` is used, which equals the live push's
-``tradeId`` in current data (the documented push sample has ``tradeId == sequence``); older
-hex ids would not match and such rows are de-duplicated by the store only by value. Rate: the
+Rows carrying ``tradeId`` use it, as the push does. The documented spot sample has none; then
+its ``sequence`` is used, which equals the push's ``tradeId`` in the documented push sample but
+not necessarily elsewhere (the local server derives a distinct one): such rows would not match
+the live ids and the store would keep both. Rate: the
 public pool is 2,000 weight per 30 s per IP (spot and futures each); 429 beyond, code 429000.
 """
 
@@ -42,15 +43,16 @@ NS_PER_US = 1000
 class HistoryTrade(msgspec.Struct, kw_only=True, gc=False):
     """A spot histories / futures trade-history row (no ``symbol``: the answer is about one).
 
-    Spot has no ``tradeId``: its ``sequence`` stands in. Times are integer ns (spot ``time``,
-    futures ``ts``); futures ``size`` is lots.
+    The id is ``tradeId`` (the push's); a spot row without one (the documented sample has none)
+    falls back to ``sequence``. Times are integer ns (spot ``time``, futures ``ts``); futures
+    ``size`` is lots.
     """
 
     price: str | float
     size: str | float
     side: Side  # the taker's
     sequence: str | int
-    trade_id: str | int | None = msgspec.field(name="tradeId", default=None)  # futures
+    trade_id: str | int | None = msgspec.field(name="tradeId", default=None)
     time: str | int | None = None  # spot, ns
     ts: str | int | None = None  # futures, ns
 
@@ -65,14 +67,16 @@ _decode_answer = msgspec.json.Decoder(_Answer).decode
 
 
 def _as_trade(row: HistoryTrade, inst: Instrument, futures: bool) -> tuple[Trade, int]:
-    """A REST row as the adapter's match struct (spot id: ``sequence``), with its time in µs."""
+    """A REST row as the adapter's match struct, with its time in µs."""
     raw = row.ts if futures else row.time
     text = str(raw)
     if not (text.isascii() and text.isdigit()):
         raise ParseError(f"kucoin: bad time {raw!r:.40}")
-    tid = row.trade_id if futures else row.sequence
+    tid = row.trade_id
     if tid is None:
-        raise ParseError("kucoin: futures trade without tradeId")
+        if futures:
+            raise ParseError("kucoin: futures trade without tradeId")
+        tid = row.sequence
     trade = Trade(
         symbol=inst.symbol,
         side=row.side,

@@ -16,12 +16,13 @@ from history.conftest import spec_for
 from pumpwatch.errors import ParseError
 from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.recorder.adapters import get_adapter
+from pumpwatch.recorder.adapters.gate import ms_to_us
 from pumpwatch.recorder.history import binance, bybit, gate, kucoin, okx, phemex
 from pumpwatch.recorder.history.spec import HistoryError, HistoryPage
 from pumpwatch.segments.schema import TradeRow
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-RECV = 1_700_000_000_000_000
+RECV = 1_800_000_000_000_000  # 2027: after every fixture's trades (a REST trade is never newer)
 
 BNBBTC = Instrument("BNBBTC", "BNB", "BTC")
 BTCUSDT = Instrument("BTCUSDT", "BTC", "USDT")
@@ -132,16 +133,25 @@ def test_gate_futures_trades_sign_multiplier_and_internal() -> None:
 
 
 def test_gate_time_conversions() -> None:
-    assert gate.ms_text_to_us("1606292218213.4578") == 1606292218213457
-    assert gate.ms_text_to_us("1606292218213") == 1606292218213000
-    assert gate.futures_time_us(1514764800.123) == 1514764800123000
-    assert gate.futures_time_us(1514764800123) == 1514764800123000
-    assert gate.futures_time_us(1514764800123.0) == 1514764800123000
+    """Spot ``create_time_ms`` goes through the adapter's own conversion; futures REST times
+    (ms numbers, or seconds with a ms fraction) become the push's integer ms."""
+
+    def futures_us(create_time_ms: object = None, create_time: object = None) -> int:
+        row = gate.FuturesHistoryTrade(
+            id=1, contract="X", size="1", price="1", create_time_ms=create_time_ms, create_time=create_time
+        )
+        return gate.futures_ms(row) * 1000
+
+    assert ms_to_us("1606292218213.4578") == 1606292218213457
+    assert ms_to_us("1606292218213") == 1606292218213000
+    assert futures_us(create_time=1514764800.123) == 1514764800123000
+    assert futures_us(1514764800123) == 1514764800123000
+    assert futures_us(1514764800123.0) == 1514764800123000
     for bad in ("x", "1.2.3", "-5"):
         with pytest.raises(ParseError):
-            gate.ms_text_to_us(bad)
+            ms_to_us(bad)
     with pytest.raises(ParseError):
-        gate.futures_time_us(True)
+        futures_us(True)
 
 
 def test_bybit_recent_trades() -> None:
