@@ -26,9 +26,8 @@ import msgspec
 from pumpwatch.errors import ParseError
 from pumpwatch.recorder.adapter import HttpRequest, Instrument
 from pumpwatch.recorder.adapters.binance import Trade, trade_rows
-from pumpwatch.recorder.adapters.checks import loads
-from pumpwatch.recorder.history.normalize import rest_rows
-from pumpwatch.recorder.history.spec import HistoryError, HistoryPage, HistorySpec, RateRule
+from pumpwatch.recorder.history.rest import decode_answer, rest_rows
+from pumpwatch.recorder.history.spec import HistoryPage, HistorySpec, RateRule
 from pumpwatch.timeunits import US_PER_DAY, US_PER_MINUTE, US_PER_MS
 
 SPOT_DOC = "https://developers.binance.com/docs/binance-spot-api-docs/rest-api/market-data-endpoints"
@@ -71,15 +70,13 @@ _decode_agg = msgspec.json.Decoder(list[Trade]).decode
 _decode_agg_ids = msgspec.json.Decoder(list[_AggIds]).decode
 
 
+def _error(doc: Any) -> str | None:
+    """``{"code":-1121,"msg":"Invalid symbol."}``"""
+    return f"binance {doc.get('code')}: {doc.get('msg')}" if type(doc) is dict and "code" in doc else None
+
+
 def _answer(decode: Callable[[bytes], list[Any]], body: bytes) -> list[Any]:
-    """The rows of a 200 answer; `HistoryError` for ``{"code":-1121,"msg":"Invalid symbol."}``."""
-    try:
-        return decode(body)
-    except msgspec.DecodeError as exc:
-        doc = loads(body)
-        if type(doc) is dict and "code" in doc:
-            raise HistoryError(f"binance {doc.get('code')}: {doc.get('msg')}") from None
-        raise ParseError(f"binance: malformed history answer ({exc})") from None
+    return decode_answer(decode, body, _error, "binance")
 
 
 def _as_trade(row: HistoricalTrade) -> Trade:

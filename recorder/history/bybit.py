@@ -20,8 +20,8 @@ import msgspec
 from pumpwatch.errors import ParseError
 from pumpwatch.recorder.adapter import HttpRequest, Instrument
 from pumpwatch.recorder.adapters.bybit import Trade, trade_rows
-from pumpwatch.recorder.adapters.checks import CapitalSide, loads
-from pumpwatch.recorder.history.normalize import rest_rows
+from pumpwatch.recorder.adapters.checks import CapitalSide
+from pumpwatch.recorder.history.rest import decode_answer, rest_rows
 from pumpwatch.recorder.history.spec import HistoryError, HistoryPage, HistorySpec, RateRule
 from pumpwatch.timeunits import US_PER_MS
 
@@ -62,6 +62,13 @@ class _Answer(msgspec.Struct, gc=False):
 _decode_answer = msgspec.json.Decoder(_Answer).decode
 
 
+def _error(doc: Any) -> str | None:
+    """``{"retCode":10001,"retMsg":"Not supported symbols","result":{},...}``: any retCode but 0."""
+    if type(doc) is dict and doc.get("retCode", 0) != 0:
+        return f"bybit {doc['retCode']}: {doc.get('retMsg', '')}"
+    return None
+
+
 def _as_trade(row: RecentTrade) -> tuple[Trade, int]:
     """A REST row as the adapter's push struct (the ms string as an int), with its time in µs."""
     if not (row.time.isascii() and row.time.isdigit()):
@@ -96,16 +103,8 @@ def _parse(body: bytes, recv_us: int, inst: Instrument, *, drop_block_trades: bo
      "symbol":"BTCUSDT","price":"16618.49","size":"0.00012","side":"Buy","time":"1672052955758",
      "isBlockTrade":false,"isRPITrade":false}]},"retExtInfo":{},"time":1672053054358}
     """
-    try:
-        answer = _decode_answer(body)
-    except msgspec.DecodeError as exc:
-        doc = loads(body)
-        if type(doc) is dict and type(doc.get("retCode")) is int and doc["retCode"] != 0:
-            answer = _Answer(doc["retCode"], str(doc.get("retMsg", "")))
-        else:
-            raise ParseError(f"bybit: malformed recent-trade answer ({exc})") from None
+    answer = decode_answer(_decode_answer, body, _error, "bybit")
     if answer.retCode != 0:
-        # {"retCode":10001,"retMsg":"Not supported symbols","result":{},...}
         raise HistoryError(f"bybit {answer.retCode}: {answer.retMsg}")
     if answer.result is None:
         raise ParseError("bybit: recent-trade answer without result")

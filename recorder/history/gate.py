@@ -26,7 +26,7 @@ import msgspec
 
 from pumpwatch.errors import ParseError
 from pumpwatch.recorder.adapter import HttpRequest, Instrument
-from pumpwatch.recorder.adapters.checks import Side, loads
+from pumpwatch.recorder.adapters.checks import Side
 from pumpwatch.recorder.adapters.gate import (
     FuturesTrade,
     SpotTrade,
@@ -34,8 +34,8 @@ from pumpwatch.recorder.adapters.gate import (
     ms_to_us,
     spot_trade_rows,
 )
-from pumpwatch.recorder.history.normalize import rest_rows
-from pumpwatch.recorder.history.spec import HistoryError, HistoryPage, HistorySpec, RateRule
+from pumpwatch.recorder.history.rest import decode_answer, rest_rows
+from pumpwatch.recorder.history.spec import HistoryPage, HistorySpec, RateRule
 from pumpwatch.timeunits import US_PER_DAY, US_PER_HOUR, US_PER_MS, US_PER_S
 
 SPOT_DOC = "https://www.gate.com/docs/developers/apiv4/en/#retrieve-market-trades"
@@ -74,16 +74,13 @@ _decode_spot = msgspec.json.Decoder(list[SpotHistoryTrade]).decode
 _decode_futures = msgspec.json.Decoder(list[FuturesHistoryTrade]).decode
 
 
+def _error(doc: Any) -> str | None:
+    """``{"label":"INVALID_CURRENCY_PAIR","message":"Invalid currency pair BAD_USDT"}``"""
+    return f"gate {doc.get('label')}: {doc.get('message')}" if type(doc) is dict and "label" in doc else None
+
+
 def _answer(decode: Callable[[bytes], list[Any]], body: bytes) -> list[Any]:
-    """The rows of a 200 answer; `HistoryError` for ``{"label":…,"message":…}``."""
-    try:
-        return decode(body)
-    except msgspec.DecodeError as exc:
-        doc = loads(body)
-        if type(doc) is dict and "label" in doc:
-            # {"label":"INVALID_CURRENCY_PAIR","message":"Invalid currency pair BAD_USDT"}
-            raise HistoryError(f"gate {doc.get('label')}: {doc.get('message')}") from None
-        raise ParseError(f"gate: malformed history answer ({exc})") from None
+    return decode_answer(decode, body, _error, "gate")
 
 
 def futures_ms(row: FuturesHistoryTrade) -> int:

@@ -22,9 +22,9 @@ import msgspec
 
 from pumpwatch.errors import ParseError
 from pumpwatch.recorder.adapter import HttpRequest, Instrument
-from pumpwatch.recorder.adapters.checks import Side, loads
+from pumpwatch.recorder.adapters.checks import Side
 from pumpwatch.recorder.adapters.kucoin import Trade, trade_rows
-from pumpwatch.recorder.history.normalize import rest_rows
+from pumpwatch.recorder.history.rest import decode_answer, rest_rows
 from pumpwatch.recorder.history.spec import HistoryError, HistoryPage, HistorySpec, RateRule
 
 SPOT_DOC = "https://www.kucoin.com/docs-new/rest/spot-trading/market-data/get-trade-history"
@@ -66,6 +66,13 @@ class _Answer(msgspec.Struct, gc=False):
 _decode_answer = msgspec.json.Decoder(_Answer).decode
 
 
+def _error(doc: Any) -> str | None:
+    """``{"code":"400100","msg":"This pair is not provided at present"}``: any code but "200000"."""
+    if type(doc) is dict and doc.get("code", "200000") != "200000":
+        return f"kucoin {doc['code']}: {doc.get('msg', '')}"
+    return None
+
+
 def _as_trade(row: HistoryTrade, inst: Instrument, futures: bool) -> tuple[Trade, int]:
     """A REST row as the adapter's match struct, with its time in µs."""
     raw = row.ts if futures else row.time
@@ -90,16 +97,8 @@ def _as_trade(row: HistoryTrade, inst: Instrument, futures: bool) -> tuple[Trade
 
 
 def _parse(body: bytes, recv_us: int, inst: Instrument, futures: bool) -> HistoryPage:
-    try:
-        answer = _decode_answer(body)
-    except msgspec.DecodeError as exc:
-        doc = loads(body)
-        if type(doc) is dict and type(doc.get("code")) is str and doc["code"] != "200000":
-            answer = _Answer(doc["code"], str(doc.get("msg", "")))
-        else:
-            raise ParseError(f"kucoin: malformed history answer ({exc})") from None
+    answer = decode_answer(_decode_answer, body, _error, "kucoin")
     if answer.code != "200000":
-        # {"code":"400100","msg":"This pair is not provided at present"}
         raise HistoryError(f"kucoin {answer.code}: {answer.msg}")
     rows = rest_rows(
         lambda trades, ref_us: trade_rows(trades, inst, ref_us),

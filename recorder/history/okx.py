@@ -19,9 +19,8 @@ import msgspec
 
 from pumpwatch.errors import ParseError
 from pumpwatch.recorder.adapter import HttpRequest, Instrument
-from pumpwatch.recorder.adapters.checks import loads
 from pumpwatch.recorder.adapters.okx import Trade, trade_rows
-from pumpwatch.recorder.history.normalize import rest_rows
+from pumpwatch.recorder.history.rest import decode_answer, rest_rows
 from pumpwatch.recorder.history.spec import HistoryError, HistoryPage, HistorySpec, RateRule
 from pumpwatch.timeunits import US_PER_DAY, US_PER_MS
 
@@ -53,18 +52,17 @@ class _Answer(msgspec.Struct, gc=False):
 _decode_answer = msgspec.json.Decoder(_Answer).decode
 
 
+def _error(doc: Any) -> str | None:
+    """``{"code":"51001","msg":"Instrument ID does not exist","data":[]}``: any code but "0"."""
+    if type(doc) is dict and doc.get("code", "0") != "0":
+        return f"okx {doc['code']}: {doc.get('msg', '')}"
+    return None
+
+
 def _data(body: bytes) -> list[HistoryTrade]:
-    """The trades of an answer, newest first; `HistoryError` for a ``code`` other than "0"."""
-    try:
-        answer = _decode_answer(body)
-    except msgspec.DecodeError as exc:
-        doc = loads(body)
-        if type(doc) is dict and type(doc.get("code")) is str and doc["code"] != "0":
-            answer = _Answer(doc["code"], str(doc.get("msg", "")))
-        else:
-            raise ParseError(f"okx: malformed history answer ({exc})") from None
+    """The trades of an answer, newest first."""
+    answer = decode_answer(_decode_answer, body, _error, "okx")
     if answer.code != "0":
-        # {"code":"51001","msg":"Instrument ID does not exist","data":[]}
         raise HistoryError(f"okx {answer.code}: {answer.msg}")
     return answer.data
 

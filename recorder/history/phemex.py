@@ -15,17 +15,17 @@ the "Others" group, 100 requests per minute; HTTP 429 beyond.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import msgspec
 
 from pumpwatch.errors import ParseError
 from pumpwatch.recorder.adapter import HttpRequest, Instrument
-from pumpwatch.recorder.adapters.checks import loads
 from pumpwatch.recorder.adapters.phemex import PerpTrade, SpotTrade, perp_trade_rows, spot_trade_rows
-from pumpwatch.recorder.history.normalize import rest_rows
-from pumpwatch.recorder.history.spec import HistoryError, HistoryPage, HistorySpec, RateRule
+from pumpwatch.recorder.history.rest import decode_answer, rest_rows
+from pumpwatch.recorder.history.spec import HistoryPage, HistorySpec, RateRule
+from pumpwatch.segments.schema import TradeRow
 
 SPOT_DOC = "https://github.com/phemex/phemex-api-docs/blob/master/Public-Spot-API-en.md#query-recent-trades"
 FUTURES_DOC = (
@@ -42,77 +42,61 @@ RATE = RateRule(
 NS_PER_US = 1000
 
 
-# The rows are the push's rows: ``[ts_ns, side, priceEp, value]`` (spot, the adapter's
-# `SpotTrade`) and ``[ts_ns, side, "priceRp", "qtyRq"]`` (perpetual, `PerpTrade`).
-class _SpotResult(msgspec.Struct, gc=False):
-    trades: list[SpotTrade]
+class _Result(msgspec.Struct, gc=False):
+    """The rows are the push's: ``[ts_ns, side, priceEp, value]`` (spot, the adapter's
+    `SpotTrade`) or ``[ts_ns, side, "priceRp", "qtyRq"]`` (perpetual, `PerpTrade`)."""
+
     symbol: str | None = None
+    trades: list[SpotTrade] | None = None
+    trades_p: list[PerpTrade] | None = None
 
 
-class _PerpResult(msgspec.Struct, gc=False):
-    trades_p: list[PerpTrade]
-    symbol: str | None = None
-
-
-class _SpotAnswer(msgspec.Struct, gc=False):
-    result: _SpotResult
+class _Answer(msgspec.Struct, gc=False):
+    result: _Result
     error: None = None
 
 
-class _PerpAnswer(msgspec.Struct, gc=False):
-    result: _PerpResult
-    error: None = None
+_decode_answer = msgspec.json.Decoder(_Answer).decode
+Row = TypeVar("Row", SpotTrade, PerpTrade)
 
 
-_decode_spot = msgspec.json.Decoder(_SpotAnswer).decode
-_decode_perp = msgspec.json.Decoder(_PerpAnswer).decode
+def _error(doc: Any) -> str | None:
+    """``{"error":{"code":6001,"message":"invalid argument"},"id":0,"result":null}``"""
+    return f"phemex: {doc['error']}" if type(doc) is dict and doc.get("error") is not None else None
 
 
-def _error(body: bytes, exc: msgspec.DecodeError) -> Exception:
-    """`HistoryError` for ``{"error":{"code":6001,"message":"invalid argument"},…}``, else ParseError."""
-    doc = loads(body)
-    if type(doc) is dict and doc.get("error") is not None:
-        return HistoryError(f"phemex: {doc['error']}")
-    return ParseError(f"phemex: malformed history answer ({exc})")
-
-
-def _check_symbol(symbol: str | None, inst: Instrument) -> None:
+def _page(
+    trades: list[Row] | None,
+    normalize: Callable[[list[Row], Instrument, int, bool], list[TradeRow]],
+    symbol: str | None,
+    recv_us: int,
+    inst: Instrument,
+) -> HistoryPage:
+    if trades is None:
+        raise ParseError("phemex: history answer without its trades")
     if symbol is not None and symbol != inst.symbol:
         raise ParseError(f"phemex: answer about {symbol!r:.40}, asked {inst.symbol!r}")
+    rows = rest_rows(
+        lambda one, ref_us: normalize(list(one), inst, ref_us, False),
+        ((trade, trade[0] // NS_PER_US) for trade in reversed(trades)),  # newest first on the wire
+        recv_us,
+    )
+    rows.sort(key=lambda row: row[0])
+    return HistoryPage(rows)
 
 
 def parse_spot_trades(body: bytes, recv_us: int, inst: Instrument) -> HistoryPage:
     """``{"error":null,"id":0,"result":{"sequence":15934323,"symbol":"sBTCUSDT",
     "trades":[[1579164056368538508,"Sell",869600000000,1210000]],"type":"snapshot"}}``"""
-    try:
-        result = _decode_spot(body).result
-    except msgspec.DecodeError as exc:
-        raise _error(body, exc) from None
-    _check_symbol(result.symbol, inst)
-    rows = rest_rows(
-        lambda trades, ref_us: spot_trade_rows(list(trades), inst, ref_us, False),
-        ((trade, trade[0] // NS_PER_US) for trade in reversed(result.trades)),  # newest first on the wire
-        recv_us,
-    )
-    rows.sort(key=lambda row: row[0])
-    return HistoryPage(rows)
+    result = decode_answer(_decode_answer, body, _error, "phemex").result
+    return _page(result.trades, spot_trade_rows, result.symbol, recv_us, inst)
 
 
 def parse_perp_trades(body: bytes, recv_us: int, inst: Instrument) -> HistoryPage:
     """``{"error":null,"id":0,"result":{"sequence":77702250,"symbol":"BTCUSDT",
     "trades_p":[[1666856076819029800,"Sell","20700.3","0.649"]],"type":"snapshot"}}``"""
-    try:
-        result = _decode_perp(body).result
-    except msgspec.DecodeError as exc:
-        raise _error(body, exc) from None
-    _check_symbol(result.symbol, inst)
-    rows = rest_rows(
-        lambda trades, ref_us: perp_trade_rows(list(trades), inst, ref_us, False),
-        ((trade, trade[0] // NS_PER_US) for trade in reversed(result.trades_p)),
-        recv_us,
-    )
-    rows.sort(key=lambda row: row[0])
-    return HistoryPage(rows)
+    result = decode_answer(_decode_answer, body, _error, "phemex").result
+    return _page(result.trades_p, perp_trade_rows, result.symbol, recv_us, inst)
 
 
 def spec(market: str, rest_url: str, options: Mapping[str, Any]) -> HistorySpec | None:

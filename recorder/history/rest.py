@@ -1,6 +1,9 @@
-"""REST history trades through the live adapters' own normalization.
+"""From a REST history answer to rows, as every exchange file under ``recorder/history/`` does it.
 
-Each exchange file under ``recorder/history/`` decodes its REST answer with msgspec structs and
+`decode_answer`: the answer is decoded with the exchange file's msgspec structs; one that does
+not fit them is the exchange's error body (`HistoryError`) or malformed (`ParseError`).
+
+`rest_rows`: each exchange file under ``recorder/history/`` decodes its REST answer with msgspec structs and
 converts every REST trade, in one place, into the adapter's trade struct (the type its public
 ``trade_rows`` takes for WebSocket pushes), paired with the trade time in µs as the REST field
 says it. `rest_rows` then makes each row with the adapter's ``trade_rows``, so a REST row and
@@ -20,10 +23,13 @@ answer's receive time as ``recv_time``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgspec
 
 from pumpwatch.errors import ParseError
-from pumpwatch.recorder.adapters.checks import MAX_CLOCK_SKEW_US
+from pumpwatch.recorder.adapters.checks import MAX_CLOCK_SKEW_US, loads
+from pumpwatch.recorder.history.spec import HistoryError
 
 if TYPE_CHECKING:
     from pumpwatch.segments.schema import TradeRow
@@ -33,6 +39,22 @@ if TYPE_CHECKING:
 EARLIEST_US = 1_230_768_000_000_000
 
 Trade = TypeVar("Trade")
+Answer = TypeVar("Answer")
+
+
+def decode_answer(
+    decode: Callable[[bytes], Answer], body: bytes, error: Callable[[Any], str | None], exchange: str
+) -> Answer:
+    """`body` decoded by `decode` (a msgspec decoder of the answer's shape). A body that does not
+    fit is looked at as plain JSON: `error(doc)` names the exchange's error (`HistoryError`), or
+    None when it is not an error body either (`ParseError`)."""
+    try:
+        return decode(body)
+    except msgspec.DecodeError as exc:
+        message = error(loads(body))
+        if message is not None:
+            raise HistoryError(message) from None
+        raise ParseError(f"{exchange}: malformed history answer ({exc})") from None
 
 
 def rest_rows(
