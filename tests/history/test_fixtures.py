@@ -192,6 +192,21 @@ def test_phemex_trades() -> None:
     assert rows(perp) == [(1669198793402790, "BTCUSDT", "BTC", "USDT", 16545.6, 0.7, "buy", None)]
 
 
+def test_rest_times_are_bounded_by_the_answer() -> None:
+    """A REST trade newer than the answer (plus the live skew) or before 2009 is refused: a ms
+    time read as µs (the µs header ignored) lands in 1970."""
+    ms_answer = (
+        body("binance/spot_history_historical_trades.json")
+        .replace(b"1672515782136407", b"1672515782136")
+        .replace(b"1672515782137001", b"1672515782137")
+    )
+    with pytest.raises(ParseError, match="implausible"):
+        binance.parse_historical_trades(ms_answer, RECV, BNBBTC)
+    assert binance.parse_historical_trades_ms(ms_answer, RECV, BNBBTC).rows[0][0] == 1672515782136000
+    with pytest.raises(ParseError, match="implausible"):
+        okx.parse_history_trades(body("okx/spot_history_trades.json"), 1_600_000_000_000_000, OKX_SPOT)
+
+
 # -- the same trade over REST and over the WebSocket --------------------------------------------
 
 PAIRS = [

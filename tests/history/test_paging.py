@@ -373,3 +373,14 @@ def test_rows_already_stored_are_not_counted_as_written() -> None:
     result, journal = run(go())
     assert result.fetched == 300 and result.written == 100
     assert journal.of("repaired")[0]["trades"] == 100
+
+
+@pytest.mark.parametrize("stream", ["binance_spot", "binance_futures", "okx_futures", "gate_spot"])
+def test_trades_older_than_the_live_time_bound_are_repaired(stream: str) -> None:
+    """The live decoder refuses a trade more than a day from its receive time; REST rows are
+    checked against their own REST time instead, so a 20-day-old gap is repaired whole."""
+    old_start = (START_US - 20 * US_PER_DAY) // 1000 * 1000
+    trades = make_trades(instrument(stream), 300, start_us=old_start, micro=stream == "binance_spot")
+    result, store, _journal, _ex = run(_repair(stream, trades, trades[0][0], trades[-1][0]))
+    assert result.complete and store.ids() == list(range(1000, 1300))
+    assert sorted(r[0] for r in store.rows) == [t[0] for t in trades]
