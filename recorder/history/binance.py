@@ -21,13 +21,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import orjson
+import msgspec
 
 from pumpwatch.errors import ParseError
 from pumpwatch.recorder.adapter import HttpRequest, Instrument
-from pumpwatch.recorder.adapters.checks import positive
-from pumpwatch.recorder.history.spec import HistoryError, HistoryPage, HistorySpec, RateRule
-from pumpwatch.segments.schema import TradeRow
+from pumpwatch.recorder.adapters.binance import Trade, trade_rows
+from pumpwatch.recorder.history.rest import decode_answer, rest_rows
+from pumpwatch.recorder.history.spec import HistoryPage, HistorySpec, RateRule
 from pumpwatch.timeunits import US_PER_DAY, US_PER_MINUTE, US_PER_MS
 
 SPOT_DOC = "https://developers.binance.com/docs/binance-spot-api-docs/rest-api/market-data-endpoints"
@@ -47,67 +47,72 @@ RATE = RateRule(
 LOCATE_WINDOW_US = 59 * US_PER_MINUTE  # startTime..endTime must be less than one hour
 
 
-def trade_row(
-    trade_id: int, price: str, qty: str, time_us: int, buyer_maker: bool, inst: Instrument, recv_us: int
-) -> TradeRow:
-    """One Binance trade -> TradeRow, as the live decoder builds it (``m`` true: the taker sold).
+class HistoricalTrade(msgspec.Struct, kw_only=True, gc=False):
+    """One ``historicalTrades`` row: the WS ``@trade`` fields under other names."""
 
-    The live stream's per-trade mapping (``adapters/binance.py``) is the same: symbol, base and
-    quote from the instrument, price and qty as floats, id as a string, time in µs.
-    """
-    if type(trade_id) is not int or type(buyer_maker) is not bool or type(time_us) is not int:
-        raise ParseError(f"binance: bad trade fields {trade_id!r} {buyer_maker!r} {time_us!r}")
-    side = "sell" if buyer_maker else "buy"
-    return (
-        time_us,
-        recv_us,
-        inst.symbol,
-        inst.base,
-        inst.quote,
-        positive(price, "price"),
-        positive(qty, "qty"),
-        side,
-        str(trade_id),
+    trade_id: int = msgspec.field(name="id")  # = WS ``t``
+    price: str | float
+    qty: str | float
+    time: int  # µs with X-MBX-TIME-UNIT: MICROSECOND, else ms
+    buyer_maker: bool = msgspec.field(name="isBuyerMaker")  # = WS ``m``
+
+
+class _AggIds(msgspec.Struct, gc=False):
+    """The ids of an ``aggTrades`` row, for locating: ``a`` aggregate id, ``f`` first trade id."""
+
+    a: int
+    f: int
+
+
+_decode_historical = msgspec.json.Decoder(list[HistoricalTrade]).decode
+# aggTrades rows carry the WS ``@aggTrade`` names (a, p, q, f, l, T, m): the adapter's own struct.
+_decode_agg = msgspec.json.Decoder(list[Trade]).decode
+_decode_agg_ids = msgspec.json.Decoder(list[_AggIds]).decode
+
+
+def _error(doc: Any) -> str | None:
+    """``{"code":-1121,"msg":"Invalid symbol."}``"""
+    return f"binance {doc.get('code')}: {doc.get('msg')}" if type(doc) is dict and "code" in doc else None
+
+
+def _answer(decode: Callable[[bytes], list[Any]], body: bytes) -> list[Any]:
+    return decode_answer(decode, body, _error, "binance")
+
+
+def _as_trade(row: HistoricalTrade) -> Trade:
+    """A ``historicalTrades`` row as the adapter's ``@trade`` struct (``isBuyerMaker`` -> ``m``)."""
+    return Trade(
+        price=row.price,
+        qty=row.qty,
+        time=row.time,
+        buyer_maker=row.buyer_maker,
+        trade_id=row.trade_id,
+        event="trade",
     )
 
 
-def _items(body: bytes) -> list[Any]:
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise ParseError("binance: history answer is not JSON") from None
-    if type(doc) is dict and "code" in doc:
-        # {"code":-1121,"msg":"Invalid symbol."}
-        raise HistoryError(f"binance {doc.get('code')}: {doc.get('msg')}")
-    if type(doc) is not list or not all(type(item) is dict for item in doc):
-        raise ParseError("binance: history answer is not a list of objects")
-    return doc
-
-
-def parse_historical_trades(body: bytes, recv_us: int, inst: Instrument) -> HistoryPage:
-    """A ``/api/v3/historicalTrades`` answer (times in µs by the request header)::
+def parse_historical_trades(
+    body: bytes, recv_us: int, inst: Instrument, *, micro: bool = True
+) -> HistoryPage:
+    """A ``/api/v3/historicalTrades`` answer (times in µs when asked with the header, else ms)::
 
     [{"id":28457,"price":"4.00000100","qty":"12.00000000","quoteQty":"48.000012",
       "time":1499865549590123,"isBuyerMaker":true,"isBestMatch":true}]
     """
-    rows, ids = [], []
-    try:
-        for item in _items(body):
-            tid = item["id"]
-            rows.append(
-                trade_row(tid, item["price"], item["qty"], item["time"], item["isBuyerMaker"], inst, recv_us)
-            )
-            ids.append(tid)
-    except KeyError as exc:
-        raise ParseError(f"binance: history trade without {exc}") from None
-    return HistoryPage(rows, ids)
+    items = _answer(_decode_historical, body)
+    unit_us = 1 if micro else US_PER_MS
+    rows = rest_rows(
+        lambda trades, ref_us: trade_rows(trades, inst, ref_us),
+        ((_as_trade(item), item.time * unit_us) for item in items),
+        recv_us,
+    )
+    return HistoryPage(rows, [item.trade_id for item in items])
 
 
 def parse_historical_trades_ms(body: bytes, recv_us: int, inst: Instrument) -> HistoryPage:
     """A ``/api/v3/historicalTrades`` answer without the µs header (times in ms), for a live
     stream configured with ``time_unit: MILLISECOND``."""
-    page = parse_historical_trades(body, recv_us, inst)
-    return HistoryPage([(r[0] * US_PER_MS, *r[1:]) for r in page.rows], page.ids)
+    return parse_historical_trades(body, recv_us, inst, micro=False)
 
 
 def parse_agg_trades(body: bytes, recv_us: int, inst: Instrument) -> HistoryPage:
@@ -115,16 +120,17 @@ def parse_agg_trades(body: bytes, recv_us: int, inst: Instrument) -> HistoryPage
 
     [{"a":26129,"p":"0.01633102","q":"4.70443515","f":27781,"l":27781,"T":1498793709153,"m":true}]
     """
-    rows, ids = [], []
-    try:
-        for item in _items(body):
-            t, aid = item["T"], item["a"]
-            if type(t) is not int:
-                raise ParseError(f"binance: bad T {t!r}")
-            rows.append(trade_row(aid, item["p"], item["q"], t * US_PER_MS, item["m"], inst, recv_us))
-            ids.append(aid)
-    except KeyError as exc:
-        raise ParseError(f"binance: aggTrade without {exc}") from None
+    items: list[Trade] = _answer(_decode_agg, body)
+    ids = []
+    for item in items:
+        if item.agg_id is None:
+            raise ParseError("binance: aggTrade without its id a")
+        ids.append(item.agg_id)
+    rows = rest_rows(
+        lambda trades, ref_us: trade_rows(trades, inst, ref_us),
+        ((item, item.time * US_PER_MS) for item in items),
+        recv_us,
+    )
     return HistoryPage(rows, ids)
 
 
@@ -132,13 +138,8 @@ def _first_id(key: str) -> Callable[[bytes], int | None]:
     """Locating: the `key` id (``f`` first trade id / ``a`` aggregate id) of the oldest aggTrade."""
 
     def parse_locate(body: bytes) -> int | None:
-        items = _items(body)
-        if not items:
-            return None
-        value = items[0].get(key)
-        if type(value) is not int:
-            raise ParseError(f"binance: aggTrade {key} is {value!r}")
-        return value
+        items: list[_AggIds] = _answer(_decode_agg_ids, body)
+        return getattr(items[0], key) if items else None
 
     return parse_locate
 

@@ -15,13 +15,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
+import msgspec
 
 from pumpwatch.errors import ParseError
 from pumpwatch.recorder.adapter import HttpRequest, Instrument
-from pumpwatch.recorder.adapters.checks import positive
+from pumpwatch.recorder.adapters.bybit import Trade, trade_rows
+from pumpwatch.recorder.adapters.checks import CapitalSide
+from pumpwatch.recorder.history.rest import decode_answer, rest_rows
 from pumpwatch.recorder.history.spec import HistoryError, HistoryPage, HistorySpec, RateRule
-from pumpwatch.segments.schema import TradeRow
 from pumpwatch.timeunits import US_PER_MS
 
 DOC_URL = "https://bybit-exchange.github.io/docs/v5/market/recent-trade"
@@ -34,18 +35,55 @@ RATE = RateRule(
     ban_statuses=(403,),
     doc_url="https://bybit-exchange.github.io/docs/v5/rate-limit",
 )
-_SIDES = {"Buy": "buy", "Sell": "sell"}
 
 
-def trade_row(
-    exec_id: str, price: str, size: str, side: str, time_ms: int, inst: Instrument, recv_us: int
-) -> TradeRow:
-    """One Bybit trade -> TradeRow as the live decoder maps it (``S``/``side`` is the taker side,
-    size in base coin on both categories, time ms → µs, id as sent)."""
-    if type(exec_id) is not str or type(side) is not str or side not in _SIDES or type(time_ms) is not int:
-        raise ParseError(f"bybit: bad trade fields {exec_id!r} {side!r} {time_ms!r}")
-    px, qty = positive(price, "price"), positive(size, "size")
-    return (time_ms * US_PER_MS, recv_us, inst.symbol, inst.base, inst.quote, px, qty, _SIDES[side], exec_id)
+class RecentTrade(msgspec.Struct, kw_only=True, gc=False):
+    """A recent-trade row: the ``publicTrade`` fields under their long names, time a ms string."""
+
+    trade_id: str | int = msgspec.field(name="execId")  # = WS ``i``
+    symbol: str
+    price: str | float
+    size: str | float  # base coin, also for linear
+    side: CapitalSide  # the taker's
+    time: str  # ms, "1672052955758"
+    block: bool = msgspec.field(name="isBlockTrade", default=False)  # = WS ``BT``
+
+
+class _Result(msgspec.Struct, gc=False):
+    trades: list[RecentTrade] = msgspec.field(name="list", default_factory=list)
+
+
+class _Answer(msgspec.Struct, gc=False):
+    retCode: int
+    retMsg: str = ""
+    result: _Result | None = None
+
+
+_decode_answer = msgspec.json.Decoder(_Answer).decode
+
+
+def _error(doc: Any) -> str | None:
+    """``{"retCode":10001,"retMsg":"Not supported symbols","result":{},...}``: any retCode but 0."""
+    if type(doc) is dict and doc.get("retCode", 0) != 0:
+        return f"bybit {doc['retCode']}: {doc.get('retMsg', '')}"
+    return None
+
+
+def _as_trade(row: RecentTrade) -> tuple[Trade, int]:
+    """A REST row as the adapter's push struct (the ms string as an int), with its time in µs."""
+    if not (row.time.isascii() and row.time.isdigit()):
+        raise ParseError(f"bybit: bad time {row.time!r:.40}")
+    time_ms = int(row.time)
+    trade = Trade(
+        time=time_ms,
+        symbol=row.symbol,
+        side=row.side,
+        qty=row.size,
+        price=row.price,
+        trade_id=row.trade_id,
+        block=row.block,
+    )
+    return trade, time_ms * US_PER_MS
 
 
 def parse_recent_trades(body: bytes, recv_us: int, inst: Instrument) -> HistoryPage:
@@ -65,32 +103,16 @@ def _parse(body: bytes, recv_us: int, inst: Instrument, *, drop_block_trades: bo
      "symbol":"BTCUSDT","price":"16618.49","size":"0.00012","side":"Buy","time":"1672052955758",
      "isBlockTrade":false,"isRPITrade":false}]},"retExtInfo":{},"time":1672053054358}
     """
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise ParseError("bybit: history answer is not JSON") from None
-    if type(doc) is not dict:
-        raise ParseError("bybit: history answer is not an object")
-    if doc.get("retCode") != 0:
-        # {"retCode":10001,"retMsg":"Not supported symbols","result":{},...}
-        raise HistoryError(f"bybit {doc.get('retCode')}: {doc.get('retMsg')}")
-    rows = []
-    try:
-        items: list[Any] = doc["result"]["list"]
-        for item in items:
-            if item["symbol"] != inst.symbol:
-                raise ParseError(f"bybit: trade of {item['symbol']!r} in an answer about {inst.symbol!r}")
-            t = item["time"]
-            if type(t) is not str or not t.isascii() or not t.isdigit():
-                raise ParseError(f"bybit: bad time {t!r}")
-            if drop_block_trades and item.get("isBlockTrade") is True:
-                continue
-            rows.append(
-                trade_row(item["execId"], item["price"], item["size"], item["side"], int(t), inst, recv_us)
-            )
-    except (KeyError, TypeError) as exc:
-        raise ParseError(f"bybit: malformed recent-trade answer ({exc!r})") from None
-    rows.reverse()  # oldest first, ties in exchange order
+    answer = decode_answer(_decode_answer, body, _error, "bybit")
+    if answer.retCode != 0:
+        raise HistoryError(f"bybit {answer.retCode}: {answer.retMsg}")
+    if answer.result is None:
+        raise ParseError("bybit: recent-trade answer without result")
+    rows = rest_rows(
+        lambda trades, ref_us: trade_rows(list(trades), inst, ref_us, drop_block_trades),
+        (_as_trade(item) for item in reversed(answer.result.trades)),  # oldest first, ties in exchange order
+        recv_us,
+    )
     rows.sort(key=lambda row: row[0])
     return HistoryPage(rows)
 

@@ -18,17 +18,24 @@ claimed repaired).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import orjson
+import msgspec
 
 from pumpwatch.errors import ParseError
 from pumpwatch.recorder.adapter import HttpRequest, Instrument
-from pumpwatch.recorder.adapters.checks import positive
-from pumpwatch.recorder.history.spec import HistoryError, HistoryPage, HistorySpec, RateRule
-from pumpwatch.segments.schema import TradeRow
+from pumpwatch.recorder.adapters.checks import Side
+from pumpwatch.recorder.adapters.gate import (
+    FuturesTrade,
+    SpotTrade,
+    futures_trade_rows,
+    ms_to_us,
+    spot_trade_rows,
+)
+from pumpwatch.recorder.history.rest import decode_answer, rest_rows
+from pumpwatch.recorder.history.spec import HistoryPage, HistorySpec, RateRule
 from pumpwatch.timeunits import US_PER_DAY, US_PER_HOUR, US_PER_MS, US_PER_S
 
 SPOT_DOC = "https://www.gate.com/docs/developers/apiv4/en/#retrieve-market-trades"
@@ -37,54 +44,49 @@ SIZE_DECIMAL = {"X-Gate-Size-Decimal": "1"}
 RATE = RateRule(
     key="gate", weight_per_window=200, window_s=10.0, reserve=0.5, ban_statuses=(), doc_url=SPOT_DOC
 )
-_SIDES = {"buy": "buy", "sell": "sell"}
 
 
-def ms_text_to_us(value: str) -> int:
-    """``"1606292218213.4578"`` -> 1606292218213457: whole ms plus the fraction's first three
-    digits, truncated, as the live spot decoder converts ``create_time_ms``."""
-    whole, _, frac = value.partition(".")
-    if not (whole.isascii() and whole.isdigit()) or (frac and not (frac.isascii() and frac.isdigit())):
-        raise ParseError(f"gate: bad create_time_ms {value!r}")
-    return int(whole) * US_PER_MS + (int((frac + "000")[:3]) if frac else 0)
+class SpotHistoryTrade(msgspec.Struct, kw_only=True, gc=False):
+    """A ``/spot/trades`` row: the ``spot.trades`` fields, but ``create_time`` is a string."""
+
+    id: int | str
+    currency_pair: str
+    side: Side  # the taker's
+    amount: str | float
+    price: str | float
+    create_time_ms: str  # "1606292218213.4578"
 
 
-def spot_trade_row(
-    trade_id: str | int,
-    create_time_ms: str,
-    side: str,
-    amount: str,
-    price: str,
-    inst: Instrument,
-    recv_us: int,
-) -> TradeRow:
-    """One Gate spot trade -> TradeRow as the live ``spot.trades`` decoder maps it (id as a string)."""
-    if (
-        type(trade_id) not in (int, str)
-        or type(create_time_ms) is not str
-        or type(side) is not str
-        or side not in _SIDES
-    ):
-        raise ParseError(f"gate: bad spot trade fields {trade_id!r} {create_time_ms!r} {side!r}")
-    qty, px = positive(amount, "amount"), positive(price, "price")
-    return (
-        ms_text_to_us(create_time_ms),
-        recv_us,
-        inst.symbol,
-        inst.base,
-        inst.quote,
-        px,
-        qty,
-        _SIDES[side],
-        str(trade_id),
-    )
+class FuturesHistoryTrade(msgspec.Struct, kw_only=True, gc=False):
+    """A ``/futures/usdt/trades`` row: ``create_time_ms`` a number (ms), or only ``create_time``
+    (seconds with a ms fraction), where the push has integer ms."""
+
+    id: int | str
+    contract: str
+    size: str | int | float  # signed contracts: the sign is the taker side
+    price: str | float
+    create_time_ms: int | float | str | None = None
+    create_time: int | float | str | None = None
+    is_internal: bool = False
 
 
-def futures_time_us(value: Any) -> int:
-    """REST futures ``create_time_ms`` (a number: ms, or s with a ms fraction) -> µs in whole ms,
-    as the live ``futures.trades`` push (integer ms) gives it; decimal arithmetic, no float error."""
-    if type(value) not in (int, float, str):
-        raise ParseError(f"gate: bad create_time_ms {value!r}")
+_decode_spot = msgspec.json.Decoder(list[SpotHistoryTrade]).decode
+_decode_futures = msgspec.json.Decoder(list[FuturesHistoryTrade]).decode
+
+
+def _error(doc: Any) -> str | None:
+    """``{"label":"INVALID_CURRENCY_PAIR","message":"Invalid currency pair BAD_USDT"}``"""
+    return f"gate {doc.get('label')}: {doc.get('message')}" if type(doc) is dict and "label" in doc else None
+
+
+def _answer(decode: Callable[[bytes], list[Any]], body: bytes) -> list[Any]:
+    return decode_answer(decode, body, _error, "gate")
+
+
+def futures_ms(row: FuturesHistoryTrade) -> int:
+    """A REST futures trade time as the push's integer ms: ``create_time_ms`` (ms), else
+    ``create_time`` (s with a ms fraction); decimal arithmetic, no float error, whole ms."""
+    value = row.create_time_ms if row.create_time_ms is not None else row.create_time
     try:
         number = Decimal(str(value))
     except InvalidOperation:
@@ -92,50 +94,34 @@ def futures_time_us(value: Any) -> int:
     if not number.is_finite() or number <= 0:
         raise ParseError(f"gate: bad create_time_ms {value!r}")
     ms = number if number >= 100_000_000_000 else number * 1000  # below 1e11 it is seconds
-    return int(ms) * US_PER_MS
+    return int(ms)
 
 
-def futures_trade_row(
-    trade_id: int | str, time_us: int, size: str, price: str, inst: Instrument, recv_us: int
-) -> TradeRow:
-    """One Gate futures trade -> TradeRow as the live decoder maps it: the sign of ``size`` is
-    the taker side, base qty = |contracts| × quanto_multiplier."""
-    if type(trade_id) not in (int, str) or type(size) not in (str, int, float):
-        raise ParseError(f"gate: bad futures trade fields {trade_id!r} {size!r}")
-    try:
-        contracts = float(size)
-    except ValueError:
-        raise ParseError(f"gate: bad size {size!r}") from None
-    side = "buy"
-    if contracts < 0.0:
-        side, contracts = "sell", -contracts
-    qty = contracts * inst.multiplier
-    if not 0.0 < qty < float("inf"):
-        raise ParseError(f"gate: bad size {size!r}")
-    return (
-        time_us,
-        recv_us,
-        inst.symbol,
-        inst.base,
-        inst.quote,
-        positive(price, "price"),
-        qty,
-        side,
-        str(trade_id),
+def _spot_trade(row: SpotHistoryTrade) -> tuple[SpotTrade, int]:
+    """A REST spot row as the adapter's struct, with its time in µs (the adapter's conversion)."""
+    trade = SpotTrade(
+        id=row.id,
+        currency_pair=row.currency_pair,
+        side=row.side,
+        amount=row.amount,
+        price=row.price,
+        create_time_ms=row.create_time_ms,
     )
+    return trade, ms_to_us(row.create_time_ms)
 
 
-def _items(body: bytes) -> list[dict[str, Any]]:
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise ParseError("gate: history answer is not JSON") from None
-    if type(doc) is dict and "label" in doc:
-        # {"label":"INVALID_CURRENCY_PAIR","message":"Invalid currency pair BAD_USDT"}
-        raise HistoryError(f"gate {doc.get('label')}: {doc.get('message')}")
-    if type(doc) is not list or not all(type(item) is dict for item in doc):
-        raise ParseError("gate: history answer is not a list of objects")
-    return doc
+def _futures_trade(row: FuturesHistoryTrade) -> tuple[FuturesTrade, int]:
+    """A REST futures row as the adapter's struct (time as integer ms), with its time in µs."""
+    ms = futures_ms(row)
+    trade = FuturesTrade(
+        id=row.id,
+        contract=row.contract,
+        size=row.size,
+        price=row.price,
+        create_time_ms=ms,
+        is_internal=row.is_internal,
+    )
+    return trade, ms * US_PER_MS
 
 
 def parse_spot_trades(body: bytes, recv_us: int, inst: Instrument) -> HistoryPage:
@@ -145,25 +131,15 @@ def parse_spot_trades(body: bytes, recv_us: int, inst: Instrument) -> HistoryPag
       "currency_pair":"BTC_USDT","side":"sell","amount":"0.15","price":"0.03",
       "sequence_id":"588018"}]
     """
-    rows = []
-    try:
-        for item in _items(body):
-            pair = item.get("currency_pair", inst.symbol)
-            if pair != inst.symbol:
-                raise ParseError(f"gate: trade of {pair!r} in an answer about {inst.symbol!r}")
-            rows.append(
-                spot_trade_row(
-                    item["id"],
-                    item["create_time_ms"],
-                    item["side"],
-                    item["amount"],
-                    item["price"],
-                    inst,
-                    recv_us,
-                )
-            )
-    except KeyError as exc:
-        raise ParseError(f"gate: spot trade without {exc}") from None
+    items: list[SpotHistoryTrade] = _answer(_decode_spot, body)
+    for item in items:
+        if item.currency_pair != inst.symbol:
+            raise ParseError(f"gate: trade of {item.currency_pair!r:.40} in an answer about {inst.symbol!r}")
+    rows = rest_rows(
+        lambda trades, ref_us: spot_trade_rows(trades, inst, ref_us),
+        (_spot_trade(item) for item in reversed(items)),
+        recv_us,
+    )
     rows.sort(key=lambda row: row[0])
     return HistoryPage(rows)
 
@@ -174,23 +150,16 @@ def parse_futures_trades(body: bytes, recv_us: int, inst: Instrument) -> History
     [{"id":121234231,"create_time":1514764800.123,"create_time_ms":1514764800123,
       "contract":"BTC_USDT","size":"-100.5","price":"100.123"}]
     """
-    rows = []
-    try:
-        for item in _items(body):
-            if item.get("contract", inst.symbol) != inst.symbol:
-                raise ParseError(
-                    f"gate: trade of {item.get('contract')!r} in an answer about {inst.symbol!r}"
-                )
-            if item.get("is_internal") is True:
-                continue
-            raw_time = item["create_time_ms"] if "create_time_ms" in item else item["create_time"]
-            rows.append(
-                futures_trade_row(
-                    item["id"], futures_time_us(raw_time), item["size"], item["price"], inst, recv_us
-                )
-            )
-    except KeyError as exc:
-        raise ParseError(f"gate: futures trade without {exc}") from None
+    items: list[FuturesHistoryTrade] = _answer(_decode_futures, body)
+    for item in items:
+        if item.contract != inst.symbol:
+            raise ParseError(f"gate: trade of {item.contract!r:.40} in an answer about {inst.symbol!r}")
+    instruments = {inst.symbol: inst}
+    rows = rest_rows(
+        lambda trades, ref_us: futures_trade_rows(trades, instruments, ref_us),
+        (_futures_trade(item) for item in reversed(items)),
+        recv_us,
+    )
     rows.sort(key=lambda row: row[0])
     return HistoryPage(rows)
 

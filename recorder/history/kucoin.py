@@ -6,9 +6,10 @@ Futures: https://www.kucoin.com/docs-new/rest/futures-trading/market-data/get-tr
          ``GET /api/v1/trade/history?symbol`` — the last 100 trades, weight 5 (public pool).
 
 No time or id paging. Times are ns; futures ``size`` is lots × the contract ``multiplier``.
-The spot answer carries no ``tradeId``: its ``sequence`` is used, which equals the live push's
-``tradeId`` in current data (the documented push sample has ``tradeId == sequence``); older
-hex ids would not match and such rows are de-duplicated by the store only by value. Rate: the
+Rows carrying ``tradeId`` use it, as the push does. The documented spot sample has none; then
+its ``sequence`` is used, which equals the push's ``tradeId`` in the documented push sample but
+not necessarily elsewhere (the local server derives a distinct one): such rows would not match
+the live ids and the store would keep both. Rate: the
 public pool is 2,000 weight per 30 s per IP (spot and futures each); 429 beyond, code 429000.
 """
 
@@ -17,13 +18,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
+import msgspec
 
 from pumpwatch.errors import ParseError
 from pumpwatch.recorder.adapter import HttpRequest, Instrument
-from pumpwatch.recorder.adapters.checks import positive
+from pumpwatch.recorder.adapters.checks import Side
+from pumpwatch.recorder.adapters.kucoin import Trade, trade_rows
+from pumpwatch.recorder.history.rest import decode_answer, rest_rows
 from pumpwatch.recorder.history.spec import HistoryError, HistoryPage, HistorySpec, RateRule
-from pumpwatch.segments.schema import TradeRow
 
 SPOT_DOC = "https://www.kucoin.com/docs-new/rest/spot-trading/market-data/get-trade-history"
 FUTURES_DOC = "https://www.kucoin.com/docs-new/rest/futures-trading/market-data/get-trade-history"
@@ -35,67 +37,76 @@ RATE = RateRule(
     ban_statuses=(),
     doc_url="https://www.kucoin.com/docs-new/rate-limit",
 )
-_SIDES = {"buy": "buy", "sell": "sell"}
+NS_PER_US = 1000
 
 
-def trade_row(
-    trade_id: str, price: str, size: str | int, side: str, time_ns: int | str, inst: Instrument, recv_us: int
-) -> TradeRow:
-    """One KuCoin trade -> TradeRow as the live decoder maps it: ns → µs by integer division,
-    qty = size × multiplier on futures (the multiplier is 1.0 on spot, so spot qty is size)."""
-    if (
-        type(trade_id) is not str
-        or type(side) is not str
-        or side not in _SIDES
-        or type(time_ns) not in (int, str)
-    ):
-        raise ParseError(f"kucoin: bad trade fields {trade_id!r} {side!r} {time_ns!r}")
-    try:
-        time_us = int(time_ns) // 1000
-    except ValueError:
-        raise ParseError(f"kucoin: bad time {time_ns!r}") from None
-    qty = positive(size, "size")
-    if inst.multiplier != 1.0:
-        qty = qty * inst.multiplier
-    return (
-        time_us,
-        recv_us,
-        inst.symbol,
-        inst.base,
-        inst.quote,
-        positive(price, "price"),
-        qty,
-        _SIDES[side],
-        trade_id,
+class HistoryTrade(msgspec.Struct, kw_only=True, gc=False):
+    """A spot histories / futures trade-history row (no ``symbol``: the answer is about one).
+
+    The id is ``tradeId`` (the push's); a spot row without one (the documented sample has none)
+    falls back to ``sequence``. Times are integer ns (spot ``time``, futures ``ts``); futures
+    ``size`` is lots.
+    """
+
+    price: str | float
+    size: str | float
+    side: Side  # the taker's
+    sequence: str | int
+    trade_id: str | int | None = msgspec.field(name="tradeId", default=None)
+    time: str | int | None = None  # spot, ns
+    ts: str | int | None = None  # futures, ns
+
+
+class _Answer(msgspec.Struct, gc=False):
+    code: str
+    msg: str = ""
+    data: list[HistoryTrade] = []
+
+
+_decode_answer = msgspec.json.Decoder(_Answer).decode
+
+
+def _error(doc: Any) -> str | None:
+    """``{"code":"400100","msg":"This pair is not provided at present"}``: any code but "200000"."""
+    if type(doc) is dict and doc.get("code", "200000") != "200000":
+        return f"kucoin {doc['code']}: {doc.get('msg', '')}"
+    return None
+
+
+def _as_trade(row: HistoryTrade, inst: Instrument, futures: bool) -> tuple[Trade, int]:
+    """A REST row as the adapter's match struct, with its time in µs."""
+    raw = row.ts if futures else row.time
+    text = str(raw)
+    if not (text.isascii() and text.isdigit()):
+        raise ParseError(f"kucoin: bad time {raw!r:.40}")
+    tid = row.trade_id
+    if tid is None:
+        if futures:
+            raise ParseError("kucoin: futures trade without tradeId")
+        tid = row.sequence
+    trade = Trade(
+        symbol=inst.symbol,
+        side=row.side,
+        price=row.price,
+        size=row.size,
+        trade_id=tid,
+        time=None if futures else raw,
+        ts=raw if futures else None,
     )
+    return trade, int(text) // NS_PER_US
 
 
-def _data(body: bytes) -> list[dict[str, Any]]:
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise ParseError("kucoin: history answer is not JSON") from None
-    if type(doc) is not dict:
-        raise ParseError("kucoin: history answer is not an object")
-    if doc.get("code") != "200000":
-        # {"code":"400100","msg":"This pair is not provided at present"}
-        raise HistoryError(f"kucoin {doc.get('code')}: {doc.get('msg')}")
-    data = doc.get("data")
-    if type(data) is not list or not all(type(item) is dict for item in data):
-        raise ParseError("kucoin: history data is not a list of objects")
-    return data
-
-
-def _id_text(value: Any) -> str:
-    """An id sent as a string or an integer, as a string."""
-    if type(value) is str or type(value) is int:
-        return str(value)
-    raise ParseError(f"kucoin: bad id {value!r}")
-
-
-def _sorted(rows: list[TradeRow]) -> list[TradeRow]:
+def _parse(body: bytes, recv_us: int, inst: Instrument, futures: bool) -> HistoryPage:
+    answer = decode_answer(_decode_answer, body, _error, "kucoin")
+    if answer.code != "200000":
+        raise HistoryError(f"kucoin {answer.code}: {answer.msg}")
+    rows = rest_rows(
+        lambda trades, ref_us: trade_rows(trades, inst, ref_us),
+        (_as_trade(item, inst, futures) for item in answer.data),
+        recv_us,
+    )
     rows.sort(key=lambda row: row[0])
-    return rows
+    return HistoryPage(rows)
 
 
 def parse_spot_histories(body: bytes, recv_us: int, inst: Instrument) -> HistoryPage:
@@ -104,16 +115,7 @@ def parse_spot_histories(body: bytes, recv_us: int, inst: Instrument) -> History
     {"code":"200000","data":[{"sequence":"10976028003549185","price":"67122","size":"0.000025",
      "side":"buy","time":1729843222921000000}]}
     """
-    try:
-        rows = [
-            trade_row(
-                str(item["sequence"]), item["price"], item["size"], item["side"], item["time"], inst, recv_us
-            )
-            for item in _data(body)
-        ]
-    except KeyError as exc:
-        raise ParseError(f"kucoin: spot trade without {exc}") from None
-    return HistoryPage(_sorted(rows))
+    return _parse(body, recv_us, inst, futures=False)
 
 
 def parse_futures_history(body: bytes, recv_us: int, inst: Instrument) -> HistoryPage:
@@ -123,16 +125,7 @@ def parse_futures_history(body: bytes, recv_us: int, inst: Instrument) -> Histor
      "makerOrderId":"247822167163555840","takerOrderId":"247822202957807616",
      "ts":1731898619520000000,"size":2,"price":"90503.9","side":"buy"}]}
     """
-    try:
-        rows = [
-            trade_row(
-                str(item["tradeId"]), item["price"], item["size"], item["side"], item["ts"], inst, recv_us
-            )
-            for item in _data(body)
-        ]
-    except KeyError as exc:
-        raise ParseError(f"kucoin: futures trade without {exc}") from None
-    return HistoryPage(_sorted(rows))
+    return _parse(body, recv_us, inst, futures=True)
 
 
 def spec(market: str, rest_url: str, options: Mapping[str, Any]) -> HistorySpec | None:

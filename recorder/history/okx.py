@@ -15,13 +15,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
+import msgspec
 
 from pumpwatch.errors import ParseError
 from pumpwatch.recorder.adapter import HttpRequest, Instrument
-from pumpwatch.recorder.adapters.checks import positive
+from pumpwatch.recorder.adapters.okx import Trade, trade_rows
+from pumpwatch.recorder.history.rest import decode_answer, rest_rows
 from pumpwatch.recorder.history.spec import HistoryError, HistoryPage, HistorySpec, RateRule
-from pumpwatch.segments.schema import TradeRow
 from pumpwatch.timeunits import US_PER_DAY, US_PER_MS
 
 DOC_URL = "https://www.okx.com/docs-v5/en/#order-book-trading-market-data-get-trades-history"
@@ -34,59 +34,45 @@ RATE = RateRule(
     ban_statuses=(),
     doc_url=DOC_URL,
 )
-_SIDES = {"buy": "buy", "sell": "sell"}
 
 
-def trade_row(
-    trade_id: str, px: str, sz: str, ts_ms: str, side: str, inst: Instrument, recv_us: int
-) -> TradeRow:
-    """One OKX trade -> TradeRow exactly as the live ``trades-all`` decoder maps it: price
-    ``float(px)``, qty ``float(sz) × multiplier`` (1 on spot, ctVal on SWAP), time ms → µs."""
-    if (
-        not (str is type(trade_id) is type(px) is type(sz) is type(ts_ms))
-        or type(side) is not str
-        or side not in _SIDES
-    ):
-        raise ParseError(f"okx: bad trade fields {trade_id!r} {side!r}")
-    positive(px, "px")
-    positive(sz, "sz")
-    try:
-        time_us = int(ts_ms) * US_PER_MS
-    except ValueError:
-        raise ParseError(f"okx: bad ts {ts_ms!r}") from None
-    return (
-        time_us,
-        recv_us,
-        inst.symbol,
-        inst.base,
-        inst.quote,
-        float(px),
-        float(sz) * inst.multiplier,
-        _SIDES[side],
-        trade_id,
-    )
+class HistoryTrade(Trade):
+    """A history-trades row: the ``trades-all`` fields under the same names, plus ``instId``
+    (the push names the instrument in its ``arg``)."""
+
+    inst_id: str = msgspec.field(name="instId")
 
 
-def _data(body: bytes) -> list[Any]:
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise ParseError("okx: history answer is not JSON") from None
-    if type(doc) is not dict or type(doc.get("data")) is not list:
-        raise ParseError("okx: history answer without a data list")
-    if doc.get("code") != "0":
-        # {"code":"51001","msg":"Instrument ID does not exist","data":[]}
-        raise HistoryError(f"okx {doc.get('code')}: {doc.get('msg')}")
-    if not all(type(item) is dict for item in doc["data"]):
-        raise ParseError("okx: history data holds a non-object")
-    return doc["data"]
+class _Answer(msgspec.Struct, gc=False):
+    code: str
+    msg: str = ""
+    data: list[HistoryTrade] = []
 
 
-def _trade_id(item: dict[str, Any]) -> int:
-    tid = item.get("tradeId")
-    if type(tid) is not str or not tid.isascii() or not tid.isdigit():
-        raise ParseError(f"okx: tradeId {tid!r}")
-    return int(tid)
+_decode_answer = msgspec.json.Decoder(_Answer).decode
+
+
+def _error(doc: Any) -> str | None:
+    """``{"code":"51001","msg":"Instrument ID does not exist","data":[]}``: any code but "0"."""
+    if type(doc) is dict and doc.get("code", "0") != "0":
+        return f"okx {doc['code']}: {doc.get('msg', '')}"
+    return None
+
+
+def _data(body: bytes) -> list[HistoryTrade]:
+    """The trades of an answer, newest first."""
+    answer = decode_answer(_decode_answer, body, _error, "okx")
+    if answer.code != "0":
+        raise HistoryError(f"okx {answer.code}: {answer.msg}")
+    return answer.data
+
+
+def _number(value: str | int, what: str) -> int:
+    """A tradeId or ts sent as a decimal string (or a number) as an int."""
+    text = str(value)
+    if not (text.isascii() and text.isdigit()):
+        raise ParseError(f"okx: {what} {value!r:.40}")
+    return int(text)
 
 
 def parse_history_trades(body: bytes, recv_us: int, inst: Instrument) -> HistoryPage:
@@ -95,25 +81,23 @@ def parse_history_trades(body: bytes, recv_us: int, inst: Instrument) -> History
     {"code":"0","msg":"","data":[{"instId":"BTC-USDT","side":"sell","sz":"0.00001",
      "px":"29963.2","source":"0","tradeId":"242720720","ts":"1654161646974"}]}
     """
-    rows, ids = [], []
-    try:
-        for item in reversed(_data(body)):
-            if item["instId"] != inst.symbol:
-                raise ParseError(f"okx: trade of {item['instId']!r} in an answer about {inst.symbol!r}")
-            tid = _trade_id(item)
-            rows.append(
-                trade_row(item["tradeId"], item["px"], item["sz"], item["ts"], item["side"], inst, recv_us)
-            )
-            ids.append(tid)
-    except KeyError as exc:
-        raise ParseError(f"okx: history trade without {exc}") from None
-    return HistoryPage(rows, ids)
+    items = _data(body)
+    items.reverse()
+    for item in items:
+        if item.inst_id != inst.symbol:
+            raise ParseError(f"okx: trade of {item.inst_id!r:.40} in an answer about {inst.symbol!r}")
+    rows = rest_rows(
+        lambda trades, ref_us: trade_rows(list(trades), inst, ref_us),
+        ((item, _number(item.time, "ts") * US_PER_MS) for item in items),
+        recv_us,
+    )
+    return HistoryPage(rows, [_number(item.trade_id, "tradeId") for item in items])
 
 
 def parse_locate(body: bytes) -> int | None:
     """The newest tradeId of a ``type=2`` answer, or None when it is empty."""
     data = _data(body)
-    return max(_trade_id(item) for item in data) if data else None
+    return max(_number(item.trade_id, "tradeId") for item in data) if data else None
 
 
 def spec(market: str, rest_url: str, options: Mapping[str, Any]) -> HistorySpec | None:

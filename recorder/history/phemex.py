@@ -15,15 +15,16 @@ the "Others" group, 100 requests per minute; HTTP 429 beyond.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
-import orjson
+import msgspec
 
 from pumpwatch.errors import ParseError
 from pumpwatch.recorder.adapter import HttpRequest, Instrument
-from pumpwatch.recorder.adapters.checks import positive
-from pumpwatch.recorder.history.spec import HistoryError, HistoryPage, HistorySpec, RateRule
+from pumpwatch.recorder.adapters.phemex import PerpTrade, SpotTrade, perp_trade_rows, spot_trade_rows
+from pumpwatch.recorder.history.rest import decode_answer, rest_rows
+from pumpwatch.recorder.history.spec import HistoryPage, HistorySpec, RateRule
 from pumpwatch.segments.schema import TradeRow
 
 SPOT_DOC = "https://github.com/phemex/phemex-api-docs/blob/master/Public-Spot-API-en.md#query-recent-trades"
@@ -38,90 +39,64 @@ RATE = RateRule(
     ban_statuses=(),
     doc_url="https://github.com/phemex/phemex-api-docs/blob/master/Generic-API-Info.en.md",
 )
-_SIDES = {"Buy": "buy", "Sell": "sell"}
+NS_PER_US = 1000
 
 
-def spot_trade_row(
-    ts_ns: int, side: str, price_ep: int, qty_ev: int, inst: Instrument, recv_us: int
-) -> TradeRow:
-    """One Phemex spot trade -> TradeRow as the live decoder maps it: scaled integers divided
-    by the instrument's 10**price_scale and 10**qty_scale, ns → µs, no id."""
-    if (
-        type(ts_ns) is not int
-        or type(price_ep) is not int
-        or type(qty_ev) is not int
-        or type(side) is not str
-        or side not in _SIDES
-    ):
-        raise ParseError(f"phemex: bad spot trade {[ts_ns, side, price_ep, qty_ev]!r:.120}")
-    if price_ep <= 0 or qty_ev <= 0:
-        raise ParseError(f"phemex: bad spot price/qty {price_ep!r} {qty_ev!r}")
-    price = price_ep / 10**inst.price_scale
-    qty = qty_ev / 10**inst.qty_scale
-    return (ts_ns // 1000, recv_us, inst.symbol, inst.base, inst.quote, price, qty, _SIDES[side], None)
+class _Result(msgspec.Struct, gc=False):
+    """The rows are the push's: ``[ts_ns, side, priceEp, value]`` (spot, the adapter's
+    `SpotTrade`) or ``[ts_ns, side, "priceRp", "qtyRq"]`` (perpetual, `PerpTrade`)."""
+
+    symbol: str | None = None
+    trades: list[SpotTrade] | None = None
+    trades_p: list[PerpTrade] | None = None
 
 
-def perp_trade_row(
-    ts_ns: int, side: str, price_rp: str, qty_rq: str, inst: Instrument, recv_us: int
-) -> TradeRow:
-    """One Phemex USDT-perpetual trade -> TradeRow as the live decoder maps it (real values)."""
-    if type(ts_ns) is not int or type(side) is not str or side not in _SIDES:
-        raise ParseError(f"phemex: bad perpetual trade {[ts_ns, side, price_rp, qty_rq]!r:.120}")
-    qty = positive(qty_rq, "qty") * inst.multiplier
-    return (
-        ts_ns // 1000,
+class _Answer(msgspec.Struct, gc=False):
+    result: _Result
+    error: None = None
+
+
+_decode_answer = msgspec.json.Decoder(_Answer).decode
+Row = TypeVar("Row", SpotTrade, PerpTrade)
+
+
+def _error(doc: Any) -> str | None:
+    """``{"error":{"code":6001,"message":"invalid argument"},"id":0,"result":null}``"""
+    return f"phemex: {doc['error']}" if type(doc) is dict and doc.get("error") is not None else None
+
+
+def _page(
+    trades: list[Row] | None,
+    normalize: Callable[[list[Row], Instrument, int, bool], list[TradeRow]],
+    symbol: str | None,
+    recv_us: int,
+    inst: Instrument,
+) -> HistoryPage:
+    if trades is None:
+        raise ParseError("phemex: history answer without its trades")
+    if symbol is not None and symbol != inst.symbol:
+        raise ParseError(f"phemex: answer about {symbol!r:.40}, asked {inst.symbol!r}")
+    rows = rest_rows(
+        lambda one, ref_us: normalize(list(one), inst, ref_us, False),
+        ((trade, trade[0] // NS_PER_US) for trade in reversed(trades)),  # newest first on the wire
         recv_us,
-        inst.symbol,
-        inst.base,
-        inst.quote,
-        positive(price_rp, "price"),
-        qty,
-        _SIDES[side],
-        None,
     )
-
-
-def _result(body: bytes, key: str, inst: Instrument) -> list[Any]:
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise ParseError("phemex: history answer is not JSON") from None
-    if type(doc) is not dict:
-        raise ParseError("phemex: history answer is not an object")
-    if doc.get("error") is not None:
-        # {"error":{"code":6001,"message":"invalid argument"},"id":0,"result":null}
-        raise HistoryError(f"phemex: {doc['error']}")
-    result = doc.get("result")
-    if type(result) is not dict or type(result.get(key)) is not list:
-        raise ParseError(f"phemex: history answer without result.{key}")
-    if result.get("symbol", inst.symbol) != inst.symbol:
-        raise ParseError(f"phemex: answer about {result.get('symbol')!r}, asked {inst.symbol!r}")
-    items = result[key]
-    if not all(type(item) is list and len(item) == 4 for item in items):
-        raise ParseError("phemex: a trade row is not [ts, side, price, qty]")
-    return items
-
-
-def _oldest_first(rows: list[TradeRow]) -> list[TradeRow]:
-    rows.reverse()  # newest first on the wire, ties included
     rows.sort(key=lambda row: row[0])
-    return rows
+    return HistoryPage(rows)
 
 
 def parse_spot_trades(body: bytes, recv_us: int, inst: Instrument) -> HistoryPage:
     """``{"error":null,"id":0,"result":{"sequence":15934323,"symbol":"sBTCUSDT",
     "trades":[[1579164056368538508,"Sell",869600000000,1210000]],"type":"snapshot"}}``"""
-    rows = [spot_trade_row(ts, side, p, q, inst, recv_us) for ts, side, p, q in _result(body, "trades", inst)]
-    return HistoryPage(_oldest_first(rows))
+    result = decode_answer(_decode_answer, body, _error, "phemex").result
+    return _page(result.trades, spot_trade_rows, result.symbol, recv_us, inst)
 
 
 def parse_perp_trades(body: bytes, recv_us: int, inst: Instrument) -> HistoryPage:
     """``{"error":null,"id":0,"result":{"sequence":77702250,"symbol":"BTCUSDT",
     "trades_p":[[1666856076819029800,"Sell","20700.3","0.649"]],"type":"snapshot"}}``"""
-    rows = [
-        perp_trade_row(ts, side, p, q, inst, recv_us) for ts, side, p, q in _result(body, "trades_p", inst)
-    ]
-    return HistoryPage(_oldest_first(rows))
+    result = decode_answer(_decode_answer, body, _error, "phemex").result
+    return _page(result.trades_p, perp_trade_rows, result.symbol, recv_us, inst)
 
 
 def spec(market: str, rest_url: str, options: Mapping[str, Any]) -> HistorySpec | None:

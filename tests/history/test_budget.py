@@ -1,5 +1,6 @@
 """The per-exchange rate budget: pacing, reserve, 429/418 backoff with escalation, deadlines;
-and against a real local server: rate-limit answers slow a repair and never drop a page."""
+and against the local exchange servers (`SimExchange`: `throttle()`, their own rate limits and
+Binance's 418 ban): rate-limit answers slow a repair and never drop a page."""
 
 from __future__ import annotations
 
@@ -10,10 +11,21 @@ from typing import Any
 
 import pytest
 
-from history.conftest import START_US, Journal, Store, fast_budget, instrument, spec_for
-from history.fake_exchange import FakeExchange, Fault, make_trades
+from history.conftest import (
+    START_US,
+    Journal,
+    Store,
+    Venue,
+    fast_budget,
+    instrument,
+    make_trades,
+    sim_limit,
+    spec_for,
+    venue,
+)
+from history.faults import Fault
 from pumpwatch.recorder.history.budget import RateBudget, retry_after_s
-from pumpwatch.recorder.history.repair import make_client, repair
+from pumpwatch.recorder.history.repair import repair
 from pumpwatch.recorder.history.spec import RateRule
 from pumpwatch.recorder.history.specs import Budgets
 
@@ -136,49 +148,66 @@ def test_one_budget_per_exchange() -> None:
     assert budgets.for_spec(spec_for("okx_spot", "http://c")) is not budgets.for_spec(spot)
 
 
-# -- against a local server -------------------------------------------------------------------
+# -- against the local exchange servers ----------------------------------------------------
 
 
 async def _run(
-    stream: str, faults: list[Fault], **kwargs: Any
+    stream: str,
+    *,
+    throttle: int = 0,
+    retry_after_s: float = 1.0,
+    faults: list[Fault] | None = None,
+    limits: dict[str, Any] | None = None,
+    **kwargs: Any,
 ) -> tuple[Any, Store, Journal, float, RateBudget]:
+    """Repair ids 1000..3499 of 2500 trades; the sim refuses the first `throttle` calls with its
+    rate-limit answer (``Retry-After: retry_after_s``); `faults` go through a proxy in front."""
     inst = instrument(stream)
     trades = make_trades(inst, 2500, start_us=START_US, micro=stream == "binance_spot")
-    async with FakeExchange(stream, inst, trades) as ex, make_client() as client:
-        ex.faults.extend(faults)
+    async with venue(stream, trades, limits=limits, faults=faults is not None) as ex:
+        ex.sim.history.throttle_retry_after_s = retry_after_s
+        ex.sim.throttle(throttle)
+        if faults is not None:
+            assert ex.proxy is not None
+            ex.proxy.faults.extend(faults)
         spec = spec_for(stream, ex.url)
         budget = kwargs.pop("budget", None) or fast_budget(spec)
         store, journal = Store(), Journal()
         t0 = time.monotonic()
         result = await repair(
-            client, spec, budget, stream, inst.symbol, trades[0][0], trades[-1][0],
+            ex.client, spec, budget, stream, inst.symbol, trades[0][0], trades[-1][0],
             instruments={inst.symbol: inst}, write=store.write, journal=journal,
             first_id=1000, last_id=3499, **kwargs,
         )  # fmt: skip
+        if faults is None:  # every refusal the repair met was the sim's
+            assert ex.sim.history.stats.limited == result.rate_limited
         return result, store, journal, time.monotonic() - t0, budget
 
 
 def test_429_with_retry_after_slows_and_never_drops() -> None:
-    faults = [Fault(429, headers={"Retry-After": "0.3"}), Fault(429, headers={"Retry-After": "0.3"})]
-    result, store, journal, elapsed, budget = asyncio.run(_run("binance_spot", faults))
+    result, store, journal, elapsed, budget = asyncio.run(_run("binance_spot", throttle=2))
     assert store.ids() == list(range(1000, 3500)) and result.complete
     assert result.rate_limited == 2 and budget.penalties == 2
-    assert elapsed >= 0.6
+    assert elapsed >= 0.6  # two Retry-After: 1 (the sim's least)
     assert journal.of("unrepaired") == []
 
 
 def test_consecutive_429s_without_retry_after_escalate() -> None:
+    """The sim always sends Retry-After; OKX 429s without it come from the fault proxy."""
     faults = [Fault(429, b'{"code":"50011","msg":"Too Many Requests","data":[]}') for _ in range(4)]
-    result, store, _journal, elapsed, _budget = asyncio.run(_run("okx_spot", faults))
+    result, store, _journal, elapsed, _budget = asyncio.run(_run("okx_spot", faults=faults))
     assert result.complete and len(store.rows) == 2500
     assert elapsed >= 0.05 + 0.1 + 0.2 + 0.4
 
 
 def test_418_ban_backs_off_longer() -> None:
-    faults = [Fault(418, b'{"code":-1003,"msg":"Way too many requests; IP banned."}', {"Retry-After": "0"})]
-    result, store, _journal, elapsed, _budget = asyncio.run(_run("binance_futures", faults))
+    """The sim's Binance futures budget, shrunk to two aggTrades calls a second and a ban on the
+    first refused call: the third page is answered 418 and waits at least the ban floor."""
+    ban = dataclasses.replace(sim_limit("binance_futures"), limit=40, window_s=1.0, ban_after=0, ban_s=0.2)
+    result, store, _journal, elapsed, _budget = asyncio.run(_run("binance_futures", limits={"ip": ban}))
     assert result.complete and len(store.rows) == 2500
-    assert elapsed >= 0.3  # the ban floor of the test budget, although Retry-After said 0
+    assert result.rate_limited >= 1
+    assert elapsed >= 0.3  # the ban floor of the test budget
 
 
 def test_bybit_403_is_a_ban() -> None:
@@ -187,14 +216,15 @@ def test_bybit_403_is_a_ban() -> None:
     trades = make_trades(inst, 100, start_us=START_US)
 
     async def go() -> tuple[Any, float]:
-        async with FakeExchange(stream, inst, trades) as ex, make_client() as client:
-            ex.faults.append(Fault(403, b"access too frequent"))
+        async with venue(stream, trades) as ex:
+            ex.sim.throttle(1)  # Bybit's refusal: HTTP 403 "access too frequent"
             spec = spec_for(stream, ex.url)
             t0 = time.monotonic()
             result = await repair(
-                client, spec, fast_budget(spec), stream, inst.symbol, trades[0][0], trades[-1][0],
+                ex.client, spec, fast_budget(spec), stream, inst.symbol, trades[0][0], trades[-1][0],
                 instruments={inst.symbol: inst}, write=Store().write, journal=Journal(),
             )  # fmt: skip
+            assert ex.sim.history.stats.limited == 1
             return result, time.monotonic() - t0
 
     result, elapsed = asyncio.run(go())
@@ -202,8 +232,9 @@ def test_bybit_403_is_a_ban() -> None:
 
 
 def test_deadline_turns_endless_429s_into_rate_limited() -> None:
-    faults = [Fault(429, headers={"Retry-After": "5"}) for _ in range(50)]
-    result, store, journal, elapsed, _budget = asyncio.run(_run("okx_futures", faults, deadline_s=0.5))
+    result, store, journal, elapsed, _budget = asyncio.run(
+        _run("okx_futures", throttle=50, retry_after_s=5.0, deadline_s=0.5)
+    )
     assert elapsed < 2.0 and store.rows == []
     assert [m[2] for m in result.unrepaired] == ["rate_limited"]
     assert journal.of("unrepaired")[0]["reason"] == "rate_limited"
@@ -219,23 +250,19 @@ def test_two_streams_share_one_paced_budget() -> None:
     rule = dataclasses.replace(spec_for("okx_spot", "http://x").rate, weight_per_window=20, window_s=1.0)
     budget = RateBudget(rule)
 
-    async def one(ex: FakeExchange, client: Any, trades: list[Any]) -> Any:
+    async def one(ex: Venue, trades: list[Any]) -> Any:
         spec = spec_for(ex.stream, ex.url)
         store = Store()
         result = await repair(
-            client, spec, budget, ex.stream, ex.inst.symbol, trades[0][0], trades[-1][0],
+            ex.client, spec, budget, ex.stream, ex.inst.symbol, trades[0][0], trades[-1][0],
             instruments={ex.inst.symbol: ex.inst}, write=store.write, journal=Journal(),
         )  # fmt: skip
         return result, store
 
     async def go() -> tuple[list[Any], float]:
-        async with (
-            FakeExchange("okx_spot", spot_inst, spot_trades) as a,
-            FakeExchange("okx_futures", swap_inst, swap_trades) as b,
-            make_client() as client,
-        ):
+        async with venue("okx_spot", spot_trades) as a, venue("okx_futures", swap_trades) as b:
             t0 = time.monotonic()
-            results = await asyncio.gather(one(a, client, spot_trades), one(b, client, swap_trades))
+            results = await asyncio.gather(one(a, spot_trades), one(b, swap_trades))
             return list(results), time.monotonic() - t0
 
     results, elapsed = asyncio.run(go())

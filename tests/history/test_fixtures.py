@@ -16,12 +16,13 @@ from history.conftest import spec_for
 from pumpwatch.errors import ParseError
 from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.recorder.adapters import get_adapter
+from pumpwatch.recorder.adapters.gate import ms_to_us
 from pumpwatch.recorder.history import binance, bybit, gate, kucoin, okx, phemex
 from pumpwatch.recorder.history.spec import HistoryError, HistoryPage
 from pumpwatch.segments.schema import TradeRow
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-RECV = 1_700_000_000_000_000
+RECV = 1_800_000_000_000_000  # 2027: after every fixture's trades (a REST trade is never newer)
 
 BNBBTC = Instrument("BNBBTC", "BNB", "BTC")
 BTCUSDT = Instrument("BTCUSDT", "BTC", "USDT")
@@ -132,16 +133,25 @@ def test_gate_futures_trades_sign_multiplier_and_internal() -> None:
 
 
 def test_gate_time_conversions() -> None:
-    assert gate.ms_text_to_us("1606292218213.4578") == 1606292218213457
-    assert gate.ms_text_to_us("1606292218213") == 1606292218213000
-    assert gate.futures_time_us(1514764800.123) == 1514764800123000
-    assert gate.futures_time_us(1514764800123) == 1514764800123000
-    assert gate.futures_time_us(1514764800123.0) == 1514764800123000
+    """Spot ``create_time_ms`` goes through the adapter's own conversion; futures REST times
+    (ms numbers, or seconds with a ms fraction) become the push's integer ms."""
+
+    def futures_us(create_time_ms: object = None, create_time: object = None) -> int:
+        row = gate.FuturesHistoryTrade(
+            id=1, contract="X", size="1", price="1", create_time_ms=create_time_ms, create_time=create_time
+        )
+        return gate.futures_ms(row) * 1000
+
+    assert ms_to_us("1606292218213.4578") == 1606292218213457
+    assert ms_to_us("1606292218213") == 1606292218213000
+    assert futures_us(create_time=1514764800.123) == 1514764800123000
+    assert futures_us(1514764800123) == 1514764800123000
+    assert futures_us(1514764800123.0) == 1514764800123000
     for bad in ("x", "1.2.3", "-5"):
         with pytest.raises(ParseError):
-            gate.ms_text_to_us(bad)
+            ms_to_us(bad)
     with pytest.raises(ParseError):
-        gate.futures_time_us(True)
+        futures_us(True)
 
 
 def test_bybit_recent_trades() -> None:
@@ -180,6 +190,21 @@ def test_phemex_trades() -> None:
     assert rows(spot) == [(1591268226414925, "sBTCUSDT", "BTC", "USDT", 9544.88, 0.002791, "sell", None)]
     perp = phemex.parse_perp_trades(body("phemex/futures_history_trades.json"), RECV, PHX_PERP)
     assert rows(perp) == [(1669198793402790, "BTCUSDT", "BTC", "USDT", 16545.6, 0.7, "buy", None)]
+
+
+def test_rest_times_are_bounded_by_the_answer() -> None:
+    """A REST trade newer than the answer (plus the live skew) or before 2009 is refused: a ms
+    time read as µs (the µs header ignored) lands in 1970."""
+    ms_answer = (
+        body("binance/spot_history_historical_trades.json")
+        .replace(b"1672515782136407", b"1672515782136")
+        .replace(b"1672515782137001", b"1672515782137")
+    )
+    with pytest.raises(ParseError, match="implausible"):
+        binance.parse_historical_trades(ms_answer, RECV, BNBBTC)
+    assert binance.parse_historical_trades_ms(ms_answer, RECV, BNBBTC).rows[0][0] == 1672515782136000
+    with pytest.raises(ParseError, match="implausible"):
+        okx.parse_history_trades(body("okx/spot_history_trades.json"), 1_600_000_000_000_000, OKX_SPOT)
 
 
 # -- the same trade over REST and over the WebSocket --------------------------------------------

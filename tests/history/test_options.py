@@ -7,13 +7,23 @@ from pathlib import Path
 
 import pytest
 
-from history.conftest import START_US, Journal, Store, fast_budget, instrument, spec_for
-from history.fake_exchange import FakeExchange, make_trades
+from history.conftest import (
+    START_US,
+    Journal,
+    Store,
+    Venue,
+    fast_budget,
+    instrument,
+    make_trades,
+    spec_for,
+    venue,
+)
 from pumpwatch.recorder.adapter import Instrument
-from pumpwatch.recorder.history.repair import make_client, repair
+from pumpwatch.recorder.history.repair import repair
 from pumpwatch.recorder.history.specs import history_spec
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+RECV = 1_800_000_000_000_000  # 2027: after every fixture's trades
 
 
 @pytest.mark.parametrize(
@@ -40,12 +50,12 @@ def test_binance_spot_in_milliseconds_asks_without_the_header() -> None:
     inst = instrument(stream)
     trades = make_trades(inst, 30, start_us=START_US, micro=True)
 
-    async def go() -> tuple[Store, FakeExchange]:
-        async with FakeExchange(stream, inst, trades) as ex, make_client() as client:
+    async def go() -> tuple[Store, Venue]:
+        async with venue(stream, trades) as ex:
             spec = spec_for(stream, ex.url, {"time_unit": "MILLISECOND"})
             store = Store()
             await repair(
-                client, spec, fast_budget(spec), stream, inst.symbol, START_US, trades[-1][0],
+                ex.client, spec, fast_budget(spec), stream, inst.symbol, START_US, trades[-1][0],
                 instruments={inst.symbol: inst}, write=store.write, journal=Journal(),
             )  # fmt: skip
             return store, ex
@@ -58,8 +68,8 @@ def test_binance_spot_in_milliseconds_asks_without_the_header() -> None:
 def test_bybit_block_trades_follow_the_live_option() -> None:
     body = (FIXTURES / "bybit/futures_history_recent_trade_block.json").read_bytes()
     inst = Instrument("BTCUSDT", "BTC", "USDT")
-    kept = spec_for("bybit_futures", "http://x").parse(body, 1, inst)
-    dropped = spec_for("bybit_futures", "http://x", {"drop_block_trades": True}).parse(body, 1, inst)
+    kept = spec_for("bybit_futures", "http://x").parse(body, RECV, inst)
+    dropped = spec_for("bybit_futures", "http://x", {"drop_block_trades": True}).parse(body, RECV, inst)
     assert [r[8] for r in kept.rows] == [
         "20f43950-d8dd-5b31-9112-a178eb6023af",
         "8f5d4c1a-0b6e-5e0f-9d3b-2b1f0b7f7a11",

@@ -1,5 +1,6 @@
-"""Paging against real local HTTP servers: by id exactly, by time over the span, latest-only
-coverage decisions with exact spans, reach, and error answers."""
+"""Paging against the project's local exchange servers (`SimExchange` history endpoints): by id
+exactly, by time over the span, latest-only coverage decisions with exact spans, reach, and
+error answers (the sim's own error bodies; faults it does not make come from a `FaultProxy`)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,19 @@ from typing import Any
 
 import pytest
 
-from history.conftest import START_US, Journal, Store, fast_budget, instrument, spec_for
-from history.fake_exchange import FakeExchange, Fault, make_trades
+from history.conftest import (
+    START_US,
+    Journal,
+    Store,
+    Venue,
+    fast_budget,
+    instrument,
+    make_trades,
+    spec_for,
+    venue,
+)
+from history.faults import Fault, FaultProxy
+from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.recorder.history.repair import RepairResult, make_client, repair
 from pumpwatch.recorder.history.spec import HistorySpec
 from pumpwatch.segments.schema import TradeRow
@@ -29,18 +41,23 @@ async def _repair(
     end_us: int,
     *,
     tweak: Callable[[HistorySpec], HistorySpec] = lambda spec: spec,
-    setup: Callable[[FakeExchange], None] = lambda ex: None,
+    setup: Callable[[FaultProxy], None] | None = None,
+    inst: Instrument | None = None,
     **kwargs: Any,
-) -> tuple[RepairResult, Store, Journal, FakeExchange]:
-    inst = instrument(stream)
-    async with FakeExchange(stream, inst, trades) as ex, make_client() as client:
-        setup(ex)
+) -> tuple[RepairResult, Store, Journal, Venue]:
+    """Repair `inst` (the sim's own instrument by default) over `trades` held by the sim;
+    `setup` queues faults on a proxy in front of it."""
+    async with venue(stream, trades, faults=setup is not None) as ex:
+        if setup is not None:
+            assert ex.proxy is not None
+            setup(ex.proxy)
+        inst = inst or ex.inst
         spec = tweak(spec_for(stream, ex.url))
         store, journal = Store(), Journal()
         kwargs.setdefault("retry_delay_s", 0.01)
         budget = kwargs.pop("budget", None) or fast_budget(spec)
         result = await repair(
-            client, spec, budget, stream, inst.symbol, start_us, end_us,
+            ex.client, spec, budget, stream, inst.symbol, start_us, end_us,
             instruments={inst.symbol: inst}, write=store.write, journal=journal, **kwargs,
         )  # fmt: skip
         return result, store, journal, ex
@@ -221,14 +238,12 @@ def test_span_straddling_reach_repairs_the_reachable_part() -> None:
 
 
 def test_error_body_ends_with_exchange_error() -> None:
+    """The sim answers a symbol it does not list with Binance's -1121 body (HTTP 400)."""
     stream = "binance_spot"
     trades = make_trades(instrument(stream), 10, start_us=START_US)
-
-    def setup(ex: FakeExchange) -> None:
-        ex.faults.append(Fault(400, b'{"code":-1121,"msg":"Invalid symbol."}'))
-
+    unknown = instrument(stream, "NOPE")
     result, store, _journal, _ex = run(
-        _repair(stream, trades, trades[0][0], trades[-1][0], first_id=1000, last_id=1009, setup=setup)
+        _repair(stream, trades, trades[0][0], trades[-1][0], first_id=1000, last_id=1009, inst=unknown)
     )
     [(lo, hi, reason)] = result.unrepaired
     assert (lo, hi) == (trades[0][0], trades[-1][0]) and reason.startswith("exchange_error: HTTP 400")
@@ -236,14 +251,12 @@ def test_error_body_ends_with_exchange_error() -> None:
 
 
 def test_okx_error_code_in_a_200_answer() -> None:
+    """The sim answers an instId it does not list with HTTP 200 and code 51001."""
     stream = "okx_futures"
     trades = make_trades(instrument(stream), 10, start_us=START_US)
-
-    def setup(ex: FakeExchange) -> None:
-        ex.faults.append(Fault(200, b'{"code":"51001","msg":"Instrument ID does not exist","data":[]}'))
-
-    result, *_ = run(_repair(stream, trades, trades[0][0], trades[-1][0], setup=setup))
-    assert result.unrepaired[0][2] == "exchange_error: okx 51001: Instrument ID does not exist"
+    unknown = instrument(stream, "NOPE")
+    result, *_ = run(_repair(stream, trades, trades[0][0], trades[-1][0], inst=unknown))
+    assert result.unrepaired[0][2].startswith("exchange_error: okx 51001: Instrument ID does not exist")
 
 
 def test_error_midway_keeps_what_was_paged() -> None:
@@ -251,7 +264,7 @@ def test_error_midway_keeps_what_was_paged() -> None:
     stream = "binance_spot"
     trades = make_trades(instrument(stream), 3000, start_us=START_US, micro=True)
 
-    def setup(ex: FakeExchange) -> None:
+    def setup(ex: FaultProxy) -> None:
         ex.fail_after, ex.fail_with = 2, Fault(400, b'{"code":-1100,"msg":"Illegal characters"}')
 
     start, end = trades[0][0], trades[-1][0]
@@ -269,7 +282,7 @@ def test_backward_error_midway_keeps_the_newer_part() -> None:
     stream = "okx_spot"
     trades = make_trades(instrument(stream), 450, start_us=START_US)
 
-    def setup(ex: FakeExchange) -> None:
+    def setup(ex: FaultProxy) -> None:
         ex.fail_after, ex.fail_with = 2, Fault(400, b'{"code":"50000","msg":"Body can not be empty"}')
 
     start, end = trades[0][0], trades[-1][0]
@@ -286,7 +299,7 @@ def test_server_errors_are_retried() -> None:
     stream = "gate_futures"
     trades = make_trades(instrument(stream), 50, start_us=START_US)
 
-    def setup(ex: FakeExchange) -> None:
+    def setup(ex: FaultProxy) -> None:
         ex.faults.extend([Fault(502, b"bad gateway"), Fault(500, b'{"label":"SERVER_ERROR"}')])
 
     result, store, _journal, _ex = run(_repair(stream, trades, trades[0][0], trades[-1][0], setup=setup))
@@ -346,12 +359,12 @@ def test_rows_already_stored_are_not_counted_as_written() -> None:
     inst = instrument(stream)
 
     async def go() -> tuple[RepairResult, Journal]:
-        async with FakeExchange(stream, inst, trades) as ex, make_client() as client:
+        async with venue(stream, trades) as ex:
             spec = spec_for(stream, ex.url)
             store, journal = Store(), Journal()
             store.write(trades[:200], 0)  # the live stream got these
             result = await repair(
-                client, spec, fast_budget(spec), stream, inst.symbol, trades[0][0], trades[-1][0],
+                ex.client, spec, fast_budget(spec), stream, inst.symbol, trades[0][0], trades[-1][0],
                 instruments={inst.symbol: inst}, write=store.write, journal=journal,
             )  # fmt: skip
             assert len(store.rows) == 300
@@ -360,3 +373,14 @@ def test_rows_already_stored_are_not_counted_as_written() -> None:
     result, journal = run(go())
     assert result.fetched == 300 and result.written == 100
     assert journal.of("repaired")[0]["trades"] == 100
+
+
+@pytest.mark.parametrize("stream", ["binance_spot", "binance_futures", "okx_futures", "gate_spot"])
+def test_trades_older_than_the_live_time_bound_are_repaired(stream: str) -> None:
+    """The live decoder refuses a trade more than a day from its receive time; REST rows are
+    checked against their own REST time instead, so a 20-day-old gap is repaired whole."""
+    old_start = (START_US - 20 * US_PER_DAY) // 1000 * 1000
+    trades = make_trades(instrument(stream), 300, start_us=old_start, micro=stream == "binance_spot")
+    result, store, _journal, _ex = run(_repair(stream, trades, trades[0][0], trades[-1][0]))
+    assert result.complete and store.ids() == list(range(1000, 1300))
+    assert sorted(r[0] for r in store.rows) == [t[0] for t in trades]

@@ -1,8 +1,9 @@
 """A REST row and the live WebSocket push of the same trade normalize to the same TradeRow.
 
 For every stream, the same trades are encoded as the local simulator's WebSocket frames
-(decoded by the current adapter) and as the exchange's REST history answer (served by a real
-local HTTP server, fetched and parsed by `repair`); the rows must be equal except recv_time.
+(decoded by the current adapter) and as the exchange's REST history answer (served by the
+stream's `SimExchange` history endpoint, fetched and parsed by `repair`); the rows must be
+equal except recv_time.
 """
 
 from __future__ import annotations
@@ -11,10 +12,19 @@ import asyncio
 
 import pytest
 
-from history.conftest import NOW_US, START_US, Journal, Store, fast_budget, instrument, spec_for
-from history.fake_exchange import FakeExchange, make_trades
+from history.conftest import (
+    NOW_US,
+    START_US,
+    Journal,
+    Store,
+    fast_budget,
+    instrument,
+    make_trades,
+    spec_for,
+    venue,
+)
 from pumpwatch.recorder.adapters import get_adapter
-from pumpwatch.recorder.history.repair import make_client, repair
+from pumpwatch.recorder.history.repair import repair
 from pumpwatch.recorder.sim.cluster import sim_protocol_for
 from pumpwatch.segments.schema import TradeRow
 from pumpwatch.streams import STREAMS
@@ -48,12 +58,12 @@ def test_rest_row_equals_live_row(stream: str) -> None:
         trades = trades[-100:]
 
     async def run() -> Store:
-        async with FakeExchange(stream, inst, trades) as ex, make_client() as client:
+        async with venue(stream, trades) as ex:
             spec = spec_for(stream, ex.url)
             store, journal = Store(), Journal()
             start, end = trades[0][0], trades[-1][0]
             result = await repair(
-                client, spec, fast_budget(spec), stream, inst.symbol, start, end,
+                ex.client, spec, fast_budget(spec), stream, inst.symbol, start, end,
                 instruments={inst.symbol: inst}, write=store.write, journal=journal,
             )  # fmt: skip
             assert result.fetched == len(store.rows)
