@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pyarrow.parquet as pq
 import yaml
-from history.window_world import BASE, END_US, GAP_HI, GAP_LO, START_US, T_US, World, world
+from helpers.window_world import BASE, END_US, GAP_HI, GAP_LO, START_US, T_US, World, world
 
 from pumpwatch.segments.journal import read_events
 from pumpwatch.segments.paths import list_segments

@@ -10,8 +10,7 @@ import time
 from typing import Any
 
 import pytest
-
-from history.conftest import (
+from helpers.history import (
     START_US,
     Journal,
     Store,
@@ -23,7 +22,8 @@ from history.conftest import (
     spec_for,
     venue,
 )
-from history.faults import Fault
+from helpers.history_faults import Fault
+
 from pumpwatch.recorder.history.budget import RateBudget, retry_after_s
 from pumpwatch.recorder.history.repair import repair
 from pumpwatch.recorder.history.spec import RateRule

@@ -10,10 +10,10 @@ from typing import Any
 
 import orjson
 import pytest
+from helpers.history import spec_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from history.conftest import spec_for
 from pumpwatch.errors import ParseError
 from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.recorder.history.spec import HistoryError, HistorySpec

@@ -6,8 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-
-from history.conftest import (
+from helpers.history import (
     START_US,
     Journal,
     Store,
@@ -18,6 +17,7 @@ from history.conftest import (
     spec_for,
     venue,
 )
+
 from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.recorder.history.repair import repair
 from pumpwatch.recorder.history.specs import history_spec

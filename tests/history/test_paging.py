@@ -10,8 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-
-from history.conftest import (
+from helpers.history import (
     START_US,
     Journal,
     Store,
@@ -22,7 +21,8 @@ from history.conftest import (
     spec_for,
     venue,
 )
-from history.faults import Fault, FaultProxy
+from helpers.history_faults import Fault, FaultProxy
+
 from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.recorder.history.repair import RepairResult, make_client, repair
 from pumpwatch.recorder.history.spec import HistorySpec

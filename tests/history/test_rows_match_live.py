@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
-from history.conftest import (
+from helpers.history import (
     NOW_US,
     START_US,
     Journal,
@@ -23,6 +22,7 @@ from history.conftest import (
     spec_for,
     venue,
 )
+
 from pumpwatch.recorder.adapters import get_adapter
 from pumpwatch.recorder.history.repair import repair
 from pumpwatch.recorder.sim.cluster import sim_protocol_for

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-
-from history.window_world import (
+from helpers.window_world import (
     BASE,
     BY_ID_OR_TIME,
     END_US,
@@ -28,6 +27,7 @@ from history.window_world import (
     as_received,
     world,
 )
+
 from pumpwatch.recorder.history.specs import history_spec
 from pumpwatch.recorder.history.window import WindowRepair, repair_window, subtract
 from pumpwatch.recorder.upbit.notices import Notice

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from history.faults import FaultProxy
+from helpers.history_faults import FaultProxy
 from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.recorder.history.budget import RateBudget
 from pumpwatch.recorder.history.repair import make_client
