@@ -72,8 +72,11 @@ LATEST_LIMIT = {
     "phemex_futures": 200,
 }
 BASES = ("BTC", "ETH", "SOL", "DOGE", "0G", "ZRO")
-PUMPED = "0G"
-ATTRIBUTION_MARGIN_US = 2 * US_PER_S  # a lost trade this close to a gap belongs to it
+PUMPED = "0G"  # pumps during the faults; its listing window holds a drop of every stream
+BUSY = "BTC"  # the busiest coin: the window over the end of the recording
+# A latest-only endpoint asked this long after a loss run ends (reconnect + repair) must
+# still return the run's first trade for the run to count as "short".
+SHORT_SLACK_US = 2 * US_PER_S
 WAIT_S = 60.0  # any wait for the recorder: far above normal
 
 
@@ -200,13 +203,17 @@ class StreamResult:
     before: int = 0
     after: int = 0
     duplicates: int = 0
+    strangers: int = 0  # rows on disk under a key the server never generated (e.g. another id)
     rest_rows: int = 0
+    missing_examples: list[str] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)
     gap_s: float = 0.0
-    lost_in_short: int = 0  # latest-only: trades missing before repair inside short gaps
-    found_in_short: int = 0  # … and present after
-    short_gaps: int = 0
-    short_whole: int = 0
+    loss_runs: int = 0  # runs of consecutive trades of a symbol missing before repair
+    loss_runs_whole: int = 0  # … of which every trade is present after
+    short_runs: int = 0  # latest-only: loss runs short enough for the endpoint
+    short_whole: int = 0  # … whole after repair
+    lost_in_short: int = 0  # trades in those short runs
+    found_in_short: int = 0  # … present after repair
     rest_calls: int = 0
     rest_limited: int = 0
     faults: Counter[str] = field(default_factory=Counter)
@@ -226,52 +233,103 @@ def latest_limit(stream: str, rest_url: str) -> int | None:
 
 
 def measure(
-    cluster: SimCluster, data_dir: Path, stream: str, lo_us: int, hi_us: int, faults: Counter[str]
+    cluster: SimCluster,
+    data_dir: Path,
+    stream: str,
+    lo_us: int,
+    hi_us: int,
+    faults: Counter[str],
+    show_missing: int,
 ) -> StreamResult:
     """The stream's figures over trades with ``lo_us <= time <= hi_us``."""
     res = StreamResult(stream, faults=faults)
+    missing: dict[str, list[Any]] = {}  # examples of trades missing after repair, per symbol
     store = cluster.exchanges[stream].history.store
-    generated: Counter[tuple[Any, ...]] = Counter()
     everything: Counter[tuple[Any, ...]] = Counter()
-    rows_in_span = []
+    live, every = disk_keys(data_dir, stream)
+    live_left, every_left = Counter(live), Counter(every)  # consumed per generated trade
+    limit = latest_limit(stream, cluster.exchanges[stream].rest_url)
     for inst in cluster.instruments[stream]:
         for row in store.rows(inst.symbol):
             everything[trade_key(stream, row[2], row[8], row[0])] += 1
         span = store.time_range(inst.symbol, lo_us, hi_us)
-        rows_in_span += span
+        # (time, found live, found at all) per generated trade, oldest first
+        marks: list[tuple[int, bool, bool]] = []
         for row in span:
-            generated[trade_key(stream, row[2], row[8], row[0])] += 1
-    live, every = disk_keys(data_dir, stream)
-    res.generated = sum(generated.values())
-    res.before = sum(min(n, live[k]) for k, n in generated.items())
-    res.after = sum(min(n, every[k]) for k, n in generated.items())
+            key = trade_key(stream, row[2], row[8], row[0])
+            seen_live, seen = live_left[key] > 0, every_left[key] > 0
+            live_left[key] -= seen_live
+            every_left[key] -= seen
+            marks.append((row[0], seen_live, seen))
+            if not seen and len(missing.setdefault(inst.symbol, [])) < show_missing:
+                missing[inst.symbol].append(row)
+        res.generated += len(marks)
+        res.before += sum(m[1] for m in marks)
+        res.after += sum(m[2] for m in marks)
+        for run in loss_runs(marks):
+            res.loss_runs += 1
+            whole = all(m[2] for m in run)
+            res.loss_runs_whole += whole
+            if limit is None:
+                continue
+            # Short: the endpoint's latest `limit` trades, asked for a little after the run,
+            # still reach back to the run's first lost trade.
+            reach = store.time_range(inst.symbol, run[0][0], run[-1][0] + SHORT_SLACK_US)
+            if len(reach) <= limit:
+                res.short_runs += 1
+                res.short_whole += whole
+                res.lost_in_short += len(run)
+                res.found_in_short += sum(m[2] for m in run)
     res.duplicates = sum(max(0, n - everything[k]) for k, n in every.items() if k in everything)
     res.duplicates += sum(max(0, n - 1) for k, n in every.items() if k not in everything)
+    res.strangers = sum(n for k, n in every.items() if k not in everything)
     res.rest_rows = sum(every.values()) - sum(live.values())
-    res.gaps = journal_gaps(journal(data_dir, stream), lo_us, hi_us)
+    events = journal(data_dir, stream)
+    res.gaps = journal_gaps(events, lo_us, hi_us)
+    res.missing_examples = [explain_missing(row, events, lo_us) for rows in missing.values() for row in rows][
+        :show_missing
+    ]
     res.gap_s = sum(g.end_us - g.start_us for g in res.gaps if g.symbol is None) / US_PER_S
     stats = cluster.exchanges[stream].history.stats
     res.rest_calls, res.rest_limited = stats.requests, stats.limited
-    limit = latest_limit(stream, cluster.exchanges[stream].rest_url)
-    if limit is not None:
-        for g in res.gaps:
-            inside = [
-                r
-                for r in rows_in_span
-                if g.start_us - ATTRIBUTION_MARGIN_US <= r[0] <= g.end_us
-                and (g.symbol is None or r[2] == g.symbol)
-            ]
-            per_symbol = Counter(r[2] for r in inside if g.start_us <= r[0])
-            if max(per_symbol.values(), default=0) > limit:
-                continue
-            res.short_gaps += 1
-            keys = Counter(trade_key(stream, r[2], r[8], r[0]) for r in inside)
-            lost = {k: n - min(n, live[k]) for k, n in keys.items() if live[k] < n}
-            found = sum(min(n, every[k] - live[k]) for k, n in lost.items())
-            res.lost_in_short += sum(lost.values())
-            res.found_in_short += found
-            res.short_whole += found == sum(lost.values())
     return res
+
+
+def explain_missing(row: Any, events: list[dict[str, Any]], lo_us: int) -> str:
+    """Where a trade missing after repair sits: next to which journal events, inside which
+    repaired/unrepaired span of its symbol."""
+    t = row[0]
+    spans = [
+        f"{e['event']} {(e['start_us'] - lo_us) / US_PER_S:+.3f}..{(e['end_us'] - lo_us) / US_PER_S:+.3f} s"
+        + (f" ({e['trades']} trades)" if e["event"] == "repaired" else f" ({e.get('reason')})")
+        for e in events
+        if e.get("event") in ("repaired", "unrepaired") and e.get("symbol") == row[2]
+        and e["start_us"] <= t <= e["end_us"]
+    ]  # fmt: skip
+    marks = [e for e in events if e.get("event") in ("gap_start", "gap_end", "id_gap", "disconnected")]
+    near = min(marks, key=lambda e: abs(int(e["ts"]) - t), default=None)
+    where = (
+        f"{(t - int(near['ts'])) / US_PER_S:+.3f} s from {near['event']}"
+        if near is not None
+        else "no gap event"
+    )
+    inside = "; inside " + ", ".join(spans) if spans else "; no repaired/unrepaired span covers it"
+    return f"{row[2]} id {row[8]} at {(t - lo_us) / US_PER_S:+.3f} s: {where}{inside}"
+
+
+def loss_runs(marks: list[tuple[int, bool, bool]]) -> list[list[tuple[int, bool, bool]]]:
+    """Runs of consecutive trades (of one symbol) that were missing before repair."""
+    runs: list[list[tuple[int, bool, bool]]] = []
+    current: list[tuple[int, bool, bool]] = []
+    for m in marks:
+        if not m[1]:
+            current.append(m)
+        elif current:
+            runs.append(current)
+            current = []
+    if current:
+        runs.append(current)
+    return runs
 
 
 class Faults:
@@ -284,15 +342,17 @@ class Faults:
         self.pump_drop_us = pump_drop_us
         self.done: dict[str, Counter[str]] = {s: Counter() for s in cluster.streams}
 
-    def _one(self, stream: str) -> None:
+    def _one(self, stream: str, left_s: float) -> None:
+        """One fault on `stream`; a stall ends by the end of the fault phase (`left_s` from now),
+        so no connection is still frozen when the recording span ends."""
         ex = self.cluster.exchanges[stream]
         roll = self.rng.random()
         if roll < 0.2 and stream in ID_CONTIGUOUS:
             symbol = self.rng.choice(self.cluster.instruments[stream]).symbol
             ex.skip_pushes(self.rng.randint(3, 30), symbol=symbol)
             self.done[stream]["skip"] += 1
-        elif roll < 0.55:
-            ex.stall(self.rng.uniform(1.0, 10.0))
+        elif roll < 0.55 and left_s >= 1.0:
+            ex.stall(min(self.rng.uniform(1.0, 10.0), left_s))
             self.done[stream]["stall"] += 1
         else:
             ex.drop_all()
@@ -316,7 +376,7 @@ class Faults:
                     self._drop_everything()
                     pump_dropped = True
                 await asyncio.sleep(min(0.05, max(0.0, at - time.monotonic())))
-            self._one(stream)
+            self._one(stream, end - time.monotonic())
         while time.monotonic() < end:
             if not pump_dropped and now_us() >= self.pump_drop_us:
                 self._drop_everything()
@@ -411,10 +471,15 @@ def listing_summary(listing: Path) -> tuple[int | None, str]:
 
 
 async def extract_once(
-    cluster: SimCluster, config: Path, label: str, trigger_us: int, half_s: float, backfill: bool | None
+    cluster: SimCluster,
+    config: Path,
+    label: str,
+    case: tuple[str, str, int, float],
+    backfill: bool | None,
 ) -> ExtractRun:
+    _name, symbol, trigger_us, half_s = case
     calls0 = sum(ex.history.stats.requests for ex in cluster.exchanges.values())
-    args = ["extract", PUMPED, str(trigger_us), "--before", f"{half_s:g}s", "--after", f"{half_s:g}s"]
+    args = ["extract", symbol, str(trigger_us), "--before", f"{half_s:g}s", "--after", f"{half_s:g}s"]
     args += ["--no-detect", "--config", str(config)]
     if backfill is False:
         args.append("--no-backfill")
@@ -427,23 +492,23 @@ async def extract_once(
 
 
 async def extraction_cases(
-    cluster: SimCluster, config: Path, cases: list[tuple[str, int, float]]
+    cluster: SimCluster, config: Path, cases: list[tuple[str, str, int, float]]
 ) -> tuple[bool, list[tuple[str, list[ExtractRun]]]]:
-    rc, out, err, _ = await run_cmd(pumpwatch_cmd("extract", "--help"))
+    _, out, err, _ = await run_cmd(pumpwatch_cmd("extract", "--help"))
     has_flag = "--no-backfill" in out + err
     results = []
-    for name, trigger_us, half_s in cases:
+    for case in cases:
         runs: list[ExtractRun] = []
         if has_flag:
             # Without repair first (it leaves the store as it is), twice for a steadier figure;
             # then with repair (the first run does the work), then again (nothing left to do).
-            runs.append(await extract_once(cluster, config, "--no-backfill", trigger_us, half_s, False))
-            runs.append(await extract_once(cluster, config, "--no-backfill", trigger_us, half_s, False))
-            runs.append(await extract_once(cluster, config, "backfill (1st)", trigger_us, half_s, True))
-            runs.append(await extract_once(cluster, config, "backfill (2nd)", trigger_us, half_s, True))
+            runs.append(await extract_once(cluster, config, "--no-backfill", case, False))
+            runs.append(await extract_once(cluster, config, "--no-backfill", case, False))
+            runs.append(await extract_once(cluster, config, "backfill (1st)", case, True))
+            runs.append(await extract_once(cluster, config, "backfill (2nd)", case, True))
         else:
-            runs.append(await extract_once(cluster, config, "plain", trigger_us, half_s, None))
-        results.append((name, runs))
+            runs.append(await extract_once(cluster, config, "plain", case, None))
+        results.append((f"{case[1]}: {case[0]}", runs))
     return has_flag, results
 
 
@@ -476,13 +541,17 @@ def print_stream(r: StreamResult, live_repair: bool) -> None:
     print(f"  missing after repair       {r.generated - r.after:>9,}")
     print(f"  rows from REST (whole run) {r.rest_rows:>9,}")
     print(f"  duplicates                 {r.duplicates:>9,}")
+    print(f"  rows under unknown keys    {r.strangers:>9,}  (a repaired row stored under another id)")
+    for text in r.missing_examples:
+        print(f"  missing e.g.               {text}")
+    print(f"  loss runs whole after      {r.loss_runs_whole:>9} of {r.loss_runs}")
     print(f"  gaps: not listening        {len(stream_gaps):>9}  ({r.gap_s:.1f} s); id holes {len(id_gaps)}")
     unrep = sum(g.unrepaired for g in r.gaps)
     print(f"  gap end -> repaired        {seconds_text(latency)}  ({len(answered)}/{len(r.gaps)} answered, "
           f"{unrep} with unrepaired spans)")  # fmt: skip
     if r.stream not in WHOLE_TARGET:
-        print(f"  short gaps whole           {r.short_whole}/{r.short_gaps}  "
-              f"(their lost trades found: {r.found_in_short:,}/{r.lost_in_short:,})")  # fmt: skip
+        print(f"  short loss runs whole      {r.short_whole}/{r.short_runs}  "
+              f"(their trades found: {r.found_in_short:,}/{r.lost_in_short:,})")  # fmt: skip
     print(f"  REST history calls         {r.rest_calls:>9,}  (refused as rate limited: {r.rest_limited})")
 
 
@@ -496,10 +565,11 @@ def print_summary(results: list[StreamResult], live_repair: bool) -> bool:
         lat = [(g.answered_us - g.end_us) / US_PER_S for g in r.gaps if g.answered_us is not None]
         lat_text = f"{statistics.median(lat):.2f}/{max(lat):.2f}" if lat else "-"
         per_trade = f"{r.rest_calls / found:.3f}" if found > 0 else "-"
-        print(f"{r.stream:<16} {r.generated:>9,} {pct(r.before, r.generated):>8} {pct(r.after, r.generated):>8} "
+        shares = f"{pct(r.before, r.generated):>8} {pct(r.after, r.generated):>8}"
+        print(f"{r.stream:<16} {r.generated:>9,} {shares} "
               f"{r.generated - r.after:>7,} {r.duplicates:>5} {len(r.gaps):>4} {r.rest_calls:>5} "
               f"{per_trade:>10} {lat_text:>24}")  # fmt: skip
-        if r.duplicates:
+        if r.duplicates or r.strangers:
             ok = False
     for name, group in (
         ("binance/okx/gate", [r for r in results if r.stream in WHOLE_TARGET]),
@@ -514,8 +584,14 @@ def print_summary(results: list[StreamResult], live_repair: bool) -> bool:
               f"{recovered:,} of {lost:,} lost trades recovered = {recovered / lost if lost else 1.0:.3f} "
               f"of the loss")  # fmt: skip
     short = [r for r in results if r.stream not in WHOLE_TARGET]
-    sg, sw = sum(r.short_gaps for r in short), sum(r.short_whole for r in short)
-    print(f"latest-only short gaps (<= the endpoint's per-call trades per symbol): {sw}/{sg} whole")
+    sg, sw = sum(r.short_runs for r in short), sum(r.short_whole for r in short)
+    lost, found = sum(r.lost_in_short for r in short), sum(r.found_in_short for r in short)
+    print(f"latest-only short loss runs (the endpoint's last page reaches them): {sw}/{sg} whole, "
+          f"{found:,}/{lost:,} of their trades found")  # fmt: skip
+    runs = sum(r.loss_runs for r in results)
+    runs_whole = sum(r.loss_runs_whole for r in results)
+    print(f"loss runs (consecutive trades of a symbol missing live), all streams: "
+          f"{runs_whole}/{runs} whole after repair")  # fmt: skip
     all_lat = [(g.answered_us - g.end_us) / US_PER_S for r in results for g in r.gaps if g.answered_us]
     n_gaps = sum(len(r.gaps) for r in results)
     print(
@@ -526,14 +602,15 @@ def print_summary(results: list[StreamResult], live_repair: bool) -> bool:
     print(f"REST history calls: {calls:,} for {found:,} trades recovered"
           f" = {calls / found if found else float('nan'):.3f} calls per recovered trade")  # fmt: skip
     dupes = sum(r.duplicates for r in results)
-    print(f"duplicates: {dupes} (must be 0)")
+    strangers = ", ".join(f"{r.stream} {r.strangers}" for r in results if r.strangers) or "none"
+    print(f"duplicates: {dupes} (must be 0); rows under keys the server never generated: {strangers}")
     if not live_repair:
         print("live repair: not available in this build (no repaired/unrepaired/id_gap event, no REST row)")
     return ok
 
 
 def print_extraction(has_flag: bool, cases: list[tuple[str, list[ExtractRun]]]) -> None:
-    print(f"\nextraction of {PUMPED} (pumpwatch extract ... --no-detect), wall time per run incl. start-up")
+    print("\nextraction (pumpwatch extract SYMBOL T --no-detect), wall time per run incl. start-up")
     for name, runs in cases:
         print(f"  {name}")
         for run in runs:
@@ -541,8 +618,8 @@ def print_extraction(has_flag: bool, cases: list[tuple[str, list[ExtractRun]]]) 
             status = (
                 "" if run.rc == 0 else f"  EXIT {run.rc}: {run.stderr.splitlines()[-1] if run.stderr else ''}"
             )
-            print(f"    {run.label:<15} {run.seconds:6.2f} s  trades {trades:>7}  REST calls {run.rest_calls:>4}  "
-                  f"coverage: {run.states}{status}")  # fmt: skip
+            print(f"    {run.label:<15} {run.seconds:6.2f} s  trades {trades:>7}  "
+                  f"REST calls {run.rest_calls:>4}  coverage: {run.states}{status}")  # fmt: skip
         if not has_flag:
             print("    with vs without repair: not available in this build (extract has no --no-backfill)")
             continue
@@ -572,8 +649,8 @@ async def bench(args: argparse.Namespace) -> int:
     log = (tmp / "record.out").open("ab")
     record: asyncio.subprocess.Process | None = None
     print(f"bench_repair: 12 streams x {len(BASES)} coins, ~{prof.trades_per_s:g} trades/s per stream, "
-          f"faults for {prof.duration_s:g} s (one every ~{prof.fault_every_s:g} s per stream), seed {args.seed}; "
-          f"data in {tmp}", flush=True)  # fmt: skip
+          f"faults for {prof.duration_s:g} s (one every ~{prof.fault_every_s:g} s per stream), "
+          f"seed {args.seed}; data in {tmp}", flush=True)  # fmt: skip
     async with cluster:
         symbols = cluster.write_symbols(tmp / "symbols.yaml")
         config = cluster.write_config(
@@ -625,7 +702,8 @@ async def bench(args: argparse.Namespace) -> int:
                 os.killpg(record.pid, signal.SIGKILL)
                 await record.wait()
         results = [
-            await asyncio.to_thread(measure, cluster, data_dir, s, t0, t1, faults.done[s]) for s in STREAMS
+            await asyncio.to_thread(measure, cluster, data_dir, s, t0, t1, faults.done[s], args.show_missing)
+            for s in STREAMS
         ]
         live_repair = any(r.rest_rows for r in results) or any(
             e.get("event") in ("repaired", "unrepaired", "id_gap")
@@ -645,12 +723,14 @@ async def bench(args: argparse.Namespace) -> int:
             config,
             [
                 (
-                    f"window T +/- 10 s around the pump, holding a drop of every stream (T={pump_us})",
+                    "T +/- 10 s around its pump, with a drop of every stream at T - 2 s",
+                    PUMPED,
                     pump_us,
                     10.0,
                 ),
                 (
-                    f"window T +/- {half_tail:g} s around the SIGTERM: the second half never recorded",
+                    f"T +/- {half_tail:g} s around the SIGTERM: the second half never recorded",
+                    BUSY,
                     t_stop,
                     half_tail,
                 ),
@@ -674,6 +754,9 @@ def main() -> None:
     parser.add_argument("--trades-per-s", type=float, default=40.0, help="per stream, over its coins")
     parser.add_argument("--quick", action="store_true", help="a ~1-minute run")
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
+    parser.add_argument(
+        "--show-missing", type=int, default=3, help="examples per stream of trades missing after repair"
+    )
     raise SystemExit(asyncio.run(bench(parser.parse_args())))
 
 
