@@ -542,7 +542,7 @@ def print_stream(r: StreamResult, live_repair: bool) -> None:
     print(f"  rows from REST (whole run) {r.rest_rows:>9,}")
     print(f"  duplicates                 {r.duplicates:>9,}")
     print(f"  rows under unknown keys    {r.strangers:>9,}  (a repaired row stored under another id)")
-    for text in r.missing_examples:
+    for text in r.missing_examples if live_repair else []:  # without repair, every loss stays
         print(f"  missing e.g.               {text}")
     print(f"  loss runs whole after      {r.loss_runs_whole:>9} of {r.loss_runs}")
     print(f"  gaps: not listening        {len(stream_gaps):>9}  ({r.gap_s:.1f} s); id holes {len(id_gaps)}")
