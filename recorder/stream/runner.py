@@ -150,6 +150,11 @@ class StreamRunner:
         return st
 
     @property
+    def known_instruments(self) -> Mapping[str, Instrument]:
+        """Every instrument ever wanted (a late frame or a repair may still name a dropped one)."""
+        return self._known
+
+    @property
     def instruments(self) -> Mapping[str, Instrument]:
         """The instruments wanted now (rejected and over-capacity ones included)."""
         return self._wanted
