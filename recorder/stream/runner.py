@@ -467,9 +467,13 @@ class StreamRunner:
         """`symbol` listens again after not listening since `since_us`."""
         cause = "start" if since_us == self._first_since_us else "reconnect"
         if self.ids is None:
-            self._missing(
-                Missing(symbol, since_us - LOST_MARGIN_US, now_us, cause, not_before_us=now_us + SETTLE_US)
-            )
+            # Trades arrive in order per connection: nothing older than the newest one seen is
+            # missing (the margin covers a symbol that was quiet before the loss).
+            start_us = since_us - LOST_MARGIN_US
+            newest_us = self.dedupe.newest_us(symbol)
+            if newest_us is not None:
+                start_us = min(max(start_us, newest_us), since_us)
+            self._missing(Missing(symbol, start_us, now_us, cause, not_before_us=now_us + SETTLE_US))
             return
         # Ids will say exactly what is missing once the symbol's next trade arrives.
         for hole in self.ids.resume(symbol, since_us, now_us):
