@@ -207,7 +207,7 @@ def test_long_gap_on_a_latest_only_stream_is_unrepaired_with_its_exact_span(tmp_
             market.sims[stream].refuse_connections(10_000)
             market.sims[stream].drop_all()
             await market.trade_for(3.0, per_tick=15)
-            market.sims[stream].refuse_connections(-market.sims[stream]._refuse)  # noqa: SLF001
+            market.sims[stream].refuse_connections(-market.sims[stream]._refuse)  # accept again
             await market.wait_subscribed()
             await market.trade_for(1.0)
             t1 = now_us()
@@ -232,7 +232,7 @@ def test_long_gap_on_a_latest_only_stream_is_unrepaired_with_its_exact_span(tmp_
                 assert key in on_disk, f"{row} is outside every unrepaired span but not stored"
         lost = [r for r in generated(market, stream, t0, t1) if trade_key(stream, r) not in on_disk]
         assert lost, "the gap was meant to be longer than the endpoint reaches"
-        for sym, lo, hi, _ in spans:  # each span is tight: it ends at the oldest trade REST returned
+        for sym, _lo, hi, _ in spans:  # each span is tight: it ends at the oldest trade REST returned
             assert any(r[2] == sym and r[0] == hi for r in generated(market, stream, t0, t1)), (sym, hi)
 
     _run(body)
