@@ -48,6 +48,7 @@ from pumpwatch.timeunits import US_PER_MS, US_PER_S
 if TYPE_CHECKING:
     from pumpwatch.recorder.adapter import Instrument
     from pumpwatch.recorder.history.live import LiveRepair, RepairStats
+    from pumpwatch.recorder.stream.continuity import Missing
 
 log = logging.getLogger("pumpwatch.recorder.worker")  # not "__main__" when run with -m
 
@@ -55,6 +56,9 @@ LOCK_WAIT_S = 15.0  # how long a new worker waits for a dying predecessor to rel
 STOP_TIMEOUT_S = 10.0  # per runner, before its task is cancelled
 PRIME_WINDOW_S = 120.0  # trades already on disk this recent are taught to the de-duplicator
 JOURNAL_TAIL_BYTES = 65536  # enough for the last lines of a journal (its last sign of life)
+# At start, gaps this recent that no `repaired`/`unrepaired` event answers are repaired (a
+# repair cut short by a kill or a stop); older ones are left to extraction-time repair.
+RESCAN_LOOKBACK_S = 3600.0
 METRICS_INTERVAL_S = 1.0  # how often a worker publishes its counters to the metrics directory
 
 
@@ -143,6 +147,80 @@ def journal_stats(journal: Any, stats: Any, repair: Any = None) -> None:
         duplicates=int(_stat(stats, "duplicates")),
         **extra,
     )
+
+
+def unanswered_gaps(
+    events: Sequence[dict[str, Any]],
+    instruments: Mapping[str, Instrument],
+    *,
+    now_us: int,
+    lookback_us: int,
+    heartbeat_s: float,
+) -> list[Missing]:
+    """The spans of each symbol the journal shows missing (not listening, or an ``id_gap``)
+    within `lookback_us` before the journal's last line that no ``repaired``/``unrepaired``
+    event answers: repairs a previous process never finished. Pure (events already read)."""
+    from pumpwatch.recorder.stream.continuity import Missing
+    from pumpwatch.recorder.stream.runner import LOST_MARGIN_US
+    from pumpwatch.segments.coverage import coverage_from_events
+
+    first_listen = next((e["ts"] for e in events if e["event"] == "subscribed"), None)
+    if first_listen is None or not events:
+        return []
+    end_us = max(e["ts"] for e in events)
+    start_us = max(first_listen, end_us - lookback_us)
+    if end_us <= start_us:
+        return []
+    answered: dict[str, list[tuple[int, int]]] = {}
+    holes: dict[str, list[dict[str, Any]]] = {}
+    for e in events:
+        kind = e["event"]
+        if kind in ("repaired", "unrepaired") and isinstance(e.get("symbol"), str):
+            answered.setdefault(e["symbol"], []).append((int(e["start_us"]), int(e["end_us"])))
+        elif kind == "id_gap" and isinstance(e.get("symbol"), str) and e["ts"] >= start_us:
+            holes.setdefault(e["symbol"], []).append(e)
+    out: list[Missing] = []
+    gaps_of_base: dict[str, list[tuple[int, int]]] = {}
+    for symbol, inst in instruments.items():
+        if inst.base not in gaps_of_base:
+            cov = coverage_from_events(
+                events, start_us, end_us, base=inst.base, heartbeat_s=heartbeat_s, now_us=now_us
+            )
+            gaps_of_base[inst.base] = cov.gaps
+        done = answered.get(symbol, [])
+        for lo, hi in gaps_of_base[inst.base]:
+            for a, b in _subtract((lo - LOST_MARGIN_US, hi), done):
+                out.append(Missing(symbol, a, b, "rescan"))
+        for e in holes.get(symbol, []):
+            if _subtract((int(e["after_us"]), int(e["before_us"])), done):
+                out.append(
+                    Missing(
+                        symbol,
+                        int(e["after_us"]),
+                        int(e["before_us"]),
+                        "rescan",
+                        int(e["first_missing"]),
+                        int(e["last_missing"]),
+                    )
+                )
+    return out
+
+
+def _subtract(span: tuple[int, int], done: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of `span` (inclusive µs) outside every span of `done`."""
+    parts = [span]
+    for d_lo, d_hi in done:
+        nxt = []
+        for a, b in parts:
+            if d_hi < a or d_lo > b:
+                nxt.append((a, b))
+                continue
+            if a < d_lo:
+                nxt.append((a, d_lo - 1))
+            if d_hi < b:
+                nxt.append((d_hi + 1, b))
+        parts = nxt
+    return parts
 
 
 def last_sign_of_life_us(data_dir: str, stream: str) -> int | None:
@@ -457,6 +535,7 @@ async def run_worker(settings: Settings, streams: Sequence[str], stop: asyncio.E
             primed = await asyncio.to_thread(pipe.prime_dedupe, settings.data_dir)
             if primed:
                 log.info("%s: de-duplicator primed with %d recent trades from disk", stream, primed)
+            await _rescan(settings, pipe, repairer)
             pipe.journal.start()
         log.info("recording %s (%d instruments)", ", ".join(streams), sum(len(p.instruments) for p in pipes))
         rc = await _run(settings, pipes, stop, repairer)
@@ -467,6 +546,28 @@ async def run_worker(settings: Settings, streams: Sequence[str], stop: asyncio.E
             os.close(fd)
     log.info("stopped %s; segments sealed", ", ".join(streams))
     return rc
+
+
+async def _rescan(settings: Settings, pipe: StreamPipeline, repairer: LiveRepair) -> None:
+    """Queue the recent gaps of the stream's journal that no repair answered (before `start`)."""
+    from pumpwatch.segments.journal import read_events
+
+    try:
+        events = await asyncio.to_thread(read_events, settings.data_dir, pipe.stream)
+        spans = unanswered_gaps(
+            events,
+            pipe.instruments,
+            now_us=time.time_ns() // 1000,
+            lookback_us=int(RESCAN_LOOKBACK_S * US_PER_S),
+            heartbeat_s=settings.recorder.heartbeat_s,
+        )
+    except Exception:  # a journal that cannot be read must not stop the recording
+        log.exception("%s: journal rescan for unrepaired gaps failed", pipe.stream)
+        return
+    if spans:
+        log.info("%s: %d earlier gaps were never repaired; queued", pipe.stream, len(spans))
+    for span in spans:
+        repairer.submit(pipe.stream, span)
 
 
 async def _run(

@@ -253,13 +253,24 @@ def test_killed_worker_and_restarted_record_are_repaired(tmp_path: Path) -> None
             await wait_listening(data, streams)
             t0 = now_us()
             await market.trade_for(1.0)
+            victims = {}
+            old_sessions = market.session_ids()  # every stream here lives in a killed worker
             for victim in ("binance_spot", "okx_spot", "gate_spot"):
                 lock = data / "run" / f"{victim}.lock"
-                pid = int(lock.read_text().split()[0])
+                victims[lock] = pid = int(lock.read_text().split()[0])
                 os.kill(pid, signal.SIGKILL)
             await market.trade_for(2.0)
-            await wait_listening(data, streams)
+
+            def restarted() -> bool:
+                return all(
+                    lock.read_text().split()[:1] not in ([], [str(pid)]) for lock, pid in victims.items()
+                )
+
+            await poll(restarted, WAIT_S, "the killed workers were not restarted")
+            await market.wait_subscribed(exclude=old_sessions)  # the new workers' connections
             await market.trade_for(1.0)
+            # The restarted workers repair the kill's downtime themselves.
+            await wait_whole(market, data, streams, t0, now_us())
             assert await rec.terminate() == 0
             await market.trade_for(2.0)  # nobody records
             rec2 = Recorder(config, tmp_path)
