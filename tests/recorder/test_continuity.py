@@ -161,3 +161,61 @@ def test_the_queue_holds_one_span_per_symbol() -> None:
 def test_negative_grace_is_refused(grace_us: int) -> None:
     with pytest.raises(ValueError):
         IdContinuity(grace_us)
+
+
+def test_worker_rescan_finds_gaps_no_repair_answered() -> None:
+    """A gap whose repair was cut short (no repaired/unrepaired event) is queued again at start;
+    an answered one and an answered id_gap are not."""
+    from pumpwatch.recorder.stream.runner import LOST_MARGIN_US
+    from pumpwatch.recorder.worker import unanswered_gaps
+
+    s = 1_000_000
+    t = 1_800_000_000 * s
+    insts = {"AUSDT": Instrument("AUSDT", "A", "USDT"), "BUSDT": Instrument("BUSDT", "B", "USDT")}
+    sub = {"symbols": ["AUSDT", "BUSDT"], "bases": ["A", "B"]}
+    events: list[dict[str, Any]] = [
+        {"ts": t, "event": "start", "conn": None},
+        {"ts": t + 1 * s, "event": "subscribed", "conn": "0-1", **sub},
+        {"ts": t + 10 * s, "event": "disconnected", "conn": "0-1", "reason": "lost"},
+        {"ts": t + 12 * s, "event": "subscribed", "conn": "0-2", **sub},
+        {
+            "ts": t + 13 * s,
+            "event": "repaired",
+            "conn": None,
+            "symbol": "BUSDT",
+            "start_us": t + 5 * s,
+            "end_us": t + 12 * s,
+            "trades": 3,
+            "via": "x",
+        },
+        {
+            "ts": t + 20 * s,
+            "event": "id_gap",
+            "conn": None,
+            "symbol": "AUSDT",
+            "base": "A",
+            "first_missing": 7,
+            "last_missing": 9,
+            "after_us": t + 19 * s,
+            "before_us": t + 20 * s,
+        },
+        {"ts": t + 30 * s, "event": "alive", "conn": None},
+    ]
+    got = unanswered_gaps(events, insts, now_us=t + 31 * s, lookback_us=3600 * s, heartbeat_s=1.0)
+    assert got == [
+        Missing("AUSDT", t + 10 * s - LOST_MARGIN_US, t + 12 * s, "rescan"),
+        Missing("AUSDT", t + 19 * s, t + 20 * s, "rescan", 7, 9),
+    ]
+    answered = [
+        *events,
+        {
+            "ts": t + 32 * s,
+            "event": "unrepaired",
+            "conn": None,
+            "symbol": "AUSDT",
+            "start_us": t,
+            "end_us": t + 25 * s,
+            "reason": "no_history",
+        },
+    ]
+    assert unanswered_gaps(answered, insts, now_us=t + 33 * s, lookback_us=3600 * s, heartbeat_s=1.0) == []
