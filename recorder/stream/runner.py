@@ -119,7 +119,7 @@ class StreamRunner:
         self._wanted: dict[str, Instrument] = {}
         self._table = SlotTable(adapter, self._stats.over_capacity, replicas=redundancy)
         self._slots = self._table.slots  # the same list, grown in place
-        self._backoffs: dict[int, Backoff] = {}
+        self._backoffs: dict[str, Backoff] = {}  # by slot name
         self._stop = asyncio.Event()
         self._running = False
         self._gap_open = False
