@@ -27,6 +27,7 @@ import random
 import statistics
 import sys
 import time
+import tracemalloc
 from collections.abc import Callable, Sequence
 
 from websockets.asyncio.client import connect
@@ -36,6 +37,7 @@ from pumpwatch.recorder.adapters import get_adapter
 from pumpwatch.recorder.sim.cluster import sim_protocol_for
 from pumpwatch.recorder.sim.instruments import sim_instrument
 from pumpwatch.recorder.sim.server import SimExchange
+from pumpwatch.recorder.stream.continuity import IdContinuity
 from pumpwatch.recorder.stream.dedupe import Deduper
 from pumpwatch.recorder.stream.ingest import FrameIngest
 from pumpwatch.recorder.stream.runner import StreamRunner
@@ -60,7 +62,7 @@ def build_rows(instruments: Sequence[Instrument], n: int, first_id: int, seed: i
     t_us = (time.time_ns() // 1000 - 60 * US_PER_S) // US_PER_MS * US_PER_MS  # ns -> µs, whole ms
     price = {inst.symbol: 10 ** rng.uniform(-3, 4) for inst in instruments}
     rows: list[TradeRow] = []
-    trade_id = first_id
+    next_id = dict.fromkeys(price, first_id)  # ids count up per symbol, as the real ones do
     while len(rows) < n:
         inst = rng.choice(instruments)
         for _ in range(min(rng.randint(1, 8), n - len(rows))):
@@ -73,7 +75,7 @@ def build_rows(instruments: Sequence[Instrument], n: int, first_id: int, seed: i
                 else rng.randint(1, 9999) / 100
             )
             side = "buy" if rng.random() < 0.5 else "sell"
-            trade_id += 1
+            next_id[inst.symbol] = trade_id = next_id[inst.symbol] + 1
             rows.append((t_us, 0, inst.symbol, inst.base, inst.quote, p, qty, side, str(trade_id)))
     return rows
 
@@ -120,7 +122,19 @@ def bench_hot_path(stream: str, n: int, repeat: int) -> dict[str, float]:
             process(frame, clock() // 1000)  # as Connection._read does per frame
         return stats.trades
 
-    t_decode, t_runner = cpu_best(repeat, [decode_only, runner_path])
+    def runner_ids_path() -> int:
+        got.clear()
+        stats = RunnerStats()
+        ids = IdContinuity(2 * US_PER_S)
+        ingest = FrameIngest(adapter, stats, Deduper(adapter.dedupe_key), instruments, got.extend, ids=ids)
+        process, clock = ingest.process, time.time_ns
+        for frame in frames:
+            process(frame, clock() // 1000)
+        if ids.holes_seen:
+            raise SystemExit(f"{stream}: {ids.holes_seen} id holes in a contiguous corpus")
+        return stats.trades
+
+    t_decode, t_runner, t_ids = cpu_best(repeat, [decode_only, runner_path, runner_ids_path])
     if runner_path() != len(rows) or len(got) != len(rows):
         raise SystemExit(f"{stream}: the runner path delivered {len(got)} of {len(rows)} trades")
     return {
@@ -128,7 +142,10 @@ def bench_hot_path(stream: str, n: int, repeat: int) -> dict[str, float]:
         "trades": len(rows),
         "decode_ns_frame": t_decode / len(frames) * 1e9,
         "runner_ns_frame": t_runner / len(frames) * 1e9,
+        "ids_ns_frame": t_ids / len(frames) * 1e9,
+        "ids_ns_trade": (t_ids - t_runner) / len(rows) * 1e9,
         "ratio": t_runner / t_decode,
+        "ids_ratio": t_ids / t_runner,
     }
 
 
@@ -157,24 +174,74 @@ async def until(cond: Callable[[], bool], what: str, timeout_s: float = 10.0) ->
         await asyncio.sleep(0.005)
 
 
-async def run_runner(ex: SimExchange, adapter: Adapter, rows: list[TradeRow]) -> tuple[float, float]:
+async def run_runner(
+    ex: SimExchange,
+    adapter: Adapter,
+    rows: list[TradeRow],
+    redundancy: int = 1,
+    memory: list[int] | None = None,
+) -> tuple[float, float]:
+    """`rows` through a `StreamRunner`; with `memory`, the bytes Python allocated for the run
+    (tracemalloc, current at the end minus before the runner started) are appended to it."""
     count = [0]
 
     def on_trades(batch: list[TradeRow]) -> None:
         count[0] += len(batch)
 
+    base_mem = tracemalloc.get_traced_memory()[0] if memory is not None else 0
     runner = StreamRunner(
-        adapter, ws_url=ex.ws_url, rest_url=ex.rest_url, instruments=ex.instruments, on_trades=on_trades
+        adapter,
+        ws_url=ex.ws_url,
+        rest_url=ex.rest_url,
+        instruments=ex.instruments,
+        on_trades=on_trades,
+        redundancy=redundancy,
     )
     task = asyncio.create_task(runner.run())
     want = len(ex.instruments)
-    await until(lambda: runner.stats.subscribed_symbols == want, "runner subscribed")
+    await until(
+        lambda: runner.stats.subscribed_symbols == want and runner.stats.connected == redundancy,
+        "runner subscribed",
+    )
+    await until(lambda: sum(len(s.subscribed) for s in ex.sessions()) == want * redundancy, "all acked")
     wall, cpu = time.perf_counter(), time.process_time()
     await publish_paced(ex, rows, lambda: count[0])
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    if memory is not None:
+        memory.append(tracemalloc.get_traced_memory()[0] - base_mem)
     await runner.stop()
     await task
     return wall, cpu
+
+
+async def bench_redundancy(stream: str, n: int, repeat: int) -> dict[str, float]:
+    """The same trades through a runner with one and with two standing connections per shard:
+    CPU per trade (median of `repeat` alternating runs) and memory (one traced run each)."""
+    adapter = get_adapter(stream)
+    instruments = instruments_of(stream)
+    cpu: dict[int, list[float]] = {1: [], 2: []}
+    mem: dict[int, list[int]] = {1: [], 2: []}
+    async with SimExchange(sim_protocol_for(stream), list(instruments.values())) as ex:
+        for r in range(repeat):
+            for red in (1, 2):
+                rows = build_rows(list(instruments.values()), n, 10_000_000 * (2 * r + red))
+                gc.collect()
+                _, c = await run_runner(ex, adapter, rows, red)
+                cpu[red].append(c / n * US_PER_S)
+        for red in (1, 2):
+            rows = build_rows(list(instruments.values()), n, 90_000_000 + red * 1_000_000)
+            gc.collect()
+            tracemalloc.start()
+            try:
+                await run_runner(ex, adapter, rows, red, mem[red])
+            finally:
+                tracemalloc.stop()
+    return {
+        "cpu1": statistics.median(cpu[1]),
+        "cpu2": statistics.median(cpu[2]),
+        "mem1": mem[1][0] / 1e6,
+        "mem2": mem[2][0] / 1e6,
+    }
 
 
 async def run_bare(ex: SimExchange, adapter: Adapter, rows: list[TradeRow]) -> tuple[float, float]:
@@ -241,6 +308,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--e2e-trades", type=int, default=30_000, help="trades per end-to-end run")
     parser.add_argument("--repeat", type=int, default=5, help="rounds (best CPU / median e2e)")
     parser.add_argument("--streams", default=DEFAULT_STREAMS, help="comma list of stream ids")
+    parser.add_argument(
+        "--redundancy", action="store_true", help="after the hot path, redundancy 2 vs 1 instead of part 2"
+    )
     args = parser.parse_args(argv)
     streams = parse_streams(args.streams)
     print(f"python {sys.version.split()[0]}; {len(BASES)} symbols per stream")
@@ -250,13 +320,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(
         f"{'stream':16} {'frames':>8} {'decode ns/frame':>16} {'runner ns/frame':>16} {'runner/decode':>14}"
+        f" {'+ids ns/frame':>14} {'ids ns/trade':>13} {'+ids/runner':>12}"
     )
     for stream in streams:
         h = bench_hot_path(stream, args.trades, args.repeat)
         print(
             f"{stream:16} {h['frames']:>8.0f} {h['decode_ns_frame']:>16,.0f} "
-            f"{h['runner_ns_frame']:>16,.0f} {h['ratio']:>14.2f}"
+            f"{h['runner_ns_frame']:>16,.0f} {h['ratio']:>14.2f} {h['ids_ns_frame']:>14,.0f} "
+            f"{h['ids_ns_trade']:>13,.0f} {h['ids_ratio']:>12.2f}"
         )
+    if args.redundancy:
+        print(f"\nredundancy 2 vs 1, {args.e2e_trades} trades per run, CPU median of {args.repeat}")
+        print("(CPU includes the local server, which sends every trade twice with redundancy 2;")
+        print(" memory: Python allocations held at the end of one traced run, server included)")
+        print(
+            f"{'stream':16} {'CPU us/tr r1':>13} {'CPU us/tr r2':>13} {'r2/r1':>7} {'MB r1':>7} {'MB r2':>7}"
+        )
+        for stream in streams:
+            x = asyncio.run(bench_redundancy(stream, args.e2e_trades, args.repeat))
+            print(
+                f"{stream:16} {x['cpu1']:>13.2f} {x['cpu2']:>13.2f} {x['cpu2'] / x['cpu1']:>7.2f} "
+                f"{x['mem1']:>7.1f} {x['mem2']:>7.1f}"
+            )
+        return 0
     print(f"\nend to end over loopback, {args.e2e_trades} trades per run, median of {args.repeat}")
     print("(one process: the local server's encoding and sending are in every figure)")
     print(

@@ -39,6 +39,7 @@ from pumpwatch.utctime import check_time_us, format_utc
 
 log = logging.getLogger(__name__)
 
+
 def listing_dir_name(symbol: str, trigger_us: int) -> str:
     """``0G_20250102T030405Z`` for a trigger at 2025-01-02 03:04:05.xxx UTC."""
     stamp = datetime.fromtimestamp(trigger_us // US_PER_S, UTC).strftime("%Y%m%dT%H%M%SZ")

@@ -58,6 +58,16 @@ class StreamMetrics:
             "pumpwatch_gap_seconds", "Seconds with no subscribed connection for a stream with symbols", label
         )
         self.bytes_written = Counter("pumpwatch_segment_bytes_written", "Bytes written to segments", label)
+        self.id_holes = Counter(
+            "pumpwatch_id_holes", "Holes in contiguous trade ids (journaled id_gap)", label
+        )
+        self.repairs = Counter("pumpwatch_repairs", "Missing spans repaired from REST history", label)
+        self.repaired_trades = Counter("pumpwatch_repaired_trades", "Trades written from REST history", label)
+        self.repair_calls = Counter("pumpwatch_repair_calls", "REST history requests sent", label)
+        self.repair_rate_limited = Counter(
+            "pumpwatch_repair_rate_limited", "REST history answers 429 / ban (each a wait and a retry)", label
+        )
+        self.repair_queue = Gauge("pumpwatch_repair_queue", "Missing spans waiting for repair", label)
         self.lag = Gauge(
             "pumpwatch_lag_seconds",
             "Receive time minus exchange time (moving mean)",
@@ -81,9 +91,17 @@ class StreamMetrics:
         self._last[key] = value
 
     def update(
-        self, stream: str, stats: Any, writer: Any, *, has_symbols: bool, now_s: float | None = None
+        self,
+        stream: str,
+        stats: Any,
+        writer: Any,
+        *,
+        has_symbols: bool,
+        now_s: float | None = None,
+        repair: Any = None,
     ) -> None:
-        """Publish one stream's `RunnerStats` and `SegmentWriter` counters."""
+        """Publish one stream's `RunnerStats` and `SegmentWriter` counters (and its live
+        repair's `RepairStats` when given)."""
         now = time.monotonic() if now_s is None else now_s
         if stream not in self._last_t:  # create every series at 0, so a scraper sees 0, not absence
             for metric in (
@@ -110,6 +128,13 @@ class StreamMetrics:
             self.lag.labels(stream).set(stats.lag_avg_us / US_PER_S)
         self.connections.labels(stream).set(stats.connected)
         self.queue.labels(stream).set(writer.queue_rows)
+        if repair is not None:
+            self._inc(self.id_holes, stream, "id_holes", getattr(stats, "id_holes", 0))
+            self._inc(self.repairs, stream, "repairs", repair.repairs)
+            self._inc(self.repaired_trades, stream, "repaired_trades", repair.trades)
+            self._inc(self.repair_calls, stream, "repair_calls", repair.calls)
+            self._inc(self.repair_rate_limited, stream, "repair_rate_limited", repair.rate_limited)
+            self.repair_queue.labels(stream).set(repair.queued)
 
 
 def watch_upbit(watcher: Any) -> None:

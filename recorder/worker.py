@@ -10,8 +10,10 @@ another's recording. Per stream the worker: salvages what a crash left (``recove
 `SegmentWriter`, a `FrameWriter` (when ``frames.enabled``) and an `EventJournal` (``start``),
 runs a `StreamRunner`, journals ``alive`` every ``recorder.heartbeat``, re-reads the symbols
 file every ``recorder.symbols_reload`` and logs one status line per stream every
-``recorder.status_interval``. SIGTERM/SIGINT: stop the runners, flush and seal the writers,
-journal ``stop``, exit 0.
+``recorder.status_interval``. One `LiveRepair` per worker (``recorder/history/live.py``) fetches
+from REST history every span a runner reports missing: the downtime before this worker started
+(since the stream's last journal line), each reconnect gap and each hole in contiguous trade
+ids. SIGTERM/SIGINT: stop the runners, flush and seal the writers, journal ``stop``, exit 0.
 
 A per-stream ``flock`` under ``<data_dir>/run/`` makes sure two workers never record the same
 stream (an orphan of a killed supervisor would otherwise write next to its replacement), and
@@ -28,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import signal
@@ -44,12 +47,18 @@ from pumpwatch.timeunits import US_PER_MS, US_PER_S
 
 if TYPE_CHECKING:
     from pumpwatch.recorder.adapter import Instrument
+    from pumpwatch.recorder.history.live import LiveRepair, RepairStats
+    from pumpwatch.recorder.stream.continuity import Missing
 
 log = logging.getLogger("pumpwatch.recorder.worker")  # not "__main__" when run with -m
 
 LOCK_WAIT_S = 15.0  # how long a new worker waits for a dying predecessor to release a stream
 STOP_TIMEOUT_S = 10.0  # per runner, before its task is cancelled
 PRIME_WINDOW_S = 120.0  # trades already on disk this recent are taught to the de-duplicator
+JOURNAL_TAIL_BYTES = 65536  # enough for the last lines of a journal (its last sign of life)
+# At start, gaps this recent that no `repaired`/`unrepaired` event answers are repaired (a
+# repair cut short by a kill or a stop); older ones are left to extraction-time repair.
+RESCAN_LOOKBACK_S = 3600.0
 METRICS_INTERVAL_S = 1.0  # how often a worker publishes its counters to the metrics directory
 
 
@@ -116,8 +125,19 @@ class StatusTracker:
         )
 
 
-def journal_stats(journal: Any, stats: Any) -> None:
-    """Journal a stream's counters, cumulative since this worker started (an `EventJournal`)."""
+def journal_stats(journal: Any, stats: Any, repair: Any = None) -> None:
+    """Journal a stream's counters, cumulative since this worker started (an `EventJournal`);
+    with `repair` (`RepairStats`) the live repair's too."""
+    extra: dict[str, int] = {}
+    if repair is not None:
+        extra = {
+            "id_holes": int(_stat(stats, "id_holes")),
+            "repairs": repair.repairs,
+            "repaired_trades": repair.trades,
+            "repair_calls": repair.calls,
+            "repair_rate_limited": repair.rate_limited,
+            "repair_queue": repair.queued,
+        }
     journal.record(
         "stats",
         frames=int(_stat(stats, "frames")),
@@ -125,13 +145,115 @@ def journal_stats(journal: Any, stats: Any) -> None:
         parse_errors=int(_stat(stats, "parse_errors")),
         reconnects=int(_stat(stats, "reconnects")),
         duplicates=int(_stat(stats, "duplicates")),
+        **extra,
     )
+
+
+def unanswered_gaps(
+    events: Sequence[dict[str, Any]],
+    instruments: Mapping[str, Instrument],
+    *,
+    now_us: int,
+    lookback_us: int,
+    heartbeat_s: float,
+) -> list[Missing]:
+    """The spans of each symbol the journal shows missing (not listening, or an ``id_gap``)
+    within `lookback_us` before the journal's last line that no ``repaired``/``unrepaired``
+    event answers: repairs a previous process never finished. Pure (events already read)."""
+    from pumpwatch.recorder.stream.continuity import Missing
+    from pumpwatch.recorder.stream.runner import LOST_MARGIN_US
+    from pumpwatch.segments.coverage import coverage_from_events
+
+    first_listen = next((e["ts"] for e in events if e["event"] == "subscribed"), None)
+    if first_listen is None or not events:
+        return []
+    end_us = max(e["ts"] for e in events)
+    start_us = max(first_listen, end_us - lookback_us)
+    if end_us <= start_us:
+        return []
+    answered: dict[str, list[tuple[int, int]]] = {}
+    holes: dict[str, list[dict[str, Any]]] = {}
+    for e in events:
+        kind = e["event"]
+        if kind in ("repaired", "unrepaired") and isinstance(e.get("symbol"), str):
+            answered.setdefault(e["symbol"], []).append((int(e["start_us"]), int(e["end_us"])))
+        elif kind == "id_gap" and isinstance(e.get("symbol"), str) and e["ts"] >= start_us:
+            holes.setdefault(e["symbol"], []).append(e)
+    out: list[Missing] = []
+    gaps_of_base: dict[str, list[tuple[int, int]]] = {}
+    for symbol, inst in instruments.items():
+        if inst.base not in gaps_of_base:
+            cov = coverage_from_events(
+                events, start_us, end_us, base=inst.base, heartbeat_s=heartbeat_s, now_us=now_us
+            )
+            gaps_of_base[inst.base] = cov.gaps
+        done = answered.get(symbol, [])
+        for lo, hi in gaps_of_base[inst.base]:
+            for a, b in _subtract((lo - LOST_MARGIN_US, hi), done):
+                out.append(Missing(symbol, a, b, "rescan"))
+        for e in holes.get(symbol, []):
+            if _subtract((int(e["after_us"]), int(e["before_us"])), done):
+                out.append(
+                    Missing(
+                        symbol,
+                        int(e["after_us"]),
+                        int(e["before_us"]),
+                        "rescan",
+                        int(e["first_missing"]),
+                        int(e["last_missing"]),
+                    )
+                )
+    return out
+
+
+def _subtract(span: tuple[int, int], done: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of `span` (inclusive µs) outside every span of `done`."""
+    parts = [span]
+    for d_lo, d_hi in done:
+        nxt = []
+        for a, b in parts:
+            if d_hi < a or d_lo > b:
+                nxt.append((a, b))
+                continue
+            if a < d_lo:
+                nxt.append((a, d_lo - 1))
+            if d_hi < b:
+                nxt.append((d_hi + 1, b))
+        parts = nxt
+    return parts
+
+
+def last_sign_of_life_us(data_dir: str, stream: str) -> int | None:
+    """The time of the last line of the stream's journal (a heartbeat, a stop…): the recorder
+    listened until about then. None when there is no journal (nothing was ever recorded)."""
+    from pumpwatch.segments.journal import journal_path, parse_journal
+
+    path = journal_path(data_dir, stream)
+    try:
+        with path.open("rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - JOURNAL_TAIL_BYTES))
+            tail = f.read()
+    except FileNotFoundError:
+        return None
+    if size > JOURNAL_TAIL_BYTES:
+        tail = tail.split(b"\n", 1)[-1]  # the first line is cut
+    events, _ = parse_journal(tail)
+    return max((e["ts"] for e in events), default=None)
 
 
 class StreamPipeline:
     """Runner, writers and journal of one stream."""
 
-    def __init__(self, settings: Settings, stream: str, instruments: Mapping[str, Instrument]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        stream: str,
+        instruments: Mapping[str, Instrument],
+        repairer: LiveRepair | None = None,
+    ) -> None:
+        from pumpwatch.recorder.history.live import store_writer
+        from pumpwatch.recorder.history.specs import history_spec
         from pumpwatch.recorder.preflight import build_adapter
         from pumpwatch.recorder.stream.runner import StreamRunner
         from pumpwatch.segments.frames import FrameWriter
@@ -159,8 +281,12 @@ class StreamPipeline:
                 flush_interval_s=st.flush_interval_s,
             )
         self.journal = EventJournal(settings.data_dir, stream)
+        # Trade ids are checked where the stream's history says they count up per symbol.
+        spec = history_spec(stream, cfg.rest_url, cfg.options)
+        on_missing = functools.partial(repairer.submit, stream) if repairer is not None else None
+        adapter = build_adapter(stream, cfg.options)
         self.runner = StreamRunner(
-            build_adapter(stream, cfg.options),
+            adapter,
             ws_url=cfg.ws_url,
             rest_url=cfg.rest_url,
             instruments=self.instruments,
@@ -169,8 +295,19 @@ class StreamPipeline:
             journal=self.journal,
             backoff_initial_s=settings.recorder.backoff_initial_s,
             backoff_max_s=settings.recorder.backoff_max_s,
+            redundancy=settings.recorder.redundancy,
+            redundant_ws_url=getattr(adapter, "redundant_ws_url", None),
+            contiguous_ids=spec is not None and spec.ids_contiguous,
+            id_grace_s=settings.repair.id_grace_s,
+            on_missing=on_missing,
+            not_listening_since_us=last_sign_of_life_us(settings.data_dir, stream),
         )
         self.status = StatusTracker(stream, queue_warn_rows=st.queue_warn_rows)
+        self.repair_stats: RepairStats | None = None
+        if repairer is not None:  # spans name any instrument the runner ever had
+            write = store_writer(settings.data_dir, stream, self.writer)
+            known = self.runner.known_instruments
+            self.repair_stats = repairer.add_stream(stream, spec, known, write, self.journal)
 
     def prime_dedupe(self, data_dir: str, *, window_s: float = PRIME_WINDOW_S) -> int:
         """Teach the runner's de-duplicator the trades already on disk from the last `window_s`.
@@ -199,6 +336,20 @@ class StreamPipeline:
                 rows = list(zip(times, recvs, *rest, strict=True))
                 rows.sort(key=lambda r: r[1])
                 self.runner.dedupe.remember(rows)
+                ids = self.runner.ids
+                if ids is not None:  # continuity starts from the newest stored id per symbol
+                    newest: dict[str, tuple[int, int]] = {}
+                    for row in rows:
+                        tid = row[8]
+                        if tid is not None and tid.isdigit():
+                            n = int(tid)
+                            if n > newest.get(row[2], (-1, 0))[0]:
+                                newest[row[2]] = (n, row[0])
+                    for symbol, (n, t_us) in newest.items():
+                        last = ids.last(symbol)
+                        if last is None or n > last[0]:
+                            ids.forget(symbol)
+                            ids.prime(symbol, n, t_us)
                 taught += len(rows)
         return taught
 
@@ -322,8 +473,15 @@ async def _status(pipes: Sequence[StreamPipeline], interval_s: float, stop: asyn
         for p in pipes:
             try:
                 stats = p.runner.stats
-                log.info("%s", p.status.line(stats, p.writer.queue_rows, time.time_ns() // 1000))
-                journal_stats(p.journal, stats)
+                line = p.status.line(stats, p.writer.queue_rows, time.time_ns() // 1000)
+                rs = p.repair_stats
+                if rs is not None:
+                    line += (
+                        f", id holes {stats.id_holes}, repairs {rs.repairs} ({rs.trades} trades, "
+                        f"{rs.calls} calls, {rs.rate_limited} rate-limited), repair queue {rs.queued}"
+                    )
+                log.info("%s", line)
+                journal_stats(p.journal, stats, rs)
             except Exception:  # a status line must never take the worker down
                 log.exception("%s: status line failed", p.stream)
 
@@ -338,7 +496,9 @@ async def _metrics(pipes: Sequence[StreamPipeline], stop: asyncio.Event) -> None
     while await _every(METRICS_INTERVAL_S, stop):
         for p in pipes:
             try:
-                published.update(p.stream, p.runner.stats, p.writer, has_symbols=bool(p.instruments))
+                published.update(
+                    p.stream, p.runner.stats, p.writer, has_symbols=bool(p.instruments), repair=p.repair_stats
+                )
             except Exception:  # metrics must never take the worker down
                 log.exception("%s: metrics update failed", p.stream)
 
@@ -357,7 +517,10 @@ async def run_worker(settings: Settings, streams: Sequence[str], stop: asyncio.E
         locks = await asyncio.to_thread(_lock_streams, settings.data_dir, streams)
     except TimeoutError as exc:
         raise StreamBusyError(f"{exc}; is another `pumpwatch record` using {settings.data_dir}?") from None
+    from pumpwatch.recorder.history.live import LiveRepair
+
     pipes: list[StreamPipeline] = []
+    repairer = LiveRepair(enabled=settings.repair.live)
     try:
         symbols_file = Path(settings.recorder.symbols_file)
         # Absent: the supervisor's fetch failed; record nothing until a reload finds the file.
@@ -367,14 +530,15 @@ async def run_worker(settings: Settings, streams: Sequence[str], stop: asyncio.E
             instruments = table.get(stream, {})
             if not instruments:
                 log.warning("%s: no instruments in %s; waiting for a reload", stream, symbols_file)
-            pipe = StreamPipeline(settings, stream, instruments)
+            pipe = StreamPipeline(settings, stream, instruments, repairer)
             pipes.append(pipe)
             primed = await asyncio.to_thread(pipe.prime_dedupe, settings.data_dir)
             if primed:
                 log.info("%s: de-duplicator primed with %d recent trades from disk", stream, primed)
+            await _rescan(settings, pipe, repairer)
             pipe.journal.start()
         log.info("recording %s (%d instruments)", ", ".join(streams), sum(len(p.instruments) for p in pipes))
-        rc = await _run(settings, pipes, stop)
+        rc = await _run(settings, pipes, stop, repairer)
     finally:
         for pipe in pipes:
             pipe.close()
@@ -384,10 +548,35 @@ async def run_worker(settings: Settings, streams: Sequence[str], stop: asyncio.E
     return rc
 
 
-async def _run(settings: Settings, pipes: Sequence[StreamPipeline], stop: asyncio.Event) -> int:
+async def _rescan(settings: Settings, pipe: StreamPipeline, repairer: LiveRepair) -> None:
+    """Queue the recent gaps of the stream's journal that no repair answered (before `start`)."""
+    from pumpwatch.segments.journal import read_events
+
+    try:
+        events = await asyncio.to_thread(read_events, settings.data_dir, pipe.stream)
+        spans = unanswered_gaps(
+            events,
+            pipe.instruments,
+            now_us=time.time_ns() // 1000,
+            lookback_us=int(RESCAN_LOOKBACK_S * US_PER_S),
+            heartbeat_s=settings.recorder.heartbeat_s,
+        )
+    except Exception:  # a journal that cannot be read must not stop the recording
+        log.exception("%s: journal rescan for unrepaired gaps failed", pipe.stream)
+        return
+    if spans:
+        log.info("%s: %d earlier gaps were never repaired; queued", pipe.stream, len(spans))
+    for span in spans:
+        repairer.submit(pipe.stream, span)
+
+
+async def _run(
+    settings: Settings, pipes: Sequence[StreamPipeline], stop: asyncio.Event, repairer: LiveRepair
+) -> int:
     rec = settings.recorder
     runner_tasks = {asyncio.create_task(p.runner.run(), name=f"runner-{p.stream}"): p for p in pipes}
     helpers = [
+        asyncio.create_task(repairer.run(stop), name="live repair"),
         asyncio.create_task(_heartbeat(pipes, rec.heartbeat_s, stop)),
         asyncio.create_task(_reload_symbols(pipes, Path(rec.symbols_file), rec.symbols_reload_s, stop)),
         asyncio.create_task(_status(pipes, rec.status_interval_s, stop)),

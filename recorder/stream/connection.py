@@ -98,6 +98,7 @@ class Connection:
         self.limiter = RateLimiter(adapter.max_requests_per_s)
         self.url = ""  # redacted URL once open
         self.subscribed: set[str] = set()  # symbols the exchange acked on this connection
+        self.lost: frozenset[str] = frozenset()  # `subscribed` at the moment it ended
         self.opened_s: float | None = None  # monotonic time the WebSocket opened
         self.subscribed_s: float | None = None  # monotonic time the runner declared it serving
         self.end_reason: str | None = None
@@ -110,6 +111,12 @@ class Connection:
         self._end_reported = False
 
     # -- opening ---------------------------------------------------------------------------
+
+    @property
+    def last_rx_s(self) -> float | None:
+        """Monotonic time anything (a frame, a pong) last arrived; None before it opened."""
+        ws = self._ws
+        return ws.last_rx_s if ws is not None else None
 
     async def open(self) -> None:
         """Fetch a token if the adapter needs one, connect, and wait for the welcome if asked."""
@@ -389,6 +396,7 @@ class Connection:
             if task is not current and not task.done():
                 task.cancel()
         self._book.close()  # waiters see `ended` and fail
+        self.lost = frozenset(self.subscribed)  # what it listened to when it ended
         self.subscribed.clear()
         if not self._end_reported:
             self._end_reported = True

@@ -182,6 +182,11 @@ class Deduper:
         """Drop the memory of `symbol` (it was unsubscribed)."""
         self._symbols.pop(symbol, None)
 
+    def newest_us(self, symbol: str) -> int | None:
+        """The newest exchange time seen for `symbol` (None: nothing seen or remembered)."""
+        state = self._symbols.get(symbol)
+        return state.newest_us if state is not None and state.keys else None
+
     def keys_held(self, symbol: str | None = None) -> int:
         """How many keys are remembered, for one symbol or in total (memory bound checks)."""
         if symbol is not None:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 
 from pumpwatch.errors import ParseError
 from pumpwatch.recorder.adapter import Adapter, Control, Instrument
+from pumpwatch.recorder.stream.continuity import IdContinuity, Resumed
 from pumpwatch.recorder.stream.dedupe import Deduper
 from pumpwatch.recorder.stream.logcontext import StreamLog
 from pumpwatch.recorder.stream.stats import RunnerStats
@@ -27,6 +28,9 @@ LOG_EVERY_ERRORS = 1000
 class FrameIngest:
     """Turns frames into trades for `on_trades`, counting into `stats`.
 
+    With `ids` (streams whose trade ids count up per symbol) the de-duplicated trades are also
+    checked for continuity; the resumes they settle go to `on_resumed`.
+
     `instruments` is read on every frame (the runner grows it in place). A `ParseError` is
     counted and skipped; any other exception from the decoder is a bug: counted, logged with
     its traceback once (then periodically), skipped. An exception from `on_frame` or
@@ -41,6 +45,8 @@ class FrameIngest:
         instruments: Mapping[str, Instrument],
         on_trades: Callable[[list[TradeRow]], None],
         on_frame: Callable[[int, bytes | str], None] | None = None,
+        ids: IdContinuity | None = None,
+        on_resumed: Callable[[list[Resumed]], None] | None = None,
     ) -> None:
         self.stream = adapter.stream
         self._log = StreamLog(log, adapter.stream)
@@ -50,6 +56,8 @@ class FrameIngest:
         self._instruments = instruments
         self._on_trades = on_trades
         self._on_frame = on_frame
+        self._ids = ids  # trade-id continuity, for streams whose ids count up per symbol
+        self._on_resumed = on_resumed
         self._sink_errors = 0
 
     def process(self, frame: bytes | str, recv_us: int) -> Control | None:
@@ -85,6 +93,10 @@ class FrameIngest:
                         self._on_trades(rows)
                     except Exception:
                         self._sink_failed("on_trades")
+                    if self._ids is not None:
+                        settled = self._ids.check(rows, recv_us)
+                        if settled is not None and self._on_resumed is not None:
+                            self._on_resumed(settled)
             return None
         if isinstance(out, Control):
             if out.kind == "error" and out.req_id is None and not out.symbols:

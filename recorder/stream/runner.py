@@ -13,6 +13,13 @@ A `StreamRunner` keeps a stream's symbols subscribed, all the time:
 - Every connect, subscribe, rejection, unsubscribe, disconnect and gap goes to the journal at
   the moment it happens; logs say state changes only, each line with stream and connection id
   (bound by `StreamLog`, never typed into the message).
+- With ``redundancy=2`` every group of symbols has two standing connections (the second through
+  `redundant_ws_url` when the exchange documents another endpoint); the `Deduper` merges them,
+  so either may die without a gap.
+- Completeness (issue 10): a symbol that listens again after it was not (a lost connection, the
+  worker's start) is reported to `on_missing` as a `Missing` span, and with `contiguous_ids`
+  holes in trade ids while listening are journaled ``id_gap`` and reported too
+  (``recorder/stream/continuity.py``). The repair itself is the caller's (REST, its own task).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from pumpwatch.recorder.adapter import Adapter, Instrument
 from pumpwatch.recorder.stream.aio import wait_flags
 from pumpwatch.recorder.stream.backoff import Backoff
 from pumpwatch.recorder.stream.connection import ConnectFailed, Connection
+from pumpwatch.recorder.stream.continuity import IdContinuity, IdHole, Missing, Resumed
 from pumpwatch.recorder.stream.dedupe import Deduper
 from pumpwatch.recorder.stream.ingest import FrameIngest
 from pumpwatch.recorder.stream.journal import Journal, NullJournal
@@ -37,6 +45,14 @@ from pumpwatch.recorder.stream.stats import RunnerStats
 from pumpwatch.segments.schema import TradeRow
 
 log = logging.getLogger(__name__)
+
+# A lost connection's symbols are missing from this long before its last received byte: trades
+# the exchange had sent but we never read carry exchange times a little before it.
+LOST_MARGIN_US = 5_000_000
+# A span repaired by time (or latest) is fetched this long after it closed, so the live
+# connection has delivered every trade of the span it will deliver (no REST copy of them).
+SETTLE_US = 2_000_000
+WATCH_INTERVAL_S = 0.25  # how often pending id holes and quiet resumes are checked
 
 
 class StreamRunner:
@@ -59,6 +75,12 @@ class StreamRunner:
         open_timeout_s: float = 10.0,
         ack_timeout_s: float = 10.0,
         rng: Callable[[], float] = random.random,
+        redundancy: int = 1,
+        redundant_ws_url: str | None = None,
+        contiguous_ids: bool = False,
+        id_grace_s: float = 2.0,
+        on_missing: Callable[[Missing], None] | None = None,
+        not_listening_since_us: int | None = None,
     ) -> None:
         self.adapter = adapter
         self.stream = adapter.stream
@@ -78,17 +100,34 @@ class StreamRunner:
         self._stats = RunnerStats()
         self.dedupe = Deduper(adapter.dedupe_key)
         self._known: dict[str, Instrument] = {}  # every instrument ever wanted: late frames still parse
-        self._ingest = FrameIngest(adapter, self._stats, self.dedupe, self._known, on_trades, on_frame)
+        self.redundant_ws_url = redundant_ws_url or ws_url
+        self._on_missing = on_missing
+        # Trade-id continuity: only where ids count up by one per trade and symbol.
+        self.ids = IdContinuity(int(id_grace_s * 1_000_000)) if contiguous_ids else None
+        self._down_since: dict[str, int] = {}  # symbol -> receive time (µs) it stopped listening
+        self._first_since_us = not_listening_since_us  # the worker was not running since then
+        self._ingest = FrameIngest(
+            adapter,
+            self._stats,
+            self.dedupe,
+            self._known,
+            on_trades,
+            on_frame,
+            ids=self.ids,
+            on_resumed=self._resumes_settled,
+        )
         self._wanted: dict[str, Instrument] = {}
-        self._table = SlotTable(adapter, self._stats.over_capacity)
+        self._table = SlotTable(adapter, self._stats.over_capacity, replicas=redundancy)
         self._slots = self._table.slots  # the same list, grown in place
-        self._backoffs: dict[int, Backoff] = {}
+        self._backoffs: dict[str, Backoff] = {}  # by slot name
         self._stop = asyncio.Event()
         self._running = False
         self._gap_open = False
         self._journaled: set[Connection] = set()  # connections whose `connected` was journaled
         self._background: set[asyncio.Task[None]] = set()
         self.update_instruments(instruments)
+        if not_listening_since_us is not None:
+            self._down_since.update(dict.fromkeys(self._wanted, not_listening_since_us))
 
     # -- public API ------------------------------------------------------------------------
 
@@ -96,14 +135,24 @@ class StreamRunner:
     def stats(self) -> RunnerStats:
         """Live counters (derived ones refreshed on read)."""
         st = self._stats
-        live = [s.active for s in self._slots if s.active is not None]
-        st.subscribed_symbols = sum(len(c.subscribed) for c in live)
-        st.pending_subscriptions = sum(
-            len(s.symbols - s.active.subscribed) if s.active is not None else len(s.symbols)
-            for s in self._slots
-        )
+        subscribed = 0
+        pending = 0
+        for group in self._table.groups:
+            acked: set[str] = set()
+            for slot in group:
+                if slot.active is not None:
+                    acked |= slot.active.subscribed
+            subscribed += len(acked)
+            pending += len(group[0].symbols - acked)
+        st.subscribed_symbols = subscribed
+        st.pending_subscriptions = pending
         st.duplicates = self.dedupe.duplicates
         return st
+
+    @property
+    def known_instruments(self) -> Mapping[str, Instrument]:
+        """Every instrument ever wanted (a late frame or a repair may still name a dropped one)."""
+        return self._known
 
     @property
     def instruments(self) -> Mapping[str, Instrument]:
@@ -126,7 +175,10 @@ class StreamRunner:
             st.rejected.pop(symbol, None)
             self._table.remove(symbol)
             self.dedupe.forget(symbol)
-        created = [slot for symbol in added if (slot := self._table.assign(symbol)) is not None]
+            self._down_since.pop(symbol, None)
+            if self.ids is not None:
+                self.ids.forget(symbol)
+        created = [slot for symbol in added for slot in self._table.assign(symbol)]
         created += self._table.fill_free_capacity()
         if self._running:
             for slot in created:
@@ -138,7 +190,13 @@ class StreamRunner:
         self._log.info("starting with %d symbols", len(self._wanted))
         for slot in self._slots:
             self._start_slot(slot)
+        watch = None
+        if self.ids is not None:
+            watch = asyncio.create_task(self._watch_ids(), name=f"{self.stream} id continuity")
         await self._stop.wait()
+        if watch is not None:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
         tasks = [s.task for s in self._slots if s.task is not None and not s.task.done()]
         for task in tasks:
             task.cancel()
@@ -161,15 +219,15 @@ class StreamRunner:
     def _start_slot(self, slot: Slot) -> None:
         if self._stop.is_set():
             return
-        self._backoffs[slot.index] = Backoff(self.backoff_initial_s, self.backoff_max_s, rng=self._rng)
-        slot.task = asyncio.create_task(self._run_slot(slot), name=f"{self.stream} slot {slot.index}")
+        self._backoffs[slot.name] = Backoff(self.backoff_initial_s, self.backoff_max_s, rng=self._rng)
+        slot.task = asyncio.create_task(self._run_slot(slot), name=f"{self.stream} slot {slot.name}")
 
     # -- the per-slot loop -------------------------------------------------------------------
 
     async def _run_slot(self, slot: Slot) -> None:
         # The stop flag is checked at the top and after every wait: stopping must never depend
         # on a cancel arriving. Every failed attempt waits its backoff, so no path loops tight.
-        backoff = self._backoffs[slot.index]
+        backoff = self._backoffs[slot.name]
         stop = self._stop
         while not stop.is_set():
             conn = slot.active
@@ -237,11 +295,11 @@ class StreamRunner:
     async def _open(self, slot: Slot) -> Connection | None:
         """A new connection with every symbol of the slot acked, or None after logging why."""
         slot.seq += 1
-        conn_id = f"{slot.index}-{slot.seq}"
+        conn_id = f"{slot.name}-{slot.seq}"
         conn = Connection(
             conn_id,
             self.adapter,
-            ws_url=self.ws_url,
+            ws_url=self.ws_url if slot.replica == 0 else self.redundant_ws_url,
             rest_url=self.rest_url,
             process=self._ingest.process,
             on_end=lambda c: self._ended(slot, c),
@@ -327,6 +385,12 @@ class StreamRunner:
     def _acked(self, conn: Connection, symbols: list[str]) -> None:
         known = self._known
         self.journal.subscribed(conn.conn_id, symbols, [known[s].base if s in known else "" for s in symbols])
+        if self._down_since:
+            now_us = self._clock() // 1000
+            for symbol in symbols:
+                since_us = self._down_since.pop(symbol, None)
+                if since_us is not None:
+                    self._resumed(symbol, since_us, now_us)
 
     def _rejected(self, conn: Connection, rejected: dict[str, str]) -> None:
         symbols = sorted(rejected)
@@ -352,6 +416,7 @@ class StreamRunner:
             self._journaled.discard(conn)
             self._stats.connected -= 1
             self.journal.disconnected(conn.conn_id, reason)
+            self._note_lost(conn)
         if slot.active is not conn:
             return
         slot.active = None
@@ -359,7 +424,7 @@ class StreamRunner:
         if self._stop.is_set() or not slot.symbols:
             return
         served_s = time.monotonic() - subscribed_s if subscribed_s is not None else 0.0
-        backoff = self._backoffs[slot.index]
+        backoff = self._backoffs[slot.name]
         if served_s >= self.healthy_after_s:
             # It had proved itself: reconnect at once and start the backoff afresh.
             backoff.reset()
@@ -373,10 +438,130 @@ class StreamRunner:
         self._update_gap(f"conn {conn_id}: {reason}")
 
     def _update_gap(self, reason: str | None = None) -> None:
-        uncovered = any(s.active is None and s.symbols for s in self._slots)
+        uncovered = any(
+            group[0].symbols and all(s.active is None for s in group) for group in self._table.groups
+        )
         if uncovered and not self._gap_open and reason is not None:
             self._gap_open = True
             self.journal.gap_start(reason)
         elif not uncovered and self._gap_open:
             self._gap_open = False
             self.journal.gap_end()
+
+    # -- completeness: what was not recorded goes to `on_missing` ------------------------------
+
+    def _note_lost(self, conn: Connection) -> None:
+        """`conn` ended: its symbols that no other open connection listens to stop listening
+        from a little before the last byte it received."""
+        if not conn.lost or self._stop.is_set():
+            return
+        now_us = self._clock() // 1000
+        rx_s = conn.last_rx_s
+        last_rx_us = now_us if rx_s is None else now_us - int((time.monotonic() - rx_s) * 1_000_000)
+        open_conns = self._journaled
+        for symbol in conn.lost:
+            if symbol in self._wanted and not any(symbol in c.subscribed for c in open_conns):
+                self._down_since.setdefault(symbol, last_rx_us)
+
+    def _resumed(self, symbol: str, since_us: int, now_us: int) -> None:
+        """`symbol` listens again after not listening since `since_us`."""
+        cause = "start" if since_us == self._first_since_us else "reconnect"
+        if self.ids is None:
+            # Trades arrive in order per connection: nothing older than the newest one seen is
+            # missing (the margin covers a symbol that was quiet before the loss).
+            start_us = since_us - LOST_MARGIN_US
+            newest_us = self.dedupe.newest_us(symbol)
+            if newest_us is not None:
+                start_us = min(max(start_us, newest_us), since_us)
+            self._missing(Missing(symbol, start_us, now_us, cause, not_before_us=now_us + SETTLE_US))
+            return
+        # Ids will say exactly what is missing once the symbol's next trade arrives.
+        for hole in self.ids.resume(symbol, since_us, now_us):
+            self._report_hole(hole)
+
+    def _resumes_settled(self, settled: list[Resumed]) -> None:
+        """First trades after gaps (called from the hot path: rare, cheap, never raises)."""
+        for r in settled:
+            try:
+                self._settle(r)
+            except Exception:
+                self._log.exception("settling the gap of %s failed", r.symbol)
+
+    def _settle(self, r: Resumed) -> None:
+        assert r.next_id is not None and r.next_us is not None
+        cause = "start" if r.since_us == self._first_since_us else "reconnect"
+        start_us = r.since_us - LOST_MARGIN_US
+        if r.last_us is not None:
+            start_us = min(start_us, r.last_us)
+        end_us = max(r.next_us, r.resumed_us)
+        if r.last_id is None:  # nothing known before the gap: by time up to the id after it
+            self._missing(Missing(r.symbol, start_us, end_us, cause, last_id=r.next_id - 1))
+        elif r.next_id > r.last_id + 1:
+            self._missing(Missing(r.symbol, start_us, end_us, cause, r.last_id + 1, r.next_id - 1))
+        else:  # the first id after the gap follows the last before it: nothing was missed
+            self._missing(Missing(r.symbol, start_us, end_us, cause, whole=True))
+
+    def _report_hole(self, hole: IdHole) -> None:
+        """Journal an unfilled id hole and hand it to repair, by id."""
+        self._stats.id_holes += 1
+        inst = self._known.get(hole.symbol)
+        self.journal.record(
+            "id_gap",
+            symbol=hole.symbol,
+            base=inst.base if inst is not None else "",
+            first_missing=hole.first_missing,
+            last_missing=hole.last_missing,
+            after_us=hole.after_us,
+            before_us=hole.before_us,
+        )
+        self._log.warning(
+            "%s: trade ids %d..%d never arrived (%d trades)",
+            hole.symbol,
+            hole.first_missing,
+            hole.last_missing,
+            hole.last_missing - hole.first_missing + 1,
+        )
+        self._missing(
+            Missing(
+                hole.symbol, hole.after_us, hole.before_us, "id_gap", hole.first_missing, hole.last_missing
+            )
+        )
+
+    def _missing(self, span: Missing) -> None:
+        self._stats.missing_spans += 1
+        if self._on_missing is None:
+            return
+        try:
+            self._on_missing(span)
+        except Exception:
+            self._log.exception("on_missing failed for %s", span.symbol)
+
+    async def _watch_ids(self) -> None:
+        """Hand out id holes whose grace ended and resumes that saw no trade in time."""
+        ids = self.ids
+        assert ids is not None
+        while not self._stop.is_set():
+            await wait_flags(self._stop, None, min(WATCH_INTERVAL_S, max(ids.grace_us / 2e6, 0.01)))
+            now_us = self._clock() // 1000
+            holes, quiet = ids.expire(now_us)
+            for hole in holes:
+                try:
+                    self._report_hole(hole)
+                except Exception:
+                    self._log.exception("reporting the id hole of %s failed", hole.symbol)
+            for r in quiet:
+                cause = "start" if r.since_us == self._first_since_us else "reconnect"
+                start_us = r.since_us - LOST_MARGIN_US
+                if r.last_us is not None:
+                    start_us = min(start_us, r.last_us)
+                first_id = r.last_id + 1 if r.last_id is not None else None
+                self._missing(
+                    Missing(
+                        r.symbol,
+                        start_us,
+                        r.resumed_us,
+                        cause,
+                        first_id=first_id,
+                        not_before_us=r.resumed_us + SETTLE_US,
+                    )
+                )

@@ -16,11 +16,17 @@ log = logging.getLogger(__name__)
 
 
 class Slot:
-    """One place for a connection and the symbols it should carry."""
+    """One place for a connection and the symbols it should carry.
 
-    def __init__(self, index: int) -> None:
+    With ``recorder.redundancy: 2`` each group of symbols has two slots (replicas 0 and 1)
+    sharing one `symbols` set, each with its own connection, backoff and rotation.
+    """
+
+    def __init__(self, index: int, replica: int = 0, symbols: set[str] | None = None) -> None:
         self.index = index
-        self.symbols: set[str] = set()  # assigned: wanted, not rejected
+        self.replica = replica
+        self.name = str(index) if replica == 0 else f"{index}r{replica}"  # connection ids "<name>-<seq>"
+        self.symbols: set[str] = symbols if symbols is not None else set()  # wanted, not rejected
         self.active: Connection | None = None  # the serving connection
         self.rotate_reason: str | None = None  # set: open a replacement, then retire `active`
         self.wake = asyncio.Event()  # symbols changed, connection ended, rotation asked
@@ -33,27 +39,40 @@ class Slot:
 
 
 class SlotTable:
-    """Places symbols into slots; `over_capacity` is the runner's stats list, kept in place."""
+    """Places symbols into slots; `over_capacity` is the runner's stats list, kept in place.
 
-    def __init__(self, adapter: Adapter, over_capacity: list[str]) -> None:
+    `replicas` slots (connections) carry each group of symbols; `max_connections` counts
+    groups, so with two replicas a stream capped at 5 connections opens up to 10 (the cap is
+    per connection budget of one client; a second client's connections are what redundancy
+    asks for).
+    """
+
+    def __init__(self, adapter: Adapter, over_capacity: list[str], replicas: int = 1) -> None:
+        if replicas < 1:
+            raise ValueError(f"replicas must be at least 1, not {replicas}")
         self._log = StreamLog(log, adapter.stream)
         self.per_slot = adapter.max_symbols_per_connection
         self.max_slots = adapter.max_connections
-        self.slots: list[Slot] = []
+        self.replicas = replicas
+        self.slots: list[Slot] = []  # every replica of every group
+        self.groups: list[list[Slot]] = []  # the replicas of each group, sharing one symbol set
         self.over_capacity = over_capacity
 
-    def assign(self, symbol: str) -> Slot | None:
-        """Put `symbol` in the first slot with room; returns a slot it had to create."""
-        for slot in self.slots:
-            if len(slot.symbols) < self.per_slot:
-                slot.symbols.add(symbol)
-                slot.wake.set()
-                return None
-        if self.max_slots is None or len(self.slots) < self.max_slots:
-            slot = Slot(len(self.slots))
-            slot.symbols.add(symbol)
-            self.slots.append(slot)
-            return slot
+    def assign(self, symbol: str) -> list[Slot]:
+        """Put `symbol` in the first group with room; returns the slots it had to create."""
+        for group in self.groups:
+            if len(group[0].symbols) < self.per_slot:
+                group[0].symbols.add(symbol)
+                for slot in group:
+                    slot.wake.set()
+                return []
+        if self.max_slots is None or len(self.groups) < self.max_slots:
+            index = len(self.groups)
+            symbols = {symbol}
+            group = [Slot(index, r, symbols) for r in range(self.replicas)]
+            self.groups.append(group)
+            self.slots.extend(group)
+            return group
         if symbol not in self.over_capacity:
             self.over_capacity.append(symbol)
             if len(self.over_capacity) == 1:
@@ -63,20 +82,20 @@ class SlotTable:
                     self.per_slot,
                     symbol,
                 )
-        return None
+        return []
 
     def remove(self, symbol: str) -> None:
         """`symbol` is no longer wanted (or was rejected): free its place."""
         if symbol in self.over_capacity:
             self.over_capacity.remove(symbol)
-        for slot in self.slots:
-            if symbol in slot.symbols:
-                slot.symbols.discard(symbol)
-                slot.wake.set()
+        for group in self.groups:
+            if symbol in group[0].symbols:
+                group[0].symbols.discard(symbol)
+                for slot in group:
+                    slot.wake.set()
 
     def fill_free_capacity(self) -> list[Slot]:
         """Move waiting symbols into freed room; returns the slots created for them."""
         waiting = list(self.over_capacity)
         self.over_capacity.clear()
-        created = [slot for symbol in waiting if (slot := self.assign(symbol)) is not None]
-        return created
+        return [slot for symbol in waiting for slot in self.assign(symbol)]

@@ -29,6 +29,8 @@ class RunnerStats:
     pending_subscriptions: int = 0  # symbols wanted but not (yet) acked on a live connection
     rejected: dict[str, str] = field(default_factory=dict)  # symbol -> the exchange's reason
     over_capacity: list[str] = field(default_factory=list)  # symbols beyond max_connections
+    id_holes: int = 0  # holes in contiguous trade ids journaled as id_gap (unfilled after the grace)
+    missing_spans: int = 0  # spans handed to repair: id holes, reconnects, the worker's start
     last_trade_recv_us: int | None = None  # receive time of the newest trade
     lag_us: int | None = None  # recv - exchange time of the newest trade
     lag_avg_us: float | None = None  # exponentially weighted mean of the lag (alpha 0.01)

@@ -107,7 +107,9 @@ class Market:
             exchange, market = split_stream(s)
             protocol = importlib.import_module(f"pumpwatch.recorder.sim.{exchange}").sim_protocol(market)
             self.sims[s] = SimExchange(protocol, self.instruments[s], lifetime_s=lifetime_s)
-        self._ids = itertools.count(1)
+        # Ids count up by one per stream and symbol, as the real ones do where the recorder
+        # checks their continuity (a global counter would look like a hole at every trade).
+        self._ids: dict[tuple[str, str], itertools.count[int]] = {}
         self._t_ms = dict.fromkeys(self.streams, now_us() // US_PER_MS)
 
     async def __aenter__(self) -> Market:
@@ -185,8 +187,8 @@ class Market:
             rows: list[TradeRow] = []
             insts = self.instruments[s]
             for k in range(per_stream):
-                n = next(self._ids)
                 inst = insts[k % len(insts)]
+                n = next(self._ids.setdefault((s, inst.symbol), itertools.count(1)))
                 self._t_ms[s] = t_ms = max(self._t_ms[s] + 1, now_us() // US_PER_MS)
                 qty = inst.multiplier * (1 + n % 7) if inst.multiplier != 1.0 else 0.01 * (1 + n % 7)
                 price = 1.5 + (n % 100) * 0.01

@@ -149,7 +149,20 @@ def test_worker_records_reloads_symbols_live_and_stops_cleanly(tmp_path: Path) -
     assert trades == sorted(trades) and trades[-1] <= 2  # cumulative, never more than was sent
 
 
-STATS_FIELDS = ("frames", "trades", "parse_errors", "reconnects", "duplicates")
+STATS_FIELDS = (
+    "frames",
+    "trades",
+    "parse_errors",
+    "reconnects",
+    "duplicates",
+    # issue 10: the live repair's counters
+    "id_holes",
+    "repairs",
+    "repaired_trades",
+    "repair_calls",
+    "repair_rate_limited",
+    "repair_queue",
+)
 
 
 def test_stats_are_journaled_field_by_field_and_leave_coverage_unchanged(tmp_path: Path) -> None:
