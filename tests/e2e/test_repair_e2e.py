@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
-from e2e_harness import (
+from helpers.e2e import (
     SOAK_LONG,
     WAIT_S,
     Market,
