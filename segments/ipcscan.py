@@ -6,7 +6,8 @@ and the magic again. A file still being written, or torn by a crash, is that str
 anywhere. `scan_segment` reads the stream message by message (zero-copy on a memory map),
 stops at the first incomplete or undecodable message, and reports each complete record batch
 with its byte range and its custom metadata, read straight from the message's flatbuffer so
-that a reader can skip a batch without decompressing it.
+that a reader can skip a batch without decompressing it. It also reports where each batch's
+checksum digits sit and which bytes the checksum covers (``checksum.py``).
 
 Format: https://arrow.apache.org/docs/format/Columnar.html#ipc-file-format
 """
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.ipc as ipc
+
+from pumpwatch.segments.schema import BATCH_CRC
 
 FILE_MAGIC = b"ARROW1\x00\x00"
 EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # continuation marker + zero length
@@ -31,6 +34,12 @@ class Chunk:
     start: int  # file offset of the message's continuation marker
     end: int  # file offset just after its body
     meta: dict[str, str] = field(default_factory=dict)
+    # record batches only: the file offset of the checksum's digits (-1: none), and where the
+    # bytes its checksum covers begin (after the previous record batch or the schema, so the
+    # dictionary messages written with this batch are covered too)
+    crc_at: int = -1
+    unit_start: int = 0
+    dictionaries: int = 0  # dictionary messages inside [unit_start, start)
 
 
 @dataclass(slots=True)
@@ -47,8 +56,9 @@ class Scan:
         return [c for c in self.chunks if c.kind == "record batch"]
 
 
-def _custom_metadata(meta: memoryview) -> dict[str, str]:
-    """Decode ``Message.custom_metadata`` (field 4) of an IPC Message flatbuffer."""
+def _custom_metadata(meta: memoryview, offsets: dict[str, int] | None = None) -> dict[str, str]:
+    """Decode ``Message.custom_metadata`` (field 4) of an IPC Message flatbuffer; with
+    `offsets`, also record where each value's characters start (offset in `meta`)."""
     u32, u16 = struct.Struct("<I").unpack_from, struct.Struct("<H").unpack_from
     root = u32(meta, 0)[0]
     vtable = root - struct.unpack_from("<i", meta, root)[0]
@@ -73,7 +83,11 @@ def _custom_metadata(meta: memoryview) -> dict[str, str]:
                 continue
             s = kv + off + u32(meta, kv + off)[0]
             n = u32(meta, s)[0]
+            if s + 4 + n > len(meta):
+                raise IndexError("string out of the metadata")
             strings.append(bytes(meta[s + 4 : s + 4 + n]).decode())
+            if f == 1 and offsets is not None:
+                offsets[strings[0]] = s + 4
         out[strings[0]] = strings[1]
     return out
 
@@ -88,6 +102,7 @@ def scan_segment(buf: pa.Buffer) -> Scan:
     valid_end = len(FILE_MAGIC)
     error: str | None = None
     clean = False
+    unit_start, dictionaries = valid_end, 0
     while True:
         try:
             msg = reader.read_next_message()
@@ -107,15 +122,25 @@ def scan_segment(buf: pa.Buffer) -> Scan:
         kind = msg.type
         meta: dict[str, str] = {}
         if kind == "record batch":
+            offsets: dict[str, int] = {}
             try:
-                meta = _custom_metadata(memoryview(msg.metadata))
+                meta = _custom_metadata(memoryview(msg.metadata), offsets)
             except (struct.error, UnicodeDecodeError, IndexError):
                 error = "unreadable batch metadata"
                 break
-        elif not chunks and kind != "schema":
-            error = "stream does not start with a schema"
-            break
-        chunks.append(Chunk(kind, start, end, meta))
+            at = offsets.get(BATCH_CRC)
+            crc_at = -1 if at is None else msg.metadata.address - base + at
+            chunks.append(Chunk(kind, start, end, meta, crc_at, unit_start, dictionaries))
+            unit_start, dictionaries = end, 0
+        else:
+            if not chunks and kind != "schema":
+                error = "stream does not start with a schema"
+                break
+            chunks.append(Chunk(kind, start, end, meta))
+            if kind == "schema":
+                unit_start = end
+            elif kind == "dictionary":
+                dictionaries += 1
         valid_end = end
     if chunks and chunks[0].kind != "schema":
         return Scan([], len(FILE_MAGIC), False, error or "no schema")

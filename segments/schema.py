@@ -89,6 +89,18 @@ BATCH_TIME_MAX = "pumpwatch.time_max_us"
 BATCH_RECV_MIN = "pumpwatch.recv_min_us"
 BATCH_RECV_MAX = "pumpwatch.recv_max_us"
 BATCH_ROWS = "pumpwatch.rows"
+# The batch's checksum: CRC-32 (zlib's) as 8 lower-case hex digits, over the bytes of its IPC
+# message (header with these 8 digits read as `CRC_PLACEHOLDER`, and its compressed body) and
+# of the dictionary messages written with it. See ``checksum.py``. Absent in segments written
+# before checksums existed: those batches read unverified.
+BATCH_CRC = "pumpwatch.crc32"
+CRC_PLACEHOLDER = "........"  # what the writer puts first; never a valid checksum
+
+# Schema (file) metadata of a sealed segment whose unsealed file held batches that failed their
+# checksum (recovery, or sealing with compaction): a JSON list of the dropped batches,
+# ``[[time_min_us, time_max_us, recv_min_us, recv_max_us, rows], ...]`` (null where unknown).
+# Readers report them as damaged spans; the original bytes are kept under ``quarantine/``.
+SEGMENT_DAMAGED = b"pumpwatch.damaged"
 
 
 _ZERO_INDICES = pa.array(np.zeros(1 << 16, np.int32))
