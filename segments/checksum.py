@@ -1,29 +1,30 @@
 """A checksum per record batch of a segment: written with the batch, checked wherever it is read.
 
 Arrow IPC carries no checksums, and a flipped byte inside a zstd-compressed buffer can decode
-to plausible garbage (prices of ``1e-79``). Every record batch therefore carries
-``pumpwatch.crc32`` in its custom metadata, next to its time bounds: the CRC-32 (zlib's; 3 GB/s
-on the development box, so no dependency is needed) of the bytes of its *write unit*, i.e.
+to plausible garbage (prices of ``1e-79``). Every record batch therefore carries two CRC-32s
+(zlib's; 3 GB/s on the development box, so no dependency is needed) in its custom metadata,
+next to its time bounds, each as 8 lower-case hex digits:
 
-- the dictionary messages written with it (the dictionary entries it introduced; later batches
-  use them too), and
-- its own message: the header (with the checksum's 8 digits read as `CRC_PLACEHOLDER`) and the
-  body exactly as stored (compressed buffers, padding included).
+- ``pumpwatch.crc32`` (`BATCH_CRC`): the batch's own IPC message, header (with both checksums'
+  digits read as `CRC_PLACEHOLDER`) and body exactly as stored (compressed buffers, padding);
+- ``pumpwatch.crc32_shared`` (`BATCH_CRC_SHARED`): the messages written just before it that
+  later batches need too: the schema (first batch) and the dictionary messages carrying the
+  entries it introduced (CRC of no bytes, ``00000000``, when there are none).
 
-So a flipped byte anywhere from the end of the previous batch to the end of this one fails the
-check. The unit starts after the previous record batch (or after the schema, for the first).
+So a flipped byte anywhere from the end of the previous batch (or the file magic) to the end of
+this one fails a check. A batch whose own checksum fails is damaged alone; when the shared one
+fails, this batch and every later one of the file are damaged (decoded with that schema, their
+indices may point at those dictionary entries).
 
 Writing: pyarrow computes a batch's body while it writes the message, after the header. The
-writer (`ChecksumFileWriter`) therefore writes the header with `CRC_PLACEHOLDER` as the value
-(same length as the digits, so nothing moves), reads back the unit it just wrote (one ``pread``
-of the compressed bytes), and overwrites the placeholder with the digits (one ``pwrite``),
-before the batch is fsynced. A crash between the two leaves the placeholder: that batch was
-never durable and reads as damaged (recovery: the torn last batch of the file).
+writer (`ChecksumFileWriter`) therefore writes the header with `CRC_PLACEHOLDER` as the values
+(same length as the digits, so nothing moves), reads back what it just wrote (one ``pread`` of
+the compressed bytes) and overwrites the placeholders with the digits (``pwrite``), before the
+batch is fsynced. A crash in between leaves a placeholder: that batch was never durable; an
+open file's last batch in that state is a torn tail, not damage.
 
-Checking (`check_batches`): a batch fails when its digits do not match. A damaged unit that
-held dictionary messages also damages every later batch of the file (their indices may point
-at the entries it carried), so those count as damaged too. A batch without the key (a segment
-written before checksums existed) is `UNCHECKED`: it reads as before, unverified.
+A batch without the keys (a segment written before checksums existed) is `UNCHECKED`: it reads
+as before, unverified.
 """
 
 from __future__ import annotations
@@ -41,10 +42,11 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from pumpwatch.atomic import fsync_dir
-from pumpwatch.segments.ipcscan import FILE_MAGIC, Chunk, Scan, _custom_metadata, stream_of
+from pumpwatch.segments.ipcscan import FILE_MAGIC, Chunk, Scan, scan_messages, stream_of
 from pumpwatch.segments.paths import parse_hourly_path
 from pumpwatch.segments.schema import (
     BATCH_CRC,
+    BATCH_CRC_SHARED,
     BATCH_RECV_MAX,
     BATCH_RECV_MIN,
     BATCH_ROWS,
@@ -58,11 +60,12 @@ log = logging.getLogger(__name__)
 
 _PLACEHOLDER = CRC_PLACEHOLDER.encode()
 OK, DAMAGED, UNCHECKED = "ok", "damaged", "unchecked"
+IN_PROGRESS = "in progress"  # an open file's last batch, not stamped yet (readers decide)
 UNSTAMPED = "checksum never written (the writer stopped mid-write)"
 
 
 class ChecksumFileWriter:
-    """An Arrow IPC file writer on `path` whose record batches carry `BATCH_CRC`.
+    """An Arrow IPC file writer on `path` whose record batches carry their checksums.
 
     `fd` is an open, readable and writable descriptor of `path` (the caller's: it holds the
     file's lock and fsyncs it); the bytes themselves go through a buffered pyarrow sink.
@@ -77,14 +80,14 @@ class ChecksumFileWriter:
         return int(self._sink.tell())
 
     def write_batch(self, batch: pa.RecordBatch, metadata: dict[str, str]) -> None:
-        """Write `batch` with `metadata` and its checksum (the bytes reach the OS, unsynced)."""
+        """Write `batch` with `metadata` and its checksums (the bytes reach the OS, unsynced)."""
         start = self._sink.tell()
-        self._writer.write_batch(batch, custom_metadata={**metadata, BATCH_CRC: CRC_PLACEHOLDER})
+        meta = {**metadata, BATCH_CRC: CRC_PLACEHOLDER, BATCH_CRC_SHARED: CRC_PLACEHOLDER}
+        self._writer.write_batch(batch, custom_metadata=meta)
         self._sink.flush()
         end = self._sink.tell()
-        unit = pa.py_buffer(os.pread(self._fd, end - start, start))
-        at, crc = _stamp(unit)
-        os.pwrite(self._fd, b"%08x" % crc, start + at)
+        for at, crc in _stamps(pa.py_buffer(os.pread(self._fd, end - start, start))):
+            os.pwrite(self._fd, b"%08x" % crc, start + at)
 
     def close(self) -> None:
         """Footer and close (not fsynced)."""
@@ -93,46 +96,64 @@ class ChecksumFileWriter:
         self._sink.close()
 
 
-def _stamp(unit: pa.Buffer) -> tuple[int, int]:
-    """(offset of the placeholder digits in `unit`, the checksum) of the batch that ends `unit`.
-
-    `unit` is what one ``write_batch`` wrote: maybe the file magic and schema (first batch),
-    dictionary messages, then the record batch message.
-    """
+def _stamps(unit: pa.Buffer) -> list[tuple[int, int]]:
+    """[(offset of placeholder digits in `unit`, checksum)] for the two checksums of the batch
+    that ends `unit`: what one ``write_batch`` wrote (maybe the file magic and the schema, then
+    dictionary messages, then the record batch message)."""
     offset = len(FILE_MAGIC) if bytes(unit[: len(FILE_MAGIC)]) == FILE_MAGIC else 0
-    reader = ipc.MessageReader.open_stream(pa.BufferReader(unit.slice(offset)))
-    covered_from, at = 0, -1
-    for msg in reader:
-        end = msg.metadata.address - unit.address + msg.metadata.size
-        if msg.body is not None and msg.body.size:
-            end = msg.body.address - unit.address + msg.body.size
-        if msg.type == "schema":
-            covered_from = end
-        elif msg.type == "record batch":
-            offsets: dict[str, int] = {}
-            _custom_metadata(memoryview(msg.metadata), offsets)
-            at = msg.metadata.address - unit.address + offsets[BATCH_CRC]
-    if at < 0 or bytes(unit[at : at + len(_PLACEHOLDER)]) != _PLACEHOLDER:
-        raise AssertionError("the batch just written has no checksum placeholder")  # pragma: no cover
-    return at, zlib.crc32(memoryview(unit)[covered_from:])
+    chunks = scan_messages(unit, offset, from_schema=offset > 0).chunks
+    chunk = chunks[-1] if chunks else None
+    if chunk is None or chunk.kind != "record batch" or chunk.crc_at < 0 or chunk.shared_crc_at < 0:
+        raise AssertionError("the batch just written has no checksum placeholders")  # pragma: no cover
+    view = memoryview(unit)
+    shared = zlib.crc32(view[offset : chunk.start])
+    return [(chunk.crc_at, _batch_crc(view, chunk)), (chunk.shared_crc_at, shared)]
 
 
-def batch_checksum_ok(buf: pa.Buffer, chunk: Chunk) -> bool | None:
-    """Whether `chunk`'s unit matches its checksum; None when it has none (an older segment)."""
-    value = chunk.meta.get(BATCH_CRC)
+def _batch_crc(view: memoryview, chunk: Chunk) -> int:
+    """CRC-32 of the batch message with both checksums' digits read as the placeholder."""
+    crc, pos = 0, chunk.start
+    for at in sorted((chunk.crc_at, chunk.shared_crc_at)):
+        crc = zlib.crc32(_PLACEHOLDER, zlib.crc32(view[pos:at], crc))
+        pos = at + len(_PLACEHOLDER)
+    return zlib.crc32(view[pos : chunk.end], crc)
+
+
+def _stored(chunk: Chunk, key: str, at: int) -> int | str | None:
+    """The checksum stored under `key`: an int, None if absent, or a reason it is unusable."""
+    value = chunk.meta.get(key)
     if value is None:
         return None
-    if chunk.crc_at < 0 or len(value) != len(_PLACEHOLDER):
-        return False
+    if value == CRC_PLACEHOLDER:
+        return UNSTAMPED
     try:
-        want = int(value, 16)
+        if at < 0 or len(value) != len(_PLACEHOLDER):
+            raise ValueError
+        return int(value, 16)
     except ValueError:
-        return False  # the placeholder: the writer died before stamping it
+        return "malformed checksum"
+
+
+def batch_checksum_ok(buf: pa.Buffer, chunk: Chunk) -> tuple[str | None, str | None] | None:
+    """(problem with the batch's own message, problem with its shared messages), each None when
+    it checks out; None when the batch has no checksums (an older segment)."""
+    own = _stored(chunk, BATCH_CRC, chunk.crc_at)
+    shared = _stored(chunk, BATCH_CRC_SHARED, chunk.shared_crc_at)
+    if own is None and shared is None:
+        return None
     view = memoryview(buf)
-    crc = zlib.crc32(view[chunk.unit_start : chunk.crc_at])
-    crc = zlib.crc32(_PLACEHOLDER, crc)
-    crc = zlib.crc32(view[chunk.crc_at + len(_PLACEHOLDER) : chunk.end], crc)
-    return crc == want
+    problems: list[str | None] = []
+    for stored, compute in (
+        (own, lambda: _batch_crc(view, chunk) if chunk.shared_crc_at >= 0 else -1),
+        (shared, lambda: zlib.crc32(view[chunk.unit_start : chunk.start])),
+    ):
+        if isinstance(stored, str):
+            problems.append(stored)
+        elif stored is None:
+            problems.append("checksum missing")
+        else:
+            problems.append(None if compute() == stored else "checksum mismatch")
+    return problems[0], problems[1]
 
 
 @dataclass
@@ -141,14 +162,14 @@ class Checks:
 
     status: dict[int, str] = field(default_factory=dict)  # ordinal -> OK | DAMAGED | UNCHECKED
     reasons: dict[int, str] = field(default_factory=dict)  # ordinal -> why, for damaged ones
-    poisoned_from: int | None = None  # first ordinal of a damaged unit that carried dictionaries
+    poisoned_from: int | None = None  # first ordinal of a damaged unit with schema or dictionaries
 
     @property
     def damaged(self) -> list[int]:
         return sorted(i for i, s in self.status.items() if s == DAMAGED)
 
     def usable(self, ordinal: int) -> bool:
-        return self.status.get(ordinal) != DAMAGED and (
+        return self.status.get(ordinal) not in (DAMAGED, IN_PROGRESS) and (
             self.poisoned_from is None or ordinal < self.poisoned_from
         )
 
@@ -156,9 +177,9 @@ class Checks:
 def check_batches(buf: pa.Buffer, scan: Scan, ordinals: Iterable[int] | None = None) -> Checks:
     """Check the checksums of the record batches `ordinals` (None: all) of a scanned segment.
 
-    A batch whose write unit carried dictionary messages is checked too even when not asked
-    for, since every later batch depends on it; a damaged one marks every later asked batch
-    damaged (``"after a damaged dictionary"``).
+    A batch whose write unit carried the schema or dictionary messages is checked too even when
+    not asked for, since every later batch depends on it; a damaged one marks every later asked
+    batch damaged (``"after a damaged dictionary"``).
     """
     batches = scan.batches
     wanted = set(range(len(batches)) if ordinals is None else ordinals)
@@ -169,18 +190,22 @@ def check_batches(buf: pa.Buffer, scan: Scan, ordinals: Iterable[int] | None = N
                 out.status[i] = DAMAGED
                 out.reasons[i] = "after a damaged dictionary"
             continue
-        if i not in wanted and not chunk.dictionaries:
-            continue
-        ok = batch_checksum_ok(buf, chunk)
-        if ok is False:
-            if chunk.dictionaries:
-                out.poisoned_from = i
+        if i not in wanted and not chunk.shared:
+            continue  # nothing later depends on it
+        found = batch_checksum_ok(buf, chunk)
+        if found is None:
             if i in wanted:
-                out.status[i] = DAMAGED
-                unstamped = chunk.meta.get(BATCH_CRC) == CRC_PLACEHOLDER
-                out.reasons[i] = UNSTAMPED if unstamped else "checksum mismatch"
-        elif i in wanted:
-            out.status[i] = UNCHECKED if ok is None else OK
+                out.status[i] = UNCHECKED
+            continue
+        own, shared = found
+        if shared is not None and chunk.shared:
+            out.poisoned_from = i
+        problem = own or shared
+        if i in wanted:
+            out.status[i] = OK if problem is None else DAMAGED
+            if problem is not None:
+                where = "dictionary or schema messages" if own is None else "batch"
+                out.reasons[i] = UNSTAMPED if problem == UNSTAMPED else f"{problem} ({where})"
     return out
 
 

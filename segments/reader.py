@@ -6,8 +6,8 @@ time by network lag or clock error, so a file is read when that span widened by 
 (default 5 minutes, both sides) meets the window. Inside a file every record batch carries its
 min/max exchange time in its custom metadata, read from the message header without
 decompressing, so only the batches that meet the window are decompressed. Sealed files are
-memory-mapped; an open ``_`` file is read as the IPC stream after its 8-byte magic, up to its
-last complete batch.
+memory-mapped and, like an open ``_`` file, read as the IPC stream after its 8-byte magic (the
+chosen messages only; an open file up to its last complete batch).
 
 Every batch read is checked against its checksum first (``checksum.py``; the compressed bytes
 are read to be decompressed anyway): one that fails is skipped and never returned, and
@@ -35,7 +35,15 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
 from pumpwatch.errors import StoreError
-from pumpwatch.segments.checksum import Checks, batch_bounds, check_batches, recorded_damage, usable_chunks
+from pumpwatch.segments.checksum import (
+    IN_PROGRESS,
+    UNSTAMPED,
+    Checks,
+    batch_bounds,
+    check_batches,
+    recorded_damage,
+    usable_chunks,
+)
 from pumpwatch.segments.ipcscan import FILE_MAGIC, Chunk, Scan, scan_segment, stream_of
 from pumpwatch.segments.paths import HourlyFile, list_segments, sealed_name
 from pumpwatch.segments.schema import (
@@ -143,7 +151,7 @@ def read_segment(
     Only batches that pass their checksum (or carry none: segments written before checksums)
     are returned; a damaged one is skipped and logged (`damaged_spans` names them).
     """
-    found = _inspect(seg, start_us, end_us)
+    found = inspect_segment(seg, start_us, end_us)
     if found is None:
         return
     if found.damage:
@@ -152,10 +160,13 @@ def read_segment(
         )
     if not found.picked:
         return
-    for batch in _decode(found):
-        out = _filter(batch, start_us, end_us, base)
-        if out is not None:
-            yield out
+    try:
+        decoded = [b for b in (_filter(batch, start_us, end_us, base) for batch in _decode(found)) if b]
+    except (pa.ArrowException, UnicodeDecodeError, ValueError) as exc:
+        # only batches without a checksum (older segments) get here undetected
+        log.warning("%s: cannot decode (%s); skipped", seg.path, str(exc).splitlines()[0])
+        return
+    yield from decoded
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +184,9 @@ class Damage:
 
 
 @dataclass
-class _Found:
+class Inspection:
+    """One segment file as `inspect_segment` found it."""
+
     seg: HourlyFile
     buf: pa.Buffer
     scan: Scan
@@ -182,8 +195,10 @@ class _Found:
     damage: list[Damage]
 
 
-def _inspect(seg: HourlyFile, start_us: int, end_us: int) -> _Found | None:
-    """Scan one file, pick the batches meeting the window, check their checksums."""
+def inspect_segment(seg: HourlyFile, start_us: int, end_us: int) -> Inspection | None:
+    """Scan one file, pick the batches meeting the window, check their checksums (None: the
+    file is gone). An open file's last batch whose checksum is not stamped yet is being
+    written: neither returned nor damage."""
     buf = _map(seg.path)
     if buf is None:
         return None
@@ -193,12 +208,16 @@ def _inspect(seg: HourlyFile, start_us: int, end_us: int) -> _Found | None:
     if not scan.chunks:
         if seg.sealed or buf.size > len(FILE_MAGIC):  # an open file may be empty for a moment
             damage.append(Damage(seg.stream, seg.path, *hour, None, f"unreadable file ({scan.error})"))
-        return _Found(seg, buf, scan, [], Checks(), damage)
+        return Inspection(seg, buf, scan, [], Checks(), damage)
     if scan.error is not None and seg.sealed:
         reason = f"unreadable after byte {scan.valid_end} ({scan.error})"
         damage.append(Damage(seg.stream, seg.path, *hour, None, reason))
     wanted = [i for i, chunk in enumerate(scan.batches) if _meets(chunk, start_us, end_us)]
     checks = check_batches(buf, scan, wanted)
+    last = len(scan.batches) - 1
+    if not seg.sealed and checks.reasons.get(last) == UNSTAMPED:
+        del checks.reasons[last]  # being written right now: its checksum follows in microseconds
+        checks.status[last] = IN_PROGRESS
     for i in checks.damaged:
         lo, hi, r_lo, r_hi, rows = batch_bounds(scan.batches[i])
         span = (lo, hi) if lo is not None and hi is not None and lo <= hi else hour
@@ -209,7 +228,7 @@ def _inspect(seg: HourlyFile, start_us: int, end_us: int) -> _Found | None:
         if lo <= end_us and hi >= start_us:
             damage.append(Damage(seg.stream, seg.path, lo, hi, rows, "left out at recovery (checksum)"))
     picked = [i for i in wanted if checks.usable(i)]
-    return _Found(seg, buf, scan, picked, checks, damage)
+    return Inspection(seg, buf, scan, picked, checks, damage)
 
 
 def damage_in_window(
@@ -225,7 +244,7 @@ def damage_in_window(
     (no journal, no log line per file): the caller reports."""
     out: list[Damage] = []
     for seg in _window_files(data_dir, start_us, end_us, streams, slack_s):
-        found = _inspect(seg, start_us, end_us)
+        found = inspect_segment(seg, start_us, end_us)
         if found is not None:
             out.extend(found.damage)
     return out
@@ -276,18 +295,10 @@ def _meets(chunk: Chunk, start_us: int, end_us: int) -> bool:
     return int(lo) <= end_us and int(hi) >= start_us
 
 
-def _decode(found: _Found) -> Iterator[pa.RecordBatch]:
-    buf, scan = found.buf, found.scan
-    if found.seg.sealed and scan.clean_eos and found.checks.poisoned_from is None:
-        try:
-            reader = ipc.open_file(buf)
-        except pa.ArrowInvalid:
-            pass  # no readable footer: fall back to the stream
-        else:
-            for i in found.picked:
-                yield reader.get_batch(i)
-            return
-    yield from ipc.open_stream(stream_of(buf, usable_chunks(scan, found.checks, found.picked)))
+def _decode(found: Inspection) -> Iterator[pa.RecordBatch]:
+    """The picked batches, decoded from the messages the scan found and checked (a sealed
+    file's footer is not used: a damaged footer could point a batch at other bytes)."""
+    yield from ipc.open_stream(stream_of(found.buf, usable_chunks(found.scan, found.checks, found.picked)))
 
 
 def _filter(batch: pa.RecordBatch, start_us: int, end_us: int, base: str | None) -> pa.RecordBatch | None:

@@ -112,8 +112,7 @@ def _recover_one(data_dir: Path, seg: HourlyFile, report: RecoveryReport) -> Non
         scan = scan_segment(data)
         batches = scan.batches
         if not batches:
-            head = bytes(data[: len(FILE_MAGIC)])
-            if FILE_MAGIC.startswith(head) or _all_zero(data):  # died before its first complete batch
+            if _torn_first_write(data):  # died before its first complete batch
                 _unlink(path)
                 report.removed.append(path)
                 log.warning("%s held no complete batch (%d bytes); removed", path, size)
@@ -133,7 +132,12 @@ def _recover_one(data_dir: Path, seg: HourlyFile, report: RecoveryReport) -> Non
         if torn:  # died between writing its last batch and stamping it: never durable, a torn tail
             found.dropped = []
             report.bytes_dropped += size - batches[last].unit_start
-        _write_sealed(found, final)
+        try:
+            _write_sealed(found, final)
+        except (_NotASegment, pa.ArrowException) as exc:  # only possible without checksums
+            report.quarantined.append(_quarantine(path, f"cannot be read as a segment ({exc})"))
+            report.bytes_dropped += size
+            return
         if found.dropped:
             rows = sum(d[4] or 0 for d in found.dropped)
             kept = _quarantine(path, f"{len(found.dropped)} batches ({rows} rows) "
@@ -163,15 +167,16 @@ def _write_sealed(found: Salvage, final: Path) -> None:
     tmp = final.with_name(f".{final.name}.recovering")
     tmp.unlink(missing_ok=True)  # left by a crash during an earlier recovery
     head = found.scan.chunks[0]
-    schema = ipc.read_schema(ipc.read_message(found.buf.slice(head.start, head.end - head.start)))
-    schema = schema.remove_metadata()
-    batches: Iterable[pa.RecordBatch]
-    if schema == SEGMENT_SCHEMA.remove_metadata():
-        batches = found.batches()
-    elif schema == SEGMENT_SCHEMA_V1.remove_metadata():  # left by a version 1 writer
-        batches = (with_source(b) for b in found.batches())
-    else:
-        raise StoreError(f"{final}: unexpected segment schema {schema}")
+    batches: Iterable[pa.RecordBatch] = ()
+    if found.keep:  # (the schema is checked by the first batch's checksum, where there is one)
+        schema = ipc.read_schema(ipc.read_message(found.buf.slice(head.start, head.end - head.start)))
+        schema = schema.remove_metadata()
+        if schema == SEGMENT_SCHEMA.remove_metadata():
+            batches = found.batches()
+        elif schema == SEGMENT_SCHEMA_V1.remove_metadata():  # left by a version 1 writer
+            batches = (with_source(b) for b in found.batches())
+        else:
+            raise _NotASegment(f"unexpected schema {schema}")
     out_schema = damaged_schema(SEGMENT_SCHEMA, found.dropped) if found.dropped else SEGMENT_SCHEMA
     _rows, _batches, fd = write_compacted(batches, tmp, schema=out_schema)
     try:
@@ -200,8 +205,23 @@ def _remove_stale_temps(data_dir: Path, streams: Iterable[str] | None, report: R
             log.warning("removed %s, left by an interrupted seal", tmp)
 
 
-def _all_zero(data: pa.Buffer) -> bool:
-    return not any(bytes(data))
+class _NotASegment(Exception):
+    pass
+
+
+_SCHEMA_MESSAGES = (SEGMENT_SCHEMA.serialize().to_pybytes(), SEGMENT_SCHEMA_V1.serialize().to_pybytes())
+
+
+def _torn_first_write(data: pa.Buffer) -> bool:
+    """Whether a file with no complete batch is what a writer that died during its first write
+    leaves (a prefix of the magic and a known schema message, or zeros), not damage."""
+    raw = bytes(data)
+    if not raw.strip(b"\0"):
+        return True
+    if not (raw[: len(FILE_MAGIC)] == FILE_MAGIC or FILE_MAGIC.startswith(raw)):
+        return False
+    rest = raw[len(FILE_MAGIC) :]
+    return any(rest[: len(m)] == m[: len(rest)] for m in _SCHEMA_MESSAGES)
 
 
 def _unlink(path: Path) -> None:
