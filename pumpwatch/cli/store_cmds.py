@@ -119,6 +119,12 @@ def _footer(status: dict[str, Any]) -> list[str]:
             f"at full retention {human_bytes(ret['projected_bytes'])} on disk, "
             f"{human_bytes(max(0, free_at_full))} free{': ' + verdict if verdict else ''}"
         )
+    damaged = {k: s for k, s in status["streams"].items() if s.get("files_damaged")}
+    if damaged:
+        parts = [
+            f"{k} {s['batches_damaged']} batches in {s['files_damaged']} files" for k, s in damaged.items()
+        ]
+        lines.append("DAMAGED (rows left out, see `pumpwatch verify`): " + "; ".join(parts))
     lines.append(
         f"{status['trades']:,} trades on disk, {status['trades_last_hour']:,} received in the last hour"
         " (gaps, errors: 24 h)"
