@@ -6,7 +6,8 @@ to plausible garbage (prices of ``1e-79``). Every record batch therefore carries
 next to its time bounds, each as 8 lower-case hex digits:
 
 - ``pumpwatch.crc32`` (`BATCH_CRC`): the batch's own IPC message, header (with both checksums'
-  digits read as `CRC_PLACEHOLDER`) and body exactly as stored (compressed buffers, padding);
+  digits read as their placeholders, ``........`` and ``::::::::``) and body exactly as stored
+  (compressed buffers, padding);
 - ``pumpwatch.crc32_shared`` (`BATCH_CRC_SHARED`): the messages written just before it that
   later batches need too: the schema (first batch) and the dictionary messages carrying the
   entries it introduced (CRC of no bytes, ``00000000``, when there are none).
@@ -17,7 +18,7 @@ fails, this batch and every later one of the file are damaged (decoded with that
 indices may point at those dictionary entries).
 
 Writing: pyarrow computes a batch's body while it writes the message, after the header. The
-writer (`ChecksumFileWriter`) therefore writes the header with `CRC_PLACEHOLDER` as the values
+writer (`ChecksumFileWriter`) therefore writes the header with placeholders as the values
 (same length as the digits, so nothing moves), reads back what it just wrote (one ``pread`` of
 the compressed bytes) and overwrites the placeholders with the digits (``pwrite``), before the
 batch is fsynced. A crash in between leaves a placeholder: that batch was never durable; an
@@ -33,6 +34,7 @@ import json
 import logging
 import os
 import shutil
+import struct
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -42,7 +44,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from pumpwatch.atomic import fsync_dir
-from pumpwatch.segments.ipcscan import FILE_MAGIC, Chunk, Scan, scan_messages, stream_of
+from pumpwatch.segments.ipcscan import FILE_MAGIC, Chunk, Scan, stream_of
 from pumpwatch.segments.paths import parse_hourly_path
 from pumpwatch.segments.schema import (
     BATCH_CRC,
@@ -53,12 +55,16 @@ from pumpwatch.segments.schema import (
     BATCH_TIME_MAX,
     BATCH_TIME_MIN,
     CRC_PLACEHOLDER,
+    CRC_SHARED_PLACEHOLDER,
     SEGMENT_DAMAGED,
 )
 
 log = logging.getLogger(__name__)
 
 _PLACEHOLDER = CRC_PLACEHOLDER.encode()
+_SHARED_PLACEHOLDER = CRC_SHARED_PLACEHOLDER.encode()
+_PREFIX = struct.Struct("<Ii")  # continuation marker, metadata length
+_U32, _I32, _U16, _I64 = struct.Struct("<I"), struct.Struct("<i"), struct.Struct("<H"), struct.Struct("<q")
 OK, DAMAGED, UNCHECKED = "ok", "damaged", "unchecked"
 IN_PROGRESS = "in progress"  # an open file's last batch, not stamped yet (readers decide)
 UNSTAMPED = "checksum never written (the writer stopped mid-write)"
@@ -82,12 +88,16 @@ class ChecksumFileWriter:
     def write_batch(self, batch: pa.RecordBatch, metadata: dict[str, str]) -> None:
         """Write `batch` with `metadata` and its checksums (the bytes reach the OS, unsynced)."""
         start = self._sink.tell()
-        meta = {**metadata, BATCH_CRC: CRC_PLACEHOLDER, BATCH_CRC_SHARED: CRC_PLACEHOLDER}
+        meta = {**metadata, BATCH_CRC: CRC_PLACEHOLDER, BATCH_CRC_SHARED: CRC_SHARED_PLACEHOLDER}
         self._writer.write_batch(batch, custom_metadata=meta)
         self._sink.flush()
         end = self._sink.tell()
-        for at, crc in _stamps(pa.py_buffer(os.pread(self._fd, end - start, start))):
-            os.pwrite(self._fd, b"%08x" % crc, start + at)
+        unit = os.pread(self._fd, end - start, start)
+        (a, crc_a), (b, crc_b) = sorted(_stamps(unit))
+        patch = bytearray(unit[a : b + len(_PLACEHOLDER)])  # both digits sit in the one header
+        patch[: len(_PLACEHOLDER)] = b"%08x" % crc_a
+        patch[b - a :] = b"%08x" % crc_b
+        os.pwrite(self._fd, patch, start + a)
 
     def close(self) -> None:
         """Footer and close (not fsynced)."""
@@ -96,26 +106,39 @@ class ChecksumFileWriter:
         self._sink.close()
 
 
-def _stamps(unit: pa.Buffer) -> list[tuple[int, int]]:
+def _stamps(unit: bytes) -> list[tuple[int, int]]:
     """[(offset of placeholder digits in `unit`, checksum)] for the two checksums of the batch
     that ends `unit`: what one ``write_batch`` wrote (maybe the file magic and the schema, then
-    dictionary messages, then the record batch message)."""
-    offset = len(FILE_MAGIC) if bytes(unit[: len(FILE_MAGIC)]) == FILE_MAGIC else 0
-    chunks = scan_messages(unit, offset, from_schema=offset > 0).chunks
-    chunk = chunks[-1] if chunks else None
-    if chunk is None or chunk.kind != "record batch" or chunk.crc_at < 0 or chunk.shared_crc_at < 0:
+    dictionary messages, then the record batch message). Walks the message framing by hand:
+    pyarrow's message reader costs more than the checksums themselves on a small batch."""
+    offset = len(FILE_MAGIC) if unit[: len(FILE_MAGIC)] == FILE_MAGIC else 0
+    pos, start, meta_end = offset, -1, -1
+    while pos < len(unit):
+        marker, length = _PREFIX.unpack_from(unit, pos)
+        if marker != 0xFFFFFFFF:
+            raise AssertionError(f"no IPC message at {pos} of what was just written")  # pragma: no cover
+        meta = pos + 8
+        root = meta + _U32.unpack_from(unit, meta)[0]
+        vtable = root - _I32.unpack_from(unit, root)[0]
+        slot = _U16.unpack_from(unit, vtable + 10)[0] if _U16.unpack_from(unit, vtable)[0] > 10 else 0
+        body = _I64.unpack_from(unit, root + slot)[0] if slot else 0  # Message.bodyLength
+        start, meta_end = pos, meta + length
+        pos = meta_end + body
+    own_at = unit.find(b"\x08\x00\x00\x00" + _PLACEHOLDER, start, meta_end) + 4
+    shared_at = unit.find(b"\x08\x00\x00\x00" + _SHARED_PLACEHOLDER, start, meta_end) + 4
+    if own_at < 4 or shared_at < 4:
         raise AssertionError("the batch just written has no checksum placeholders")  # pragma: no cover
     view = memoryview(unit)
-    shared = zlib.crc32(view[offset : chunk.start])
-    return [(chunk.crc_at, _batch_crc(view, chunk)), (chunk.shared_crc_at, shared)]
+    chunk = Chunk("record batch", start, len(unit), crc_at=own_at, shared_crc_at=shared_at)
+    return [(own_at, _batch_crc(view, chunk)), (shared_at, zlib.crc32(view[offset:start]))]
 
 
 def _batch_crc(view: memoryview, chunk: Chunk) -> int:
-    """CRC-32 of the batch message with both checksums' digits read as the placeholder."""
+    """CRC-32 of the batch message with both checksums' digits read as their placeholders."""
     crc, pos = 0, chunk.start
-    for at in sorted((chunk.crc_at, chunk.shared_crc_at)):
-        crc = zlib.crc32(_PLACEHOLDER, zlib.crc32(view[pos:at], crc))
-        pos = at + len(_PLACEHOLDER)
+    for at, placeholder in sorted(((chunk.crc_at, _PLACEHOLDER), (chunk.shared_crc_at, _SHARED_PLACEHOLDER))):
+        crc = zlib.crc32(placeholder, zlib.crc32(view[pos:at], crc))
+        pos = at + len(placeholder)
     return zlib.crc32(view[pos : chunk.end], crc)
 
 
@@ -124,7 +147,7 @@ def _stored(chunk: Chunk, key: str, at: int) -> int | str | None:
     value = chunk.meta.get(key)
     if value is None:
         return None
-    if value == CRC_PLACEHOLDER:
+    if value in (CRC_PLACEHOLDER, CRC_SHARED_PLACEHOLDER):
         return UNSTAMPED
     try:
         if at < 0 or len(value) != len(_PLACEHOLDER):
