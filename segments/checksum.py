@@ -202,20 +202,25 @@ def check_batches(buf: pa.Buffer, scan: Scan, ordinals: Iterable[int] | None = N
 
     A batch whose write unit carried the schema or dictionary messages is checked too even when
     not asked for, since every later batch depends on it; a damaged one marks every later asked
-    batch damaged (``"after a damaged dictionary"``).
+    batch damaged (``"after damaged dictionary or schema messages"``).
     """
     batches = scan.batches
     wanted = set(range(len(batches)) if ordinals is None else ordinals)
+    # one writer wrote the whole file: if any batch has checksums, all must (a damaged header
+    # must not pass a batch off as one written before checksums existed)
+    checksummed = any(BATCH_CRC in b.meta or BATCH_CRC_SHARED in b.meta for b in batches)
     out = Checks()
     for i, chunk in enumerate(batches):
         if out.poisoned_from is not None:
             if i in wanted:
                 out.status[i] = DAMAGED
-                out.reasons[i] = "after a damaged dictionary"
+                out.reasons[i] = "after damaged dictionary or schema messages"
             continue
         if i not in wanted and not chunk.shared:
             continue  # nothing later depends on it
         found = batch_checksum_ok(buf, chunk)
+        if found is None:
+            found = ("checksum missing", "checksum missing") if checksummed else None
         if found is None:
             if i in wanted:
                 out.status[i] = UNCHECKED
@@ -233,10 +238,15 @@ def check_batches(buf: pa.Buffer, scan: Scan, ordinals: Iterable[int] | None = N
 
 
 def usable_chunks(scan: Scan, checks: Checks, ordinals: Iterable[int]) -> list[Chunk]:
-    """The messages to decode the batches `ordinals` (all usable): the schema and dictionary
-    messages before the first poisoned unit, and those batches."""
+    """The messages to decode the batches `ordinals` (all usable): those batches, and the schema
+    and dictionary messages before the last of them (never those of a later or damaged unit)."""
     keep_batches = set(ordinals)
-    cut = None if checks.poisoned_from is None else scan.batches[checks.poisoned_from].unit_start
+    batches = scan.batches
+    if not keep_batches:
+        return scan.chunks[:1]
+    cut = max(batches[i].end for i in keep_batches)
+    if checks.poisoned_from is not None:
+        cut = min(cut, batches[checks.poisoned_from].unit_start)
     out: list[Chunk] = []
     ordinal = 0
     for chunk in scan.chunks:
@@ -244,7 +254,7 @@ def usable_chunks(scan: Scan, checks: Checks, ordinals: Iterable[int]) -> list[C
             if ordinal in keep_batches:
                 out.append(chunk)
             ordinal += 1
-        elif cut is None or chunk.start < cut:
+        elif chunk.start < cut:
             out.append(chunk)
     return out
 

@@ -290,9 +290,10 @@ def _map(path: Path) -> pa.Buffer | None:
 
 def _meets(chunk: Chunk, start_us: int, end_us: int) -> bool:
     lo, hi = chunk.meta.get(BATCH_TIME_MIN), chunk.meta.get(BATCH_TIME_MAX)
-    if lo is None or hi is None:
-        return True  # no bounds recorded: decode it and filter row by row
-    return int(lo) <= end_us and int(hi) >= start_us
+    try:
+        return int(lo) <= end_us and int(hi) >= start_us
+    except (TypeError, ValueError):
+        return True  # no bounds recorded (or a damaged header: its checksum says): check, decode, filter
 
 
 def _decode(found: Inspection) -> Iterator[pa.RecordBatch]:
