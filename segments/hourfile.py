@@ -193,6 +193,10 @@ class HourFile:
     def seal(self, *, compact: bool = True) -> Path:
         """Footer, fsync, compact if needed (see ``compact.py``), rename to ``HHMMSS.arrow``, fsync the dir.
 
+        Compaction reads the hour back, so it checks every batch's checksum first: a batch that
+        changed on disk since it was written is left out and recorded in the sealed file (as
+        recovery does), and the file as it was is copied to ``quarantine/``.
+
         At every instant exactly one of ``_HHMMSS.arrow`` and ``HHMMSS.arrow`` exists, so a
         reader never sees the hour twice; a crash at any point leaves a file `recover` seals.
         """

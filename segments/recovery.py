@@ -7,10 +7,18 @@ renames it to ``HHMMSS.arrow`` and only then removes the ``_`` file: a crash dur
 leaves either the old ``_`` file (recovered again next time) or the sealed file next to it
 (the ``_`` file is then just removed).
 
+Only batches that pass their checksums (``checksum.py``) are kept: the rows of one that fails
+are never sealed. The sealed file then lists the dropped batches' bounds in its schema metadata
+(`SEGMENT_DAMAGED`, so readers and ``pumpwatch verify`` keep reporting the span) and the ``_``
+file is moved, bytes untouched, to ``<data_dir>/quarantine/<stream>/`` instead of removed. An
+open file's last batch whose checksum was never stamped (the writer died between writing and
+stamping it) is a torn tail, not damage.
+
 A file held by a live writer (it keeps an exclusive ``flock``) is left alone, so running
 `recover` while writers are active is harmless. A file with no complete batch is removed when
-it holds nothing else (the writer died before its first flush) and moved to
-``<data_dir>/quarantine/`` otherwise; either way it is logged and counted, never a crash.
+it is what a writer dying in its first write leaves (a prefix of the magic and the known schema
+message, or zeros) and moved to ``<data_dir>/quarantine/`` otherwise (also a file that cannot be
+read as a segment at all); either way it is logged and counted, never a crash.
 
 A ``_`` file left by a version 1 writer (no ``source`` column) is sealed in the current schema,
 its rows with source ``"ws"``. Hidden temporaries of an interrupted seal, recovery or repair
