@@ -160,13 +160,20 @@ def read_segment(
         )
     if not found.picked:
         return
-    try:
-        decoded = [b for b in (_filter(batch, start_us, end_us, base) for batch in _decode(found)) if b]
-    except (pa.ArrowException, UnicodeDecodeError, ValueError) as exc:
-        # only batches without a checksum (older segments) get here undetected
-        log.warning("%s: cannot decode (%s); skipped", seg.path, str(exc).splitlines()[0])
-        return
-    yield from decoded
+    batches = _decode(found)
+    while True:
+        try:
+            out = _filter(next(batches), start_us, end_us, base)
+        except StopIteration:
+            return
+        except (pa.ArrowException, UnicodeDecodeError, ValueError) as exc:
+            # only batches without a checksum (older segments) can get here undetected
+            log.warning(
+                "%s: cannot decode (%s); the rest of the file skipped", seg.path, str(exc).splitlines()[0]
+            )
+            return
+        if out is not None:
+            yield out
 
 
 @dataclass(frozen=True, slots=True)
