@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from pumpwatch.atomic import fsync_dir
-from pumpwatch.segments.ipcscan import FILE_MAGIC, Chunk, Scan, stream_of
+from pumpwatch.segments.ipcscan import FILE_MAGIC, Chunk, Scan, scan_messages, stream_of
 from pumpwatch.segments.paths import parse_hourly_path
 from pumpwatch.segments.schema import (
     BATCH_CRC,
@@ -355,3 +355,48 @@ def salvage(buf: pa.Buffer, scan: Scan) -> Salvage:
     dropped = [batch_bounds(batches[i]) for i in range(len(batches)) if not checks.usable(i)]
     kept_rows = sum(_int(batches[i].meta, BATCH_ROWS) or 0 for i in keep)
     return Salvage(buf, scan, checks, keep, dropped, kept_rows)
+
+
+MAX_RESYNC_TRIES = 4096
+
+
+def damaged_tail(buf: pa.Buffer, scan: Scan) -> bool:
+    """Whether the bytes after an open file's readable prefix are damage rather than a torn
+    write: a torn write is the file's last message cut short, so finding an intact, checksummed
+    record batch after the point where scanning stopped means bytes in between were damaged.
+
+    Messages start at multiples of 8; each candidate continuation marker is tried (at most
+    `MAX_RESYNC_TRIES`). Only called when a scan stopped early, which is rare.
+    """
+    if scan.error is None:
+        return False
+    view = memoryview(buf)
+    pos, tries = scan.valid_end + 8, 0
+    pos += -pos % 8
+    marker = b"\xff\xff\xff\xff"
+    while tries < MAX_RESYNC_TRIES:
+        cand = _find(view, marker, pos)
+        if cand < 0:
+            return False
+        tries += 1
+        if cand % 8 == 0:
+            for chunk in scan_messages(buf, cand, from_schema=False).chunks:
+                if chunk.kind == "record batch":
+                    found = batch_checksum_ok(buf, chunk)
+                    if found is not None and found[0] is None:
+                        return True
+                    break
+        pos = cand + 4
+    return False
+
+
+def _find(view: memoryview, needle: bytes, start: int) -> int:
+    """Absolute offset of `needle` in `view` from `start`, or -1 (searching a megabyte at a time)."""
+    step = 1 << 20
+    while start < len(view):
+        piece = bytes(view[start : start + step + len(needle)])
+        i = piece.find(needle)
+        if i >= 0:
+            return start + i
+        start += step
+    return -1

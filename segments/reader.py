@@ -41,6 +41,7 @@ from pumpwatch.segments.checksum import (
     Checks,
     batch_bounds,
     check_batches,
+    damaged_tail,
     recorded_damage,
     usable_chunks,
 )
@@ -216,9 +217,12 @@ def inspect_segment(seg: HourlyFile, start_us: int, end_us: int) -> Inspection |
         if seg.sealed or buf.size > len(FILE_MAGIC):  # an open file may be empty for a moment
             damage.append(Damage(seg.stream, seg.path, *hour, None, f"unreadable file ({scan.error})"))
         return Inspection(seg, buf, scan, [], Checks(), damage)
-    if scan.error is not None and seg.sealed:
+    if scan.error is not None and (seg.sealed or damaged_tail(buf, scan)):
+        # (an open file's unreadable tail is a write in progress or torn, unless intact batches follow)
         reason = f"unreadable after byte {scan.valid_end} ({scan.error})"
-        damage.append(Damage(seg.stream, seg.path, *hour, None, reason))
+        recv = [b for b in (batch_bounds(c)[3] for c in scan.batches) if b is not None]
+        lo = max([hour[0], *recv]) if not seg.sealed else hour[0]
+        damage.append(Damage(seg.stream, seg.path, lo, hour[1], None, reason))
     wanted = [i for i, chunk in enumerate(scan.batches) if _meets(chunk, start_us, end_us)]
     checks = check_batches(buf, scan, wanted)
     last = len(scan.batches) - 1

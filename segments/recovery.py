@@ -40,7 +40,15 @@ import pyarrow.ipc as ipc
 
 from pumpwatch.atomic import fsync_dir
 from pumpwatch.errors import StoreError
-from pumpwatch.segments.checksum import UNSTAMPED, Salvage, batch_bounds, damaged_schema, quarantine, salvage
+from pumpwatch.segments.checksum import (
+    UNSTAMPED,
+    Salvage,
+    batch_bounds,
+    damaged_schema,
+    damaged_tail,
+    quarantine,
+    salvage,
+)
 from pumpwatch.segments.compact import write_compacted
 from pumpwatch.segments.ipcscan import FILE_MAGIC, scan_segment
 from pumpwatch.segments.paths import HourlyFile, list_segments, sealed_name, segment_root
@@ -61,7 +69,7 @@ class RecoveryReport:
     batches_kept: int = 0
     rows_kept: int = 0
     bytes_dropped: int = 0  # torn tails and damaged files
-    batches_damaged: int = 0  # complete batches that failed their checksum: rows left out
+    batches_damaged: int = 0  # damaged parts left out: batches failing a checksum, damaged framing
     rows_damaged: int = 0
     # sealed file -> `checksum.batch_bounds` of each batch left out of it (also in its metadata)
     damaged: dict[Path, list[list[int | None]]] = field(default_factory=dict)
@@ -140,6 +148,10 @@ def _recover_one(data_dir: Path, seg: HourlyFile, report: RecoveryReport) -> Non
         if torn:  # died between writing its last batch and stamping it: never durable, a torn tail
             found.dropped = []
             report.bytes_dropped += size - batches[last].unit_start
+        elif damaged_tail(data, scan):  # an intact batch after the stop: damage, not a torn write
+            log.error("%s: unreadable after byte %d, but intact batches follow: damage", path, scan.valid_end)
+            recv_lo = max([b[3] or seg.start_us for b in map(batch_bounds, batches)] + [seg.start_us])
+            found.dropped.append([None, None, recv_lo, seg.hour_end_us - 1, None])
         try:
             _write_sealed(found, final)
         except (_NotASegment, pa.ArrowException) as exc:  # only possible without checksums
@@ -148,8 +160,8 @@ def _recover_one(data_dir: Path, seg: HourlyFile, report: RecoveryReport) -> Non
             return
         if found.dropped:
             rows = sum(d[4] or 0 for d in found.dropped)
-            kept = _quarantine(path, f"{len(found.dropped)} batches ({rows} rows) "
-                               "failed their checksum and were left out of the sealed file")  # fmt: skip
+            kept = _quarantine(path, f"{len(found.dropped)} damaged parts (at least {rows} rows) "
+                               "were left out of the sealed file")  # fmt: skip
             report.quarantined.append(kept)
             report.batches_damaged += len(found.dropped)
             report.rows_damaged += rows

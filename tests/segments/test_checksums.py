@@ -352,3 +352,34 @@ def test_a_flipped_byte_anywhere_in_a_sealed_segment_is_caught(data: st.DataObje
         assert set(float_bits(got)) <= written
         assert [v.status for v in verify_store(d)] == ["damaged"]
         assert damaged_spans(d, *ALL)  # named, for coverage
+
+
+@pytest.mark.parametrize("where", ["marker", "length"])
+def test_damaged_framing_in_the_middle_is_damage_not_a_torn_tail(tmp_path: Path, where: str) -> None:
+    """A flip in a batch's message framing ends the readable prefix of an open file. A crash
+    tears only the last write, so intact checksummed batches after that point mean damage:
+    reported (from the last good batch to the hour's end) and the file kept in quarantine."""
+    raw = _open_file_bytes()
+    chunk = scan_segment(pa.py_buffer(raw)).batches[1]
+    offset = chunk.unit_start + (0 if where == "marker" else 7)
+    path = _crashed(tmp_path, _flip(raw, offset, 1, 0x40))
+    flushes = _flushes()
+    assert_same_trades(table_rows(read_trades(tmp_path, *ALL)), flushes[0])
+    (span,) = damaged_spans(tmp_path, *ALL)[STREAM]
+    assert span[0] == max(r[1] for r in flushes[0])  # receive time of the last good batch
+    (verdict,) = verify_store(tmp_path)
+    assert verdict.status == "damaged"
+    report = recover_report(tmp_path)
+    assert report.rows_kept == 40 and report.batches_damaged == 1 and len(report.quarantined) == 1
+    assert not path.exists()
+    assert damaged_spans(tmp_path, *ALL) == {STREAM: [span]}  # still reported from the sealed file
+
+
+def test_a_torn_tail_is_not_damage(tmp_path: Path) -> None:
+    raw = _open_file_bytes()
+    last = scan_segment(pa.py_buffer(raw)).batches[-1]
+    _crashed(tmp_path, raw[: (last.body_start + last.end) // 2])
+    assert damaged_spans(tmp_path, *ALL) == {}
+    assert [v.status for v in verify_store(tmp_path)] == ["ok"]
+    report = recover_report(tmp_path)
+    assert report.batches_damaged == 0 and not report.quarantined and report.rows_kept == 160
