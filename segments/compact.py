@@ -6,7 +6,8 @@ at 400 trades/s, 35 bytes per trade against 19 for batches of 65,536 rows. At se
 is therefore rewritten once in batches of up to `max_rows` rows, each batch's rows grouped by
 symbol (stable: a symbol's trades keep their receive order), which puts each symbol's
 sequential trade ids and nearby prices side by side for zstd: 14 bytes per trade, about
-2 M trades/s of CPU. Every batch keeps its time bounds in its custom metadata.
+2 M trades/s of CPU. Every batch keeps its time bounds in its custom metadata and gets a new
+checksum (``checksum.py``); the caller checks the input batches' checksums as it reads them.
 
 Input batches carry cumulative dictionaries (each one extends the previous), so the largest
 dictionary seen so far is valid for every earlier batch's indices; the output again only
@@ -25,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
+from pumpwatch.segments.checksum import ChecksumFileWriter
 from pumpwatch.segments.schema import (
     BATCH_RECV_MAX,
     BATCH_RECV_MIN,
@@ -78,40 +80,45 @@ def _merge(parts: list[pa.RecordBatch]) -> pa.RecordBatch:
 
 
 def write_compacted(
-    batches: Iterable[pa.RecordBatch], dest: Path, *, max_rows: int = 65536, compression_level: int = 3
+    batches: Iterable[pa.RecordBatch],
+    dest: Path,
+    *,
+    max_rows: int = 65536,
+    compression_level: int = 3,
+    schema: pa.Schema = SEGMENT_SCHEMA,
 ) -> tuple[int, int, int]:
-    """Write `batches` (segment batches in receive order) to a new file `dest`, fsynced.
+    """Write `batches` (segment batches in receive order) to a new file `dest`, fsynced, each
+    output batch with its checksum (``checksum.py``).
 
     Returns (rows, batches, fd): `dest` is created exclusively and `fd` holds its exclusive
     flock (so recovery leaves it alone); the caller closes `fd` once the file is in place.
+    `schema` is `SEGMENT_SCHEMA`, maybe with more file metadata (the damage recovery found).
     """
     options = ipc.IpcWriteOptions(
         compression=pa.Codec("zstd", compression_level), emit_dictionary_deltas=True, use_threads=False
     )
     rows = written = 0
-    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        sink = pa.BufferedOutputStream(pa.OSFile(str(dest), "wb"), 1 << 20)
-        with ipc.new_file(sink, SEGMENT_SCHEMA, options=options) as writer:
-            parts: list[pa.RecordBatch] = []
-            waiting = 0
-            for batch in batches:
-                while batch.num_rows:
-                    take = min(batch.num_rows, max_rows - waiting)
-                    parts.append(batch.slice(0, take))
-                    batch = batch.slice(take)
-                    waiting += take
-                    if waiting == max_rows:
-                        out = _merge(parts)
-                        writer.write_batch(out, custom_metadata=batch_metadata(out))
-                        rows, written, parts, waiting = rows + out.num_rows, written + 1, [], 0
-            if parts:
-                out = _merge(parts)
-                writer.write_batch(out, custom_metadata=batch_metadata(out))
-                rows, written = rows + out.num_rows, written + 1
-        sink.flush()
-        sink.close()
+        writer = ChecksumFileWriter(dest, fd, schema, options)
+        parts: list[pa.RecordBatch] = []
+        waiting = 0
+        for batch in batches:
+            while batch.num_rows:
+                take = min(batch.num_rows, max_rows - waiting)
+                parts.append(batch.slice(0, take))
+                batch = batch.slice(take)
+                waiting += take
+                if waiting == max_rows:
+                    out = _merge(parts)
+                    writer.write_batch(out, batch_metadata(out))
+                    rows, written, parts, waiting = rows + out.num_rows, written + 1, [], 0
+        if parts:
+            out = _merge(parts)
+            writer.write_batch(out, batch_metadata(out))
+            rows, written = rows + out.num_rows, written + 1
+        writer.close()
         os.fsync(fd)
     except BaseException:
         os.close(fd)

@@ -22,7 +22,9 @@ import pyarrow.ipc as ipc
 
 from pumpwatch.atomic import fsync_dir
 from pumpwatch.errors import StoreError
+from pumpwatch.segments.checksum import ChecksumFileWriter, damaged_schema, quarantine, salvage
 from pumpwatch.segments.compact import COMPACT_MIN_ROWS, batch_metadata, group_by_symbol, write_compacted
+from pumpwatch.segments.ipcscan import scan_segment
 from pumpwatch.segments.paths import hour_start_us, sealed_name, segment_path
 from pumpwatch.segments.schema import DICT_COLUMNS, SEGMENT_SCHEMA
 from pumpwatch.timeunits import US_PER_HOUR, US_PER_S
@@ -64,13 +66,12 @@ class HourFile:
         self.batches = 0
         self.loose_rows = 0  # rows in batches too small to be kept as they are at sealing
         self._fd = fd
-        self._sink = pa.BufferedOutputStream(pa.OSFile(str(path), "wb"), 1 << 20)
         options = ipc.IpcWriteOptions(
             compression=pa.Codec("zstd", compression_level),
             emit_dictionary_deltas=True,
             use_threads=False,  # per CPU second it is cheaper; streams give the parallelism
         )
-        self._writer = ipc.new_file(self._sink, SEGMENT_SCHEMA, options=options)
+        self._writer = ChecksumFileWriter(path, fd, SEGMENT_SCHEMA, options)
         self._values: list[list[str]] = [[] for _ in DICT_COLUMNS]
         self._index: list[dict[str, int]] = [{} for _ in DICT_COLUMNS]
         self._dicts: list[pa.Array] = [pa.array([], pa.string()) for _ in DICT_COLUMNS]
@@ -94,7 +95,7 @@ class HourFile:
                 raise StoreError(f"{stream}: no free segment name left in the hour of {path}")
         try:
             make_dirs(path.parent)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)  # read: see checksum.py
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             f = cls(path, fd, start_us, compression_level=compression_level, max_batch_rows=max_batch_rows,
                     fsync=fsync)  # fmt: skip
@@ -108,7 +109,7 @@ class HourFile:
     @property
     def bytes(self) -> int:
         """Bytes written to the file so far (footer included once sealed)."""
-        return self._sealed_bytes if self._sealed_bytes is not None else int(self._sink.tell())
+        return self._sealed_bytes if self._sealed_bytes is not None else self._writer.tell()
 
     def note_late_rows(self, n: int) -> None:
         """Rows received before this file's hour (a clock step back) stay in this file."""
@@ -166,15 +167,14 @@ class HourFile:
                 part = group_by_symbol(part)  # already in sealed form: no rewrite needed later
             else:
                 self.loose_rows += part.num_rows  # one flush of a slow feed: receive order
-            self._writer.write_batch(part, custom_metadata=batch_metadata(part))
+            self._writer.write_batch(part, batch_metadata(part))
             self.rows += part.num_rows
             self.batches += 1
 
     def write_pending(self) -> None:
         """Write what waits as complete batches and make them durable."""
         try:
-            self._write_acc()
-            self._sink.flush()
+            self._write_acc()  # each batch reaches the OS as it is written (checksum.py)
             if self.fsync:
                 os.fsync(self._fd)
         except OSError as exc:
@@ -193,6 +193,10 @@ class HourFile:
     def seal(self, *, compact: bool = True) -> Path:
         """Footer, fsync, compact if needed (see ``compact.py``), rename to ``HHMMSS.arrow``, fsync the dir.
 
+        Compaction reads the hour back, so it checks every batch's checksum first: a batch that
+        changed on disk since it was written is left out and recorded in the sealed file (as
+        recovery does), and the file as it was is copied to ``quarantine/``.
+
         At every instant exactly one of ``_HHMMSS.arrow`` and ``HHMMSS.arrow`` exists, so a
         reader never sees the hour twice; a crash at any point leaves a file `recover` seals.
         """
@@ -201,18 +205,30 @@ class HourFile:
         try:
             self._write_acc()
             self._writer.close()
-            self._sink.flush()
-            self._sink.close()
             os.fsync(self._fd)
             if final.exists():  # never overwrite (names were chosen free at open)
                 raise StoreError(f"cannot seal {self.path}: {final} already exists")
             if compact and self.needs_compaction:
                 tmp.unlink(missing_ok=True)  # left by a crash while sealing
-                reader = ipc.open_file(pa.memory_map(str(self.path)))
-                parts = (reader.get_batch(i) for i in range(reader.num_record_batches))
+                with pa.memory_map(str(self.path)) as mm:
+                    buf = mm.read_buffer()
+                found = salvage(buf, scan_segment(buf))
+                schema = SEGMENT_SCHEMA
+                if found.kept_rows != self.rows:  # changed on disk since written: never seal those rows
+                    dropped = found.dropped
+                    lost = self.rows - found.kept_rows - sum(d[4] or 0 for d in dropped)
+                    if lost > 0:  # unreadable after some byte: only the file's hour is known
+                        dropped.append([None, None, self.start_us, self.end_us - 1, lost])
+                    kept = quarantine(self.path, copy=True)
+                    log.error("%s: %d batches (%d rows) failed their checksum at sealing and are left "
+                              "out; the file as it was is kept as %s", self.path, len(dropped),
+                              self.rows - found.kept_rows, kept)  # fmt: skip
+                    schema = damaged_schema(SEGMENT_SCHEMA, dropped)
+                    self.rows = found.kept_rows
                 rows, self.batches, fd = write_compacted(
-                    parts, tmp, max_rows=self.compact_rows, compression_level=self.compression_level
-                )
+                    found.batches(), tmp, max_rows=self.compact_rows,
+                    compression_level=self.compression_level, schema=schema,
+                )  # fmt: skip
                 if rows != self.rows:
                     os.close(fd)
                     raise StoreError(f"sealing {self.path}: compaction wrote {rows} of {self.rows} rows")

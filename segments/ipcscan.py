@@ -6,7 +6,8 @@ and the magic again. A file still being written, or torn by a crash, is that str
 anywhere. `scan_segment` reads the stream message by message (zero-copy on a memory map),
 stops at the first incomplete or undecodable message, and reports each complete record batch
 with its byte range and its custom metadata, read straight from the message's flatbuffer so
-that a reader can skip a batch without decompressing it.
+that a reader can skip a batch without decompressing it. It also reports where each batch's
+checksum digits sit and which bytes the checksum covers (``checksum.py``).
 
 Format: https://arrow.apache.org/docs/format/Columnar.html#ipc-file-format
 """
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.ipc as ipc
+
+from pumpwatch.segments.schema import BATCH_CRC, BATCH_CRC_SHARED
 
 FILE_MAGIC = b"ARROW1\x00\x00"
 EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # continuation marker + zero length
@@ -31,6 +34,14 @@ class Chunk:
     start: int  # file offset of the message's continuation marker
     end: int  # file offset just after its body
     meta: dict[str, str] = field(default_factory=dict)
+    # record batches only: the file offsets of the checksums' digits (-1: none), and where the
+    # messages written with this batch begin (after the previous record batch, or the file magic
+    # for the first: the schema and dictionary messages it brought)
+    crc_at: int = -1
+    shared_crc_at: int = -1  # the digits of the checksum of the schema and dictionary messages
+    unit_start: int = 0
+    shared: int = 0  # schema and dictionary messages in [unit_start, start): later batches need them
+    body_start: int = -1  # file offset of the message body (-1: none)
 
 
 @dataclass(slots=True)
@@ -47,8 +58,9 @@ class Scan:
         return [c for c in self.chunks if c.kind == "record batch"]
 
 
-def _custom_metadata(meta: memoryview) -> dict[str, str]:
-    """Decode ``Message.custom_metadata`` (field 4) of an IPC Message flatbuffer."""
+def _custom_metadata(meta: memoryview, offsets: dict[str, int] | None = None) -> dict[str, str]:
+    """Decode ``Message.custom_metadata`` (field 4) of an IPC Message flatbuffer; with
+    `offsets`, also record where each value's characters start (offset in `meta`)."""
     u32, u16 = struct.Struct("<I").unpack_from, struct.Struct("<H").unpack_from
     root = u32(meta, 0)[0]
     vtable = root - struct.unpack_from("<i", meta, root)[0]
@@ -73,7 +85,11 @@ def _custom_metadata(meta: memoryview) -> dict[str, str]:
                 continue
             s = kv + off + u32(meta, kv + off)[0]
             n = u32(meta, s)[0]
+            if s + 4 + n > len(meta):
+                raise IndexError("string out of the metadata")
             strings.append(bytes(meta[s + 4 : s + 4 + n]).decode())
+            if f == 1 and offsets is not None:
+                offsets[strings[0]] = s + 4
         out[strings[0]] = strings[1]
     return out
 
@@ -82,12 +98,19 @@ def scan_segment(buf: pa.Buffer) -> Scan:
     """Scan a whole segment held in `buf` (typically a memory map); never raises on bad data."""
     if buf.size < len(FILE_MAGIC) or bytes(buf[: len(FILE_MAGIC)]) != FILE_MAGIC:
         return Scan([], 0, False, "no Arrow file magic")
+    return scan_messages(buf, len(FILE_MAGIC))
+
+
+def scan_messages(buf: pa.Buffer, offset: int, *, from_schema: bool = True) -> Scan:
+    """Scan the IPC messages in `buf` from `offset` (`scan_segment` after the magic; the writer
+    over what it just wrote, which starts with a schema only for a file's first batch)."""
     base = buf.address
-    reader = ipc.MessageReader.open_stream(pa.BufferReader(buf.slice(len(FILE_MAGIC))))
+    reader = ipc.MessageReader.open_stream(pa.BufferReader(buf.slice(offset)))
     chunks: list[Chunk] = []
-    valid_end = len(FILE_MAGIC)
+    valid_end = offset
     error: str | None = None
     clean = False
+    unit_start, shared = valid_end, 0
     while True:
         try:
             msg = reader.read_next_message()
@@ -99,26 +122,38 @@ def scan_segment(buf: pa.Buffer) -> Scan:
             break
         start = msg.metadata.address - base - 8
         end = msg.metadata.address - base + msg.metadata.size
+        body_start = -1
         if msg.body is not None and msg.body.size:
-            end = msg.body.address - base + msg.body.size
+            body_start = msg.body.address - base
+            end = body_start + msg.body.size
         if start != valid_end or end > buf.size:  # not where the next message must be: garbage
             error = "message out of place"
             break
         kind = msg.type
         meta: dict[str, str] = {}
         if kind == "record batch":
+            offsets: dict[str, int] = {}
             try:
-                meta = _custom_metadata(memoryview(msg.metadata))
+                meta = _custom_metadata(memoryview(msg.metadata), offsets)
             except (struct.error, UnicodeDecodeError, IndexError):
                 error = "unreadable batch metadata"
                 break
-        elif not chunks and kind != "schema":
-            error = "stream does not start with a schema"
-            break
-        chunks.append(Chunk(kind, start, end, meta))
+            at, shared_at = offsets.get(BATCH_CRC), offsets.get(BATCH_CRC_SHARED)
+            crc_at = -1 if at is None else msg.metadata.address - base + at
+            shared_crc_at = -1 if shared_at is None else msg.metadata.address - base + shared_at
+            chunks.append(
+                Chunk(kind, start, end, meta, crc_at, shared_crc_at, unit_start, shared, body_start)
+            )
+            unit_start, shared = end, 0
+        else:
+            if from_schema and not chunks and kind != "schema":
+                error = "stream does not start with a schema"
+                break
+            chunks.append(Chunk(kind, start, end, meta, body_start=body_start))
+            shared += 1
         valid_end = end
-    if chunks and chunks[0].kind != "schema":
-        return Scan([], len(FILE_MAGIC), False, error or "no schema")
+    if from_schema and chunks and chunks[0].kind != "schema":
+        return Scan([], offset, False, error or "no schema")
     return Scan(chunks, valid_end, clean, error)
 
 

@@ -7,10 +7,18 @@ renames it to ``HHMMSS.arrow`` and only then removes the ``_`` file: a crash dur
 leaves either the old ``_`` file (recovered again next time) or the sealed file next to it
 (the ``_`` file is then just removed).
 
+Only batches that pass their checksums (``checksum.py``) are kept: the rows of one that fails
+are never sealed. The sealed file then lists the dropped batches' bounds in its schema metadata
+(`SEGMENT_DAMAGED`, so readers and ``pumpwatch verify`` keep reporting the span) and the ``_``
+file is moved, bytes untouched, to ``<data_dir>/quarantine/<stream>/`` instead of removed. An
+open file's last batch whose checksum was never stamped (the writer died between writing and
+stamping it) is a torn tail, not damage.
+
 A file held by a live writer (it keeps an exclusive ``flock``) is left alone, so running
 `recover` while writers are active is harmless. A file with no complete batch is removed when
-it holds nothing else (the writer died before its first flush) and moved to
-``<data_dir>/quarantine/`` otherwise; either way it is logged and counted, never a crash.
+it is what a writer dying in its first write leaves (a prefix of the magic and the known schema
+message, or zeros) and moved to ``<data_dir>/quarantine/`` otherwise (also a file that cannot be
+read as a segment at all); either way it is logged and counted, never a crash.
 
 A ``_`` file left by a version 1 writer (no ``source`` column) is sealed in the current schema,
 its rows with source ``"ws"``. Hidden temporaries of an interrupted seal, recovery or repair
@@ -23,7 +31,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,11 +40,19 @@ import pyarrow.ipc as ipc
 
 from pumpwatch.atomic import fsync_dir
 from pumpwatch.errors import StoreError
+from pumpwatch.segments.checksum import (
+    UNSTAMPED,
+    Salvage,
+    batch_bounds,
+    damaged_schema,
+    damaged_tail,
+    quarantine,
+    salvage,
+)
 from pumpwatch.segments.compact import write_compacted
-from pumpwatch.segments.hourfile import make_dirs
-from pumpwatch.segments.ipcscan import FILE_MAGIC, Chunk, scan_segment, stream_of
+from pumpwatch.segments.ipcscan import FILE_MAGIC, scan_segment
 from pumpwatch.segments.paths import HourlyFile, list_segments, sealed_name, segment_root
-from pumpwatch.segments.schema import BATCH_ROWS, SEGMENT_SCHEMA, SEGMENT_SCHEMA_V1, with_source
+from pumpwatch.segments.schema import SEGMENT_SCHEMA, SEGMENT_SCHEMA_V1, with_source
 from pumpwatch.streams import STREAMS, split_stream
 
 log = logging.getLogger(__name__)
@@ -54,6 +69,10 @@ class RecoveryReport:
     batches_kept: int = 0
     rows_kept: int = 0
     bytes_dropped: int = 0  # torn tails and damaged files
+    batches_damaged: int = 0  # damaged parts left out: batches failing a checksum, damaged framing
+    rows_damaged: int = 0
+    # sealed file -> `checksum.batch_bounds` of each batch left out of it (also in its metadata)
+    damaged: dict[Path, list[list[int | None]]] = field(default_factory=dict)
 
 
 def recover(data_dir: str | os.PathLike[str], streams: Iterable[str] | None = None) -> list[Path]:
@@ -70,12 +89,14 @@ def recover_report(data_dir: str | os.PathLike[str], streams: Iterable[str] | No
             _recover_one(Path(data_dir), seg, report)
     if report.sealed or report.removed or report.quarantined:
         log.warning(
-            "recovered %d unsealed segments (%d batches, %d rows kept, %d bytes dropped), "
-            "removed %d empty, quarantined %d damaged",
+            "recovered %d unsealed segments (%d batches, %d rows kept, %d bytes dropped, "
+            "%d damaged batches of %d rows left out), removed %d empty, quarantined %d damaged",
             len(report.sealed),
             report.batches_kept,
             report.rows_kept,
             report.bytes_dropped,
+            report.batches_damaged,
+            report.rows_damaged,
             len(report.removed),
             len(report.quarantined),
         )
@@ -107,23 +128,51 @@ def _recover_one(data_dir: Path, seg: HourlyFile, report: RecoveryReport) -> Non
         scan = scan_segment(data)
         batches = scan.batches
         if not batches:
-            head = bytes(data[: len(FILE_MAGIC)])
-            if FILE_MAGIC.startswith(head) or _all_zero(data):  # died before its first complete batch
+            if _torn_first_write(data):  # died before its first complete batch
                 _unlink(path)
                 report.removed.append(path)
                 log.warning("%s held no complete batch (%d bytes); removed", path, size)
             else:
-                report.quarantined.append(_quarantine(data_dir, path, seg.stream))
+                report.quarantined.append(_quarantine(path, "damaged (no complete batch)"))
                 report.bytes_dropped += size
             return
         if scan.error is not None:
             log.warning("%s: torn tail after byte %d of %d (%s)", path, scan.valid_end, size, scan.error)
-        _write_sealed(data, scan.chunks, final)
-        _unlink(path)
+        found = salvage(data, scan)
+        last = len(batches) - 1
+        torn = (
+            not scan.clean_eos
+            and found.checks.reasons.get(last) == UNSTAMPED
+            and found.dropped == [batch_bounds(batches[last])]
+        )
+        if torn:  # died between writing its last batch and stamping it: never durable, a torn tail
+            found.dropped = []
+            report.bytes_dropped += size - batches[last].unit_start
+        elif damaged_tail(data, scan):  # an intact batch after the stop: damage, not a torn write
+            log.error("%s: unreadable after byte %d, but intact batches follow: damage", path, scan.valid_end)
+            recv_lo = max([b[3] or seg.start_us for b in map(batch_bounds, batches)] + [seg.start_us])
+            found.dropped.append([None, None, recv_lo, seg.hour_end_us - 1, None])
+        try:
+            _write_sealed(found, final)
+        except (_NotASegment, pa.ArrowException) as exc:  # only possible without checksums
+            report.quarantined.append(_quarantine(path, f"cannot be read as a segment ({exc})"))
+            report.bytes_dropped += size
+            return
+        if found.dropped:
+            rows = sum(d[4] or 0 for d in found.dropped)
+            kept = _quarantine(path, f"{len(found.dropped)} damaged parts (at least {rows} rows) "
+                               "were left out of the sealed file")  # fmt: skip
+            report.quarantined.append(kept)
+            report.batches_damaged += len(found.dropped)
+            report.rows_damaged += rows
+            report.damaged[final] = found.dropped
+        else:
+            _unlink(path)
         report.sealed.append(final)
-        report.batches_kept += len(batches)
-        report.rows_kept += sum(int(b.meta.get(BATCH_ROWS, 0)) for b in batches)
-        report.bytes_dropped += max(0, size - scan.valid_end) if not scan.clean_eos else 0
+        report.batches_kept += len(found.keep)
+        report.rows_kept += found.kept_rows
+        if not torn:
+            report.bytes_dropped += max(0, size - scan.valid_end) if not scan.clean_eos else 0
     except StoreError:
         raise
     except OSError as exc:
@@ -132,19 +181,24 @@ def _recover_one(data_dir: Path, seg: HourlyFile, report: RecoveryReport) -> Non
         os.close(fd)
 
 
-def _write_sealed(data: pa.Buffer, chunks: list[Chunk], final: Path) -> None:
-    """Rewrite the complete batches as a sealed, compacted file: temp name, fsync, rename."""
+def _write_sealed(found: Salvage, final: Path) -> None:
+    """Rewrite the kept batches as a sealed, compacted file: temp name, fsync, rename. The
+    batches left out for a failed checksum are listed in its schema metadata."""
     tmp = final.with_name(f".{final.name}.recovering")
     tmp.unlink(missing_ok=True)  # left by a crash during an earlier recovery
-    reader = ipc.open_stream(stream_of(data, chunks))
-    schema = reader.schema.remove_metadata()
-    if schema == SEGMENT_SCHEMA.remove_metadata():
-        batches = iter(reader)
-    elif schema == SEGMENT_SCHEMA_V1.remove_metadata():  # left by a version 1 writer
-        batches = (with_source(b) for b in reader)
-    else:
-        raise StoreError(f"{final}: unexpected segment schema {reader.schema}")
-    _rows, _batches, fd = write_compacted(batches, tmp)
+    head = found.scan.chunks[0]
+    batches: Iterable[pa.RecordBatch] = ()
+    if found.keep:  # (the schema is checked by the first batch's checksum, where there is one)
+        schema = ipc.read_schema(ipc.read_message(found.buf.slice(head.start, head.end - head.start)))
+        schema = schema.remove_metadata()
+        if schema == SEGMENT_SCHEMA.remove_metadata():
+            batches = found.batches()
+        elif schema == SEGMENT_SCHEMA_V1.remove_metadata():  # left by a version 1 writer
+            batches = (with_source(b) for b in found.batches())
+        else:
+            raise _NotASegment(f"unexpected schema {schema}")
+    out_schema = damaged_schema(SEGMENT_SCHEMA, found.dropped) if found.dropped else SEGMENT_SCHEMA
+    _rows, _batches, fd = write_compacted(batches, tmp, schema=out_schema)
     try:
         os.rename(tmp, final)
         fsync_dir(final.parent)
@@ -171,8 +225,23 @@ def _remove_stale_temps(data_dir: Path, streams: Iterable[str] | None, report: R
             log.warning("removed %s, left by an interrupted seal", tmp)
 
 
-def _all_zero(data: pa.Buffer) -> bool:
-    return not any(bytes(data))
+class _NotASegment(Exception):
+    pass
+
+
+_SCHEMA_MESSAGES = (SEGMENT_SCHEMA.serialize().to_pybytes(), SEGMENT_SCHEMA_V1.serialize().to_pybytes())
+
+
+def _torn_first_write(data: pa.Buffer) -> bool:
+    """Whether a file with no complete batch is what a writer that died during its first write
+    leaves (a prefix of the magic and a known schema message, or zeros), not damage."""
+    raw = bytes(data)
+    if not raw.strip(b"\0"):
+        return True
+    if not (raw[: len(FILE_MAGIC)] == FILE_MAGIC or FILE_MAGIC.startswith(raw)):
+        return False
+    rest = raw[len(FILE_MAGIC) :]
+    return any(rest[: len(m)] == m[: len(rest)] for m in _SCHEMA_MESSAGES)
 
 
 def _unlink(path: Path) -> None:
@@ -180,15 +249,7 @@ def _unlink(path: Path) -> None:
     fsync_dir(path.parent)
 
 
-def _quarantine(data_dir: Path, path: Path, stream: str) -> Path:
-    target_dir = data_dir / "quarantine" / stream
-    make_dirs(target_dir)
-    target = target_dir / f"{path.parent.name}_{path.name}"
-    n = 1
-    while target.exists():
-        target = target_dir / f"{path.parent.name}_{path.name}.{n}"
-        n += 1
-    shutil.move(path, target)
-    fsync_dir(path.parent)
-    log.error("%s is damaged (no complete batch); moved to %s", path, target)
+def _quarantine(path: Path, why: str) -> Path:
+    target = quarantine(path)
+    log.error("%s: %s; moved to %s", path, why, target)
     return target

@@ -15,9 +15,10 @@ hold what one connection received, in order. `write_repaired` instead
 3. groups the remaining rows by the UTC hour of their **trade** time and writes each group as
    one new sealed segment ``<HHMMSS>.rest<N>.arrow`` in that hour's date directory (``HHMMSS``:
    the group's first trade second; ``N``: the first free number), source ``"rest"``, sorted by
-   (base, time), in record batches of up to 65,536 rows carrying the same time-bound metadata
-   as live batches. Each file is written under a hidden temporary name (holding an exclusive
-   ``flock``, so `recover` leaves it alone), fsynced, renamed, and its directory fsynced.
+   (base, time), in record batches of up to 65,536 rows carrying the same time-bound and
+   checksum metadata as live batches (``checksum.py``). Each file is written under a hidden
+   temporary name (holding an exclusive ``flock``, so `recover` leaves it alone), fsynced,
+   renamed, and its directory fsynced.
 
 The reader picks files by the hour in their name (widened by its slack) and batches by their
 trade-time bounds, so every window read finds repair files; they are otherwise ordinary sealed
@@ -47,6 +48,7 @@ import pyarrow.ipc as ipc
 
 from pumpwatch.atomic import fsync_dir
 from pumpwatch.errors import StoreError
+from pumpwatch.segments.checksum import ChecksumFileWriter
 from pumpwatch.segments.compact import batch_metadata
 from pumpwatch.segments.convert import Converter
 from pumpwatch.segments.hourfile import make_dirs
@@ -252,10 +254,10 @@ def _write_hour(data_dir: str | os.PathLike[str], stream: str, part: pa.Table, *
         final = directory / repair_name(start_us, n)
         tmp = directory / f".{final.name}{TEMP_SUFFIX}"
         tmp.unlink(missing_ok=True)  # left by a repairer that died (we hold the lock)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)  # read: see checksum.py
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            _write_ipc(tmp, batch)
+            _write_ipc(tmp, fd, batch)
             if fsync:
                 os.fsync(fd)
             os.rename(tmp, final)
@@ -292,11 +294,13 @@ def _segment_batch(part: pa.Table) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(cols, schema=SEGMENT_SCHEMA)
 
 
-def _write_ipc(path: Path, batch: pa.RecordBatch) -> None:
+def _write_ipc(path: Path, fd: int, batch: pa.RecordBatch) -> None:
+    """Write `batch` to `path` (open as `fd`) in record batches with time bounds and checksums."""
     options = ipc.IpcWriteOptions(
         compression=pa.Codec("zstd", COMPRESSION_LEVEL), emit_dictionary_deltas=True, use_threads=False
     )
-    with pa.OSFile(str(path), "wb") as sink, ipc.new_file(sink, SEGMENT_SCHEMA, options=options) as writer:
-        for off in range(0, batch.num_rows, MAX_BATCH_ROWS):
-            piece = batch.slice(off, MAX_BATCH_ROWS)
-            writer.write_batch(piece, custom_metadata=batch_metadata(piece))
+    writer = ChecksumFileWriter(path, fd, SEGMENT_SCHEMA, options)
+    for off in range(0, batch.num_rows, MAX_BATCH_ROWS):
+        piece = batch.slice(off, MAX_BATCH_ROWS)
+        writer.write_batch(piece, batch_metadata(piece))
+    writer.close()

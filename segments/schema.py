@@ -89,6 +89,20 @@ BATCH_TIME_MAX = "pumpwatch.time_max_us"
 BATCH_RECV_MIN = "pumpwatch.recv_min_us"
 BATCH_RECV_MAX = "pumpwatch.recv_max_us"
 BATCH_ROWS = "pumpwatch.rows"
+# The batch's checksums, CRC-32 (zlib's) as 8 lower-case hex digits (``checksum.py``): of its
+# own IPC message (header with both checksums' digits read as their placeholders, and its body as
+# stored), and of the schema and dictionary messages written just before it. Absent in segments
+# written before checksums existed: those batches read unverified.
+BATCH_CRC = "pumpwatch.crc32"
+BATCH_CRC_SHARED = "pumpwatch.crc32_shared"
+CRC_PLACEHOLDER = "........"  # what the writer puts first; never a valid checksum
+CRC_SHARED_PLACEHOLDER = "::::::::"  # the same for `BATCH_CRC_SHARED`
+
+# Schema (file) metadata of a sealed segment whose unsealed file held batches that failed their
+# checksum (recovery, or sealing with compaction): a JSON list of the dropped batches,
+# ``[[time_min_us, time_max_us, recv_min_us, recv_max_us, rows], ...]`` (null where unknown).
+# Readers report them as damaged spans; the original bytes are kept under ``quarantine/``.
+SEGMENT_DAMAGED = b"pumpwatch.damaged"
 
 
 _ZERO_INDICES = pa.array(np.zeros(1 << 16, np.int32))

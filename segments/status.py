@@ -4,6 +4,9 @@ It reads the store and the journals only, so it answers the same whether or not 
 runs. Every segment is memory-mapped and walked message by message (`ipcscan`): each record
 batch's custom metadata carries its row count and its exchange-time and receive-time bounds,
 so totals, the newest trade and the trades received in the last hour cost no decompression.
+Checksums are not computed here (that would read every byte; ``pumpwatch verify`` does): status
+reports the damage already found, i.e. the batches recovery or sealing left out for a failed
+checksum (listed in the sealed file's schema metadata), and files it cannot read at all.
 Only a batch without that metadata, or one that straddles the start of the last hour, is
 decoded. An open ``_`` segment is read up to its last complete batch.
 
@@ -26,6 +29,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from pumpwatch.errors import StoreError
+from pumpwatch.segments.checksum import recorded_damage
 from pumpwatch.segments.coverage import (
     TAIL_HEARTBEATS,
     Replay,
@@ -57,6 +61,7 @@ class SegmentCount:
     recent_rows: int = 0
     readable: bool = True
     decoded_batches: int = 0
+    damaged_batches: int = 0  # left out at recovery or sealing for a failed checksum
 
 
 def _map(path: Path) -> pa.Buffer:
@@ -86,6 +91,7 @@ def count_segment(path: Path, *, sealed: bool, recv_window: tuple[int, int] | No
             log.warning("status: cannot read segment %s: %s", path, scan.error)
             return SegmentCount(0, None, readable=False)
         return SegmentCount(0, None)
+    damaged = len(recorded_damage(buf, scan)) if sealed else 0
     rows, last, recent = 0, None, 0
     undecided: dict[int, bool] = {}  # batch ordinal -> also needs rows and time (no metadata)
     for i, chunk in enumerate(scan.batches):
@@ -116,7 +122,7 @@ def count_segment(path: Path, *, sealed: bool, recv_window: tuple[int, int] | No
                     recent += int(((recvs >= recv_window[0]) & (recvs <= recv_window[1])).sum())
         except (pa.ArrowException, OSError) as exc:
             log.warning("status: cannot decode a batch of %s: %s", path, exc)
-    return SegmentCount(rows, last, recent, decoded_batches=len(undecided))
+    return SegmentCount(rows, last, recent, decoded_batches=len(undecided), damaged_batches=damaged)
 
 
 def _decode(
@@ -264,6 +270,7 @@ def _stream_status(
     exchange, market = split_stream(stream)
     window = (now_us - US_PER_HOUR, now_us)
     trades, recent, unreadable, decoded, last_trade = 0, 0, 0, 0, None
+    damaged_batches, damaged_files = 0, 0
     for f in segs:
         # a file holds the rows received from its HHMMSS to its hour's end: only those that
         # meet the last hour can hold a trade received in it
@@ -273,6 +280,8 @@ def _stream_status(
         recent += counted.recent_rows
         unreadable += 0 if counted.readable else 1
         decoded += counted.decoded_batches
+        damaged_batches += counted.damaged_batches
+        damaged_files += 1 if counted.damaged_batches else 0
         if counted.last_trade_us is not None and (last_trade is None or counted.last_trade_us > last_trade):
             last_trade = counted.last_trade_us
     last_write = max((f.mtime_us for f in segs), default=None)
@@ -289,6 +298,8 @@ def _stream_status(
         "files_sealed": sum(1 for f in segs if f.sealed),
         "files_open": sum(1 for f in segs if not f.sealed),
         "files_unreadable": unreadable,
+        "files_damaged": damaged_files,
+        "batches_damaged": damaged_batches,
         "batches_decoded": decoded,
         "trades": trades,
         "trades_last_hour": recent,

@@ -1,0 +1,110 @@
+"""Cost of the per-batch checksums (segments/checksum.py), measured against the same-run IPC write.
+
+    .venv/bin/python bench/bench_checksum.py [--trades 500000] [--repeat 5]
+
+For batches of 400 rows (one second of a live feed at ~400 trades/s), 8,192 and 65,536 rows
+(a loaded writer) of the bench market (bench_writer.py), zstd 3, symbol dictionaries:
+
+- write: a plain pyarrow IPC file writer (buffered sink flushed after every batch, as the live
+  writer does) against `ChecksumFileWriter` (the same, plus the read-back, two CRC-32s and
+  the two ``pwrite``s), CPU ns per trade, median of interleaved repeats; the difference is the
+  checksum's cost, shown also as a share of the whole `append(rows)` path's CPU per trade
+  (``--writer-ns``, default the ~670 ns bench_writer.py measured on this box);
+- read: checking every batch (scan + CRC) against decoding the file, ns per trade.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_writer import synthetic_market
+
+from pumpwatch.segments.checksum import ChecksumFileWriter, check_batches
+from pumpwatch.segments.compact import batch_metadata, group_by_symbol
+from pumpwatch.segments.convert import Converter
+from pumpwatch.segments.ipcscan import scan_segment
+from pumpwatch.segments.schema import SEGMENT_SCHEMA
+
+OPTIONS = ipc.IpcWriteOptions(compression=pa.Codec("zstd", 3), emit_dictionary_deltas=True, use_threads=False)
+
+
+def _batches(market: pa.RecordBatch, rows: int) -> list[pa.RecordBatch]:
+    (whole,) = list(Converter("binance_spot").batches([market]))
+    out = []
+    for off in range(0, whole.num_rows, rows):
+        part = whole.slice(off, rows)
+        out.append(group_by_symbol(part) if rows >= 8192 else part)
+    # one file-wide dictionary per column, as the writer keeps: unify via a table
+    table = pa.Table.from_batches(out).unify_dictionaries().combine_chunks()
+    return table.to_batches(max_chunksize=rows)
+
+
+def _plain(path: Path, batches: list[pa.RecordBatch]) -> None:
+    sink = pa.BufferedOutputStream(pa.OSFile(str(path), "wb"), 1 << 20)
+    writer = ipc.new_file(sink, SEGMENT_SCHEMA, options=OPTIONS)
+    for b in batches:
+        writer.write_batch(b, custom_metadata=batch_metadata(b))
+        sink.flush()
+    writer.close()
+    sink.close()
+
+
+def _checked(path: Path, batches: list[pa.RecordBatch]) -> None:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        writer = ChecksumFileWriter(path, fd, SEGMENT_SCHEMA, OPTIONS)
+        for b in batches:
+            writer.write_batch(b, batch_metadata(b))
+        writer.close()
+    finally:
+        os.close(fd)
+
+
+def _cpu(fn) -> float:  # type: ignore[no-untyped-def]
+    t = time.process_time()
+    fn()
+    return time.process_time() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--trades", type=int, default=500_000)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--writer-ns", type=float, default=670.0, help="whole append(rows) path, ns per trade")
+    args = ap.parse_args()
+    market = synthetic_market(args.trades, 200, 400.0)
+    n = market.num_rows
+    print(f"{n:,} trades, zstd 3, median of {args.repeat} interleaved runs, CPU ns per trade")
+    print(f"{'rows/batch':>10} {'plain write':>12} {'checksummed':>12} {'cost':>7} {'of write':>9} "
+          f"{'of writer':>10} {'check':>7} {'decode':>7}")  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        for rows in (400, 8192, 65536):
+            batches = _batches(market, rows)
+            plain, checked, verify, decode = [], [], [], []
+            for _ in range(args.repeat):
+                plain.append(_cpu(lambda: _plain(d / "plain.arrow", batches)) * 1e9 / n)  # noqa: B023
+                checked.append(_cpu(lambda: _checked(d / "checked.arrow", batches)) * 1e9 / n)  # noqa: B023
+                buf = pa.memory_map(str(d / "checked.arrow")).read_buffer()
+                verify.append(_cpu(lambda: check_batches(buf, scan_segment(buf))) * 1e9 / n)  # noqa: B023
+                decode.append(_cpu(lambda: ipc.open_file(buf).read_all()) * 1e9 / n)  # noqa: B023
+            buf = pa.memory_map(str(d / "checked.arrow")).read_buffer()
+            assert set(check_batches(buf, scan_segment(buf)).status.values()) == {"ok"}
+            p, c = statistics.median(plain), statistics.median(checked)
+            v, r = statistics.median(verify), statistics.median(decode)
+            print(f"{rows:>10,} {p:>12.1f} {c:>12.1f} {c - p:>7.1f} {(c - p) / p:>8.1%} "
+                  f"{(c - p) / args.writer_ns:>9.1%} {v:>7.1f} {r:>7.1f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
