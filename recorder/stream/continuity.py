@@ -18,13 +18,17 @@ open a hole (the not-listening span is already a gap in the journal); instead it
 *resume* — `Resumed` with the ids missing between the last trade before the gap and the first
 after it, so the gap is repaired exactly, by id, and only once. A symbol that trades nothing
 within the grace after resuming is handed out by `expire` with the ids unknown above the last
-one seen (repair then pages from that id up to the resume time).
+one seen (repair then pages from that id up to the resume time), and stays resuming: its next
+trade still settles it against the last id before the gap. The chain of ids is never dropped,
+so ids that never arrive right after a resume (the exchange skipped pushes on the new
+connection) are found and repaired too, and a ``repaired`` span that leans on the ids received
+live is never claimed across ids nobody checked.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the recorder's light processes must not import pyarrow through the schema
@@ -53,7 +57,9 @@ class Resumed:
 
     Filled in as the symbol's trades reveal it: `last_id`/`last_us` the last trade seen before
     the gap (None: none known), `next_id`/`next_us` the first trade after it (None: none yet).
-    Missing ids are ``last_id + 1 .. next_id - 1`` when both are known.
+    Missing ids are ``last_id + 1 .. next_id - 1`` when both are known. `handed_out`: `expire`
+    already handed it out as quiet (repaired up to `resumed_us`); it still waits for its first
+    trade, which settles the ids up to it.
     """
 
     symbol: str
@@ -64,6 +70,7 @@ class Resumed:
     last_us: int | None = None
     next_id: int | None = None
     next_us: int | None = None
+    handed_out: bool = False
 
 
 class IdContinuity:
@@ -165,14 +172,17 @@ class IdContinuity:
         if prev is not None:  # lost again before any trade arrived: one resume for both gaps
             since_us = min(since_us, prev.since_us)
             last_id, last_us = prev.last_id, prev.last_us
+        # A resume handed out as quiet before was repaired only up to its own resume time: the
+        # new one is handed out again if it stays quiet (not `handed_out`), from the same ids.
         self._resuming[symbol] = Resumed(
             symbol, since_us, resumed_us, resumed_us + self.grace_us, last_id, last_us
         )
         return self._pending.pop(symbol, [])
 
     def expire(self, now_us: int) -> tuple[list[IdHole], list[Resumed]]:
-        """Holes whose grace ended, and resumes that saw no trade within the grace; both are
-        handed out once and forgotten."""
+        """Holes whose grace ended (handed out once and forgotten), and resumes that saw no
+        trade within the grace (handed out once; they stay until their first trade settles
+        them, see the module docstring)."""
         holes: list[IdHole] = []
         for symbol in list(self._pending):
             kept: list[IdHole] = []
@@ -182,12 +192,12 @@ class IdContinuity:
                 self._pending[symbol] = kept
             else:
                 del self._pending[symbol]
-        quiet = [r for r in self._resuming.values() if r.due_us <= now_us]
+        quiet = [r for r in self._resuming.values() if r.due_us <= now_us and not r.handed_out]
         for r in quiet:
-            # The repair of a quiet resume pages up to `resumed_us`; live trades follow it, so
-            # the next trade starts the check afresh (a jump to it is no hole).
-            del self._resuming[r.symbol]
-        return holes, quiet
+            # Its repair pages up to `resumed_us` only: whatever the exchange traded after that
+            # should arrive live, and the next trade proves it did (or settles what did not).
+            r.handed_out = True
+        return holes, [replace(r) for r in quiet]
 
     def forget(self, symbol: str) -> None:
         """`symbol` was unsubscribed: nothing about it stays."""

@@ -85,8 +85,36 @@ def test_a_quiet_resume_is_handed_out_after_the_grace() -> None:
     ids.resume("AUSDT", since_us=5_000, resumed_us=9_000)
     holes, quiet = ids.expire(9_000 + GRACE_US)
     assert holes == [] and [(q.symbol, q.last_id, q.resumed_us) for q in quiet] == [("AUSDT", 41, 9_000)]
-    assert ids.check([row(60, 12_000), row(61, 12_100)], 12_000) is None  # starts afresh
+    assert ids.expire(10**12) == ([], [])  # handed out once
+
+
+def test_a_quiet_resume_is_still_settled_by_its_first_trade() -> None:
+    """Issue 10 (bench seed 10): ids skipped right after a resume that was handed out as quiet
+    were never checked; the next trade must settle them against the last id before the gap."""
+    ids = IdContinuity(GRACE_US)
+    ids.prime("AUSDT", 41, 4_100)
+    ids.resume("AUSDT", since_us=5_000, resumed_us=9_000)
+    _, quiet = ids.expire(9_000 + GRACE_US)
+    assert len(quiet) == 1
+    settled = ids.check([row(60, 12_000), row(61, 12_100)], 12_000)
+    assert settled is not None
+    assert [(r.last_id, r.last_us, r.next_id, r.next_us, r.handed_out) for r in settled] == [
+        (41, 4_100, 60, 12_000, True)
+    ]
+    assert ids.last("AUSDT") == (61, 12_100)
     assert ids.expire(10**12) == ([], [])
+
+
+def test_a_quiet_resume_lost_again_keeps_the_ids_from_before_the_first_gap() -> None:
+    ids = IdContinuity(GRACE_US)
+    ids.prime("AUSDT", 41, 4_100)
+    ids.resume("AUSDT", since_us=5_000, resumed_us=9_000)
+    ids.expire(9_000 + GRACE_US)
+    ids.resume("AUSDT", since_us=15_000, resumed_us=16_000)  # lost again, still no trade
+    _, quiet = ids.expire(16_000 + GRACE_US)
+    assert [(q.since_us, q.last_id, q.resumed_us) for q in quiet] == [(5_000, 41, 16_000)]
+    settled = ids.check([row(70, 17_000)], 17_000)
+    assert settled is not None and (settled[0].last_id, settled[0].next_id) == (41, 70)
 
 
 def test_lost_again_before_any_trade_keeps_one_resume_from_the_first_loss() -> None:
