@@ -144,9 +144,14 @@ class Pager:
             page = await self._call(spec.request_ids(self.symbol, cursor, spec.limit), spec.weight)
             rows: list[TradeRow] = []
             finished = False
+            absent: tuple[int, int] | None = None  # ids the answer skipped
+            whole_until = self._done_until  # every trade up to here is paged
             for row, tid in zip(page.rows, page.ids, strict=True):
                 if tid < cursor:
                     continue
+                if spec.ids_contiguous and tid != cursor and (last_id is None or cursor <= last_id):
+                    absent = (cursor, tid - 1)
+                    break
                 if (last_id is not None and tid > last_id) or (last_id is None and row[0] > self.end_us):
                     finished = True
                     break
@@ -154,12 +159,21 @@ class Pager:
                     last_id is not None or row[0] <= self.end_us
                 ):
                     rows.append(row)
+                cursor = tid + 1
+                whole_until = min(row[0] - 1, self.end_us)  # a later id may share its time
             if rows:
                 yield rows
+            short = len(page.rows) < spec.limit
+            if absent is None and spec.ids_contiguous and short and not finished and last_id is not None:
+                # the history ends before ids the live stream saw (empty when all were paged)
+                absent = (cursor, last_id) if cursor <= last_id else None
+            if absent is not None:
+                self._done_until = max(self._done_until, whole_until)
+                raise _Stopped(f"{EXCHANGE_ERROR}: trade ids {absent[0]}..{absent[1]} not in the answer")
             if finished or len(page.rows) < spec.limit or not page.ids:
                 self._done_until = self.end_us  # reached the span's end, or the newest trade
                 return
-            cursor = max(page.ids) + 1
+            cursor = max(cursor, max(page.ids) + 1)
             newest = page.newest_us
             assert newest is not None
             self._done_until = max(self._done_until, min(newest - 1, self.end_us))
@@ -201,24 +215,38 @@ class Pager:
             page = await self._call(spec.request_ids(self.symbol, cursor, spec.limit), spec.weight)
             rows: list[TradeRow] = []
             finished = False
+            absent: tuple[int, int] | None = None  # ids the answer skipped
+            whole_from = self._done_from  # every trade from here on is paged
             for row, tid in zip(reversed(page.rows), reversed(page.ids), strict=True):
                 if tid >= cursor:
                     continue
+                if spec.ids_contiguous and tid != cursor - 1 and (first_id is None or cursor > first_id):
+                    absent = (tid + 1, cursor - 1)
+                    break
                 if (first_id is not None and tid < first_id) or (first_id is None and row[0] < self.start_us):
                     finished = True
                     break
                 if last_id is not None or row[0] <= self.end_us:
                     rows.append(row)
+                cursor = tid
+                whole_from = max(row[0] + 1, self.start_us)  # an earlier id may share its time
                 if first_id is not None and tid == first_id:
                     finished = True
                     break
             if rows:
                 rows.reverse()
                 yield rows
+            short = len(page.rows) < spec.limit
+            if absent is None and spec.ids_contiguous and short and not finished and first_id is not None:
+                # the history ends before ids the live stream saw (empty when all were paged)
+                absent = (first_id, cursor - 1) if cursor > first_id else None
+            if absent is not None:
+                self._done_from = min(self._done_from, whole_from)
+                raise _Stopped(f"{EXCHANGE_ERROR}: trade ids {absent[0]}..{absent[1]} not in the answer")
             if finished or len(page.rows) < spec.limit or not page.ids:
                 self._done_from = self.start_us
                 return
-            cursor = min(page.ids)
+            cursor = min(cursor, min(page.ids))
             oldest = page.oldest_us
             assert oldest is not None
             self._done_from = min(self._done_from, max(oldest + 1, self.start_us))
