@@ -53,6 +53,10 @@ LOST_MARGIN_US = 5_000_000
 # connection has delivered every trade of the span it will deliver (no REST copy of them).
 SETTLE_US = 2_000_000
 WATCH_INTERVAL_S = 0.25  # how often pending id holes and quiet resumes are checked
+# A quiet resume already repaired up to its resume time: when its first trade settles it, ids
+# up to this many are paged again by id (one page anywhere); more, and only the part after the
+# resume is paged, located by time (a long downtime is not fetched twice).
+REFETCH_IDS = 100
 
 
 class StreamRunner:
@@ -494,7 +498,11 @@ class StreamRunner:
         if r.last_us is not None:
             start_us = min(start_us, r.last_us)
         end_us = max(r.next_us, r.resumed_us)
-        if r.last_id is None:  # nothing known before the gap: by time up to the id after it
+        if r.handed_out and (r.last_id is None or r.next_id - r.last_id - 1 > REFETCH_IDS):
+            # Its quiet repair stored the span up to the resume; the trades after the resume
+            # that never arrived (skipped pushes) are the ids below this one from there on.
+            self._missing(Missing(r.symbol, r.resumed_us, end_us, cause, last_id=r.next_id - 1))
+        elif r.last_id is None:  # nothing known before the gap: by time up to the id after it
             self._missing(Missing(r.symbol, start_us, end_us, cause, last_id=r.next_id - 1))
         elif r.next_id > r.last_id + 1:
             self._missing(Missing(r.symbol, start_us, end_us, cause, r.last_id + 1, r.next_id - 1))
