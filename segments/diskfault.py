@@ -12,9 +12,12 @@ the dropped rows and their count, journaled as a ``dropped`` event so coverage, 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,6 +32,7 @@ log = logging.getLogger(__name__)
 DEFAULT_BACKLOG_BYTES = 64 * 2**20
 RETRY_FIRST_S = 0.25  # first retry after a failed write; doubles up to RETRY_MAX_S
 RETRY_MAX_S = 2.0
+RESERVE_BYTES = 512 * 1024  # per stream: room for the loss's journal line and a last footer
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS})
 
 
@@ -68,6 +72,46 @@ class Backoff:
 
     def reset(self) -> None:
         self.delay_s = self.first_s
+
+
+class Reserve:
+    """A small preallocated file given back to the file system when the disk is full, so that
+    the bookkeeping of a loss (its journal line, a footer) can still be written."""
+
+    def __init__(self, path: Path, size_bytes: int = RESERVE_BYTES) -> None:
+        self.path = path
+        self.size_bytes = size_bytes
+
+    def ensure(self) -> bool:
+        """Make sure the reserve exists (best effort: False when there is no room for it)."""
+        try:
+            if self.path.stat().st_size >= self.size_bytes:
+                return True
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return False
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                os.posix_fallocate(fd, 0, self.size_bytes)  # real blocks, not a sparse file
+            finally:
+                os.close(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            return False
+        return True
+
+    def release(self) -> bool:
+        """Give the space back; whether there was a reserve to give."""
+        try:
+            self.path.unlink()
+        except OSError:
+            return False
+        log.warning("released the disk reserve %s for the bookkeeping of a full disk", self.path)
+        return True
 
 
 @dataclass
@@ -116,8 +160,9 @@ class LossJournal:
     """Journals `LostSpan`s as ``dropped`` events of one stream; what cannot be journaled yet
     (the journal is on the same full disk) is kept, merged, and tried again later."""
 
-    def __init__(self, data_dir: str, stream: str, *, what: str) -> None:
+    def __init__(self, data_dir: str, stream: str, *, what: str, reserve: Reserve | None = None) -> None:
         self.data_dir = data_dir
+        self.reserve = reserve
         self.stream = stream
         self.what = what  # "rows" (segments) or "frames"
         self.waiting: LostSpan | None = None
@@ -135,15 +180,20 @@ class LossJournal:
         w = self.waiting
         w.add(span.rows, span.first_recv_us, span.last_recv_us, span.first_time_us, span.last_time_us)
 
-    def write(self, reason: str) -> bool:
-        """Journal what waits; False (logged once per failure spell) when the journal fails too."""
+    def write(self, reason: str, *, final: bool = False) -> bool:
+        """Journal what waits; False (logged once per failure spell) when the journal fails too.
+        A `final` write (the writer is closing) may spend the reserve on it; a running writer
+        does not (the rows would take the room at once)."""
         span = self.waiting
         if span is None:
             return True
         try:
-            if self._journal is None:
-                self._journal = EventJournal(self.data_dir, self.stream)
-            self._journal.record("dropped", what=self.what, reason=reason, **span.fields())
+            try:
+                self._record(span, reason)
+            except OSError:
+                if not final or self.reserve is None or not self.reserve.release():
+                    raise
+                self._record(span, reason)  # the reserve's room is meant for this line
         except OSError as exc:
             if not self._failing:
                 self._failing = True
@@ -154,6 +204,11 @@ class LossJournal:
             log.warning("%s: journal writable again", self.stream)
         self.waiting = None
         return True
+
+    def _record(self, span: LostSpan, reason: str) -> None:
+        if self._journal is None:
+            self._journal = EventJournal(self.data_dir, self.stream)
+        self._journal.record("dropped", what=self.what, reason=reason, **span.fields())
 
     def close(self) -> None:
         if self._journal is not None:

@@ -38,7 +38,14 @@ import pyarrow as pa
 
 from pumpwatch.errors import StoreError
 from pumpwatch.segments.convert import Converter
-from pumpwatch.segments.diskfault import DEFAULT_BACKLOG_BYTES, Backoff, LossJournal, LostSpan, describe
+from pumpwatch.segments.diskfault import (
+    DEFAULT_BACKLOG_BYTES,
+    Backoff,
+    LossJournal,
+    LostSpan,
+    Reserve,
+    describe,
+)
 from pumpwatch.segments.hourfile import HourFile
 from pumpwatch.segments.paths import sealed_name
 from pumpwatch.segments.schema import TRADE_FIELDS, TRADE_SCHEMA, TradeRow
@@ -48,6 +55,7 @@ from pumpwatch.timeunits import US_PER_HOUR
 log = logging.getLogger(__name__)
 
 CLOSE_SEAL_GRACE_S = 5.0  # past the close deadline: time left for the last seal
+PROBE_MAX_BYTES = 1 << 20  # a retry first checks there is room for the rows (up to this much)
 LOSS_JOURNAL_INTERVAL_S = 10.0  # while rows are dropped, journal them at least this often
 
 _Item: TypeAlias = Sequence[TradeRow] | pa.RecordBatch
@@ -87,6 +95,7 @@ class SegmentWriter:
         close_timeout_s: float = 5.0,
         retry: Backoff | None = None,
         on_flush: Callable[[], object] | None = None,
+        reserve: bool = True,
     ) -> None:
         split_stream(stream)  # only a known stream id ever becomes a path
         if flush_interval_s <= 0 or flush_rows <= 0:
@@ -129,7 +138,8 @@ class SegmentWriter:
         self._retry_at = 0.0
         self._lost_in_fault = 0
         self._orphaned = False  # a file was cut back and closed unsealed: `recover` seals it
-        self._loss = LossJournal(str(self.data_dir), stream, what="rows")
+        self._reserve = Reserve(self.data_dir / "run" / f"{stream}.reserve") if reserve else None
+        self._loss = LossJournal(str(self.data_dir), stream, what="rows", reserve=self._reserve)
         self._loss_journal_at = 0.0
 
         self._converter = Converter(stream)
@@ -287,6 +297,8 @@ class SegmentWriter:
 
     def _run(self) -> None:
         next_flush = time.monotonic() + self.flush_interval_s
+        if self._reserve is not None:
+            self._reserve.ensure()
         try:
             while True:
                 with self._cond:
@@ -319,7 +331,7 @@ class SegmentWriter:
                 self._error = msg
                 self._cond.notify_all()
         finally:
-            self._loss.write(self._fault or "writer stopped")
+            self._loss.write(self._fault or "writer stopped", final=True)
             self._loss.close()
 
     def _converter_bad_rows(self) -> int:
@@ -352,13 +364,15 @@ class SegmentWriter:
         if self._fault is None or now >= self._retry_at:
             try:
                 if self._backlog:
+                    if self._fault is not None:  # no file opened (nor logged) until there is room
+                        self._probe(min(self._backlog_bytes, PROBE_MAX_BYTES))
                     self._write_backlog()
                 elif self._file is not None and (
                     closing or self._clock_us() >= self._file.end_us + self.seal_grace_us
                 ):
                     self._seal()  # closing, or an hour passed with no rows: do not leave it open
                 elif self._fault is not None:
-                    self._probe()
+                    self._probe(4096)
             except (OSError, StoreError) as exc:
                 self._enter_fault(exc)
             else:
@@ -497,10 +511,10 @@ class SegmentWriter:
             self._fault_since = now
             self._lost_in_fault = 0
             log.error(
-                "%s: the disk refuses writes (%s); keeping up to %d MB of rows in memory and retrying",
+                "%s: the disk refuses writes (%s); keeping up to %.1f MB of rows in memory and retrying",
                 self.stream,
                 self._fault,
-                self.max_backlog_bytes // 2**20,
+                self.max_backlog_bytes / 2**20,
             )
 
     def _leave_fault(self) -> None:
@@ -512,18 +526,19 @@ class SegmentWriter:
         )
         self._fault = None
         self._retry.reset()
+        if self._reserve is not None:
+            self._reserve.ensure()
         self._loss.write("disk refused writes")
         if self._orphaned:
             self._seal_orphans()
 
-    def _probe(self) -> None:
-        """Nothing to write while the disk refuses writes: see whether a small write succeeds."""
+    def _probe(self, nbytes: int) -> None:
+        """While the disk refuses writes: is there room for `nbytes` now? (raises OSError if not)"""
         probe = self.data_dir / f".{self.stream}.probe"
         try:
-            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
             try:
-                os.write(fd, b"\0" * 4096)
-                os.fsync(fd)
+                os.posix_fallocate(fd, 0, max(nbytes, 4096))
             finally:
                 os.close(fd)
         finally:

@@ -1,0 +1,192 @@
+"""A full disk while trades flow (issue 11): on a real small file system (tmpfs, mounted for the
+test; skipped where mounting is not permitted) the disk fills and frees while the writers
+write. Every trade is on disk or inside a journaled ``dropped`` span with exact bounds,
+writing resumes without a restart, and the log stays bounded."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from store_helpers import table_rows
+
+from pumpwatch.segments import SegmentWriter
+from pumpwatch.segments.diskfault import Backoff, is_disk_full
+from pumpwatch.segments.journal import read_events
+from pumpwatch.segments.paths import list_segments
+from pumpwatch.segments.reader import read_segment
+from pumpwatch.segments.recovery import recover
+from pumpwatch.segments.schema import TradeRow
+
+STREAM = "okx_spot"
+
+
+def mount_tmpfs(path: Path, size_mb: int) -> bool:
+    """Mount a tmpfs of `size_mb` at `path`; False where that is not permitted."""
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(path)],
+            capture_output=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """An 8 MB file system of its own (the test skips where it cannot mount one)."""
+    root = tmp_path / "fs"
+    if not mount_tmpfs(root, 8):
+        pytest.skip("cannot mount a tmpfs here (not root, or no mount permission)")
+    try:
+        yield root
+    finally:
+        subprocess.run(["umount", "-l", str(root)], capture_output=True, timeout=10)
+
+
+def fill_disk(root: Path) -> Path:
+    """Write a ballast file until the file system is full; returns it."""
+    ballast = root / "ballast"
+    fd = os.open(ballast, os.O_WRONLY | os.O_CREAT, 0o644)
+    chunk = b"\xa5" * 65536
+    try:
+        while True:
+            try:
+                os.write(fd, chunk)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+                chunk = chunk[: len(chunk) // 2]
+                if len(chunk) < 512:
+                    break
+    finally:
+        os.close(fd)
+    return ballast
+
+
+class Feed:
+    """Trades with unique ids and receive times from the wall clock."""
+
+    def __init__(self) -> None:
+        self.sent: list[TradeRow] = []
+
+    def rows(self, n: int) -> list[TradeRow]:
+        now = time.time_ns() // 1000
+        out: list[TradeRow] = []
+        for i in range(n):
+            k = len(self.sent) + i
+            base = ("AAA", "BBB", "CCC")[k % 3]
+            out.append(
+                (now - 2000 + i, now + i, f"{base}USDT", base, "USDT", 1.0 + k % 101, 0.5, "buy", str(k))
+            )
+        self.sent.extend(out)
+        return out
+
+
+def stored_rows(data_dir: Path) -> list[TradeRow]:
+    rows: list[TradeRow] = []
+    for seg in list_segments(data_dir, [STREAM]):
+        for batch in read_segment(seg, -(2**62), 2**62):
+            rows.extend(table_rows(batch))
+    return rows
+
+
+def dropped_events(data_dir: Path) -> list[dict]:
+    return [e for e in read_events(data_dir, STREAM) if e["event"] == "dropped"]
+
+
+def assert_each_trade_stored_or_in_a_gap(data_dir: Path, sent: list[TradeRow]) -> tuple[int, int]:
+    """Every sent trade is on disk exactly once or inside a ``dropped`` span (exact bounds and
+    counts); returns (stored, dropped)."""
+    stored = stored_rows(data_dir)
+    ids = [r[8] for r in stored]
+    assert len(ids) == len(set(ids)), "a trade is stored twice"
+    on_disk = set(ids)
+    missing = [r for r in sent if r[8] not in on_disk]
+    events = dropped_events(data_dir)
+    assert sum(e["rows"] for e in events) == len(missing)
+    for r in missing:
+        assert any(e["first_recv_us"] <= r[1] <= e["last_recv_us"] for e in events), r
+        assert any(e["first_time_us"] <= r[0] <= e["last_time_us"] for e in events), r
+    for e in events:  # exact: each bound is a dropped row's own time
+        inside = [r for r in missing if e["first_recv_us"] <= r[1] <= e["last_recv_us"]]
+        assert min(r[1] for r in inside) == e["first_recv_us"]
+        assert max(r[1] for r in inside) == e["last_recv_us"]
+    assert len(stored) + len(missing) == len(sent)
+    return len(stored), len(missing)
+
+
+def test_disk_errors_are_told_apart() -> None:
+    assert is_disk_full(OSError(errno.ENOSPC, "No space left on device"))
+    assert is_disk_full(OSError("IOError: [Errno 28] No space left on device"))
+    assert not is_disk_full(OSError(errno.ENOENT, "gone"))
+
+
+def test_writer_fills_the_disk_keeps_rows_and_resumes(small_fs: Path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="pumpwatch")
+    feed = Feed()
+    w = SegmentWriter(
+        small_fs,
+        STREAM,
+        flush_interval_s=0.05,
+        max_backlog_bytes=400_000,
+        retry=Backoff(0.02, 0.1),
+        close_timeout_s=2.0,
+    )
+
+    def pump(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            w.append(feed.rows(100))  # ~10 k trades/s
+            time.sleep(0.01)
+
+    pump(0.5)
+    w.flush()
+    assert w.disk_fault is None
+    ballast = fill_disk(small_fs)
+    pump(1.5)
+    assert w.disk_fault is not None  # it saw the full disk ...
+    assert w.rows_lost > 0  # ... and the memory bound made it drop the oldest rows
+    ballast.unlink()
+    pump(0.5)
+    w.flush()  # resumed by itself: no restart, no error
+    assert w.disk_fault is None
+    w.close()
+    assert not [s for s in list_segments(small_fs, [STREAM]) if not s.sealed], "every file sealed"
+    stored, dropped = assert_each_trade_stored_or_in_a_gap(small_fs, feed.sent)
+    assert dropped == w.rows_lost > 0 and stored > 0
+    tail = {r[8] for r in stored_rows(small_fs)}
+    assert all(r[8] in tail for r in feed.sent[-5000:]), "rows after the disk freed are all stored"
+    writer_lines = [r for r in caplog.records if r.name.startswith("pumpwatch.segments")]
+    assert sum(r.levelno >= logging.WARNING for r in writer_lines) <= 6, [
+        r.getMessage() for r in writer_lines
+    ]
+    assert all(r.exc_info is None for r in writer_lines), "no traceback"
+
+
+def test_close_while_the_disk_is_full_is_bounded_and_journals_the_loss(small_fs: Path) -> None:
+    feed = Feed()
+    w = SegmentWriter(small_fs, STREAM, flush_interval_s=0.05, retry=Backoff(0.02, 0.1))
+    w.append(feed.rows(500))
+    w.flush()
+    fill_disk(small_fs)
+    for _ in range(20):
+        w.append(feed.rows(200))
+        time.sleep(0.01)
+    t0 = time.monotonic()
+    w.close(timeout_s=0.5)
+    assert time.monotonic() - t0 < 3.0
+    assert w.rows_lost > 0
+    with contextlib.suppress(FileNotFoundError):
+        (small_fs / "ballast").unlink()
+    recover(small_fs, [STREAM])  # what close could not seal on a full disk is a valid prefix
+    assert_each_trade_stored_or_in_a_gap(small_fs, feed.sent)
