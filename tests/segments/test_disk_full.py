@@ -19,6 +19,7 @@ from store_helpers import table_rows
 
 from pumpwatch.segments import SegmentWriter
 from pumpwatch.segments.diskfault import Backoff, is_disk_full
+from pumpwatch.segments.frames import FrameWriter, iter_frames
 from pumpwatch.segments.journal import read_events
 from pumpwatch.segments.paths import list_segments
 from pumpwatch.segments.reader import read_segment
@@ -190,3 +191,38 @@ def test_close_while_the_disk_is_full_is_bounded_and_journals_the_loss(small_fs:
         (small_fs / "ballast").unlink()
     recover(small_fs, [STREAM])  # what close could not seal on a full disk is a valid prefix
     assert_each_trade_stored_or_in_a_gap(small_fs, feed.sent)
+
+
+def test_frame_journal_is_bounded_and_resumes(small_fs: Path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="pumpwatch")
+    w = FrameWriter(small_fs, STREAM, flush_interval_s=0.05, max_backlog_bytes=200_000)
+    sent: list[tuple[int, str]] = []
+
+    def pump(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            now = time.time_ns() // 1000
+            for i in range(50):
+                frame = f'{{"n":{len(sent)},"pad":"{os.urandom(24).hex()}"}}'
+                sent.append((now + i, frame))
+                w.append(now + i, frame)
+            time.sleep(0.005)
+
+    pump(0.3)
+    w.flush()
+    ballast = fill_disk(small_fs)
+    pump(1.0)
+    assert w.frames_lost > 0
+    ballast.unlink()
+    pump(0.3)
+    w.close()
+    on_disk = {f for _, f in iter_frames(small_fs, STREAM)}
+    missing = [(r, f) for r, f in sent if f not in on_disk]
+    events = [e for e in dropped_events(small_fs) if e["what"] == "frames"]
+    assert sum(e["rows"] for e in events) == len(missing) == w.frames_lost
+    assert all(any(e["first_recv_us"] <= r <= e["last_recv_us"] for e in events) for r, _ in missing)
+    assert all(f in on_disk for _, f in sent[-2000:]), "frames after the disk freed are all written"
+    lines = [
+        r for r in caplog.records if r.name.startswith("pumpwatch.segments") and r.levelno >= logging.WARNING
+    ]
+    assert len(lines) <= 5, [r.getMessage() for r in lines]
