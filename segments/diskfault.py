@@ -18,11 +18,12 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
-import pyarrow as pa
-import pyarrow.compute as pc
+from typing import TYPE_CHECKING
 
 from pumpwatch.segments.journal import EventJournal
+
+if TYPE_CHECKING:  # the frame journal uses this module in processes that never load pyarrow
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,9 @@ class LostSpan:
 
     def add_batch(self, batch: pa.RecordBatch) -> None:
         """Account for the rows of `batch` (columns 0 and 1 are time and recv_time)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
         n = batch.num_rows
         if not n:
             return

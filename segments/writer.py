@@ -253,20 +253,28 @@ class SegmentWriter:
         While the disk refuses writes, retries for at most `timeout_s` (default
         `close_timeout_s`); what is still unwritten then is dropped and journaled, and
         `rows_lost` says how many rows that was. Never waits much longer than that."""
-        wait_s = self.close_timeout_s if timeout_s is None else timeout_s
+        wait_s = self.start_close(timeout_s)
         with self._cond:
             if self._closed:
                 return
             self._closed = True
-            self._closing = True
-            self._close_deadline = time.monotonic() + wait_s
-            self._cond.notify_all()
         # the thread gives up on the disk at the deadline; sealing after it is bounded by the disk
         self._thread.join(wait_s + CLOSE_SEAL_GRACE_S)
         if self._thread.is_alive():
             log.error("%s: segment writer still busy %.0f s after close; leaving it", self.stream, wait_s)
             raise StoreError(f"{self.stream}: segment writer did not stop within {wait_s:.0f} s")
         self._raise_error()
+
+    def start_close(self, timeout_s: float | None = None) -> float:
+        """Begin closing without waiting (so several writers wait for the disk at once); the
+        wait granted, in seconds. `close` then waits for the end. Idempotent."""
+        wait_s = self.close_timeout_s if timeout_s is None else timeout_s
+        with self._cond:
+            if not self._closing:
+                self._closing = True
+                self._close_deadline = time.monotonic() + wait_s
+                self._cond.notify_all()
+            return max(0.0, self._close_deadline - time.monotonic())
 
     def __enter__(self) -> SegmentWriter:
         return self
