@@ -17,16 +17,19 @@ from pathlib import Path
 import pytest
 from store_helpers import table_rows
 
+from pumpwatch.recorder.pending_windows import pending_windows
 from pumpwatch.segments import SegmentWriter
 from pumpwatch.segments.diskfault import Backoff, is_disk_full
-from pumpwatch.segments.frames import FrameWriter, iter_frames
+from pumpwatch.segments.diskwatch import DiskWatch, free_bytes
+from pumpwatch.segments.frames import FrameWriter, frame_path, iter_frames
 from pumpwatch.segments.journal import read_events
-from pumpwatch.segments.paths import list_segments
+from pumpwatch.segments.paths import list_segments, segment_path
 from pumpwatch.segments.reader import read_segment
 from pumpwatch.segments.recovery import recover
 from pumpwatch.segments.schema import TradeRow
 
 STREAM = "okx_spot"
+HOUR_US = 3_600_000_000
 
 
 def mount_tmpfs(path: Path, size_mb: int) -> bool:
@@ -46,8 +49,17 @@ def mount_tmpfs(path: Path, size_mb: int) -> bool:
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
     """An 8 MB file system of its own (the test skips where it cannot mount one)."""
-    root = tmp_path / "fs"
-    if not mount_tmpfs(root, 8):
+    yield from _mounted(tmp_path / "fs", 8)
+
+
+@pytest.fixture
+def small_fs_16(tmp_path: Path) -> Iterator[Path]:
+    """A 16 MB file system of its own."""
+    yield from _mounted(tmp_path / "fs", 16)
+
+
+def _mounted(root: Path, size_mb: int) -> Iterator[Path]:
+    if not mount_tmpfs(root, size_mb):
         pytest.skip("cannot mount a tmpfs here (not root, or no mount permission)")
     try:
         yield root
@@ -226,3 +238,54 @@ def test_frame_journal_is_bounded_and_resumes(small_fs: Path, caplog) -> None:
         r for r in caplog.records if r.name.startswith("pumpwatch.segments") and r.levelno >= logging.WARNING
     ]
     assert len(lines) <= 5, [r.getMessage() for r in lines]
+
+
+def test_continuous_eviction_keeps_the_floor_while_writing(small_fs_16: Path) -> None:
+    root = small_fs_16
+    hour0 = (time.time_ns() // 1000 // HOUR_US - 30) * HOUR_US  # a day and more ago
+    old_segments = [segment_path(root, "binance_spot", hour0 + h * HOUR_US, sealed=True) for h in range(7)]
+    old_frames = [frame_path(root, "binance_spot", hour0 + h * HOUR_US) for h in range(4)]
+    for path in old_segments + old_frames:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(2**20))
+    windows = [(hour0 + h * HOUR_US + 1800 * 10**6, hour0 + h * HOUR_US + 1840 * 10**6) for h in (3, 4)]
+    floor = 4 * 2**20
+    watch = DiskWatch(root, min_free_bytes=floor, protected_spans=lambda: windows, interval_s=0.2).start()
+    feed = Feed()
+    w = SegmentWriter(root, STREAM, flush_interval_s=0.05, on_flush=watch.check)
+    lowest = free_bytes(root)
+    ballast = root / "other-app.bin"
+    try:
+        with ballast.open("wb") as other:  # another program fills the disk: 7 MB in ~3 s
+            for _ in range(28):
+                w.append(feed.rows(200))
+                other.write(os.urandom(256 * 1024))
+                other.flush()
+                watch.check()
+                lowest = min(lowest, free_bytes(root))
+                time.sleep(0.1)
+        w.flush()
+    finally:
+        w.close()
+        watch.stop()
+    assert w.disk_fault is None and w.rows_lost == 0
+    assert lowest >= floor - 2**20, "free disk never fell more than one ballast chunk under the floor"
+    assert free_bytes(root) >= floor
+    assert not any(p.exists() for p in old_frames[:-1]), "frames go first"
+    assert old_frames[-1].exists(), "the newest frame file of a stream (the open one) is kept"
+    evicted = [p for p in old_segments if not p.exists()]
+    evictable = old_segments[:3] + old_segments[5:6]  # 3 and 4 hold windows, 6 is the newest
+    assert evicted == evictable[: len(evicted)] and evicted, "then the oldest segments"
+    assert old_segments[3].exists() and old_segments[4].exists(), "a pending extraction's window is kept"
+    assert old_segments[-1].exists(), "the newest file of a stream is kept"
+    assert len(stored_rows(root)) == len(feed.sent)
+
+
+def test_pending_extraction_windows_are_read_from_the_trigger_state(tmp_path: Path) -> None:
+    (tmp_path / "upbit").mkdir()
+    (tmp_path / "upbit" / "pending.json").write_bytes(
+        b'[{"symbol":"ABC","trigger_us":1000000000,"due_us":1030000000,"source":{},"attempts":0}]'
+    )
+    assert pending_windows(tmp_path, 20.0, 20.0) == [(980_000_000, 1_020_000_000)]
+    (tmp_path / "upbit" / "pending.json").write_bytes(b"not json")
+    assert pending_windows(tmp_path, 20.0, 20.0) == []
