@@ -228,6 +228,7 @@ async def keep_worker(
 
 
 async def _prune_loop(settings: Settings, stop: asyncio.Event) -> None:
+    from pumpwatch.recorder.pending_windows import pending_windows
     from pumpwatch.segments.retention import prune
 
     while not stop.is_set():
@@ -242,6 +243,9 @@ async def _prune_loop(settings: Settings, stop: asyncio.Event) -> None:
                 retention_s=settings.storage.retention_s,
                 min_free_disk_mb=settings.storage.min_free_disk_mb,
                 frames_retention_s=settings.frames.retention_s,
+                protected_spans=pending_windows(
+                    settings.data_dir, settings.extract.before_s, settings.extract.after_s
+                ),
             )
         except Exception:
             log.exception("retention prune failed; retrying in %.0f s", PRUNE_INTERVAL_S)
