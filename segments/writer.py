@@ -484,16 +484,16 @@ class SegmentWriter:
         self._file_durable = (0, 0, 0)
         r0, b0, n0 = self._sealed_totals
         self._sealed_totals = (r0 + rows, b0 + batches, n0 + keep)
+        with contextlib.suppress(Exception):
+            f._sink.close()  # its buffered tail may reach the disk (cut below); no-op if closed
         try:
-            if sealing:  # `seal` closed the file; a temporary of its compaction may be left
+            if sealing:  # `seal` closed the descriptor; a temporary of its compaction may be left
                 f.path.with_name(f".{sealed_name(f.path).name}.sealing").unlink(missing_ok=True)
                 if keep:
                     os.truncate(f.path, keep)
                 else:
                     f.path.unlink(missing_ok=True)
             else:
-                with contextlib.suppress(Exception):
-                    f._sink.close()  # its buffered tail may reach the disk: cut below
                 fd = f._fd
                 try:
                     if keep:

@@ -289,3 +289,39 @@ def test_pending_extraction_windows_are_read_from_the_trigger_state(tmp_path: Pa
     assert pending_windows(tmp_path, 20.0, 20.0) == [(980_000_000, 1_020_000_000)]
     (tmp_path / "upbit" / "pending.json").write_bytes(b"not json")
     assert pending_windows(tmp_path, 20.0, 20.0) == []
+
+
+def test_sealing_at_the_hour_on_a_full_disk_loses_and_duplicates_nothing(small_fs: Path) -> None:
+    hour = (time.time_ns() // 1000 // HOUR_US - 2) * HOUR_US
+    clock = [hour + 1800 * 10**6]
+    w = SegmentWriter(
+        small_fs, STREAM, flush_interval_s=0.05, retry=Backoff(0.02, 0.1), clock_us=lambda: clock[0]
+    )
+
+    def rows(start_us: int, n: int, k0: int) -> list[TradeRow]:
+        return [
+            (start_us + i, start_us + i, "AAAUSDT", "AAA", "USDT", 1.0 + i % 7, 0.5, "buy", str(k0 + i))
+            for i in range(n)
+        ]
+
+    sent = rows(hour + 1000, 3000, 0)
+    for k in range(0, 3000, 100):
+        w.append(sent[k : k + 100])
+        w.flush()  # 30 small batches: sealing would compact (a second copy of the file)
+    ballast = fill_disk(small_fs)
+    later = rows(hour + HOUR_US + 1000, 500, 10_000)  # the next hour: rotation seals the first file
+    sent += later
+    w.append(later)
+    time.sleep(0.5)
+    assert w.disk_fault is not None
+    ballast.unlink()
+    clock[0] = hour + HOUR_US + 60 * 10**6
+    deadline = time.monotonic() + 10
+    while w.disk_fault is not None and time.monotonic() < deadline:  # it retries on its own
+        time.sleep(0.02)
+    w.flush()
+    w.close()
+    assert w.rows_lost == 0
+    assert not [s for s in list_segments(small_fs, [STREAM]) if not s.sealed]
+    stored, dropped = assert_each_trade_stored_or_in_a_gap(small_fs, sent)
+    assert (stored, dropped) == (3500, 0)
