@@ -325,3 +325,49 @@ def test_sealing_at_the_hour_on_a_full_disk_loses_and_duplicates_nothing(small_f
     assert not [s for s in list_segments(small_fs, [STREAM]) if not s.sealed]
     stored, dropped = assert_each_trade_stored_or_in_a_gap(small_fs, sent)
     assert (stored, dropped) == (3500, 0)
+
+
+def test_status_counts_dropped_rows_as_gaps(tmp_path: Path) -> None:
+    from pumpwatch.segments.journal import EventJournal
+    from pumpwatch.segments.status import journal_status
+
+    now = time.time_ns() // 1000
+    with EventJournal(tmp_path, STREAM) as j:
+        j.record("start", ts_us=now - 60_000_000, pid=1)
+        j.record("connected", conn="c", ts_us=now - 59_000_000, url="ws://x")
+        j.record("subscribed", conn="c", ts_us=now - 59_000_000, symbols=["AUSDT"], bases=["A"])
+        j.record(
+            "dropped",
+            ts_us=now - 10_000_000,
+            what="rows",
+            reason="disk full",
+            rows=7,
+            first_recv_us=now - 30_000_000,
+            last_recv_us=now - 20_000_000,
+            first_time_us=now - 30_000_100,
+            last_time_us=now - 20_000_100,
+        )
+        j.record("alive", ts_us=now - 1_000_000)
+    out = journal_status(tmp_path, STREAM, now, 10.0, True)
+    assert out["rows_dropped_24h"] == 7
+    assert out["gaps_24h"][-1] == [now - 30_000_000, now - 20_000_000 + 1]  # after the first second
+
+
+def test_a_stopped_writer_raises_a_fresh_error_each_time(tmp_path: Path) -> None:
+    # the 386 MB of stderr: one stored exception re-raised, its traceback growing
+    from pumpwatch.errors import StoreError
+
+    w = SegmentWriter(tmp_path, STREAM, flush_interval_s=0.02)
+    w.append([(1, 2, "AUSDT", "A", "USDT", 1.0, 1.0, "buy", "1", "extra column")])  # type: ignore[list-item]
+    time.sleep(0.3)
+    seen = []
+    for _ in range(200):
+        try:
+            w.append(Feed().rows(1))
+        except StoreError as exc:
+            seen.append(exc)
+    assert len(seen) == 200 and len({id(e) for e in seen}) == 200
+    depth = [len(__import__("traceback").extract_tb(e.__traceback__)) for e in seen]
+    assert max(depth) == min(depth) and all(e.__context__ is None for e in seen)
+    with contextlib.suppress(StoreError):
+        w.close()
