@@ -365,7 +365,7 @@ def test_a_stopped_writer_raises_a_fresh_error_each_time(tmp_path: Path) -> None
     from pumpwatch.errors import StoreError
 
     w = SegmentWriter(tmp_path, STREAM, flush_interval_s=0.02)
-    w.append([(1, 2, "AUSDT", "A", "USDT", 1.0, 1.0, "buy", "1", "extra column")])  # type: ignore[list-item]
+    w.append([(1, 2, "AUSDT", "A", "USDT", 1.0, 1.0, "buy", "1", "extra column")])
     time.sleep(0.3)
     seen = []
     for _ in range(200):
