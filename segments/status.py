@@ -237,7 +237,13 @@ def journal_status(
     if not events:
         # nothing to judge gaps by: the stream never ran here (or its journal is gone)
         out["recorded"] = "store only" if has_segments else "never"
-        out.update(gaps_window_start_us=None, coverage_known_24h=False, gaps_24h=None, gap_s_24h=None)
+        out.update(
+            gaps_window_start_us=None,
+            coverage_known_24h=False,
+            gaps_24h=None,
+            gap_s_24h=None,
+            rows_dropped_24h=None,
+        )
         out["repairs_24h"] = None
         return out
     # the time before the stream was first recorded is no gap: it was not meant to listen yet
@@ -246,8 +252,12 @@ def journal_status(
     out["recorded"] = "journal"
     out["gaps_window_start_us"] = window_start
     out["coverage_known_24h"] = cov.known
-    out["gaps_24h"] = [list(g) for g in cov.gaps]
-    out["gap_s_24h"] = round(sum(b - a for a, b in cov.gaps) / US_PER_S, 3)
+    # rows a writer dropped on a full disk (`dropped` events) were not recorded either
+    dropped = dropped_spans(all_events, window_start, now_us)
+    gaps = merge_spans([*cov.gaps, *((a, b) for a, b, _ in dropped)])
+    out["gaps_24h"] = [list(g) for g in gaps]
+    out["gap_s_24h"] = round(sum(b - a for a, b in gaps) / US_PER_S, 3)
+    out["rows_dropped_24h"] = sum(n for _, _, n in dropped)
     # trade holes while listening (id gaps) and the REST repairs of any gap (issue 10)
     tally = repair_tally(all_events, now_us - US_PER_DAY, now_us)
     out["repairs_24h"] = {
@@ -257,6 +267,33 @@ def journal_status(
         "unrepaired": tally.unrepaired,
     }
     return out
+
+
+def dropped_spans(events: Iterable[dict[str, Any]], start_us: int, end_us: int) -> list[tuple[int, int, int]]:
+    """``(first_recv_us, last_recv_us + 1, rows)`` of the ``dropped`` events for rows (not
+    frames) meeting ``[start_us, end_us]``, clipped to it."""
+    out = []
+    for e in events:
+        if e.get("event") != "dropped" or e.get("what", "rows") != "rows":
+            continue
+        a, b, n = e.get("first_recv_us"), e.get("last_recv_us"), e.get("rows")
+        if not (isinstance(a, int) and isinstance(b, int) and isinstance(n, int)):
+            continue
+        lo, hi = max(a, start_us), min(b + 1, end_us)
+        if lo < hi:
+            out.append((lo, hi, n))
+    return out
+
+
+def merge_spans(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted union of ``[a, b)`` spans."""
+    merged: list[tuple[int, int]] = []
+    for a, b in sorted(spans):
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+        else:
+            merged.append((a, b))
+    return merged
 
 
 def _stream_status(
