@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from e2e_harness import (
+from helpers.e2e import (
     SOAK_LONG,
     Market,
     Recorder,

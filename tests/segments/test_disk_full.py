@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from store_helpers import table_rows
+from helpers.store import table_rows
 
 from pumpwatch.recorder.pending_windows import pending_windows
 from pumpwatch.segments import SegmentWriter
