@@ -349,6 +349,26 @@ def merge_spans(spans: Iterable[Span]) -> list[Span]:
     return out
 
 
+def dropped_spans(
+    events: Iterable[dict[str, Any]], start_us: int, end_us: int, *, clock: str = "time"
+) -> list[tuple[int, int, int]]:
+    """``(first, last + 1, rows)`` of the ``dropped`` events (rows a writer could not keep on a
+    full disk; not frames) meeting ``[start_us, end_us]``, clipped to it. `clock` is ``"time"``
+    (trade time: what a window is cut by) or ``"recv"`` (receive time: what `status` shows)."""
+    lo_key, hi_key = f"first_{clock}_us", f"last_{clock}_us"
+    out = []
+    for e in events:
+        if e.get("event") != "dropped" or e.get("what", "rows") != "rows":
+            continue
+        a, b, n = e.get(lo_key), e.get(hi_key), e.get("rows")
+        if not (isinstance(a, int) and isinstance(b, int) and isinstance(n, int)):
+            continue
+        lo, hi = max(a, start_us), min(b + 1, end_us)
+        if lo < hi:
+            out.append((lo, hi, n))
+    return out
+
+
 def _int_field(event: dict[str, Any], key: str) -> int | None:
     value = event.get(key)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
@@ -515,7 +535,9 @@ def completeness_from_events(
     else:
         not_listening = [(start_us, end_us + 1)]
     holes = id_gap_spans(events, base, start_us, end_us)
-    gaps = merge_spans([*not_listening, *holes])
+    # rows a writer dropped on a full disk were received but never stored (any base)
+    dropped = [(a, b) for a, b, _ in dropped_spans(events, start_us, end_us + 1)]
+    gaps = merge_spans([*not_listening, *holes, *dropped])
     span_events = span_events_of(events, base, start_us, end_us)
     symbols = recorded_symbols(conn_events, base, start_us, end_us)
     if not symbols:

@@ -34,6 +34,8 @@ from pumpwatch.segments.coverage import (
     TAIL_HEARTBEATS,
     Replay,
     coverage_from_events,
+    dropped_spans,
+    merge_spans,
     repair_tally,
     state_events,
 )
@@ -253,7 +255,7 @@ def journal_status(
     out["gaps_window_start_us"] = window_start
     out["coverage_known_24h"] = cov.known
     # rows a writer dropped on a full disk (`dropped` events) were not recorded either
-    dropped = dropped_spans(all_events, window_start, now_us)
+    dropped = dropped_spans(all_events, window_start, now_us, clock="recv")
     gaps = merge_spans([*cov.gaps, *((a, b) for a, b, _ in dropped)])
     out["gaps_24h"] = [list(g) for g in gaps]
     out["gap_s_24h"] = round(sum(b - a for a, b in gaps) / US_PER_S, 3)
@@ -267,33 +269,6 @@ def journal_status(
         "unrepaired": tally.unrepaired,
     }
     return out
-
-
-def dropped_spans(events: Iterable[dict[str, Any]], start_us: int, end_us: int) -> list[tuple[int, int, int]]:
-    """``(first_recv_us, last_recv_us + 1, rows)`` of the ``dropped`` events for rows (not
-    frames) meeting ``[start_us, end_us]``, clipped to it."""
-    out = []
-    for e in events:
-        if e.get("event") != "dropped" or e.get("what", "rows") != "rows":
-            continue
-        a, b, n = e.get("first_recv_us"), e.get("last_recv_us"), e.get("rows")
-        if not (isinstance(a, int) and isinstance(b, int) and isinstance(n, int)):
-            continue
-        lo, hi = max(a, start_us), min(b + 1, end_us)
-        if lo < hi:
-            out.append((lo, hi, n))
-    return out
-
-
-def merge_spans(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Sorted union of ``[a, b)`` spans."""
-    merged: list[tuple[int, int]] = []
-    for a, b in sorted(spans):
-        if merged and a <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
-        else:
-            merged.append((a, b))
-    return merged
 
 
 def _stream_status(
