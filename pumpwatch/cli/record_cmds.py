@@ -29,7 +29,7 @@ StreamsOpt = Annotated[
 def _instruments(settings: Settings, stream: str, *, required: bool) -> dict[str, Instrument]:
     from pumpwatch.recorder.symbols import load_symbols
 
-    path = Path(settings.recorder.symbols_file)
+    path = Path(settings.recorder.symbols_file)  # absolute: resolved when the settings loaded
     if not path.exists():
         if required:
             raise ConfigError(f"no subscription list at {path}; run `pumpwatch symbols` first")
@@ -80,10 +80,16 @@ def symbols(config: ConfigOpt = None, data_dir: DataDirOpt = None, streams: Stre
             f"  (REST failed, previous list kept: {report.failed[stream]})" if stream in report.failed else ""
         )
         typer.echo(f"{stream:<16} {count:>5} instruments{note}")
+    for stream in report.failed.keys() - report.counts.keys():
+        typer.echo(f"{stream:<16}     - (REST failed, no previous list: {report.failed[stream]})")
     krw = "unavailable, previous kept" if report.upbit_krw is None else f"{report.upbit_krw} bases"
     typer.echo(f"Upbit KRW: {krw}")
-    typer.echo(f"written: {report.path}")
-    if report.failed and len(report.failed) == len(chosen):
+    typer.echo(f"{'written' if report.written else 'unchanged'}: {report.path}")
+    if report.failed:
+        # Exit 1 naming every stream that kept an old (or no) list: a cron job or the
+        # supervisor must not take a partial refresh for a good one.
+        failed = ", ".join(sorted(report.failed))
+        typer.echo(f"pumpwatch: error: instrument list failed for {failed}", err=True)
         raise typer.Exit(1)
 
 
