@@ -122,9 +122,10 @@ def _load_previous(path: Path) -> SymbolsFile | None:
         return None
 
 
-async def _fetch_stream(
+async def fetch_stream_instruments(
     client: httpx.AsyncClient, settings: Settings, stream: str
 ) -> tuple[list[Instrument], int]:
+    """One stream's instrument list that passed the name checks, and how many did not."""
     from pumpwatch.recorder.adapters import get_adapter
 
     options = dict(settings.streams[stream].options)
@@ -158,7 +159,7 @@ async def refresh_symbols(
     report = RefreshReport(path=path)
     headers = {"User-Agent": settings.upbit.user_agent, "Accept": "application/json"}
     async with httpx.AsyncClient(timeout=timeout_s, headers=headers, follow_redirects=True) as client:
-        tasks = [_fetch_stream(client, settings, s) for s in chosen]
+        tasks = [fetch_stream_instruments(client, settings, s) for s in chosen]
         results = await asyncio.gather(*tasks, return_exceptions=True)
         krw_now: set[str] | None
         try:
