@@ -11,8 +11,8 @@ Shape (YAML)::
     upbit_krw_first_seen_us:                # bases on Upbit KRW -> when first seen there (0 = before
       BTC: 0                                #   the first refresh, i.e. long ago)
       NEWCOIN: 1767225600000000
-    refresh_failing:                        # streams whose last refreshes failed -> since when (µs);
-      gate_spot: 1767225000000000           #   their lists are the last good ones
+    refresh_failing:                        # streams (and upbit) whose last refreshes failed -> since
+      gate_spot: 1767225000000000           #   when (µs); their lists are the last good ones
     streams:
       binance_spot:
       - {symbol: 0GUSDT, base: 0G, quote: USDT, multiplier: 1.0, price_scale: 0, qty_scale: 0}
@@ -60,7 +60,7 @@ class SymbolsFile:
     policy: str = ""
     generated_at_us: int = 0
     example: bool = False  # the shipped example: `record` replaces it by a real list first
-    refresh_failing: dict[str, int] = field(default_factory=dict)  # stream -> failing since, µs
+    refresh_failing: dict[str, int] = field(default_factory=dict)  # stream or "upbit" -> failing since, µs
 
 
 def same_content(a: SymbolsFile, b: SymbolsFile) -> bool:
@@ -152,7 +152,7 @@ def load_symbols_file(path: str | os.PathLike[str]) -> SymbolsFile:
     if not isinstance(failing, dict):
         raise ConfigError(f"symbols file {p}: refresh_failing must be a mapping")
     for stream, since in failing.items():
-        if stream not in STREAMS or isinstance(since, bool) or not isinstance(since, int):
+        if stream not in (*STREAMS, "upbit") or isinstance(since, bool) or not isinstance(since, int):
             raise ConfigError(f"symbols file {p}: refresh_failing.{stream} must be a stream and integer µs")
         out.refresh_failing[stream] = since
     streams = raw.get("streams") or {}

@@ -42,6 +42,7 @@ from pumpwatch.streams import SYMBOL_RE
 
 log = logging.getLogger(__name__)
 
+UPBIT = "upbit"  # the key of Upbit's KRW market list among the failing sources
 MAX_PAGES = 100  # a paginated list longer than this is a server bug, not a market
 UPBIT_MARKETS_PATH = "/v1/market/all"
 
@@ -56,6 +57,7 @@ class RefreshReport:
     upbit_krw: int | None = None  # bases on Upbit KRW, None when Upbit could not be read
     invalid: dict[str, int] = field(default_factory=dict)  # stream -> instruments refused by checks
     written: bool = False  # False: the content did not change and the file was left alone
+    failures_changed: bool = False  # the set of failing streams differs from the previous refresh
 
 
 def symbols_path(settings: Settings) -> Path:
@@ -164,9 +166,10 @@ async def refresh_symbols(
         krw_now: set[str] | None
         try:
             krw_now = await fetch_upbit_krw(client, settings.symbols.upbit_rest_url)
+            upbit_error = ""
         except (httpx.HTTPError, ParseError) as exc:
             krw_now = None
-            log.warning("Upbit KRW market list unavailable (%s); keeping the previous one", _why(exc))
+            upbit_error = _why(exc)
 
     prev_krw = previous.krw_first_seen_us if previous is not None else None
     if krw_now is None:
@@ -178,7 +181,15 @@ async def refresh_symbols(
     if previous is not None:
         out_streams.update({s: list(v.values()) for s, v in previous.streams.items()})
     was_failing = dict(previous.refresh_failing) if previous is not None else {}
-    failing = {s: t for s, t in was_failing.items() if s not in chosen}
+    failing = {s: t for s, t in was_failing.items() if s not in chosen and s != UPBIT}
+    if upbit_error:
+        failing[UPBIT] = was_failing.get(UPBIT, now_us)
+        if UPBIT in was_failing:
+            log.debug("Upbit KRW market list still unavailable (%s)", upbit_error)
+        else:
+            log.warning("Upbit KRW market list unavailable (%s); keeping the previous one", upbit_error)
+    elif UPBIT in was_failing:
+        log.warning("Upbit KRW market list fetched again (failing since %d µs)", was_failing[UPBIT])
     for stream, result in zip(chosen, results, strict=True):
         if isinstance(result, BaseException):
             if not isinstance(result, Exception):
@@ -208,6 +219,7 @@ async def refresh_symbols(
             keep_after_krw_s=settings.symbols.keep_after_krw_s,
         )
     report.counts = {s: len(v) for s, v in out_streams.items()}
+    report.failures_changed = failing.keys() - {UPBIT} != was_failing.keys() - {UPBIT}
     new = SymbolsFile(
         streams={s: {i.symbol: i for i in v} for s, v in out_streams.items()},
         krw_first_seen_us=dict(krw_seen) if krw_seen is not None else None,
@@ -215,7 +227,10 @@ async def refresh_symbols(
         refresh_failing=failing,
     )
     if previous is not None and same_content(previous, new):
-        log.info("symbols unchanged in %s: %s", path, ", ".join(f"{s}={n}" for s, n in report.counts.items()))
+        # Every minute under `record`: not worth a line unless debugging.
+        log.debug(
+            "symbols unchanged in %s: %s", path, ", ".join(f"{s}={n}" for s, n in report.counts.items())
+        )
         return report
     write_symbols(
         path,

@@ -40,7 +40,7 @@ def _config(tmp: Path, rest: dict[str, str], **symbols: object) -> Path:
     return path
 
 
-async def _symbols_cli(config: Path, cwd: Path) -> tuple[int, str, str]:
+async def _symbols_cli(config: Path, cwd: Path, *extra: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -48,6 +48,7 @@ async def _symbols_cli(config: Path, cwd: Path) -> tuple[int, str, str]:
         "symbols",
         "--config",
         str(config),
+        *extra,
         cwd=cwd,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -78,7 +79,7 @@ def test_a_failed_stream_keeps_its_list_exits_1_naming_it_and_logs_once_per_chan
             first = load_symbols_file(subs)
             assert sorted(first.streams["okx_spot"]) == ["AAA-USDT", "BBB-USDT"]
             assert sorted(first.streams["binance_spot"]) == ["AAAUSDT", "CCCUSDT"]
-            assert first.refresh_failing == {}
+            assert first.refresh_failing.keys() == {"upbit"}  # no Upbit here: its map stays as it was
 
             # Nothing changed: the file is left alone, so a worker's reload sees the same mtime.
             mtime = subs.stat().st_mtime_ns
@@ -105,7 +106,7 @@ def test_a_failed_stream_keeps_its_list_exits_1_naming_it_and_logs_once_per_chan
             assert rc == 1 and "instrument list failed for binance_spot" in err
             assert "binance_spot: instrument list failed" not in err
             assert subs.stat().st_mtime_ns == mtime
-            assert load_symbols_file(subs).refresh_failing == {"binance_spot": since}
+            assert load_symbols_file(subs).refresh_failing["binance_spot"] == since
 
             # Back: one warning saying so, and a market opened meanwhile is in the list.
             binance_sim.instruments["DDDUSDT"] = sim_instrument("binance_spot", "DDD")
@@ -114,7 +115,7 @@ def test_a_failed_stream_keeps_its_list_exits_1_naming_it_and_logs_once_per_chan
             assert rc == 0, err
             assert err.count("binance_spot: instrument list fetched again") == 1
             back = load_symbols_file(subs)
-            assert back.refresh_failing == {}
+            assert back.refresh_failing.keys() == {"upbit"}
             assert sorted(back.streams["binance_spot"]) == ["AAAUSDT", "CCCUSDT", "DDDUSDT"]
 
     asyncio.run(main())
@@ -131,7 +132,7 @@ def test_a_first_fetch_that_fails_writes_the_others_and_exits_1(tmp_path: Path) 
             assert "binance_spot         - (REST failed, no previous list" in out
             assert "instrument list failed for binance_spot" in err
             f = load_symbols_file(tmp_path / "conf" / "subs.yaml")
-            assert list(f.streams) == ["okx_spot"] and f.refresh_failing.keys() == {"binance_spot"}
+            assert list(f.streams) == ["okx_spot"] and f.refresh_failing.keys() == {"binance_spot", "upbit"}
 
     asyncio.run(main())
 
@@ -181,5 +182,23 @@ def test_include_non_crypto_setting_reaches_the_adapter_option(tmp_path: Path) -
             async with httpx.AsyncClient() as client:
                 got, _ = await fetch_stream_instruments(client, settings, "okx_spot")
             assert [i.symbol for i in got] == ["AAA-USDT"]
+
+    asyncio.run(main())
+
+
+def test_quiet_refresh_prints_only_a_change_in_the_failing_streams(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with SimExchange(okx_protocol("spot"), [sim_instrument("okx_spot", "AAA")]) as sim:
+            good = _config(tmp_path, {"okx_spot": sim.rest_url})
+            rc, out, err = await _symbols_cli(good, tmp_path, "--quiet")
+            assert (rc, out) == (0, "") and err.count("Upbit KRW market list unavailable") == 1
+            bad = _config(tmp_path, {"okx_spot": CLOSED_URL})
+            rc, out, err = await _symbols_cli(bad, tmp_path, "-q")
+            assert rc == 1 and out == "" and "instrument list failed for okx_spot" in err
+            rc, out, err = await _symbols_cli(bad, tmp_path, "-q")
+            assert rc == 1 and out == "" and err == ""  # still failing: nothing new to say
+            good = _config(tmp_path, {"okx_spot": sim.rest_url})  # the same file, rewritten
+            rc, out, err = await _symbols_cli(good, tmp_path, "-q")
+            assert rc == 0 and out == "" and "okx_spot: instrument list fetched again" in err
 
     asyncio.run(main())
