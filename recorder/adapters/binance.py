@@ -189,10 +189,11 @@ def _route(ws_url: str, futures: bool, channel: str, query: str) -> str:
 # https://developers.binance.com/docs/binance-spot-api-docs/enums): none of them is final, and a
 # pair announced for listing shows BREAK until it opens, so every listed pair is subscribed (its
 # first trade is recorded; a pair that never trades again only costs one idle stream name).
-# USDⓈ-M, "Common Definitions" contract status (PENDING_TRADING, TRADING, PRE_DELIVERING,
-# DELIVERING, DELIVERED, PRE_SETTLE, SETTLING, CLOSE,
-# https://developers.binance.com/docs/derivatives/usds-margined-futures/common-definition): the
-# delivery and settlement states wind a contract down (a delisted perpetual shows SETTLING);
+# USDⓈ-M contract status (PENDING_TRADING, TRADING, PRE_DELIVERING, DELIVERING, DELIVERED,
+# PRE_SETTLE, SETTLING, CLOSE: the "Common Definitions" list of the USDⓈ-M docs,
+# https://developers.binance.com/docs/derivatives/usds-margined-futures/common-definition, as
+# SDKs mirror it; a 2026 exchangeInfo showed TRADING, PENDING_TRADING and SETTLING): the delivery
+# and settlement states wind a contract down (a delisted perpetual shows SETTLING);
 # PENDING_TRADING, a new contract before its first trade, is subscribed.
 SPOT_ENDED_STATUSES: frozenset[str] = frozenset()
 FUTURES_ENDED_STATUSES = frozenset(

@@ -292,13 +292,14 @@ def _text(row: dict[str, Any], key: str) -> str:
     return value
 
 
-# Spot ``trade_status`` (untradable, buyable, sellable, tradable; "List all currency pairs"):
+# Spot ``trade_status`` (untradable, buyable, sellable, tradable; "List all currency pairs",
+# https://www.gate.com/docs/developers/apiv4/en/#list-all-currency-pairs-supported):
 # buyable and sellable pairs trade (one side open, e.g. while a listing opens), so they are kept;
 # untradable cannot trade now and is not told apart from a delisted pair, so it is left out.
 # Pre-market pairs (``type: premarket``) are not on the spot trade channel.
 SPOT_TRADING_STATUSES = frozenset({"tradable", "buyable", "sellable"})
 # Futures ``status`` (prelaunch, trading, delisting, delisted, circuit_breaker; "List all futures
-# contracts"): `prelaunch` is a contract before its first trade and `circuit_breaker` a trading
+# contracts", https://www.gate.com/docs/developers/apiv4/en/#list-all-futures-contracts): `prelaunch` is a contract before its first trade and `circuit_breaker` a trading
 # contract whose mark price is braked, both kept; delisting/delisted (or ``in_delisting``) are not.
 FUTURES_ENDED_STATUSES = frozenset({"delisting", "delisted"})
 # Futures ``contract_type`` of non-crypto underlyings, left out unless `include_non_crypto`.

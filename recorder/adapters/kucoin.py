@@ -232,16 +232,17 @@ def _base(name: str) -> str:
 
 
 # Futures contract statuses after which a contract never trades again (``status`` of
-# GET /api/v1/contracts/active: Init, Open, BeingSettled, Settled, Paused, Closed, CancelOnly;
-# https://www.kucoin.com/docs-new/rest/futures-trading/market-data/get-all-symbols). `Init` is a
-# new contract before it opens; `Paused` and `CancelOnly` return to `Open`.
+# GET /api/v1/contracts/active: Init, Open, BeingSettled, Settled, Paused, Closed, CancelOnly, as
+# KuCoin's OpenAPI spec lists them: Kucoin/kucoin-universal-sdk spec/rest/api/
+# openapi-futures-market.json, "Get All Symbols"). `Init` is a new contract before it opens;
+# `Paused` and `CancelOnly` return to `Open`.
 FUTURES_ENDED_STATUSES = frozenset({"BeingSettled", "Settled", "Closed"})
 
 
 def _spot_opens(row: dict[str, Any]) -> bool:
     """Whether a spot pair trades or is scheduled to: ``enableTrading``, or a call auction /
-    ``tradingStartTime`` announced for its opening (GET /api/v2/symbols,
-    https://www.kucoin.com/docs-new/rest/spot-trading/market-data/get-all-symbols)."""
+    ``tradingStartTime`` announced for its opening (GET /api/v2/symbols fields, KuCoin's OpenAPI
+    spec openapi-spot-market.json "Get All Symbols")."""
     if row.get("enableTrading") is True or row.get("callauctionIsEnabled") is True:
         return True
     start = row.get("tradingStartTime")
