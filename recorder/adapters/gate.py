@@ -299,8 +299,9 @@ def _text(row: dict[str, Any], key: str) -> str:
 # Pre-market pairs (``type: premarket``) are not on the spot trade channel.
 SPOT_TRADING_STATUSES = frozenset({"tradable", "buyable", "sellable"})
 # Futures ``status`` (prelaunch, trading, delisting, delisted, circuit_breaker; "List all futures
-# contracts", https://www.gate.com/docs/developers/apiv4/en/#list-all-futures-contracts): `prelaunch` is a contract before its first trade and `circuit_breaker` a trading
-# contract whose mark price is braked, both kept; delisting/delisted (or ``in_delisting``) are not.
+# contracts", https://www.gate.com/docs/developers/apiv4/en/#list-all-futures-contracts):
+# `prelaunch` is a contract before its first trade and `circuit_breaker` a trading contract whose
+# mark price is braked, both kept; delisting/delisted (or ``in_delisting``) are not.
 FUTURES_ENDED_STATUSES = frozenset({"delisting", "delisted"})
 # Futures ``contract_type`` of non-crypto underlyings, left out unless `include_non_crypto`.
 NON_CRYPTO_CONTRACT_TYPES = frozenset({"stocks", "metals", "indices", "forex", "commodities"})
