@@ -6,6 +6,7 @@ and its first trade is on disk. Real processes against the local exchanges, noth
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import time
 from pathlib import Path
@@ -14,7 +15,9 @@ import pytest
 import yaml
 from helpers.e2e import Market, Recorder, disk_rows, now_us, poll, wait_listening
 
+from pumpwatch.recorder.sim.http import LocalHttpServer, Request
 from pumpwatch.recorder.sim.instruments import sim_instrument
+from pumpwatch.recorder.sim.protocol import HttpResponse
 from pumpwatch.recorder.symbols import load_symbols_file
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -88,6 +91,72 @@ def test_a_market_opening_mid_run_is_subscribed_and_its_first_trade_recorded(tmp
                     # picked up live: no reconnect for the new subscription
                     assert market.sims[s].connections == connections[s]
                 assert took_s < 30  # one REST call per stream; the CLI start-up dominates
+            finally:
+                assert await rec.terminate() == 0
+
+    asyncio.run(body())
+
+
+def test_a_prelaunch_contract_is_subscribed_before_it_opens_and_its_first_trade_recorded(
+    tmp_path: Path,
+) -> None:
+    """Bybit lists a new linear contract as `PreLaunch`, only when asked for that status: the
+    refresh asks, the recorder subscribes it while it cannot trade yet, and the opening trade is
+    on disk. The instrument list is served with states by a local REST server; trades by the sim."""
+    stream = "bybit_futures"
+    prelaunch: list[dict[str, object]] = []
+
+    def instruments_info(req: Request) -> HttpResponse:
+        listed = prelaunch if req.query.get("status") == "PreLaunch" else trading
+        doc = {
+            "retCode": 0,
+            "retMsg": "OK",
+            "result": {"category": "linear", "list": listed, "nextPageCursor": ""},
+        }
+        return HttpResponse(200, json.dumps(doc).encode())
+
+    def item(base: str, status: str) -> dict[str, object]:
+        return {
+            "symbol": f"{base}USDT", "contractType": "LinearPerpetual", "status": status, "baseCoin": base,
+            "quoteCoin": "USDT", "settleCoin": "USDT", "symbolType": "",
+        }  # fmt: skip
+
+    trading = [item("AAA", "Trading")]
+
+    async def body() -> None:
+        async with Market([stream]) as market, LocalHttpServer(instruments_info) as rest:
+            config = market.write_config(tmp_path)
+            cfg = yaml.safe_load(config.read_text())
+            cfg["symbols"].update(policy="all", upbit_rest_url="http://127.0.0.1:9")
+            cfg["streams"][stream]["rest_url"] = rest.url
+            config.write_text(yaml.safe_dump(cfg))
+            await _refresh(config)
+            rec = Recorder(config, tmp_path)
+            await rec.start()
+            try:
+                sim = market.sims[stream]
+                await poll(lambda: any("AAAUSDT" in x.subscribed for x in sim.sessions()), WAIT_S, "AAA")
+                # Announced: listed as PreLaunch (the exchange accepts its subscription already).
+                new = sim_instrument(stream, "NEWCOIN")
+                sim.instruments[new.symbol] = new
+                prelaunch.append(item("NEWCOIN", "PreLaunch"))
+                await _refresh(config)
+                await poll(lambda: any(new.symbol in x.subscribed for x in sim.sessions()), WAIT_S, "NEWCOIN")
+                # It opens: the very first trade.
+                t_us = now_us()
+                sim.publish([(t_us, t_us, new.symbol, "NEWCOIN", "USDT", 0.5, 100.0, "sell", "first")])
+
+                def first() -> list[dict[str, object]]:
+                    return [r for r in disk_rows(tmp_path / "data", stream) if r["symbol"] == new.symbol]
+
+                await poll(lambda: bool(first()), WAIT_S, "first trade not on disk")
+                (row,) = first()
+                assert (row["price"], row["qty"], row["side"], row["trade_id"]) == (
+                    0.5,
+                    100.0,
+                    "sell",
+                    "first",
+                )
             finally:
                 assert await rec.terminate() == 0
 
