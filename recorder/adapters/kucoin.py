@@ -231,17 +231,36 @@ def _base(name: str) -> str:
     return _BASE_ALIASES.get(upper, upper)
 
 
+# Futures contract statuses after which a contract never trades again (``status`` of
+# GET /api/v1/contracts/active: Init, Open, BeingSettled, Settled, Paused, Closed, CancelOnly, as
+# KuCoin's OpenAPI spec lists them: Kucoin/kucoin-universal-sdk spec/rest/api/
+# openapi-futures-market.json, "Get All Symbols"). `Init` is a new contract before it opens;
+# `Paused` and `CancelOnly` return to `Open`.
+FUTURES_ENDED_STATUSES = frozenset({"BeingSettled", "Settled", "Closed"})
+
+
+def _spot_opens(row: dict[str, Any]) -> bool:
+    """Whether a spot pair trades or is scheduled to: ``enableTrading``, or a call auction /
+    ``tradingStartTime`` announced for its opening (GET /api/v2/symbols fields, KuCoin's OpenAPI
+    spec openapi-spot-market.json "Get All Symbols")."""
+    if row.get("enableTrading") is True or row.get("callauctionIsEnabled") is True:
+        return True
+    start = row.get("tradingStartTime")
+    return type(start) is int and start > 0
+
+
 def parse_spot_instruments(body: bytes) -> tuple[list[Instrument], HttpRequest | None]:
-    """USDT pairs with enableTrading from ``GET /api/v2/symbols``."""
+    """USDT pairs that trade or are about to open, from ``GET /api/v2/symbols``."""
     out = []
     for r in _rows(body):
-        if r.get("quoteCurrency") == "USDT" and r.get("enableTrading") is True:
+        if r.get("quoteCurrency") == "USDT" and _spot_opens(r):
             out.append(Instrument(_text(r, "symbol"), _base(_text(r, "baseCurrency")), "USDT"))
     return out, None
 
 
 def parse_futures_instruments(body: bytes) -> tuple[list[Instrument], HttpRequest | None]:
-    """Open linear USDT perpetuals (type FFWCSX) from ``GET /api/v1/contracts/active``."""
+    """Linear USDT perpetuals (type FFWCSX) not being settled or closed (`Init` included), from
+    ``GET /api/v1/contracts/active``."""
     out = []
     for r in _rows(body):
         if (
@@ -249,7 +268,7 @@ def parse_futures_instruments(body: bytes) -> tuple[list[Instrument], HttpReques
             or r.get("settleCurrency") != "USDT"
             or r.get("isInverse") is not False
             or r.get("type") != "FFWCSX"
-            or r.get("status") != "Open"
+            or r.get("status") in FUTURES_ENDED_STATUSES
         ):
             continue
         multiplier = positive(r.get("multiplier"), f"multiplier of {r.get('symbol')!r}")

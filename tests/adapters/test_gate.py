@@ -359,6 +359,7 @@ def test_futures_instruments_quanto_multiplier_from_the_list() -> None:
     assert insts == [
         Instrument("BTC_USDT", "BTC", "USDT", multiplier=0.0001),
         Instrument("1000PEPE_USDT", "1000PEPE", "USDT", multiplier=10.0),
+        Instrument("SOON_USDT", "SOON", "USDT", multiplier=1.0),  # prelaunch: before its first trade
     ]
 
 
