@@ -91,7 +91,5 @@ def damaged_spans(
             continue
         a, b = max(damage.start_us, start_us), min(damage.end_us, end_us + 1)
         if a < b:
-            out.setdefault(seg.stream, []).append(
-                DamagedSpan(a, b, damage.path, damage.offset, damage.error)
-            )
+            out.setdefault(seg.stream, []).append(DamagedSpan(a, b, damage.path, damage.offset, damage.error))
     return out
