@@ -168,7 +168,7 @@ def _kept_streams(
     return [s for s in kept if s in STREAMS and (target / "raw" / f"{s}.json").is_file()]
 
 
-def _window_us(meta: Mapping[str, Any]) -> tuple[int, int] | None:
+def _window_us(meta: Mapping[str, Any]) -> tuple[Any, Any] | None:
     window = meta.get("window")
     return (window.get("start_us"), window.get("end_us")) if isinstance(window, dict) else None
 

@@ -81,9 +81,9 @@ def decimal_parts(value: str | int | float) -> tuple[int, int]:
     ``"17711"`` -> (17711, 0), ``0.1`` -> (1, 1), ``"-1.50"`` -> (150, 2). ValueError when it is
     not a plain finite decimal."""
     if value.__class__ is int:
-        return abs(value), 0  # type: ignore[arg-type]  # narrowed by the class check
+        return abs(value), 0
     text = value if value.__class__ is str else repr(float(value))
-    text = text.lstrip("+-")  # type: ignore[union-attr]  # a str on both branches
+    text = text.lstrip("+-")
     whole, dot, frac = text.partition(".")
     if (not frac.isdigit() and frac) or not (whole.isdigit() or (whole == "" and frac)):
         return _scientific(text)

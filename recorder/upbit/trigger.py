@@ -146,7 +146,7 @@ class ExtractionScheduler:
         self._repair_fn = repair_fn
         self._clock = clock
         self._retry_base_s = retry_base_s
-        self.pending: dict[tuple[str, int], PendingExtraction] = {}
+        self.pending: dict[tuple[str, int, str], PendingExtraction] = {}
         self.results: list[ExtractionResult] = []
         self._tasks: dict[tuple[str, int, str], asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(MAX_PARALLEL)
