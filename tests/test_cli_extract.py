@@ -150,3 +150,37 @@ def test_missing_data_dir(tmp_path: Path) -> None:
     assert proc.returncode == 3
     assert proc.stderr.strip() == f"pumpwatch: error: data directory {tmp_path / 'absent'} does not exist"
     assert not (tmp_path / "absent").exists()
+
+
+def test_a_symbol_no_stream_recorded_is_exit_4_and_writes_nothing(data_dir: Path) -> None:
+    before = snapshot(data_dir)
+    proc = run("extract", "zz9", "2026-01-01T09:01:00Z", "--data-dir", str(data_dir))
+    assert proc.returncode == 4, proc.stderr
+    assert proc.stdout == ""
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("pumpwatch: error: no stream has recorded ZZ9: no trade in ")
+    assert line.endswith("and no journal names it; nothing written")
+    assert snapshot(data_dir) == before
+
+
+def test_a_window_without_trades_is_exit_4_with_its_coverage(tmp_path: Path) -> None:
+    """A coin a stream's journal knows, but no trade in the window: the listing is written (its
+    coverage tells whether anyone was listening), the lines say so, the exit code is 4."""
+    from pumpwatch.segments.journal import EventJournal
+
+    data = tmp_path / "data"
+    data.mkdir()
+    journal = EventJournal(data, "okx_spot")
+    journal.record("start", ts_us=START)
+    journal.record("connected", conn="c1", ts_us=START + S, url="ws://127.0.0.1")
+    journal.record("subscribed", conn="c1", ts_us=START + 2 * S, symbols=["NEW-USDT"], bases=["NEW"])
+    journal.record("alive", ts_us=TRIGGER + 30 * S)
+    journal.close()
+    proc = run("extract", "NEW", "2026-01-01T09:01:00Z", "--streams", "okx", "--data-dir", str(data))
+    assert proc.returncode == 4, proc.stderr
+    out = Path(proc.stdout.strip())
+    assert out == data / "listings" / "NEW_20260101T090100Z"
+    lines = proc.stderr.splitlines()
+    assert lines[0].split() == ["okx_spot", "0", "trades", "complete"]
+    assert lines[-1] == "pumpwatch: no trade of NEW in the window on the selected streams (coverage above)"
+    assert orjson.loads((out / "metadata.json").read_bytes())["trades"] == 0
