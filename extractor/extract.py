@@ -218,7 +218,10 @@ def extract(
     from pumpwatch.segments.reader import read_trades
     from pumpwatch.segments.slices import stream_slices
 
-    table = read_trades(data_dir, start_us, end_us, streams=list(chosen), base=symbol)
+    try:
+        table = read_trades(data_dir, start_us, end_us, streams=list(chosen), base=symbol)
+    except (OSError, pa.ArrowException) as exc:
+        raise StoreError(_undecodable(data_dir, start_us, end_us, chosen, symbol, exc)) from None
     damage = damaged_spans(data_dir, start_us, end_us, streams=chosen)
     comps = {
         stream: completeness(
@@ -297,6 +300,28 @@ def extract(
         target,
     )
     return target
+
+
+def _undecodable(
+    data_dir: Path, start_us: int, end_us: int, chosen: Sequence[str], symbol: str, exc: BaseException
+) -> str:
+    """One line for a window the reader cannot decode (a batch body damaged on disk, which the
+    scan of message headers in `segments.damage` cannot see), naming the streams it hits."""
+    import pyarrow as pa
+
+    from pumpwatch.segments.reader import read_trades
+
+    bad = []
+    for stream in chosen:
+        try:
+            read_trades(data_dir, start_us, end_us, streams=[stream], base=symbol)
+        except (OSError, pa.ArrowException):
+            bad.append(stream)
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return (
+        f"a segment of {', '.join(bad) or 'the window'} cannot be decoded ({first}): "
+        "a damaged batch inside the window; nothing written"
+    )
 
 
 def _streams_text(chosen: Sequence[str]) -> str:

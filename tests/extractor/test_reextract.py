@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pumpwatch.detector.refined import run_detector
-from pumpwatch.errors import NothingMatchedError
+from pumpwatch.errors import NothingMatchedError, StoreError
 from pumpwatch.extractor import extract, listing_dir_name
 from pumpwatch.recorder.sim.market import MarketSpec, write_store
 from pumpwatch.segments.damage import damaged_spans
@@ -242,3 +242,22 @@ def test_listing_directories_follow_the_umask(data_dir: Path) -> None:
     assert stat.S_IMODE(out.stat().st_mode) == 0o750
     assert stat.S_IMODE((out / "refined").stat().st_mode) == 0o750
     assert stat.S_IMODE((out / "metadata.json").stat().st_mode) == 0o640
+
+
+def test_an_undecodable_batch_body_is_one_line_and_overwrites_nothing(data_dir: Path) -> None:
+    """Random bytes inside a batch's compressed body frame fine but fail to decode: until the
+    segment checksums say which rows are lost, the extraction stops with one line naming the
+    stream and leaves the existing listing as it was."""
+    listing = extract(data_dir, "BTC", T)
+    before = files(listing)
+    (seg,) = [s for s in list_segments(data_dir, ["okx_spot"]) if s.start_us <= T < s.hour_end_us]
+    with pa.memory_map(str(seg.path)) as mm:
+        batch = scan_segment(mm.read_buffer()).batches[0]
+    with open(seg.path, "r+b") as fh:  # the middle third of the body (headers intact)
+        third = (batch.end - batch.start) // 3
+        fh.seek(batch.start + third)
+        fh.write(os.urandom(third))
+    with pytest.raises(StoreError, match="a segment of okx_spot cannot be decoded") as info:
+        extract(data_dir, "BTC", T)
+    assert info.value.exit_code == 3 and "\n" not in str(info.value)
+    assert files(listing) == before
