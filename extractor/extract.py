@@ -265,10 +265,10 @@ def extract(
         out_table = table
         if kept:
             for stream in kept:
-                shutil.copy2(target / "raw" / f"{stream}.json", tmp / "raw" / f"{stream}.json")
+                write_bytes(tmp / "raw" / f"{stream}.json", (target / "raw" / f"{stream}.json").read_bytes())
             out_table = _merge_kept(pq, pc, pa, target, table, kept)
         if old is not None and (target / "refined").is_dir():
-            shutil.copytree(target / "refined", tmp / "refined")
+            _copy_files(target / "refined", tmp / "refined")
         buf = pa.BufferOutputStream()
         pq.write_table(out_table, buf, compression="zstd")
         write_bytes(tmp / "raw" / "trades.parquet", buf.getvalue().to_pybytes())
@@ -322,6 +322,15 @@ def _undecodable(
         f"a segment of {', '.join(bad) or 'the window'} cannot be decoded ({first}): "
         "a damaged batch inside the window; nothing written"
     )
+
+
+def _copy_files(src: Path, dst: Path) -> None:
+    """The files of `src` (one level, as refined/ holds them) into a new `dst`, each fsynced
+    like every file of a listing (`replace_dir` then syncs the directories)."""
+    dst.mkdir()
+    for path in sorted(src.iterdir()):
+        if path.is_file():
+            write_bytes(dst / path.name, path.read_bytes())
 
 
 def _streams_text(chosen: Sequence[str]) -> str:
