@@ -38,7 +38,9 @@ from pumpwatch.recorder.adapter import (
 from pumpwatch.recorder.adapters.checks import (
     BY_TIME,
     Side,
+    contract_qty,
     loads,
+    multiplier_parts,
     not_a_trade,
     option_values,
     positive,
@@ -146,6 +148,8 @@ def futures_trade_rows(
     """
     rows: list[TradeRow] = []
     append = rows.append
+    last_inst: Instrument | None = None
+    multiplier = multiplier_parts(1.0)
     try:
         for trade in trades:
             inst = instruments.get(trade.contract)
@@ -154,7 +158,10 @@ def futures_trade_rows(
             if trade.is_internal:
                 continue  # insurance fund/ADL: kept in the frame journal, not in segments (DESIGN §3)
             contracts, price = float(trade.size), float(trade.price)
-            qty, side = abs(contracts) * inst.multiplier, "buy" if contracts > 0.0 else "sell"
+            if inst is not last_inst:  # a frame's trades are mostly of one contract
+                last_inst, multiplier = inst, multiplier_parts(inst.multiplier)
+            qty = contract_qty(trade.size, multiplier)
+            side = "buy" if contracts > 0.0 else "sell"
             append(
                 trade_row(
                     ms_to_us(trade.create_time_ms, trade.create_time),

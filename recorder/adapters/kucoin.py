@@ -34,7 +34,9 @@ from pumpwatch.recorder.adapter import (
 )
 from pumpwatch.recorder.adapters.checks import (
     Side,
+    contract_qty,
     loads,
+    multiplier_parts,
     not_a_trade,
     option_values,
     positive,
@@ -80,14 +82,15 @@ _decode_push = msgspec.json.Decoder(_Push).decode
 
 def trade_rows(trades: Iterable[Trade], inst: Instrument, recv_us: int) -> list[TradeRow]:
     """Matches of `inst` -> checked rows (futures qty = lots × multiplier); live frames and REST."""
-    multiplier = inst.multiplier
+    contract = None if inst.multiplier == 1.0 else multiplier_parts(inst.multiplier)
     rows: list[TradeRow] = []
     try:
         for trade in trades:
             raw = trade.time if trade.ts is None else trade.ts  # futures: ts; spot: time
             if raw is None:
                 raise ParseError("kucoin: match without time")
-            price, qty = float(trade.price), float(trade.size) * multiplier
+            price = float(trade.price)
+            qty = float(trade.size) if contract is None else contract_qty(trade.size, contract)
             rows.append(
                 trade_row(int(raw) // 1000, recv_us, inst, price, qty, trade.side, str(trade.trade_id))
             )

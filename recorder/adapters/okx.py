@@ -24,7 +24,9 @@ from pumpwatch.errors import ConfigError, ParseError
 from pumpwatch.recorder.adapter import Adapter, ConnectTarget, Control, HttpRequest, Instrument, Instruments
 from pumpwatch.recorder.adapters.checks import (
     Side,
+    contract_qty,
     loads,
+    multiplier_parts,
     not_a_trade,
     option_values,
     read_options,
@@ -69,13 +71,14 @@ _decode_push = msgspec.json.Decoder(_Push).decode
 
 def trade_rows(trades: list[Trade], inst: Instrument, recv_us: int) -> list[TradeRow]:
     """Trades of `inst` -> checked rows (base qty = size × contract value); pushes and REST rows."""
-    multiplier = inst.multiplier
+    contract = None if inst.multiplier == 1.0 else multiplier_parts(inst.multiplier)
     rows: list[TradeRow] = []
     append = rows.append
     try:
         for trade in trades:
             time_us = int(trade.time) * US_PER_MS
-            price, qty = float(trade.price), float(trade.size) * multiplier
+            price = float(trade.price)
+            qty = float(trade.size) if contract is None else contract_qty(trade.size, contract)
             append(trade_row(time_us, recv_us, inst, price, qty, trade.side, str(trade.trade_id)))
     except ValueError as exc:  # a ts, px or sz string that is not a number
         if isinstance(exc, ParseError):
