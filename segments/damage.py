@@ -109,8 +109,8 @@ def unreadable_spans(
     from pumpwatch.segments.reader import damaged_spans as checksum_spans
 
     per: dict[str, list[tuple[int, int]]] = {}
-    for stream, spans in damaged_spans(data_dir, start_us, end_us, streams=streams).items():
-        per.setdefault(stream, []).extend((d.start_us, d.end_us) for d in spans)
+    for stream, files in damaged_spans(data_dir, start_us, end_us, streams=streams).items():
+        per.setdefault(stream, []).extend((d.start_us, d.end_us) for d in files)
     for stream, inclusive in checksum_spans(data_dir, start_us, end_us, streams=streams).items():
         for lo, hi in inclusive:
             a, b = max(lo, start_us), min(hi + 1, end_us + 1)

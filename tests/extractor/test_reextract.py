@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pumpwatch.detector.refined import run_detector
-from pumpwatch.errors import NothingMatchedError, StoreError
+from pumpwatch.errors import NothingMatchedError
 from pumpwatch.extractor import extract, listing_dir_name
 from pumpwatch.recorder.sim.market import MarketSpec, write_store
 from pumpwatch.segments.damage import damaged_spans
@@ -244,12 +244,12 @@ def test_listing_directories_follow_the_umask(data_dir: Path) -> None:
     assert stat.S_IMODE((out / "metadata.json").stat().st_mode) == 0o640
 
 
-def test_an_undecodable_batch_body_is_one_line_and_overwrites_nothing(data_dir: Path) -> None:
-    """Random bytes inside a batch's compressed body frame fine but fail to decode: until the
-    segment checksums say which rows are lost, the extraction stops with one line naming the
-    stream and leaves the existing listing as it was."""
+def test_random_bytes_in_a_batch_body_are_a_damaged_span_not_a_lie(data_dir: Path) -> None:
+    """Random bytes inside a batch's compressed body frame fine; the batch's checksum fails, so
+    the reader skips exactly that batch and the extraction lists its span as missing (damaged)
+    instead of stopping or claiming the stream whole."""
     listing = extract(data_dir, "BTC", T)
-    before = files(listing)
+    clean = meta_of(listing)["streams"]["okx_spot"]
     (seg,) = [s for s in list_segments(data_dir, ["okx_spot"]) if s.start_us <= T < s.hour_end_us]
     with pa.memory_map(str(seg.path)) as mm:
         batch = scan_segment(mm.read_buffer()).batches[0]
@@ -257,7 +257,7 @@ def test_an_undecodable_batch_body_is_one_line_and_overwrites_nothing(data_dir: 
         third = (batch.end - batch.start) // 3
         fh.seek(batch.start + third)
         fh.write(os.urandom(third))
-    with pytest.raises(StoreError, match="a segment of okx_spot cannot be decoded") as info:
-        extract(data_dir, "BTC", T)
-    assert info.value.exit_code == 3 and "\n" not in str(info.value)
-    assert files(listing) == before
+    okx = meta_of(extract(data_dir, "BTC", T))["streams"]["okx_spot"]
+    assert okx["trades"] < clean["trades"]
+    assert okx["coverage"]["state"] == "incomplete"
+    assert {m["reason"] for m in okx["coverage"]["missing"]} == {"damaged"}
