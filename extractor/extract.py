@@ -16,6 +16,19 @@ The window is closed: trades with ``T - before <= time <= T + after``. The direc
 under a temporary name and swapped in atomically; the raw files contain nothing but the
 trades, so the same store and arguments give byte-identical raw files (metadata.json alone
 carries the extraction's wall-clock time, in ``extracted_at``).
+
+Re-extraction (`listing_target`) never destroys another extraction's provenance or files:
+
+- An extraction is identified by symbol, exact trigger µs and source (the Upbit notice id; a
+  manual run matches any source). Re-running it refreshes the same directory; a manual re-run
+  of an Upbit listing keeps its ``source`` and records ``re_extracted`` (first extraction time
+  and count). A different extraction whose name collides (two notices of one symbol in the
+  same second, another trigger µs in that second) gets the next free ``_2``, ``_3`` … suffix.
+- A refresh rewrites ``metadata.json`` and the raw files of the streams it selects. It keeps
+  what it does not rewrite: the raw files, ``raw/trades.parquet`` rows and metadata entries of
+  streams it did not select (or whose segments retention has since deleted, when the store
+  now yields no trade where the listing had some), and ``refined/`` as the last detector run
+  left it (the detector replaces it when it runs).
 """
 
 from __future__ import annotations
@@ -31,13 +44,15 @@ from typing import Any
 import orjson
 
 from pumpwatch.atomic import make_temp_dir, replace_dir, write_bytes, write_json
-from pumpwatch.errors import StoreError, UsageError
+from pumpwatch.errors import NothingMatchedError, StoreError, UsageError
 from pumpwatch.extractor.metadata import build_metadata
-from pumpwatch.streams import check_symbol, parse_streams, split_stream
+from pumpwatch.streams import STREAMS, check_symbol, parse_streams, split_stream, user_symbol
 from pumpwatch.timeunits import US_PER_MS, US_PER_S
 from pumpwatch.utctime import check_time_us, format_utc
 
 log = logging.getLogger(__name__)
+
+MAX_NAME_SUFFIX = 1000  # distinct extractions sharing one symbol and second, at most
 
 
 def listing_dir_name(symbol: str, trigger_us: int) -> str:
@@ -82,6 +97,82 @@ def write_json_lines_array(path: Path, items: Iterable[Any]) -> None:
     write_bytes(path, body)
 
 
+def read_metadata(listing_dir: Path) -> dict[str, Any] | None:
+    """A listing directory's metadata.json as a dict, or None (no directory, no or bad file)."""
+    try:
+        meta = orjson.loads((listing_dir / "metadata.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _source_key(source: Any) -> Any:
+    if isinstance(source, Mapping) and "notice_id" in source:
+        return ("notice", source["notice_id"])
+    return ("source", orjson.dumps(source, option=orjson.OPT_SORT_KEYS))
+
+
+def same_extraction(
+    old: Mapping[str, Any], symbol: str, trigger_us: int, source: Mapping[str, Any] | None
+) -> bool:
+    """Is the listing whose metadata is `old` the extraction (symbol, trigger µs, source)? A
+    manual request (`source` None) matches any source; a sourced one matches a manual listing
+    (it adds the provenance the manual run lacked) or one of the same notice."""
+    if old.get("symbol") != symbol or old.get("trigger_time_us") != trigger_us:
+        return False
+    old_source = old.get("source")
+    return source is None or old_source == "manual" or _source_key(old_source) == _source_key(dict(source))
+
+
+def listing_target(
+    listings: Path, symbol: str, trigger_us: int, source: Mapping[str, Any] | None
+) -> tuple[Path, dict[str, Any] | None]:
+    """The directory this extraction writes, and the metadata of the one it refreshes (None for
+    a new one): ``<SYM>_<stamp>``, else the first of ``_2``, ``_3`` … that is this extraction
+    or free. A directory that is not a readable listing is never taken over."""
+    name = listing_dir_name(symbol, trigger_us)
+    for n in range(1, MAX_NAME_SUFFIX + 1):
+        target = listings / (name if n == 1 else f"{name}_{n}")
+        if not target.exists():
+            return target, None
+        old = read_metadata(target)
+        if old is not None and same_extraction(old, symbol, trigger_us, source):
+            return target, old
+    raise StoreError(f"{MAX_NAME_SUFFIX} listings named {name}_* already exist in {listings}")
+
+
+def _kept_streams(
+    old: Mapping[str, Any] | None,
+    target: Path,
+    fresh: Mapping[str, Any],
+    data_dir: Path,
+    window: tuple[int, int],
+) -> list[str]:
+    """Streams of the refreshed listing `old` this extraction leaves as they were: not selected
+    now, or selected but read empty where the listing had trades and the store holds no
+    segment of the stream for the same window any more (retention)."""
+    if old is None or not isinstance(old.get("streams"), dict):
+        return []
+    from pumpwatch.segments.paths import list_segments
+
+    kept = []
+    for stream, info in old["streams"].items():
+        if stream not in fresh or (
+            fresh[stream].num_rows == 0
+            and _window_us(old) == window
+            and isinstance(info, dict)
+            and info.get("trades")
+            and not list_segments(data_dir, [stream], start_us=window[0], end_us=window[1])
+        ):
+            kept.append(stream)
+    return [s for s in kept if s in STREAMS and (target / "raw" / f"{s}.json").is_file()]
+
+
+def _window_us(meta: Mapping[str, Any]) -> tuple[Any, Any] | None:
+    window = meta.get("window")
+    return (window.get("start_us"), window.get("end_us")) if isinstance(window, dict) else None
+
+
 def extract(
     data_dir: str | Path,
     symbol: str,
@@ -95,14 +186,17 @@ def extract(
     """Extract `symbol`'s trades in ``[trigger - before_s, trigger + after_s]`` from the store
     under `data_dir` and return the listing directory written (see the module doc).
 
-    `source` describes what triggered the extraction (Upbit notice id, title, first_listed_at,
-    detected_at, detection_delay_s …); None means "manual". `streams` restricts the streams
-    (ids or exchange names, as `parse_streams` accepts); None = all twelve. Repairing the window
-    from REST history first is the caller's job (`pumpwatch.recorder.history.window`).
+    `symbol` is upper-cased (``0g`` = ``0G``). `source` describes what triggered the extraction
+    (Upbit notice id, title, first_listed_at, detected_at, detection_delay_s …); None means
+    "manual" (or, when refreshing a listing, that listing's source). `streams` restricts the
+    streams (ids or exchange names, as `parse_streams` accepts); None = all twelve. Repairing the
+    window from REST history first is the caller's job (`pumpwatch.recorder.history.window`).
     Raises `UsageError` for a malformed symbol or stream or an implausible time (see
-    `pumpwatch.utctime.check_time_us`), `StoreError` for a missing data dir.
+    `pumpwatch.utctime.check_time_us`), `StoreError` for a missing data dir, and
+    `NothingMatchedError` (writing nothing) when no selected stream has a trade of the symbol
+    in the window, a journal naming it, or a damaged segment there.
     """
-    check_symbol(symbol)
+    symbol = user_symbol(symbol)
     chosen = parse_streams(streams if streams is None or isinstance(streams, str) else list(streams))
     if before_s < 0 or after_s < 0:
         raise StoreError("the extraction window cannot be negative")
@@ -116,28 +210,70 @@ def extract(
         raise StoreError(f"data directory {data_dir} does not exist")
 
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    from pumpwatch.segments.coverage import completeness
+    from pumpwatch.segments.damage import damaged_spans, unreadable_spans
     from pumpwatch.segments.reader import read_trades
     from pumpwatch.segments.slices import stream_slices
 
-    table = read_trades(data_dir, start_us, end_us, streams=list(chosen), base=symbol)
-    target = data_dir / "listings" / listing_dir_name(symbol, trigger_us)
+    try:
+        table = read_trades(data_dir, start_us, end_us, streams=list(chosen), base=symbol)
+    except (OSError, pa.ArrowException) as exc:
+        raise StoreError(_undecodable(data_dir, start_us, end_us, chosen, symbol, exc)) from None
+    damage = damaged_spans(data_dir, start_us, end_us, streams=chosen)  # files cut short, for the log
+    unreadable = unreadable_spans(data_dir, start_us, end_us, streams=chosen)  # and failed checksums
+    comps = {
+        stream: completeness(
+            data_dir,
+            stream,
+            start_us,
+            end_us,
+            base=symbol,
+            damaged=unreadable.get(stream, []),
+        )
+        for stream in chosen
+    }
+    if table.num_rows == 0 and not unreadable and not any(c.symbols for c in comps.values()):
+        raise NothingMatchedError(
+            f"no stream has recorded {symbol}: no trade in {format_utc(start_us)} .. {format_utc(end_us)} "
+            f"on {_streams_text(chosen)}, and no journal names it; nothing written"
+        )
+    for stream, spans in damage.items():
+        for d in spans:
+            log.warning(
+                "%s: %s is damaged after byte %d (%s): %s .. %s unreadable, listed as missing (damaged)",
+                stream,
+                d.path,
+                d.offset,
+                d.error,
+                format_utc(d.start_us),
+                format_utc(d.end_us),
+            )
+    target, old = listing_target(data_dir / "listings", symbol, trigger_us, source)
+    found = stream_slices(table)
+    parts: dict[str, Any] = {stream: found.get(stream, table.slice(0, 0)) for stream in chosen}
+    kept = _kept_streams(old, target, parts, data_dir, (start_us, end_us))
     tmp = make_temp_dir(target)
     try:
         (tmp / "raw").mkdir()
-        found = stream_slices(table)
-        parts: dict[str, Any] = {}
         for stream in chosen:
+            if stream in kept:
+                continue
             exchange, market = split_stream(stream)
-            part = found.get(stream, table.slice(0, 0))
-            parts[stream] = part
-            write_json_lines_array(tmp / "raw" / f"{stream}.json", _raw_rows(part, exchange, market))
+            write_json_lines_array(tmp / "raw" / f"{stream}.json", _raw_rows(parts[stream], exchange, market))
+        out_table = table
+        if kept:
+            for stream in kept:
+                write_bytes(tmp / "raw" / f"{stream}.json", (target / "raw" / f"{stream}.json").read_bytes())
+            out_table = _merge_kept(pq, pc, pa, target, table, kept)
+        if old is not None and (target / "refined").is_dir():
+            _copy_files(target / "refined", tmp / "refined")
         buf = pa.BufferOutputStream()
-        pq.write_table(table, buf, compression="zstd")
+        pq.write_table(out_table, buf, compression="zstd")
         write_bytes(tmp / "raw" / "trades.parquet", buf.getvalue().to_pybytes())
         meta = build_metadata(
-            data_dir,
             symbol,
             trigger_us,
             before_s=before_s,
@@ -145,7 +281,10 @@ def extract(
             start_us=start_us,
             end_us=end_us,
             source=source,
-            parts=parts,
+            parts={s: p for s, p in parts.items() if s not in kept},
+            completeness={s: comps[s] for s in chosen if s not in kept},
+            previous=old,
+            kept=kept,
         )
         write_json(tmp / "metadata.json", meta)
         replace_dir(tmp, target)
@@ -153,7 +292,8 @@ def extract(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     log.info(
-        "extracted %s around %s: %d trades on %d stream(s) -> %s",
+        "%s %s around %s: %d trades on %d stream(s) -> %s",
+        "re-extracted" if old is not None else "extracted",
         symbol,
         format_utc(trigger_us),
         table.num_rows,
@@ -161,3 +301,63 @@ def extract(
         target,
     )
     return target
+
+
+def _undecodable(
+    data_dir: Path, start_us: int, end_us: int, chosen: Sequence[str], symbol: str, exc: BaseException
+) -> str:
+    """One line for a window the reader cannot decode (a batch body damaged on disk, which the
+    scan of message headers in `segments.damage` cannot see), naming the streams it hits."""
+    import pyarrow as pa
+
+    from pumpwatch.segments.reader import read_trades
+
+    bad = []
+    for stream in chosen:
+        try:
+            read_trades(data_dir, start_us, end_us, streams=[stream], base=symbol)
+        except (OSError, pa.ArrowException):
+            bad.append(stream)
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return (
+        f"a segment of {', '.join(bad) or 'the window'} cannot be decoded ({first}): "
+        "a damaged batch inside the window; nothing written"
+    )
+
+
+def _copy_files(src: Path, dst: Path) -> None:
+    """The files of `src` (one level, as refined/ holds them) into a new `dst`, each fsynced
+    like every file of a listing (`replace_dir` then syncs the directories)."""
+    dst.mkdir()
+    for path in sorted(src.iterdir()):
+        if path.is_file():
+            write_bytes(dst / path.name, path.read_bytes())
+
+
+def _streams_text(chosen: Sequence[str]) -> str:
+    return "any of the twelve streams" if len(chosen) == len(STREAMS) else ", ".join(chosen)
+
+
+def _merge_kept(pq: Any, pc: Any, pa: Any, target: Path, table: Any, kept: Sequence[str]) -> Any:
+    """`table` plus the rows of the `kept` streams from the listing's trades.parquet, in the
+    file's order (exchange, market, time, receive time; a stable sort keeps ties)."""
+    try:
+        old = pq.read_table(target / "raw" / "trades.parquet")
+    except (OSError, pa.ArrowException):
+        log.warning(
+            "%s: raw/trades.parquet unreadable; the kept streams are only in their JSON files", target
+        )
+        return table
+    ids = pc.binary_join_element_wise(old.column("exchange"), old.column("market"), "_")
+    rows = old.filter(pc.is_in(ids, pa.array(list(kept))))
+    merged = pa.concat_tables([table, rows.select(table.schema.names).cast(table.schema)])
+    order = pc.sort_indices(
+        merged,
+        [
+            ("exchange", "ascending"),
+            ("market", "ascending"),
+            ("time", "ascending"),
+            ("recv_time", "ascending"),
+        ],
+    )
+    return merged.take(order)

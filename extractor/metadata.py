@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +12,9 @@ import numpy as np
 import orjson
 import pyarrow.compute as pc
 
-from pumpwatch.segments.coverage import Completeness, completeness
+from pumpwatch.segments.coverage import Completeness
 from pumpwatch.segments.schema import SOURCE_REST
-from pumpwatch.streams import split_stream
+from pumpwatch.streams import STREAMS, split_stream
 from pumpwatch.timeunits import US_PER_MS, US_PER_S
 from pumpwatch.utctime import format_utc
 
@@ -71,7 +71,6 @@ def coverage_entry(comp: Completeness, part: Any) -> dict[str, Any]:
 
 
 def build_metadata(
-    data_dir: Path,
     symbol: str,
     trigger_us: int,
     *,
@@ -81,10 +80,18 @@ def build_metadata(
     end_us: int,
     source: Mapping[str, Any] | None,
     parts: Mapping[str, Any],
+    completeness: Mapping[str, Completeness],
+    previous: Mapping[str, Any] | None = None,
+    kept: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The metadata.json object; `parts` maps each selected stream to its extracted table."""
+    """The metadata.json object; `parts` maps each stream extracted now to its table and
+    `completeness` to its coverage. `previous` is the metadata of the listing this run
+    refreshes (None for a new one): its source stays when `source` is None, its first
+    extraction time and count go on in ``re_extracted``, and the entries of the `kept` streams
+    (left as they were) are copied with ``kept_from`` (the time of the run that wrote them)."""
     from pumpwatch import __version__
 
+    now = format_utc(time.time_ns() // 1000)
     streams: dict[str, Any] = {}
     for stream, part in parts.items():
         exchange, market = split_stream(stream)
@@ -97,30 +104,59 @@ def build_metadata(
             "symbols": sorted(set(part.column("symbol").to_pylist())),
             "first_trade_us": time_us[0].as_py() if time_us is not None else None,
             "last_trade_us": time_us[-1].as_py() if time_us is not None else None,
-            "coverage": coverage_entry(completeness(data_dir, stream, start_us, end_us, base=symbol), part),
+            "coverage": coverage_entry(completeness[stream], part),
         }
-    return {
+    old_streams = previous.get("streams") if previous is not None else None
+    for stream in kept:
+        assert isinstance(old_streams, dict) and previous is not None
+        entry = dict(old_streams[stream])
+        entry.setdefault("kept_from", previous.get("extracted_at"))
+        if previous.get("window") != _window(before_s, after_s, start_us, end_us):
+            entry.setdefault("window", previous.get("window"))
+        streams[stream] = entry
+    if kept:
+        streams = {s: streams[s] for s in sorted(streams, key=STREAMS.index)}
+    kept_source = previous.get("source") if previous is not None else None
+    if source is not None:
+        kept_source = dict(source)
+    meta: dict[str, Any] = {
         "symbol": symbol,
         "trigger_time": format_utc(trigger_us),
         "trigger_time_ms": trigger_us // US_PER_MS,
         "trigger_time_us": trigger_us,
-        "window": {
-            "before_s": before_s,
-            "after_s": after_s,
-            "start": format_utc(start_us),
-            "end": format_utc(end_us),
-            "start_ms": start_us // US_PER_MS,
-            "end_ms": end_us // US_PER_MS,
-            "start_us": start_us,
-            "end_us": end_us,
-            "inclusive": True,
-        },
-        "source": dict(source) if source is not None else "manual",
+        "window": _window(before_s, after_s, start_us, end_us),
+        "source": kept_source if kept_source is not None else "manual",
         "trades": sum(s["trades"] for s in streams.values()),
         "streams": streams,
         "timestamps": "raw/*.json: timestamp = exchange time in integer ms (floor), timestamp_us = exact µs",
-        "extracted_at": format_utc(time.time_ns() // 1000),
+        "extracted_at": now,
         "pumpwatch_version": __version__,
+    }
+    if previous is not None:
+        before = previous.get("re_extracted")
+        first = before.get("first_extracted_at") if isinstance(before, dict) else previous.get("extracted_at")
+        count = before.get("count", 1) if isinstance(before, dict) else 1
+        meta["re_extracted"] = {
+            "first_extracted_at": first,
+            "count": count + 1 if isinstance(count, int) else 2,
+            "source_kept": source is None
+            and isinstance(meta_source := previous.get("source"), dict)
+            and bool(meta_source),
+        }
+    return meta
+
+
+def _window(before_s: float, after_s: float, start_us: int, end_us: int) -> dict[str, Any]:
+    return {
+        "before_s": before_s,
+        "after_s": after_s,
+        "start": format_utc(start_us),
+        "end": format_utc(end_us),
+        "start_ms": start_us // US_PER_MS,
+        "end_ms": end_us // US_PER_MS,
+        "start_us": start_us,
+        "end_us": end_us,
+        "inclusive": True,
     }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -45,7 +46,7 @@ def write_file_atomic(path: str | os.PathLike[str], data: bytes, *, sync_dir: bo
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = _create_temp_file(target)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -58,6 +59,18 @@ def write_file_atomic(path: str | os.PathLike[str], data: bytes, *, sync_dir: bo
     if sync_dir:
         fsync_dir(target.parent)
     return target
+
+
+def _create_temp_file(target: Path) -> tuple[int, Path]:
+    """A new hidden file next to `target`, mode 0666 less the umask (mkstemp's 0600 would make
+    every replaced file private to the writing user)."""
+    for _ in range(100):
+        tmp = target.parent / f".{target.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name next to {target}")
 
 
 def json_bytes(obj: Any) -> bytes:
@@ -95,9 +108,22 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 def make_temp_dir(target: Path) -> Path:
-    """An empty directory next to `target` (same filesystem, so the final rename is atomic)."""
+    """An empty directory next to `target` (same filesystem, so the final rename is atomic).
+
+    Its mode follows the umask like any ``mkdir`` (0755 under the usual 022), not mkdtemp's
+    0700: the directory is renamed into place and must be as readable as its neighbours (a
+    listing written by a service user is read by people and other tools). The hidden name
+    keeps dataset readers and listings away from it until then.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    for _ in range(100):
+        tmp = target.parent / f".{target.name}.tmp-{secrets.token_hex(4)}"
+        try:
+            tmp.mkdir()
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"no free temporary name next to {target}")
 
 
 def replace_dir(tmp: Path, target: Path) -> None:

@@ -44,3 +44,10 @@ EXIT_FATAL = 78  # EX_CONFIG (sysexits.h)
 """The exit status of a recorder worker that must not be restarted: the fault is one restarting
 cannot fix (bad settings or files, a stream locked by another recorder). The supervisor stops
 `record` with the same status instead of starting the worker again."""
+
+
+class NothingMatchedError(PumpWatchError):
+    """An extraction found no trade of the symbol in the window on any selected stream (and,
+    when raised by `extract()`, no stream's journal names it either: nothing was written)."""
+
+    exit_code = 4

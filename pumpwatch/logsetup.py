@@ -34,6 +34,34 @@ class _ProcessNameFilter(logging.Filter):
         return True
 
 
+class _LogFile(logging.handlers.RotatingFileHandler):
+    """The rotated log file; a full disk costs it its lines (the console keeps them), noted
+    once per spell on stderr, instead of a ``--- Logging error ---`` traceback per line."""
+
+    _failing = False
+    _failed_now = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._failed_now = False
+        super().emit(record)
+        if self._failing and not self._failed_now:
+            self._failing = False
+            sys.stderr.write(f"pumpwatch: log file {self.baseFilename} is writable again\n")
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, OSError):
+            super().handleError(record)
+            return
+        self._failed_now = True
+        if not self._failing:
+            self._failing = True
+            sys.stderr.write(
+                f"pumpwatch: log file {self.baseFilename} not writable ({exc}); "
+                "its lines go to the console only until it is\n"
+            )
+
+
 def _formatter() -> logging.Formatter:
     fmt = logging.Formatter(LINE_FORMAT, DATE_FORMAT)
     fmt.converter = time.gmtime  # UTC, like every time on disk
@@ -74,7 +102,7 @@ def setup_logging(
             raise ConfigError(f"cannot create log directory {log_dir}: {exc.strerror or exc}") from None
         log_path = log_dir / f"{process_name}.log"
         handlers.append(
-            logging.handlers.RotatingFileHandler(
+            _LogFile(
                 log_path,
                 maxBytes=settings.logging.max_bytes,
                 backupCount=settings.logging.backups,

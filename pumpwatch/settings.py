@@ -106,11 +106,16 @@ def _default_streams() -> dict[str, StreamSettings]:
     return {s: StreamSettings(ws_url=urls[s][0], rest_url=urls[s][1]) for s in STREAMS}
 
 
+DEFAULT_SYMBOLS_FILE = "config/symbols.yaml"
+
+
 @dataclass
 class RecorderSettings:
     streams: list[str] = field(default_factory=lambda: list(STREAMS))  # the subset this machine records
-    symbols_file: str = "config/symbols.yaml"  # relative to the working directory
-    symbols_reload_s: float = 300.0  # re-read the subscription list this often
+    # A relative path is resolved once when the settings load (`resolve_symbols_file`), against
+    # the config file's directory or the data directory, never the working directory.
+    symbols_file: str = DEFAULT_SYMBOLS_FILE
+    symbols_reload_s: float = 10.0  # check the subscription list this often (a stat when unchanged)
     status_interval_s: float = 60.0  # one status line per stream this often
     backoff_initial_s: float = 1.0  # reconnect backoff starts here …
     backoff_max_s: float = 30.0  # … doubles with jitter up to here
@@ -132,8 +137,12 @@ class SymbolsSettings:
     policy: str = "exclude_upbit_krw"  # exclude_upbit_krw | all | list
     include: list[str] = field(default_factory=list)  # base assets when policy is "list"
     keep_after_krw_s: float = _DAY_S  # keep recording a coin this long after it joins Upbit KRW
-    refresh_s: float = US_PER_HOUR / US_PER_S  # `record` re-fetches the subscriptions this often (0 = never)
+    # `record` re-fetches the instrument lists this often (0 = never): one REST call per stream
+    # (two for Bybit linear, plus pages), so a newly announced market is subscribed within about
+    # refresh + recorder.symbols_reload.
+    refresh_s: float = 60.0
     upbit_rest_url: str = "https://api.upbit.com"
+    include_non_crypto: bool = False  # also stock, metal, forex… instruments (adapter option default)
 
 
 @dataclass
@@ -351,6 +360,30 @@ def validate(settings: Settings) -> Settings:
     return settings
 
 
+def resolve_symbols_file(symbols_file: str, config_file: str | os.PathLike[str] | None, data_dir: str) -> str:
+    """The absolute path of ``recorder.symbols_file``; the working directory never matters.
+
+    An absolute path stays as it is. A relative one is read against the config file's
+    directory when settings come from a file, else against the directory holding the data
+    directory (the repository, for the default ``./data``). The default
+    ``config/symbols.yaml`` is ``symbols.yaml`` beside the config file, or ``config/symbols.yaml``
+    beside the data directory; an explicit relative path whose first part is the config
+    directory's own name (``config/symbols.yaml`` in ``config/config.yaml``, written relative to
+    the repository before this rule) is read against that directory's parent, i.e. the same file.
+    """
+    path = Path(symbols_file).expanduser()
+    if path.is_absolute():
+        return str(path)
+    if config_file is not None:
+        config_dir = Path(config_file).expanduser().absolute().parent
+        if symbols_file == DEFAULT_SYMBOLS_FILE:
+            return str(config_dir / "symbols.yaml")
+        base = config_dir.parent if path.parts[0] == config_dir.name else config_dir
+    else:
+        base = Path(data_dir).expanduser().absolute().parent
+    return os.path.normpath(base / path)
+
+
 def load_settings(config_file: str | os.PathLike[str] | None = None, data_dir: str | None = None) -> Settings:
     """Built-in defaults, overlaid by `config_file` (or $PUMPWATCH_CONFIG), then `data_dir`
     (or $PUMPWATCH_DATA_DIR). No file at all is fine; a named file that cannot be read is not."""
@@ -380,4 +413,8 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, data_dir: s
     data_dir = data_dir or os.environ.get("PUMPWATCH_DATA_DIR") or None
     if data_dir:
         settings.data_dir = data_dir
-    return validate(settings)
+    settings = validate(settings)
+    settings.recorder.symbols_file = resolve_symbols_file(
+        settings.recorder.symbols_file, config_file, settings.data_dir
+    )
+    return settings

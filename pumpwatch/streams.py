@@ -49,3 +49,16 @@ def check_symbol(symbol: str) -> str:
     if not isinstance(symbol, str) or not SYMBOL_RE.fullmatch(symbol):
         raise UsageError(f"malformed symbol {symbol!r}: expected 1-20 characters of A-Z and 0-9")
     return symbol
+
+
+def user_symbol(symbol: str) -> str:
+    """A ticker typed by a person: surrounding blanks dropped and upper-cased (``0g`` -> ``0G``,
+    as Upbit and every stream's ``base`` spell it), then checked like `check_symbol`."""
+    if not isinstance(symbol, str):
+        raise UsageError(f"malformed symbol {symbol!r}: expected 1-20 characters of A-Z and 0-9")
+    # str.upper() maps a few non-ASCII letters to ASCII ones (the long s to S): not a ticker
+    cased = symbol.strip().upper() if symbol.isascii() else symbol
+    try:
+        return check_symbol(cased)
+    except UsageError:
+        raise UsageError(f"malformed symbol {symbol!r}: expected 1-20 characters of A-Z and 0-9") from None

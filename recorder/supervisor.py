@@ -53,6 +53,7 @@ class WorkerHandle:
     starts: int = 0
     exit_codes: list[int] = field(default_factory=list)
     fatal: bool = False  # exited with EXIT_FATAL: not restarted, and `record` stops
+    failed_stop: bool = False  # its last exit, when asked to stop, was not 0 (lost rows, killed)
 
     @property
     def pid(self) -> int | None:
@@ -172,6 +173,7 @@ async def _stop_worker(handle: WorkerHandle) -> None:
             proc.kill()
         await proc.wait()
     log.info("worker %s (pid %d) stopped with exit code %s", handle.exchange, proc.pid, proc.returncode)
+    handle.failed_stop = proc.returncode != 0
 
 
 async def keep_worker(
@@ -203,6 +205,8 @@ async def keep_worker(
         handle.exit_codes.append(rc)
         if stop.is_set() and rc == 0:
             return  # stopped by the same signal the supervisor got (Ctrl-C reaches the whole group)
+        if stop.is_set():
+            handle.failed_stop = True  # it stopped on the same signal, but reported a failure
         reason = f"worker {handle.exchange} (pid {handle.proc.pid}) exited with code {rc}"
         if rc == EXIT_FATAL:
             # Its error line is on stderr already; it never recorded, so there is no gap to journal.
@@ -224,6 +228,7 @@ async def keep_worker(
 
 
 async def _prune_loop(settings: Settings, stop: asyncio.Event) -> None:
+    from pumpwatch.recorder.pending_windows import pending_windows
     from pumpwatch.segments.retention import prune
 
     while not stop.is_set():
@@ -238,6 +243,9 @@ async def _prune_loop(settings: Settings, stop: asyncio.Event) -> None:
                 retention_s=settings.storage.retention_s,
                 min_free_disk_mb=settings.storage.min_free_disk_mb,
                 frames_retention_s=settings.frames.retention_s,
+                protected_spans=pending_windows(
+                    settings.data_dir, settings.extract.before_s, settings.extract.after_s
+                ),
             )
         except Exception:
             log.exception("retention prune failed; retrying in %.0f s", PRUNE_INTERVAL_S)
@@ -312,7 +320,10 @@ async def run_supervisor(
     log.info("record stopped")
     if any(h.fatal for h in handles):
         return EXIT_FATAL
-    return 1 if failed else 0
+    stop_failed = [h.exchange for h in handles if h.failed_stop]
+    if stop_failed:  # a worker lost rows (disk full) or had to be killed: say so in the exit code
+        log.error("record stopped, but workers %s reported a failure", ", ".join(stop_failed))
+    return 1 if failed or stop_failed else 0
 
 
 def _start_metrics(settings: Settings) -> Any:

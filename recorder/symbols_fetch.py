@@ -3,9 +3,16 @@ the subscription file (``recorder/symbols.py`` holds its format and the selectio
 
 Each stream's list comes through its adapter (``instruments_request`` + ``parse_instruments``,
 following pagination) from the stream's ``rest_url`` setting; Upbit's KRW set from
-``{symbols.upbit_rest_url}/v1/market/all``. A stream whose REST call fails keeps its previous
-list; an Upbit failure keeps the previous KRW map. Nothing from the network is written before
-it passed the instrument checks.
+``{symbols.upbit_rest_url}/v1/market/all``. A stream whose REST call fails (an HTTP error, an
+error body, an empty list) keeps its previous list and is named in the report, so
+`pumpwatch symbols` exits non-zero; an Upbit failure keeps the previous KRW map. Nothing from
+the network is written before it passed the instrument checks.
+
+`record` runs this every ``symbols.refresh`` (1 min by default). The file is rewritten only
+when its content changes, so a worker's reload (``recorder.symbols_reload``) is a ``stat`` and
+nothing more when nothing changed. Which streams are failing is kept in the file
+(``refresh_failing``: stream -> since when, µs), so a failure is logged as a warning when it
+starts and when it ends, not at every refresh.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from pumpwatch.recorder.symbols import (
     SymbolsFile,
     check_instrument,
     load_symbols_file,
+    same_content,
     select_instruments,
     update_krw_first_seen,
     write_symbols,
@@ -34,6 +42,7 @@ from pumpwatch.streams import SYMBOL_RE
 
 log = logging.getLogger(__name__)
 
+UPBIT = "upbit"  # the key of Upbit's KRW market list among the failing sources
 MAX_PAGES = 100  # a paginated list longer than this is a server bug, not a market
 UPBIT_MARKETS_PATH = "/v1/market/all"
 
@@ -47,10 +56,13 @@ class RefreshReport:
     failed: dict[str, str] = field(default_factory=dict)  # stream -> why its previous list was kept
     upbit_krw: int | None = None  # bases on Upbit KRW, None when Upbit could not be read
     invalid: dict[str, int] = field(default_factory=dict)  # stream -> instruments refused by checks
+    written: bool = False  # False: the content did not change and the file was left alone
+    failures_changed: bool = False  # the set of failing streams differs from the previous refresh
 
 
 def symbols_path(settings: Settings) -> Path:
-    """``recorder.symbols_file``: absolute, or relative to the working directory."""
+    """``recorder.symbols_file``, made absolute when the settings loaded
+    (`pumpwatch.settings.resolve_symbols_file`: config file or data directory, never the cwd)."""
     return Path(settings.recorder.symbols_file)
 
 
@@ -68,6 +80,8 @@ async def fetch_instruments(client: httpx.AsyncClient, adapter: Adapter, rest_ur
         items, follow = adapter.parse_instruments(resp.content)
         out.extend(items)
         if follow is None:
+            if not out:  # no exchange lists zero markets: an error page or a broken filter
+                raise ParseError(f"{adapter.stream}: the instrument list is empty")
             return out
         request = follow
     raise ParseError(f"{adapter.stream}: instrument list still paginating after {MAX_PAGES} pages")
@@ -110,12 +124,18 @@ def _load_previous(path: Path) -> SymbolsFile | None:
         return None
 
 
-async def _fetch_stream(
+async def fetch_stream_instruments(
     client: httpx.AsyncClient, settings: Settings, stream: str
 ) -> tuple[list[Instrument], int]:
+    """One stream's instrument list that passed the name checks, and how many did not."""
     from pumpwatch.recorder.adapters import get_adapter
 
-    adapter = get_adapter(stream, settings.streams[stream].options)
+    options = dict(settings.streams[stream].options)
+    adapter = get_adapter(stream, options)
+    if "include_non_crypto" in adapter.default_options and "include_non_crypto" not in options:
+        # symbols.include_non_crypto is the default of the adapters' per-stream option.
+        options["include_non_crypto"] = settings.symbols.include_non_crypto
+        adapter = get_adapter(stream, options)
     raw = await fetch_instruments(client, adapter, settings.streams[stream].rest_url)
     checked = [c for c in (check_instrument(i) for i in raw) if c is not None]
     return checked, len(raw) - len(checked)
@@ -141,14 +161,15 @@ async def refresh_symbols(
     report = RefreshReport(path=path)
     headers = {"User-Agent": settings.upbit.user_agent, "Accept": "application/json"}
     async with httpx.AsyncClient(timeout=timeout_s, headers=headers, follow_redirects=True) as client:
-        tasks = [_fetch_stream(client, settings, s) for s in chosen]
+        tasks = [fetch_stream_instruments(client, settings, s) for s in chosen]
         results = await asyncio.gather(*tasks, return_exceptions=True)
         krw_now: set[str] | None
         try:
             krw_now = await fetch_upbit_krw(client, settings.symbols.upbit_rest_url)
+            upbit_error = ""
         except (httpx.HTTPError, ParseError) as exc:
             krw_now = None
-            log.warning("Upbit KRW market list unavailable (%s); keeping the previous one", _why(exc))
+            upbit_error = _why(exc)
 
     prev_krw = previous.krw_first_seen_us if previous is not None else None
     if krw_now is None:
@@ -159,14 +180,32 @@ async def refresh_symbols(
     out_streams: dict[str, list[Instrument]] = {}
     if previous is not None:
         out_streams.update({s: list(v.values()) for s, v in previous.streams.items()})
+    was_failing = dict(previous.refresh_failing) if previous is not None else {}
+    failing = {s: t for s, t in was_failing.items() if s not in chosen and s != UPBIT}
+    if upbit_error:
+        failing[UPBIT] = was_failing.get(UPBIT, now_us)
+        if UPBIT in was_failing:
+            log.debug("Upbit KRW market list still unavailable (%s)", upbit_error)
+        else:
+            log.warning("Upbit KRW market list unavailable (%s); keeping the previous one", upbit_error)
+    elif UPBIT in was_failing:
+        log.warning("Upbit KRW market list fetched again (failing since %d µs)", was_failing[UPBIT])
     for stream, result in zip(chosen, results, strict=True):
         if isinstance(result, BaseException):
             if not isinstance(result, Exception):
                 raise result
             report.failed[stream] = _why(result)
             kept = len(out_streams.get(stream, []))
-            log.warning("%s: instrument list failed (%s); keeping previous %d", stream, _why(result), kept)
+            failing[stream] = was_failing.get(stream, now_us)
+            if stream in was_failing:  # already said when it started failing
+                log.debug("%s: instrument list still failing (%s)", stream, _why(result))
+            else:
+                why = _why(result)
+                log.warning("%s: instrument list failed (%s); keeping previous %d", stream, why, kept)
             continue
+        if stream in was_failing:
+            since_us = was_failing[stream]
+            log.warning("%s: instrument list fetched again (failing since %d µs)", stream, since_us)
         instruments, invalid = result
         if invalid:
             report.invalid[stream] = invalid
@@ -180,9 +219,28 @@ async def refresh_symbols(
             keep_after_krw_s=settings.symbols.keep_after_krw_s,
         )
     report.counts = {s: len(v) for s, v in out_streams.items()}
-    write_symbols(
-        path, out_streams, krw_first_seen_us=krw_seen, policy=settings.symbols.policy, generated_at_us=now_us
+    report.failures_changed = failing.keys() - {UPBIT} != was_failing.keys() - {UPBIT}
+    new = SymbolsFile(
+        streams={s: {i.symbol: i for i in v} for s, v in out_streams.items()},
+        krw_first_seen_us=dict(krw_seen) if krw_seen is not None else None,
+        policy=settings.symbols.policy,
+        refresh_failing=failing,
     )
+    if previous is not None and same_content(previous, new):
+        # Every minute under `record`: not worth a line unless debugging.
+        log.debug(
+            "symbols unchanged in %s: %s", path, ", ".join(f"{s}={n}" for s, n in report.counts.items())
+        )
+        return report
+    write_symbols(
+        path,
+        out_streams,
+        krw_first_seen_us=krw_seen,
+        policy=settings.symbols.policy,
+        generated_at_us=now_us,
+        refresh_failing=failing,
+    )
+    report.written = True
     log.info("symbols written to %s: %s", path, ", ".join(f"{s}={n}" for s, n in report.counts.items()))
     return report
 

@@ -19,9 +19,10 @@ A per-stream ``flock`` under ``<data_dir>/run/`` makes sure two workers never re
 stream (an orphan of a killed supervisor would otherwise write next to its replacement), and
 the worker exits when its parent dies.
 
-Exit status: 0 after a clean stop; `EXIT_FATAL` (one error line on stderr) for a fault that a
-restart cannot fix: bad settings or subscription list, a stream still locked by another
-recorder after `LOCK_WAIT_S`. The supervisor restarts the worker after any other exit.
+Exit status: 0 after a clean stop; 3 (`StoreError.exit_code`) when a writer dropped rows
+because the disk refused them (journaled as ``dropped`` spans); `EXIT_FATAL` (one error line
+on stderr) for a fault that a restart cannot fix: bad settings or subscription list, a stream
+still locked by another recorder after `LOCK_WAIT_S`. The supervisor restarts the worker after any other exit.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -251,6 +252,7 @@ class StreamPipeline:
         stream: str,
         instruments: Mapping[str, Instrument],
         repairer: LiveRepair | None = None,
+        on_flush: Callable[[], object] | None = None,
     ) -> None:
         from pumpwatch.recorder.history.live import store_writer
         from pumpwatch.recorder.history.specs import history_spec
@@ -271,6 +273,7 @@ class StreamPipeline:
             flush_rows=st.flush_rows,
             compression_level=st.compression_level,
             queue_warn_rows=st.queue_warn_rows,
+            on_flush=on_flush,  # the free-disk floor, checked after every flush
         )
         self.frames: Any = None
         if settings.frames.enabled:
@@ -518,7 +521,15 @@ async def run_worker(settings: Settings, streams: Sequence[str], stop: asyncio.E
     except TimeoutError as exc:
         raise StreamBusyError(f"{exc}; is another `pumpwatch record` using {settings.data_dir}?") from None
     from pumpwatch.recorder.history.live import LiveRepair
+    from pumpwatch.recorder.pending_windows import pending_windows_of
+    from pumpwatch.segments.diskwatch import start_disk_watch
 
+    ex = settings.extract
+    watch = start_disk_watch(
+        settings.data_dir,
+        settings.storage.min_free_disk_mb,
+        pending_windows_of(settings.data_dir, ex.before_s, ex.after_s),
+    )
     pipes: list[StreamPipeline] = []
     repairer = LiveRepair(enabled=settings.repair.live)
     try:
@@ -530,7 +541,7 @@ async def run_worker(settings: Settings, streams: Sequence[str], stop: asyncio.E
             instruments = table.get(stream, {})
             if not instruments:
                 log.warning("%s: no instruments in %s; waiting for a reload", stream, symbols_file)
-            pipe = StreamPipeline(settings, stream, instruments, repairer)
+            pipe = StreamPipeline(settings, stream, instruments, repairer, on_flush=watch.check)
             pipes.append(pipe)
             primed = await asyncio.to_thread(pipe.prime_dedupe, settings.data_dir)
             if primed:
@@ -541,9 +552,16 @@ async def run_worker(settings: Settings, streams: Sequence[str], stop: asyncio.E
         rc = await _run(settings, pipes, stop, repairer)
     finally:
         for pipe in pipes:
+            pipe.writer.start_close()  # every writer's bounded wait for the disk runs at once
+        for pipe in pipes:
             pipe.close()
+        watch.stop()
         for fd in locks:
             os.close(fd)
+    lost = {p.stream: p.writer.rows_lost for p in pipes if p.writer.rows_lost}
+    if lost:  # journaled as `dropped` spans; the exit code says so too
+        log.error("stopped %s; rows lost to a full disk: %s", ", ".join(streams), lost)
+        return rc or StoreError.exit_code
     log.info("stopped %s; segments sealed", ", ".join(streams))
     return rc
 

@@ -99,6 +99,11 @@ class ChecksumFileWriter:
         patch[b - a :] = b"%08x" % crc_b
         os.pwrite(self._fd, patch, start + a)
 
+    def abandon(self) -> None:
+        """Close the buffered stream without a footer (a failed write is being cut back); what
+        it still held may reach the file, and the caller truncates to the last good batch."""
+        self._sink.close()
+
     def close(self) -> None:
         """Footer and close (not fsynced)."""
         self._writer.close()

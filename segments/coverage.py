@@ -39,6 +39,9 @@ Completeness (issue 10, `completeness_from_events`) builds on that, per stream a
   ``[start_us, end_us]`` and ``id_gap`` ``[after_us, before_us]`` (the missing trades may share
   the µs of the trades around the hole) cover ``[s, e + 1)``; reported ends are clipped to the
   window end.
+- **Damaged** spans (what a damaged sealed segment of the window cannot give back,
+  `segments.damage.damaged_spans`, passed in by the caller) are gaps too; a missing part of
+  one has the reason ``damaged`` (the repair's own failure is in the journal).
 - The state is ``complete`` (no gap), ``repaired`` (gaps, none missing) or ``incomplete``.
 """
 
@@ -287,6 +290,7 @@ STATE_COMPLETE = "complete"
 STATE_REPAIRED = "repaired"
 STATE_INCOMPLETE = "incomplete"
 NOT_ATTEMPTED = "not_attempted"
+DAMAGED = "damaged"
 
 Span = tuple[int, int]
 
@@ -346,6 +350,26 @@ def merge_spans(spans: Iterable[Span]) -> list[Span]:
                 out[-1] = (out[-1][0], b)
         else:
             out.append((a, b))
+    return out
+
+
+def dropped_spans(
+    events: Iterable[dict[str, Any]], start_us: int, end_us: int, *, clock: str = "time"
+) -> list[tuple[int, int, int]]:
+    """``(first, last + 1, rows)`` of the ``dropped`` events (rows a writer could not keep on a
+    full disk; not frames) meeting ``[start_us, end_us]``, clipped to it. `clock` is ``"time"``
+    (trade time: what a window is cut by) or ``"recv"`` (receive time: what `status` shows)."""
+    lo_key, hi_key = f"first_{clock}_us", f"last_{clock}_us"
+    out = []
+    for e in events:
+        if e.get("event") != "dropped" or e.get("what", "rows") != "rows":
+            continue
+        a, b, n = e.get(lo_key), e.get(hi_key), e.get("rows")
+        if not (isinstance(a, int) and isinstance(b, int) and isinstance(n, int)):
+            continue
+        lo, hi = max(a, start_us), min(b + 1, end_us)
+        if lo < hi:
+            out.append((lo, hi, n))
     return out
 
 
@@ -461,16 +485,22 @@ def _piece(
 
 
 def classify_gaps(
-    gaps: Sequence[Span], span_events: Sequence[SpanEvent], symbols: Sequence[str]
+    gaps: Sequence[Span],
+    span_events: Sequence[SpanEvent],
+    symbols: Sequence[str],
+    damaged: Sequence[Span] = (),
 ) -> tuple[list[RepairedSpan], list[MissingSpan]]:
     """Split each gap into repaired and missing spans (see the module doc); pure."""
     repaired: list[RepairedSpan] = []
     missing: list[MissingSpan] = []
     for a, b in gaps:
         near = [e for e in span_events if e.start_us < b and e.end_us > a]
-        cuts = sorted({a, b} | {t for e in near for t in (e.start_us, e.end_us) if a < t < b})
+        bounds = {t for e in near for t in (e.start_us, e.end_us)} | {t for d in damaged for t in d}
+        cuts = sorted({a, b} | {t for t in bounds if a < t < b})
         for x, y in itertools.pairwise(cuts):
             kind, labels, lacking = _piece(x, symbols, [e for e in near if e.start_us <= x < e.end_us])
+            if kind == "missing" and any(d0 <= x < d1 for d0, d1 in damaged):
+                labels = (DAMAGED,)
             if kind == "repaired":
                 if repaired and repaired[-1].end_us == x:
                     last = repaired[-1]
@@ -500,9 +530,10 @@ def completeness_from_events(
     base: str,
     heartbeat_s: float = DEFAULT_HEARTBEAT_S,
     now_us: int | None = None,
+    damaged: Sequence[Span] = (),
 ) -> Completeness:
     """`completeness` over events already read (file order): pure, no I/O, no clock unless
-    `now_us` is None."""
+    `now_us` is None. `damaged`: half-open spans the store cannot read (module doc)."""
     base = base.upper()
     # the connection replay needs only the events that move it (a week of heartbeats is ~70,000)
     conn_events = state_events(events)
@@ -515,12 +546,15 @@ def completeness_from_events(
     else:
         not_listening = [(start_us, end_us + 1)]
     holes = id_gap_spans(events, base, start_us, end_us)
-    gaps = merge_spans([*not_listening, *holes])
+    # rows a writer dropped on a full disk were received but never stored (any base)
+    dropped = [(a, b) for a, b, _ in dropped_spans(events, start_us, end_us + 1)]
+    unreadable = merge_spans((max(a, start_us), min(b, end_us + 1)) for a, b in damaged)
+    gaps = merge_spans([*not_listening, *holes, *dropped, *unreadable])
     span_events = span_events_of(events, base, start_us, end_us)
     symbols = recorded_symbols(conn_events, base, start_us, end_us)
     if not symbols:
         symbols = tuple(sorted({e.symbol for e in span_events}))
-    repaired, missing = classify_gaps(gaps, span_events, symbols)
+    repaired, missing = classify_gaps(gaps, span_events, symbols, unreadable)
     state = STATE_COMPLETE if not gaps else STATE_INCOMPLETE if missing else STATE_REPAIRED
     return Completeness(state, listening, gaps, holes, repaired, missing, symbols, end_us)
 
@@ -534,14 +568,16 @@ def completeness(
     base: str,
     heartbeat_s: float = DEFAULT_HEARTBEAT_S,
     now_us: int | None = None,
+    damaged: Sequence[Span] = (),
 ) -> Completeness:
     """Does `stream` hold every trade of `base` over ``[start_us, end_us]``, and where not, why?
 
     Reads ``<data_dir>/journal/<stream>.ndjson``; see the module docstring for the rules.
+    `damaged`: the spans of the window the store cannot read (`segments.damage.damaged_spans`).
     """
     events = read_events(data_dir, stream)
     return completeness_from_events(
-        events, start_us, end_us, base=base, heartbeat_s=heartbeat_s, now_us=now_us
+        events, start_us, end_us, base=base, heartbeat_s=heartbeat_s, now_us=now_us, damaged=damaged
     )
 
 

@@ -14,14 +14,18 @@ a crash loses at most the unflushed interval, and a torn last zstd frame reads a
 
 `FrameWriter.append` is the recorder's hot path (up to ~50 k frames/s per process): it only
 puts the frame on a deque; a background thread encodes, compresses and writes every
-``flush_interval_s``. Nothing is ever dropped: on a disk error the batch stays queued and the
-file is truncated back to its last complete zstd frame.
+``flush_interval_s``. On a disk error the file is truncated back to its last complete zstd frame
+and the frames stay queued, up to `max_backlog_bytes` (raw frame bytes); past that the oldest
+are dropped and journaled as a ``dropped`` event (``"what": "frames"``, exact receive-time
+bounds and count). Retries wait until the disk has room again (checked with ``fallocate``,
+without compressing anything); the failure and the recovery are each logged once.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import logging
 import os
 import threading
@@ -32,6 +36,7 @@ from pathlib import Path
 import orjson
 import zstandard
 
+from pumpwatch.segments.diskfault import DEFAULT_BACKLOG_BYTES, LossJournal, LostSpan
 from pumpwatch.segments.paths import HourlyFile, hourly_path, scan_hourly_files
 from pumpwatch.streams import split_stream
 from pumpwatch.timeunits import US_PER_HOUR, US_PER_S
@@ -107,6 +112,7 @@ class FrameWriter:
         *,
         compression_level: int = 3,
         flush_interval_s: float = 1.0,
+        max_backlog_bytes: int = DEFAULT_BACKLOG_BYTES,
     ) -> None:
         split_stream(stream)
         self.data_dir = Path(data_dir)
@@ -120,6 +126,9 @@ class FrameWriter:
         self._fd: int | None = None
         self._fd_hour: int | None = None
         self._failing = False
+        self.max_backlog_bytes = max_backlog_bytes
+        self._pending_bytes = 0  # raw bytes of `_pending` (frames taken from the queue)
+        self._loss = LossJournal(str(self.data_dir), stream, what="frames")
         self.frames_written = 0
         self.bytes_written = 0
         self._closed = threading.Event()
@@ -151,6 +160,23 @@ class FrameWriter:
                 self._fd = None
         if self._pending:
             log.error("frames %s: %d frame(s) could not be written at close", self.stream, len(self._pending))
+            self._drop(len(self._pending))
+        self._loss.write("disk refused writes", final=True)
+        self._loss.close()
+
+    @property
+    def frames_lost(self) -> int:
+        """Frames dropped since this writer started (the disk refused them past the bound)."""
+        return self._loss.total
+
+    def _drop(self, n: int) -> None:
+        """Drop the `n` oldest taken frames and account for them as a lost span."""
+        span = LostSpan()
+        for recv_us, frame in self._pending[:n]:
+            span.add(1, recv_us, recv_us, recv_us, recv_us)
+            self._pending_bytes -= len(frame)
+        del self._pending[:n]
+        self._loss.note(span)
 
     def __enter__(self) -> FrameWriter:
         return self
@@ -175,7 +201,14 @@ class FrameWriter:
         # popleft is atomic against concurrent appends; a swap of lists would race with them
         take = len(queue)
         if take:
-            self._pending.extend(queue.popleft() for _ in range(take))
+            taken = [queue.popleft() for _ in range(take)]
+            self._pending_bytes += sum(len(f) for _, f in taken)
+            self._pending.extend(taken)
+        if self._failing:
+            if self._pending_bytes > self.max_backlog_bytes:
+                self._keep_bound()
+            if not self._room_for(min(self._pending_bytes // 4, 1 << 20)):
+                return
         while self._pending:
             hour = self._pending[0][0] // US_PER_HOUR
             run_end = 1
@@ -186,6 +219,34 @@ class FrameWriter:
             if not self._write_run(hour * US_PER_HOUR, run):
                 return
             del self._pending[:run_end]
+            self._pending_bytes -= sum(len(f) for _, f in run)
+        if self._loss.waiting is not None:
+            self._loss.write("disk refused writes")
+
+    def _keep_bound(self) -> None:
+        n, excess = 0, self._pending_bytes - self.max_backlog_bytes
+        while n < len(self._pending) and excess > 0:
+            excess -= len(self._pending[n][1])
+            n += 1
+        if n and not self._loss.total:
+            log.error("frames %s: memory bound reached: dropping the oldest frames (journaled)", self.stream)
+        self._drop(n)
+
+    def _room_for(self, nbytes: int) -> bool:
+        """Whether the disk has room for `nbytes` (reserved with fallocate, then given back)."""
+        probe = self.data_dir / f".frames-{self.stream}.probe"
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            try:
+                os.posix_fallocate(fd, 0, max(nbytes, 4096))
+            finally:
+                os.close(fd)
+        except OSError:
+            return False
+        finally:
+            with contextlib.suppress(OSError):
+                probe.unlink()
+        return True
 
     def _write_run(self, hour_us: int, run: list[tuple[int, bytes | str]]) -> bool:
         payload = self._cctx.compress(b"".join([encode_frame(r, f) for r, f in run]))

@@ -11,6 +11,7 @@ batch's local dictionary is remapped onto it, and pyarrow writes only the new en
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -189,6 +190,17 @@ class HourFile:
         rewrite cost about a third of the writer's CPU per trade).
         """
         return self.batches > 1 and self.loose_rows * 16 > self.rows
+
+    @property
+    def fd(self) -> int:
+        """The open file's descriptor (holds the flock that marks the file as live)."""
+        return self._fd
+
+    def abandon(self) -> None:
+        """Stop writing without sealing: a write failed and the writer cuts the file back to
+        its last complete batch (`SegmentWriter`); never raises."""
+        with contextlib.suppress(Exception):
+            self._writer.abandon()
 
     def seal(self, *, compact: bool = True) -> Path:
         """Footer, fsync, compact if needed (see ``compact.py``), rename to ``HHMMSS.arrow``, fsync the dir.

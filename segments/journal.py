@@ -49,6 +49,7 @@ EVENTS: tuple[str, ...] = (
     "id_gap",  # a hole in contiguous trade ids while listening (issue 10)
     "repaired",  # a span of a symbol now holds every trade the exchange's REST history offers
     "unrepaired",  # a span of a symbol that could not be repaired, with the reason
+    "dropped",  # rows (or frames) received but never written (disk full past the memory bound)
 )
 _RESERVED = ("ts", "event", "conn")
 

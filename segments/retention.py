@@ -11,8 +11,11 @@
 5. Journal lines older than ``retention_s`` are dropped, except the lines that still describe a
    connection open at the cutoff (without them coverage would forget it was listening).
 
-Never touched: an open ``_`` segment and the newest file of each stream in either tree (the
-one being written).
+Never touched: an open ``_`` segment, the newest file of each stream in either tree (the
+one being written), and a file meeting a protected span (the window of a pending extraction).
+
+While `record` runs, ``diskwatch.py`` checks the floor every second and on every flush and
+calls `evict_to_floor` (step 3 alone) at once, so the disk does not fill between two prunes.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ from pumpwatch.timeunits import US_PER_S
 log = logging.getLogger(__name__)
 
 SEGMENTS_DIR = "segments"
+# `reader.DEFAULT_SLACK_S`: the extractor reads a file whose span widened by this meets its
+# window (not imported: reader loads pyarrow, which the lean supervisor keeps out)
+READ_SLACK_S = 300.0
 
 
 def disk_free_bytes(path: str | os.PathLike[str]) -> int:
@@ -118,7 +124,7 @@ class PruneReport:
         }
 
 
-def _protected(files: list[HourlyFile]) -> set[Path]:
+def protected_files(files: list[HourlyFile]) -> set[Path]:
     """Open files and the newest file of each stream: never deleted."""
     newest: dict[str, HourlyFile] = {}
     for f in files:
@@ -128,7 +134,61 @@ def _protected(files: list[HourlyFile]) -> set[Path]:
     return {f.path for f in newest.values()} | {f.path for f in files if not f.sealed}
 
 
-def _remove(path: Path, dry_run: bool) -> bool:
+def in_windows(files: Iterable[HourlyFile], spans: Iterable[tuple[int, int]]) -> set[Path]:
+    """Files whose receive-time span, widened as the extractor widens it, meets one of `spans`."""
+    slack = int(READ_SLACK_S * US_PER_S)
+    wide = [(a - slack, b + slack) for a, b in spans]
+    if not wide:
+        return set()
+    return {f.path for f in files if any(f.start_us <= b and a < f.hour_end_us for a, b in wide)}
+
+
+def evict_to_floor(
+    report: PruneReport,
+    pool: list[tuple[HourlyFile, str]],
+    *,
+    keep: set[Path],
+    free_now: Callable[[], int],
+    delete: Callable[[HourlyFile, str, str], None],
+    dry_run: bool = False,
+    log_below: bool = True,
+) -> None:
+    """While free disk (`free_now()`) is under ``report.floor_bytes``, `delete` the oldest files of
+    `pool` ((file, kind) pairs): every frame file first, then sealed segments, never one in
+    `keep`. Sets ``report.below_floor`` when nothing is left to evict."""
+    free = free_now()
+    if free >= report.floor_bytes:
+        return
+    order = sorted((f for f in pool if f[1] == "frames"), key=lambda fk: fk[0].start_us)
+    order += sorted((f for f in pool if f[1] == "segment" and f[0].sealed), key=lambda fk: fk[0].start_us)
+    for f, kind in order:
+        if free >= report.floor_bytes:
+            break
+        if f.path in keep:
+            continue
+        keep.add(f.path)
+        delete(f, kind, "disk")
+        log.warning(
+            "prune: free disk %d MB below the floor of %d MB: %s %s %s (%d bytes)",
+            free // 2**20,
+            report.floor_bytes // 2**20,
+            "would evict" if dry_run else "evicted",
+            kind,
+            f.path,
+            f.size_bytes,
+        )
+        free = free_now()
+    if free < report.floor_bytes:
+        report.below_floor = True
+        if log_below:
+            log.error(
+                "prune: free disk %d MB still below the floor of %d MB and nothing left to evict",
+                free // 2**20,
+                report.floor_bytes // 2**20,
+            )
+
+
+def remove_file(path: Path, dry_run: bool) -> bool:
     if dry_run:
         return True
     try:
@@ -161,8 +221,11 @@ def prune(
     now_us: int | None = None,
     dry_run: bool = False,
     free_bytes: Callable[[Path], int] | None = None,
+    protected_spans: Iterable[tuple[int, int]] = (),
 ) -> PruneReport:
     """Apply retention and the free-disk floor to the store under `data_dir` (see module doc).
+    No file whose span meets one of `protected_spans` (µs, e.g. the windows of pending
+    extractions, see `windows_protected`) is deleted, for retention or for the floor.
     A missing `data_dir` is a `StoreError`; a file that cannot be deleted is logged and skipped.
 
     `free_bytes(data_dir)` measures free disk (default `disk_free_bytes`); in a dry run the
@@ -177,11 +240,11 @@ def prune(
     report.free_bytes_before = measure(root)
     segs = segment_files(root)
     frames = list_frame_files(root)
-    keep = _protected(segs) | _protected(frames)
+    keep = protected_files(segs) | protected_files(frames) | in_windows(segs + frames, protected_spans)
     gone: set[Path] = set()
 
     def delete(f: HourlyFile, kind: str, reason: str) -> None:
-        if _remove(f.path, dry_run):
+        if remove_file(f.path, dry_run):
             report.deleted.append(DeletedFile(f.path, kind, f.stream, f.size_bytes, reason))
         gone.add(f.path)
 
@@ -207,33 +270,14 @@ def prune(
         # a dry run deletes nothing, so the disk cannot tell: estimate from the sizes
         return report.free_bytes_before + report.bytes() if dry_run else measure(root)
 
-    free = free_now()
-    if free < report.floor_bytes:
-        pool = [(f, "frames") for f in sorted(frames, key=lambda f: f.start_us)]
-        pool += [(f, "segment") for f in sorted(segs, key=lambda f: f.start_us) if f.sealed]
-        for f, kind in pool:
-            if free >= report.floor_bytes:
-                break
-            if f.path in keep or f.path in gone:
-                continue
-            delete(f, kind, "disk")
-            log.warning(
-                "prune: free disk %d MB below the floor of %d MB: %s %s %s (%d bytes)",
-                free // 2**20,
-                report.floor_bytes // 2**20,
-                "would evict" if dry_run else "evicted",
-                kind,
-                f.path,
-                f.size_bytes,
-            )
-            free = free_now()
-        if free < report.floor_bytes:
-            report.below_floor = True
-            log.error(
-                "prune: free disk %d MB still below the floor of %d MB and nothing left to evict",
-                free // 2**20,
-                report.floor_bytes // 2**20,
-            )
+    evict_to_floor(
+        report,
+        [(f, "frames") for f in frames] + [(f, "segment") for f in segs],
+        keep=keep | gone,
+        free_now=free_now,
+        delete=delete,
+        dry_run=dry_run,
+    )
     if not dry_run:
         report.dirs_removed = _prune_empty_date_dirs(root / SEGMENTS_DIR) + _prune_empty_date_dirs(
             root / FRAMES_DIR

@@ -34,6 +34,8 @@ from pumpwatch.segments.coverage import (
     TAIL_HEARTBEATS,
     Replay,
     coverage_from_events,
+    dropped_spans,
+    merge_spans,
     repair_tally,
     state_events,
 )
@@ -237,7 +239,13 @@ def journal_status(
     if not events:
         # nothing to judge gaps by: the stream never ran here (or its journal is gone)
         out["recorded"] = "store only" if has_segments else "never"
-        out.update(gaps_window_start_us=None, coverage_known_24h=False, gaps_24h=None, gap_s_24h=None)
+        out.update(
+            gaps_window_start_us=None,
+            coverage_known_24h=False,
+            gaps_24h=None,
+            gap_s_24h=None,
+            rows_dropped_24h=None,
+        )
         out["repairs_24h"] = None
         return out
     # the time before the stream was first recorded is no gap: it was not meant to listen yet
@@ -246,8 +254,12 @@ def journal_status(
     out["recorded"] = "journal"
     out["gaps_window_start_us"] = window_start
     out["coverage_known_24h"] = cov.known
-    out["gaps_24h"] = [list(g) for g in cov.gaps]
-    out["gap_s_24h"] = round(sum(b - a for a, b in cov.gaps) / US_PER_S, 3)
+    # rows a writer dropped on a full disk (`dropped` events) were not recorded either
+    dropped = dropped_spans(all_events, window_start, now_us, clock="recv")
+    gaps = merge_spans([*cov.gaps, *((a, b) for a, b, _ in dropped)])
+    out["gaps_24h"] = [list(g) for g in gaps]
+    out["gap_s_24h"] = round(sum(b - a for a, b in gaps) / US_PER_S, 3)
+    out["rows_dropped_24h"] = sum(n for _, _, n in dropped)
     # trade holes while listening (id gaps) and the REST repairs of any gap (issue 10)
     tally = repair_tally(all_events, now_us - US_PER_DAY, now_us)
     out["repairs_24h"] = {

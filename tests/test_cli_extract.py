@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -68,11 +69,13 @@ def test_extract_then_detect_end_to_end(data_dir: Path) -> None:
     assert proc.stdout.count("\n") == 1
     assert out == data_dir / "listings" / "0G_20260101T090100Z"
     # stderr: one line per stream, its trades and coverage (this store has no journal)
-    summary = proc.stderr.splitlines()
+    *summary, pumps = proc.stderr.splitlines()
     assert [line.split()[0] for line in summary] == list(STREAMS)
     assert all(
         line.endswith("trades  incomplete: 40.0 s missing (no journal, not_attempted)") for line in summary
     )
+    # then the pumps found, as `detect` prints them
+    assert re.fullmatch(r"\d+ pump event\(s\) on 1[0-2] stream\(s\), max \d+\.\d\d%, first \w+", pumps), pumps
     meta = orjson.loads((out / "metadata.json").read_bytes())
     assert meta["trigger_time_us"] == TRIGGER
     assert meta["window"]["before_s"] == 20.0 and meta["window"]["after_s"] == 20.0
@@ -83,11 +86,18 @@ def test_extract_then_detect_end_to_end(data_dir: Path) -> None:
     assert analysis["summary"]["max_price_change"] > 10.0
     assert (out / "refined" / "chart.png").stat().st_size > 10_000
 
-    # The same extraction by epoch ms, without detection: same raw bytes, no refined/.
-    again = run("extract", "0G", str(TRIGGER // 1000), "--no-detect", "--data-dir", str(data_dir))
+    # The same extraction by epoch ms, without detection: the same directory, refreshed; the
+    # refined/ files the first run's detector wrote stay (this run does not rewrite them).
+    refined = {p.name: p.read_bytes() for p in (out / "refined").iterdir()}
+    again = run("extract", "0g", str(TRIGGER // 1000), "--no-detect", "--data-dir", str(data_dir))
     assert again.returncode == 0, again.stderr
     assert Path(again.stdout.strip()) == out
-    assert not (out / "refined").exists()
+    assert {p.name: p.read_bytes() for p in (out / "refined").iterdir()} == refined
+    # --no-chart redraws nothing, and deletes nothing either
+    again = run("extract", "0G", str(TRIGGER // 1000), "--no-chart", "--data-dir", str(data_dir))
+    assert again.returncode == 0, again.stderr
+    assert (out / "refined" / "chart.png").read_bytes() == refined["chart.png"]
+    assert (out / "refined" / "pump_analysis.json").read_bytes() == refined["pump_analysis.json"]
 
     detect = run("detect", str(out), "--threshold-percent", "50", "--window", "500ms", "--no-chart")
     assert detect.returncode == 0, detect.stderr
@@ -112,7 +122,9 @@ def test_before_after_options(data_dir: Path) -> None:
     [
         (["extract", "0G", "2026-01-01T09:01:00"], "no time zone"),
         (["extract", "0G", "soon"], "cannot read time"),
-        (["extract", "0g", "2026-01-01T09:01:00Z"], "malformed symbol"),
+        (["extract", "0g!", "2026-01-01T09:01:00Z"], "malformed symbol"),
+        (["extract", "ſ", "2026-01-01T09:01:00Z"], "malformed symbol"),  # upper() would give S
+        (["extract", "A" * 21, "2026-01-01T09:01:00Z"], "malformed symbol"),
         (["extract", "../../etc", "2026-01-01T09:01:00Z"], "malformed symbol"),
         (["extract", "0G", "2026-01-01T09:01:00Z", "--before", "ten"], "--before"),
         (["extract", "0G", "2026-01-01T09:01:00Z", "--streams", "binance_perp"], "unknown stream"),
@@ -138,3 +150,37 @@ def test_missing_data_dir(tmp_path: Path) -> None:
     assert proc.returncode == 3
     assert proc.stderr.strip() == f"pumpwatch: error: data directory {tmp_path / 'absent'} does not exist"
     assert not (tmp_path / "absent").exists()
+
+
+def test_a_symbol_no_stream_recorded_is_exit_4_and_writes_nothing(data_dir: Path) -> None:
+    before = snapshot(data_dir)
+    proc = run("extract", "zz9", "2026-01-01T09:01:00Z", "--data-dir", str(data_dir))
+    assert proc.returncode == 4, proc.stderr
+    assert proc.stdout == ""
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("pumpwatch: error: no stream has recorded ZZ9: no trade in ")
+    assert line.endswith("and no journal names it; nothing written")
+    assert snapshot(data_dir) == before
+
+
+def test_a_window_without_trades_is_exit_4_with_its_coverage(tmp_path: Path) -> None:
+    """A coin a stream's journal knows, but no trade in the window: the listing is written (its
+    coverage tells whether anyone was listening), the lines say so, the exit code is 4."""
+    from pumpwatch.segments.journal import EventJournal
+
+    data = tmp_path / "data"
+    data.mkdir()
+    journal = EventJournal(data, "okx_spot")
+    journal.record("start", ts_us=START)
+    journal.record("connected", conn="c1", ts_us=START + S, url="ws://127.0.0.1")
+    journal.record("subscribed", conn="c1", ts_us=START + 2 * S, symbols=["NEW-USDT"], bases=["NEW"])
+    journal.record("alive", ts_us=TRIGGER + 30 * S)
+    journal.close()
+    proc = run("extract", "NEW", "2026-01-01T09:01:00Z", "--streams", "okx", "--data-dir", str(data))
+    assert proc.returncode == 4, proc.stderr
+    out = Path(proc.stdout.strip())
+    assert out == data / "listings" / "NEW_20260101T090100Z"
+    lines = proc.stderr.splitlines()
+    assert lines[0].split() == ["okx_spot", "0", "trades", "complete"]
+    assert lines[-1] == "pumpwatch: no trade of NEW in the window on the selected streams (coverage above)"
+    assert orjson.loads((out / "metadata.json").read_bytes())["trades"] == 0

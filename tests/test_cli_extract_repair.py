@@ -163,3 +163,65 @@ def test_an_endless_429_costs_the_deadline_then_extracts(tmp_path: Path) -> None
             assert w.exchanges["okx_futures"].history.stats.limited >= 1
 
     asyncio.run(main())
+
+
+def test_a_damaged_segment_is_repaired_from_history(tmp_path: Path) -> None:
+    """Random bytes over a sealed segment of the window: what cannot be read is a damaged span of
+    the stream's coverage, and the extraction-time repair fills it from REST history."""
+    import pyarrow as pa
+
+    from pumpwatch.segments.ipcscan import scan_segment
+    from pumpwatch.segments.journal import EventJournal
+    from pumpwatch.segments.writer import SegmentWriter
+
+    stream = "binance_spot"
+
+    async def main() -> None:
+        async with world(tmp_path, (stream,)) as w:
+            w.write_symbols()
+            inst = w.instrument(stream)
+            with SegmentWriter(w.data_dir, stream, fsync=False) as writer:
+                writer.append(w.tapes[stream])
+            with EventJournal(w.data_dir, stream) as j:  # listening throughout
+                j.record("start", ts_us=T_US - 40 * 1_000_000, pid=1)
+                j.record("connected", conn="c1", ts_us=T_US - 40 * 1_000_000, url="ws://127.0.0.1")
+                j.record(
+                    "subscribed", conn="c1", ts_us=T_US - 40 * 1_000_000, symbols=[inst.symbol], bases=[BASE]
+                )
+                j.record("stop", ts_us=END_US + 1_000_000, pid=1)
+            for seg in list_segments(w.data_dir, [stream]):
+                with pa.memory_map(str(seg.path)) as mm:
+                    first = scan_segment(mm.read_buffer()).batches[0].start
+                with open(seg.path, "r+b") as fh:
+                    fh.seek(first)
+                    fh.write(b"\x00\x01" + os.urandom(64))
+            code, out, err = await extract(w, "--streams", stream)
+            assert code == 0, err
+            listing = Path(out.strip())
+            assert Counter(t["trade_id"] for t in raw(listing, stream)) == Counter(
+                r[8] for r in w.window_tape(stream)
+            )
+            cov = orjson.loads((listing / "metadata.json").read_bytes())["streams"][stream]["coverage"]
+            assert cov["state"] == "repaired" and cov["missing"] == [], cov
+            assert cov["rest_trades"] == len(w.window_tape(stream))
+
+            # without the repair: the same damage reads as missing, reason damaged
+            for seg in list_segments(w.data_dir, [stream]):
+                if ".rest" in seg.path.name:
+                    seg.path.unlink()
+            (w.data_dir / "journal" / f"{stream}.ndjson").write_bytes(
+                b"".join(
+                    orjson.dumps(e) + b"\n"
+                    for e in read_events(w.data_dir, stream)
+                    if e["event"] not in ("repaired", "unrepaired")
+                )
+            )
+            code, out, err = await extract(w, "--streams", stream, "--no-backfill")
+            assert code == 4, err  # nothing readable in the window
+            cov = orjson.loads((Path(out.strip()) / "metadata.json").read_bytes())["streams"][stream][
+                "coverage"
+            ]
+            assert cov["state"] == "incomplete"
+            assert {m["reason"] for m in cov["missing"]} == {"damaged"}
+
+    asyncio.run(main())

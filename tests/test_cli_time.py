@@ -31,7 +31,9 @@ BAD_TIMES = {
     "2100 in ms": ("4102444800000", "not a plausible time"),
     "20 digits": ("99999999999999999999", "not a plausible time"),
     "5000 digits": ("9" * 5000, "not a plausible time"),
+    "16 nines": ("9999999999999999", "not a plausible time"),
     "year 1": ("0001-01-01T00:00:00+01:00", "not plausible"),
+    "year 1 Z": ("0001-01-01T00:00:00Z", "not plausible"),
     "year 9999": ("9999-12-31T23:59:59Z", "not plausible"),
     "year 2008": ("2008-12-31T23:59:59Z", "not plausible"),
     "month 13": ("2026-13-01T00:00:00Z", "cannot read time"),
@@ -48,6 +50,9 @@ def test_parse_forms() -> None:
     assert parse_time_us("1767258060250") == T + 250_000
     assert parse_time_us("1767258060250001") == T + 250_001
     assert parse_time_us("1767258060250001999") == T + 250_001
+    # the examples: µs (once a traceback: year 58895) and seconds (once read as ms)
+    assert parse_time_us("1796396320000000") == 1_796_396_320 * S
+    assert parse_time_us("1796396320") == 1_796_396_320 * S
     # The bounds: 2009-01-01 inclusive, 2100-01-01 exclusive.
     assert parse_time_us(str(EARLIEST_US // S)) == EARLIEST_US
     assert parse_time_us("2099-12-31T23:59:59.999999Z") == LATEST_US - 1

@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from pumpwatch.cli.app import ConfigOpt, DataDirOpt, app, settings_from
-from pumpwatch.errors import UsageError
+from pumpwatch.errors import NothingMatchedError, UsageError
 from pumpwatch.settings import Settings, parse_duration
 from pumpwatch.timeunits import US_PER_S
 from pumpwatch.utctime import parse_time_us
@@ -61,11 +61,13 @@ def extract_cmd(
     First fills what the store is missing inside the window from the exchanges' REST trade
     history (one line per repaired stream on stderr), unless --no-backfill.
     Prints the listing directory written (data/listings/<SYMBOL>_<YYYYMMDDTHHMMSSZ>), and on
-    stderr one line per stream: its trades and coverage (complete, repaired, incomplete).
+    stderr one line per stream: its trades and coverage (complete, repaired, incomplete), and
+    the pumps found. Exit 4 when no selected stream has a trade of SYMBOL in the window (with
+    nothing written when no stream has ever recorded it).
     """
-    from pumpwatch.streams import check_symbol, parse_streams
+    from pumpwatch.streams import parse_streams, user_symbol
 
-    check_symbol(symbol)
+    symbol = user_symbol(symbol)
     trigger_us = parse_time_us(when, what="TIME")
     settings = settings_from(config, data_dir)
     before_s = _duration(before, settings.extract.before_s, "--before")
@@ -83,8 +85,40 @@ def extract_cmd(
     if not no_detect:
         from pumpwatch.detector.refined import run_detector
 
-        run_detector(out, settings.pump, chart=not no_chart)
+        chart = out / "refined" / "chart.png"
+        kept_chart = chart.read_bytes() if no_chart and chart.is_file() else None
+        result = run_detector(out, settings.pump, chart=not no_chart)
+        if kept_chart is not None and not chart.exists():
+            # --no-chart means "do not draw one", not "delete the one an earlier run drew"
+            from pumpwatch.atomic import write_file_atomic
+
+            write_file_atomic(chart, kept_chart)
+        typer.echo(detect_summary(result), err=True)
     typer.echo(str(out))
+    if not _trades_in(out):
+        typer.echo(
+            f"pumpwatch: no trade of {symbol} in the window on the selected streams (coverage above)",
+            err=True,
+        )
+        raise typer.Exit(NothingMatchedError.exit_code)
+
+
+def _trades_in(listing_dir: Path) -> int:
+    import orjson
+
+    trades = orjson.loads((listing_dir / "metadata.json").read_bytes()).get("trades")
+    return trades if isinstance(trades, int) else 0
+
+
+def detect_summary(result: dict[str, Any]) -> str:
+    """The one line `detect` prints about a pump_analysis object (also after `extract`)."""
+    summary = result["summary"]
+    market = summary["first_pump_market_type"]
+    return (
+        f"{len(result['pump_events'])} pump event(s) on {summary['total_streams_with_pumps']} stream(s), "
+        f"max {summary['max_price_change']:.2f}%, first {summary['first_pump_exchange'] or '-'}"
+        f"{'_' + market if market else ''}"
+    )
 
 
 def _backfill(
@@ -159,10 +193,5 @@ def detect_cmd(
 
     pump = dataclasses.replace(pump, window_s=window_s, threshold_percent=threshold, min_volume_ratio=ratio)
     result = run_detector(listing_dir, pump, chart=not no_chart)
-    summary = result["summary"]
-    typer.echo(
-        f"{len(result['pump_events'])} pump event(s) on {summary['total_streams_with_pumps']} stream(s), "
-        f"max {summary['max_price_change']:.2f}%, first {summary['first_pump_exchange'] or '-'}"
-        f"{'_' + summary['first_pump_market_type'] if summary['first_pump_market_type'] else ''}"
-    )
+    typer.echo(detect_summary(result))
     typer.echo(str(listing_dir / "refined"))

@@ -19,6 +19,7 @@ from pumpwatch.utctime import parse_time_us
 
 if TYPE_CHECKING:
     from pumpwatch.recorder.adapter import Instrument
+    from pumpwatch.recorder.symbols_fetch import RefreshReport
 
 StreamsOpt = Annotated[
     str | None,
@@ -29,7 +30,7 @@ StreamsOpt = Annotated[
 def _instruments(settings: Settings, stream: str, *, required: bool) -> dict[str, Instrument]:
     from pumpwatch.recorder.symbols import load_symbols
 
-    path = Path(settings.recorder.symbols_file)
+    path = Path(settings.recorder.symbols_file)  # absolute: resolved when the settings loaded
     if not path.exists():
         if required:
             raise ConfigError(f"no subscription list at {path}; run `pumpwatch symbols` first")
@@ -63,9 +64,24 @@ def record(config: ConfigOpt = None, data_dir: DataDirOpt = None, streams: Strea
     os.execv(sys.executable, argv)
 
 
+QuietOpt = Annotated[
+    bool,
+    typer.Option(
+        "--quiet",
+        "-q",
+        help="Print nothing but a change in the failing streams (for periodic runs: record's refresh).",
+    ),
+]
+
+
 @app.command()
-def symbols(config: ConfigOpt = None, data_dir: DataDirOpt = None, streams: StreamsOpt = None) -> None:
-    """Refresh the subscription list (recorder.symbols_file) from the exchanges and Upbit."""
+def symbols(
+    config: ConfigOpt = None, data_dir: DataDirOpt = None, streams: StreamsOpt = None, quiet: QuietOpt = False
+) -> None:
+    """Refresh the subscription list (recorder.symbols_file) from the exchanges and Upbit.
+
+    A stream whose list cannot be fetched keeps its previous list; the command then exits 1
+    naming every such stream."""
     import asyncio
 
     from pumpwatch.logsetup import setup_logging
@@ -75,16 +91,28 @@ def symbols(config: ConfigOpt = None, data_dir: DataDirOpt = None, streams: Stre
     chosen = parse_streams(streams if streams is not None else settings.recorder.streams)
     setup_logging(settings, "symbols", to_file=False)
     report = asyncio.run(refresh_symbols(settings, streams=chosen))
+    if not quiet:
+        _print_refresh(report)
+    if report.failed:
+        # Exit 1 naming every stream that kept an old (or no) list: a cron job or the
+        # supervisor must not take a partial refresh for a good one.
+        if not quiet or report.failures_changed:
+            failed = ", ".join(sorted(report.failed))
+            typer.echo(f"pumpwatch: error: instrument list failed for {failed}", err=True)
+        raise typer.Exit(1)
+
+
+def _print_refresh(report: RefreshReport) -> None:
     for stream, count in report.counts.items():
         note = (
             f"  (REST failed, previous list kept: {report.failed[stream]})" if stream in report.failed else ""
         )
         typer.echo(f"{stream:<16} {count:>5} instruments{note}")
+    for stream in report.failed.keys() - report.counts.keys():
+        typer.echo(f"{stream:<16}     - (REST failed, no previous list: {report.failed[stream]})")
     krw = "unavailable, previous kept" if report.upbit_krw is None else f"{report.upbit_krw} bases"
     typer.echo(f"Upbit KRW: {krw}")
-    typer.echo(f"written: {report.path}")
-    if report.failed and len(report.failed) == len(chosen):
-        raise typer.Exit(1)
+    typer.echo(f"{'written' if report.written else 'unchanged'}: {report.path}")
 
 
 @app.command()

@@ -195,6 +195,7 @@ def prune(
     root = settings.data_path
     if not root.is_dir():
         raise StoreError(f"data dir {root} does not exist (nothing recorded yet?)")
+    from pumpwatch.recorder.pending_windows import pending_windows
     from pumpwatch.segments.retention import prune as prune_store
 
     report = prune_store(
@@ -203,6 +204,7 @@ def prune(
         min_free_disk_mb=settings.storage.min_free_disk_mb,
         frames_retention_s=settings.frames.retention_s,
         dry_run=dry_run,
+        protected_spans=pending_windows(root, settings.extract.before_s, settings.extract.after_s),
     )
     if as_json:
         import orjson

@@ -184,15 +184,41 @@ def _route(ws_url: str, futures: bool, channel: str, query: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path + "/stream", query, ""))
 
 
-def _parse_exchange_info(body: bytes, futures: bool, quotes: frozenset[str]) -> list[Instrument]:
-    """Trading USDT symbols (futures: USDT-margined perpetuals) of an exchangeInfo response."""
+# Instrument statuses (exchangeInfo ``status``) after which a symbol never trades again.
+# Spot, enums.md "Symbol status" (TRADING, END_OF_DAY, HALT, BREAK, CANCEL_ONLY,
+# https://developers.binance.com/docs/binance-spot-api-docs/enums): none of them is final, and a
+# pair announced for listing shows BREAK until it opens, so every listed pair is subscribed (its
+# first trade is recorded; a pair that never trades again only costs one idle stream name).
+# USDⓈ-M contract status (PENDING_TRADING, TRADING, PRE_DELIVERING, DELIVERING, DELIVERED,
+# PRE_SETTLE, SETTLING, CLOSE: the "Common Definitions" list of the USDⓈ-M docs,
+# https://developers.binance.com/docs/derivatives/usds-margined-futures/common-definition, as
+# SDKs mirror it; a 2026 exchangeInfo showed TRADING, PENDING_TRADING and SETTLING): the delivery
+# and settlement states wind a contract down (a delisted perpetual shows SETTLING);
+# PENDING_TRADING, a new contract before its first trade, is subscribed.
+SPOT_ENDED_STATUSES: frozenset[str] = frozenset()
+FUTURES_ENDED_STATUSES = frozenset(
+    {"PRE_DELIVERING", "DELIVERING", "DELIVERED", "PRE_SETTLE", "SETTLING", "CLOSE"}
+)
+# contractType of USDⓈ-M perpetuals: PERPETUAL for crypto; TRADIFI_PERPETUAL for stocks, metals
+# and other traditional assets, left out unless `include_non_crypto`.
+CRYPTO_PERPETUAL = "PERPETUAL"
+NON_CRYPTO_PERPETUAL = "TRADIFI_PERPETUAL"
+
+
+def _parse_exchange_info(
+    body: bytes, futures: bool, quotes: frozenset[str], include_non_crypto: bool = False
+) -> list[Instrument]:
+    """USDT symbols of an exchangeInfo response that trade or may still trade (futures: the
+    USDT-margined perpetuals, stock/metal ones only with `include_non_crypto`)."""
+    ended = FUTURES_ENDED_STATUSES if futures else SPOT_ENDED_STATUSES
+    contract_types = {CRYPTO_PERPETUAL, NON_CRYPTO_PERPETUAL} if include_non_crypto else {CRYPTO_PERPETUAL}
     try:
         symbols = loads(body)["symbols"]
         out = []
         for item in symbols:
-            if item["status"] != "TRADING" or item["quoteAsset"] not in quotes:
+            if item["status"] in ended or item["quoteAsset"] not in quotes:
                 continue
-            if futures and item.get("contractType") != "PERPETUAL":
+            if futures and item.get("contractType") not in contract_types:
                 continue
             out.append(Instrument(item["symbol"], item["baseAsset"].upper(), item["quoteAsset"].upper()))
     except (KeyError, TypeError, AttributeError) as exc:
@@ -205,6 +231,8 @@ class FuturesOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
     channel: Literal["trade", "aggTrade"] = "aggTrade"
     quotes: tuple[str, ...] = ("USDT",)  # quote assets recorded
+    # TRADIFI_PERPETUAL contracts too; default: symbols.include_non_crypto
+    include_non_crypto: bool = False
 
 
 class SpotOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -225,6 +253,7 @@ def adapter(market: str, options: Mapping[str, Any]) -> Adapter:
     channel = opts.channel
     quotes = frozenset(q.upper() for q in opts.quotes)
     query = f"timeUnit={opts.time_unit}" if isinstance(opts, SpotOptions) else ""
+    non_crypto = isinstance(opts, FuturesOptions) and opts.include_non_crypto
     info_path = "/fapi/v1/exchangeInfo" if futures else "/api/v3/exchangeInfo"
     return Adapter(
         stream=stream,
@@ -246,6 +275,6 @@ def adapter(market: str, options: Mapping[str, Any]) -> Adapter:
         max_lifetime_s=86_400.0,
         rotate_margin_s=600.0,
         instruments_request=lambda rest_url: HttpRequest("GET", rest_url.rstrip("/") + info_path),
-        parse_instruments=lambda body: (_parse_exchange_info(body, futures, quotes), None),
+        parse_instruments=lambda body: (_parse_exchange_info(body, futures, quotes, non_crypto), None),
         default_options=option_values(opts.__class__()),
     )

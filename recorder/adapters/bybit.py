@@ -144,10 +144,24 @@ def _request(op: str, symbols: Sequence[str], req_id: str, per_request: int) -> 
     ]
 
 
+# Instrument statuses subscribed (instruments-info ``status``, enum page "status": PreLaunch,
+# Trading, Delivering, Closed; https://bybit-exchange.github.io/docs/v5/enum#status). PreLaunch
+# is a linear contract before its first trade (pre-market perpetuals included); Delivering and
+# Closed are a delisting's. instruments-info returns only `Trading` symbols unless asked for
+# another status, so linear is fetched twice: the default list, then ``status=PreLaunch``.
+# Spot "has Trading only" (https://bybit-exchange.github.io/docs/v5/market/instrument).
+SUBSCRIBED_STATUSES = frozenset({"Trading", "PreLaunch"})
+PRE_TRADING_STATUS = "PreLaunch"
+# symbolType of non-crypto instruments (enum page "symbolType"): linear commodity, stock and forex
+# perpetuals and spot xstocks (tokenized shares); left out unless `include_non_crypto`.
+NON_CRYPTO_SYMBOL_TYPES = frozenset({"commodity", "stock", "forex", "xstocks"})
+
+
 def _parse_instruments(
-    body: bytes, futures: bool, quotes: frozenset[str], rest: dict[str, str]
+    body: bytes, futures: bool, quotes: frozenset[str], rest: dict[str, str], include_non_crypto: bool = False
 ) -> tuple[list[Instrument], HttpRequest | None]:
-    """Trading instruments of one instruments-info page, and the request for the next page."""
+    """Subscribable instruments of one instruments-info page, and the request for the next page
+    (linear: after the last page of the default list, the first of the PreLaunch list)."""
     try:
         doc = loads(body)
         if doc["retCode"] != 0:
@@ -155,7 +169,9 @@ def _parse_instruments(
         result = doc["result"]
         out = []
         for item in result["list"]:
-            if item["status"] != "Trading" or item["quoteCoin"] not in quotes:
+            if item["status"] not in SUBSCRIBED_STATUSES or item["quoteCoin"] not in quotes:
+                continue
+            if not include_non_crypto and item.get("symbolType") in NON_CRYPTO_SYMBOL_TYPES:
                 continue
             if futures and (item["contractType"] != "LinearPerpetual" or item["settleCoin"] not in quotes):
                 continue
@@ -163,11 +179,17 @@ def _parse_instruments(
         cursor = result.get("nextPageCursor") or ""
     except (KeyError, TypeError, AttributeError) as exc:
         raise ParseError(f"bybit: bad instruments-info response ({exc!r})") from None
-    if not cursor:
-        return out, None
     if "first_url" not in rest:
-        raise ParseError("bybit: a paginated instruments-info page without instruments_request")
-    return out, HttpRequest("GET", f"{rest['first_url']}&cursor={quote(cursor)}")
+        if cursor:
+            raise ParseError("bybit: a paginated instruments-info page without instruments_request")
+        return out, None
+    current = rest.get("current_url", rest["first_url"])
+    if cursor:
+        return out, HttpRequest("GET", f"{current}&cursor={quote(cursor)}")
+    if futures and current == rest["first_url"]:
+        rest["current_url"] = f"{rest['first_url']}&status={PRE_TRADING_STATUS}"
+        return out, HttpRequest("GET", rest["current_url"])
+    return out, None
 
 
 class Options(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -175,6 +197,8 @@ class Options(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
     drop_block_trades: bool = False
     quotes: tuple[str, ...] = ("USDT",)  # quote assets recorded
+    # stock/forex/commodity perpetuals and xstocks too; default: symbols.include_non_crypto
+    include_non_crypto: bool = False
 
 
 def adapter(market: str, options: Mapping[str, Any]) -> Adapter:
@@ -185,6 +209,7 @@ def adapter(market: str, options: Mapping[str, Any]) -> Adapter:
     opts = read_options(f"bybit_{market}", options, Options)
     drop_block = opts.drop_block_trades
     quotes = frozenset(q.upper() for q in opts.quotes)
+    non_crypto = opts.include_non_crypto
     # Spot takes at most 10 args per request; linear has no per-request cap, but every public
     # connection's args must stay under 21,000 characters (~29 per topic -> 500 is safe).
     per_request = 100 if futures else 10
@@ -194,6 +219,7 @@ def adapter(market: str, options: Mapping[str, Any]) -> Adapter:
     def instruments_request(rest_url: str) -> HttpRequest:
         limit = "&limit=1000" if futures else ""
         rest["first_url"] = f"{rest_url.rstrip('/')}/v5/market/instruments-info?category={category}{limit}"
+        rest.pop("current_url", None)
         return HttpRequest("GET", rest["first_url"])
 
     return Adapter(
@@ -209,6 +235,6 @@ def adapter(market: str, options: Mapping[str, Any]) -> Adapter:
         ping_interval_s=20.0,
         quiet_timeout_s=60.0,
         instruments_request=instruments_request,
-        parse_instruments=lambda body: _parse_instruments(body, futures, quotes, rest),
+        parse_instruments=lambda body: _parse_instruments(body, futures, quotes, rest, non_crypto),
         default_options=option_values(Options()),
     )

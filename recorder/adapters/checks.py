@@ -71,6 +71,103 @@ def positive(value: Any, what: str) -> float:
     raise ParseError(f"bad {what}: {value!r:.60}")
 
 
+_MAX_SCALE = 40  # decimals of a size or multiplier beyond this are not a quantity: refused
+_POW10 = tuple(10**k for k in range(2 * _MAX_SCALE + 1))
+
+
+def decimal_parts(value: str | int | float) -> tuple[int, int]:
+    """``(m, k)`` with ``|value| == m × 10^-k`` exactly as the value is written: a JSON string
+    as sent, a float by its shortest repr (what the exchange sent, for a JSON number),
+    ``"17711"`` -> (17711, 0), ``0.1`` -> (1, 1), ``"-1.50"`` -> (150, 2). ValueError when it is
+    not a plain finite decimal."""
+    if value.__class__ is int:
+        return abs(value), 0
+    text = value if value.__class__ is str else repr(float(value))
+    text = text.lstrip("+-")
+    whole, dot, frac = text.partition(".")
+    if (not frac.isdigit() and frac) or not (whole.isdigit() or (whole == "" and frac)):
+        return _scientific(text)
+    if len(frac) > _MAX_SCALE:
+        raise ValueError(f"too many decimals: {text[:60]!r}")
+    return int(whole + frac) if dot else int(whole), len(frac)
+
+
+def _scientific(text: str) -> tuple[int, int]:
+    """``1e-05``-style text (repr of a small float), bounded so 10^k stays small."""
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        _sign, digits, exp = Decimal(text).as_tuple()
+    except InvalidOperation:
+        raise ValueError(f"not a decimal number: {text[:60]!r}") from None
+    if not isinstance(exp, int) or not -_MAX_SCALE <= exp <= _MAX_SCALE or len(digits) > 60:
+        raise ValueError(f"not a plausible quantity: {text[:60]!r}")
+    m = int("".join(map(str, digits)) or "0")
+    return (m * 10**exp, 0) if exp >= 0 else (m, -exp)
+
+
+class Multiplier:
+    """A contract multiplier as an exact decimal ``m × 10^-k`` (`decimal_parts`), with the
+    quantities already computed for the sizes seen (a market trades the same few contract
+    counts over and over; bounded)."""
+
+    __slots__ = ("k", "known", "m")
+    MAX_KNOWN = 4096
+
+    def __init__(self, parts: tuple[int, int]) -> None:
+        self.m, self.k = parts
+        self.known: dict[str | int | float, float] = {}
+
+
+_MULTIPLIERS: dict[float, Multiplier] = {}
+
+
+def multiplier_parts(multiplier: float) -> Multiplier:
+    """The `Multiplier` of an instrument's multiplier, remembered: a parser asks once per frame,
+    and exchanges use a handful of distinct multipliers."""
+    found = _MULTIPLIERS.get(multiplier)
+    if found is None:
+        found = Multiplier(decimal_parts(multiplier))
+        if len(_MULTIPLIERS) < 10_000:  # bounded whatever an instrument list holds
+            _MULTIPLIERS[multiplier] = found
+    return found
+
+
+def contract_qty(size: str | int | float, multiplier: Multiplier) -> float:
+    """``|size| × multiplier`` in base units, exact to the decimals the two numbers have:
+    17711 contracts × 0.1 = 1771.1 (not ``1771.1000000000001``). `multiplier` comes from
+    `multiplier_parts`. The result is the float nearest the exact decimal product (Python's
+    int / int is correctly rounded), i.e. ``float(Decimal(size) * Decimal(multiplier))``.
+    ValueError on a malformed size. Runs once per futures trade: a size seen before is a dict
+    lookup, the common shapes (a plain decimal string, an int, a whole float) stay inline."""
+    known = multiplier.known
+    qty = known.get(size)
+    if qty is not None:
+        return qty
+    cls = size.__class__
+    if cls is str:
+        whole, _, frac = size.partition(".")  # type: ignore[union-attr]  # a str here
+        try:
+            if not frac:
+                m, k = int(whole), 0
+            elif frac.isdigit() and len(frac) <= _MAX_SCALE:
+                m, k = int(whole + frac), len(frac)
+            else:
+                m, k = decimal_parts(size)
+        except ValueError:
+            m, k = decimal_parts(size)  # 1e-05, or not a number at all (raises)
+    elif cls is int:
+        m, k = size, 0  # type: ignore[assignment]  # an int here
+    elif cls is float and size.is_integer():  # type: ignore[union-attr]  # a float here
+        m, k = int(size), 0
+    else:
+        m, k = decimal_parts(size)
+    qty = abs(m * multiplier.m) / _POW10[k + multiplier.k]
+    if len(known) < Multiplier.MAX_KNOWN:
+        known[size] = qty
+    return qty
+
+
 def loads(frame: bytes | str) -> Any:
     """Any JSON value of `frame` (control frames, instrument lists); ParseError if not JSON."""
     try:

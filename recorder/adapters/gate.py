@@ -38,7 +38,9 @@ from pumpwatch.recorder.adapter import (
 from pumpwatch.recorder.adapters.checks import (
     BY_TIME,
     Side,
+    contract_qty,
     loads,
+    multiplier_parts,
     not_a_trade,
     option_values,
     positive,
@@ -146,6 +148,8 @@ def futures_trade_rows(
     """
     rows: list[TradeRow] = []
     append = rows.append
+    last_inst: Instrument | None = None
+    multiplier = multiplier_parts(1.0)
     try:
         for trade in trades:
             inst = instruments.get(trade.contract)
@@ -154,7 +158,10 @@ def futures_trade_rows(
             if trade.is_internal:
                 continue  # insurance fund/ADL: kept in the frame journal, not in segments (DESIGN §3)
             contracts, price = float(trade.size), float(trade.price)
-            qty, side = abs(contracts) * inst.multiplier, "buy" if contracts > 0.0 else "sell"
+            if inst is not last_inst:  # a frame's trades are mostly of one contract
+                last_inst, multiplier = inst, multiplier_parts(inst.multiplier)
+            qty = contract_qty(trade.size, multiplier)
+            side = "buy" if contracts > 0.0 else "sell"
             append(
                 trade_row(
                     ms_to_us(trade.create_time_ms, trade.create_time),
@@ -292,17 +299,39 @@ def _text(row: dict[str, Any], key: str) -> str:
     return value
 
 
+# Spot ``trade_status`` (untradable, buyable, sellable, tradable; "List all currency pairs",
+# https://www.gate.com/docs/developers/apiv4/en/#list-all-currency-pairs-supported):
+# buyable and sellable pairs trade (one side open, e.g. while a listing opens), so they are kept;
+# untradable cannot trade now and is not told apart from a delisted pair, so it is left out.
+# Pre-market pairs (``type: premarket``) are not on the spot trade channel.
+SPOT_TRADING_STATUSES = frozenset({"tradable", "buyable", "sellable"})
+# Futures ``status`` (prelaunch, trading, delisting, delisted, circuit_breaker; "List all futures
+# contracts", https://www.gate.com/docs/developers/apiv4/en/#list-all-futures-contracts):
+# `prelaunch` is a contract before its first trade and `circuit_breaker` a trading contract whose
+# mark price is braked, both kept; delisting/delisted (or ``in_delisting``) are not.
+FUTURES_ENDED_STATUSES = frozenset({"delisting", "delisted"})
+# Futures ``contract_type`` of non-crypto underlyings, left out unless `include_non_crypto`.
+NON_CRYPTO_CONTRACT_TYPES = frozenset({"stocks", "metals", "indices", "forex", "commodities"})
+
+
 def parse_spot_instruments(body: bytes) -> tuple[list[Instrument], HttpRequest | None]:
-    """Tradable USDT pairs (pre-market pairs excluded) from ``GET /api/v4/spot/currency_pairs``."""
+    """Tradable, buyable or sellable USDT pairs (pre-market pairs excluded) from
+    ``GET /api/v4/spot/currency_pairs``."""
     out = []
     for r in _rows(body):
-        if r.get("quote") == "USDT" and r.get("trade_status") == "tradable" and r.get("type") != "premarket":
+        if r.get("quote") != "USDT" or r.get("type") == "premarket":
+            continue
+        if r.get("trade_status") in SPOT_TRADING_STATUSES:
             out.append(Instrument(_text(r, "id"), _text(r, "base").upper(), "USDT"))
     return out, None
 
 
-def parse_futures_instruments(body: bytes) -> tuple[list[Instrument], HttpRequest | None]:
-    """Trading, not delisting, linear USDT contracts from ``GET /api/v4/futures/usdt/contracts``.
+def parse_futures_instruments(
+    body: bytes, include_non_crypto: bool = False
+) -> tuple[list[Instrument], HttpRequest | None]:
+    """Linear USDT contracts that trade or are about to (prelaunch), not delisting, from
+    ``GET /api/v4/futures/usdt/contracts``; stock/metal/index/forex/commodity contracts only
+    with `include_non_crypto`.
 
     The endpoint returns every contract when no ``limit`` is given, so there is no follow-up page.
     """
@@ -310,7 +339,9 @@ def parse_futures_instruments(body: bytes) -> tuple[list[Instrument], HttpReques
     for r in _rows(body):
         if r.get("type", "direct") != "direct" or r.get("in_delisting") is True:
             continue
-        if r.get("status", "trading") != "trading":
+        if r.get("status", "trading") in FUTURES_ENDED_STATUSES:
+            continue
+        if not include_non_crypto and r.get("contract_type") in NON_CRYPTO_CONTRACT_TYPES:
             continue
         name = _text(r, "name")
         base, _, quote = name.partition("_")
@@ -336,6 +367,13 @@ class FuturesOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     ping_interval_s: Annotated[float, msgspec.Meta(gt=0, lt=60)] = 10.0
     max_symbols_per_connection: Annotated[int, msgspec.Meta(ge=1)] = 200
     size_decimal: bool = True  # send X-Gate-Size-Decimal: 1 so fractional sizes are not truncated
+    # stock/metal/index/forex/commodity contracts too; default: symbols.include_non_crypto
+    include_non_crypto: bool = False
+
+
+def _futures_parser(opts: Any) -> Callable[[bytes], tuple[list[Instrument], HttpRequest | None]]:
+    include = isinstance(opts, FuturesOptions) and opts.include_non_crypto
+    return lambda body: parse_futures_instruments(body, include)
 
 
 def adapter(market: str, options: Mapping[str, Any]) -> Adapter:
@@ -360,6 +398,6 @@ def adapter(market: str, options: Mapping[str, Any]) -> Adapter:
         ping_interval_s=float(ping_s),
         quiet_timeout_s=max(30.0, 3 * float(ping_s)),  # a pong answers every ping
         instruments_request=lambda rest_url: HttpRequest("GET", rest_url.rstrip("/") + rest_path),
-        parse_instruments=parse_spot_instruments if market == "spot" else parse_futures_instruments,
+        parse_instruments=parse_spot_instruments if market == "spot" else _futures_parser(opts),
         default_options=option_values(opts.__class__()),
     )

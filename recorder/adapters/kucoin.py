@@ -34,7 +34,9 @@ from pumpwatch.recorder.adapter import (
 )
 from pumpwatch.recorder.adapters.checks import (
     Side,
+    contract_qty,
     loads,
+    multiplier_parts,
     not_a_trade,
     option_values,
     positive,
@@ -80,14 +82,15 @@ _decode_push = msgspec.json.Decoder(_Push).decode
 
 def trade_rows(trades: Iterable[Trade], inst: Instrument, recv_us: int) -> list[TradeRow]:
     """Matches of `inst` -> checked rows (futures qty = lots × multiplier); live frames and REST."""
-    multiplier = inst.multiplier
+    contract = None if inst.multiplier == 1.0 else multiplier_parts(inst.multiplier)
     rows: list[TradeRow] = []
     try:
         for trade in trades:
             raw = trade.time if trade.ts is None else trade.ts  # futures: ts; spot: time
             if raw is None:
                 raise ParseError("kucoin: match without time")
-            price, qty = float(trade.price), float(trade.size) * multiplier
+            price = float(trade.price)
+            qty = float(trade.size) if contract is None else contract_qty(trade.size, contract)
             rows.append(
                 trade_row(int(raw) // 1000, recv_us, inst, price, qty, trade.side, str(trade.trade_id))
             )
@@ -231,17 +234,36 @@ def _base(name: str) -> str:
     return _BASE_ALIASES.get(upper, upper)
 
 
+# Futures contract statuses after which a contract never trades again (``status`` of
+# GET /api/v1/contracts/active: Init, Open, BeingSettled, Settled, Paused, Closed, CancelOnly, as
+# KuCoin's OpenAPI spec lists them: Kucoin/kucoin-universal-sdk spec/rest/api/
+# openapi-futures-market.json, "Get All Symbols"). `Init` is a new contract before it opens;
+# `Paused` and `CancelOnly` return to `Open`.
+FUTURES_ENDED_STATUSES = frozenset({"BeingSettled", "Settled", "Closed"})
+
+
+def _spot_opens(row: dict[str, Any]) -> bool:
+    """Whether a spot pair trades or is scheduled to: ``enableTrading``, or a call auction /
+    ``tradingStartTime`` announced for its opening (GET /api/v2/symbols fields, KuCoin's OpenAPI
+    spec openapi-spot-market.json "Get All Symbols")."""
+    if row.get("enableTrading") is True or row.get("callauctionIsEnabled") is True:
+        return True
+    start = row.get("tradingStartTime")
+    return type(start) is int and start > 0
+
+
 def parse_spot_instruments(body: bytes) -> tuple[list[Instrument], HttpRequest | None]:
-    """USDT pairs with enableTrading from ``GET /api/v2/symbols``."""
+    """USDT pairs that trade or are about to open, from ``GET /api/v2/symbols``."""
     out = []
     for r in _rows(body):
-        if r.get("quoteCurrency") == "USDT" and r.get("enableTrading") is True:
+        if r.get("quoteCurrency") == "USDT" and _spot_opens(r):
             out.append(Instrument(_text(r, "symbol"), _base(_text(r, "baseCurrency")), "USDT"))
     return out, None
 
 
 def parse_futures_instruments(body: bytes) -> tuple[list[Instrument], HttpRequest | None]:
-    """Open linear USDT perpetuals (type FFWCSX) from ``GET /api/v1/contracts/active``."""
+    """Linear USDT perpetuals (type FFWCSX) not being settled or closed (`Init` included), from
+    ``GET /api/v1/contracts/active``."""
     out = []
     for r in _rows(body):
         if (
@@ -249,7 +271,7 @@ def parse_futures_instruments(body: bytes) -> tuple[list[Instrument], HttpReques
             or r.get("settleCurrency") != "USDT"
             or r.get("isInverse") is not False
             or r.get("type") != "FFWCSX"
-            or r.get("status") != "Open"
+            or r.get("status") in FUTURES_ENDED_STATUSES
         ):
             continue
         multiplier = positive(r.get("multiplier"), f"multiplier of {r.get('symbol')!r}")

@@ -24,7 +24,9 @@ from pumpwatch.errors import ConfigError, ParseError
 from pumpwatch.recorder.adapter import Adapter, ConnectTarget, Control, HttpRequest, Instrument, Instruments
 from pumpwatch.recorder.adapters.checks import (
     Side,
+    contract_qty,
     loads,
+    multiplier_parts,
     not_a_trade,
     option_values,
     read_options,
@@ -69,13 +71,14 @@ _decode_push = msgspec.json.Decoder(_Push).decode
 
 def trade_rows(trades: list[Trade], inst: Instrument, recv_us: int) -> list[TradeRow]:
     """Trades of `inst` -> checked rows (base qty = size × contract value); pushes and REST rows."""
-    multiplier = inst.multiplier
+    contract = None if inst.multiplier == 1.0 else multiplier_parts(inst.multiplier)
     rows: list[TradeRow] = []
     append = rows.append
     try:
         for trade in trades:
             time_us = int(trade.time) * US_PER_MS
-            price, qty = float(trade.price), float(trade.size) * multiplier
+            price = float(trade.price)
+            qty = float(trade.size) if contract is None else contract_qty(trade.size, contract)
             append(trade_row(time_us, recv_us, inst, price, qty, trade.side, str(trade.trade_id)))
     except ValueError as exc:  # a ts, px or sz string that is not a number
         if isinstance(exc, ParseError):
@@ -154,15 +157,33 @@ def _multiplier(item: Mapping[str, Any]) -> float | None:
     return value if 0.0 < value < float("inf") else None
 
 
-def _parse_instruments(body: bytes, swap: bool, quotes: frozenset[str]) -> list[Instrument]:
-    """Live USDT spot pairs, or live linear USDT-settled SWAPs with their contract value."""
+# Instrument states (``state``) left out: `test` pairs "can't be traded" and `settling` is an
+# EVENTS contract's end. Kept: `live`; `preopen`, a new instrument before its listTime ("the state
+# changes from preopen to live when the listTime is reached"); `suspend`, `rebase` and `post_only`,
+# which return to `live`. Delisted instruments leave the list. A preopen instrument's other fields
+# stay "" until at least 5 minutes before listTime, when its WebSocket subscription becomes
+# available; until then it has no quote or contract value and is skipped.
+# https://www.okx.com/docs-v5/en/#public-data-rest-api-get-instruments
+ENDED_STATES = frozenset({"test", "settling"})
+# instCategory of the base asset: 1 crypto, 3 stocks, 4 commodities, 5 forex, 6 bonds ("" not
+# available, treated as crypto). Non-crypto ones are left out unless `include_non_crypto`.
+NON_CRYPTO_CATEGORIES = frozenset({"3", "4", "5", "6"})
+
+
+def _parse_instruments(
+    body: bytes, swap: bool, quotes: frozenset[str], include_non_crypto: bool = False
+) -> list[Instrument]:
+    """USDT spot pairs, or linear USDT-settled SWAPs with their contract value, that trade or
+    are about to (preopen)."""
     try:
         doc = loads(body)
         if doc["code"] != "0":
             raise ParseError(f"okx: instruments code {doc['code']}: {doc.get('msg')}")
         out = []
         for item in doc["data"]:
-            if item["state"] != "live":
+            if item["state"] in ENDED_STATES:
+                continue
+            if not include_non_crypto and item.get("instCategory") in NON_CRYPTO_CATEGORIES:
                 continue
             if not swap:
                 if item["quoteCcy"] in quotes:
@@ -193,6 +214,8 @@ class Options(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
     channel: Literal["trades-all", "trades"] = "trades-all"  # per fill, or aggregated per taker order
     quotes: tuple[str, ...] = ("USDT",)  # quote (SWAP: settle) assets recorded
+    # stock/commodity/forex/bond underlyings too; default: symbols.include_non_crypto
+    include_non_crypto: bool = False
 
 
 def adapter(market: str, options: Mapping[str, Any]) -> Adapter:
@@ -204,6 +227,7 @@ def adapter(market: str, options: Mapping[str, Any]) -> Adapter:
     channel = opts.channel
     quotes = frozenset(q.upper() for q in opts.quotes)
     inst_type = "SWAP" if swap else "SPOT"
+    non_crypto = opts.include_non_crypto
     return Adapter(
         stream=f"okx_{market}",
         doc_url=DOC_URL,
@@ -222,6 +246,6 @@ def adapter(market: str, options: Mapping[str, Any]) -> Adapter:
         instruments_request=lambda rest_url: HttpRequest(
             "GET", f"{rest_url.rstrip('/')}/api/v5/public/instruments?instType={inst_type}"
         ),
-        parse_instruments=lambda body: (_parse_instruments(body, swap, quotes), None),
+        parse_instruments=lambda body: (_parse_instruments(body, swap, quotes, non_crypto), None),
         default_options=option_values(Options()),
     )

@@ -9,8 +9,9 @@ stream it
    the store names in the window; one the list does not describe (a coin dropped from the list
    since) is looked up in the exchange's instrument list at the stream's ``rest_url``, because
    its contract multiplier is not in the store;
-2. finds what is missing: the gaps of ``segments.coverage.coverage`` for the base (the whole
-   window when the journal knows nothing, e.g. before PumpWatch was recording), minus, per
+2. finds what is missing: the gaps of ``segments.coverage.completeness`` for the base (the whole
+   window when the journal knows nothing, e.g. before PumpWatch was recording; the spans of
+   damaged sealed segments, ``segments.damage``, included), minus, per
    symbol, the spans already journaled ``repaired`` and those journaled ``unrepaired`` for a
    reason that cannot change (``no_history``, ``beyond_reach``: a latest-only answer and an
    endpoint's reach only move forward in time); the part of the window not yet past (now minus
@@ -248,6 +249,7 @@ def _plan_stream(
     horizon_us: int,
 ) -> _Plan:
     from pumpwatch.segments.coverage import completeness
+    from pumpwatch.segments.damage import unreadable_spans
 
     conf = settings.streams[stream]
     spec = history_spec(stream, conf.rest_url, conf.options)
@@ -258,9 +260,16 @@ def _plan_stream(
     report = WindowRepair(stream, tuple(sorted(set(instruments) | unknown)))
     if not report.symbols:  # the coin is not traded here, as far as anyone knows: nothing to do
         return _Plan(stream, base, spec, instruments, unknown, [], report)
-    # not listening, or a hole in contiguous ids while listening (half-open spans)
+    # not listening, a hole in contiguous ids while listening, or a damaged segment (half-open)
+    damaged = unreadable_spans(data_dir, start_us, end_us, streams=[stream]).get(stream, [])
     done = completeness(
-        data_dir, stream, start_us, end_us, base=base, heartbeat_s=settings.recorder.heartbeat_s
+        data_dir,
+        stream,
+        start_us,
+        end_us,
+        base=base,
+        heartbeat_s=settings.recorder.heartbeat_s,
+        damaged=damaged,
     )
     report.gaps = [(a, min(b, end_us)) for a, b in done.gaps]
     gaps = subtract(report.gaps, [(horizon_us + 1, end_us)]) if end_us > horizon_us else report.gaps

@@ -112,6 +112,10 @@ def _instruments_route(futures: bool) -> HttpHandler:
         if query.get("category") != category:
             body = {"retCode": 10001, "retMsg": "params error: category invalid", "result": {}, "time": 0}
             return HttpResponse(200, orjson.dumps(body))
+        # Like Bybit, only `Trading` symbols by default; every simulated instrument trades, so the
+        # list asked for another status (PreLaunch, Delivering, Closed) is empty.
+        if query.get("status", "Trading") != "Trading":
+            insts = []
         limit = min(int(query.get("limit", "500")), 1000) if futures else len(insts)
         offset = int(query.get("cursor") or 0)
         page = insts[offset : offset + limit]

@@ -38,13 +38,12 @@ def num_text(x: float) -> str:
 
 
 def contracts(qty: float, multiplier: float) -> float:
-    """Contracts c with c × multiplier == qty exactly (the decoder's own arithmetic)."""
-    raw = qty / multiplier
-    clean = (float(round(raw)), round(raw, 4), round(raw, 8))
-    for c in (*clean, raw, math.nextafter(raw, math.inf), math.nextafter(raw, -math.inf)):
-        if c > 0 and c * multiplier == qty:
-            return c
-    return raw
+    """Contracts c whose exact decimal product with the multiplier (the decoder's arithmetic,
+    `pumpwatch.recorder.adapters.checks.contract_qty`) is `qty`: 1771.1 / 0.1 = 17711."""
+    whole = round(qty / multiplier)
+    if whole > 0 and whole * multiplier == qty:  # a product with float noise: still whole contracts
+        return float(whole)
+    return float(Decimal(repr(qty)) / Decimal(repr(multiplier)))
 
 
 def us_to_ms_text(time_us: int) -> str:

@@ -9,7 +9,6 @@ a connection that stays silent past pingInterval + pingTimeout is closed.
 from __future__ import annotations
 
 import itertools
-import math
 import secrets
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
@@ -37,16 +36,13 @@ def num_text(x: float) -> str:
 
 
 def contracts(qty: float, multiplier: float) -> float | int:
-    """Contracts c with c × multiplier == qty exactly (the decoder's own arithmetic), int if whole."""
-    raw = qty / multiplier
-    whole = round(raw)
-    if whole > 0 and whole * multiplier == qty:
+    """Lots whose exact decimal product with the multiplier (the decoder's arithmetic,
+    `pumpwatch.recorder.adapters.checks.contract_qty`) is `qty`, an int when whole."""
+    whole = round(qty / multiplier)
+    if whole > 0 and whole * multiplier == qty:  # a product with float noise: still whole lots
         return whole
-    candidates = (raw, math.nextafter(raw, math.inf), math.nextafter(raw, -math.inf))
-    for c in candidates:
-        if c * multiplier == qty:
-            return c
-    return raw
+    lots = Decimal(repr(qty)) / Decimal(repr(multiplier))
+    return int(lots) if lots == lots.to_integral_value() else float(lots)
 
 
 def sequence_of(trade_id: str | None) -> int | None:

@@ -12,6 +12,7 @@ One ack per subscribed arg, error 60018 naming the instrument for a refused or u
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 
 import orjson
 
@@ -75,10 +76,14 @@ def _on_message(session: SimSession, frame: str | bytes, now_ms: int) -> list[st
 
 
 def _contracts(qty: float, inst: Instrument) -> str:
-    """Base qty back to OKX's contract count (12 significant digits undo the float division)."""
+    """Base qty back to OKX's contract count: the decimal whose exact product with ctVal (the
+    decoder's arithmetic, `pumpwatch.recorder.adapters.checks.contract_qty`) is `qty`."""
     if inst.multiplier == 1.0:
         return decimal_str(qty)
-    return decimal_str(float(f"{qty / inst.multiplier:.12g}"))
+    whole = round(qty / inst.multiplier)
+    if whole > 0 and whole * inst.multiplier == qty:  # a product with float noise: whole contracts
+        return str(whole)
+    return decimal_str(float(Decimal(repr(qty)) / Decimal(repr(inst.multiplier))))
 
 
 def _encode_trades(rows: Sequence[TradeRow], instruments: Mapping[str, Instrument]) -> list[str]:

@@ -9,6 +9,13 @@ between detection and extraction still extracts. Extraction and detection run in
 threads (`asyncio.to_thread`) so the poll loop keeps going; several coins, from one notice or
 several, each get their own directory.
 
+Provenance: the extraction carries the notice (`Firing.source`: id, title, first_listed_at,
+detection delay). One pending extraction per (coin, T, notice id): two notices naming the same
+coin at the same time are two extractions, and the extractor gives the second its own
+directory (``…Z_2``) instead of replacing the first; a later manual ``pumpwatch extract`` of
+the same coin and T refreshes the directory and keeps the notice. A coin that no stream has
+ever recorded is not retried (`NothingMatchedError`): nothing is written for it.
+
 Before extracting, what the store is still missing inside the window is filled from the
 exchanges' REST history (`window_repair_fn`, ``recorder/history/window.py``; off with
 ``repair.at_extract: false``). It runs as its own task on the event loop: HTTP is async, disk
@@ -29,6 +36,7 @@ from typing import Any
 
 import orjson
 
+from pumpwatch.errors import NothingMatchedError
 from pumpwatch.recorder.upbit.state import Firing, write_json_atomic
 from pumpwatch.settings import PumpSettings, Settings
 from pumpwatch.streams import STREAMS, check_symbol
@@ -58,8 +66,10 @@ class PendingExtraction:
     attempts: int = 0
 
     @property
-    def key(self) -> tuple[str, int]:
-        return (self.symbol, self.trigger_us)
+    def key(self) -> tuple[str, int, str]:
+        """One extraction per coin, trigger time and notice: two notices of one coin at the same
+        time are two extractions (the extractor gives the second its own directory)."""
+        return (self.symbol, self.trigger_us, str(self.source.get("notice_id", "")))
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,7 @@ class ExtractionResult:
     listing_dir: Path | None
     detected: bool
     error: str | None = None
+    final: bool = False  # an error retrying cannot change (no stream records the coin)
 
 
 def default_extract() -> ExtractFn:
@@ -135,11 +146,11 @@ class ExtractionScheduler:
         self._repair_fn = repair_fn
         self._clock = clock
         self._retry_base_s = retry_base_s
-        self.pending: dict[tuple[str, int], PendingExtraction] = {}
+        self.pending: dict[tuple[str, int, str], PendingExtraction] = {}
         self.results: list[ExtractionResult] = []
-        self._tasks: dict[tuple[str, int], asyncio.Task[None]] = {}
+        self._tasks: dict[tuple[str, int, str], asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(MAX_PARALLEL)
-        self._running: set[tuple[str, int]] = set()
+        self._running: set[tuple[str, int, str]] = set()
         self._closing = False
         self._load()
 
@@ -176,7 +187,7 @@ class ExtractionScheduler:
         return trigger_us + int((self.after_s + self.wait_after_s) * US_PER_S)
 
     def add(self, firing: Firing) -> PendingExtraction | None:
-        """Persist and schedule one fired coin; a duplicate (same symbol and T) is ignored."""
+        """Persist and schedule one fired coin; a duplicate (same symbol, T and notice) is ignored."""
         symbol = check_symbol(firing.symbol)
         item = PendingExtraction(
             symbol, firing.trigger_us, self.due_us_for(firing.trigger_us), firing.source()
@@ -246,8 +257,8 @@ class ExtractionScheduler:
                     result = await self._attempt(item)
                 finally:
                     self._running.discard(item.key)
-            if result.error is None or item.attempts >= MAX_ATTEMPTS:
-                if result.error is not None:
+            if result.error is None or result.final or item.attempts >= MAX_ATTEMPTS:
+                if result.error is not None and not result.final:
                     log.error(
                         "upbit: giving up extraction of %s after %d attempts", item.symbol, item.attempts
                     )
@@ -297,6 +308,9 @@ class ExtractionScheduler:
             )
         except asyncio.CancelledError:
             raise
+        except NothingMatchedError as exc:
+            log.warning("upbit: nothing to extract for %s: %s", item.symbol, exc)
+            return ExtractionResult(item.symbol, item.trigger_us, None, False, str(exc), final=True)
         except Exception as exc:
             return ExtractionResult(item.symbol, item.trigger_us, None, False, f"{type(exc).__name__}: {exc}")
         log.info(

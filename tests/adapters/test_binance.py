@@ -299,7 +299,12 @@ def test_instruments_from_exchange_info_fixtures() -> None:
     assert (req.method, req.url) == ("GET", "https://api.binance.com/api/v3/exchangeInfo")
     insts, follow = SPOT.parse_instruments(_fx("spot_exchange_info.json"))
     assert follow is None
-    assert insts == [Instrument("BTCUSDT", "BTC", "USDT"), Instrument("0GUSDT", "0G", "USDT")]
+    # LUNAUSDT is BREAK: kept, as a pair announced for listing shows BREAK until it opens.
+    assert insts == [
+        Instrument("BTCUSDT", "BTC", "USDT"),
+        Instrument("0GUSDT", "0G", "USDT"),
+        Instrument("LUNAUSDT", "LUNA", "USDT"),
+    ]
     assert FUT.instruments_request is not None and FUT.parse_instruments is not None
     assert (
         FUT.instruments_request("https://fapi.binance.com").url

@@ -273,7 +273,12 @@ def test_spot_instruments_from_fixture() -> None:
     req = SPOT.instruments_request("https://api.bybit.com")
     assert req.url == "https://api.bybit.com/v5/market/instruments-info?category=spot"
     assert SPOT.parse_instruments(_fx("spot_instruments.json")) == (
-        [Instrument("BTCUSDT", "BTC", "USDT"), Instrument("0GUSDT", "0G", "USDT")],
+        # NEWUSDT is PreLaunch: subscribed before its first trade.
+        [
+            Instrument("BTCUSDT", "BTC", "USDT"),
+            Instrument("0GUSDT", "0G", "USDT"),
+            Instrument("NEWUSDT", "NEW", "USDT"),
+        ],
         None,
     )
     with pytest.raises(ParseError):
@@ -291,8 +296,12 @@ def test_linear_instruments_paginate_with_the_cursor() -> None:
         "https://api.bybit.com/v5/market/instruments-info?category=linear&limit=1000"
         "&cursor=first%253D1000PEPEUSDT%2526last%253DBTCPERP"
     )
-    page2, end = adapter.parse_instruments(_fx("futures_instruments_page2.json"))
-    assert page2 == [Instrument("BTCUSDT", "BTC", "USDT")] and end is None
+    page2, prelaunch = adapter.parse_instruments(_fx("futures_instruments_page2.json"))
+    assert page2 == [Instrument("BTCUSDT", "BTC", "USDT")]
+    # The default list holds only Trading symbols: the PreLaunch list is asked for next.
+    assert prelaunch is not None and prelaunch.url == (
+        "https://api.bybit.com/v5/market/instruments-info?category=linear&limit=1000&status=PreLaunch"
+    )
 
 
 # -- simulated server protocol ----------------------------------------------------------------
@@ -358,7 +367,7 @@ def test_sim_linear_shapes_and_instrument_pages() -> None:
         got, request = FUT.parse_instruments(handler(query, b"", insts, "").body)
         seen.extend(got)
         pages += 1
-    assert pages == 3 and seen == insts
+    assert pages == 4 and seen == insts  # three pages of Trading symbols, one empty PreLaunch page
 
 
 # -- end to end over sockets, against recorder/sim/server.py ---------------------------------

@@ -89,23 +89,23 @@ def test_futures_internal_print_is_dropped_not_an_error() -> None:
 def test_futures_int_sizes_sign_is_taker_side_and_qty_in_base() -> None:
     recv = 1614556851000000
     assert FUT.decode(_fx("futures_multi_trade_int_sizes.json"), recv, FUT_INSTS) == [
-        (1614556850860000, recv, "BTC_USDT", "BTC", "USDT", 45300.0, 1 * 0.0001, "buy", "13654526"),
-        (1614556850860000, recv, "BTC_USDT", "BTC", "USDT", 45299.9, 3 * 0.0001, "sell", "13654527"),
+        (1614556850860000, recv, "BTC_USDT", "BTC", "USDT", 45300.0, 0.0001, "buy", "13654526"),
+        (1614556850860000, recv, "BTC_USDT", "BTC", "USDT", 45299.9, 0.0003, "sell", "13654527"),
     ]
 
 
 def test_futures_decimal_sizes_and_internal_print_in_a_batch() -> None:
     recv = 1769990400600000
     assert FUT.decode(_fx("futures_multi_trade_decimal_sizes.json"), recv, FUT_INSTS) == [
-        (1769990400501000, recv, "BTC_USDT", "BTC", "USDT", 78251.3, 1.5 * 0.0001, "buy", "630210001"),
-        (1769990400503000, recv, "BTC_USDT", "BTC", "USDT", 78251.2, 0.7 * 0.0001, "sell", "630210002"),
+        (1769990400501000, recv, "BTC_USDT", "BTC", "USDT", 78251.3, 0.00015, "buy", "630210001"),
+        (1769990400503000, recv, "BTC_USDT", "BTC", "USDT", 78251.2, 7e-05, "sell", "630210002"),
     ]
 
 
 def test_futures_frame_without_create_time_ms_uses_seconds() -> None:
     recv = 1575000000500000
     assert FUT.decode(_fx("futures_trade_without_create_time_ms.json"), recv, FUT_INSTS) == [
-        (1575000000000000, recv, "BTC_USDT", "BTC", "USDT", 7540.5, 2 * 0.0001, "sell", "2751234")
+        (1575000000000000, recv, "BTC_USDT", "BTC", "USDT", 7540.5, 0.0002, "sell", "2751234")
     ]
 
 
@@ -273,7 +273,7 @@ def test_futures_numbers_where_strings_are_documented_still_yield_the_trades() -
         "BTC",
         "USDT",
         45300.0,
-        1 * 0.0001,
+        0.0001,
         "buy",
         "13654526",
     )
@@ -359,6 +359,7 @@ def test_futures_instruments_quanto_multiplier_from_the_list() -> None:
     assert insts == [
         Instrument("BTC_USDT", "BTC", "USDT", multiplier=0.0001),
         Instrument("1000PEPE_USDT", "1000PEPE", "USDT", multiplier=10.0),
+        Instrument("SOON_USDT", "SOON", "USDT", multiplier=1.0),  # prelaunch: before its first trade
     ]
 
 
@@ -390,8 +391,8 @@ def test_sim_futures_refuses_a_client_without_the_size_header() -> None:
 
 def test_sim_legacy_sizes_truncate_toward_zero_like_the_real_server() -> None:
     rows = [
-        (RECV_US - 2000, RECV_US, "BTC_USDT", "BTC", "USDT", 50000.0, 1.7 * 0.0001, "buy", "1"),
-        (RECV_US - 1000, RECV_US, "BTC_USDT", "BTC", "USDT", 50000.0, 1.5 * 0.0001, "sell", "2"),
+        (RECV_US - 2000, RECV_US, "BTC_USDT", "BTC", "USDT", 50000.0, 0.00017, "buy", "1"),
+        (RECV_US - 1000, RECV_US, "BTC_USDT", "BTC", "USDT", 50000.0, 0.00015, "sell", "2"),
     ]
     (frame,) = sim_protocol("futures").encode_trades(rows, SIM_FUT)
     assert [t["size"] for t in orjson.loads(frame)["result"]] == ["1.7", "-1.5"]

@@ -318,10 +318,11 @@ def test_futures_instruments_open_linear_usdt_with_multiplier_from_the_list() ->
     assert req.url == "https://api-futures.kucoin.com/api/v1/contracts/active"
     insts, follow_up = FUT.parse_instruments(_fx("futures_contracts_active.json"))
     assert follow_up is None
-    # inverse XBTUSDM, the dated XBTMH26 and the paused PEPEUSDTM are left out
+    # inverse XBTUSDM and the dated XBTMH26 are left out; the paused PEPEUSDTM may reopen
     assert insts == [
         Instrument("XBTUSDTM", "BTC", "USDT", multiplier=0.001),
         Instrument("ETHUSDTM", "ETH", "USDT", multiplier=0.01),
+        Instrument("PEPEUSDTM", "PEPE", "USDT", multiplier=100000.0),
     ]
 
 

@@ -291,7 +291,12 @@ def test_instruments_from_fixtures() -> None:
         "https://www.okx.com/api/v5/public/instruments?instType=SPOT"
     )
     assert SPOT.parse_instruments(_fx("spot_instruments.json")) == (
-        [Instrument("BTC-USDT", "BTC", "USDT"), Instrument("0G-USDT", "0G", "USDT")],
+        # NEW-USDT is preopen: subscribed before its first trade.
+        [
+            Instrument("BTC-USDT", "BTC", "USDT"),
+            Instrument("0G-USDT", "0G", "USDT"),
+            Instrument("NEW-USDT", "NEW", "USDT"),
+        ],
         None,
     )
     assert SWAP.instruments_request is not None and SWAP.parse_instruments is not None
@@ -303,7 +308,8 @@ def test_instruments_from_fixtures() -> None:
     assert insts == [
         Instrument("BTC-USDT-SWAP", "BTC", "USDT", multiplier=0.01),
         Instrument("PEOPLE-USDT-SWAP", "PEOPLE", "USDT", multiplier=100.0),
-    ]  # inverse, USDC-settled, suspended and contract-size-less SWAPs are left out
+        Instrument("OLD-USDT-SWAP", "OLD", "USDT", multiplier=10.0),
+    ]  # inverse, USDC-settled and contract-size-less SWAPs are left out; suspended returns to live
     with pytest.raises(ParseError):
         SWAP.parse_instruments(b'{"code":"50011","msg":"Too Many Requests","data":[]}')
 

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pumpwatch.errors import StoreError, UsageError
+from pumpwatch.errors import NothingMatchedError, StoreError, UsageError
 from pumpwatch.extractor import extract, listing_dir_name
 from pumpwatch.recorder.sim.market import MarketSpec, PumpSpec, generate, write_store
 from pumpwatch.segments.journal import EventJournal
@@ -149,6 +149,12 @@ def test_rerun_gives_byte_identical_trade_files_and_replaces_atomically(store: t
             assert (second / rel).read_bytes() == data, rel
     meta_a = orjson.loads(snapshot[Path("metadata.json")])
     meta_b = orjson.loads((second / "metadata.json").read_bytes())
+    # the refresh says so: when the listing was first extracted, and how often
+    assert meta_b.pop("re_extracted") == {
+        "first_extracted_at": meta_a["extracted_at"],
+        "count": 2,
+        "source_kept": False,
+    }
     meta_a.pop("extracted_at"), meta_b.pop("extracted_at")
     assert meta_a == meta_b
     leftovers = [p.name for p in (data_dir / "listings").iterdir() if p.name.startswith(".")]
@@ -167,10 +173,12 @@ def test_any_window_equals_a_filter_over_everything_written(
 ) -> None:
     data_dir, everything = store
     trigger = START + round(offset_s * S)
-    listing = extract(data_dir, symbol, trigger, before_s=before_s, after_s=after_s)
-    check_against(
-        listing, brute_force(everything, symbol, trigger - round(before_s * S), trigger + round(after_s * S))
-    )
+    expected = brute_force(everything, symbol, trigger - round(before_s * S), trigger + round(after_s * S))
+    if not expected:  # no trade and no journal: nothing to extract, nothing written
+        with pytest.raises(NothingMatchedError, match=f"no stream has recorded {symbol}"):
+            extract(data_dir, symbol, trigger, before_s=before_s, after_s=after_s)
+        return
+    check_against(extract(data_dir, symbol, trigger, before_s=before_s, after_s=after_s), expected)
 
 
 def test_stream_selection_writes_only_those_streams(store: tuple[Path, pa.Table]) -> None:
@@ -222,7 +230,10 @@ def test_coverage_from_the_journal(store: tuple[Path, pa.Table], tmp_path: Path)
 def test_bad_symbol_and_missing_store_touch_nothing(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="malformed symbol"):
         extract(tmp_path, "../etc", START)
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match="malformed symbol"):
+        extract(tmp_path, "0-g", START)
+    # a lower-case ticker is the upper-case one; with nothing recorded, nothing is written
+    with pytest.raises(NothingMatchedError, match="no stream has recorded 0G"):
         extract(tmp_path, "0g", START)
     with pytest.raises(StoreError, match="does not exist"):
         extract(tmp_path / "nope", "BTC", START)

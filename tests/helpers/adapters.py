@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from pumpwatch.errors import ParseError
 from pumpwatch.recorder.adapter import Control, Instrument, Instruments
-from pumpwatch.recorder.adapters import get_adapter
+from pumpwatch.recorder.adapters import checks, get_adapter
 from pumpwatch.recorder.sim.instruments import sim_instrument
 from pumpwatch.segments.schema import TradeRow
 from pumpwatch.streams import split_stream
@@ -98,8 +98,8 @@ positive_floats = st.floats(min_value=1e-8, max_value=1e9, allow_nan=False, allo
 
 
 def contract_qty(contracts: str, multiplier: float) -> float:
-    """Base quantity of `contracts` exactly as a decoder computes it: float(contracts) × multiplier."""
-    return float(contracts) * multiplier
+    """Base quantity of `contracts` exactly as a decoder computes it (the exact decimal product)."""
+    return checks.contract_qty(contracts, checks.multiplier_parts(multiplier))
 
 
 @st.composite

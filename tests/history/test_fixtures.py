@@ -125,8 +125,8 @@ def test_gate_spot_trades() -> None:
 def test_gate_futures_trades_sign_multiplier_and_internal() -> None:
     page = gate.parse_futures_trades(body("gate/futures_history_trades.json"), RECV, GATE_BTC)
     assert page.rows == [
-        (1769990400501000, RECV, "BTC_USDT", "BTC", "USDT", 78251.3, 1.5 * 0.0001, "buy", "630210001"),
-        (1769990400503000, RECV, "BTC_USDT", "BTC", "USDT", 78251.2, 0.7 * 0.0001, "sell", "630210002"),
+        (1769990400501000, RECV, "BTC_USDT", "BTC", "USDT", 78251.3, 0.00015, "buy", "630210001"),
+        (1769990400503000, RECV, "BTC_USDT", "BTC", "USDT", 78251.2, 0.00007, "sell", "630210002"),
     ]  # the is_internal print is dropped, as live
     seconds = gate.parse_futures_trades(body("gate/futures_history_trades_seconds_only.json"), RECV, GATE_BTC)
     assert seconds.rows[0][0] == 1769990400501000  # create_time 1769990400.501 s, no float error

@@ -20,6 +20,7 @@ import pytest
 
 from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.recorder.adapters import get_adapter
+from pumpwatch.recorder.adapters.checks import contract_qty, multiplier_parts
 from pumpwatch.recorder.sim.cluster import sim_protocol_for
 from pumpwatch.recorder.sim.history import RateLimit, TradeStore, numeric_id
 from pumpwatch.recorder.sim.instruments import sim_instrument
@@ -350,7 +351,7 @@ def test_gate_futures_trades_offset_paging_and_size_decimal_header() -> None:
                 if len(items) < 1000:
                     break
             norm = [
-                ("BTC_USDT", float(i["price"]), abs(float(i["size"])) * mult,
+                ("BTC_USDT", float(i["price"]), contract_qty(i["size"], multiplier_parts(mult)),
                  "buy" if float(i["size"]) > 0 else "sell", str(i["id"]), i["create_time_ms"] * MS)
                 for i in reversed(got)
             ]  # fmt: skip

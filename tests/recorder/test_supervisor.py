@@ -228,7 +228,7 @@ def test_lean_entry_point_records_and_stops_without_the_cli_libraries(tmp_path: 
     try:
         sup = psutil.Process(proc.pid)
         for _ in range(300):
-            workers = [c for c in sup.children() if "--exchange" in c.cmdline()]
+            workers = [c for c in sup.children() if "--exchange" in _cmdline(c)]
             if workers and any(e["event"] == "start" for e in read_events(settings.data_dir, "okx_spot")):
                 break
             time.sleep(0.05)
@@ -313,3 +313,14 @@ def test_a_real_worker_with_bad_settings_stops_record_after_one_start(
     assert "pumpwatch worker: error: streams.binance_spot.options.channel: " in err
     assert "Traceback" not in err
     assert not [e for e in read_events(settings.data_dir, "binance_spot") if e["event"] == "gap_start"]
+
+
+def _cmdline(proc: object) -> list[str]:
+    """A child's command line; [] for one that just exited (a short-lived child such as the
+    subscription refresh is a zombie until the supervisor reaps it)."""
+    import psutil
+
+    try:
+        return list(proc.cmdline())  # type: ignore[attr-defined]
+    except (psutil.ZombieProcess, psutil.NoSuchProcess):
+        return []

@@ -12,9 +12,9 @@ import orjson
 import pyarrow as pa
 import pyarrow.ipc as ipc
 import pytest
+from helpers.store import T0_US, assert_same_trades, float_bits, make_rows, table_rows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from store_helpers import T0_US, assert_same_trades, float_bits, make_rows, table_rows
 
 from pumpwatch.segments import SegmentWriter, list_segments, read_trades
 from pumpwatch.segments.checksum import check_batches, recorded_damage

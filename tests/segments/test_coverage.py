@@ -447,3 +447,16 @@ def test_status_shows_repairs_in_one_line_per_stream(tmp_path: Path) -> None:
         "okx_futures: 1 id gap(s), 1 span(s) repaired (37 trades from REST), 1 still missing (24 h)" in lines
     )
     assert not [line for line in lines if line.startswith("binance_spot:")]
+
+
+def test_rows_dropped_on_a_full_disk_are_a_gap_until_repaired() -> None:
+    # the writer journals `dropped` with the exact trade-time bounds of the rows it could not keep
+    dropped = ev(45, "dropped", what="rows", rows=7, reason="disk full", first_time_us=int(30 * S),
+                 last_time_us=int(32 * S), first_recv_us=int(30 * S), last_recv_us=int(32 * S))  # fmt: skip
+    frames = ev(45, "dropped", what="frames", rows=9, reason="disk full", first_time_us=int(40 * S),
+                last_time_us=int(41 * S), first_recv_us=int(40 * S), last_recv_us=int(41 * S))  # fmt: skip
+    c = comp([*DROP, dropped, frames], 25, 50)
+    assert c.state == "incomplete"
+    assert c.gaps == [(30 * S, 32 * S + 1)]  # frames lost on a full disk are not trades lost
+    repaired = [*DROP, dropped, rep(70, "AUSDT", 30, 32), rep(70, "A-PERP", 30, 32)]
+    assert comp(repaired, 25, 50).state == "repaired"

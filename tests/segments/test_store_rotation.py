@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from pumpwatch.errors import StoreError
 from pumpwatch.segments import SegmentWriter, list_segments, read_trades
+from pumpwatch.segments.journal import read_events
 from pumpwatch.segments.paths import parse_segment_path, segment_path
 from pumpwatch.timeunits import US_PER_HOUR as HOUR_US
 
@@ -146,13 +147,16 @@ def test_paths_are_parsed_back(tmp_path) -> None:
     assert [s.path.name for s in list_segments(tmp_path)] == ["_010203.arrow"]
 
 
-def test_a_disk_fault_stops_loudly(tmp_path) -> None:
+def test_a_disk_fault_keeps_rows_then_journals_what_close_cannot_write(tmp_path) -> None:
+    # issue 11: a disk fault no longer stops the writer; `flush` says so, `append` still takes
+    # rows, and `close` gives up after its bound, journaling what it dropped
     (tmp_path / "segments").write_text("not a directory")  # nothing can be created below it
-    w = SegmentWriter(tmp_path, "okx_spot")
+    w = SegmentWriter(tmp_path, "okx_spot", close_timeout_s=0.3)
     w.append(make_rows(3))
     with pytest.raises(StoreError, match="cannot create segment"):
         w.flush()
-    with pytest.raises(StoreError, match="cannot create segment"):
-        w.append(make_rows(1))
-    with pytest.raises(StoreError):
-        w.close()
+    w.append(make_rows(1))
+    w.close()
+    assert w.rows_lost == 4
+    (event,) = [e for e in read_events(tmp_path, "okx_spot") if e["event"] == "dropped"]
+    assert event["rows"] == 4
