@@ -26,6 +26,7 @@ from pumpwatch.recorder.adapters.checks import Side
 from pumpwatch.recorder.adapters.kucoin import Trade, trade_rows
 from pumpwatch.recorder.history.rest import decode_answer, rest_rows
 from pumpwatch.recorder.history.spec import HistoryError, HistoryPage, HistorySpec, RateRule
+from pumpwatch.timeunits import NS_PER_US
 
 SPOT_DOC = "https://www.kucoin.com/docs-new/rest/spot-trading/market-data/get-trade-history"
 FUTURES_DOC = "https://www.kucoin.com/docs-new/rest/futures-trading/market-data/get-trade-history"
@@ -37,7 +38,6 @@ RATE = RateRule(
     ban_statuses=(),
     doc_url="https://www.kucoin.com/docs-new/rate-limit",
 )
-NS_PER_US = 1000
 
 
 class HistoryTrade(msgspec.Struct, kw_only=True, gc=False):

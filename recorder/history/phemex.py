@@ -26,6 +26,7 @@ from pumpwatch.recorder.adapters.phemex import PerpTrade, SpotTrade, perp_trade_
 from pumpwatch.recorder.history.rest import decode_answer, rest_rows
 from pumpwatch.recorder.history.spec import HistoryPage, HistorySpec, RateRule
 from pumpwatch.segments.schema import TradeRow
+from pumpwatch.timeunits import NS_PER_US
 
 SPOT_DOC = "https://github.com/phemex/phemex-api-docs/blob/master/Public-Spot-API-en.md#query-recent-trades"
 FUTURES_DOC = (
@@ -39,7 +40,6 @@ RATE = RateRule(
     ban_statuses=(),
     doc_url="https://github.com/phemex/phemex-api-docs/blob/master/Generic-API-Info.en.md",
 )
-NS_PER_US = 1000
 
 
 class _Result(msgspec.Struct, gc=False):

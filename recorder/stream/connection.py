@@ -26,7 +26,7 @@ from pumpwatch.recorder.adapter import Adapter, ConnectTarget, Control
 from pumpwatch.recorder.stream.logcontext import StreamLog
 from pumpwatch.recorder.stream.ratelimit import RateLimiter
 from pumpwatch.recorder.stream.requests import PendingRequest, RequestBook
-from pumpwatch.timeunits import US_PER_MS
+from pumpwatch.timeunits import NS_PER_US, US_PER_MS
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,6 @@ MAX_FRAME_BYTES = 16 * 1024 * 1024
 MAX_QUEUE_FRAMES = 1024
 CLOSE_TIMEOUT_S = 2.0
 
-_NS_PER_US = 1_000  # `clock` counts nanoseconds, like time.time_ns (pumpwatch.timeunits stops at µs)
 
 _req_ids = itertools.count(1)  # numeric strings: accepted as ids by every exchange (Phemex: int only)
 
@@ -292,7 +291,7 @@ class Connection:
         assert ws is not None
         process = self._process
         clock = self._clock
-        ns_per_us = _NS_PER_US  # a local: this loop runs once per frame
+        ns_per_us = NS_PER_US  # a local: this loop runs once per frame
         reason = "closed"
         try:
             while True:
@@ -337,7 +336,7 @@ class Connection:
             await self.limiter.acquire()
             try:
                 if ping is not None:
-                    await ws.send(ping(self._clock() // _NS_PER_US // US_PER_MS))
+                    await ws.send(ping(self._clock() // NS_PER_US // US_PER_MS))
                 else:
                     await ws.ping()  # the pong only refreshes last_rx_s; the watchdog judges
             except ConnectionClosed:
