@@ -28,7 +28,6 @@ from helpers.e2e import (
     disk_rows,
     now_us,
     trade_key,
-    wait_listening,
     wait_on_disk,
 )
 
@@ -97,9 +96,7 @@ async def _body(tmp_path: Path, data: Path) -> None:
         cfg["storage"]["min_free_disk_mb"] = 1
         config.write_text(yaml.safe_dump(cfg))
         rec = Recorder(config, tmp_path)
-        await rec.start()
-        await market.wait_subscribed()
-        await wait_listening(data, STREAMS)
+        await rec.start_listening(market, data, STREAMS)
         await market.trade_for(1.0)
         await wait_on_disk(market, data)
 

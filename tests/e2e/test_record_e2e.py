@@ -66,9 +66,7 @@ def test_sigterm_flushes_seals_and_exits_zero(tmp_path: Path) -> None:
         async with Market(STREAMS) as market:
             config = market.write_config(tmp_path)
             rec = Recorder(config, tmp_path)
-            await rec.start()
-            await market.wait_subscribed()
-            await wait_listening(tmp_path / "data", STREAMS)
+            await rec.start_listening(market, tmp_path / "data", STREAMS)
             t0 = now_us()
             await market.trade_for(2.0)
             await asyncio.sleep(0.5)
@@ -95,9 +93,7 @@ def test_disconnect_storm_loses_and_duplicates_nothing(tmp_path: Path) -> None:
         async with Market(STREAMS) as market:
             data = tmp_path / "data"
             rec = Recorder(market.write_config(tmp_path), tmp_path)
-            await rec.start()
-            await market.wait_subscribed()
-            await wait_listening(data, STREAMS)
+            await rec.start_listening(market, data, STREAMS)
             t0 = now_us()
             outages: list[tuple[int, int]] = []  # (just before the drop, journal listens again)
             for _ in range(drops):
@@ -149,9 +145,7 @@ def test_lifetime_rotation_leaves_no_gap_and_no_duplicate(tmp_path: Path) -> Non
     async def body() -> None:
         async with Market(ROTATING, lifetime_s=1.5) as market:
             rec = Recorder(market.write_config(tmp_path), tmp_path)
-            await rec.start()
-            await market.wait_subscribed()
-            await wait_listening(tmp_path / "data", ROTATING)
+            await rec.start_listening(market, tmp_path / "data", ROTATING)
             t0 = now_us()
             await market.trade_for(seconds)
             await asyncio.sleep(0.5)
@@ -173,9 +167,7 @@ def test_kill9_of_the_whole_group_then_restart_loses_nothing_flushed(tmp_path: P
         async with Market(STREAMS) as market:
             config = market.write_config(tmp_path)
             rec = Recorder(config, tmp_path)
-            await rec.start()
-            await market.wait_subscribed()
-            await wait_listening(tmp_path / "data", STREAMS)
+            await rec.start_listening(market, tmp_path / "data", STREAMS)
             t0 = now_us()
             await market.trade_for(1.5)
             await wait_on_disk(market, tmp_path / "data")  # everything sent so far is flushed
@@ -218,9 +210,7 @@ def test_kill9_of_one_worker_is_restarted_and_others_are_untouched(tmp_path: Pat
     async def body() -> None:
         async with Market(STREAMS) as market:
             rec = Recorder(market.write_config(tmp_path), tmp_path)
-            await rec.start()
-            await market.wait_subscribed()
-            await wait_listening(tmp_path / "data", STREAMS)
+            await rec.start_listening(market, tmp_path / "data", STREAMS)
             t0 = now_us()
             await market.trade_for(1.0)
             await wait_on_disk(market, tmp_path / "data")

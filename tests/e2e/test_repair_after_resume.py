@@ -27,7 +27,6 @@ from helpers.e2e import (
     now_us,
     poll,
     trade_key,
-    wait_listening,
 )
 
 from pumpwatch.segments.journal import read_events
@@ -91,9 +90,7 @@ def test_ids_skipped_after_a_quiet_resume_are_repaired_and_never_claimed(tmp_pat
     async def body() -> None:
         async with Market(streams) as market:
             rec = Recorder(_config(market, tmp_path), tmp_path)
-            await rec.start()
-            await market.wait_subscribed()
-            await wait_listening(data, streams)
+            await rec.start_listening(market, data, streams)
             t0 = now_us()
             await market.trade_for(1.0)
             victims = {s: market.instruments[s][0].symbol for s in streams}  # `publish(1)` trades it

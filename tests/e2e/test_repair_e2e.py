@@ -119,9 +119,7 @@ def test_id_hole_while_connected_is_journaled_and_repaired_by_id(tmp_path: Path)
     async def body() -> None:
         async with Market(streams) as market:
             rec = Recorder(write_config(market, tmp_path), tmp_path)
-            await rec.start()
-            await market.wait_subscribed()
-            await wait_listening(data, streams)
+            await rec.start_listening(market, data, streams)
             t0 = now_us()
             await market.trade_for(1.0)
             victims = {s: market.instruments[s][0].symbol for s in streams}
@@ -158,9 +156,7 @@ def test_disconnects_and_stalls_while_trading_lose_nothing(tmp_path: Path) -> No
     async def body() -> None:
         async with Market(streams) as market:
             rec = Recorder(write_config(market, tmp_path), tmp_path)
-            await rec.start()
-            await market.wait_subscribed()
-            await wait_listening(data, streams)
+            await rec.start_listening(market, data, streams)
             t0 = now_us()
             for _ in range(faults):
                 await market.trade_for(rng.uniform(0.5, 1.5), per_tick=2)
@@ -194,9 +190,7 @@ def test_long_gap_on_a_latest_only_stream_is_unrepaired_with_its_exact_span(tmp_
     async def body() -> None:
         async with Market([stream]) as market:
             rec = Recorder(write_config(market, tmp_path), tmp_path)
-            await rec.start()
-            await market.wait_subscribed()
-            await wait_listening(data, [stream])
+            await rec.start_listening(market, data, [stream])
             t0 = now_us()
             await market.trade_for(0.5)
             # Refuse connections while trading ~300 trades per symbol: far beyond 60.
@@ -244,9 +238,7 @@ def test_killed_worker_and_restarted_record_are_repaired(tmp_path: Path) -> None
         async with Market(streams) as market:
             config = write_config(market, tmp_path)
             rec = Recorder(config, tmp_path)
-            await rec.start()
-            await market.wait_subscribed()
-            await wait_listening(data, streams)
+            await rec.start_listening(market, data, streams)
             t0 = now_us()
             await market.trade_for(1.0)
             victims = {}
@@ -291,9 +283,7 @@ def test_rate_limit_answers_slow_the_repair_and_never_drop_it(tmp_path: Path) ->
     async def body() -> None:
         async with Market(streams) as market:
             rec = Recorder(write_config(market, tmp_path), tmp_path)
-            await rec.start()
-            await market.wait_subscribed()
-            await wait_listening(data, streams)
+            await rec.start_listening(market, data, streams)
             t0 = now_us()
             await market.trade_for(0.5)
             for s in streams:

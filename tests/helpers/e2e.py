@@ -289,6 +289,13 @@ class Recorder:
             start_new_session=True,
         )
 
+    async def start_listening(self, market: Market, data_dir: Path, streams: Iterable[str]) -> None:
+        """Start, then wait until the local exchanges see every subscription and the journal
+        says each stream listens (a test window must not begin before that)."""
+        await self.start()
+        await market.wait_subscribed()
+        await wait_listening(data_dir, streams)
+
     async def terminate(self, timeout_s: float = WAIT_S) -> int:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
