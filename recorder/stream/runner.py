@@ -52,6 +52,11 @@ LOST_MARGIN_US = 5_000_000
 # A span repaired by time (or latest) is fetched this long after it closed, so the live
 # connection has delivered every trade of the span it will deliver (no REST copy of them).
 SETTLE_US = 2_000_000
+# ... and it reaches this far past the moment the symbol listened again: a trade sent while we
+# were not listening can carry an exchange time a little after our clock's resume time (clock
+# skew, the exchange's own stamping). Live trades in that stretch are stored by the time the
+# span is fetched (it is shorter than SETTLE_US), so the repair drops them as duplicates.
+RESUMED_MARGIN_US = 1_000_000
 WATCH_INTERVAL_S = 0.25  # how often pending id holes and quiet resumes are checked
 # A quiet resume already repaired up to its resume time: when its first trade settles it, ids
 # up to this many are paged again by id (one page anywhere); more, and only the part after the
@@ -477,7 +482,8 @@ class StreamRunner:
             newest_us = self.dedupe.newest_us(symbol)
             if newest_us is not None:
                 start_us = min(max(start_us, newest_us), since_us)
-            self._missing(Missing(symbol, start_us, now_us, cause, not_before_us=now_us + SETTLE_US))
+            end_us = now_us + RESUMED_MARGIN_US
+            self._missing(Missing(symbol, start_us, end_us, cause, not_before_us=now_us + SETTLE_US))
             return
         # Ids will say exactly what is missing once the symbol's next trade arrives.
         for hole in self.ids.resume(symbol, since_us, now_us):

@@ -69,3 +69,28 @@ def test_the_span_lost_to_a_stall_starts_before_its_first_lost_trade(contiguous_
                 assert (span.first_id, span.last_id) == (2, 5)
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_a_trade_sent_while_not_listening_but_stamped_after_the_resume_is_inside_the_span() -> None:
+    """An exchange's clock may run ahead of ours: a trade sent during a disconnect can carry an
+    exchange time after the moment we listen again. The span handed to repair by time must
+    still contain it (it reaches RESUMED_MARGIN_US past the resume)."""
+    spans: list[Missing] = []
+
+    async def main() -> None:
+        async with Harness(make_adapter(), make_protocol(), ["AAA"], on_missing=spans.append) as h:
+            await h.subscribed()
+            h.sim.publish([_trade(1)])
+            await h.until(lambda: len(h.received) == 1)
+            h.sim.drop_all()
+            skewed = _trade(2)
+            skewed = (skewed[0] + 300_000, *skewed[1:])  # stamped 0.3 s ahead of our clock
+            h.sim.publish([skewed])  # no connection listens: lost live
+            await h.until(lambda: h.runner.stats.reconnects == 1, timeout_s=5.0)
+            await h.subscribed()
+            await h.until(lambda: bool(spans), timeout_s=5.0)
+            assert [r[8] for r in h.received] == ["1"]
+            span = spans[0]
+            assert span.start_us <= skewed[0] <= span.end_us
+
+    asyncio.run(asyncio.wait_for(main(), 60))
