@@ -65,6 +65,12 @@ TAIL_HEARTBEATS = 3  # how many missed heartbeats before an open journal tail st
 OUT_OF_BAND = frozenset(("id_gap", "repaired", "unrepaired"))
 
 
+def liveness_bound_us(heartbeat_s: float) -> int:
+    """How long after a journal's last line a recorder still counts as running: `TAIL_HEARTBEATS`
+    heartbeats. The one rule behind coverage's open tail and `pumpwatch status`'s ``CONN``."""
+    return int(TAIL_HEARTBEATS * heartbeat_s * US_PER_S)
+
+
 @dataclass(frozen=True)
 class Coverage:
     """Listening state of one stream over ``[start_us, end_us]``.
@@ -261,7 +267,7 @@ def coverage_from_events(
     if end_us < start_us:
         raise UsageError(f"coverage window ends before it starts ({start_us} > {end_us})")
     now = wall_now_us() if now_us is None else now_us
-    grace_us = int(TAIL_HEARTBEATS * heartbeat_s * US_PER_S)
+    grace_us = liveness_bound_us(heartbeat_s)
     spans, first_ts = listening_spans(events, base=base, tail_grace_us=grace_us, now_us=now)
     if first_ts is None or first_ts > end_us:
         gaps = [(start_us, end_us)] if end_us > start_us else []
