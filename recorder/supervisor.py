@@ -13,6 +13,9 @@ The supervisor itself touches no exchange socket. It
 - prunes old segments and frames every `PRUNE_INTERVAL_S`;
 - runs the Upbit listing service when ``upbit.enabled``;
 - on SIGTERM/SIGINT sends SIGTERM to every worker, waits for each to flush and seal, exits 0.
+
+One `record` per data directory: `main` takes ``<data_dir>/run/record.lock`` (`lock_data_dir`)
+and a second one stops at start with one line naming the first one's pid, exit `EXIT_FATAL`.
 """
 
 from __future__ import annotations
@@ -141,6 +144,37 @@ async def _sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=max(0.0, seconds))
     return stop.is_set()
+
+
+RECORD_LOCK = "record.lock"  # under <data_dir>/run/: held by the one `record` of a data directory
+
+
+class DataDirBusy(Exception):
+    """Another `record` holds the data directory's lock."""
+
+
+def lock_data_dir(data_dir: str) -> int:
+    """Take ``<data_dir>/run/record.lock`` (an exclusive ``flock``, released by the kernel when
+    this process dies however it dies, so a crash never blocks a restart) and write our pid in
+    it; the descriptor, to keep open for the life of the recording (not inherited by workers).
+    `DataDirBusy` names the holder's pid when another `record` has it."""
+    import fcntl
+
+    run_dir = Path(data_dir) / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / RECORD_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+        os.close(fd)
+        raise DataDirBusy(
+            f"{data_dir} is already being recorded by pid {holder} (lock {run_dir / RECORD_LOCK}); "
+            "one `record` per data directory"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def _journal_death(data_dir: str, streams: Sequence[str], reason: str) -> None:
@@ -378,8 +412,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if checked.returncode != 0:
             return checked.returncode  # its one line is on stderr
+        try:
+            lock_fd = lock_data_dir(settings.data_dir)
+        except DataDirBusy as exc:
+            sys.stderr.write(f"pumpwatch record: error: {exc}\n")
+            return EXIT_FATAL  # a second recorder: restarting it cannot help
         setup_logging(settings, "supervisor")
-        return asyncio.run(run_supervisor(settings, chosen, config=args.config))
+        try:
+            return asyncio.run(run_supervisor(settings, chosen, config=args.config))
+        finally:
+            os.close(lock_fd)
     except PumpWatchError as exc:
         sys.stderr.write(f"pumpwatch record: error: {exc}\n")
         return exc.exit_code

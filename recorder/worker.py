@@ -243,6 +243,67 @@ def last_sign_of_life_us(data_dir: str, stream: str) -> int | None:
     return max((e["ts"] for e in events), default=None)
 
 
+def newest_durable_us(data_dir: str, stream: str) -> int | None:
+    """The newest trade of `stream` on disk as the bound of what a crashed run kept: the smaller
+    of the largest receive time and the largest exchange time in its newest live segment file
+    (from batch metadata, no decompression). A trade received later was lost, and its exchange
+    time is later than that too (the feed sends in order) whichever way the clocks are skewed.
+    None when no live segment holds a trade."""
+    import pyarrow as pa
+
+    from pumpwatch.segments.ipcscan import scan_segment
+    from pumpwatch.segments.paths import list_segments
+    from pumpwatch.segments.schema import BATCH_RECV_MAX, BATCH_TIME_MAX
+
+    live = [seg for seg in list_segments(data_dir, [stream]) if not seg.repair]
+    for seg in reversed(live[-2:]):  # a file opened just before the crash may hold no batch yet
+        try:
+            with pa.memory_map(str(seg.path)) as mm:
+                scan = scan_segment(mm.read_buffer())
+        except OSError:
+            continue
+        recvs, times = [], []
+        for chunk in scan.batches:
+            with contextlib.suppress(KeyError, ValueError):
+                recvs.append(int(chunk.meta[BATCH_RECV_MAX]))
+                times.append(int(chunk.meta[BATCH_TIME_MAX]))
+        if recvs and times:
+            return min(max(recvs), max(times))
+    return None
+
+
+def crash_bound(data_dir: str, stream: str) -> tuple[int, int | None] | None:
+    """When the stream's previous run ended without ``stop`` (killed, crashed): the time up to
+    which everything it received is on disk, and its pid. That is the later of the newest trade
+    on disk (`newest_durable_us`) and its last heartbeat that found the writer's queue empty
+    (``alive`` with ``durable_us``: a quiet stream has no recent trade to show). None after a
+    clean stop or with no journal. Reads the journal's tail only; call after ``recover``."""
+    from pumpwatch.segments.journal import journal_path, parse_journal
+
+    try:
+        with journal_path(data_dir, stream).open("rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - JOURNAL_TAIL_BYTES))
+            tail = f.read()
+    except FileNotFoundError:
+        return None
+    if size > JOURNAL_TAIL_BYTES:
+        tail = tail.split(b"\n", 1)[-1]
+    events, _ = parse_journal(tail)
+    runs = [e for e in events if e["event"] in ("start", "stop", "crashed")]
+    if not events or (runs and runs[-1]["event"] != "start"):
+        return None
+    pid = runs[-1].get("pid") if runs else None
+    heartbeat = max(
+        (e["durable_us"] for e in events if e["event"] == "alive" and isinstance(e.get("durable_us"), int)),
+        default=None,
+    )
+    on_disk = newest_durable_us(data_dir, stream)
+    marks = [t for t in (heartbeat, on_disk) if t is not None]
+    bound = max(marks) if marks else min(e["ts"] for e in events)
+    return bound, pid if isinstance(pid, int) else None
+
+
 class StreamPipeline:
     """Runner, writers and journal of one stream."""
 
@@ -439,7 +500,8 @@ async def _heartbeat(pipes: Sequence[StreamPipeline], interval_s: float, stop: a
     while await _every(interval_s, stop):
         for p in pipes:
             try:
-                p.journal.alive()
+                # an empty writer queue: everything received so far is on disk (a crash bound)
+                p.journal.alive(durable_us=time.time_ns() // 1000 if p.writer.queue_rows == 0 else None)
             except OSError as exc:
                 log.error("%s: journal heartbeat failed: %s", p.stream, exc)
 
@@ -547,6 +609,10 @@ async def run_worker(settings: Settings, streams: Sequence[str], stop: asyncio.E
             if primed:
                 log.info("%s: de-duplicator primed with %d recent trades from disk", stream, primed)
             await _rescan(settings, pipe, repairer)
+            bound = await asyncio.to_thread(crash_bound, settings.data_dir, stream)
+            if bound is not None:
+                pipe.journal.crashed(*bound)
+                log.info("%s: the previous run ended without a stop; on disk up to %d", stream, bound[0])
             pipe.journal.start()
         log.info("recording %s (%d instruments)", ", ".join(streams), sum(len(p.instruments) for p in pipes))
         rc = await _run(settings, pipes, stop, repairer)

@@ -13,6 +13,10 @@ Rules (docs/operations.md repeats them for users):
 - ``stop`` ends every connection. ``start`` with connections still open means the previous
   process crashed: they ended at the time of the last event before that ``start`` (heartbeat
   ``alive`` events exist to bound this unknown span).
+- ``crashed`` (written by the next worker before its ``start``) ends the previous run at its
+  ``durable_us``, the newest trade that run got on disk: what it received later was lost, so
+  none of its listening after that point counts, whether the last event before it is earlier
+  (a heartbeat before the final flushes) or later (the supervisor noticing the death).
 - At the end of the journal, connections still open are taken to listen until the last event
   plus ``3 × heartbeat_s`` (capped at now): a live recorder writes ``alive`` more often than that.
 - ``gap_start``/``gap_end`` are informational only; gaps are derived from connection state.
@@ -62,6 +66,12 @@ DEFAULT_HEARTBEAT_S = 10.0
 TAIL_HEARTBEATS = 3  # how many missed heartbeats before an open journal tail stops counting
 # events about spans of trades (possibly written by another process): no sign of listening
 OUT_OF_BAND = frozenset(("id_gap", "repaired", "unrepaired"))
+
+
+def liveness_bound_us(heartbeat_s: float) -> int:
+    """How long after a journal's last line a recorder still counts as running: `TAIL_HEARTBEATS`
+    heartbeats. The one rule behind coverage's open tail and `pumpwatch status`'s ``CONN``."""
+    return int(TAIL_HEARTBEATS * heartbeat_s * US_PER_S)
 
 
 @dataclass(frozen=True)
@@ -127,6 +137,7 @@ class Replay:
     intervals: list[tuple[int, int]] = field(default_factory=list)
     last_ts: int | None = None
     listening_since: int | None = None
+    run_first: int = 0  # index in `intervals` of the current run's first span (since `start`)
 
     def feed(self, event: dict[str, Any]) -> int:
         """Apply one event; returns its clamped timestamp."""
@@ -139,6 +150,12 @@ class Replay:
             if self.conns and self.last_ts is not None:
                 # the previous process crashed: its connections ended with its last sign of life
                 self._close_at(self.last_ts)
+            self.conns.clear()
+            self.run_first = len(self.intervals)
+        elif kind == "crashed":
+            durable = event.get("durable_us")
+            if isinstance(durable, int) and not isinstance(durable, bool):
+                self._end_run_at(min(durable, ts))
             self.conns.clear()
         elif kind == "stop":
             self.conns.clear()
@@ -160,6 +177,14 @@ class Replay:
     def listening(self) -> bool:
         """Whether some open connection counts for `base` right now."""
         return any(c.listens(self.base) for c in self.conns.values())
+
+    def _end_run_at(self, end_us: int) -> None:
+        """The current run listened until `end_us` at the latest: clip its spans there."""
+        if self.listening_since is not None:
+            self._close_at(max(end_us, self.listening_since))
+        run = [(a, min(b, end_us)) for a, b in self.intervals[self.run_first :] if a < end_us]
+        del self.intervals[self.run_first :]
+        self.intervals.extend(run)
 
     def _close_at(self, ts: int) -> None:
         if self.listening_since is not None:
@@ -216,7 +241,8 @@ def state_events(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         kind = event["event"]
         if kind in OUT_OF_BAND:
             continue
-        if kind in ("start", "stop") or (kind in _CONN_EVENTS and isinstance(event.get("conn"), str)):
+        run_event = kind in ("start", "stop", "crashed")
+        if run_event or (kind in _CONN_EVENTS and isinstance(event.get("conn"), str)):
             if pending is not None:
                 out.append(pending)
                 pending = None
@@ -244,7 +270,7 @@ def coverage_from_events(
     if end_us < start_us:
         raise UsageError(f"coverage window ends before it starts ({start_us} > {end_us})")
     now = wall_now_us() if now_us is None else now_us
-    grace_us = int(TAIL_HEARTBEATS * heartbeat_s * US_PER_S)
+    grace_us = liveness_bound_us(heartbeat_s)
     spans, first_ts = listening_spans(events, base=base, tail_grace_us=grace_us, now_us=now)
     if first_ts is None or first_ts > end_us:
         gaps = [(start_us, end_us)] if end_us > start_us else []

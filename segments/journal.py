@@ -50,6 +50,9 @@ EVENTS: tuple[str, ...] = (
     "repaired",  # a span of a symbol now holds every trade the exchange's REST history offers
     "unrepaired",  # a span of a symbol that could not be repaired, with the reason
     "dropped",  # rows (or frames) received but never written (disk full past the memory bound)
+    # the previous run of the stream ended without `stop`: what it received up to `durable_us`
+    # is on disk, the rest was lost (written by the next worker before its `start`)
+    "crashed",
 )
 _RESERVED = ("ts", "event", "conn")
 
@@ -172,9 +175,18 @@ class EventJournal:
         """Clean shutdown: every connection of this stream is closed."""
         self.record("stop", pid=os.getpid())
 
-    def alive(self) -> None:
-        """Heartbeat (every ~`recorder.heartbeat`): bounds the unknown span after a crash."""
-        self.record("alive")
+    def alive(self, durable_us: int | None = None) -> None:
+        """Heartbeat (every ~`recorder.heartbeat`): bounds the unknown span after a crash. With
+        `durable_us`, every trade this process received before that time is on disk."""
+        if durable_us is None:
+            self.record("alive")
+        else:
+            self.record("alive", durable_us=int(durable_us))
+
+    def crashed(self, durable_us: int, pid: int | None = None) -> None:
+        """The previous run of this stream ended without `stop` (a kill, a crash): every trade it
+        received before `durable_us` is on disk, nothing after. Coverage ends its listening there."""
+        self.record("crashed", durable_us=int(durable_us), pid=pid)
 
     def connected(self, conn: str, url: str) -> None:
         """The WebSocket of `conn` is open (not yet listening: that starts at `subscribed`)."""

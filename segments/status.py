@@ -31,10 +31,10 @@ import pyarrow.ipc as ipc
 from pumpwatch.errors import StoreError
 from pumpwatch.segments.checksum import recorded_damage
 from pumpwatch.segments.coverage import (
-    TAIL_HEARTBEATS,
     Replay,
     coverage_from_events,
     dropped_spans,
+    liveness_bound_us,
     merge_spans,
     repair_tally,
     state_events,
@@ -211,6 +211,19 @@ def counter_increase(events: Iterable[dict[str, Any]], start_us: int, end_us: in
     return totals if seen else None
 
 
+def _liveness(last_ts: int | None, fresh: bool, listening: bool, last_run_event: str | None) -> str | None:
+    """``connected`` (a subscribed connection, and the journal heard from within the bound),
+    ``not listening`` (the recorder is alive but no connection is subscribed), ``stopped``
+    (the last run ended with ``stop``, or a crash a restart already accounted for, and nothing
+    since), ``stale`` (the journal says recording but is silent past the bound: the recorder is
+    most likely not running), None without a journal."""
+    if last_ts is None:
+        return None
+    if fresh:
+        return "connected" if listening else "not listening"
+    return "stale" if last_run_event == "start" or (last_run_event is None and listening) else "stopped"
+
+
 def journal_status(
     data_dir: Path, stream: str, now_us: int, heartbeat_s: float, has_segments: bool
 ) -> dict[str, Any]:
@@ -224,10 +237,15 @@ def journal_status(
     for event in events:
         replay.feed(event)
     listening = [c for c, state in replay.conns.items() if state.listens(None)]
-    fresh = replay.last_ts is not None and now_us - replay.last_ts <= TAIL_HEARTBEATS * heartbeat_s * US_PER_S
+    bound_us = liveness_bound_us(heartbeat_s)
+    fresh = replay.last_ts is not None and now_us - replay.last_ts <= bound_us
+    runs = [e["event"] for e in events if e["event"] in ("start", "stop", "crashed")]
     out: dict[str, Any] = {
         "connected_now": bool(listening) and fresh,
         "connections_now": len(listening) if fresh else 0,
+        "liveness": _liveness(replay.last_ts, fresh, bool(listening), runs[-1] if runs else None),
+        "last_sign_of_life_age_s": _age_s(now_us, replay.last_ts),
+        "liveness_bound_s": bound_us / US_PER_S,
         "journal_events": len(all_events),
         "journal_unreadable_lines": skipped,
         "first_event_us": events[0]["ts"] if events else None,

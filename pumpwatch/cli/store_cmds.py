@@ -68,11 +68,41 @@ def _counter_cell(s: dict[str, Any], key: str) -> str:
     return "-" if counters is None else f"{counters[key]:,}"
 
 
+def _conn_cell(s: dict[str, Any]) -> str:
+    liveness = s.get("liveness")
+    if liveness is None:
+        return "-"
+    return "yes" if liveness == "connected" else "no"  # a stale stream gets a footer line
+
+
+def liveness_lines(status: dict[str, Any]) -> list[str]:
+    """One line per stream whose journal says recording but has been silent past the bound."""
+    from pumpwatch.segments.coverage import TAIL_HEARTBEATS
+
+    lines = []
+    streams = status["streams"].values()
+    bound = next((s["liveness_bound_s"] for s in streams if s.get("liveness_bound_s")), None)
+    ages = [s["last_sign_of_life_age_s"] for s in streams if s.get("liveness") == "connected"]
+    if ages and bound is not None:
+        lines.append(
+            f"connected: heard from {human_age(max(ages))} ago at most "
+            f"(a stream counts as connected for {TAIL_HEARTBEATS} x heartbeat = {human_age(bound)})"
+        )
+    for stream, s in status["streams"].items():
+        if s.get("liveness") == "stale":
+            lines.append(
+                f"{stream}: stale: no heartbeat for {human_age(s['last_sign_of_life_age_s'])} "
+                f"(> {TAIL_HEARTBEATS} x heartbeat = {human_age(s['liveness_bound_s'])}): "
+                "recorder not running?"
+            )
+    return lines
+
+
 def status_rows(status: dict[str, Any]) -> list[tuple[str, ...]]:
     """One row of table cells per stream, in `TABLE_HEADERS` order."""
     rows: list[tuple[str, ...]] = []
     for stream, s in status["streams"].items():
-        conn = "-" if s["last_event_us"] is None else ("yes" if s["connected_now"] else "no")
+        conn = _conn_cell(s)
         age = s["last_trade_age_s"]
         rows.append(
             (
@@ -126,6 +156,7 @@ def _footer(status: dict[str, Any]) -> list[str]:
                 f"{stream}: {r['id_gaps']} id gap(s), {r['repaired']} span(s) repaired "
                 f"({r['rest_trades']:,} trades from REST), {r['unrepaired']} still missing (24 h)"
             )
+    lines += liveness_lines(status)
     damaged = {k: s for k, s in status["streams"].items() if s.get("files_damaged")}
     if damaged:
         parts = [
