@@ -50,6 +50,7 @@ EVENTS: tuple[str, ...] = (
     "repaired",  # a span of a symbol now holds every trade the exchange's REST history offers
     "unrepaired",  # a span of a symbol that could not be repaired, with the reason
     "dropped",  # rows (or frames) received but never written (disk full past the memory bound)
+    "not_recorded",  # every wanted symbol not receiving, and why (issue 12): the whole map at each change
 )
 _RESERVED = ("ts", "event", "conn")
 
