@@ -357,7 +357,7 @@ def test_sim_url_rules() -> None:
 def test_sim_subscription_rules(market: str, adapter: Adapter) -> None:
     bases = [f"C{i}" for i in range(22)]
     insts = sim_instruments(f"phemex_{market}", bases)
-    proto = sim_protocol(market)
+    proto = sim_protocol(market, max_subscriptions=20)  # the default is generous
     session = _session(insts)
     symbols = list(insts)
     for n, symbol in enumerate(symbols[:20]):
