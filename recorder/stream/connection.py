@@ -55,7 +55,9 @@ class ConnectFailed(Exception):
     wait the exchange asked for (its ``Retry-After``), when it gave one.
     """
 
-    def __init__(self, message: str, *, status: int | None = None, retry_after_s: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.retry_after_s = retry_after_s
@@ -179,7 +181,8 @@ class Connection:
             status = exc.response.status_code
             wait_s = retry_after_s(exc.response.headers.get("Retry-After"))
             raise ConnectFailed(
-                f"handshake refused: HTTP {status}" + ("" if wait_s is None else f", Retry-After {wait_s:g} s"),
+                f"handshake refused: HTTP {status}"
+                + ("" if wait_s is None else f", Retry-After {wait_s:g} s"),
                 status=status,
                 retry_after_s=wait_s,
             ) from None

@@ -34,13 +34,13 @@ from typing import Any
 from pumpwatch.recorder.adapter import Adapter, Instrument
 from pumpwatch.recorder.stream.aio import wait_flags
 from pumpwatch.recorder.stream.backoff import Backoff
-from pumpwatch.recorder.stream.not_recorded import NotRecorded
 from pumpwatch.recorder.stream.connection import RATE_LIMIT_DEFAULT_WAIT_S, ConnectFailed, Connection
 from pumpwatch.recorder.stream.continuity import IdContinuity, IdHole, Missing, Resumed
 from pumpwatch.recorder.stream.dedupe import Deduper
 from pumpwatch.recorder.stream.ingest import FrameIngest
 from pumpwatch.recorder.stream.journal import Journal, NullJournal
 from pumpwatch.recorder.stream.logcontext import StreamLog
+from pumpwatch.recorder.stream.not_recorded import NotRecorded
 from pumpwatch.recorder.stream.slots import Slot, SlotTable
 from pumpwatch.recorder.stream.stats import RunnerStats
 from pumpwatch.segments.schema import TradeRow
@@ -411,9 +411,9 @@ class StreamRunner:
                 "handshake answered HTTP %d: no new connection for %.1f s", exc.status, wait_s
             )
         if exc.status is not None and self.adapter.learn_capacity:
-            open_groups = sum(1 for g in self._table.groups if any(s.active is not None for s in g))
-            if open_groups >= 1:
-                self._table.learn_max_connections(open_groups)
+            open_conns = len(self._journaled)  # open now, serving or still subscribing
+            if open_conns >= 1:
+                self._table.learn_max_connections(open_conns)
                 slot.capacity_refused = True
                 slot.retry_floor_s = max(slot.retry_floor_s, self.capacity_retry_s)
 
@@ -445,7 +445,7 @@ class StreamRunner:
         if moved:
             # Presumed over this connection's capacity (adapter.learn_capacity): another
             # connection gets them; refused there too, they are refused for themselves.
-            self._log.conn(conn.conn_id).info(
+            self._log.conn(conn.conn_id).debug(
                 "%d symbols refused beyond %d on this connection (%s): moving them",
                 len(moved),
                 held,

@@ -144,7 +144,7 @@ class SlotTable:
         self.per_slot = max(1, min(learned, self.ceiling))
 
     def learn_max_connections(self, open_groups: int) -> None:
-        """A handshake was refused while `open_groups` groups had open connections."""
+        """A handshake was refused while `open_groups` connections were open."""
         if not self.learn or open_groups < 1:
             return
         if self.max_slots is None or open_groups < self.max_slots:

@@ -67,7 +67,8 @@ def test_unnamed_topics_of_a_partly_refused_request_are_recorded(market: str, su
                 assert sorted(s for sess in ex.sessions() for s in sess.subscribed) == good
                 now_us = time.time_ns() // 1000
                 published = [
-                    (now_us + k, 0, sym, sym[:3], "USDT", 1.0 + k, 2.0, "buy", f"{k}") for k, sym in enumerate(good)
+                    (now_us + k, 0, sym, sym[:3], "USDT", 1.0 + k, 2.0, "buy", f"{k}")
+                    for k, sym in enumerate(good)
                 ]
                 ex.publish(published)
                 await _until(lambda: len(rows) >= len(good), 5.0, "a trade of each good symbol")
@@ -77,7 +78,7 @@ def test_unnamed_topics_of_a_partly_refused_request_are_recorded(market: str, su
                 await task
             return rows, runner, events, ex
 
-    rows, runner, events, ex = asyncio.run(main())
+    rows, runner, events, _ex = asyncio.run(main())
     assert sorted(r[2] for r in rows) == good  # each exactly once
     assert runner.stats.rejected == {bad: runner.stats.rejected[bad]} and bad in runner.stats.rejected[bad]
     assert runner.stats.not_recorded == {bad: f"rejected: {runner.stats.rejected[bad]}"}

@@ -28,7 +28,9 @@ async def _until(cond: Any, timeout_s: float, what: str) -> None:
         await asyncio.sleep(0.01)
 
 
-async def _run(ex: SimExchange, n_symbols: int, per_conn: int, **kwargs: Any) -> tuple[StreamRunner, list[float]]:
+async def _run(
+    ex: SimExchange, n_symbols: int, per_conn: int, **kwargs: Any
+) -> tuple[StreamRunner, list[float]]:
     insts = instruments_for([STREAM], [f"C{i}" for i in range(n_symbols)])[STREAM]
     adapter = dataclasses.replace(get_adapter(STREAM), max_symbols_per_connection=per_conn)
     runner = StreamRunner(
