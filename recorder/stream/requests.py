@@ -48,7 +48,8 @@ class RequestBook:
     `per_symbol`, marks the rest of the request for isolation (Bybit: one reply per request,
     naming the refused topics; whether it subscribed the others is not documented, so they are
     asked again one per request and count only when acked). With `per_symbol` (OKX: one
-    answer per symbol of a request) an answer naming symbols settles only those, and the request completes when each symbol had its own.
+    answer per symbol of a request) an answer naming symbols settles only those, and the
+    request completes when each symbol had its own.
     A refusal naming none rejects a single-symbol request, and marks a larger one for isolation
     (one request per symbol) so that one bad symbol does not take its whole chunk down.
     """
