@@ -224,3 +224,45 @@ def test_spot_and_perpetual_share_the_client_limit() -> None:
         wanted = {i.symbol for i in s.insts}
         assert {r[2] for r in s.rows} == allowed
         assert set(s.runner.stats.not_recorded) == wanted - allowed
+
+
+def test_a_stream_whose_every_frame_fails_to_parse_is_reported() -> None:
+    # Frames arrive but none parses (a changed wire format): every subscribed symbol is reported
+    # within the health interval, not only the parse-error counter; it clears once trades parse.
+    from pumpwatch.recorder.sim.binance import sim_protocol as binance_protocol
+
+    stream = "binance_spot"
+    insts = instruments_for([stream], ["AAA", "BBB"])[stream]
+
+    async def main() -> tuple[dict[str, str], dict[str, str], Journal]:
+        async with SimExchange(binance_protocol("spot"), insts) as ex:
+            s = Stream(stream, ex, insts, Journal())
+            s.runner._health.interval_s = 0.3
+            try:
+                await _until(lambda: s.runner.stats.subscribed_symbols == 2, 10.0, "subscribed")
+                flooding = True
+
+                async def flood() -> None:
+                    while flooding:
+                        ex.send_raw('{"stream":"aaausdt@trade","data":{"e":"trade","p":"not a price"}}')
+                        await asyncio.sleep(0.02)
+
+                task = asyncio.create_task(flood())
+                await _until(lambda: len(s.runner.stats.not_recorded) == 2, 5.0, "both reported")
+                during = dict(s.runner.stats.not_recorded)
+                flooding = False
+                await task
+                while s.runner.stats.not_recorded:
+                    s.publish_all()
+                    await asyncio.sleep(0.05)
+                after = dict(s.runner.stats.not_recorded)
+            finally:
+                await s.stop()
+            return during, after, s.journal
+
+    during, after, journal = asyncio.run(main())
+    assert set(during) == {i.symbol for i in insts}
+    assert all(r.startswith("unparsable: every frame failed to parse") for r in during.values())
+    assert after == {}
+    maps = [k["symbols"] for a, k in journal.of("record") if a[0] == "not_recorded"]
+    assert maps[0] == during and maps[-1] == {}
