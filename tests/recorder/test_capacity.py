@@ -266,3 +266,40 @@ def test_a_stream_whose_every_frame_fails_to_parse_is_reported() -> None:
     assert after == {}
     maps = [k["symbols"] for a, k in journal.of("record") if a[0] == "not_recorded"]
     assert maps[0] == during and maps[-1] == {}
+
+
+def test_local_servers_refuse_past_the_documented_caps() -> None:
+    # KuCoin spot: 400 topics per connection, 100 per batch; Binance: 1024 streams per
+    # connection. The adapters' figures fit exactly, so a full connection is never refused.
+    import orjson
+
+    from pumpwatch.recorder.sim import binance, kucoin
+    from pumpwatch.recorder.sim.protocol import SimSession
+
+    for market, per_conn in (("spot", 400), ("futures", None)):
+        stream = f"kucoin_{market}"
+        adapter = get_adapter(stream)
+        insts = instruments_for([stream], [f"K{i:03d}" for i in range(401)])[stream]
+        proto = kucoin.sim_protocol(market)
+        session = SimSession("1", "/", {}, {i.symbol: i for i in insts})
+        symbols = [i.symbol for i in insts]
+        assert adapter.max_symbols_per_connection == 400 and adapter.max_symbols_per_request == 100
+        for n in range(4):
+            (frame,) = adapter.subscribe(symbols[n * 100 : (n + 1) * 100], str(n))
+            (ack,) = proto.on_message(session, frame, 0)
+            assert orjson.loads(ack)["type"] == "ack"
+        (frame,) = adapter.subscribe(symbols[400:], "9")
+        (reply,) = proto.on_message(session, frame, 0)
+        assert (orjson.loads(reply).get("code") == 509) == (per_conn is not None)
+
+    adapter = get_adapter("binance_futures")
+    insts = instruments_for(["binance_futures"], [f"B{i:04d}" for i in range(1025)])["binance_futures"]
+    proto = binance.sim_protocol("futures")
+    session = SimSession("1", "/market/stream", {}, {i.symbol: i for i in insts})
+    symbols = [i.symbol for i in insts]
+    assert adapter.max_symbols_per_connection == 1024
+    for n in range(0, 1024, 100):
+        (frame,) = adapter.subscribe(symbols[n : min(n + 100, 1024)], str(n))
+        assert orjson.loads(proto.on_message(session, frame, 0)[0]) == {"result": None, "id": n}
+    (frame,) = adapter.subscribe(symbols[1024:], "7")
+    assert orjson.loads(proto.on_message(session, frame, 0)[0])["error"]["code"] == 2
