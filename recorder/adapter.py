@@ -101,9 +101,10 @@ class Adapter:
     subscribe: Callable[[Sequence[str], str], list[str]]
     unsubscribe: Callable[[Sequence[str], str], list[str]]
     max_symbols_per_request: int  # Bybit spot 10, Phemex 1 …
-    max_symbols_per_connection: int  # Binance 1024, Phemex 20, KuCoin ~100 …
+    # With `learn_capacity` this is only the ceiling: the runner learns the real cap from refusals.
+    max_symbols_per_connection: int  # Binance 1024, KuCoin spot 400, OKX 300 …
     max_requests_per_s: float  # Binance spot 5 (every control frame counts)
-    max_connections: int | None = None  # Phemex 5 per client
+    max_connections: int | None = None  # None: as many as needed (or learned, with learn_capacity)
 
     # Opening a connection. `connect_request(rest_url)` is a REST call to make before every
     # connect (KuCoin bullet-public), its response body is passed to `connect_target`.
@@ -140,3 +141,11 @@ class Adapter:
     # one answer per symbol (OKX: an event per arg, error 60018 naming the instId), so an
     # answer naming symbols settles only those.
     acks_per_symbol: bool = False
+
+    # The documented capacity is contested (Phemex: "20 subscriptions per connection, 5
+    # connections per client", while clients subscribe 100 and more on one socket): learn it at
+    # run time. A subscription refused on a connection that already holds others is presumed
+    # over that connection's capacity and moved to another connection (refused there too, it is
+    # refused for itself); a handshake refused while other connections of the stream are open
+    # caps the connections at those. What does not fit is reported as not recorded.
+    learn_capacity: bool = False

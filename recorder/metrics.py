@@ -24,6 +24,8 @@ from pumpwatch.timeunits import US_PER_S
 log = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# the reason kinds of `RunnerStats.not_recorded` (recorder/stream/not_recorded.py), each a series
+NOT_RECORDED_KINDS = ("rejected", "over_capacity", "not_connected", "unparsable")
 _watchers: list[Any] = []
 
 
@@ -80,6 +82,14 @@ class StreamMetrics:
         self.queue = Gauge(
             "pumpwatch_writer_queue_rows", "Rows waiting for the disk", label, multiprocess_mode="livesum"
         )
+        # Nothing silent (issue 12): wanted symbols that are not receiving, by the kind of reason
+        # (rejected, over_capacity, not_connected, unparsable); `pumpwatch status` names them.
+        self.not_recorded = Gauge(
+            "pumpwatch_symbols_not_recorded",
+            "Wanted symbols not receiving, by reason",
+            ["stream", "reason"],
+            multiprocess_mode="livesum",
+        )
         self._last: dict[tuple[str, str], float] = {}
         self._last_t: dict[str, float] = {}
 
@@ -127,6 +137,12 @@ class StreamMetrics:
         if stats.lag_avg_us is not None:
             self.lag.labels(stream).set(stats.lag_avg_us / US_PER_S)
         self.connections.labels(stream).set(stats.connected)
+        by_kind = dict.fromkeys(NOT_RECORDED_KINDS, 0)
+        for reason in getattr(stats, "not_recorded", {}).values():
+            kind = reason.split(":", 1)[0]
+            by_kind[kind] = by_kind.get(kind, 0) + 1
+        for kind, n in by_kind.items():
+            self.not_recorded.labels(stream, kind).set(n)
         self.queue.labels(stream).set(writer.queue_rows)
         if repair is not None:
             self._inc(self.id_holes, stream, "id_holes", getattr(stats, "id_holes", 0))

@@ -53,6 +53,7 @@ EVENTS: tuple[str, ...] = (
     # the previous run of the stream ended without `stop`: what it received up to `durable_us`
     # is on disk, the rest was lost (written by the next worker before its `start`)
     "crashed",
+    "not_recorded",  # every wanted symbol not receiving, and why (issue 12): the whole map at each change
 )
 _RESERVED = ("ts", "event", "conn")
 

@@ -265,6 +265,7 @@ def journal_status(
             rows_dropped_24h=None,
         )
         out["repairs_24h"] = None
+        out["not_recorded"] = None
         return out
     # the time before the stream was first recorded is no gap: it was not meant to listen yet
     window_start = min(max(now_us - US_PER_DAY, events[0]["ts"]), now_us)
@@ -286,7 +287,30 @@ def journal_status(
         "rest_trades": tally.rest_trades,
         "unrepaired": tally.unrepaired,
     }
+    out["not_recorded"] = not_recorded(all_events)
     return out
+
+
+def not_recorded(events: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+    """The symbols the running worker last reported as wanted but not receiving, and why (its
+    last ``not_recorded`` event since its ``start``): ``{"symbols": {symbol: reason},
+    "by_reason": {kind: count}, "as_of_us"}``; None when the current run reported nothing (every
+    symbol recorded since its start, or a journal older than issue 12)."""
+    last: dict[str, Any] | None = None
+    for event in events:
+        kind = event.get("event")
+        if kind == "start":
+            last = None
+        elif kind == "not_recorded":
+            last = event
+    if last is None or not isinstance(last.get("symbols"), dict):
+        return None
+    symbols = {str(k): str(v) for k, v in last["symbols"].items()}
+    by_reason: dict[str, int] = {}
+    for reason in symbols.values():
+        kind = reason.split(":", 1)[0]
+        by_reason[kind] = by_reason.get(kind, 0) + 1
+    return {"symbols": symbols, "by_reason": by_reason, "as_of_us": last["ts"]}
 
 
 def _stream_status(

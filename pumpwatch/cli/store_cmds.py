@@ -157,6 +157,12 @@ def _footer(status: dict[str, Any]) -> list[str]:
                 f"({r['rest_trades']:,} trades from REST), {r['unrepaired']} still missing (24 h)"
             )
     lines += liveness_lines(status)
+    for stream, s in status["streams"].items():
+        nr = s.get("not_recorded")
+        if nr and nr["symbols"]:
+            kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(nr["by_reason"].items()))
+            some = ", ".join(sorted(nr["symbols"])[:5]) + (", …" if len(nr["symbols"]) > 5 else "")
+            lines.append(f"{stream}: NOT RECORDED {len(nr['symbols'])} symbol(s) ({kinds}): {some}")
     damaged = {k: s for k, s in status["streams"].items() if s.get("files_damaged")}
     if damaged:
         parts = [

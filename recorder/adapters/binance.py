@@ -262,8 +262,10 @@ def adapter(market: str, options: Mapping[str, Any]) -> Adapter:
         subscribe=lambda symbols, req_id: [_request_frame("SUBSCRIBE", symbols, req_id, channel)],
         unsubscribe=lambda symbols, req_id: [_request_frame("UNSUBSCRIBE", symbols, req_id, channel)],
         max_symbols_per_request=100,
-        # 1024 streams per connection (spot); the futures page said 200 until 2026, keep that.
-        max_symbols_per_connection=200 if futures else 1024,
+        # "A single connection can listen to a maximum of 1024 streams": spot (SPOT_DOC, "WebSocket
+        # Limits") and, since the 2026 routed endpoints, USD-M futures (FUTURES_DOC; older copies of
+        # that page said 200).
+        max_symbols_per_connection=1024,
         # 5 (spot) / 10 (futures) incoming messages per second, and our pong replies count too.
         max_requests_per_s=9.0 if futures else 4.0,
         connect_target=lambda ws_url, _body, _cid: ConnectTarget(_route(ws_url, futures, channel, query)),

@@ -128,6 +128,10 @@ def _control(frame: bytes | str) -> Control:
         # Bybit names the refused topics in ret_msg ("Invalid symbol :[publicTrade.X]",
         # "error:handler not found,topic:publicTrade.X"); "args size >10" names none.
         symbols = tuple(_TOPIC_RE.findall(ret_msg))
+        if symbols and "already subscribed" in ret_msg:
+            # "error:already subscribed,topic:publicTrade.X" (seen live, sieblyio/bybit-api#477):
+            # the topic is subscribed on this connection; the runner re-asks after a partial refusal.
+            return Control("ack", req_id=req_id, symbols=symbols, message=ret_msg)
         return Control("ack", req_id=req_id, ok=False, symbols=symbols, message=ret_msg)
     if success is False:
         return Control("error", req_id=req_id, message=ret_msg)

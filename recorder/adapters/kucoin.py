@@ -45,6 +45,8 @@ from pumpwatch.recorder.adapters.checks import (
 )
 from pumpwatch.segments.schema import TradeRow
 
+# Connection limits: topics per batch and per connection, upstream messages per 10 s.
+RATE_LIMIT_DOC = "https://www.kucoin.com/docs-new/rate-limit"
 DOC_URL = "https://www.kucoin.com/docs-new/websocket-api/base-info/introduction"
 # KuCoin names bitcoin XBT on futures; Upbit (and our `base`) say BTC.
 _BASE_ALIASES = {"XBT": "BTC"}
@@ -302,9 +304,10 @@ def _rows(body: bytes) -> list[dict[str, Any]]:
 class Options(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """``streams.kucoin_<market>.options``."""
 
-    # Symbols per connection. KuCoin documents 100 symbols per topic; per-session caps are folklore
-    # (100 "509 exceed max subscription count", 300, 400), so one full topic per connection.
-    max_symbols_per_connection: Annotated[int, msgspec.Meta(ge=1, le=100)] = 100
+    # Symbols (topics) per connection. KuCoin's rate-limit page (RATE_LIMIT_DOC): at most 100 topics
+    # per subscribe batch and 400 topics per connection on spot; futures documents no per-connection
+    # cap, so it gets the same 400 (the setting may lower it, never raise it past the documented cap).
+    max_symbols_per_connection: Annotated[int, msgspec.Meta(ge=1, le=400)] = 400
 
 
 def adapter(market: str, options: Mapping[str, Any]) -> Adapter:
@@ -318,9 +321,10 @@ def adapter(market: str, options: Mapping[str, Any]) -> Adapter:
         decode=_make_decode(market),
         subscribe=_make_subscribe(market, "subscribe"),
         unsubscribe=_make_subscribe(market, "unsubscribe"),
-        max_symbols_per_request=min(100, per_conn),
+        max_symbols_per_request=min(100, per_conn),  # "100 topics per batch" (RATE_LIMIT_DOC)
         max_symbols_per_connection=per_conn,
-        # 100 client messages per 10 s per connection, pings included: stay at half of it.
+        # "100 upstream messages per 10 s" per connection, pings included (RATE_LIMIT_DOC): stay at
+        # half of it (a full connection subscribes in 4 messages).
         max_requests_per_s=5.0,
         connect_target=connect_target,
         connect_request=bullet_request,

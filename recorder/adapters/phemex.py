@@ -6,8 +6,10 @@ Implements:
   https://phemex-docs.github.io/#query-product-information-3   (GET /public/products)
 
 The WebSocket lives at ``wss://ws.phemex.com`` (the documented ``wss://phemex.com/ws`` answers
-HTTP 410). One symbol per subscribe request, at most 20 subscriptions per connection and 5
-connections per client; the client must ping (``server.ping``) at least every 30 s. Spot uses
+HTTP 410). One symbol per subscribe request; the client must ping (``server.ping``) at least
+every 30 s. The documented "20 subscriptions per connection, 5 connections per client" (API Rate
+Limits section) is contested (phemex-api-docs PR #87: 100 work on one socket; others subscribe
+every symbol on one), so the runner learns the real limits from refusals (`learn_capacity`). Spot uses
 ``trade.subscribe`` with ``s``-prefixed symbols and scaled integers: price = priceEp /
 10**priceScale of the product, qty = value / 10**valueScale of the base currency, both read
 from ``/public/products`` into Instrument.price_scale/qty_scale. USDT perpetuals use
@@ -285,9 +287,12 @@ def adapter(market: str, options: Mapping[str, Any]) -> Adapter:
         # per-symbol form used here for both.
         unsubscribe=_make_subscribe(market, "unsubscribe"),
         max_symbols_per_request=1,
-        max_symbols_per_connection=20,
+        # Only a ceiling: the runner learns the real cap from the first refusals. 200 bounds one
+        # connection's subscribing to 20 s at 10 requests/s (and its snapshot replays).
+        max_symbols_per_connection=200,
         max_requests_per_s=10.0,  # documented throttle: 20 requests/s per connection
-        max_connections=5,
+        max_connections=None,  # learned: a handshake refused while others are open caps them
+        learn_capacity=True,
         ping=ping,
         ping_interval_s=float(ping_s),
         quiet_timeout_s=3 * float(ping_s),  # "reconnect if nothing received in 3 heartbeat intervals"

@@ -45,6 +45,9 @@ def _error(code: int, msg: str, req_id: object) -> str:
     return orjson.dumps({"error": {"code": code, "msg": msg}, "id": req_id}).decode()
 
 
+MAX_STREAMS_PER_CONNECTION = 1024  # spot and USD-M futures (the routed endpoints)
+
+
 def _on_message(futures: bool, session: SimSession, frame: str | bytes, now_ms: int) -> list[str]:
     del now_ms
     try:
@@ -78,6 +81,9 @@ def _on_message(futures: bool, session: SimSession, frame: str | bytes, now_ms: 
             wanted.append(symbol)
     if method == "UNSUBSCRIBE":
         session.subscribed.difference_update(wanted)
+    elif len(session.subscribed | set(wanted)) > MAX_STREAMS_PER_CONNECTION:
+        # "A single connection can listen to a maximum of 1024 streams" (the refusal's text is ours)
+        return [_error(2, f"Invalid request: more than {MAX_STREAMS_PER_CONNECTION} streams", req_id)]
     elif not _silent(futures, session):
         session.subscribed.update(wanted)
     return [orjson.dumps({"result": None, "id": req_id}).decode()]

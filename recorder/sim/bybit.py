@@ -4,7 +4,8 @@ Connect/limits/heartbeat: https://bybit-exchange.github.io/docs/v5/ws/connect
 Trade topic:              https://bybit-exchange.github.io/docs/v5/websocket/public/trade
 
 Acks and pongs in the spot and linear shapes, ``args size >10`` for an oversized spot
-request, refused topics named in ``ret_msg`` (the valid ones of the request are subscribed),
+request, refused topics named in ``ret_msg`` (the valid ones of the request are subscribed,
+or with ``refusal_subscribes_rest=False`` none), ``already subscribed`` for a topic asked twice,
 up to 1024 trades of one symbol per frame, a paginated instruments-info route, and the
 10-minute cut of a connection that neither pings nor receives data.
 """
@@ -35,7 +36,9 @@ def _reply(futures: bool, session: SimSession, op: str, req_id: object, ok: bool
     return orjson.dumps(reply).decode()
 
 
-def _on_message(futures: bool, session: SimSession, frame: str | bytes, now_ms: int) -> list[str]:
+def _on_message(
+    futures: bool, session: SimSession, frame: str | bytes, now_ms: int, refusal_subscribes_rest: bool = True
+) -> list[str]:
     del now_ms
     try:
         req = orjson.loads(frame)
@@ -58,7 +61,10 @@ def _on_message(futures: bool, session: SimSession, frame: str | bytes, now_ms: 
         symbol = topic.removeprefix("publicTrade.")
         valid = topic.startswith("publicTrade.") and symbol in session.instruments
         (good if valid and symbol not in session.reject else bad).append((topic, symbol))
-    if op == "subscribe":
+    if op == "subscribe" and len(args) == 1 and good and good[0][1] in session.subscribed:
+        # what Bybit answers a topic subscribed twice (sieblyio/bybit-api#477)
+        return [_reply(futures, session, op, req_id, False, f"error:already subscribed,topic:{args[0]}")]
+    if op == "subscribe" and (refusal_subscribes_rest or not bad):
         session.subscribed.update(symbol for _topic, symbol in good)
     else:
         session.subscribed.difference_update(symbol for _topic, symbol in good)
@@ -141,8 +147,12 @@ def _instruments_route(futures: bool) -> HttpHandler:
     return handler
 
 
-def sim_protocol(market: str) -> SimProtocol:
-    """The simulated ``bybit_<market>`` server protocol."""
+def sim_protocol(market: str, *, refusal_subscribes_rest: bool = True) -> SimProtocol:
+    """The simulated ``bybit_<market>`` server protocol.
+
+    Whether a request refused for some of its topics subscribes the others is not documented;
+    `refusal_subscribes_rest=False` makes such a refusal subscribe none of them (the worst case
+    the runner must survive: it asks for the unnamed topics again)."""
     futures = market == "futures"
     real_path = _PATHS[market]
     return SimProtocol(
@@ -150,7 +160,7 @@ def sim_protocol(market: str) -> SimProtocol:
         # The real path, or the bare root of a local server whose URL carries no path.
         accept=lambda path, _headers: None if path.split("?", 1)[0] in (real_path, "/", "") else 404,
         on_connect=lambda _session: [],
-        on_message=lambda s, f, now_ms: _on_message(futures, s, f, now_ms),
+        on_message=lambda s, f, now_ms: _on_message(futures, s, f, now_ms, refusal_subscribes_rest),
         encode_trades=_encoder(futures),
         idle_timeout_s=600.0,
         http_routes={("GET", "/v5/market/instruments-info"): _instruments_route(futures)},

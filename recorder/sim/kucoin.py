@@ -12,7 +12,7 @@ import itertools
 import secrets
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
@@ -55,12 +55,24 @@ def _error(req_id: Any, code: int, data: str) -> str:
     return orjson.dumps({"id": req_id, "type": "error", "code": code, "data": data}).decode()
 
 
-def sim_protocol(market: str, *, ping_interval_ms: int = 18_000) -> SimProtocol:
-    """The KuCoin `SimProtocol` for ``"spot"`` or ``"futures"``; tests shrink `ping_interval_ms`."""
+# KuCoin's rate-limit page: 400 topics per connection on spot (none documented on futures).
+MAX_TOPICS_PER_CONNECTION = {"spot": 400, "futures": None}
+
+
+def sim_protocol(
+    market: str,
+    *,
+    ping_interval_ms: int = 18_000,
+    max_topics: int | Literal["documented"] | None = "documented",
+) -> SimProtocol:
+    """The KuCoin `SimProtocol` for ``"spot"`` or ``"futures"``; tests shrink `ping_interval_ms`.
+    A subscribe that would take a connection past `max_topics` (the documented 400 on spot) is
+    refused whole with error 509 (the code clients report; its text here is ours)."""
     if market not in _TOPIC:
         raise ValueError(f"kucoin: unknown market {market!r}")
     prefix = _TOPIC[market]
     futures = market == "futures"
+    cap = MAX_TOPICS_PER_CONNECTION[market] if max_topics == "documented" else max_topics
     tokens: set[str] = set()
     sequence = itertools.count(1_000_000_000)
 
@@ -110,6 +122,8 @@ def sim_protocol(market: str, *, ping_interval_ms: int = 18_000) -> SimProtocol:
         bad = [s for s in symbols if s in session.reject or s not in session.instruments]
         if bad:  # the whole topic is refused; nothing of it is subscribed
             return [_error(req_id, 404, f"topic {prefix}{','.join(bad)} is not found")]
+        if cap is not None and len(session.subscribed | set(symbols)) > cap:
+            return [_error(req_id, 509, f"exceed max subscription count limitation of {cap} per session")]
         session.subscribed.update(symbols)
         return [orjson.dumps({"id": req_id, "type": "ack"}).decode()] if msg.get("response") else []
 

@@ -1,7 +1,11 @@
 """Phemex spot and USDT perpetual as a local server speaks them (see recorder/adapters/phemex.py).
 
 DataGW rules reproduced: only the bare URL is accepted (the old ``/ws`` path answers 410), one
-symbol per ``trade.subscribe``/``trade_p.subscribe``, at most 20 subscriptions per connection,
+symbol per ``trade.subscribe``/``trade_p.subscribe``, at most `max_subscriptions` per connection
+(the documented 20 is contested, so the default is generous and tests set a low one; beyond it
+a subscribe gets the generic error reply ``{"error":{"code":6001,…},"id":…,"result":null}``; the
+real code and message are undocumented), connections per client through the server's
+`ClientLimit`,
 ``server.ping`` answered with ``"pong"``, a client silent for 30 s is dropped, and every
 successful subscribe is followed by a ``snapshot`` of recent trades (newest first). Spot frames
 carry scaled integers (priceEp, value) with the instrument's scales; perpetual frames carry
@@ -21,7 +25,7 @@ from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.recorder.sim.protocol import HttpHandler, HttpResponse, SimProtocol, SimSession
 from pumpwatch.segments.schema import TradeRow
 
-MAX_SUBSCRIPTIONS = 20
+MAX_SUBSCRIPTIONS = 1000  # generous: the real limit is unknown (documented 20, seen 100 and more)
 SNAPSHOT_TRADES = 1000  # the spot page says 1000 history trades, older pages 200
 IDLE_TIMEOUT_S = 30.0
 
@@ -38,8 +42,9 @@ def _error(req_id: Any, code: int, message: str) -> str:
     return orjson.dumps({"error": {"code": code, "message": message}, "id": req_id, "result": None}).decode()
 
 
-def sim_protocol(market: str) -> SimProtocol:
-    """The Phemex `SimProtocol` for ``"spot"`` or ``"futures"`` (USDT perpetual)."""
+def sim_protocol(market: str, *, max_subscriptions: int = MAX_SUBSCRIPTIONS) -> SimProtocol:
+    """The Phemex `SimProtocol` for ``"spot"`` or ``"futures"`` (USDT perpetual); a subscribe
+    beyond `max_subscriptions` on one connection is refused."""
     if market not in ("spot", "futures"):
         raise ValueError(f"phemex: unknown market {market!r}")
     spot = market == "spot"
@@ -90,8 +95,8 @@ def sim_protocol(market: str) -> SimProtocol:
         if len(params) != 1 or params[0] in session.reject or params[0] not in session.instruments:
             return [_error(req_id, 6001, "invalid argument")]
         symbol = params[0]
-        if symbol not in session.subscribed and len(session.subscribed) >= MAX_SUBSCRIPTIONS:
-            return [_error(req_id, 6001, f"subscription limit {MAX_SUBSCRIPTIONS} reached")]
+        if symbol not in session.subscribed and len(session.subscribed) >= max_subscriptions:
+            return [_error(req_id, 6001, "invalid argument")]
         session.subscribed.add(symbol)
         return [orjson.dumps({"error": None, "id": req_id, "result": {"status": "success"}}).decode()]
 

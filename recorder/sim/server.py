@@ -42,6 +42,20 @@ log = logging.getLogger(__name__)
 _CLOSE = object()  # queue item: close the connection gracefully after what is queued before it
 
 
+@dataclass
+class ClientLimit:
+    """Connections one client (an IP) may hold open, shared by the `SimExchange`s it is given to
+    (Phemex: "5 concurrent connections per client", perhaps across spot and perpetual). A
+    handshake beyond it is refused with `status` (the real answer is undocumented; 429 assumed),
+    with `Retry-After` when `retry_after_s` is set."""
+
+    max_connections: int
+    status: int = 429
+    retry_after_s: float | None = None
+    open: int = 0  # connections open now, over every exchange sharing this limit
+    refused: int = 0
+
+
 class _TimedServerConnection(ServerConnection):
     """Notes when the client last sent anything (frames or WebSocket pings) for idle timeouts."""
 
@@ -66,7 +80,8 @@ class SimExchange:
     """One simulated exchange market on an ephemeral port: `ws_url`, `rest_url` after `start()`.
 
     Fault injection: `drop_all()`, `stall(seconds)`, `reject(symbols)`, `lifetime_s`,
-    `send_raw(frame)`, `refuse_connections(n)`; the protocol's idle timeout and server pings
+    `send_raw(frame)`, `refuse_connections(n, status, retry_after)`, `client_limit` (connections
+    per client, shared between exchanges); the protocol's idle timeout and server pings
     apply (override with `idle_timeout_s` / `server_ping_interval_s`).
 
     Trade history (recorder/sim/history.py): every published trade is kept per symbol
@@ -88,6 +103,7 @@ class SimExchange:
         keep_recent: int = 200,
         history_max_rows: int = DEFAULT_MAX_ROWS_PER_SYMBOL,
         history_budgets: Mapping[str, RateLimit] | None = None,
+        client_limit: ClientLimit | None = None,
     ) -> None:
         self.protocol = protocol
         self.instruments: dict[str, Instrument] = {i.symbol: i for i in instruments}
@@ -106,6 +122,9 @@ class SimExchange:
         self._sent_by_conn: dict[str, list[TradeRow]] = {}
         self._reject: set[str] = set()
         self._refuse = 0
+        self._refuse_status = 503
+        self._refuse_headers: dict[str, str] = {}
+        self.client_limit = client_limit
         self._ids = itertools.count(1)
         self._ws_server: Server | None = None
         self._http = LocalHttpServer(self._http_handler, host)
@@ -258,9 +277,12 @@ class SimExchange:
         client, while connections stay up: a hole in contiguous ids."""
         self.history.skip_pushes(n, symbol)
 
-    def refuse_connections(self, n: int) -> None:
-        """Refuse the next `n` WebSocket handshakes with HTTP 503."""
+    def refuse_connections(self, n: int, status: int = 503, retry_after: str | None = None) -> None:
+        """Refuse the next `n` WebSocket handshakes with HTTP `status` (503; 429 or 418 for a rate
+        limit or a ban), with a ``Retry-After: <retry_after>`` header when given."""
         self._refuse += n
+        self._refuse_status = status
+        self._refuse_headers = {} if retry_after is None else {"Retry-After": retry_after}
 
     def send_raw(self, frame: str | bytes, conn_id: str | None = None) -> None:
         """Queue an arbitrary frame (garbage, NaN prices, unknown types) to one or every connection."""
@@ -280,7 +302,18 @@ class SimExchange:
         if self._refuse > 0:
             self._refuse -= 1
             self.refused += 1
-            return ws.respond(503, "refused by fault injection\n")
+            response = ws.respond(self._refuse_status, "refused by fault injection\n")
+            for name, value in self._refuse_headers.items():
+                response.headers[name] = value
+            return response
+        limit = self.client_limit
+        if limit is not None and limit.open >= limit.max_connections:
+            self.refused += 1
+            limit.refused += 1
+            response = ws.respond(limit.status, "too many connections\n")
+            if limit.retry_after_s is not None:
+                response.headers["Retry-After"] = f"{limit.retry_after_s:g}"
+            return response
         status = self.protocol.accept(request.path, request.headers)
         if status is not None:
             self.refused += 1
@@ -299,6 +332,8 @@ class SimExchange:
         self._peers[conn_id] = peer
         self._sent_by_conn[conn_id] = peer.sent
         self.connections += 1
+        if self.client_limit is not None:
+            self.client_limit.open += 1
         for frame in self.protocol.on_connect(session):
             peer.queue.put_nowait(([frame], None))
         peer.tasks.append(asyncio.create_task(self._sender(peer)))
@@ -314,6 +349,8 @@ class SimExchange:
         except ConnectionClosed:
             pass
         finally:
+            if self.client_limit is not None:
+                self.client_limit.open -= 1
             del self._peers[conn_id]
             session.subscribed.clear()
             for task in peer.tasks:

@@ -40,8 +40,49 @@ CLOSE_TIMEOUT_S = 2.0
 _req_ids = itertools.count(1)  # numeric strings: accepted as ids by every exchange (Phemex: int only)
 
 
+# A handshake answered with these is a rate limit or a ban (Binance: 429, then 418 "IP banned"
+# for clients that keep knocking, with escalating ban lengths): wait at least Retry-After, and
+# far longer than after an ordinary failure when the answer gives none.
+RATE_LIMIT_STATUSES = frozenset((418, 429))
+RATE_LIMIT_DEFAULT_WAIT_S = {429: 60.0, 418: 300.0}
+
+
 class ConnectFailed(Exception):
-    """This connection could not be opened or subscribed; the runner retries with backoff."""
+    """This connection could not be opened or subscribed; the runner retries with backoff.
+
+    `status` is the HTTP status of a refused handshake (or token request), `retry_after_s` the
+    wait the exchange asked for (its ``Retry-After``), when it gave one.
+    """
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after_s = retry_after_s
+
+    @property
+    def rate_limited(self) -> bool:
+        return self.status in RATE_LIMIT_STATUSES
+
+
+def retry_after_s(value: str | None, now_s: float | None = None) -> float | None:
+    """``Retry-After`` as seconds from now: delta-seconds or an HTTP date; None if absent or
+    unreadable (RFC 9110 §10.2.3)."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return max(0.0, when - (time.time() if now_s is None else now_s))
 
 
 class _TimedConnection(ClientConnection):
@@ -136,7 +177,14 @@ class Connection:
                 create_connection=_TimedConnection,
             )
         except InvalidStatus as exc:
-            raise ConnectFailed(f"handshake refused: HTTP {exc.response.status_code}") from None
+            status = exc.response.status_code
+            wait_s = retry_after_s(exc.response.headers.get("Retry-After"))
+            raise ConnectFailed(
+                f"handshake refused: HTTP {status}"
+                + ("" if wait_s is None else f", Retry-After {wait_s:g} s"),
+                status=status,
+                retry_after_s=wait_s,
+            ) from None
         except (OSError, TimeoutError, WebSocketException) as exc:
             raise ConnectFailed(f"connect failed: {exc!r}") from None
         assert isinstance(ws, _TimedConnection)
@@ -167,7 +215,9 @@ class Connection:
                 raise ConnectFailed(f"{request.method} {redact_url(request.url)} failed: {exc!r}") from None
             if response.status_code // 100 != 2:
                 raise ConnectFailed(
-                    f"{request.method} {redact_url(request.url)}: HTTP {response.status_code}"
+                    f"{request.method} {redact_url(request.url)}: HTTP {response.status_code}",
+                    status=response.status_code,
+                    retry_after_s=retry_after_s(response.headers.get("Retry-After")),
                 )
             body = response.content
         try:

@@ -45,9 +45,11 @@ class RequestBook:
 
     An answer is matched by request id, else by the symbols it names, else (exchanges answer
     in order) to the oldest open request. A refusal naming symbols rejects those and, unless
-    `per_symbol`, accepts the rest of the request (Bybit: one reply per request, naming the
-    refused topics). With `per_symbol` (OKX: one answer per symbol of a request) an answer
-    naming symbols settles only those, and the request completes when each symbol had its own.
+    `per_symbol`, marks the rest of the request for isolation (Bybit: one reply per request,
+    naming the refused topics; whether it subscribed the others is not documented, so they are
+    asked again one per request and count only when acked). With `per_symbol` (OKX: one
+    answer per symbol of a request) an answer naming symbols settles only those, and the
+    request completes when each symbol had its own.
     A refusal naming none rejects a single-symbol request, and marks a larger one for isolation
     (one request per symbol) so that one bad symbol does not take its whole chunk down.
     """
@@ -91,8 +93,11 @@ class RequestBook:
                 if s in answered:
                     if s in named:
                         rejected[s] = reason
-                    else:
-                        acked.append(s)
+                    elif len(request.symbols) > 1:
+                        # One reply for the request (Bybit) naming some symbols: no document says
+                        # the others were subscribed, so they are asked again, one per request,
+                        # whose answers are unambiguous (an "already subscribed" is an ack).
+                        request.isolate.append(s)
         else:
             answered = set(request.remaining)
             open_symbols = [s for s in request.symbols if s in answered]

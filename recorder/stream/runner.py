@@ -34,12 +34,13 @@ from typing import Any
 from pumpwatch.recorder.adapter import Adapter, Instrument
 from pumpwatch.recorder.stream.aio import wait_flags
 from pumpwatch.recorder.stream.backoff import Backoff
-from pumpwatch.recorder.stream.connection import ConnectFailed, Connection
+from pumpwatch.recorder.stream.connection import RATE_LIMIT_DEFAULT_WAIT_S, ConnectFailed, Connection
 from pumpwatch.recorder.stream.continuity import IdContinuity, IdHole, Missing, Resumed
 from pumpwatch.recorder.stream.dedupe import Deduper
 from pumpwatch.recorder.stream.ingest import FrameIngest
 from pumpwatch.recorder.stream.journal import Journal, NullJournal
 from pumpwatch.recorder.stream.logcontext import StreamLog
+from pumpwatch.recorder.stream.not_recorded import NotRecorded
 from pumpwatch.recorder.stream.slots import Slot, SlotTable
 from pumpwatch.recorder.stream.stats import RunnerStats
 from pumpwatch.segments.schema import TradeRow
@@ -90,6 +91,9 @@ class StreamRunner:
         id_grace_s: float = 2.0,
         on_missing: Callable[[Missing], None] | None = None,
         not_listening_since_us: int | None = None,
+        capacity_retry_s: float = 300.0,
+        health_interval_s: float = 10.0,
+        rate_limit_wait_s: Mapping[int, float] = RATE_LIMIT_DEFAULT_WAIT_S,
     ) -> None:
         self.adapter = adapter
         self.stream = adapter.stream
@@ -134,6 +138,13 @@ class StreamRunner:
         self._gap_open = False
         self._journaled: set[Connection] = set()  # connections whose `connected` was journaled
         self._background: set[asyncio.Task[None]] = set()
+        # Capacity (issue 12): a handshake refused with 429/418 holds every new connection of the
+        # stream until then (monotonic s); a slot refused for the connection limit retries after
+        # `capacity_retry_s`; `_health` reports what is not recorded.
+        self.capacity_retry_s = capacity_retry_s
+        self.rate_limit_wait_s = dict(rate_limit_wait_s)
+        self._hold_until_s = 0.0
+        self._health = NotRecorded(self, health_interval_s)
         self.update_instruments(instruments)
         if not_listening_since_us is not None:
             self._down_since.update(dict.fromkeys(self._wanted, not_listening_since_us))
@@ -199,13 +210,13 @@ class StreamRunner:
         self._log.info("starting with %d symbols", len(self._wanted))
         for slot in self._slots:
             self._start_slot(slot)
-        watch = None
+        watches = [asyncio.create_task(self._health.run(self._stop), name=f"{self.stream} not recorded")]
         if self.ids is not None:
-            watch = asyncio.create_task(self._watch_ids(), name=f"{self.stream} id continuity")
+            watches.append(asyncio.create_task(self._watch_ids(), name=f"{self.stream} id continuity"))
         await self._stop.wait()
-        if watch is not None:
+        for watch in watches:
             watch.cancel()
-            await asyncio.gather(watch, return_exceptions=True)
+        await asyncio.gather(*watches, return_exceptions=True)
         tasks = [s.task for s in self._slots if s.task is not None and not s.task.done()]
         for task in tasks:
             task.cancel()
@@ -254,6 +265,10 @@ class StreamRunner:
                     return
                 if slot.active is not None and slot.rotate_reason is None:
                     continue
+            hold_s = self._hold_until_s - time.monotonic()
+            if hold_s > 0:  # the exchange answered a handshake with 429/418: nobody knocks until then
+                await wait_flags(self._stop, None, hold_s)
+                continue
             new = await self._open(slot)
             if stop.is_set():
                 if new is not None:
@@ -261,7 +276,7 @@ class StreamRunner:
                 return
             if new is None:
                 slot.failures += 1
-                slot.retry_delay_s = backoff.next_delay_s()
+                slot.retry_delay_s = max(backoff.next_delay_s(), slot.retry_floor_s)
                 continue
             self._install(slot, new)
 
@@ -332,6 +347,7 @@ class StreamRunner:
         except ConnectFailed as exc:
             self._stats.connect_failures += 1
             self._note_failure(slot, clog, str(exc))
+            self._note_refusal(slot, exc)
             await conn.close(str(exc))
             return None
         except asyncio.CancelledError:
@@ -371,6 +387,8 @@ class StreamRunner:
         slot.served = True
         slot.down_since_s = None
         slot.failures = 0
+        slot.refused = None
+        slot.capacity_refused = False
         self._update_gap()
 
     def _spawn_close(self, conn: Connection) -> None:
@@ -379,6 +397,34 @@ class StreamRunner:
         )
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def _note_refusal(self, slot: Slot, exc: ConnectFailed) -> None:
+        """How long the slot waits at least after a failed attempt, and why (for `not_recorded`).
+
+        429/418 (a rate limit, a ban): `Retry-After`, else far longer than a backoff, and the whole
+        stream holds its new connections until then. A handshake refused while other connections
+        of the stream are open is the exchange's connection limit when the adapter learns its
+        capacity: the slot's symbols are over capacity and it knocks again only rarely.
+        """
+        slot.refused = str(exc)
+        slot.retry_floor_s = 0.0
+        slot.capacity_refused = False
+        if exc.rate_limited:
+            assert exc.status is not None
+            wait_s = exc.retry_after_s
+            if wait_s is None:
+                wait_s = self.rate_limit_wait_s.get(exc.status, max(self.rate_limit_wait_s.values()))
+            slot.retry_floor_s = wait_s
+            self._hold_until_s = max(self._hold_until_s, time.monotonic() + wait_s)
+            self._log.conn(f"{slot.name}-{slot.seq}").warning(
+                "handshake answered HTTP %d: no new connection for %.1f s", exc.status, wait_s
+            )
+        if exc.status is not None and self.adapter.learn_capacity:
+            open_conns = len(self._journaled)  # open now, serving or still subscribing
+            if open_conns >= 1:
+                self._table.learn_max_connections(open_conns)
+                slot.capacity_refused = True
+                slot.retry_floor_s = max(slot.retry_floor_s, self.capacity_retry_s)
 
     def _note_failure(self, slot: Slot, clog: StreamLog, reason: str) -> None:
         if slot.down_since_s is None and slot.active is None:
@@ -392,6 +438,7 @@ class StreamRunner:
     # -- callbacks from connections -------------------------------------------------------------
 
     def _acked(self, conn: Connection, symbols: list[str]) -> None:
+        self._table.acked(symbols)
         known = self._known
         self.journal.subscribed(conn.conn_id, symbols, [known[s].base if s in known else "" for s in symbols])
         if self._down_since:
@@ -402,6 +449,24 @@ class StreamRunner:
                     self._resumed(symbol, since_us, now_us)
 
     def _rejected(self, conn: Connection, rejected: dict[str, str]) -> None:
+        held = len(conn.subscribed)
+        moved = [s for s in sorted(rejected) if self._table.presume_capacity(s, held)]
+        if moved:
+            # Presumed over this connection's capacity (adapter.learn_capacity): another
+            # connection gets them; refused there too, they are refused for themselves.
+            self._log.conn(conn.conn_id).debug(
+                "%d symbols refused beyond %d on this connection (%s): moving them",
+                len(moved),
+                held,
+                rejected[moved[0]],
+            )
+            created = [slot for symbol in moved for slot in self._table.move(symbol)]
+            for slot in created:
+                if self._running:
+                    self._start_slot(slot)
+            rejected = {s: r for s, r in rejected.items() if s not in moved}
+            if not rejected:
+                return
         symbols = sorted(rejected)
         for symbol in symbols:
             if symbol not in self._stats.rejected:

@@ -36,6 +36,9 @@ class Slot:
         self.failures = 0  # failed attempts in the current outage
         self.retry_delay_s = 0.0  # wait this long before the next attempt
         self.served = False  # some connection of this slot has been fully subscribed
+        self.refused: str | None = None  # why its last attempt failed, while it has no connection
+        self.capacity_refused = False  # that attempt was refused while other connections were open
+        self.retry_floor_s = 0.0  # the next attempt waits at least this (Retry-After, capacity)
 
 
 class SlotTable:
@@ -51,8 +54,15 @@ class SlotTable:
         if replicas < 1:
             raise ValueError(f"replicas must be at least 1, not {replicas}")
         self._log = StreamLog(log, adapter.stream)
-        self.per_slot = adapter.max_symbols_per_connection
+        self.per_slot = adapter.max_symbols_per_connection  # lowered when learned (learn_capacity)
+        self.ceiling = adapter.max_symbols_per_connection
         self.max_slots = adapter.max_connections
+        self.learn = adapter.learn_capacity
+        # Learning (adapter.learn_capacity): symbol -> symbols its connection held when it was
+        # refused (presumed over capacity, moved). A suspect refused again is refused for itself
+        # and its evidence withdrawn; the learned cap is the least evidence left.
+        self.evidence: dict[str, int] = {}
+        self.proven: set[str] = set()  # suspects later acked elsewhere: the cap is confirmed
         self.replicas = replicas
         self.slots: list[Slot] = []  # every replica of every group
         self.groups: list[list[Slot]] = []  # the replicas of each group, sharing one symbol set
@@ -99,3 +109,54 @@ class SlotTable:
         waiting = list(self.over_capacity)
         self.over_capacity.clear()
         return [slot for symbol in waiting for slot in self.assign(symbol)]
+
+    # -- learning the capacity at run time (adapter.learn_capacity) ----------------------------
+
+    def presume_capacity(self, symbol: str, held: int) -> bool:
+        """`symbol` was refused on a connection holding `held` acked symbols. True: presumed
+        over that connection's capacity (the cap is lowered to `held`, the caller moves the
+        symbol); False: refused for itself (a first refusal on an empty connection, or a
+        second refusal), and any cap it had set is withdrawn."""
+        if not self.learn:
+            return False
+        if held < 1 or symbol in self.evidence:
+            self.evidence.pop(symbol, None)
+            self._relearn()
+            return False
+        self.evidence[symbol] = held
+        self._relearn()
+        return True
+
+    def acked(self, symbols: list[str]) -> None:
+        """Suspects acked on another connection: their refusal was capacity, for sure."""
+        for symbol in symbols:
+            if symbol in self.evidence:
+                self.proven.add(symbol)
+
+    def _relearn(self) -> None:
+        learned = min(self.evidence.values(), default=self.ceiling)
+        if learned != self.per_slot:
+            self._log.warning(
+                "learned capacity: %d symbols per connection (refusals beyond it; ceiling %d)",
+                learned,
+                self.ceiling,
+            )
+        self.per_slot = max(1, min(learned, self.ceiling))
+
+    def learn_max_connections(self, open_groups: int) -> None:
+        """A handshake was refused while `open_groups` connections were open."""
+        if not self.learn or open_groups < 1:
+            return
+        if self.max_slots is None or open_groups < self.max_slots:
+            self._log.warning("learned capacity: %d connections (a further one was refused)", open_groups)
+            self.max_slots = open_groups
+
+    def move(self, symbol: str) -> list[Slot]:
+        """Take `symbol` out of its group and place it again (room elsewhere, a new group, or the
+        over-capacity list); returns the slots created."""
+        for group in self.groups:
+            if symbol in group[0].symbols:
+                group[0].symbols.discard(symbol)
+                for slot in group:
+                    slot.wake.set()
+        return self.assign(symbol)

@@ -29,6 +29,9 @@ class RunnerStats:
     pending_subscriptions: int = 0  # symbols wanted but not (yet) acked on a live connection
     rejected: dict[str, str] = field(default_factory=dict)  # symbol -> the exchange's reason
     over_capacity: list[str] = field(default_factory=list)  # symbols beyond max_connections
+    # Every wanted symbol that is not receiving, and why ("rejected: …", "over_capacity: …",
+    # "not_connected: …", "unparsable: …"); refreshed every health interval (not_recorded.py).
+    not_recorded: dict[str, str] = field(default_factory=dict)
     id_holes: int = 0  # holes in contiguous trade ids journaled as id_gap (unfilled after the grace)
     missing_spans: int = 0  # spans handed to repair: id holes, reconnects, the worker's start
     last_trade_recv_us: int | None = None  # receive time of the newest trade

@@ -286,7 +286,7 @@ def test_connect_targets_add_path_query_and_route() -> None:
 
 
 def test_limits_as_data() -> None:
-    assert (SPOT.max_symbols_per_connection, FUT.max_symbols_per_connection) == (1024, 200)
+    assert (SPOT.max_symbols_per_connection, FUT.max_symbols_per_connection) == (1024, 1024)
     assert (SPOT.max_requests_per_s, FUT.max_requests_per_s) == (4.0, 9.0)
     assert SPOT.ping is None and FUT.ping is None  # server WebSocket pings
     assert SPOT.max_lifetime_s == FUT.max_lifetime_s == 86_400.0

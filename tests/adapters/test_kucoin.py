@@ -263,13 +263,14 @@ def test_subscribe_frames_as_documented() -> None:
 def test_limits_are_data() -> None:
     for a in (SPOT, FUT):
         assert a.max_symbols_per_request == 100
-        assert a.max_symbols_per_connection == 100
+        assert a.max_symbols_per_connection == 400  # the documented per-connection cap (spot)
         assert a.max_requests_per_s == 5.0
         assert a.max_lifetime_s == 86_400.0
         assert a.ping is not None and a.ping(1545910590801) == '{"id":"1545910590801","type":"ping"}'
     assert get_adapter("kucoin_spot", {"max_symbols_per_connection": 50}).max_symbols_per_request == 50
     with pytest.raises(ConfigError):
-        get_adapter("kucoin_spot", {"max_symbols_per_connection": 300})
+        get_adapter("kucoin_spot", {"max_symbols_per_connection": 401})
+    assert get_adapter("kucoin_spot", {"max_symbols_per_connection": 300}).max_symbols_per_request == 100
     with pytest.raises(ConfigError):
         get_adapter("kucoin_futures", {"channel": "x"})
 

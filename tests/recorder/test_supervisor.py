@@ -267,8 +267,9 @@ def test_a_fatal_worker_exit_stops_record_instead_of_restarting(
     assert asyncio.run(main()) == EXIT_FATAL
     lines = sorted(log.read_text().splitlines())
     # one start each at most: the first fatal exit stops everything (the other worker is asked
-    # to stop, or is itself fatal), nothing is restarted
-    assert lines.count("start okx") == 1 and lines.count("start gate") <= 1
+    # to stop, or is itself fatal, possibly before it logged its start), nothing is restarted
+    assert 1 <= len(lines) <= 2
+    assert lines.count("start okx") <= 1 and lines.count("start gate") <= 1
     for stream in ("okx_spot", "gate_spot"):  # never recorded: no gap to journal
         assert not [e for e in read_events(settings.data_dir, stream) if e["event"] == "gap_start"]
 
