@@ -111,6 +111,7 @@ class ArchiveReport:
     hours_built: int = 0  # archive files (re)built from their segments
     hours_merged: int = 0  # of those, rebuilt as the union with the old file (a segment was gone)
     hours_current: int = 0  # hours with sealed segments whose archive file was already up to date
+    hours_expired: int = 0  # hours with sealed segments older than the archive retention: skipped
     trades: int = 0  # rows in the files built
     segment_bytes: int = 0  # bytes of the segments they were built from
     archive_bytes: int = 0  # bytes of the files built
@@ -124,7 +125,8 @@ class ArchiveReport:
         return (
             f"archived {self.hours_built} hour file(s){merged}: {self.trades:,} trades, "
             f"{_mib(self.segment_bytes)} of segments -> {_mib(self.archive_bytes)} of Parquet{ratio}; "
-            f"{self.hours_current} already up to date; {len(self.pruned)} expired file(s) deleted; in {root}"
+            f"{self.hours_current} already up to date; {self.hours_expired} older than the archive "
+            f"retention skipped; {len(self.pruned)} expired file(s) deleted; in {root}"
         )
 
 
@@ -188,14 +190,15 @@ def archive_pending(
     """
     now = time.time_ns() // 1000 if now_us is None else now_us
     cutoff_us = None if retention_s is None else now - int(retention_s * US_PER_S)
-    bounds = [x for x in (since_us, cutoff_us) if x is not None]
-    low = max(bounds) if bounds else None  # hours ending at or before it are left alone
     report = ArchiveReport()
     chosen = list(STREAMS if streams is None else streams)
     with archive_lock(data_dir):
         manifests: dict[Path, dict[str, list[Fingerprint]]] = {}
-        for hour in _sealed_hours(data_dir, chosen, start_us=low):
-            if low is not None and hour.hour_us + US_PER_HOUR <= low:
+        for hour in _sealed_hours(data_dir, chosen, start_us=since_us):
+            if since_us is not None and hour.hour_us + US_PER_HOUR <= since_us:
+                continue
+            if cutoff_us is not None and hour.hour_us + US_PER_HOUR <= cutoff_us:
+                report.hours_expired += 1  # retention would delete it at once
                 continue
             directory = archive_path(data_dir, hour.stream, hour.hour_us).parent
             if directory not in manifests:
