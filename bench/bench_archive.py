@@ -186,7 +186,7 @@ def main() -> None:
     archive = f"read_parquet('{store}/archive/**/*.parquet', hive_partitioning = true)"
     from pumpwatch.segments import dataset
 
-    segments = dataset(store)  # noqa: F841  (DuckDB finds it by name)
+    con.register("segments", dataset(store))
     last = BASE_START_US + round((opts.days * DAY_S - 4 * 3600) * S)
     t0 = time.strftime("%Y-%m-%d %H:%M:%S+00", time.gmtime(last // S))
     t1 = time.strftime("%Y-%m-%d %H:%M:%S+00", time.gmtime((last + US_PER_HOUR) // S))

@@ -59,7 +59,7 @@ from pumpwatch.errors import StoreError
 from pumpwatch.segments.paths import HourlyFile, hour_start_us, list_segments, parse_segment_path, stream_dir
 from pumpwatch.segments.reader import read_segment
 from pumpwatch.segments.schema import TRADE_FIELDS, TRADE_SCHEMA
-from pumpwatch.streams import STREAMS
+from pumpwatch.streams import STREAMS, parse_streams
 from pumpwatch.timeunits import US_PER_DAY, US_PER_HOUR, US_PER_S
 
 log = logging.getLogger(__name__)
@@ -185,13 +185,14 @@ def archive_pending(
     its archive file, then delete archive files older than `retention_s` (None keeps them).
 
     Cheap when nothing is pending (a directory scan and one small manifest per stream-day) and
-    safe to run from several threads or processes at once (they take turns). `streams` and
-    `since_us` (only hours ending after it) narrow the run, e.g. for a back-fill.
+    safe to run from several threads or processes at once (they take turns: a caller that must
+    not wait, such as a recorder, runs it on a thread of its own). `streams` (stream ids or
+    exchanges) and `since_us` (only hours ending after it) narrow the run, e.g. for a back-fill.
     """
     now = time.time_ns() // 1000 if now_us is None else now_us
     cutoff_us = None if retention_s is None else now - int(retention_s * US_PER_S)
     report = ArchiveReport()
-    chosen = list(STREAMS if streams is None else streams)
+    chosen = list(parse_streams(None if streams is None else list(streams)))
     with archive_lock(data_dir):
         manifests: dict[Path, dict[str, list[Fingerprint]]] = {}
         for hour in _sealed_hours(data_dir, chosen, start_us=since_us):
