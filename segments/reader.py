@@ -19,14 +19,22 @@ segments written before checksums existed read unverified.
 Repair files (``HHMMSS.rest<N>.arrow``, rows from REST history grouped by their trade hour) are
 listed and read like any sealed segment. A version 1 segment has no ``source`` column: its
 rows come out with source ``"ws"``.
+
+The window's ends may be integer µs (any value, as stored), aware `datetime`s (pandas
+`Timestamp`s included), `numpy.datetime64` (UTC, as numpy has no zones) or strings read by the
+one TIME parser of every command (`pumpwatch.utctime.parse_time_us`: ISO 8601 with a zone, or an
+epoch in s/ms/µs/ns told by magnitude). ``base`` matches case-insensitively; ``streams`` takes
+stream ids or exchange names (``"binance"`` is both Binance streams), as on the command line.
 """
 
 from __future__ import annotations
 
 import logging
+import operator
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
-from pumpwatch.errors import StoreError
+from pumpwatch.errors import StoreError, UsageError
 from pumpwatch.segments.checksum import (
     IN_PROGRESS,
     UNSTAMPED,
@@ -55,8 +63,9 @@ from pumpwatch.segments.schema import (
     TRADE_SCHEMA,
     with_source,
 )
-from pumpwatch.streams import split_stream
+from pumpwatch.streams import parse_streams, split_stream
 from pumpwatch.timeunits import US_PER_S
+from pumpwatch.utctime import parse_time_us
 
 log = logging.getLogger(__name__)
 
@@ -71,20 +80,27 @@ OUT_SCHEMA = pa.schema(
 )
 
 
+# A window end: epoch µs, an aware datetime (pandas Timestamp too), numpy datetime64 or a TIME string.
+TimeLike = int | datetime | np.datetime64 | str
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def read_trades(
     data_dir: str | os.PathLike[str],
-    start_us: int,
-    end_us: int,
+    start_us: TimeLike,
+    end_us: TimeLike,
     *,
-    streams: Sequence[str] | None = None,
+    streams: Sequence[str] | str | None = None,
     base: str | None = None,
     slack_s: float = DEFAULT_SLACK_S,
 ) -> pa.Table:
     """Every trade with ``start_us <= time <= end_us`` (and ``base`` equal, if given).
 
-    Columns: ``exchange``, ``market`` and those of `TRADE_SCHEMA` (strings, not dictionaries; ``source``
-    is ``"ws"`` or ``"rest"``), sorted by
-    (exchange, market, time, recv_time), ties kept in the order they were written.
+    The ends are epoch µs or any `TimeLike` (module doc); ``base`` is matched in upper case;
+    ``streams`` are stream ids or exchanges (a list or a comma list; None: all twelve).
+    Columns: ``exchange``, ``market`` and those of `TRADE_SCHEMA` (strings, not dictionaries;
+    ``source`` is ``"ws"`` or ``"rest"``), sorted by (exchange, market, time, recv_time), ties
+    kept in the order they were written.
     """
     per_stream: dict[str, list[pa.RecordBatch]] = {}
     for stream, batch in iter_batches(
@@ -114,14 +130,56 @@ def _constant(value: str, n: int) -> pa.Array:
 
 def iter_batches(
     data_dir: str | os.PathLike[str],
-    start_us: int,
-    end_us: int,
+    start_us: TimeLike,
+    end_us: TimeLike,
     *,
-    streams: Sequence[str] | None = None,
+    streams: Sequence[str] | str | None = None,
     base: str | None = None,
     slack_s: float = DEFAULT_SLACK_S,
 ) -> Iterator[tuple[str, pa.RecordBatch]]:
-    """(stream, batch of `TRADE_SCHEMA`) for the window, in stream then write order, filtered."""
+    """(stream, batch of `TRADE_SCHEMA`) for the window, in stream then write order, filtered.
+
+    Arguments as `read_trades`; they are checked when the iterator is created."""
+    start_us, end_us = time_us(start_us, "start"), time_us(end_us, "end")
+    if isinstance(streams, str):
+        streams = streams.split(",")
+    chosen = parse_streams(None if streams is None else [s.strip().lower() for s in streams])
+    base = base.strip().upper() if base is not None else None
+    return _iter_window(data_dir, start_us, end_us, chosen, base, slack_s)
+
+
+def time_us(value: TimeLike, what: str = "time") -> int:
+    """A window end as epoch µs: an int as it is, an aware datetime or pandas Timestamp exactly
+    (to the µs, ns floored), a numpy datetime64 as UTC, a string through the TIME parser.
+    A naive datetime is refused (`UsageError`): its zone would be a guess."""
+    if isinstance(value, str):
+        return parse_time_us(value, what=what)
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise UsageError(
+                f"{what}: datetime {value!r} has no time zone: give tzinfo=timezone.utc (or tz='UTC')"
+            )
+        return (value - _EPOCH) // timedelta(microseconds=1)
+    if isinstance(value, np.datetime64):
+        return int(value.astype("datetime64[us]").astype(np.int64))
+    if isinstance(value, bool):
+        raise UsageError(f"{what}: expected a time, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise UsageError(
+            f"{what}: expected epoch µs, a datetime with a zone or an ISO 8601 string, got {value!r}"
+        ) from None
+
+
+def _iter_window(
+    data_dir: str | os.PathLike[str],
+    start_us: int,
+    end_us: int,
+    streams: Sequence[str],
+    base: str | None,
+    slack_s: float,
+) -> Iterator[tuple[str, pa.RecordBatch]]:
     for seg in _window_files(data_dir, start_us, end_us, streams, slack_s):
         for batch in read_segment(seg, start_us, end_us, base=base):
             yield seg.stream, batch

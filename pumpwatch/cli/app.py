@@ -44,6 +44,25 @@ def settings_from(config: Path | None, data_dir: Path | None) -> Settings:
     return load_settings(config, str(data_dir) if data_dir is not None else None)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from pumpwatch import __version__
+
+        typer.echo(f"pumpwatch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    # No docstring: the application's help text stays the one given to typer.Typer above.
+    pass
+
+
 @app.command()
 def version() -> None:
     """Print the PumpWatch version."""
