@@ -12,7 +12,8 @@ from typing import Any
 _CSS = """
 :root { color-scheme: light; --line: #d8dde3; --muted: #5b6570; --accent: #1f5fa8; }
 * { box-sizing: border-box; }
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans", sans-serif;
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans", "Noto Sans CJK KR",
+       "Apple SD Gothic Neo", "Malgun Gothic", sans-serif;
        margin: 0; color: #1d232a; background: #f6f7f9; }
 header { background: #16324f; color: #fff; padding: 18px 28px 14px; }
 header h1 { margin: 0 0 4px; font-size: 22px; }
@@ -29,13 +30,13 @@ h3 { font-size: 16px; margin: 0 0 6px; }
 table { border-collapse: collapse; width: 100%; font-variant-numeric: tabular-nums; }
 th, td { padding: 5px 8px; border-bottom: 1px solid var(--line); text-align: left; white-space: nowrap; }
 td.n, th.n { text-align: right; }
-thead th { background: #eef2f6; position: sticky; top: 38px; }
+thead th { background: #eef2f6; white-space: normal; vertical-align: bottom; }
 #overview thead th { cursor: pointer; user-select: none; }
 #overview thead th:hover { background: #dde6ef; }
 th[aria-sort="ascending"]::after { content: " \\25B2"; font-size: 10px; }
 th[aria-sort="descending"]::after { content: " \\25BC"; font-size: 10px; }
 tbody tr:hover { background: #f3f8ff; }
-td.title { max-width: 300px; overflow: hidden; text-overflow: ellipsis; }
+td.title { max-width: 260px; overflow: hidden; text-overflow: ellipsis; }
 .tag { display: inline-block; padding: 0 6px; border-radius: 9px; font-size: 12px; }
 .upbit { background: #e3efff; color: #134a8e; }
 .manual { background: #f1eadf; color: #6b4a12; }
@@ -44,9 +45,12 @@ td.title { max-width: 300px; overflow: hidden; text-overflow: ellipsis; }
 .controls { display: flex; gap: 14px; align-items: center; margin: 6px 0 10px; flex-wrap: wrap; }
 .controls input[type=search] { padding: 5px 8px; width: 260px; border: 1px solid var(--line);
                                border-radius: 5px; }
-.figs { display: grid; grid-template-columns: repeat(auto-fill, minmax(460px, 1fr)); gap: 12px; }
+.figs { display: grid; grid-template-columns: repeat(auto-fill, minmax(380px, 1fr)); gap: 12px; }
 .figs figure, .wide { margin: 0; }
 .figs img, .wide img, .listing img { max-width: 100%; height: auto; border: 1px solid var(--line); }
+.figs img { width: 100%; }
+.wide { margin-top: 12px; }
+.sub { display: block; color: var(--muted); font-size: 12px; }
 figcaption { color: var(--muted); font-size: 12.5px; }
 .listing dl { display: grid; grid-template-columns: max-content 1fr; gap: 2px 14px; margin: 6px 0 10px; }
 .listing dt { color: var(--muted); }
@@ -145,15 +149,18 @@ def _coverage_cell(lst: dict[str, Any]) -> str:
 
 def _overview(listings: list[dict[str, Any]]) -> str:
     heads = [
-        ("Symbol", "str"), ("Trigger (UTC)", "num"), ("Trigger (KST)", "num"), ("Source", "str"),
-        ("Complete / repaired / incomplete", "num"), ("Streams pumped", "num"), ("First pump", "str"),
-        ("First lag after T, s", "num"), ("Max rise, %", "num"), ("Volume ratio", "num"),
-        ("Pump duration, s", "num"),
+        ("Symbol", "str", ""), ("Trigger, UTC / KST", "num", ""), ("Source", "str", ""),
+        ("Coverage", "num", "streams complete / repaired / incomplete (sorts by incomplete)"),
+        ("Pumped", "num", "streams that pumped / streams recorded"), ("First pump", "str", ""),
+        ("Lag after T, s", "num", "first pump's start after the trigger"), ("Max rise, %", "num", ""),
+        ("Volume ratio", "num", "largest volume spike ratio of its pumps"),
+        ("Duration, s", "num", "first pump start to last pump end, all streams"),
     ]  # fmt: skip
-    head = "".join(
-        f'<th data-type="{t}"{" class=n" if t == "num" and k > 3 else ""}>{escape(h)}</th>'
-        for k, (h, t) in enumerate(heads)
-    )
+    head = ""
+    for k, (label, kind, tip) in enumerate(heads):
+        attrs = f' data-type="{kind}"' + (' class="n"' if kind == "num" and k > 2 else "")
+        attrs += f' title="{escape(tip, quote=True)}"' if tip else ""
+        head += f"<th{attrs}>{escape(label)}</th>"
     rows = []
     for k, lst in enumerate(listings):
         link = f'<a href="#{anchor(k, lst["listing"])}">{escape(str(lst["symbol"]))}</a>'
@@ -166,8 +173,10 @@ def _overview(listings: list[dict[str, Any]]) -> str:
         duration = lst["pump_duration_ms"]
         cells = [
             _td(link, lst["symbol"]),
-            _td(escape(lst["trigger_utc"]), lst["trigger_time_us"]),
-            _td(escape(lst["trigger_kst"]), lst["trigger_time_us"]),
+            _td(
+                f'{escape(lst["trigger_utc"])}<span class="sub">{escape(lst["trigger_kst"])}</span>',
+                lst["trigger_time_us"],
+            ),
             _source_cell(lst["source"]),
             _coverage_cell(lst),
             _td(f'{lst["streams_pumped"]} / {lst["streams_total"]}', lst["streams_pumped"], num=True),
@@ -294,8 +303,7 @@ def render_page(
     totals = study["totals"]
     listings = study["listings"]
     figs = "".join(
-        f'<figure{" class=wide" if name in ("streams.png", "timeline.png") else ""}>'
-        f'<img src="{figure_dir}/{name}" alt="{escape(caption, quote=True)}">'
+        f'<figure><img src="{figure_dir}/{name}" alt="{escape(caption, quote=True)}">'
         f"<figcaption>{escape(caption)}</figcaption></figure>"
         for name, caption in figures.items()
         if name not in ("streams.png", "timeline.png")

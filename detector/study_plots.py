@@ -66,7 +66,7 @@ def draw_figures(study: dict[str, Any], out_dir: Path) -> dict[str, str]:
         for s in streams
     ]  # fmt: skip
     if streams:
-        ax.boxplot(data, vert=True, showfliers=True)
+        ax.boxplot(data, showfliers=True)
         ax.set_xticks(range(1, len(streams) + 1), [s["stream"] for s in streams], rotation=30, ha="right",
                       fontsize=8)  # fmt: skip
     else:
