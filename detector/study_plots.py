@@ -87,7 +87,8 @@ def draw_figures(study: dict[str, Any], out_dir: Path) -> dict[str, str]:
             y = [lst["max_rise_percent"] or 0.0 for lst in rows]
             size = [16 + 10 * lst["streams_pumped"] for lst in rows]
             ax.scatter(x, y, s=size, c=color, marker=marker, alpha=0.7, label=f"{kind} ({len(rows)})")
-        ax.legend(loc="upper left", fontsize=8)
+        ax.margins(x=0.04, y=0.12)
+        ax.legend(loc="best", fontsize=8)
         fig.autofmt_xdate()
     else:
         ax.text(0.5, 0.5, "no listings", ha="center", va="center", transform=ax.transAxes)
