@@ -250,7 +250,9 @@ def stream_study(listings: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "pumped": len(pumped),
                 "first": first,
                 "first_share": first / len(with_pump) if with_pump else None,
-                "lag_ms": _spread([s["first_pump_lag_ms"] for s in pumped if s["first_pump_lag_ms"] is not None]),
+                "lag_ms": _spread(
+                    [s["first_pump_lag_ms"] for s in pumped if s["first_pump_lag_ms"] is not None]
+                ),
                 "rise_percent": _spread(
                     [s["max_pump_rise_percent"] for s in pumped if s["max_pump_rise_percent"] is not None]
                 ),

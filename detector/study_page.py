@@ -143,7 +143,9 @@ def _source_cell(src: dict[str, Any]) -> str:
 def _coverage_cell(lst: dict[str, Any]) -> str:
     c, r, i = lst["streams_complete"], lst["streams_repaired"], lst["streams_incomplete"]
     inc = f'<span class="bad">{i}</span>' if i else "0"
-    title = "incomplete: " + ", ".join(lst["incomplete_streams"]) if i else "every stream complete or repaired"
+    title = (
+        "incomplete: " + ", ".join(lst["incomplete_streams"]) if i else "every stream complete or repaired"
+    )
     return _td(f"{c} / {r} / {inc}", i, num=True, title=title)
 
 
@@ -179,7 +181,7 @@ def _overview(listings: list[dict[str, Any]]) -> str:
             ),
             _source_cell(lst["source"]),
             _coverage_cell(lst),
-            _td(f'{lst["streams_pumped"]} / {lst["streams_total"]}', lst["streams_pumped"], num=True),
+            _td(f"{lst['streams_pumped']} / {lst['streams_total']}", lst["streams_pumped"], num=True),
             first_cell,
             _td(_num(lag, 3, 1e-3), None if lag is None else lag / 1000.0, num=True),
             _td(_num(lst["max_rise_percent"]), lst["max_rise_percent"], num=True),
@@ -187,12 +189,13 @@ def _overview(listings: list[dict[str, Any]]) -> str:
             _td(_num(duration, 3, 1e-3), None if duration is None else duration / 1000.0, num=True),
         ]
         rows.append(
-            f'<tr data-listing="{escape(lst["listing"], quote=True)}" data-source="{escape(lst["source"]["kind"])}"'
+            f'<tr data-listing="{escape(lst["listing"], quote=True)}"'
+            f' data-source="{escape(lst["source"]["kind"])}"'
             f' data-pumped="{1 if lst["events"] else 0}">{"".join(cells)}</tr>'
         )
     return (
-        '<div class="controls"><input type="search" id="filter-text" placeholder="Filter: symbol, stream, title…"'
-        ' aria-label="filter">'
+        '<div class="controls"><input type="search" id="filter-text"'
+        ' placeholder="Filter: symbol, stream, title…" aria-label="filter">'
         '<label>Source <select id="filter-source"><option value="">all</option><option value="upbit">Upbit'
         ' notice</option><option value="manual">manual</option></select></label>'
         '<label><input type="checkbox" id="filter-pumped"> only listings with a pump</label>'
@@ -242,7 +245,7 @@ def _listing_section(k: int, lst: dict[str, Any], chart_src: str | None) -> str:
     if src["kind"] == "upbit":
         source = (
             f'<span class="tag upbit">Upbit notice #{escape(str(src.get("notice_id")))}</span> '
-            f"{escape(src.get('title') or '')} <span class=\"note\">first listed at "
+            f'{escape(src.get("title") or "")} <span class="note">first listed at '
             f"{escape(str(src.get('first_listed_at')))}</span>"
         )
     else:
@@ -313,17 +316,13 @@ def render_page(
         for name, caption in figures.items()
         if name in ("streams.png", "timeline.png")
     )
-    skipped = "".join(
-        f"<li>{escape(s['listing'])}: {escape(s['reason'])}</li>" for s in study["skipped"]
-    )
+    skipped = "".join(f"<li>{escape(s['listing'])}: {escape(s['reason'])}</li>" for s in study["skipped"])
     span = (
         f"{escape(totals['first_listing_utc'])} to {escape(totals['last_listing_utc'])}"
         if listings
         else "no listings yet"
     )
-    sections = "".join(
-        _listing_section(k, lst, charts.get(lst["listing"])) for k, lst in enumerate(listings)
-    )
+    sections = "".join(_listing_section(k, lst, charts.get(lst["listing"])) for k, lst in enumerate(listings))
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

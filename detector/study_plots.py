@@ -47,6 +47,7 @@ def draw_figures(study: dict[str, Any], out_dir: Path) -> dict[str, str]:
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
     events = study["events"]
@@ -83,16 +84,23 @@ def draw_figures(study: dict[str, Any], out_dir: Path) -> dict[str, str]:
             rows = [lst for lst in listings if lst["source"]["kind"] == kind]
             if not rows:
                 continue
-            x = [datetime.fromtimestamp(lst["trigger_time_us"] / US_PER_S, UTC) for lst in rows]
+            x = mdates.date2num(
+                [datetime.fromtimestamp(lst["trigger_time_us"] / US_PER_S, UTC) for lst in rows]
+            )
             y = [lst["max_rise_percent"] or 0.0 for lst in rows]
             size = [16 + 10 * lst["streams_pumped"] for lst in rows]
             ax.scatter(x, y, s=size, c=color, marker=marker, alpha=0.7, label=f"{kind} ({len(rows)})")
         ax.margins(x=0.04, y=0.12)
         ax.legend(loc="best", fontsize=8)
-        fig.autofmt_xdate()
+        locator = mdates.AutoDateLocator()
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+        ax.set_xlabel("trigger time, UTC")
     else:
         ax.text(0.5, 0.5, "no listings", ha="center", va="center", transform=ax.transAxes)
-    ax.set_title(f"{FIGURES['timeline.png']}: max rise (0 = no pump), size = streams that pumped", fontsize=10)
+    ax.set_title(
+        f"{FIGURES['timeline.png']}: max rise (0 = no pump), size = streams that pumped", fontsize=10
+    )
     ax.set_ylabel("max rise, %")
     ax.grid(True, alpha=0.3)
     _save(fig, out_dir / "timeline.png")

@@ -30,7 +30,9 @@ def report_cmd(
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Report directory (replaced whole). Default: <data-dir>/report", file_okay=False),
+        typer.Option(
+            "--out", help="Report directory (replaced whole). Default: <data-dir>/report", file_okay=False
+        ),
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print report.json on stdout instead of the page's path.")

@@ -76,7 +76,8 @@ def _journal(data_dir: Path) -> None:
             if (symbol, broken) == REPAIRED:
                 events.append((t + S, "repaired", {
                     "symbol": sim_instrument(stream, symbol).symbol, "base": symbol,
-                    "start_us": t - 5 * S, "end_us": t - 2 * S, "trades": 0, "via": "/api/v5/market/history-trades",
+                    "start_us": t - 5 * S, "end_us": t - 2 * S, "trades": 0,
+                    "via": "/api/v5/market/history-trades",
                 }))  # fmt: skip
         events.sort(key=lambda e: e[0])
         events.append((START + DURATION_S * S + 10 * S, "stop", {}))
@@ -91,7 +92,9 @@ def build_listings(root: Path) -> dict[str, Path]:
     pumps = tuple(
         PumpSpec(p.symbol, p.trigger_us, 8.0, 2.0, streams=p.pumped, lag_s=p.lags_s) for p in PLAN if p.pumped
     )
-    spec = MarketSpec(seed=11, start_us=START, duration_s=DURATION_S, trades_per_s=12, bases=BASES, pumps=pumps)
+    spec = MarketSpec(
+        seed=11, start_us=START, duration_s=DURATION_S, trades_per_s=12, bases=BASES, pumps=pumps
+    )
     write_store(root, spec, flush_every_s=5.0)
     _journal(root)
     out = {}

@@ -37,7 +37,9 @@ def report(listings_store: tuple[Path, dict[str, Path]], tmp_path_factory: pytes
     return write_report(root / "listings", tmp_path_factory.mktemp("numbers") / "report").out_dir
 
 
-def test_every_listing_row_equals_its_files(report: Path, listings_store: tuple[Path, dict[str, Path]]) -> None:
+def test_every_listing_row_equals_its_files(
+    report: Path, listings_store: tuple[Path, dict[str, Path]]
+) -> None:
     _, dirs = listings_store
     study = load(report / "report.json")
     assert [lst["symbol"] for lst in study["listings"]] == [p.symbol for p in PLAN]  # oldest first
@@ -63,9 +65,11 @@ def test_every_listing_row_equals_its_files(report: Path, listings_store: tuple[
         )  # fmt: skip
         assert row["streams_total"] == len(meta["streams"]) == 12
         # pumps on the planned streams, as the detector found them
-        assert set(row["pumped_streams"]) == set(plan.pumped) == {
-            f"{e['exchange']}_{e['market_type']}" for e in events
-        }
+        assert (
+            set(row["pumped_streams"])
+            == set(plan.pumped)
+            == {f"{e['exchange']}_{e['market_type']}" for e in events}
+        )
         assert row["streams_pumped"] == pa["summary"]["total_streams_with_pumps"] == len(plan.pumped)
         if not events:
             assert row["first_pump_stream"] is None and row["max_rise_percent"] is None
@@ -73,7 +77,11 @@ def test_every_listing_row_equals_its_files(report: Path, listings_store: tuple[
             continue
         s = pa["summary"]
         assert row["first_pump_stream"] == f"{s['first_pump_exchange']}_{s['first_pump_market_type']}"
-        assert row["first_pump_stream"] == comp["first_pump_stream"] == min(plan.lags_s, key=plan.lags_s.__getitem__)
+        assert (
+            row["first_pump_stream"]
+            == comp["first_pump_stream"]
+            == min(plan.lags_s, key=plan.lags_s.__getitem__)
+        )
         first = events[0]
         assert row["first_pump_lag_ms"] == (first["start_time_us"] - meta["trigger_time_us"]) / US_PER_MS
         assert row["max_rise_percent"] == s["max_price_change"]
@@ -87,7 +95,11 @@ def test_every_listing_row_equals_its_files(report: Path, listings_store: tuple[
             assert st["pumped"] == c["pumped"] == (st["stream"] in plan.pumped)
             assert st["max_pump_rise_percent"] == c["max_pump_change_percent"]
             assert st["lag_behind_first_ms"] == c["lag_ms"]
-            want = None if c["first_pump_time_us"] is None else (c["first_pump_time_us"] - plan.trigger_us) / 1000
+            want = (
+                None
+                if c["first_pump_time_us"] is None
+                else (c["first_pump_time_us"] - plan.trigger_us) / 1000
+            )
             assert st["first_pump_lag_ms"] == want
             mine = [e for e in events if f"{e['exchange']}_{e['market_type']}" == st["stream"]]
             assert st["volume_in_pumps"] == sum(e["volume"] for e in mine)
@@ -102,7 +114,10 @@ def test_coverage_states_of_the_planned_breaks(report: Path) -> None:
     by_symbol = {lst["symbol"]: lst for lst in study["listings"]}
     assert by_symbol[INCOMPLETE[0]]["incomplete_streams"] == [INCOMPLETE[1]]
     assert by_symbol[REPAIRED[0]]["streams_repaired"] == 1
-    assert next(s for s in by_symbol[REPAIRED[0]]["streams"] if s["stream"] == REPAIRED[1])["coverage"] == "repaired"
+    assert (
+        next(s for s in by_symbol[REPAIRED[0]]["streams"] if s["stream"] == REPAIRED[1])["coverage"]
+        == "repaired"
+    )
     assert study["totals"]["with_incomplete_stream"] == 1
     assert study["totals"] == {
         **study["totals"], "listings": 4, "with_pump": 3, "upbit": 2, "manual": 2, "not_detected": 0,
@@ -126,8 +141,10 @@ def test_per_stream_numbers(report: Path) -> None:
             spread = s[key]
             assert spread["n"] == len(values)
             if values:
-                q1, med, q3 = (
-                    statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else [values[0]] * 3
+                q1, _median, q3 = (
+                    statistics.quantiles(values, n=4, method="inclusive")
+                    if len(values) > 1
+                    else [values[0]] * 3
                 )
                 assert spread["median"] == pytest.approx(statistics.median(values))
                 assert (spread["q1"], spread["q3"]) == (pytest.approx(q1), pytest.approx(q3))
@@ -137,7 +154,9 @@ def test_per_stream_numbers(report: Path) -> None:
         shares = []
         for lst in with_pump:
             total = sum(st["volume_in_pumps"] for st in lst["streams"])
-            shares.append(sum(st["volume_in_pumps"] for st in lst["streams"] if st["stream"] == s["stream"]) / total)
+            shares.append(
+                sum(st["volume_in_pumps"] for st in lst["streams"] if st["stream"] == s["stream"]) / total
+            )
         assert s["pump_volume_share"] == pytest.approx(sum(shares) / len(shares))
     assert sum(s["first"] for s in study["streams"]) == len(with_pump) == 3
     # every pump event appears once in the flat list, with its lag from T and duration
@@ -156,7 +175,9 @@ def test_csv_files_carry_the_same_numbers(report: Path) -> None:
     assert [r["listing"] for r in rows] == [lst["listing"] for lst in study["listings"]]
     for r, lst in zip(rows, study["listings"], strict=True):
         assert r["notice_title"] == (lst["source"]["title"] or "")
-        assert r["max_rise_percent"] == ("" if lst["max_rise_percent"] is None else str(lst["max_rise_percent"]))
+        assert r["max_rise_percent"] == (
+            "" if lst["max_rise_percent"] is None else str(lst["max_rise_percent"])
+        )
         assert int(r["streams_incomplete"]) == lst["streams_incomplete"]
     with open(report / "events.csv", newline="") as fh:
         assert len(list(csv.DictReader(fh))) == len(study["events"])
@@ -196,7 +217,9 @@ def test_cli_json_since_and_out(listings_store: tuple[Path, dict[str, Path]], tm
     assert proc.returncode == 0 and orjson.loads(proc.stdout)["listings"] == []
 
     # bad input: one line, exit 2, nothing written; an --out that is not a report is refused
-    proc = run("report", "--data-dir", str(root), "--since", "2026-01-01T09:00:00", "--out", str(tmp_path / "x"))
+    proc = run(
+        "report", "--data-dir", str(root), "--since", "2026-01-01T09:00:00", "--out", str(tmp_path / "x")
+    )
     assert proc.returncode == 2 and "no time zone" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "x").exists()
     mine = tmp_path / "mine"

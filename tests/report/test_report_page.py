@@ -67,7 +67,9 @@ class Page:
         return await asyncio.wait_for(fut, 30)
 
     async def evaluate(self, expression: str) -> Any:
-        result = await self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        result = await self.send(
+            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
+        )
         if "exceptionDetails" in result:
             raise AssertionError(f"page script failed: {result['exceptionDetails']}")
         return result["result"].get("value")
@@ -87,9 +89,9 @@ async def chromium_page(binary: str) -> AsyncIterator[Page]:
     """A headless Chromium on a free 127.0.0.1 port, its first page target attached."""
     profile = Path(tempfile.mkdtemp(prefix="pumpwatch-chromium-"))
     proc = subprocess.Popen(
-        [binary, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--no-default-browser-check",
-         "--disable-extensions", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
+        [binary, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--no-default-browser-check", "--disable-extensions", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
          f"--user-data-dir={profile}", "about:blank"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -103,7 +105,9 @@ async def chromium_page(binary: str) -> AsyncIterator[Page]:
                 raise AssertionError(f"chromium did not start its DevTools endpoint: {err[-2000:]}")
             await asyncio.sleep(0.05)
         port = int(port_file.read_text().splitlines()[0])
-        async with connect(f"ws://127.0.0.1:{port}{port_file.read_text().splitlines()[1]}", max_size=None) as b:
+        async with connect(
+            f"ws://127.0.0.1:{port}{port_file.read_text().splitlines()[1]}", max_size=None
+        ) as b:
             browser = Page(b)
             target = await browser.send("Target.createTarget", url="about:blank")
             targets = await browser.send("Target.getTargets")
@@ -146,7 +150,9 @@ async def _inspect(index: Path, shot: Path) -> dict[str, Any]:
             "Promise.all(Array.from(document.images).map(i => { i.loading = 'eager'; return i.decode().then("
             "() => [i.getAttribute('src'), i.naturalWidth], () => [i.getAttribute('src'), 0]); }))"
         )
-        heads = await page.evaluate("Array.from(document.querySelectorAll('#overview th')).map(h => h.textContent)")
+        heads = await page.evaluate(
+            "Array.from(document.querySelectorAll('#overview th')).map(h => h.textContent)"
+        )
         rise_col = heads.index("Max rise, %")
         click = f"document.querySelectorAll('#overview th')[{rise_col}].click()"
         order = "Array.from(document.querySelectorAll('#overview tbody tr')).map(r => r.dataset.listing)"
@@ -178,12 +184,16 @@ async def _inspect(index: Path, shot: Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def report_dir(listings_store: tuple[Path, dict[str, Path]], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def report_dir(
+    listings_store: tuple[Path, dict[str, Path]], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     root, _ = listings_store
     return write_report(root / "listings", tmp_path_factory.mktemp("page") / "report").out_dir
 
 
-@pytest.mark.skipif(chromium_binary() is None, reason="chromium not installed (scripts/setup.sh installs it with apt-get)")
+@pytest.mark.skipif(
+    chromium_binary() is None, reason="chromium not installed (scripts/setup.sh installs it with apt-get)"
+)
 def test_page_in_headless_chromium(report_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     shot = tmp_path_factory.mktemp("artefacts") / "report.png"
     seen = asyncio.run(_inspect(report_dir / "index.html", shot))
@@ -195,12 +205,15 @@ def test_page_in_headless_chromium(report_dir: Path, tmp_path_factory: pytest.Te
     problems = [
         ev for ev in seen["events"]
         if ev["method"] == "Runtime.exceptionThrown"
-        or (ev["method"] == "Runtime.consoleAPICalled" and ev["params"]["type"] in ("error", "warning", "assert"))
+        or (ev["method"] == "Runtime.consoleAPICalled"
+            and ev["params"]["type"] in ("error", "warning", "assert"))
         or (ev["method"] == "Log.entryAdded" and ev["params"]["entry"]["level"] in ("error", "warning"))
         or ev["method"] == "Network.loadingFailed"
     ]  # fmt: skip
     assert problems == []
-    urls = [ev["params"]["request"]["url"] for ev in seen["events"] if ev["method"] == "Network.requestWillBeSent"]
+    urls = [
+        ev["params"]["request"]["url"] for ev in seen["events"] if ev["method"] == "Network.requestWillBeSent"
+    ]
     assert urls, "the page and its images are requested"
     assert [u for u in urls if not u.startswith(("file://", "data:"))] == []
 
