@@ -28,6 +28,14 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from pumpwatch.detector.report import write_report
 
+# Headless, no sandbox (root in containers), nothing of Chromium's own talking to the network,
+# DevTools on a free port of 127.0.0.1 only (written to <profile>/DevToolsActivePort).
+CHROMIUM_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--no-default-browser-check",
+    "--disable-extensions", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
+)  # fmt: skip
+
 
 def chromium_binary() -> str | None:
     for name in ("chromium", "chromium-browser", "google-chrome"):
@@ -89,13 +97,10 @@ async def chromium_page(binary: str) -> AsyncIterator[Page]:
     """A headless Chromium on a free 127.0.0.1 port, its first page target attached."""
     profile = Path(tempfile.mkdtemp(prefix="pumpwatch-chromium-"))
     proc = subprocess.Popen(
-        [binary, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--no-default-browser-check", "--disable-extensions", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
-         f"--user-data-dir={profile}", "about:blank"],
+        [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-    )  # fmt: skip
+    )
     try:
         port_file = profile / "DevToolsActivePort"
         deadline = time.monotonic() + 30
