@@ -240,6 +240,14 @@ def _streams_table(streams: list[dict[str, Any]], with_pump: int) -> str:
     )
 
 
+def _coverage_text(lst: dict[str, Any]) -> str:
+    text = f"{lst['streams_complete']} complete, {lst['streams_repaired']} repaired, "
+    if not lst["streams_incomplete"]:
+        return text + "0 incomplete"
+    names = ", ".join(lst["incomplete_streams"])
+    return text + f'<span class="bad">{lst["streams_incomplete"]} incomplete: {escape(names)}</span>'
+
+
 def _listing_section(k: int, lst: dict[str, Any], chart_src: str | None) -> str:
     src = lst["source"]
     if src["kind"] == "upbit":
@@ -282,6 +290,7 @@ def _listing_section(k: int, lst: dict[str, Any], chart_src: str | None) -> str:
         f"<h3>{escape(str(lst['symbol']))} · {escape(lst['trigger_utc'])} · {escape(lst['trigger_kst'])}</h3>"
         f"<dl><dt>Directory</dt><dd>{escape(lst['listing'])}</dd><dt>Source</dt><dd>{source}</dd>"
         f"<dt>Trades</dt><dd>{lst['trades']}</dd>"
+        f"<dt>Coverage</dt><dd>{_coverage_text(lst)}</dd>"
         f"<dt>Pumped</dt><dd>{lst['streams_pumped']} of {lst['streams_total']} streams"
         f"{', first ' + escape(lst['first_pump_stream']) if lst['first_pump_stream'] else ''}</dd></dl>"
         f"{detected}{chart}"
