@@ -66,11 +66,14 @@ def seed_listings(root: Path, n: int) -> tuple[list[Path], float]:
 
 
 def _shift(obj: Any, delta_us: int) -> Any:
-    """Every *_us / *time field moved by `delta_us` (ms fields by its ms)."""
+    """Every time field (*_us, *_ms, *time*, start, end; durations excepted) moved by `delta_us`
+    (ms fields by its ms)."""
     if isinstance(obj, dict):
         out = {}
         for key, value in obj.items():
-            timed = "time" in key or key in ("start", "end") or key.endswith(("_us", "_ms"))
+            timed = "duration" not in key and (
+                "time" in key or key in ("start", "end") or key.endswith(("_us", "_ms"))
+            )
             if isinstance(value, int) and not isinstance(value, bool) and timed:
                 out[key] = value + (delta_us if key.endswith("_us") else delta_us // US_PER_MS)
             else:
