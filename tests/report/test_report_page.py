@@ -199,10 +199,13 @@ def report_dir(
 @pytest.mark.skipif(
     chromium_binary() is None, reason="chromium not installed (scripts/setup.sh installs it with apt-get)"
 )
-def test_page_in_headless_chromium(report_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_page_in_headless_chromium(
+    report_dir: Path, tmp_path_factory: pytest.TempPathFactory, record_property: Any
+) -> None:
     shot = tmp_path_factory.mktemp("artefacts") / "report.png"
     seen = asyncio.run(_inspect(report_dir / "index.html", shot))
-    print(f"\nreport screenshot: {shot}\nreport page: {report_dir / 'index.html'}")
+    print(f"\nreport screenshot: {shot}\nreport page: {report_dir / 'index.html'}")  # shown with -s or -rP
+    record_property("screenshot", str(shot))
     study = orjson.loads((report_dir / "report.json").read_bytes())
     names = [lst["listing"] for lst in study["listings"]]
 
