@@ -267,7 +267,13 @@ def _summary(data_dir: Path, listing: Path, notice_us: int, echo: Callable[[str]
     summary = analysis.get("summary", {})
     echo(f"  first pump: {summary.get('first_pump_exchange')}; max rise {summary.get('max_price_change')}%")
     echo(f"  chart:   {listing / 'refined' / 'chart.png'}")
-    return DemoResult(data_dir, listing, int(status["trades"]), recorded, events, delay)
+    from pumpwatch.detector.report import write_report
+
+    report = write_report(data_dir / "listings", data_dir / "report")
+    echo(f"  report:  {report.index}  (the study across listings: open it in a browser)")
+    return DemoResult(
+        data_dir, listing, int(status["trades"]), recorded, events, delay, {"report": report.index}
+    )
 
 
 def demo(opts: DemoOptions) -> DemoResult:

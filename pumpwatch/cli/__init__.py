@@ -5,7 +5,15 @@ from __future__ import annotations
 import sys
 
 # Each module registers its commands on `app` when imported.
-from pumpwatch.cli import archive_cmds, demo_cmds, extract_cmds, listings_cmds, record_cmds, store_cmds  # noqa: F401
+from pumpwatch.cli import (  # noqa: F401
+    archive_cmds,
+    demo_cmds,
+    extract_cmds,
+    listings_cmds,
+    record_cmds,
+    report_cmds,
+    store_cmds,
+)
 from pumpwatch.cli.app import app
 from pumpwatch.errors import PumpWatchError
 
