@@ -42,6 +42,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import orjson
+
+from pumpwatch.atomic import write_file_atomic
 from pumpwatch.segments.journal import JOURNAL_DIR
 from pumpwatch.segments.paths import SEGMENTS_DIR, parse_segment_path
 from pumpwatch.segments.remote import RemoteRoot, RemoteSettings, filesystem_for, parse_url
@@ -57,6 +60,7 @@ ARCHIVE_DIR = "archive"
 LISTINGS_DIR = "listings"
 REMOTE_DIR = "remote"
 MANIFEST_NAME = "manifest.sqlite"
+STATUS_NAME = "status.json"  # the running uploader's figures, for `status` in another process
 _TS_RE = re.compile(rb'"ts"\s*:\s*(-?\d+)')
 _HIVE_DIRS = (
     re.compile(r"^exchange=[a-z]+$"),
@@ -102,6 +106,7 @@ class UploadStatus:
     last_upload_us: int | None = None  # last successful put (from the manifest: survives restarts)
     last_round_us: int | None = None
     last_error: str | None = None
+    last_failure_us: int | None = None
     next_attempt_us: int | None = None
 
 
@@ -349,6 +354,35 @@ def not_yet_uploaded(
         manifest.close()
 
 
+def upload_status(
+    data_dir: str | os.PathLike[str], remote: RemoteSettings, now_us: int | None = None
+) -> UploadStatus:
+    """The upload figures as seen from any process: backlog counted now from the disk and the
+    manifest, last upload from the manifest, failures and the last error from the running (or
+    last) uploader's ``remote/status.json`` (counted since that uploader started)."""
+    if not remote.enabled:
+        return UploadStatus(enabled=False)
+    d = Path(data_dir)
+    st = UploadStatus(enabled=True, recorder_id=remote.resolved_recorder_id(), url=remote.url)
+    try:
+        saved = orjson.loads((d / REMOTE_DIR / STATUS_NAME).read_bytes())
+    except (FileNotFoundError, orjson.JSONDecodeError):
+        saved = {}
+    for name in ("uploaded_files", "uploaded_bytes", "failures", "consecutive_failures", "last_round_us",
+                 "last_error", "last_failure_us", "next_attempt_us"):  # fmt: skip
+        if name in saved:
+            setattr(st, name, saved[name])
+    manifest = Manifest(d)
+    try:
+        pending = pending_items(manifest, sealed_items(d, remote, now_us))
+        st.last_upload_us = manifest.last_upload_us()
+    finally:
+        manifest.close()
+    st.backlog_files = len(pending)
+    st.backlog_bytes = sum(i.size_hint for i in pending)
+    return st
+
+
 # --- the uploader ------------------------------------------------------------------------------
 
 
@@ -460,7 +494,19 @@ class Uploader:
         self._status.backlog_files = result.backlog_files
         self._status.backlog_bytes = result.backlog_bytes
         self._status.last_round_us = self._clock_us()
+        self._publish()
         return result
+
+    def _publish(self) -> None:
+        """Write the figures to ``remote/status.json`` for `upload_status` in other processes."""
+        try:
+            write_file_atomic(
+                self.data_dir / REMOTE_DIR / STATUS_NAME,
+                orjson.dumps(self.status().__dict__),
+                sync_dir=False,  # a lost status file costs nothing: the next round rewrites it
+            )
+        except OSError as exc:
+            log.warning("cannot write upload status: %s", exc)
 
     def _failed(self, error: str) -> None:
         st = self._status
@@ -469,6 +515,7 @@ class Uploader:
         st.failures += 1
         st.consecutive_failures += 1
         st.last_error = error
+        st.last_failure_us = self._clock_us()
         base = self.remote.backoff_initial_s if self._backoff_s == 0 else self._backoff_s * 2
         self._backoff_s = min(base, self.remote.backoff_max_s)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 # Each module registers its commands on `app` when imported.
-from pumpwatch.cli import demo_cmds, extract_cmds, listings_cmds, record_cmds, store_cmds  # noqa: F401
+from pumpwatch.cli import demo_cmds, extract_cmds, listings_cmds, record_cmds, remote_cmds, store_cmds  # noqa: F401
 from pumpwatch.cli.app import app
 from pumpwatch.errors import PumpWatchError
 
