@@ -116,11 +116,15 @@ class UploadStatus:
 class Manifest:
     """What has been uploaded, in SQLite (transactions make each row's update atomic)."""
 
-    def __init__(self, data_dir: str | os.PathLike[str]) -> None:
+    def __init__(self, data_dir: str | os.PathLike[str], *, create: bool = True) -> None:
+        """Open (or, with `create`, create) ``<data_dir>/remote/manifest.sqlite``; without
+        `create` a missing manifest reads as empty and nothing is written to the disk."""
         path = Path(data_dir) / REMOTE_DIR / MANIFEST_NAME
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(path, timeout=30.0, check_same_thread=False)
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        target = str(path) if create or path.exists() else ":memory:"
+        self._db = sqlite3.connect(target, timeout=30.0, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(
@@ -322,7 +326,7 @@ def is_uploaded(data_dir: str | os.PathLike[str], path: str | os.PathLike[str]) 
     does not exist any more is not "uploaded" (nothing to decide)."""
     d = Path(data_dir)
     p = Path(path)
-    manifest = Manifest(d)
+    manifest = Manifest(d, create=False)
     try:
         item = _file_item(d, p, "")
         if item is None:
@@ -347,7 +351,7 @@ def not_yet_uploaded(
 ) -> list[str]:
     """Idents (data-dir relative paths; ``journal/<stream>.ndjson#<day>T<HH>`` for a journal
     hour) of everything sealed that is not yet in the store as it is now."""
-    manifest = Manifest(data_dir)
+    manifest = Manifest(data_dir, create=False)
     try:
         return [i.ident for i in pending_items(manifest, sealed_items(data_dir, remote, now_us))]
     finally:
@@ -372,7 +376,7 @@ def upload_status(
                  "last_error", "last_failure_us", "next_attempt_us"):  # fmt: skip
         if name in saved:
             setattr(st, name, saved[name])
-    manifest = Manifest(d)
+    manifest = Manifest(d, create=False)
     try:
         pending = pending_items(manifest, sealed_items(d, remote, now_us))
         st.last_upload_us = manifest.last_upload_us()
