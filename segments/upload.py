@@ -28,6 +28,7 @@ failure, and `status()` for ``status`` and metrics. Retention consults `is_uploa
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -83,7 +84,7 @@ class Item:
     (``size:mtime_ns`` of a file; the line count of a journal hour)."""
 
     ident: str
-    key: str  # relative to recorder=<id>/
+    key: str  # the object's path: relative to recorder=<id>/ when listed, full in `sealed_items`
     version: str
     size_hint: int
     load: Callable[[], bytes]
@@ -287,7 +288,9 @@ def sealed_items(
     data_dir: str | os.PathLike[str], remote: RemoteSettings, now_us: int | None = None
 ) -> list[Item]:
     """Everything sealed that belongs in the store, oldest kind of data first: archive,
-    segments (if enabled), journal hours, listings."""
+    segments (if enabled), journal hours, listings; each `Item.key` is its full destination
+    (``bucket/prefix/recorder=<id>/…``), so a changed url or recorder id uploads everything
+    again to the new place."""
     d = Path(data_dir)
     now = _now_us() if now_us is None else now_us
     items = list(archive_items(d))
@@ -295,7 +298,12 @@ def sealed_items(
         items.extend(segment_items(d))
     items.extend(journal_items(d, now, remote.journal_grace_s))
     items.extend(listing_items(d))
-    return items
+    return [dataclasses.replace(i, key=destination(remote, i.key)) for i in items]
+
+
+def destination(remote: RemoteSettings, key: str) -> str:
+    """``bucket/prefix/recorder=<id>/<key>``: where this recorder puts `key`."""
+    return parse_url(remote.url).recorder_path(remote.resolved_recorder_id(), key)
 
 
 def _needs_upload(item: Item, done: tuple[str, str, str] | None) -> bool:
@@ -318,8 +326,10 @@ def pending_items(manifest: Manifest, items: list[Item]) -> list[Item]:
 # --- retention's questions ---------------------------------------------------------------------
 
 
-def is_uploaded(data_dir: str | os.PathLike[str], path: str | os.PathLike[str]) -> bool:
-    """Whether the file at `path` (in the data dir) is in the remote store as it is now.
+def is_uploaded(
+    data_dir: str | os.PathLike[str], path: str | os.PathLike[str], remote: RemoteSettings
+) -> bool:
+    """Whether the file at `path` (in the data dir) is in `remote`'s store as it is now.
 
     A sealed segment that is not copied itself (``upload_segments`` off) counts as uploaded
     when the archive hour holding it (``archive/…/date=<d>/<HH>.parquet``) is. A file that
@@ -327,20 +337,21 @@ def is_uploaded(data_dir: str | os.PathLike[str], path: str | os.PathLike[str]) 
     d = Path(data_dir)
     p = Path(path)
     manifest = Manifest(d, create=False)
-    try:
-        item = _file_item(d, p, "")
+
+    def done_as_is(f: Path) -> bool:
+        item = _file_item(d, f, "")
         if item is None:
             return False
         done = manifest.get(item.ident)
-        if done is not None and done[1] == item.version:
+        return done is not None and done[0] == destination(remote, item.ident) and done[1] == item.version
+
+    try:
+        if done_as_is(p):
             return True
         seg = parse_segment_path(p)
-        if seg is not None and seg.sealed:
+        if seg is not None and seg.sealed and not remote.upload_segments:
             rel = p.relative_to(d / SEGMENTS_DIR)
-            archive = d / ARCHIVE_DIR / rel.parent / f"{p.name[:2]}.parquet"
-            a_item = _file_item(d, archive, "")
-            a_done = manifest.get(a_item.ident) if a_item is not None else None
-            return a_item is not None and a_done is not None and a_done[1] == a_item.version
+            return done_as_is(d / ARCHIVE_DIR / rel.parent / f"{p.name[:2]}.parquet")
         return False
     finally:
         manifest.close()
@@ -432,14 +443,8 @@ class Uploader:
         self._round_lock = threading.Lock()
         self._made_dirs: set[str] = set()
 
-    # the remote side
-
-    def remote_path(self, key: str) -> str:
-        """The pyarrow path (``bucket/prefix/recorder=<id>/<key>``) of a key."""
-        return self.root.recorder_path(self.recorder_id, key)
-
-    def _put(self, key: str, data: bytes) -> None:
-        path = self.remote_path(key)
+    def _put(self, path: str, data: bytes) -> None:
+        """One atomic object put of `data` at `path` (``bucket/key``), its size checked."""
         with self.fs.open_output_stream(path) as out:
             out.write(data)
         info = self.fs.get_file_info(path)
@@ -459,19 +464,21 @@ class Uploader:
         pending = pending_items(self.manifest, sealed_items(self.data_dir, self.remote, now))
         files_left = self.remote.max_files_per_round
         bytes_left = self.remote.max_bytes_per_round
-        sent = 0
+        handled = 0  # items read this round (put, or found identical)
         for item in pending:
-            if files_left <= 0 or (bytes_left <= 0 and sent > 0):
+            if files_left <= 0 or (bytes_left <= 0 and handled > 0):
                 break
             try:
                 data = item.load()
             except FileNotFoundError:  # pruned or replaced since the scan: the next round sees it
                 continue
+            handled += 1
             sha = hashlib.sha256(data).hexdigest()
             done = self.manifest.get(item.ident)
             if done is not None and done[0] == item.key and done[2] == sha:
                 self.manifest.put(item.ident, item.key, item.version, sha, len(data))
                 result.skipped_same_bytes += 1
+                bytes_left -= len(data)  # reading and hashing counts against the round's bound
                 continue
             try:
                 self._put(item.key, data)
@@ -483,7 +490,6 @@ class Uploader:
             result.uploaded.append(item.ident)
             files_left -= 1
             bytes_left -= len(data)
-            sent += 1
             self._status.uploaded_files += 1
             self._status.uploaded_bytes += len(data)
             self._status.last_upload_us = self._clock_us()

@@ -247,7 +247,8 @@ def test_kill_9_in_the_middle_loses_nothing_and_the_manifest_stays_true(
         rows = db.execute("SELECT ident, key, sha256 FROM uploaded").fetchall()
     assert len(rows) == 60
     for ident, key, sha in rows:
-        assert hashlib.sha256(got[key]).hexdigest() == sha == hashlib.sha256(local[ident]).hexdigest()
+        assert key == f"{BUCKET}/shared/recorder=rec-a/{ident}"
+        assert hashlib.sha256(got[ident]).hexdigest() == sha == hashlib.sha256(local[ident]).hexdigest()
     up.stop()
 
 
@@ -277,7 +278,7 @@ def test_retention_asks_what_is_uploaded(tmp_path: Path, s3_server: S3Server) ->
     remote = remote_for(s3_server)
     archive = sorted((tmp_path / "archive").rglob("*.parquet"))
     sealed = [f.path for f in list_segments(tmp_path) if f.sealed]
-    assert not any(is_uploaded(tmp_path, p) for p in archive + sealed)
+    assert not any(is_uploaded(tmp_path, p, remote) for p in archive + sealed)
     pending = not_yet_uploaded(tmp_path, remote)
     assert {p.relative_to(tmp_path).as_posix() for p in archive} <= set(pending)
     assert "journal/binance_spot.ndjson#2026-01-01T00" in pending
@@ -285,10 +286,10 @@ def test_retention_asks_what_is_uploaded(tmp_path: Path, s3_server: S3Server) ->
     up = Uploader(tmp_path, remote)
     up.run_once()
     assert not_yet_uploaded(tmp_path, remote) == []
-    assert all(is_uploaded(tmp_path, p) for p in archive)
-    assert all(is_uploaded(tmp_path, p) for p in sealed)  # their archive hour is in the store
+    assert all(is_uploaded(tmp_path, p, remote) for p in archive)
+    assert all(is_uploaded(tmp_path, p, remote) for p in sealed)  # their archive hour is in the store
     archive[0].write_bytes(archive[0].read_bytes() + b"x")  # re-archived: not uploaded as it is now
-    assert not is_uploaded(tmp_path, archive[0])
+    assert not is_uploaded(tmp_path, archive[0], remote)
     assert not_yet_uploaded(tmp_path, remote) == [archive[0].relative_to(tmp_path).as_posix()]
     up.stop()
 
@@ -319,3 +320,26 @@ def test_settings_block_is_read_and_checked() -> None:
     ):
         with pytest.raises(ConfigError):
             remote_settings(SimpleNamespace(remote=bad))
+
+
+def test_rounds_are_bounded_and_a_backlog_runs_the_next_round_at_once(
+    tmp_path: Path, s3_server: S3Server
+) -> None:
+    for hour in range(10):
+        p = tmp_path / f"archive/exchange=gate/market=spot/date=2026-01-01/{hour:02d}.parquet"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(bytes([hour]) * 1000)
+    up = Uploader(tmp_path, remote_for(s3_server, max_files_per_round=3))
+    first = up.run_once()
+    assert len(first.uploaded) == 3 and first.backlog_files == 7 and first.backlog_bytes == 7000
+    assert up.next_wait_s(first) == 0.0
+    up.stop()
+    by_bytes = Uploader(tmp_path, remote_for(s3_server, max_bytes_per_round=2500))
+    second = by_bytes.run_once()
+    assert len(second.uploaded) == 3 and second.backlog_files == 4  # stops once 2,500 B are spent
+    assert by_bytes.next_wait_s(by_bytes.run_once()) == 0.0  # 3 more, 1 left
+    last = by_bytes.run_once()
+    assert len(last.uploaded) == 1 and last.backlog_files == 0
+    assert by_bytes.next_wait_s(last) == 0.2  # the upload interval
+    by_bytes.stop()
+    assert set(remote_objects(s3_server.filesystem(), "rec-a")) == set(local_files(tmp_path))
