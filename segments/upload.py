@@ -465,6 +465,7 @@ class Uploader:
         files_left = self.remote.max_files_per_round
         bytes_left = self.remote.max_bytes_per_round
         handled = 0  # items read this round (put, or found identical)
+        skipped: set[str] = set()
         for item in pending:
             if files_left <= 0 or (bytes_left <= 0 and handled > 0):
                 break
@@ -478,6 +479,7 @@ class Uploader:
             if done is not None and done[0] == item.key and done[2] == sha:
                 self.manifest.put(item.ident, item.key, item.version, sha, len(data))
                 result.skipped_same_bytes += 1
+                skipped.add(item.ident)
                 bytes_left -= len(data)  # reading and hashing counts against the round's bound
                 continue
             try:
@@ -493,12 +495,13 @@ class Uploader:
             self._status.uploaded_files += 1
             self._status.uploaded_bytes += len(data)
             self._status.last_upload_us = self._clock_us()
-        if result.error is None:
+        if result.error is None and result.uploaded:  # only a put proves the store reachable
             if self._status.consecutive_failures:
                 log.info("remote store reachable again: uploads resumed (%s)", self.remote.url)
             self._status.consecutive_failures = 0
             self._backoff_s = 0.0
-        left = pending_items(self.manifest, sealed_items(self.data_dir, self.remote, now))
+        handled_idents = set(result.uploaded) | skipped
+        left = [i for i in pending if i.ident not in handled_idents]  # as of this round's scan
         result.backlog_files = len(left)
         result.backlog_bytes = sum(i.size_hint for i in left)
         self._status.backlog_files = result.backlog_files
