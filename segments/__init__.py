@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from pumpwatch.segments.archive import archive_pending
     from pumpwatch.segments.reader import iter_batches, read_trades
     from pumpwatch.segments.recovery import recover
+    from pumpwatch.segments.remote import remote_dataset
     from pumpwatch.segments.repair import write_repaired
     from pumpwatch.segments.writer import SegmentWriter
 
@@ -31,6 +32,7 @@ __all__ = [
     "list_segments",
     "read_trades",
     "recover",
+    "remote_dataset",
     "segment_dir",
     "segment_root",
     "write_repaired",
@@ -42,6 +44,7 @@ _LAZY = {
     "read_trades": "pumpwatch.segments.reader",
     "iter_batches": "pumpwatch.segments.reader",
     "recover": "pumpwatch.segments.recovery",
+    "remote_dataset": "pumpwatch.segments.remote",
     "write_repaired": "pumpwatch.segments.repair",
 }
 

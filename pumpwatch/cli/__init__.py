@@ -11,6 +11,7 @@ from pumpwatch.cli import (  # noqa: F401
     extract_cmds,
     listings_cmds,
     record_cmds,
+    remote_cmds,
     report_cmds,
     store_cmds,
 )
