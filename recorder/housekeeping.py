@@ -217,15 +217,19 @@ class Housekeeper:
             if full:
                 self._next_full_us = now + int(FULL_EVERY_S * 1e6)
 
-    def publish_metrics(self) -> None:
+    def publish_metrics(self, *, backlog_scan: bool = True) -> None:
+        """Publish the figures; the archive backlog (a scan of the store) only with
+        `backlog_scan`, the upload figures (in memory) always."""
         from pumpwatch.recorder.metrics import HousekeepingMetrics, enabled_in_this_process
 
         if not enabled_in_this_process():
             return
         if self._metrics is None:
-            self._metrics = HousekeepingMetrics(self.uploader.status().failures if self.uploader else 0)
+            self._metrics = HousekeepingMetrics(
+                self.uploader.status().failures if self.uploader else 0, remote=self.uploader is not None
+            )
         backlog = None
-        if self.archive_on:
+        if self.archive_on and backlog_scan:
             from pumpwatch.segments.archive import archive_backlog
 
             try:
@@ -240,9 +244,11 @@ class Housekeeper:
             self.uploader.start()
         next_metrics = 0.0
         while not stop.is_set():
+            built = self.hours_built
             self.tick()
-            if time.monotonic() >= next_metrics:
-                self.publish_metrics()
+            scan = time.monotonic() >= next_metrics or self.hours_built != built
+            self.publish_metrics(backlog_scan=scan)
+            if scan:
                 next_metrics = time.monotonic() + METRICS_EVERY_S
             if stop.wait(CHECK_S):
                 break

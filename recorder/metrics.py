@@ -157,7 +157,7 @@ class HousekeepingMetrics:
     """What the housekeeping child (recorder/housekeeping.py) publishes: the archive's lag and,
     with a remote store, the upload backlog, failures and last success (docs/remote.md)."""
 
-    def __init__(self, failures_before: int = 0) -> None:
+    def __init__(self, failures_before: int = 0, *, remote: bool = True) -> None:
         from prometheus_client import Counter, Gauge
 
         self.archive_pending = Gauge(
@@ -176,6 +176,10 @@ class HousekeepingMetrics:
             multiprocess_mode="max",
         )
         self.archive_failures = Counter("pumpwatch_archive_failures", "Archive rounds that failed")
+        self.remote = remote
+        self._failures_seen = failures_before
+        if not remote:  # no remote store: no upload series at all
+            return
         self.backlog_files = Gauge(
             "pumpwatch_upload_backlog_files",
             "Sealed files not yet in the remote store",
@@ -190,7 +194,6 @@ class HousekeepingMetrics:
             "Time of the last successful upload",
             multiprocess_mode="max",
         )
-        self._failures_seen = failures_before
 
     def update(self, backlog: Any, upload: Any) -> None:
         """Publish an `archive.ArchiveBacklog` (None: unknown) and an `upload.UploadStatus`
@@ -200,7 +203,7 @@ class HousekeepingMetrics:
             self.archive_lag.set(backlog.lag_s(time.time_ns() // 1000))
             if backlog.newest_archived_hour_us is not None:
                 self.archive_newest.set(backlog.newest_archived_hour_us / US_PER_S)
-        if upload is None:
+        if upload is None or not self.remote:
             return
         self.backlog_files.set(upload.backlog_files)
         self.backlog_bytes.set(upload.backlog_bytes)

@@ -7,10 +7,14 @@ it exits. Each archive file agrees row for row with its segments."""
 from __future__ import annotations
 
 import asyncio
+import re
+import socket
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 from helpers.e2e import WAIT_S, Market, Recorder, available_streams, check_exactly_once, poll, wait_on_disk
 from helpers.housekeeping_e2e import archive_agrees, cpu_s, housekeeper, rss_mb, sealed, stop_worker
 
@@ -26,13 +30,29 @@ if not STREAMS:  # pragma: no cover
 ARCHIVE_WAIT_S = 120.0  # the housekeeper checks every 15 s, at nice 10 on a loaded 2-core box
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        return str(r.read().decode())
+
+
 def test_record_archives_each_sealed_hour_soon_and_row_for_row(tmp_path: Path) -> None:
     data = tmp_path / "data"
     figures: dict[str, float] = {}
 
     async def body() -> None:
         async with Market(STREAMS) as market:
-            rec = Recorder(market.write_config(tmp_path), tmp_path)
+            config = market.write_config(tmp_path)
+            cfg = yaml.safe_load(config.read_text())
+            port = _free_port()
+            cfg["metrics"] = {"enabled": True, "host": "127.0.0.1", "port": port}
+            config.write_text(yaml.safe_dump(cfg))
+            rec = Recorder(config, tmp_path)
             await rec.start_listening(market, data, STREAMS)
             assert rec.proc is not None
             await poll(lambda: housekeeper(rec.proc.pid) is not None, WAIT_S, "no housekeeping child")
@@ -63,6 +83,10 @@ def test_record_archives_each_sealed_hour_soon_and_row_for_row(tmp_path: Path) -
             figures["seal_to_archive_s"] = newest - t_seal
             figures["housekeeper_cpu_s_for_the_round"] = cpu_s(hk.pid) - hk_cpu0
             figures["housekeeper_rss_mb"] = rss_mb(hk.pid)
+            text = await asyncio.to_thread(_scrape, port)
+            for name in ("pumpwatch_archive_pending_hours", "pumpwatch_archive_lag_seconds"):
+                assert re.search(rf"^{name} \S+$", text, re.M), f"{name} not served"
+            assert "pumpwatch_upload_backlog_files" not in text  # no remote store
             await market.trade_for(1.0)  # recording went on meanwhile
             await wait_on_disk(market, data)
             t_stop = time.time()

@@ -6,7 +6,12 @@ everything sealed meanwhile, and at shutdown, arrives afterwards with the same b
 from __future__ import annotations
 
 import asyncio
+import re
+import socket
+import subprocess
+import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -52,8 +57,23 @@ def _config(market: Market, tmp: Path, s3: S3Server) -> Path:
         "connect_timeout": "1s",
         "request_timeout": "5s",
     }
+    cfg["metrics"] = {"enabled": True, "host": "127.0.0.1", "port": _free_port()}
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _metric(config: Path, name: str) -> float | None:
+    port = yaml.safe_load(config.read_text())["metrics"]["port"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    m = re.search(rf"^{name} (\S+)$", text, re.M)
+    return None if m is None else float(m.group(1))
 
 
 def _remote_archive(s3: S3Server, data: Path) -> dict[str, bytes]:
@@ -91,7 +111,8 @@ def test_record_uploads_what_it_seals_and_an_outage_costs_nothing(
 
     async def body() -> None:
         async with Market(STREAMS) as market:
-            rec = Recorder(_config(market, tmp_path, s3_server), tmp_path)
+            config = _config(market, tmp_path, s3_server)
+            rec = Recorder(config, tmp_path)
             await rec.start_listening(market, data, STREAMS)
             assert rec.proc is not None
             await poll(lambda: housekeeper(rec.proc.pid) is not None, WAIT_S, "no housekeeping child")
@@ -147,6 +168,22 @@ def test_record_uploads_what_it_seals_and_an_outage_costs_nothing(
                 lambda: _arrived(s3_server, data), ARRIVE_WAIT_S, "archive not uploaded after the outage", 0.5
             )
             print(f"everything sealed arrived {time.monotonic() - t_back:.1f} s after the store came back")
+
+            def served() -> bool:  # the outage counted, the last success after it
+                failures = _metric(config, "pumpwatch_upload_failures_total")
+                last = _metric(config, "pumpwatch_upload_last_success_timestamp_seconds")
+                return bool(failures) and last is not None and last * 1e6 > t_up
+
+            await poll(lambda: served(), ARRIVE_WAIT_S, "upload metrics not served", 1.0)
+            assert _metric(config, "pumpwatch_upload_backlog_files") is not None
+            out = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "pumpwatch", "status", "--config", str(config)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            assert f"recorder={RECORDER}" in out.stdout and "archive:" in out.stdout, out.stdout
             await market.trade_for(1.0)
             await wait_on_disk(market, data)
             assert await rec.terminate() == 0
