@@ -240,6 +240,12 @@ class Housekeeper:
 
     def run(self, stop: threading.Event, parent_pid: int | None = None) -> None:
         """Loop until `stop` (SIGTERM) or the parent's death; then the final round."""
+        if self.uploader is not None and not self.archive_on and not self.remote.upload_segments:
+            log.warning(
+                "remote store set but storage.archive is off and remote.upload_segments false: "
+                "sealed segments never reach the store, so retention keeps them (only the "
+                "free-disk floor evicts them)"
+            )
         if self.uploader is not None:
             self.uploader.start()
         next_metrics = 0.0
