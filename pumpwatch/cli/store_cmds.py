@@ -291,6 +291,11 @@ def prune(
         f"{report.count('frames')} frame file(s) {human_bytes(report.bytes('frames'))}, "
         f"{lines} journal line(s); free disk {human_bytes(report.free_bytes_after)}"
         + (" (still below the floor)" if report.below_floor else "")
+        + (
+            f"; {report.held_for_upload} segment(s) past retention kept until uploaded"
+            if report.held_for_upload
+            else ""
+        )
     )
 
 
