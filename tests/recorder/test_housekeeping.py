@@ -74,3 +74,23 @@ def test_a_failing_archive_round_is_logged_once_retried_and_recovers(
     assert sum("work again" in m for m in msgs) == 1
     assert archive_backlog(data, retention_s=None).pending_hours == 0
     shutil.rmtree(data)
+
+
+def test_status_shows_the_archive_lag(tmp_path: Path) -> None:
+    from pumpwatch.cli.store_cmds import archive_lines
+    from pumpwatch.segments.archive import archive_pending
+    from pumpwatch.segments.status import store_status
+
+    data = tmp_path / "data"
+    with SegmentWriter(data, "okx_spot") as w:
+        w.append(make_rows(50, start_us=T0_US))
+    before = store_status(data, archive_retention_s=None)
+    assert before["archive"]["pending_hours"] == 1 and before["archive"]["lag_s"] > 0
+    assert before["upload"] is None
+    assert "1 sealed hour(s) not archived yet" in archive_lines(before)[0]
+    archive_pending(data, retention_s=None)
+    after = store_status(data, archive_retention_s=None)
+    assert after["archive"]["pending_hours"] == 0 and after["archive"]["lag_s"] == 0
+    assert after["archive"]["newest_archived_hour_us"] == T0_US
+    assert archive_lines(after) == [f"archive: {archive_lines(after)[0].split(': ', 1)[1]}"]
+    assert "every sealed hour archived" in archive_lines(after)[0]
