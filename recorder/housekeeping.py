@@ -85,14 +85,22 @@ def housekeeper_command(config: str | os.PathLike[str] | None, data_dir: str) ->
 # --- supervisor side ---------------------------------------------------------------------------
 
 
-async def keep_housekeeper(settings: Settings, config: str | os.PathLike[str] | None) -> None:
+async def keep_housekeeper(
+    settings: Settings, config: str | os.PathLike[str] | None, stop: asyncio.Event | None = None
+) -> None:
     """Keep the housekeeping child running until cancelled (the supervisor cancels its services
-    after the workers have sealed), then stop it gracefully. Light: no pyarrow is imported."""
+    after the workers have sealed), then stop it gracefully. Light: no pyarrow is imported.
+    A bad ``remote`` block stops `record` (via `stop`) with one error line: recording while
+    nothing reaches the store, and retention cannot tell what is uploaded, is worse."""
+    from pumpwatch.errors import ConfigError
+
     try:
         if not wanted(settings):
             return
-    except Exception as exc:  # a bad remote block: say so, keep recording
-        log.error("housekeeping off: %s", exc)
+    except ConfigError as exc:
+        log.error("%s; stopping record", exc)
+        if stop is not None:
+            stop.set()
         return
     from pumpwatch.recorder.supervisor import worker_env
 

@@ -339,7 +339,7 @@ async def run_supervisor(
     services = [
         asyncio.create_task(_prune_loop(settings, stop)),
         asyncio.create_task(_symbols_loop(settings, config, streams, stop)),
-        asyncio.create_task(keep_housekeeper(settings, config)),  # archive + uploads, a nice'd child
+        asyncio.create_task(keep_housekeeper(settings, config, stop)),  # archive + uploads, a nice'd child
     ]
     if settings.upbit.enabled:
         services.append(asyncio.create_task(_listing_loop(settings, stop)))

@@ -94,3 +94,18 @@ def test_status_shows_the_archive_lag(tmp_path: Path) -> None:
     assert after["archive"]["newest_archived_hour_us"] == T0_US
     assert archive_lines(after) == [f"archive: {archive_lines(after)[0].split(': ', 1)[1]}"]
     assert "every sealed hour archived" in archive_lines(after)[0]
+
+
+def test_a_bad_remote_block_stops_record_with_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncio
+
+    from pumpwatch.recorder.housekeeping import keep_housekeeper
+
+    s = _settings(tmp_path, "remote:\n  url: http://not-s3\n")
+    stop = asyncio.Event()
+    with caplog.at_level(logging.ERROR):
+        asyncio.run(keep_housekeeper(s, None, stop))
+    assert stop.is_set()
+    assert any("remote.url" in r.getMessage() and "stopping record" in r.getMessage() for r in caplog.records)
