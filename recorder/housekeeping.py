@@ -95,6 +95,7 @@ async def keep_housekeeper(
     from pumpwatch.errors import ConfigError
 
     try:
+        remote_on = _remote_on(settings)  # validates the block even when the archive is on
         if not wanted(settings):
             return
     except ConfigError as exc:
@@ -116,7 +117,7 @@ async def keep_housekeeper(
             log.info(
                 "housekeeping started (pid %d): archive%s",
                 proc.pid,
-                " + uploads" if _remote_on(settings) else "",
+                " + uploads" if remote_on else "",
             )
             rc = await proc.wait()
             if time.monotonic() - started >= HEALTHY_RUN_S:
