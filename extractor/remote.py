@@ -124,7 +124,10 @@ def extract_remote(
         window = read_window(index, start_us, end_us, streams=chosen, base=symbol)
         if not index.recorders:
             raise StoreError(f"no recorder has uploaded anything to {url}")
-        unarchived = {s: unarchived_hours(index, s, start_us, end_us) for s in chosen}
+        unarchived = {
+            s: unarchived_hours(index, s, start_us, end_us, heartbeat_s=heartbeat_s, now_us=now_us)
+            for s in chosen
+        }
         unarchived = {s: h for s, h in unarchived.items() if h}
         table = window.table
         extra: dict[str, list[dict[str, Any]]] = {}

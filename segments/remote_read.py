@@ -104,6 +104,13 @@ class StoreIndex:
     recorders: list[str]
     archive: dict[tuple[str, str], dict[int, str]] = field(default_factory=dict)
     journal: dict[tuple[str, str], dict[int, str]] = field(default_factory=dict)
+    _journal_cache: dict[str, list[dict[str, Any]]] = field(default_factory=dict, repr=False)
+
+    def journal_hour(self, path: str) -> list[dict[str, Any]]:
+        """The events of one journal hour object (read once per index)."""
+        if path not in self._journal_cache:
+            self._journal_cache[path] = _read_journal_hour(self.filesystem, path)
+        return self._journal_cache[path]
 
     def known_streams(self) -> set[str]:
         """Streams any recorder has an archive or journal object of (in the dates listed)."""
@@ -185,15 +192,45 @@ def index_store(
     return index
 
 
-def unarchived_hours(index: StoreIndex, stream: str, start_us: int, end_us: int) -> list[int]:
-    """Hours (start µs) of the window no recorder has in the archive for `stream`; empty for a
-    stream the store knows nothing of (no recorder records it: not an archive delay)."""
+def unarchived_hours(
+    index: StoreIndex,
+    stream: str,
+    start_us: int,
+    end_us: int,
+    *,
+    heartbeat_s: float = DEFAULT_HEARTBEAT_S,
+    now_us: int | None = None,
+) -> list[int]:
+    """Hours (start µs) of the window that should be in the archive of `stream` but are not
+    in any recorder's: no recorder has the hour archived, and either a recorder's journal
+    shows it listening during the hour (its archive file is late or lost) or the hour is
+    newer than every journal hour in the store (the store has not caught up: the hour is being
+    recorded or waits to be sealed and uploaded). Hours every recorder's journal shows it
+    idle are not archive delays (they are ordinary gaps). Empty for a stream the store knows
+    nothing of."""
     if stream not in index.known_streams():
         return []
     held: set[int] = set()
+    newest = -1
     for rid in index.recorders:
         held.update(index.archive.get((rid, stream), {}))
-    return [h for h in _hours(start_us, end_us) if h not in held]
+        newest = max([newest, *index.journal.get((rid, stream), {})])
+    lacking = [h for h in _hours(start_us, end_us) if h not in held]
+    if not lacking:
+        return []
+    out = []
+    replays = {rid: journal_events(index, rid, stream, start_us, end_us) for rid in index.recorders}
+    for h in lacking:
+        if h > newest:
+            out.append(h)
+            continue
+        lo, hi = max(h, start_us), min(h + US_PER_HOUR - 1, end_us)
+        for events in replays.values():
+            cover = coverage_from_events(state_events(events), lo, hi, heartbeat_s=heartbeat_s, now_us=now_us)
+            if cover.known and cover.listening_us > 0:
+                out.append(h)
+                break
+    return out
 
 
 # -- trades ----------------------------------------------------------------------------------------
@@ -372,15 +409,15 @@ def journal_events(
     )
     chunks: list[list[dict[str, Any]]] = []
     for h in before:
-        events = _read_journal_hour(index.filesystem, hours[h])
+        events = index.journal_hour(hours[h])
         chunks.append(events)
         if any(e.get("event") == "start" and e["ts"] <= start_us for e in events):
             break
     chunks.reverse()
     for h in sorted(x for x in hours if first_hour < x <= last_hour):
-        chunks.append(_read_journal_hour(index.filesystem, hours[h]))
+        chunks.append(index.journal_hour(hours[h]))
     for h in sorted(x for x in hours if last_hour < x <= last_hour + JOURNAL_LOOKAHEAD_HOURS * US_PER_HOUR):
-        events = _read_journal_hour(index.filesystem, hours[h])
+        events = index.journal_hour(hours[h])
         chunks.append(events)
         if any(e.get("event") in _RUN_EVENTS for e in events):
             break
@@ -494,7 +531,7 @@ def remote_completeness(
         ]
         for rid in events
     }
-    missing_hours = unarchived_hours(index, stream, start_us, end_us)
+    missing_hours = unarchived_hours(index, stream, start_us, end_us, heartbeat_s=heartbeat_s, now_us=now_us)
     return merged_completeness(
         events,
         start_us,
