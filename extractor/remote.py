@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     import pyarrow.fs as pafs
 
+    from pumpwatch.recorder.history.window import WindowRepair
     from pumpwatch.segments.remote_read import StoreIndex
     from pumpwatch.settings import Settings
 
@@ -264,11 +265,13 @@ def _repair(
     from pumpwatch.segments.reader import OUT_SCHEMA
     from pumpwatch.segments.remote_read import merge_recorders
 
-    rows, events, notes = asyncio.run(
+    rows, events, reports = asyncio.run(
         _repair_async(settings, index, table, chosen, symbol, start_us, end_us, deadline_s, client, now_us)
     )
+    for report in reports:
+        report.written = 0  # counted below: REST rows the store did not hold
     if not any(t.num_rows for t in rows.values()):
-        return table, events, notes
+        return table, events, [r.note() for r in reports]
     parts = []
     for stream in sorted(chosen, key=split_stream):
         exchange, market = split_stream(stream)
@@ -287,6 +290,9 @@ def _repair(
                 )
             )
             merged = merge_recorders({"": stored, REST_RECORDER: new.cast(TRADE_SCHEMA)})
+            for report in reports:
+                if report.stream == stream:
+                    report.written = merged.num_rows - stored.num_rows
             merged = merged.take(pc.sort_indices(merged, [("time", "ascending"), ("recv_time", "ascending")]))
             n = merged.num_rows
             merged = merged.add_column(0, OUT_SCHEMA.field("market"), pa.array([market] * n, pa.string()))
@@ -294,7 +300,7 @@ def _repair(
         if mine.num_rows:
             parts.append(mine.cast(OUT_SCHEMA))
     out = pa.concat_tables(parts).combine_chunks() if parts else OUT_SCHEMA.empty_table()
-    return out, events, notes
+    return out, events, [r.note() for r in reports]
 
 
 async def _repair_async(
@@ -308,7 +314,7 @@ async def _repair_async(
     deadline_s: float,
     client: httpx.AsyncClient | None,
     now_us: int | None,
-) -> tuple[dict[str, pa.Table], dict[str, list[dict[str, Any]]], list[str]]:
+) -> tuple[dict[str, pa.Table], dict[str, list[dict[str, Any]]], list[WindowRepair]]:
     import httpx
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -336,7 +342,7 @@ async def _repair_async(
     deadline_at = loop.time() + deadline_s
     rows: dict[str, pa.Table] = {}
     events: dict[str, list[dict[str, Any]]] = {}
-    notes: list[str] = []
+    reports: list[WindowRepair] = []
     http = make_client() if client is None else client
     try:
         for stream in chosen:
@@ -431,8 +437,8 @@ async def _repair_async(
                 rows[stream] = pa.concat_tables(got)
             events[stream] = mine_events
             if report.attempted:
-                notes.append(report.note())
+                reports.append(report)
     finally:
         if client is None:
             await http.aclose()
-    return rows, events, notes
+    return rows, events, reports
