@@ -143,3 +143,45 @@ def test_merge_key_without_trade_ids_takes_the_larger_count() -> None:
         }
     )
     assert merge_recorders({"a": a}).equals(a)
+
+
+# the de-duplication of `merge_recorders` in SQL, as docs/remote.md shows it for DuckDB: number
+# each recorder's copies of a key, keep each (key, copy number) once -> max over recorders
+MERGED_SQL = """
+WITH keyed AS (
+  SELECT *, row_number() OVER (
+      PARTITION BY recorder, exchange, market, symbol, trade_id,
+                   if(trade_id IS NULL, time, NULL), if(trade_id IS NULL, price, NULL),
+                   if(trade_id IS NULL, qty, NULL), if(trade_id IS NULL, side, NULL)
+      ORDER BY recv_time) AS copy
+  FROM read_parquet('{url}/*/archive/**/*.parquet', hive_partitioning = true)
+)
+SELECT * EXCLUDE (copy) FROM keyed
+QUALIFY row_number() OVER (
+    PARTITION BY exchange, market, symbol, trade_id,
+                 if(trade_id IS NULL, time, NULL), if(trade_id IS NULL, price, NULL),
+                 if(trade_id IS NULL, qty, NULL), if(trade_id IS NULL, side, NULL), copy
+    ORDER BY recv_time, recorder) = 1
+"""
+
+
+def test_duckdb_sql_merge_agrees_with_the_merged_reader(
+    two_recorders: dict[str, Path], s3_server: S3Server
+) -> None:
+    duckdb = pytest.importorskip("duckdb")
+    s3fs = pytest.importorskip("s3fs")
+    fs = s3fs.S3FileSystem(
+        key="testing",
+        secret="testing",
+        endpoint_url=s3_server.endpoint_url,
+        client_kwargs={"region_name": "us-east-1"},
+    )
+    con = duckdb.connect()
+    con.register_filesystem(fs)
+    got = con.sql(MERGED_SQL.format(url=URL)).arrow()
+    got = got.read_all() if hasattr(got, "read_all") else got
+    mine = read_remote_trades(URL, T0_US, END_US, endpoint_url=s3_server.endpoint_url)
+    assert got.num_rows == mine.num_rows == len(all_rows())
+    assert Counter(_key(r) for r in _plain(got).to_pylist()) == Counter(
+        _key(r) for r in _plain(mine).to_pylist()
+    )
