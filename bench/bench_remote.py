@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_archive import OHLCV, week_spec
+from bench_archive import week_spec
 from bench_extract import BASE_START_US, DAY_S, SYMBOL, build
 
 from pumpwatch.timeunits import US_PER_S
@@ -40,6 +40,16 @@ from pumpwatch.timeunits import US_PER_S
 BUCKET = "pumpwatch-bench"
 URL = f"s3://{BUCKET}/research"
 UTC_US = "datetime64[us, UTC]"
+# bench_archive.py's query, with ties on the trade time broken by price (lowest opens, highest
+# closes) so that two engines give one answer
+OHLCV = """
+    SELECT exchange, market, date_trunc('second', time) AS second,
+           arg_min(price, (time, price)) AS open, max(price) AS high, min(price) AS low,
+           arg_max(price, (time, price)) AS close, sum(qty) AS volume, count(*) AS trades
+    FROM {source}
+    WHERE base = '{coin}' {extra}
+    GROUP BY ALL
+"""
 
 
 def start_s3() -> tuple[Any, str]:
@@ -72,6 +82,9 @@ def upload(store: Path, endpoint: str) -> dict[str, float]:
     t0 = time.monotonic()
     archive_pending(store, retention_s=None)
     t1 = time.monotonic()
+    import shutil
+
+    shutil.rmtree(store / "remote", ignore_errors=True)  # the upload manifest: this S3 server is new
     remote = RemoteSettings(url=URL, endpoint_url=endpoint, recorder_id="bench", max_files_per_round=10_000)
     up = Uploader(store, remote)
     files = 0
@@ -118,7 +131,7 @@ def _partial(df: Any) -> Any:
             }
         )  # fmt: skip
     df = df.assign(exchange=df["exchange"].astype(str), market=df["market"].astype(str))
-    df = df.assign(second=df["time"].dt.floor("s")).sort_values("time", kind="stable")
+    df = df.assign(second=df["time"].dt.floor("s")).sort_values(["time", "price"], kind="stable")
     g = df.groupby(["exchange", "market", "second"], sort=False, observed=True)
     out = g.agg(
         t_first=("time", "first"), open=("price", "first"), t_last=("time", "last"), close=("price", "last"),
@@ -128,7 +141,7 @@ def _partial(df: Any) -> Any:
 
 
 def _combine(parts: Any) -> Any:
-    parts = parts.sort_values(["t_first"], kind="stable")
+    parts = parts.sort_values(["t_first", "open"], kind="stable")
     g = parts.groupby(["exchange", "market", "second"], sort=True)
     first = g.agg(open=("open", "first"))
     last = (
@@ -173,7 +186,12 @@ def compare(a: Any, b: Any) -> str:
         and (a["trades"].to_numpy() == b["trades"].to_numpy()).all()
         and np.allclose(a["volume"].to_numpy(), b["volume"].to_numpy(), rtol=1e-9, atol=0)
     )
-    return f"identical, {len(a):,} rows" if same else "DIFFER"
+    if same:
+        return f"identical, {len(a):,} rows"
+    bad = {
+        c: int((a[c].to_numpy() != b[c].to_numpy()).sum()) for c in ("open", "high", "low", "close", "trades")
+    }
+    return f"DIFFER in {bad}"
 
 
 def timed(fn: Any, runs: int) -> tuple[float, Any]:
