@@ -55,7 +55,7 @@ from pumpwatch.segments.coverage import (
     span_events_of,
     state_events,
 )
-from pumpwatch.segments.reader import DEFAULT_SLACK_S, OUT_SCHEMA
+from pumpwatch.segments.reader import DEFAULT_SLACK_S, OUT_SCHEMA, TimeLike, time_us
 from pumpwatch.segments.remote import RemoteRoot, open_filesystem, parse_url, recorder_ids
 from pumpwatch.segments.schema import TRADE_SCHEMA
 from pumpwatch.streams import STREAMS, parse_streams, split_stream
@@ -363,8 +363,8 @@ def read_window(
 
 def read_remote_trades(
     url: str,
-    start_us: int,
-    end_us: int,
+    start: TimeLike,
+    end: TimeLike,
     *,
     endpoint_url: str = "",
     streams: Sequence[str] | str | None = None,
@@ -372,7 +372,9 @@ def read_remote_trades(
     recorders: Sequence[str] | None = None,
     filesystem: pafs.FileSystem | None = None,
 ) -> pa.Table:
-    """`read_trades` over the shared store: every recorder's archive, each trade once."""
+    """`read_trades` over the shared store: every recorder's archive, each trade once. The
+    ends are epoch µs or any `TimeLike` (a TIME string, an aware datetime …)."""
+    start_us, end_us = time_us(start, "start"), time_us(end, "end")
     chosen = parse_streams(streams if streams is None or isinstance(streams, str) else list(streams))
     index = index_store(
         url, chosen, start_us, end_us, endpoint_url=endpoint_url, recorders=recorders, filesystem=filesystem
