@@ -143,3 +143,13 @@ def test_store_option_errors_are_one_line(tmp_path: Path) -> None:
     assert alone.returncode == 2 and "go with --store or --remote" in alone.stderr
     nothing = run("extract", "0G", str(TRIGGER_US), "--remote", "--data-dir", str(tmp_path))
     assert nothing.returncode == 2 and "no remote.url" in nothing.stderr
+
+
+def test_an_unreachable_store_is_a_store_error(tmp_path: Path) -> None:
+    down = run(
+        "extract", "0G", str(TRIGGER_US), "--store", URL, "--endpoint-url", "http://127.0.0.1:9",
+        "--data-dir", str(tmp_path / "laptop"),
+    )  # fmt: skip
+    assert down.returncode == 3, down.stderr
+    assert f"the store {URL} cannot be read" in down.stderr and "Traceback" not in down.stderr
+    assert not (tmp_path / "laptop").exists()
