@@ -585,12 +585,14 @@ async def run_worker(settings: Settings, streams: Sequence[str], stop: asyncio.E
     from pumpwatch.recorder.history.live import LiveRepair
     from pumpwatch.recorder.pending_windows import pending_windows_of
     from pumpwatch.segments.diskwatch import start_disk_watch
+    from pumpwatch.segments.remote import remote_settings
 
     ex = settings.extract
     watch = start_disk_watch(
         settings.data_dir,
         settings.storage.min_free_disk_mb,
         pending_windows_of(settings.data_dir, ex.before_s, ex.after_s),
+        remote=remote_settings(settings),
     )
     pipes: list[StreamPipeline] = []
     repairer = LiveRepair(enabled=settings.repair.live)

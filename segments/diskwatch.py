@@ -4,9 +4,11 @@
 per second that is far too seldom to keep a small disk from filling. A `DiskWatch` measures
 free space with one ``statvfs`` (about a microsecond) after every writer flush (`check`) and
 every `interval_s` on its own thread, and when free space is under the floor it evicts at
-once, with the same rule as `prune` (``retention.evict_to_floor``): oldest frame files first,
-then oldest sealed segments; never an open file, never the newest file of a stream, never a
-file meeting the window of a pending extraction (`protected_spans`).
+once, with the same rule as `prune` (``retention.evict_to_floor``): frame files first, then
+the files whose trades are kept elsewhere (uploaded to the remote store, or a segment held by
+its local archive file), then the last copies (un-archived segments, archive files whose
+segments are gone), oldest first; never an open file, never the newest file of a stream, never
+a file meeting the window of a pending extraction (`protected_spans`).
 
 Several processes may watch one data directory (one recorder worker per exchange): an
 eviction takes an exclusive, non-blocking ``flock`` on ``<data_dir>/run/evict.lock``, so only
@@ -22,6 +24,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pumpwatch.segments.frames import list_frame_files
 from pumpwatch.segments.journal import now_us as wall_now_us
@@ -29,12 +32,20 @@ from pumpwatch.segments.paths import HourlyFile
 from pumpwatch.segments.retention import (
     DeletedFile,
     PruneReport,
+    archive_files,
     evict_to_floor,
+    floor_pool,
     in_windows,
     protected_files,
+    remove_archive_file,
     remove_file,
     segment_files,
+    uploaded_index,
 )
+
+if TYPE_CHECKING:
+    from pumpwatch.segments.remote import RemoteSettings
+    from pumpwatch.segments.upload import UploadedIndex
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +69,10 @@ class DiskWatch:
         protected_spans: Callable[[], Spans] | None = None,
         interval_s: float = 1.0,
         measure: Callable[[Path], int] = free_bytes,
+        remote: RemoteSettings | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
+        self.remote = remote  # uploaded files go before the last copies
         self.min_free_bytes = min_free_bytes
         self.interval_s = interval_s
         self._spans = protected_spans
@@ -137,17 +150,26 @@ class DiskWatch:
         spans = list(self._spans()) if self._spans is not None else []
         keep = protected_files(segs) | protected_files(frames) | in_windows(segs + frames, spans)
 
-        def delete(f: HourlyFile, kind: str, reason: str) -> None:
-            if remove_file(f.path, False):
+        index = self._uploaded_index()
+
+        def delete(f: HourlyFile, kind: str, reason: str) -> bool:
+            if kind == "archive":
+                removed = remove_archive_file(self.data_dir, f.path, False)
+            else:
+                removed = remove_file(f.path, False)
+            if removed:
                 report.deleted.append(DeletedFile(f.path, kind, f.stream, f.size_bytes, reason))
+            return removed
 
         evict_to_floor(
             report,
-            [(f, "frames") for f in frames] + [(f, "segment") for f in segs],
+            floor_pool(segs, frames, archive_files(self.data_dir)),
             keep=keep,
             free_now=lambda: self._measure(self.data_dir),
             delete=delete,
             log_below=not self._below,  # once per spell, not once a second
+            uploaded=None if index is None else index.file,
+            data_dir=self.data_dir,
         )
         report.free_bytes_after = self._measure(self.data_dir)
         if report.deleted:
@@ -160,12 +182,28 @@ class DiskWatch:
                 log.info("disk watch: free disk back over the floor")
         return report
 
+    def _uploaded_index(self) -> UploadedIndex | None:
+        """The upload manifest read once per eviction pass (None without a remote store, or when
+        it cannot be read: then nothing counts as uploaded, which only orders eviction)."""
+        try:
+            return uploaded_index(self.data_dir, self.remote)
+        except Exception as exc:
+            log.warning(
+                "disk watch: upload manifest unreadable (%s); evicting as if nothing were uploaded", exc
+            )
+            return None
+
 
 def start_disk_watch(
-    data_dir: str | os.PathLike[str], min_free_mb: float, protected_spans: Callable[[], Spans] | None = None
+    data_dir: str | os.PathLike[str],
+    min_free_mb: float,
+    protected_spans: Callable[[], Spans] | None = None,
+    remote: RemoteSettings | None = None,
 ) -> DiskWatch:
     """A started `DiskWatch` for the floor of `min_free_mb` (0 disables it)."""
-    watch = DiskWatch(data_dir, min_free_bytes=int(min_free_mb * 2**20), protected_spans=protected_spans)
+    watch = DiskWatch(
+        data_dir, min_free_bytes=int(min_free_mb * 2**20), protected_spans=protected_spans, remote=remote
+    )
     with contextlib.suppress(OSError):
         watch.start()
     return watch

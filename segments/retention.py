@@ -4,9 +4,13 @@
 
 1. Sealed segments whose UTC hour ended more than ``retention_s`` ago, oldest first.
 2. Frame files whose hour ended more than ``frames_retention_s`` ago.
-3. While free disk is under ``min_free_disk_mb``: evict frame files, then sealed segments,
-   oldest first (frames go first: they are the bulkier copy and have the shorter retention).
-   Each eviction is logged as a warning; if nothing is left to evict the report says so.
+3. While free disk is under ``min_free_disk_mb``: evict frame files first (the bulkier copy,
+   with the shorter retention), then the files whose trades are kept elsewhere (first those in
+   the remote store, then segments whose rows their local archive file holds), then the last
+   copies (segments not archived, archive files whose segments are gone), each group
+   oldest first (`eviction_order`). Each eviction is logged as a warning; if nothing is left to
+   evict the report says so. An archive file whose hour still has segments on disk is never
+   evicted (the archiver would rebuild it at once).
 4. Empty ``date=`` directories of both trees are removed.
 5. Journal lines older than ``retention_s`` are dropped, except the lines that still describe a
    connection open at the cutoff (without them coverage would forget it was listening).
@@ -15,9 +19,10 @@ With a remote store (``remote``, issue 14) nothing leaves the disk before it is 
 store: a sealed segment is deleted for retention only once it is uploaded (its archive hour is,
 when segments are not copied themselves), a journal line only once its hour is, so local
 retention applies at the later of "uploaded" and "older than the retention" and a network outage
-costs nothing. Under the free-disk floor the uploaded segments go first (after the frame
-files), the un-uploaded ones only when nothing else is left (the floor keeps `record` alive).
-Archive files are pruned by `archive.archive_pending` under the same rule.
+costs nothing. Under the free-disk floor the uploaded files go first (after the frame files),
+the un-uploaded ones only when nothing else is left (the floor keeps `record` alive).
+Archive files are pruned for age by `archive.archive_pending` under the same rule; here only
+under the floor (a 90-day archive is the largest thing on a recorder's disk).
 
 Never touched: an open ``_`` segment, the newest file of each stream in either tree (the
 one being written), and a file meeting a protected span (the window of a pending extraction).
@@ -28,22 +33,28 @@ calls `evict_to_floor` (step 3 alone) at once, so the disk does not fill between
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
+from pumpwatch.atomic import write_file_atomic
 from pumpwatch.errors import StoreError
 from pumpwatch.segments.coverage import OUT_OF_BAND, Replay
 from pumpwatch.segments.frames import FRAMES_DIR, list_frame_files
 from pumpwatch.segments.journal import JOURNAL_DIR, encode_event, rewrite_journal, scan_events
 from pumpwatch.segments.journal import now_us as wall_now_us
-from pumpwatch.segments.paths import HourlyFile, list_segments
+from pumpwatch.segments.paths import HourlyFile, hour_start_us, list_segments, stream_dir
 from pumpwatch.streams import STREAMS
-from pumpwatch.timeunits import US_PER_S
+from pumpwatch.timeunits import US_PER_HOUR, US_PER_S
 
 if TYPE_CHECKING:
     from pumpwatch.segments.remote import RemoteSettings
@@ -52,6 +63,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SEGMENTS_DIR = "segments"
+# `archive.ARCHIVE_DIR` and the archive's per-directory manifest and lock (not imported: the
+# archive module loads pyarrow, which the lean supervisor keeps out)
+ARCHIVE_DIR = "archive"
+ARCHIVE_MANIFEST = ".sources.json"
+ARCHIVE_LOCK = ".lock"
+_ARCHIVE_NAME_RE = re.compile(r"^(\d{2})\.parquet$")
+_DATE_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 # `reader.DEFAULT_SLACK_S`: the extractor reads a file whose span widened by this meets its
 # window (not imported: reader loads pyarrow, which the lean supervisor keeps out)
 READ_SLACK_S = 300.0
@@ -73,7 +91,7 @@ class DeletedFile:
     """One file `prune` deleted (or would delete, in a dry run)."""
 
     path: Path
-    kind: str  # "segment" | "frames"
+    kind: str  # "segment" | "frames" | "archive"
     stream: str
     size_bytes: int
     reason: str  # "retention" | "disk"
@@ -112,7 +130,7 @@ class PruneReport:
                 "bytes": self.bytes(kind),
                 "evicted_files": self.count(kind, "disk"),
             }
-            for kind in ("segment", "frames")
+            for kind in ("segment", "frames", "archive")
         }
         return {
             "dry_run": self.dry_run,
@@ -157,39 +175,135 @@ def in_windows(files: Iterable[HourlyFile], spans: Iterable[tuple[int, int]]) ->
     return {f.path for f in files if any(f.start_us <= b and a < f.hour_end_us for a, b in wide)}
 
 
+def archive_files(data_dir: str | os.PathLike[str]) -> list[HourlyFile]:
+    """Every file of the Parquet archive (``archive/…/date=<d>/<HH>.parquet``) as an
+    `HourlyFile` spanning its UTC hour, by stream then hour."""
+    root = Path(data_dir) / ARCHIVE_DIR
+    out: list[HourlyFile] = []
+    for stream in STREAMS:
+        sdir = stream_dir(root, stream)
+        try:
+            days = sorted(os.listdir(sdir))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for day in days:
+            d = _DATE_RE.match(day)
+            if d is None:
+                continue
+            try:
+                day_us = int(datetime.fromisoformat(d[1]).replace(tzinfo=UTC).timestamp()) * US_PER_S
+                names = sorted(os.listdir(sdir / day))
+            except (ValueError, NotADirectoryError, FileNotFoundError):
+                continue
+            for name in names:
+                m = _ARCHIVE_NAME_RE.match(name)
+                if m is None or int(m[1]) >= 24:
+                    continue
+                path = sdir / day / name
+                try:
+                    st = path.stat()
+                except FileNotFoundError:
+                    continue
+                hour_us = day_us + int(m[1]) * US_PER_HOUR
+                out.append(
+                    HourlyFile(
+                        path, stream, hour_us, hour_us + US_PER_HOUR, True, st.st_size, st.st_mtime_ns // 1000
+                    )
+                )
+    return out
+
+
+class _ArchivedRows:
+    """Whether a sealed segment's rows are in its local archive file, from the archive's
+    per-directory manifests (name, size, mtime of every segment each hour was built from)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.root = data_dir / SEGMENTS_DIR
+        self.archive = data_dir / ARCHIVE_DIR
+        self._manifests: dict[Path, dict[str, set[tuple[str, int, int]]]] = {}
+
+    def __call__(self, f: HourlyFile) -> bool:
+        try:
+            rel = f.path.parent.relative_to(self.root)
+        except ValueError:
+            return False
+        directory = self.archive / rel
+        hour = f"{f.start_us % (24 * US_PER_HOUR) // US_PER_HOUR:02d}"
+        if not (directory / f"{hour}.parquet").is_file():
+            return False
+        return (f.path.name, f.size_bytes, f.mtime_us) in self._manifest(directory).get(hour, set())
+
+    def _manifest(self, directory: Path) -> dict[str, set[tuple[str, int, int]]]:
+        if directory not in self._manifests:
+            try:
+                doc = orjson.loads((directory / ARCHIVE_MANIFEST).read_bytes())
+                hours = {
+                    str(k): {(str(n), int(sz), int(m)) for n, sz, m in v} for k, v in doc["hours"].items()
+                }
+            except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+                hours = {}  # unreadable: the archiver rebuilds; nothing counts as archived here
+            self._manifests[directory] = hours
+        return self._manifests[directory]
+
+
+def eviction_order(
+    pool: list[tuple[HourlyFile, str]],
+    *,
+    data_dir: Path | None = None,
+    uploaded: Callable[[Path], bool] | None = None,
+) -> list[tuple[HourlyFile, str]]:
+    """The files of `pool` ((file, kind) pairs) in the order the free-disk floor evicts them:
+    frame files; then the files `uploaded` to the remote store; then segments whose rows their
+    local archive file holds (known from `data_dir`'s archive manifests); then the last copies.
+    Oldest first within each group. Open segments are left
+    out, and so is an archive file whose hour still has a segment on disk (the archiver would
+    rebuild it at once)."""
+    frames = sorted((fk for fk in pool if fk[1] == "frames"), key=lambda fk: fk[0].start_us)
+    seg_hours = {(f.stream, hour_start_us(f.start_us)) for f, kind in pool if kind == "segment"}
+    archived = _ArchivedRows(data_dir) if data_dir is not None else None
+    rest: list[tuple[int, int, HourlyFile, str]] = []
+    for f, kind in pool:
+        if kind == "segment" and f.sealed:
+            pass
+        elif kind != "archive" or (f.stream, f.start_us) in seg_hours:
+            continue
+        if uploaded is not None and uploaded(f.path):
+            tier = 0  # in the remote store
+        elif kind == "segment" and archived is not None and archived(f):
+            tier = 1  # its rows are in the local archive file
+        else:
+            tier = 2  # the last copy
+        rest.append((tier, f.start_us, f, kind))
+    rest.sort(key=lambda r: (r[0], r[1]))
+    return frames + [(f, kind) for _tier, _t, f, kind in rest]
+
+
 def evict_to_floor(
     report: PruneReport,
     pool: list[tuple[HourlyFile, str]],
     *,
     keep: set[Path],
     free_now: Callable[[], int],
-    delete: Callable[[HourlyFile, str, str], None],
+    delete: Callable[[HourlyFile, str, str], bool],
     dry_run: bool = False,
     log_below: bool = True,
     uploaded: Callable[[Path], bool] | None = None,
+    data_dir: Path | None = None,
 ) -> None:
-    """While free disk (`free_now()`) is under ``report.floor_bytes``, `delete` the oldest files of
-    `pool` ((file, kind) pairs): every frame file first, then sealed segments (with `uploaded`,
-    those in the remote store before the others), never one in `keep`. Sets
-    ``report.below_floor`` when nothing is left to evict."""
+    """While free disk (`free_now()`) is under ``report.floor_bytes``, `delete` files of `pool`
+    ((file, kind) pairs) in `eviction_order`, never one in `keep`. `delete` says whether the
+    file is gone. Sets ``report.below_floor`` when nothing is left to evict."""
     free = free_now()
     if free >= report.floor_bytes:
         return
-    order = sorted((f for f in pool if f[1] == "frames"), key=lambda fk: fk[0].start_us)
-    sealed = [f for f in pool if f[1] == "segment" and f[0].sealed]
-    if uploaded is not None:
-        first = {f[0].path for f in sealed if uploaded(f[0].path)}
-        sealed.sort(key=lambda fk: (fk[0].path not in first, fk[0].start_us))
-    else:
-        sealed.sort(key=lambda fk: fk[0].start_us)
-    order += sealed
-    for f, kind in order:
+    for f, kind in eviction_order(pool, data_dir=data_dir, uploaded=uploaded):
         if free >= report.floor_bytes:
             break
         if f.path in keep:
             continue
         keep.add(f.path)
-        delete(f, kind, "disk")
+        if not delete(f, kind, "disk"):
+            continue
         log.warning(
             "prune: free disk %d MB below the floor of %d MB: %s %s %s (%d bytes)",
             free // 2**20,
@@ -208,6 +322,46 @@ def evict_to_floor(
                 free // 2**20,
                 report.floor_bytes // 2**20,
             )
+
+
+def remove_archive_file(data_dir: Path, path: Path, dry_run: bool) -> bool:
+    """Delete one archive file under the floor, with the archive's writer lock taken without
+    waiting (a build under way keeps its files this pass), and drop its hour from the
+    directory's manifest so the archive never claims it."""
+    if dry_run:
+        return True
+    lock_path = data_dir / ARCHIVE_DIR / ARCHIVE_LOCK
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        if not remove_file(path, False):
+            return False
+        manifest = path.parent / ARCHIVE_MANIFEST
+        try:
+            doc = orjson.loads(manifest.read_bytes())
+            hours = doc["hours"]
+            if isinstance(hours, dict) and hours.pop(path.name[:2], None) is not None:
+                write_file_atomic(manifest, orjson.dumps(doc))
+        except (OSError, orjson.JSONDecodeError, KeyError, TypeError):
+            pass  # no manifest (or unreadable): nothing claims the hour
+        return True
+    finally:
+        os.close(fd)
+
+
+def floor_pool(
+    segs: list[HourlyFile], frames: list[HourlyFile], archive: list[HourlyFile]
+) -> list[tuple[HourlyFile, str]]:
+    """The (file, kind) pool the free-disk floor chooses from."""
+    return (
+        [(f, "frames") for f in frames] + [(f, "segment") for f in segs] + [(f, "archive") for f in archive]
+    )
 
 
 def uploaded_index(data_dir: Path, remote: RemoteSettings | None) -> UploadedIndex | None:
@@ -277,10 +431,14 @@ def prune(
     gone: set[Path] = set()
     index = uploaded_index(root, remote)
 
-    def delete(f: HourlyFile, kind: str, reason: str) -> None:
-        if remove_file(f.path, dry_run):
+    def delete(f: HourlyFile, kind: str, reason: str) -> bool:
+        removed = (
+            remove_archive_file(root, f.path, dry_run) if kind == "archive" else remove_file(f.path, dry_run)
+        )
+        if removed:
             report.deleted.append(DeletedFile(f.path, kind, f.stream, f.size_bytes, reason))
         gone.add(f.path)
+        return removed
 
     seg_cutoff = now - int(retention_s * US_PER_S)
     held = 0
@@ -313,12 +471,13 @@ def prune(
 
     evict_to_floor(
         report,
-        [(f, "frames") for f in frames] + [(f, "segment") for f in segs],
+        floor_pool(segs, frames, archive_files(root)),
         keep=keep | gone,
         free_now=free_now,
         delete=delete,
         dry_run=dry_run,
         uploaded=None if index is None else index.file,
+        data_dir=root,
     )
     if not dry_run:
         report.dirs_removed = _prune_empty_date_dirs(root / SEGMENTS_DIR) + _prune_empty_date_dirs(

@@ -115,3 +115,26 @@ def test_under_the_floor_uploaded_segments_go_first(tmp_path: Path, s3_server: S
         tmp_path, None, retention_s=365 * 86_400.0, min_free_disk_mb=1, free_bytes=lambda _r: 0, dry_run=True
     )
     assert "market=spot" in str(dry.deleted[0].path)
+
+
+def test_the_workers_disk_watch_also_evicts_uploaded_segments_first(
+    tmp_path: Path, s3_server: S3Server
+) -> None:
+    from pumpwatch.segments.diskwatch import DiskWatch
+
+    write_segments(tmp_path, hours=3)
+    archive_pending(tmp_path, retention_s=None, streams=["okx_futures"])
+    remote = _remote(s3_server)
+    up = Uploader(tmp_path, remote, clock_us=lambda: NOW)
+    assert up.run_once().error is None
+    up.stop()
+    archive_pending(tmp_path, retention_s=None)  # binance_spot archived (a copy), not uploaded
+    n_sealed = len(_sealed(tmp_path))
+
+    def measure(_root: Path) -> int:  # one eviction lifts the disk above the floor
+        return 2**40 if len(_sealed(tmp_path)) < n_sealed else 0
+
+    report = DiskWatch(tmp_path, min_free_bytes=2**20, measure=measure, remote=remote).evict()
+    assert report is not None
+    assert [d.kind for d in report.deleted] == ["segment"]
+    assert "market=futures" in str(report.deleted[0].path)  # binance_spot is older, not uploaded

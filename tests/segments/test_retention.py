@@ -112,6 +112,7 @@ def test_age_retention_deletes_old_sealed_files_only(tmp_path: Path) -> None:
     assert summary["deleted"] == {
         "segment": {"files": 3, "bytes": 5 * MB, "evicted_files": 0},
         "frames": {"files": 1, "bytes": 2 * MB, "evicted_files": 0},
+        "archive": {"files": 0, "bytes": 0, "evicted_files": 0},
     }
     assert orjson.loads(orjson.dumps(summary)) == summary
 
