@@ -40,7 +40,6 @@ import contextlib
 import fcntl
 import logging
 import os
-import re
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -58,19 +57,19 @@ from pumpwatch.atomic import fsync_dir, write_file_atomic
 from pumpwatch.errors import StoreError
 from pumpwatch.segments.paths import HourlyFile, hour_start_us, list_segments, parse_segment_path, stream_dir
 from pumpwatch.segments.reader import read_segment
+from pumpwatch.segments.retention import ARCHIVE_DIR, ARCHIVE_LOCK, ARCHIVE_MANIFEST, archive_files
 from pumpwatch.segments.schema import TRADE_FIELDS, TRADE_SCHEMA
 from pumpwatch.streams import STREAMS, parse_streams
 from pumpwatch.timeunits import US_PER_DAY, US_PER_HOUR, US_PER_S
 
 log = logging.getLogger(__name__)
 
-ARCHIVE_DIR = "archive"
 ARCHIVE_SUFFIX = ".parquet"
 ARCHIVE_RETENTION_S = 90 * 86_400  # default of storage.archive_retention_s
 ROW_GROUP_ROWS = 65_536  # small enough to prune one coin's hour, large enough to compress well
 COMPRESSION_LEVEL = 3
-MANIFEST_NAME = ".sources.json"
-LOCK_NAME = ".lock"
+MANIFEST_NAME = ARCHIVE_MANIFEST
+LOCK_NAME = ARCHIVE_LOCK
 TEMP_SUFFIX = ".tmp"
 SOURCES_KEY = b"pumpwatch.archive.sources"  # the same list as the manifest, in the file's footer
 SORT_KEYS = (("base", "ascending"), ("time", "ascending"), ("recv_time", "ascending"))
@@ -86,8 +85,6 @@ COLUMN_ENCODING = {
     "trade_id": "DELTA_BYTE_ARRAY",
 }
 
-_HOUR_RE = re.compile(r"^(\d{2})\.parquet$")
-_DATE_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 _ALL_US = (int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max))
 
 Fingerprint = tuple[str, int, int]  # (segment file name, size in bytes, mtime in µs)
@@ -297,28 +294,7 @@ def list_archive(
     data_dir: str | os.PathLike[str], streams: Iterable[str] | None = None
 ) -> list[tuple[str, int, Path]]:
     """``(stream, hour start µs, path)`` of every archive file, by stream then hour."""
-    out: list[tuple[str, int, Path]] = []
-    root = archive_root(data_dir)
-    for stream in STREAMS if streams is None else streams:
-        sdir = stream_dir(root, stream)
-        try:
-            days = sorted(os.listdir(sdir))
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        for day in days:
-            d = _DATE_RE.match(day)
-            if d is None:
-                continue
-            try:
-                day_us = int(datetime.fromisoformat(d[1]).replace(tzinfo=UTC).timestamp()) * US_PER_S
-                names = sorted(os.listdir(sdir / day))
-            except (ValueError, NotADirectoryError, FileNotFoundError):
-                continue
-            for name in names:
-                m = _HOUR_RE.match(name)
-                if m is not None and int(m[1]) < 24:
-                    out.append((stream, day_us + int(m[1]) * US_PER_HOUR, sdir / day / name))
-    return out
+    return [(f.stream, f.start_us, f.path) for f in archive_files(data_dir, streams)]
 
 
 # --- which hours -------------------------------------------------------------------------------

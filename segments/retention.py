@@ -63,8 +63,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SEGMENTS_DIR = "segments"
-# `archive.ARCHIVE_DIR` and the archive's per-directory manifest and lock (not imported: the
-# archive module loads pyarrow, which the lean supervisor keeps out)
+# The archive's directory, its per-directory manifest and its writer lock (`archive.py`, which
+# loads pyarrow, takes them from here: the lean supervisor must not import it)
 ARCHIVE_DIR = "archive"
 ARCHIVE_MANIFEST = ".sources.json"
 ARCHIVE_LOCK = ".lock"
@@ -175,12 +175,12 @@ def in_windows(files: Iterable[HourlyFile], spans: Iterable[tuple[int, int]]) ->
     return {f.path for f in files if any(f.start_us <= b and a < f.hour_end_us for a, b in wide)}
 
 
-def archive_files(data_dir: str | os.PathLike[str]) -> list[HourlyFile]:
-    """Every file of the Parquet archive (``archive/…/date=<d>/<HH>.parquet``) as an
-    `HourlyFile` spanning its UTC hour, by stream then hour."""
+def archive_files(data_dir: str | os.PathLike[str], streams: Iterable[str] | None = None) -> list[HourlyFile]:
+    """Every file of the Parquet archive (``archive/…/date=<d>/<HH>.parquet``) of `streams`
+    (default all) as an `HourlyFile` spanning its UTC hour, by stream then hour."""
     root = Path(data_dir) / ARCHIVE_DIR
     out: list[HourlyFile] = []
-    for stream in STREAMS:
+    for stream in STREAMS if streams is None else streams:
         sdir = stream_dir(root, stream)
         try:
             days = sorted(os.listdir(sdir))

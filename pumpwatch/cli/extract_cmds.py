@@ -173,6 +173,7 @@ def _extract_from_store(
     its notes and coverage lines on stderr."""
     from pumpwatch.extractor.metadata import coverage_summary
     from pumpwatch.extractor.remote import extract_remote, unarchived_message
+    from pumpwatch.recorder.history.store_repair import store_window_repair
     from pumpwatch.segments.remote import remote_settings, validate_remote
 
     conf = remote_settings(settings)
@@ -200,8 +201,10 @@ def _extract_from_store(
         after_s=after_s,
         streams=chosen,
         recorders=ids,
-        settings=settings if repair else None,
-        repair_deadline_s=settings.repair.extract_deadline_s,
+        settings=settings,
+        repair=store_window_repair(settings, deadline_s=settings.repair.extract_deadline_s)
+        if repair
+        else None,
     )
     for note in result.repair_notes:
         typer.echo(f"repair {note}", err=True)
