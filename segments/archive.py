@@ -57,14 +57,21 @@ from pumpwatch.atomic import fsync_dir, write_file_atomic
 from pumpwatch.errors import StoreError
 from pumpwatch.segments.paths import HourlyFile, hour_start_us, list_segments, parse_segment_path, stream_dir
 from pumpwatch.segments.reader import read_segment
-from pumpwatch.segments.retention import ARCHIVE_DIR, ARCHIVE_LOCK, ARCHIVE_MANIFEST, archive_files
+from pumpwatch.segments.retention import (
+    ARCHIVE_DIR,
+    ARCHIVE_LOCK,
+    ARCHIVE_MANIFEST,
+    Fingerprint,
+    archive_files,
+    archive_hour_key,
+    archive_manifest,
+)
 from pumpwatch.segments.schema import TRADE_FIELDS, TRADE_SCHEMA
 from pumpwatch.streams import STREAMS, parse_streams
-from pumpwatch.timeunits import US_PER_DAY, US_PER_HOUR, US_PER_S
+from pumpwatch.timeunits import US_PER_HOUR, US_PER_S
 
 log = logging.getLogger(__name__)
 
-ARCHIVE_SUFFIX = ".parquet"
 ARCHIVE_RETENTION_S = 90 * 86_400  # default of storage.archive_retention_s
 ROW_GROUP_ROWS = 65_536  # small enough to prune one coin's hour, large enough to compress well
 COMPRESSION_LEVEL = 3
@@ -86,8 +93,6 @@ COLUMN_ENCODING = {
 }
 
 _ALL_US = (int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max))
-
-Fingerprint = tuple[str, int, int]  # (segment file name, size in bytes, mtime in µs)
 
 
 def archive_root(data_dir: str | os.PathLike[str]) -> Path:
@@ -320,29 +325,20 @@ def _sealed_hours(
 def _is_current(
     data_dir: str | os.PathLike[str], hour: _Hour, manifest: dict[str, list[Fingerprint]]
 ) -> bool:
-    archived = manifest.get(_hour_key(hour.hour_us))
+    archived = manifest.get(archive_hour_key(hour.hour_us))
     if archived is None or not archive_path(data_dir, hour.stream, hour.hour_us).is_file():
         return False
     return set(hour.fingerprints) <= set(archived)
 
 
-def _hour_key(hour_us: int) -> str:
-    return f"{hour_us % US_PER_DAY // US_PER_HOUR:02d}"
-
-
 def _read_manifest(directory: Path) -> dict[str, list[Fingerprint]]:
     """The manifest of one archive directory; empty when missing or unreadable (every file it
     would describe is then rebuilt as a union, which loses nothing)."""
-    try:
-        doc = orjson.loads((directory / MANIFEST_NAME).read_bytes())
-        return {str(k): [(str(n), int(s), int(m)) for n, s, m in v] for k, v in doc["hours"].items()}
-    except FileNotFoundError:
+    manifest = archive_manifest(directory)
+    if manifest is None:
+        log.warning("archive manifest %s unreadable: its hours will be rebuilt", directory / MANIFEST_NAME)
         return {}
-    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        log.warning(
-            "archive manifest %s unreadable (%s): its hours will be rebuilt", directory / MANIFEST_NAME, exc
-        )
-        return {}
+    return manifest
 
 
 def _write_manifest(directory: Path, manifest: dict[str, list[Fingerprint]]) -> None:
@@ -362,7 +358,7 @@ def _build(
     compression_level: int,
 ) -> None:
     path = archive_path(data_dir, hour.stream, hour.hour_us)
-    key = _hour_key(hour.hour_us)
+    key = archive_hour_key(hour.hour_us)
     table = _read_sources(hour)
     archived = manifest.get(key)
     names_now = {f.path.name for f in hour.sources if f.path.exists()}

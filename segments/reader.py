@@ -16,6 +16,10 @@ the batches recovery or sealing left out for a failed checksum (recorded in the 
 Reading stays free of side effects: nothing is journaled, moved or rewritten. Batches of
 segments written before checksums existed read unverified.
 
+An hour with a segment gone (retention, the free-disk floor) whose Parquet archive file is still
+on disk is read from that file (it holds every row of the segments it was built from; its
+manifest says which), plus the segments of the hour written after it was built.
+
 Repair files (``HHMMSS.rest<N>.arrow``, rows from REST history grouped by their trade hour) are
 listed and read like any sealed segment. A version 1 segment has no ``source`` column: its
 rows come out with source ``"ws"``.
@@ -29,6 +33,7 @@ stream ids or exchange names (``"binance"`` is both Binance streams), as on the 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import operator
 import os
@@ -54,17 +59,26 @@ from pumpwatch.segments.checksum import (
     usable_chunks,
 )
 from pumpwatch.segments.ipcscan import FILE_MAGIC, Chunk, Scan, scan_segment, stream_of
-from pumpwatch.segments.paths import HourlyFile, list_segments, sealed_name
+from pumpwatch.segments.paths import HourlyFile, hour_start_us, list_segments, sealed_name, stream_dir
+from pumpwatch.segments.retention import (
+    ARCHIVE_DIR,
+    ARCHIVE_SUFFIX,
+    SEGMENTS_DIR,
+    Fingerprint,
+    archive_hour_key,
+    archive_manifest,
+)
 from pumpwatch.segments.schema import (
     BATCH_TIME_MAX,
     BATCH_TIME_MIN,
     DICT_COLUMNS,
     ROW_SCHEMA,
+    TIME_TYPE,
     TRADE_SCHEMA,
     with_source,
 )
 from pumpwatch.streams import parse_streams, split_stream
-from pumpwatch.timeunits import US_PER_S
+from pumpwatch.timeunits import US_PER_HOUR, US_PER_S
 from pumpwatch.utctime import parse_time_us
 
 log = logging.getLogger(__name__)
@@ -180,9 +194,103 @@ def _iter_window(
     base: str | None,
     slack_s: float,
 ) -> Iterator[tuple[str, pa.RecordBatch]]:
+    if end_us < start_us:
+        return
+    slack_us = int(slack_s * US_PER_S)
+    hours: dict[tuple[str, int], list[HourlyFile]] = {}
     for seg in _window_files(data_dir, start_us, end_us, streams, slack_s):
-        for batch in read_segment(seg, start_us, end_us, base=base):
-            yield seg.stream, batch
+        hours.setdefault((seg.stream, hour_start_us(seg.start_us)), []).append(seg)
+    fallback = _ArchiveFallback(Path(data_dir))
+    first, last = hour_start_us(start_us - slack_us), end_us + slack_us
+    for stream in sorted(set(streams), key=split_stream):
+        wanted = {h for (s, h) in hours if s == stream} | set(fallback.hours(stream, first, last))
+        for hour_us in sorted(wanted):
+            segs = hours.get((stream, hour_us), [])
+            archived = fallback.hour(stream, hour_us, segs)
+            if archived is not None:
+                path, names = archived
+                for batch in _read_archive_hour(path, start_us, end_us, base):
+                    yield stream, batch
+                segs = [seg for seg in segs if seg.path.name not in names]  # written after archiving
+            for seg in segs:
+                for batch in read_segment(seg, start_us, end_us, base=base):
+                    yield seg.stream, batch
+
+
+class _ArchiveFallback:
+    """Hours whose segments are partly or wholly gone (retention, the free-disk floor) while
+    their Parquet archive file, which holds every row of the segments it was built from, is
+    still on disk: read from the archive file instead (plus the segments written since)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.segments = data_dir / SEGMENTS_DIR
+        self.archive = data_dir / ARCHIVE_DIR
+        self._manifests: dict[Path, dict[str, list[Fingerprint]] | None] = {}
+
+    def hours(self, stream: str, first_us: int, last_us: int) -> Iterator[int]:
+        """The hours in ``[first_us, last_us]`` that the archive holds for `stream` (from the
+        ``date=`` directories present and their manifests: no walk over empty time)."""
+        root = stream_dir(self.archive, stream)
+        try:
+            days = os.listdir(root)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for day in days:
+            if not day.startswith("date="):
+                continue
+            try:
+                day_us = int(datetime.fromisoformat(day[5:]).replace(tzinfo=UTC).timestamp()) * US_PER_S
+            except ValueError:
+                continue
+            if day_us + 24 * US_PER_HOUR <= first_us or day_us > last_us:
+                continue
+            for key in self._manifest(root / day) or {}:
+                with contextlib.suppress(ValueError):
+                    hour_us = day_us + int(key) * US_PER_HOUR
+                    if first_us <= hour_us <= last_us:
+                        yield hour_us
+
+    def hour(self, stream: str, hour_us: int, segs: Sequence[HourlyFile]) -> tuple[Path, set[str]] | None:
+        """``(archive file, names of the segments it holds)`` when the hour is to be read from
+        the archive: one of those segments is no longer on disk. None: read the segments."""
+        day = datetime.fromtimestamp(hour_us // US_PER_S, UTC).date().isoformat()
+        directory = stream_dir(self.archive, stream) / f"date={day}"
+        manifest = self._manifest(directory)
+        key = archive_hour_key(hour_us)
+        if not manifest or key not in manifest:
+            return None
+        names = {name for name, _size, _mtime in manifest[key]}
+        if names <= {seg.path.name for seg in segs}:
+            return None  # every archived segment is still here: the segments are the source
+        path = directory / f"{key}{ARCHIVE_SUFFIX}"
+        return (path, names) if path.is_file() else None
+
+    def _manifest(self, directory: Path) -> dict[str, list[Fingerprint]] | None:
+        if directory not in self._manifests:
+            self._manifests[directory] = archive_manifest(directory) if directory.is_dir() else {}
+        return self._manifests[directory]
+
+
+def _read_archive_hour(path: Path, start_us: int, end_us: int, base: str | None) -> Iterator[pa.RecordBatch]:
+    """The rows of one archive file inside the window (row groups pruned by base and time)."""
+    import pyarrow.parquet as pq
+
+    filters: list[tuple[str, str, object]] = [
+        ("time", ">=", pa.scalar(start_us, pa.int64()).cast(TIME_TYPE)),
+        ("time", "<=", pa.scalar(end_us, pa.int64()).cast(TIME_TYPE)),
+    ]
+    if base is not None:
+        filters.append(("base", "==", base))
+    try:
+        table = pq.read_table(path, columns=list(TRADE_SCHEMA.names), filters=filters)
+        table = table.cast(TRADE_SCHEMA)
+    except (OSError, pa.ArrowException) as exc:
+        log.warning("%s: cannot read the archive file (%s); its hour read from the segments left", path, exc)
+        return
+    for batch in table.to_batches():
+        out = _filter(batch, start_us, end_us, base)
+        if out is not None:
+            yield out
 
 
 def _window_files(

@@ -68,6 +68,7 @@ SEGMENTS_DIR = "segments"
 ARCHIVE_DIR = "archive"
 ARCHIVE_MANIFEST = ".sources.json"
 ARCHIVE_LOCK = ".lock"
+ARCHIVE_SUFFIX = ".parquet"
 _ARCHIVE_NAME_RE = re.compile(r"^(\d{2})\.parquet$")
 _DATE_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 # `reader.DEFAULT_SLACK_S`: the extractor reads a file whose span widened by this meets its
@@ -213,6 +214,26 @@ def archive_files(data_dir: str | os.PathLike[str], streams: Iterable[str] | Non
     return out
 
 
+Fingerprint = tuple[str, int, int]  # an archived segment: (file name, size in bytes, mtime in µs)
+
+
+def archive_manifest(directory: Path) -> dict[str, list[Fingerprint]] | None:
+    """The manifest of one archive directory (``.sources.json``: per hour ``HH``, the segments
+    its file was built from); empty when there is none, None when it cannot be read."""
+    try:
+        doc = orjson.loads((directory / ARCHIVE_MANIFEST).read_bytes())
+        return {str(k): [(str(n), int(sz), int(m)) for n, sz, m in v] for k, v in doc["hours"].items()}
+    except FileNotFoundError:
+        return {}
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def archive_hour_key(hour_us: int) -> str:
+    """The ``HH`` of an hour in its archive directory (file ``HH.parquet``, manifest key)."""
+    return f"{hour_us % (24 * US_PER_HOUR) // US_PER_HOUR:02d}"
+
+
 class _ArchivedRows:
     """Whether a sealed segment's rows are in its local archive file, from the archive's
     per-directory manifests (name, size, mtime of every segment each hour was built from)."""
@@ -220,7 +241,7 @@ class _ArchivedRows:
     def __init__(self, data_dir: Path) -> None:
         self.root = data_dir / SEGMENTS_DIR
         self.archive = data_dir / ARCHIVE_DIR
-        self._manifests: dict[Path, dict[str, set[tuple[str, int, int]]]] = {}
+        self._manifests: dict[Path, dict[str, set[Fingerprint]]] = {}
 
     def __call__(self, f: HourlyFile) -> bool:
         try:
@@ -228,22 +249,13 @@ class _ArchivedRows:
         except ValueError:
             return False
         directory = self.archive / rel
-        hour = f"{f.start_us % (24 * US_PER_HOUR) // US_PER_HOUR:02d}"
+        hour = archive_hour_key(f.start_us)
         if not (directory / f"{hour}.parquet").is_file():
             return False
-        return (f.path.name, f.size_bytes, f.mtime_us) in self._manifest(directory).get(hour, set())
-
-    def _manifest(self, directory: Path) -> dict[str, set[tuple[str, int, int]]]:
-        if directory not in self._manifests:
-            try:
-                doc = orjson.loads((directory / ARCHIVE_MANIFEST).read_bytes())
-                hours = {
-                    str(k): {(str(n), int(sz), int(m)) for n, sz, m in v} for k, v in doc["hours"].items()
-                }
-            except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
-                hours = {}  # unreadable: the archiver rebuilds; nothing counts as archived here
-            self._manifests[directory] = hours
-        return self._manifests[directory]
+        if directory not in self._manifests:  # unreadable: the archiver rebuilds; nothing counts
+            hours = archive_manifest(directory) or {}
+            self._manifests[directory] = {k: set(v) for k, v in hours.items()}
+        return (f.path.name, f.size_bytes, f.mtime_us) in self._manifests[directory].get(hour, set())
 
 
 def eviction_order(
