@@ -53,21 +53,37 @@ OHLCV = """
 
 
 def start_s3() -> tuple[Any, str]:
-    import logging
+    """moto's S3 server in a process of its own on 127.0.0.1 (so this process's CPU time is the
+    uploader's and the engines' alone); (process, endpoint)."""
+    import socket
+    import subprocess
+    import urllib.request
 
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN"):
         os.environ.pop(name, None)
     os.environ.update(
         AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
         AWS_EC2_METADATA_DISABLED="true",
     )  # fmt: skip
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise SystemExit("moto_server did not start") from None
+            time.sleep(0.2)
     import boto3
 
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=BUCKET)
@@ -86,6 +102,7 @@ def upload(store: Path, endpoint: str) -> dict[str, float]:
 
     shutil.rmtree(store / "remote", ignore_errors=True)  # the upload manifest: this S3 server is new
     remote = RemoteSettings(url=URL, endpoint_url=endpoint, recorder_id="bench", max_files_per_round=10_000)
+    cpu0 = time.process_time()
     up = Uploader(store, remote)
     files = 0
     while True:
@@ -96,7 +113,16 @@ def upload(store: Path, endpoint: str) -> dict[str, float]:
         if result.backlog_files == 0:
             break
     up.stop()
-    return {"archive_s": t1 - t0, "upload_s": time.monotonic() - t1, "files": files}
+    archive_bytes = sum(p.stat().st_size for p in (store / "archive").rglob("*.parquet"))
+    hours = sum(1 for _ in (store / "archive").rglob("*.parquet"))
+    return {
+        "archive_s": t1 - t0,
+        "upload_s": time.monotonic() - t1,
+        "upload_cpu_s": time.process_time() - cpu0,
+        "files": files,
+        "hours": hours,
+        "archive_bytes": archive_bytes,
+    }
 
 
 def s3fs_filesystem(endpoint: str) -> Any:
@@ -213,6 +239,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2, help="Dask LocalCluster worker processes")
     parser.add_argument("--flush-every", type=float, default=60.0, help="receive-time s per record batch")
+    parser.add_argument("--upload-only", action="store_true", help="stop after the upload figures")
     opts = parser.parse_args()
     store = Path(f"bench/out/remote-{opts.trades / 1e6:g}M-{opts.days:g}d")
     build(store, week_spec(opts.trades, opts.days), opts.flush_every)
@@ -223,6 +250,14 @@ def main() -> None:
             f"archive {up['archive_s']:.1f} s, upload of {up['files']:.0f} objects to the local S3 "
             f"server {up['upload_s']:.1f} s"
         )
+        per_hour_ms = up["upload_cpu_s"] / up["hours"] * 1e3
+        print(
+            f"upload cost per sealed stream-hour: {per_hour_ms:.1f} ms CPU (uploader process), "
+            f"{up['archive_bytes'] / up['hours'] / 2**20:.2f} MiB; "
+            f"{up['archive_bytes'] / 2**20 / up['upload_s']:.0f} MiB/s over loopback"
+        )
+        if opts.upload_only:
+            return
         from distributed import Client, LocalCluster
 
         duck_s, duck = timed(lambda: duckdb_query(endpoint), opts.runs)
@@ -247,7 +282,8 @@ def main() -> None:
             f"{time.perf_counter() - t:.2f} s, {merged.num_rows:,} trades"
         )
     finally:
-        server.stop()
+        server.terminate()
+        server.wait()
 
 
 if __name__ == "__main__":
