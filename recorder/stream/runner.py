@@ -489,7 +489,9 @@ class StreamRunner:
         if conn in self._journaled:
             self._journaled.discard(conn)
             self._stats.connected -= 1
-            self.journal.disconnected(conn.conn_id, reason)
+            # a connection that died (not closed by us) listened until it last received anything
+            last_rx_us = None if conn.closed_by_us else self._last_rx_us(conn)
+            self.journal.disconnected(conn.conn_id, reason, last_rx_us=last_rx_us)
             self._note_lost(conn)
         if slot.active is not conn:
             return
@@ -529,13 +531,21 @@ class StreamRunner:
         from a little before the last byte it received."""
         if not conn.lost or self._stop.is_set():
             return
-        now_us = self._clock() // 1000
-        rx_s = conn.last_rx_s
-        last_rx_us = now_us if rx_s is None else now_us - int((time.monotonic() - rx_s) * 1_000_000)
+        last_rx_us = self._last_rx_us(conn)
         open_conns = self._journaled
         for symbol in conn.lost:
             if symbol in self._wanted and not any(symbol in c.subscribed for c in open_conns):
                 self._down_since.setdefault(symbol, last_rx_us)
+
+    def _last_rx_us(self, conn: Connection) -> int:
+        """Wall-clock µs `conn` last received anything (now if it never opened): its last byte,
+        or the receive stamp of its last frame read if later (stamped when it was parsed)."""
+        now_us = self._clock() // 1000
+        rx_s = conn.last_rx_s
+        if rx_s is None:
+            return now_us
+        last_rx_us = now_us - int((time.monotonic() - rx_s) * 1_000_000)
+        return max(last_rx_us, conn.last_frame_us or last_rx_us)
 
     def _resumed(self, symbol: str, since_us: int, now_us: int) -> None:
         """`symbol` listens again after not listening since `since_us`."""
