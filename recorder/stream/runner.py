@@ -37,6 +37,7 @@ from pumpwatch.recorder.stream.backoff import Backoff
 from pumpwatch.recorder.stream.connection import RATE_LIMIT_DEFAULT_WAIT_S, ConnectFailed, Connection
 from pumpwatch.recorder.stream.continuity import IdContinuity, IdHole, Missing, Resumed
 from pumpwatch.recorder.stream.dedupe import Deduper
+from pumpwatch.recorder.stream.endpoints import redundant_ws_url_for
 from pumpwatch.recorder.stream.ingest import FrameIngest
 from pumpwatch.recorder.stream.journal import Journal, NullJournal
 from pumpwatch.recorder.stream.logcontext import StreamLog
@@ -113,7 +114,9 @@ class StreamRunner:
         self._stats = RunnerStats()
         self.dedupe = Deduper(adapter.dedupe_key)
         self._known: dict[str, Instrument] = {}  # every instrument ever wanted: late frames still parse
-        self.redundant_ws_url = redundant_ws_url or ws_url
+        # the second connection's endpoint: given, else the exchange's other documented one when
+        # `ws_url` is a documented one (never away from a local or private URL), else `ws_url`
+        self.redundant_ws_url = redundant_ws_url or redundant_ws_url_for(adapter.stream, ws_url) or ws_url
         self._on_missing = on_missing
         # Trade-id continuity: only where ids count up by one per trade and symbol.
         self.ids = IdContinuity(int(id_grace_s * 1_000_000)) if contiguous_ids else None
