@@ -33,7 +33,8 @@ Completeness (issue 10, `completeness_from_events`) builds on that, per stream a
 - The **gaps** are the not-listening spans ∪ the ``id_gap`` spans of that base (a hole in
   contiguous trade ids while listening) ∪ the ``unrepaired`` spans of that base (a failed
   repair names a span that misses trades even where the connection state shows none: a push
-  skipped right after a reconnect runs from before the gap to the first trade after it).
+  skipped right after a reconnect runs from before the gap to the first trade after it; counted
+  up to its closed end exclusive, as the trade there was received).
   A part that is a gap only through ``unrepaired`` events concerns only the symbols they name.
 - The **symbols** a gap must be repaired for are those of that base the stream records in the
   window: acked at the window start or by a ``subscribed`` inside it; failing that, every
@@ -546,8 +547,12 @@ def unrepaired_only_spans(
     """The parts of ``unrepaired`` spans outside `gaps`, clipped to the closed window: a repair
     that failed for a span the connection state does not show as a gap (a push skipped right
     after a reconnect: the span runs from before the gap to the first trade after it)."""
+    # up to the span's closed end, exclusive: the trade there (the first after a skipped push) was
+    # received, and a repair that names a gap's end as its closed end claims no µs past the gap
     spans = merge_spans(
-        (max(e.start_us, start_us), min(e.end_us, end_us + 1)) for e in span_events if e.kind == "unrepaired"
+        (max(e.start_us, start_us), min(e.end_us - 1, end_us + 1))
+        for e in span_events
+        if e.kind == "unrepaired"
     )
     out: list[Span] = []
     for a, b in spans:

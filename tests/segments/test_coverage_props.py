@@ -203,7 +203,10 @@ def reference_point(
     if not in_gap:
         # a failed repair names a gap of its own, for the symbols it names (issue 10)
         named = {
-            e["symbol"] for e in ours if e["event"] == "unrepaired" and _covers(e, "start_us", "end_us", t)
+            # (up to its closed end, exclusive)
+            e["symbol"]
+            for e in ours
+            if e["event"] == "unrepaired" and e["start_us"] <= t < e["end_us"]
         }
         if not named:
             return None

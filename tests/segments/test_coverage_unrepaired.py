@@ -51,7 +51,7 @@ def test_a_failed_repair_past_the_resume_is_missing_with_its_exact_span(tmp_path
     comp = completeness_from_events(_journal(tmp_path), 1_010, 2_000, base="A", now_us=3_000)
     assert comp.state == "incomplete"
     assert [(m.start_us, m.end_us, m.reason, m.symbols) for m in comp.missing] == [
-        (1_090, 1_301, "exchange_error", ("AUSDT",))
+        (1_090, 1_300, "exchange_error", ("AUSDT",))
     ]
     assert comp.listening.gaps == [(1_095, 1_120)]  # the connection state alone
 
@@ -62,7 +62,7 @@ def test_the_same_span_repaired_later_is_repaired(tmp_path: Any) -> None:
     )
     assert comp.state == "repaired"
     assert not comp.missing
-    assert [(r.start_us, r.end_us) for r in comp.repaired] == [(1_090, 1_301)]
+    assert [(r.start_us, r.end_us) for r in comp.repaired] == [(1_090, 1_300)]
 
 
 def test_outside_the_gap_only_the_named_symbol_is_missing(tmp_path: Any) -> None:
@@ -75,7 +75,7 @@ def test_outside_the_gap_only_the_named_symbol_is_missing(tmp_path: Any) -> None
     assert got == [
         (1_090, 1_095, ("AUSDT",)),
         (1_095, 1_120, ("AUSDC", "AUSDT")),
-        (1_120, 1_301, ("AUSDT",)),
+        (1_120, 1_300, ("AUSDT",)),
     ]
 
 
