@@ -3,7 +3,9 @@
 Rules (docs/operations.md repeats them for users):
 
 - A connection listens from its `subscribed` event (the exchange's ack) until its
-  `disconnected`; `unsubscribed` removes the named symbols from it. A `connected` event alone
+  `disconnected`, or until that event's ``last_rx_us`` (the last frame or byte it received,
+  written when it died rather than being closed by the recorder: a stall the watchdog noticed
+  late is not listening); `unsubscribed` removes the named symbols from it. A `connected` event alone
   does not listen, and a repeated `connected` for the same id starts that connection afresh.
 - With ``base`` given, only connections whose acked subscriptions include that base count: a
   drop of the connection carrying base X is a gap for X even while other connections are up.
@@ -29,7 +31,11 @@ Rules (docs/operations.md repeats them for users):
 Completeness (issue 10, `completeness_from_events`) builds on that, per stream and base:
 
 - The **gaps** are the not-listening spans ∪ the ``id_gap`` spans of that base (a hole in
-  contiguous trade ids while listening).
+  contiguous trade ids while listening) ∪ the ``unrepaired`` spans of that base (a failed
+  repair names a span that misses trades even where the connection state shows none: a push
+  skipped right after a reconnect runs from before the gap to the first trade after it; counted
+  up to its closed end exclusive, as the trade there was received).
+  A part that is a gap only through ``unrepaired`` events concerns only the symbols they name.
 - The **symbols** a gap must be repaired for are those of that base the stream records in the
   window: acked at the window start or by a ``subscribed`` inside it; failing that, every
   symbol ever acked for the base in the journal; failing that, the symbols the base's
@@ -91,10 +97,12 @@ class Coverage:
 
 @dataclass
 class ConnState:
-    """Acked subscriptions of one open connection."""
+    """Acked subscriptions of one open connection, and since when it counts (for the replay's
+    base)."""
 
     symbols: dict[str, str | None] = field(default_factory=dict)  # exchange symbol -> base
     loose_bases: set[str] = field(default_factory=set)  # bases not given parallel to symbols
+    since: int | None = None  # when it started counting for the replay's base; None: it does not
 
     def subscribe(self, symbols: list[Any], bases: list[Any]) -> None:
         if len(symbols) == len(bases):
@@ -128,15 +136,20 @@ def _list_field(event: dict[str, Any], key: str) -> list[Any]:
 class Replay:
     """The journal's connection state machine, fed one event at a time in file order.
 
-    `intervals` collects the closed listening spans for `base`; `conns` is the state after the
-    last event fed; `last_ts` that event's (monotonic-clamped) time.
+    `intervals` collects the closed listening spans for `base`, one per connection and counting
+    stretch (they may overlap: `finish` merges them); `conns` is the state after the last event
+    fed; `last_ts` that event's (monotonic-clamped) time.
+
+    A ``disconnected`` event with ``last_rx_us`` (the last frame or byte the connection received,
+    written when the connection died rather than being closed by the recorder) ends that
+    connection's listening there, not at the event's time: a stall the watchdog noticed 30-90 s
+    late is no listening. Without the field (older journals) it ends at the event.
     """
 
     base: str | None = None
     conns: dict[str, ConnState] = field(default_factory=dict)
     intervals: list[tuple[int, int]] = field(default_factory=list)
     last_ts: int | None = None
-    listening_since: int | None = None
     run_first: int = 0  # index in `intervals` of the current run's first span (since `start`)
 
     def feed(self, event: dict[str, Any]) -> int:
@@ -149,18 +162,23 @@ class Replay:
         if kind == "start":
             if self.conns and self.last_ts is not None:
                 # the previous process crashed: its connections ended with its last sign of life
-                self._close_at(self.last_ts)
+                self._close_all(self.last_ts)
             self.conns.clear()
             self.run_first = len(self.intervals)
         elif kind == "crashed":
-            durable = event.get("durable_us")
-            if isinstance(durable, int) and not isinstance(durable, bool):
+            durable = _int_field(event, "durable_us")
+            if durable is not None:
                 self._end_run_at(min(durable, ts))
+            self._close_all(ts)
             self.conns.clear()
         elif kind == "stop":
+            self._close_all(ts)
             self.conns.clear()
         elif isinstance(conn, str):
             if kind == "connected":
+                old = self.conns.get(conn)
+                if old is not None:
+                    self._close(old, ts)
                 self.conns[conn] = ConnState()
             elif kind == "subscribed":
                 self.conns.setdefault(conn, ConnState()).subscribe(
@@ -169,7 +187,13 @@ class Replay:
             elif kind == "unsubscribed" and conn in self.conns:
                 self.conns[conn].unsubscribe(_list_field(event, "symbols"), _list_field(event, "bases"))
             elif kind == "disconnected":
-                self.conns.pop(conn, None)
+                state = self.conns.pop(conn, None)
+                if state is not None:
+                    end = ts
+                    last_rx = _int_field(event, "last_rx_us")
+                    if last_rx is not None and state.since is not None:
+                        end = min(ts, max(state.since, last_rx))
+                    self._close(state, end)
         self._update(ts)
         self.last_ts = ts
         return ts
@@ -178,33 +202,40 @@ class Replay:
         """Whether some open connection counts for `base` right now."""
         return any(c.listens(self.base) for c in self.conns.values())
 
+    def _close(self, state: ConnState, end: int) -> None:
+        if state.since is not None:
+            if end > state.since:  # an empty span (same-µs flap) is no listening
+                self.intervals.append((state.since, end))
+            state.since = None
+
+    def _close_all(self, end: int) -> None:
+        for state in self.conns.values():
+            self._close(state, end)
+
     def _end_run_at(self, end_us: int) -> None:
         """The current run listened until `end_us` at the latest: clip its spans there."""
-        if self.listening_since is not None:
-            self._close_at(max(end_us, self.listening_since))
+        for state in self.conns.values():
+            if state.since is not None:
+                self._close(state, max(end_us, state.since))
         run = [(a, min(b, end_us)) for a, b in self.intervals[self.run_first :] if a < end_us]
         del self.intervals[self.run_first :]
         self.intervals.extend(run)
 
-    def _close_at(self, ts: int) -> None:
-        if self.listening_since is not None:
-            if ts > self.listening_since:  # an empty span (same-µs flap) is no listening
-                self.intervals.append((self.listening_since, ts))
-            self.listening_since = None
-
     def _update(self, ts: int) -> None:
-        now_listening = self.listening()
-        if now_listening and self.listening_since is None:
-            self.listening_since = ts
-        elif not now_listening and self.listening_since is not None:
-            self._close_at(ts)
+        for state in self.conns.values():
+            counts = state.listens(self.base)
+            if counts and state.since is None:
+                state.since = ts
+            elif not counts and state.since is not None:
+                self._close(state, ts)
 
     def finish(self, tail_end_us: int) -> list[tuple[int, int]]:
-        """All listening spans, the open one (if any) ending at `tail_end_us`."""
+        """All listening spans, merged and sorted, the open ones (if any) ending at `tail_end_us`."""
         spans = list(self.intervals)
-        if self.listening_since is not None:
-            spans.append((self.listening_since, max(self.listening_since, tail_end_us)))
-        return spans
+        for state in self.conns.values():
+            if state.since is not None:
+                spans.append((state.since, max(state.since, tail_end_us)))
+        return merge_spans(spans)
 
 
 def listening_spans(
@@ -510,21 +541,56 @@ def _piece(
     return "missing", (reason,), missing
 
 
+def unrepaired_only_spans(
+    span_events: Sequence[SpanEvent], gaps: Sequence[Span], start_us: int, end_us: int
+) -> list[Span]:
+    """The parts of ``unrepaired`` spans outside `gaps`, clipped to the closed window: a repair
+    that failed for a span the connection state does not show as a gap (a push skipped right
+    after a reconnect: the span runs from before the gap to the first trade after it)."""
+    # up to the span's closed end, exclusive: the trade there (the first after a skipped push) was
+    # received, and a repair that names a gap's end as its closed end claims no µs past the gap
+    spans = merge_spans(
+        (max(e.start_us, start_us), min(e.end_us - 1, end_us + 1))
+        for e in span_events
+        if e.kind == "unrepaired"
+    )
+    out: list[Span] = []
+    for a, b in spans:
+        cursor = a
+        for g0, g1 in gaps:
+            if g1 <= cursor or g0 >= b:
+                continue
+            if g0 > cursor:
+                out.append((cursor, g0))
+            cursor = max(cursor, g1)
+        if cursor < b:
+            out.append((cursor, b))
+    return out
+
+
 def classify_gaps(
     gaps: Sequence[Span],
     span_events: Sequence[SpanEvent],
     symbols: Sequence[str],
     damaged: Sequence[Span] = (),
+    failed_only: Sequence[Span] = (),
 ) -> tuple[list[RepairedSpan], list[MissingSpan]]:
-    """Split each gap into repaired and missing spans (see the module doc); pure."""
+    """Split each gap into repaired and missing spans (see the module doc); pure. Inside
+    `failed_only` (gaps only because an ``unrepaired`` event names them, `unrepaired_only_spans`)
+    a piece concerns only the symbols such events name there."""
     repaired: list[RepairedSpan] = []
     missing: list[MissingSpan] = []
     for a, b in gaps:
         near = [e for e in span_events if e.start_us < b and e.end_us > a]
         bounds = {t for e in near for t in (e.start_us, e.end_us)} | {t for d in damaged for t in d}
+        bounds |= {t for f in failed_only for t in f}
         cuts = sorted({a, b} | {t for t in bounds if a < t < b})
         for x, y in itertools.pairwise(cuts):
-            kind, labels, lacking = _piece(x, symbols, [e for e in near if e.start_us <= x < e.end_us])
+            covering = [e for e in near if e.start_us <= x < e.end_us]
+            concerned = symbols
+            if any(f0 <= x < f1 for f0, f1 in failed_only):
+                concerned = tuple(sorted({e.symbol for e in covering if e.kind == "unrepaired"}))
+            kind, labels, lacking = _piece(x, concerned, covering)
             if kind == "missing" and any(d0 <= x < d1 for d0, d1 in damaged):
                 labels = (DAMAGED,)
             if kind == "repaired":
@@ -580,7 +646,10 @@ def completeness_from_events(
     symbols = recorded_symbols(conn_events, base, start_us, end_us)
     if not symbols:
         symbols = tuple(sorted({e.symbol for e in span_events}))
-    repaired, missing = classify_gaps(gaps, span_events, symbols, unreadable)
+    # a failed repair of a span the connection state does not show as a gap is a gap too
+    failed_only = unrepaired_only_spans(span_events, gaps, start_us, end_us)
+    gaps = merge_spans([*gaps, *failed_only])
+    repaired, missing = classify_gaps(gaps, span_events, symbols, unreadable, failed_only)
     state = STATE_COMPLETE if not gaps else STATE_INCOMPLETE if missing else STATE_REPAIRED
     return Completeness(state, listening, gaps, holes, repaired, missing, symbols, end_us)
 

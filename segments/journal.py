@@ -209,9 +209,14 @@ class EventJournal:
             fields["bases"] = list(bases)
         self.record("unsubscribed", conn=conn, **fields)
 
-    def disconnected(self, conn: str, reason: str) -> None:
-        """`conn` closed or failed: it no longer listens to anything."""
-        self.record("disconnected", conn=conn, reason=reason)
+    def disconnected(self, conn: str, reason: str, last_rx_us: int | None = None) -> None:
+        """`conn` closed or failed: it no longer listens to anything. `last_rx_us`, given when it
+        died rather than being closed by the recorder, is when it last received anything (a
+        frame, a pong): coverage ends its listening there (a stall the watchdog noticed late)."""
+        if last_rx_us is None:
+            self.record("disconnected", conn=conn, reason=reason)
+        else:
+            self.record("disconnected", conn=conn, reason=reason, last_rx_us=int(last_rx_us))
 
     def gap_start(self, reason: str) -> None:
         """Informational: the runner saw the stream stop listening (coverage derives gaps from

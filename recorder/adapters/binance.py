@@ -34,6 +34,15 @@ from pumpwatch.timeunits import US_PER_MS
 SPOT_DOC = "https://developers.binance.com/docs/binance-spot-api-docs/web-socket-streams"
 FUTURES_DOC = "https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams"
 
+# Documented WebSocket bases serving the same spot streams: ``stream.binance.com`` on 9443 or 443,
+# and the market-data-only ``data-stream.binance.vision``. With `recorder.redundancy: 2` the
+# second connection goes to the other host (`recorder/stream/endpoints.py`). Futures documents
+# one base (``fstream.binance.com``, routed), so its two connections share it.
+SPOT_WS_URLS = ("wss://stream.binance.com:9443", "wss://stream.binance.com:443")
+SPOT_MARKET_DATA_WS_URL = "wss://data-stream.binance.vision"
+REDUNDANT_WS_URLS = dict.fromkeys(SPOT_WS_URLS, SPOT_MARKET_DATA_WS_URL) | {
+    SPOT_MARKET_DATA_WS_URL: SPOT_WS_URLS[0]
+}
 _ON_BOOK = "MARKET"  # off-book prints of the futures @trade variant (X) are not market trades (DESIGN §3)
 _TRADE_EVENTS = ("trade", "aggTrade")
 # Trade times at or above this are µs (timeUnit=MICROSECOND), below it ms: 1e14 µs is 1973 and

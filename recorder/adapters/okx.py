@@ -37,6 +37,15 @@ from pumpwatch.timeunits import US_PER_MS
 
 DOC_URL = "https://www.okx.com/docs-v5/en/#order-book-trading-market-data-ws-all-trades-channel"
 
+# OKX documents its production WebSocket service twice: ``ws.okx.com`` and the AWS-hosted
+# ``wsaws.okx.com`` (same port and paths). With `recorder.redundancy: 2` the second connection
+# goes to the other one (`recorder/stream/endpoints.py`).
+_OKX_WS_HOSTS = ("wss://ws.okx.com:8443", "wss://wsaws.okx.com:8443")
+REDUNDANT_WS_URLS = {
+    f"{a}/ws/v5/{path}": f"{b}/ws/v5/{path}"
+    for path in ("public", "business")
+    for a, b in (_OKX_WS_HOSTS, _OKX_WS_HOSTS[::-1])
+}
 _CHANNELS = ("trades-all", "trades")
 _PONGS = ("pong", b"pong")
 _INST_RE = re.compile(r"instId:([A-Za-z0-9_-]+)")

@@ -142,6 +142,8 @@ class Connection:
         self.opened_s: float | None = None  # monotonic time the WebSocket opened
         self.subscribed_s: float | None = None  # monotonic time the runner declared it serving
         self.end_reason: str | None = None
+        self.closed_by_us = False  # ended by `close` (a rotation, a stop), not by dying
+        self.last_frame_us: int | None = None  # the receive stamp of the last frame read
         self.ended = asyncio.Event()
         self._ws: _TimedConnection | None = None
         self._welcome = asyncio.Event()
@@ -346,7 +348,8 @@ class Connection:
         try:
             while True:
                 frame = await ws.recv()
-                ctl = process(frame, clock() // ns_per_us)
+                self.last_frame_us = recv_us = clock() // ns_per_us
+                ctl = process(frame, recv_us)
                 if ctl is not None:
                     self._control(ctl)
         except ConnectionClosed as exc:
@@ -422,6 +425,8 @@ class Connection:
 
     async def close(self, reason: str) -> None:
         """Close with a handshake (bounded by CLOSE_TIMEOUT_S) and wait until it is over."""
+        if not self.ended.is_set():
+            self.closed_by_us = True
         if self.end_reason is None:
             self.end_reason = reason
         ws = self._ws

@@ -37,6 +37,7 @@ from pumpwatch.recorder.stream.backoff import Backoff
 from pumpwatch.recorder.stream.connection import RATE_LIMIT_DEFAULT_WAIT_S, ConnectFailed, Connection
 from pumpwatch.recorder.stream.continuity import IdContinuity, IdHole, Missing, Resumed
 from pumpwatch.recorder.stream.dedupe import Deduper
+from pumpwatch.recorder.stream.endpoints import redundant_ws_url_for
 from pumpwatch.recorder.stream.ingest import FrameIngest
 from pumpwatch.recorder.stream.journal import Journal, NullJournal
 from pumpwatch.recorder.stream.logcontext import StreamLog
@@ -113,7 +114,9 @@ class StreamRunner:
         self._stats = RunnerStats()
         self.dedupe = Deduper(adapter.dedupe_key)
         self._known: dict[str, Instrument] = {}  # every instrument ever wanted: late frames still parse
-        self.redundant_ws_url = redundant_ws_url or ws_url
+        # the second connection's endpoint: given, else the exchange's other documented one when
+        # `ws_url` is a documented one (never away from a local or private URL), else `ws_url`
+        self.redundant_ws_url = redundant_ws_url or redundant_ws_url_for(adapter.stream, ws_url) or ws_url
         self._on_missing = on_missing
         # Trade-id continuity: only where ids count up by one per trade and symbol.
         self.ids = IdContinuity(int(id_grace_s * 1_000_000)) if contiguous_ids else None
@@ -489,7 +492,9 @@ class StreamRunner:
         if conn in self._journaled:
             self._journaled.discard(conn)
             self._stats.connected -= 1
-            self.journal.disconnected(conn.conn_id, reason)
+            # a connection that died (not closed by us) listened until it last received anything
+            last_rx_us = None if conn.closed_by_us else self._last_rx_us(conn)
+            self.journal.disconnected(conn.conn_id, reason, last_rx_us=last_rx_us)
             self._note_lost(conn)
         if slot.active is not conn:
             return
@@ -529,13 +534,21 @@ class StreamRunner:
         from a little before the last byte it received."""
         if not conn.lost or self._stop.is_set():
             return
-        now_us = self._clock() // 1000
-        rx_s = conn.last_rx_s
-        last_rx_us = now_us if rx_s is None else now_us - int((time.monotonic() - rx_s) * 1_000_000)
+        last_rx_us = self._last_rx_us(conn)
         open_conns = self._journaled
         for symbol in conn.lost:
             if symbol in self._wanted and not any(symbol in c.subscribed for c in open_conns):
                 self._down_since.setdefault(symbol, last_rx_us)
+
+    def _last_rx_us(self, conn: Connection) -> int:
+        """Wall-clock µs `conn` last received anything (now if it never opened): its last byte,
+        or the receive stamp of its last frame read if later (stamped when it was parsed)."""
+        now_us = self._clock() // 1000
+        rx_s = conn.last_rx_s
+        if rx_s is None:
+            return now_us
+        last_rx_us = now_us - int((time.monotonic() - rx_s) * 1_000_000)
+        return max(last_rx_us, conn.last_frame_us or last_rx_us)
 
     def _resumed(self, symbol: str, since_us: int, now_us: int) -> None:
         """`symbol` listens again after not listening since `since_us`."""

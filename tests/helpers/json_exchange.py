@@ -251,8 +251,8 @@ class RecordingJournal:
     def unsubscribed(self, conn: str, symbols: list[str]) -> None:
         self._add("unsubscribed", conn=conn, symbols=list(symbols))
 
-    def disconnected(self, conn: str, reason: str) -> None:
-        self._add("disconnected", conn=conn, reason=reason)
+    def disconnected(self, conn: str, reason: str, last_rx_us: int | None = None) -> None:
+        self._add("disconnected", conn=conn, reason=reason, last_rx_us=last_rx_us)
 
     def gap_start(self, reason: str) -> None:
         self._add("gap_start", reason=reason)

@@ -43,7 +43,7 @@ class Recorder:
         events = self.events
 
         def note(name: str) -> Any:
-            return lambda *args: events.append((name, args))
+            return lambda *args, **kwargs: events.append((name, args))
 
         names = (
             "connected",

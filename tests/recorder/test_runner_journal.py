@@ -47,8 +47,9 @@ class UsJournal:
     def unsubscribed(self, conn: str, symbols: list[str]) -> None:
         self._add("unsubscribed", conn, symbols=list(symbols))
 
-    def disconnected(self, conn: str, reason: str) -> None:
-        self._add("disconnected", conn, reason=reason)
+    def disconnected(self, conn: str, reason: str, last_rx_us: int | None = None) -> None:
+        extra = {} if last_rx_us is None else {"last_rx_us": last_rx_us}
+        self._add("disconnected", conn, reason=reason, **extra)
 
     def gap_start(self, reason: str) -> None:
         self._add("gap_start", reason=reason)
