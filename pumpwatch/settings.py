@@ -58,6 +58,8 @@ class StorageSettings:
     min_free_disk_mb: int = 2048  # below this free space the oldest segments are evicted
     compression_level: int = 3  # zstd level of record batches
     queue_warn_rows: int = 1_000_000  # log a warning when this many rows wait for the disk
+    archive: bool = True  # `record` writes every sealed hour as Parquet to data/archive/ too
+    archive_retention_s: float = 90 * _DAY_S  # archive files older than this are deleted; 0 = never
 
 
 @dataclass
@@ -181,6 +183,26 @@ class LoggingSettings:
 
 
 @dataclass
+class RemoteBlock:
+    """The ``remote:`` block (issue 14): the shared object store. Same names and defaults as
+    `pumpwatch.segments.remote.RemoteSettings`, which validates it (`remote_settings`)."""
+
+    url: str = ""  # s3://bucket/prefix; empty = no remote store
+    endpoint_url: str = ""  # http(s)://host:port of an S3-compatible store; empty = AWS
+    region: str = "us-east-1"
+    recorder_id: str = ""  # empty = this host's name
+    upload_interval_s: float = 30.0
+    max_files_per_round: int = 200
+    max_bytes_per_round: int = 512 * 1024 * 1024
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 300.0
+    journal_grace_s: float = 60.0
+    upload_segments: bool = False
+    connect_timeout_s: float = 5.0
+    request_timeout_s: float = 60.0
+
+
+@dataclass
 class Settings:
     data_dir: str = "./data"
     storage: StorageSettings = field(default_factory=StorageSettings)
@@ -194,6 +216,7 @@ class Settings:
     upbit: UpbitSettings = field(default_factory=UpbitSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    remote: RemoteBlock = field(default_factory=RemoteBlock)
 
     @property
     def data_path(self) -> Path:
@@ -359,6 +382,11 @@ def validate(settings: Settings) -> Settings:
         raise ConfigError("recorder.symbols_file: must name a file")
     if not isinstance(logging.getLevelName(settings.logging.level.upper()), int):
         raise ConfigError(f"logging.level: unknown level {settings.logging.level!r}")
+    if 0 < settings.storage.archive_retention_s < US_PER_HOUR / US_PER_S:
+        raise ConfigError(
+            "storage.archive_retention: must be 0 (keep forever) or at least 1h, "
+            f"got {settings.storage.archive_retention_s:g} s"
+        )
     if settings.metrics.enabled and not settings.metrics.host:
         raise ConfigError("metrics.host: must name an address to listen on")
     return settings

@@ -153,6 +153,67 @@ class StreamMetrics:
             self.repair_queue.labels(stream).set(repair.queued)
 
 
+class HousekeepingMetrics:
+    """What the housekeeping child (recorder/housekeeping.py) publishes: the archive's lag and,
+    with a remote store, the upload backlog, failures and last success (docs/remote.md)."""
+
+    def __init__(self, failures_before: int = 0, *, remote: bool = True) -> None:
+        from prometheus_client import Counter, Gauge
+
+        self.archive_pending = Gauge(
+            "pumpwatch_archive_pending_hours",
+            "Sealed stream-hours whose Parquet archive file is missing or out of date",
+            multiprocess_mode="livemax",
+        )
+        self.archive_lag = Gauge(
+            "pumpwatch_archive_lag_seconds",
+            "Seconds since the oldest sealed segment not yet in the archive was sealed (0: none)",
+            multiprocess_mode="livemax",
+        )
+        self.archive_newest = Gauge(
+            "pumpwatch_archive_newest_hour_timestamp_seconds",
+            "Start of the newest hour with an up-to-date archive file",
+            multiprocess_mode="max",
+        )
+        self.archive_failures = Counter("pumpwatch_archive_failures", "Archive rounds that failed")
+        self.remote = remote
+        self._failures_seen = failures_before
+        if not remote:  # no remote store: no upload series at all
+            return
+        self.backlog_files = Gauge(
+            "pumpwatch_upload_backlog_files",
+            "Sealed files not yet in the remote store",
+            multiprocess_mode="livemax",
+        )
+        self.backlog_bytes = Gauge(
+            "pumpwatch_upload_backlog_bytes", "Bytes not yet in the remote store", multiprocess_mode="livemax"
+        )
+        self.upload_failures = Counter("pumpwatch_upload_failures", "Failed upload rounds")
+        self.last_success = Gauge(
+            "pumpwatch_upload_last_success_timestamp_seconds",
+            "Time of the last successful upload",
+            multiprocess_mode="max",
+        )
+
+    def update(self, backlog: Any, upload: Any) -> None:
+        """Publish an `archive.ArchiveBacklog` (None: unknown) and an `upload.UploadStatus`
+        (None: no remote store)."""
+        if backlog is not None:
+            self.archive_pending.set(backlog.pending_hours)
+            self.archive_lag.set(backlog.lag_s(time.time_ns() // 1000))
+            if backlog.newest_archived_hour_us is not None:
+                self.archive_newest.set(backlog.newest_archived_hour_us / US_PER_S)
+        if upload is None or not self.remote:
+            return
+        self.backlog_files.set(upload.backlog_files)
+        self.backlog_bytes.set(upload.backlog_bytes)
+        if upload.failures > self._failures_seen:
+            self.upload_failures.inc(upload.failures - self._failures_seen)
+        self._failures_seen = max(self._failures_seen, upload.failures)
+        if upload.last_upload_us is not None:
+            self.last_success.set(upload.last_upload_us / US_PER_S)
+
+
 def watch_upbit(watcher: Any) -> None:
     """Register the supervisor's listing watcher for the metrics endpoint."""
     _watchers.append(watcher)

@@ -91,6 +91,9 @@ def check_record(settings: Settings, streams: Sequence[str]) -> None:
             build_adapter(stream, settings.streams[stream].options)
     check_symbols_file(settings.recorder.symbols_file)
     check_data_dir(settings.data_dir)
+    from pumpwatch.segments.remote import remote_settings
+
+    remote_settings(settings)  # a bad `remote:` block (url, recorder id…) is a ConfigError now
 
 
 def preflight_command(

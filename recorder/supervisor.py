@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from pumpwatch.errors import EXIT_FATAL
+from pumpwatch.recorder.housekeeping import keep_housekeeper
 from pumpwatch.settings import Settings
 from pumpwatch.streams import EXCHANGES, split_stream
 
@@ -310,6 +311,7 @@ async def keep_worker(
 
 async def _prune_loop(settings: Settings, stop: asyncio.Event) -> None:
     from pumpwatch.recorder.pending_windows import pending_windows
+    from pumpwatch.segments.remote import remote_settings
     from pumpwatch.segments.retention import prune
 
     while not stop.is_set():
@@ -327,6 +329,7 @@ async def _prune_loop(settings: Settings, stop: asyncio.Event) -> None:
                 protected_spans=pending_windows(
                     settings.data_dir, settings.extract.before_s, settings.extract.after_s
                 ),
+                remote=remote_settings(settings),  # nothing un-uploaded leaves the disk
             )
         except Exception:
             log.exception("retention prune failed; retrying in %.0f s", PRUNE_INTERVAL_S)
@@ -475,6 +478,7 @@ async def run_supervisor(
     services = [
         asyncio.create_task(_prune_loop(settings, stop)),
         asyncio.create_task(refresh.loop(stop)),
+        asyncio.create_task(keep_housekeeper(settings, config, stop)),  # archive + uploads, a nice'd child
     ]
     if settings.upbit.enabled:
         services.append(asyncio.create_task(_listing_loop(settings, stop, refresh.on_firing)))

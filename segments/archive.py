@@ -30,8 +30,8 @@ One lock (an exclusive ``flock`` on ``<data_dir>/archive/.lock``) serializes eve
 `archive_pending` may run from several threads or processes at once; readers need no lock.
 
 Retention: archive files whose hour ended more than ``retention_s`` ago (default 90 days,
-setting ``storage.archive_retention_s``) are deleted by `archive_pending`; hours that old are
-not archived any more.
+setting ``storage.archive_retention``; 0 keeps them) are deleted by `archive_pending`, with a
+remote store only once uploaded (its `may_delete`); hours that old are not archived any more.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -180,9 +180,11 @@ def archive_pending(
     since_us: int | None = None,
     row_group_rows: int = ROW_GROUP_ROWS,
     compression_level: int = COMPRESSION_LEVEL,
+    may_delete: Callable[[Path], bool] | None = None,
 ) -> ArchiveReport:
     """Bring the archive up to date: (re)build every hour whose sealed segments are not all in
-    its archive file, then delete archive files older than `retention_s` (None keeps them).
+    its archive file, then delete archive files older than `retention_s` (None or 0 keeps them)
+    for which `may_delete(path)` holds (with a remote store: only what is uploaded).
 
     Cheap when nothing is pending (a directory scan and one small manifest per stream-day) and
     safe to run from several threads or processes at once (they take turns: a caller that must
@@ -190,7 +192,7 @@ def archive_pending(
     exchanges) and `since_us` (only hours ending after it) narrow the run, e.g. for a back-fill.
     """
     now = time.time_ns() // 1000 if now_us is None else now_us
-    cutoff_us = None if retention_s is None else now - int(retention_s * US_PER_S)
+    cutoff_us = None if not retention_s else now - int(retention_s * US_PER_S)
     report = ArchiveReport()
     chosen = list(parse_streams(None if streams is None else list(streams)))
     with archive_lock(data_dir):
@@ -210,17 +212,69 @@ def archive_pending(
                 continue
             _build(data_dir, hour, manifests[directory], report, row_group_rows, compression_level)
         if cutoff_us is not None:
-            report.pruned = _prune(data_dir, chosen, cutoff_us)
+            report.pruned = _prune(data_dir, chosen, cutoff_us, may_delete)
     return report
 
 
+@dataclass(frozen=True)
+class ArchiveBacklog:
+    """Sealed hours whose archive file is missing or out of date (`archive_backlog`)."""
+
+    pending_hours: int  # stream-hours with sealed segments not (all) in their archive file
+    oldest_seal_us: int | None  # when the oldest of their segments was sealed (its mtime)
+    newest_pending_hour_us: int | None  # the newest such hour (start, µs)
+    newest_archived_hour_us: int | None  # the newest hour with an up-to-date archive file
+
+    def lag_s(self, now_us: int) -> float:
+        """Seconds since the oldest unarchived segment was sealed (0 when nothing is pending)."""
+        return 0.0 if self.oldest_seal_us is None else max(0.0, (now_us - self.oldest_seal_us) / US_PER_S)
+
+
+def archive_backlog(
+    data_dir: str | os.PathLike[str],
+    *,
+    now_us: int | None = None,
+    retention_s: float | None = ARCHIVE_RETENTION_S,
+    since_us: int | None = None,
+) -> ArchiveBacklog:
+    """What `archive_pending` would build now (read-only, no lock): for ``status`` and metrics.
+    Hours older than the archive retention are not counted (they are never archived)."""
+    now = time.time_ns() // 1000 if now_us is None else now_us
+    cutoff_us = None if not retention_s else now - int(retention_s * US_PER_S)
+    start = since_us if cutoff_us is None else max(since_us or cutoff_us, cutoff_us)
+    manifests: dict[Path, dict[str, list[Fingerprint]]] = {}
+    pending = 0
+    oldest: int | None = None
+    newest_pending: int | None = None
+    newest_done: int | None = None
+    for hour in _sealed_hours(data_dir, STREAMS, start_us=start):
+        if start is not None and hour.hour_us + US_PER_HOUR <= start:
+            continue
+        directory = archive_path(data_dir, hour.stream, hour.hour_us).parent
+        if directory not in manifests:
+            manifests[directory] = _read_manifest(directory)
+        if _is_current(data_dir, hour, manifests[directory]):
+            newest_done = max(newest_done or hour.hour_us, hour.hour_us)
+            continue
+        pending += 1
+        sealed = min(f.mtime_us for f in hour.sources)
+        oldest = sealed if oldest is None else min(oldest, sealed)
+        newest_pending = max(newest_pending or hour.hour_us, hour.hour_us)
+    return ArchiveBacklog(pending, oldest, newest_pending, newest_done)
+
+
 def prune_archive(
-    data_dir: str | os.PathLike[str], *, now_us: int | None = None, retention_s: float = ARCHIVE_RETENTION_S
+    data_dir: str | os.PathLike[str],
+    *,
+    now_us: int | None = None,
+    retention_s: float = ARCHIVE_RETENTION_S,
+    may_delete: Callable[[Path], bool] | None = None,
 ) -> list[Path]:
-    """Delete the archive files whose hour ended more than `retention_s` before `now_us`."""
+    """Delete the archive files whose hour ended more than `retention_s` before `now_us` (and for
+    which `may_delete(path)` holds)."""
     now = time.time_ns() // 1000 if now_us is None else now_us
     with archive_lock(data_dir):
-        return _prune(data_dir, STREAMS, now - int(retention_s * US_PER_S))
+        return _prune(data_dir, STREAMS, now - int(retention_s * US_PER_S), may_delete)
 
 
 @contextlib.contextmanager
@@ -450,11 +504,20 @@ def _remove_stale_temps(directory: Path) -> None:
 # --- retention ---------------------------------------------------------------------------------
 
 
-def _prune(data_dir: str | os.PathLike[str], streams: Iterable[str], cutoff_us: int) -> list[Path]:
+def _prune(
+    data_dir: str | os.PathLike[str],
+    streams: Iterable[str],
+    cutoff_us: int,
+    may_delete: Callable[[Path], bool] | None = None,
+) -> list[Path]:
     deleted: list[Path] = []
     touched: set[Path] = set()
+    held = 0
     for _stream, hour_us, path in list_archive(data_dir, streams):
         if hour_us + US_PER_HOUR > cutoff_us:
+            continue
+        if may_delete is not None and not may_delete(path):
+            held += 1  # not in the remote store yet: kept until it is
             continue
         try:
             path.unlink()
@@ -478,4 +541,6 @@ def _prune(data_dir: str | os.PathLike[str], streams: Iterable[str], cutoff_us: 
             directory.rmdir()
     if deleted:
         log.info("archive retention: deleted %d file(s) whose hour ended before the cutoff", len(deleted))
+    if held:
+        log.info("archive retention: kept %d expired file(s) not yet in the remote store", held)
     return deleted

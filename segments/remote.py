@@ -204,8 +204,9 @@ def remote_dataset(
     ``market`` and ``date`` as string columns from the hive path.
 
     Two recorders of the same stream both appear (one row per recorder that recorded the
-    trade); filter on ``recorder`` or de-duplicate by the trade key until the merged reader
-    exists. Hidden (``.``/``_``) names are skipped, as a local dataset does.
+    trade): filter on ``recorder``, or read with
+    `pumpwatch.segments.remote_read.read_remote_trades` for each trade once across recorders.
+    Hidden (``.``/``_``) names are skipped, as a local dataset does.
     """
     import pyarrow as pa
     import pyarrow.dataset as ds

@@ -11,6 +11,14 @@
 5. Journal lines older than ``retention_s`` are dropped, except the lines that still describe a
    connection open at the cutoff (without them coverage would forget it was listening).
 
+With a remote store (``remote``, issue 14) nothing leaves the disk before it is safely in the
+store: a sealed segment is deleted for retention only once it is uploaded (its archive hour is,
+when segments are not copied themselves), a journal line only once its hour is, so local
+retention applies at the later of "uploaded" and "older than the retention" and a network outage
+costs nothing. Under the free-disk floor the uploaded segments go first (after the frame
+files), the un-uploaded ones only when nothing else is left (the floor keeps `record` alive).
+Archive files are pruned by `archive.archive_pending` under the same rule.
+
 Never touched: an open ``_`` segment, the newest file of each stream in either tree (the
 one being written), and a file meeting a protected span (the window of a pending extraction).
 
@@ -26,7 +34,7 @@ import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pumpwatch.errors import StoreError
 from pumpwatch.segments.coverage import OUT_OF_BAND, Replay
@@ -36,6 +44,10 @@ from pumpwatch.segments.journal import now_us as wall_now_us
 from pumpwatch.segments.paths import HourlyFile, list_segments
 from pumpwatch.streams import STREAMS
 from pumpwatch.timeunits import US_PER_S
+
+if TYPE_CHECKING:
+    from pumpwatch.segments.remote import RemoteSettings
+    from pumpwatch.segments.upload import UploadedIndex
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +92,7 @@ class PruneReport:
     floor_bytes: int = 0
     below_floor: bool = False  # still under the floor with nothing left to evict
     dirs_removed: int = 0
+    held_for_upload: int = 0  # segments past retention kept because they are not uploaded yet
 
     def count(self, kind: str | None = None, reason: str | None = None) -> int:
         """Files deleted, optionally of one kind and/or for one reason."""
@@ -111,6 +124,7 @@ class PruneReport:
             "floor_bytes": self.floor_bytes,
             "below_floor": self.below_floor,
             "dirs_removed": self.dirs_removed,
+            "held_for_upload": self.held_for_upload,
             "files": [
                 {
                     "path": str(d.path),
@@ -152,15 +166,23 @@ def evict_to_floor(
     delete: Callable[[HourlyFile, str, str], None],
     dry_run: bool = False,
     log_below: bool = True,
+    uploaded: Callable[[Path], bool] | None = None,
 ) -> None:
     """While free disk (`free_now()`) is under ``report.floor_bytes``, `delete` the oldest files of
-    `pool` ((file, kind) pairs): every frame file first, then sealed segments, never one in
-    `keep`. Sets ``report.below_floor`` when nothing is left to evict."""
+    `pool` ((file, kind) pairs): every frame file first, then sealed segments (with `uploaded`,
+    those in the remote store before the others), never one in `keep`. Sets
+    ``report.below_floor`` when nothing is left to evict."""
     free = free_now()
     if free >= report.floor_bytes:
         return
     order = sorted((f for f in pool if f[1] == "frames"), key=lambda fk: fk[0].start_us)
-    order += sorted((f for f in pool if f[1] == "segment" and f[0].sealed), key=lambda fk: fk[0].start_us)
+    sealed = [f for f in pool if f[1] == "segment" and f[0].sealed]
+    if uploaded is not None:
+        first = {f[0].path for f in sealed if uploaded(f[0].path)}
+        sealed.sort(key=lambda fk: (fk[0].path not in first, fk[0].start_us))
+    else:
+        sealed.sort(key=lambda fk: fk[0].start_us)
+    order += sealed
     for f, kind in order:
         if free >= report.floor_bytes:
             break
@@ -186,6 +208,15 @@ def evict_to_floor(
                 free // 2**20,
                 report.floor_bytes // 2**20,
             )
+
+
+def uploaded_index(data_dir: Path, remote: RemoteSettings | None) -> UploadedIndex | None:
+    """The manifest's answers for retention, or None without a remote store."""
+    if remote is None or not remote.enabled:
+        return None
+    from pumpwatch.segments.upload import UploadedIndex
+
+    return UploadedIndex(data_dir, remote)
 
 
 def remove_file(path: Path, dry_run: bool) -> bool:
@@ -222,8 +253,10 @@ def prune(
     dry_run: bool = False,
     free_bytes: Callable[[Path], int] | None = None,
     protected_spans: Iterable[tuple[int, int]] = (),
+    remote: RemoteSettings | None = None,
 ) -> PruneReport:
     """Apply retention and the free-disk floor to the store under `data_dir` (see module doc).
+    With `remote` enabled, segments and journal lines past retention stay until uploaded.
     No file whose span meets one of `protected_spans` (µs, e.g. the windows of pending
     extractions, see `windows_protected`) is deleted, for retention or for the floor.
     A missing `data_dir` is a `StoreError`; a file that cannot be deleted is logged and skipped.
@@ -242,6 +275,7 @@ def prune(
     frames = list_frame_files(root)
     keep = protected_files(segs) | protected_files(frames) | in_windows(segs + frames, protected_spans)
     gone: set[Path] = set()
+    index = uploaded_index(root, remote)
 
     def delete(f: HourlyFile, kind: str, reason: str) -> None:
         if remove_file(f.path, dry_run):
@@ -249,9 +283,16 @@ def prune(
         gone.add(f.path)
 
     seg_cutoff = now - int(retention_s * US_PER_S)
+    held = 0
     for f in sorted(segs, key=lambda f: f.start_us):
         if f.sealed and f.path not in keep and f.hour_end_us <= seg_cutoff:
+            if index is not None and not index.file(f.path):
+                held += 1  # past retention but not in the remote store yet: kept until it is
+                continue
             delete(f, "segment", "retention")
+    if held:
+        report.held_for_upload = held
+        log.info("prune: kept %d segment(s) past retention that are not uploaded yet", held)
     frames_cutoff = now - int(frames_retention_s * US_PER_S)
     for f in sorted(frames, key=lambda f: f.start_us):
         if f.path not in keep and f.hour_end_us <= frames_cutoff:
@@ -277,13 +318,15 @@ def prune(
         free_now=free_now,
         delete=delete,
         dry_run=dry_run,
+        uploaded=None if index is None else index.file,
     )
     if not dry_run:
         report.dirs_removed = _prune_empty_date_dirs(root / SEGMENTS_DIR) + _prune_empty_date_dirs(
             root / FRAMES_DIR
         )
     for stream in STREAMS:
-        dropped = prune_journal(root, stream, cutoff_us=seg_cutoff, dry_run=dry_run)
+        cutoff = seg_cutoff if index is None else index.journal_cutoff(stream, seg_cutoff)
+        dropped = prune_journal(root, stream, cutoff_us=cutoff, dry_run=dry_run)
         if dropped:
             report.journal_lines_dropped[stream] = dropped
     report.free_bytes_after = free_now()

@@ -433,12 +433,16 @@ def store_status(
     min_free_disk_mb: float | None = None,
     heartbeat_s: float = 10.0,
     free_bytes: Callable[[Path], int] | None = None,
+    archive_retention_s: float | None = None,
+    remote: Any = None,
 ) -> dict[str, Any]:
     """Per-stream store figures, disk use and retention projection, as one JSON-ready dict.
 
     ``{"data_dir", "now_us", "retention_s", "frames_retention_s", "min_free_disk_mb", "trades",
-    "trades_last_hour", "disk": {...}, "retention": {...}, "streams": {stream: {...}}}``.
-    docs/operations.md lists every field. A missing data dir is a `StoreError`.
+    "trades_last_hour", "disk": {...}, "retention": {...}, "streams": {stream: {...}},
+    "archive": {...}, "upload": {...} | None}``. docs/operations.md lists every field
+    (``archive`` and ``upload``: docs/store.md and docs/remote.md). A missing data dir is a
+    `StoreError`. `remote` is a `remote.RemoteSettings` (None or disabled: no ``upload``).
     """
     root = Path(data_dir)
     if not root.is_dir():
@@ -479,4 +483,31 @@ def store_status(
         },
         "retention": _projection(streams, segs, frames, now, retention_s, frames_retention_s, free, floor),
         "streams": streams,
+        "archive": archive_figures(root, now, archive_retention_s),
+        "upload": upload_figures(root, now, remote),
     }
+
+
+def archive_figures(root: Path, now_us: int, retention_s: float | None) -> dict[str, Any]:
+    """The Parquet archive: its size, what is pending and since when (`archive.archive_backlog`)."""
+    from pumpwatch.segments.archive import ARCHIVE_DIR, archive_backlog
+
+    backlog = archive_backlog(root, now_us=now_us, retention_s=retention_s)
+    return {
+        "bytes": _dir_bytes(root / ARCHIVE_DIR) if (root / ARCHIVE_DIR).is_dir() else 0,
+        "pending_hours": backlog.pending_hours,
+        "lag_s": backlog.lag_s(now_us),
+        "oldest_pending_seal_us": backlog.oldest_seal_us,
+        "newest_pending_hour_us": backlog.newest_pending_hour_us,
+        "newest_archived_hour_us": backlog.newest_archived_hour_us,
+        "retention_s": retention_s,
+    }
+
+
+def upload_figures(root: Path, now_us: int, remote: Any) -> dict[str, Any] | None:
+    """`upload.upload_status` as a dict, or None without a remote store."""
+    if remote is None or not remote.enabled:
+        return None
+    from pumpwatch.segments.upload import upload_status
+
+    return dict(upload_status(root, remote, now_us).__dict__)

@@ -28,6 +28,7 @@ failure, and `status()` for ``status`` and metrics. Retention consults `is_uploa
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -102,7 +103,7 @@ class UploadStatus:
     backlog_bytes: int = 0
     uploaded_files: int = 0  # since this process started
     uploaded_bytes: int = 0
-    failures: int = 0  # failed puts since this process started
+    failures: int = 0  # failed rounds (carried over from the previous uploader of the data dir)
     consecutive_failures: int = 0
     last_upload_us: int | None = None  # last successful put (from the manifest: survives restarts)
     last_round_us: int | None = None
@@ -326,6 +327,68 @@ def pending_items(manifest: Manifest, items: list[Item]) -> list[Item]:
 # --- retention's questions ---------------------------------------------------------------------
 
 
+class UploadedIndex:
+    """Retention's questions against one read of the manifest (cheap to ask per file):
+    whether a local file, or a journal hour, is in `remote`'s store as it is now."""
+
+    def __init__(self, data_dir: str | os.PathLike[str], remote: RemoteSettings) -> None:
+        self.data_dir = Path(data_dir)
+        self.remote = remote
+        manifest = Manifest(self.data_dir, create=False)
+        try:
+            self._done = manifest.all()
+        finally:
+            manifest.close()
+
+    def file(self, path: str | os.PathLike[str]) -> bool:
+        """Whether the file at `path` is in the store as it is now. A sealed segment that is not
+        copied itself (``upload_segments`` off) counts as uploaded when the archive hour holding
+        it (``archive/…/date=<d>/<HH>.parquet``) is. A missing file is not "uploaded"."""
+        p = Path(path)
+        if self._as_is(p):
+            return True
+        seg = parse_segment_path(p)
+        if seg is not None and seg.sealed and not self.remote.upload_segments:
+            try:
+                rel = p.relative_to(self.data_dir / SEGMENTS_DIR)
+            except ValueError:
+                return False
+            return self._as_is(self.data_dir / ARCHIVE_DIR / rel.parent / f"{p.name[:2]}.parquet")
+        return False
+
+    def _as_is(self, f: Path) -> bool:
+        item = _file_item(self.data_dir, f, "")
+        if item is None:
+            return False
+        done = self._done.get(item.ident)
+        return (
+            done is not None and done[0] == destination(self.remote, item.ident) and done[1] == item.version
+        )
+
+    def journal_hour(self, stream: str, hour_us: int, lines: int) -> bool:
+        """Whether the store holds at least `lines` lines of `stream`'s journal hour."""
+        t = datetime.fromtimestamp(hour_us // US_PER_S, UTC)
+        done = self._done.get(f"{JOURNAL_DIR}/{stream}.ndjson#{t:%Y-%m-%dT%H}")
+        if done is None:
+            return False
+        key = destination(self.remote, f"{JOURNAL_DIR}/{stream}/date={t:%Y-%m-%d}/{t:%H}.ndjson")
+        return done[0] == key and int(done[1]) >= lines
+
+    def journal_cutoff(self, stream: str, cutoff_us: int) -> int:
+        """`cutoff_us`, moved back to the start of the oldest journal hour before it that is not
+        (completely) in the store: journal lines older than the result may be dropped."""
+        try:
+            data = (self.data_dir / JOURNAL_DIR / f"{stream}.ndjson").read_bytes()
+        except FileNotFoundError:
+            return cutoff_us
+        for hour_us, lines in sorted(journal_hours(data).items()):
+            if hour_us >= cutoff_us:
+                break
+            if not self.journal_hour(stream, hour_us, len(lines)):
+                return hour_us
+        return cutoff_us
+
+
 def is_uploaded(
     data_dir: str | os.PathLike[str], path: str | os.PathLike[str], remote: RemoteSettings
 ) -> bool:
@@ -334,27 +397,7 @@ def is_uploaded(
     A sealed segment that is not copied itself (``upload_segments`` off) counts as uploaded
     when the archive hour holding it (``archive/…/date=<d>/<HH>.parquet``) is. A file that
     does not exist any more is not "uploaded" (nothing to decide)."""
-    d = Path(data_dir)
-    p = Path(path)
-    manifest = Manifest(d, create=False)
-
-    def done_as_is(f: Path) -> bool:
-        item = _file_item(d, f, "")
-        if item is None:
-            return False
-        done = manifest.get(item.ident)
-        return done is not None and done[0] == destination(remote, item.ident) and done[1] == item.version
-
-    try:
-        if done_as_is(p):
-            return True
-        seg = parse_segment_path(p)
-        if seg is not None and seg.sealed and not remote.upload_segments:
-            rel = p.relative_to(d / SEGMENTS_DIR)
-            return done_as_is(d / ARCHIVE_DIR / rel.parent / f"{p.name[:2]}.parquet")
-        return False
-    finally:
-        manifest.close()
+    return UploadedIndex(data_dir, remote).file(path)
 
 
 def not_yet_uploaded(
@@ -436,12 +479,27 @@ class Uploader:
             url=remote.url,
             last_upload_us=self.manifest.last_upload_us(),
         )
+        self._carry_over()
         self._backoff_s = 0.0
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._round_lock = threading.Lock()
         self._made_dirs: set[str] = set()
+
+    def _carry_over(self) -> None:
+        """Keep the failure count of the previous uploader of this data dir (a restarted
+        `record`), so ``pumpwatch_upload_failures_total`` and `status` count across restarts."""
+        try:
+            saved = orjson.loads((self.data_dir / REMOTE_DIR / STATUS_NAME).read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            return
+        if saved.get("url") != self.remote.url or saved.get("recorder_id") != self.recorder_id:
+            return
+        with contextlib.suppress(TypeError, ValueError):
+            self._status.failures = int(saved.get("failures") or 0)
+            self._status.last_error = saved.get("last_error")
+            self._status.last_failure_us = saved.get("last_failure_us")
 
     def _put(self, path: str, data: bytes) -> None:
         """One atomic object put of `data` at `path` (``bucket/key``), its size checked."""
@@ -573,8 +631,10 @@ class Uploader:
             self._wake.wait(wait_s)
             self._wake.clear()
 
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop after the current put; the manifest stays consistent whatever the timing."""
+    def stop(self, timeout_s: float = 10.0, *, final_round: bool = False) -> None:
+        """Stop after the current put; the manifest stays consistent whatever the timing. With
+        `final_round`, one more round first (what was sealed at shutdown; a failure simply
+        leaves it pending for the next start)."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
@@ -583,4 +643,9 @@ class Uploader:
                 log.warning("upload thread still busy after %.1f s; leaving it", timeout_s)
                 return
             self._thread = None
+        if final_round:
+            try:
+                self.run_once()
+            except Exception:
+                log.exception("final upload round failed; the rest is uploaded at the next start")
         self.manifest.close()

@@ -40,7 +40,8 @@ def archive_cmd(
 
     Writes every sealed hour not archived yet, rebuilds the hours whose segments changed (a
     repair file, the rest of a restarted hour, a reparse), then deletes archive files older than
-    storage.archive_retention (default 90 days). The recorder does the same after each sealed
+    storage.archive_retention (default 90 days; 0 keeps them; with a remote store only
+    what is uploaded). The recorder does the same after each sealed
     segment. Prints a one-line summary.
     """
     since_us = _since_us(since) if since is not None else None
@@ -49,8 +50,18 @@ def archive_cmd(
     root = settings.data_path
     if not root.is_dir():
         raise StoreError(f"data dir {root} does not exist (nothing recorded yet?)")
-    from pumpwatch.segments.archive import ARCHIVE_RETENTION_S, archive_pending, archive_root
+    from pumpwatch.segments.archive import archive_pending, archive_root
+    from pumpwatch.segments.remote import remote_settings
+    from pumpwatch.segments.upload import UploadedIndex
 
-    retention_s = getattr(settings.storage, "archive_retention_s", ARCHIVE_RETENTION_S)
-    report = archive_pending(root, streams=chosen, since_us=since_us, retention_s=retention_s)
+    remote = remote_settings(settings)
+    # with a remote store, an expired archive file is deleted only once it is uploaded
+    may_delete = UploadedIndex(root, remote).file if remote.enabled else None
+    report = archive_pending(
+        root,
+        streams=chosen,
+        since_us=since_us,
+        retention_s=settings.storage.archive_retention_s or None,
+        may_delete=may_delete,
+    )
     typer.echo(report.summary(archive_root(root)))

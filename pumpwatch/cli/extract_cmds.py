@@ -53,10 +53,44 @@ def extract_cmd(
             "(also repair.at_extract: false).",
         ),
     ] = False,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            metavar="URL",
+            help="Read the window from the shared store s3://bucket/prefix (every recorder's archive, "
+            "each trade once) instead of the local data directory.",
+        ),
+    ] = None,
+    remote: Annotated[
+        bool, typer.Option("--remote", help="Like --store, with the store of the settings (remote.url).")
+    ] = False,
+    endpoint_url: Annotated[
+        str | None,
+        typer.Option(
+            "--endpoint-url", help="S3-compatible endpoint http(s)://host:port. Default: remote.endpoint_url."
+        ),
+    ] = None,
+    recorders: Annotated[
+        str | None,
+        typer.Option("--recorders", help="With --store/--remote: comma list of recorder ids. Default: all."),
+    ] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="With --store/--remote: where the listing directory goes. Default: <data_dir>/listings.",
+        ),
+    ] = None,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Cut the window around TIME for SYMBOL out of the store, then detect pumps in it.
+
+    With --store s3://bucket/prefix (or --remote: the settings' remote.url) the window comes
+    from the shared store instead (any machine, no recorder or data directory needed): only
+    hours already sealed and uploaded are there; a window hour no recorder has archived yet is
+    named on stderr and listed as missing (not_archived), exit 4 when that leaves no trade.
 
     First fills what the store is missing inside the window from the exchanges' REST trade
     history (one line per repaired stream on stderr), unless --no-backfill.
@@ -73,6 +107,16 @@ def extract_cmd(
     before_s = _duration(before, settings.extract.before_s, "--before")
     after_s = _duration(after, settings.extract.after_s, "--after")
     chosen = parse_streams(streams)
+    if store is not None or remote:
+        out = _extract_from_store(
+            settings, symbol, trigger_us, before_s, after_s, chosen,
+            store=store, endpoint_url=endpoint_url, recorders=recorders, out_dir=out_dir,
+            repair=settings.repair.at_extract and not no_backfill,
+        )  # fmt: skip
+        _detect_and_report(out, settings, symbol, no_detect=no_detect, no_chart=no_chart)
+        return
+    if recorders is not None or out_dir is not None or endpoint_url is not None:
+        raise UsageError("--recorders, --out and --endpoint-url go with --store or --remote")
     if settings.repair.at_extract and not no_backfill:
         _backfill(settings, symbol, trigger_us, before_s, after_s, chosen)
 
@@ -82,6 +126,14 @@ def extract_cmd(
     out = extract(settings.data_path, symbol, trigger_us, before_s=before_s, after_s=after_s, streams=chosen)
     for line in coverage_summary(out):
         typer.echo(line, err=True)
+    _detect_and_report(out, settings, symbol, no_detect=no_detect, no_chart=no_chart)
+
+
+def _detect_and_report(
+    out: Path, settings: Settings, symbol: str, *, no_detect: bool, no_chart: bool
+) -> None:
+    """The detector on a listing just extracted, its line on stderr, the directory on stdout;
+    exit 4 when the listing holds no trade."""
     if not no_detect:
         from pumpwatch.detector.refined import run_detector
 
@@ -101,6 +153,63 @@ def extract_cmd(
             err=True,
         )
         raise typer.Exit(NothingMatchedError.exit_code)
+
+
+def _extract_from_store(
+    settings: Settings,
+    symbol: str,
+    trigger_us: int,
+    before_s: float,
+    after_s: float,
+    chosen: tuple[str, ...],
+    *,
+    store: str | None,
+    endpoint_url: str | None,
+    recorders: str | None,
+    out_dir: Path | None,
+    repair: bool,
+) -> Path:
+    """`extract --store/--remote`: the listing from the shared store (extractor/remote.py),
+    its notes and coverage lines on stderr."""
+    from pumpwatch.extractor.metadata import coverage_summary
+    from pumpwatch.extractor.remote import extract_remote, unarchived_message
+    from pumpwatch.segments.remote import remote_settings, validate_remote
+
+    conf = remote_settings(settings)
+    url = store if store is not None else conf.url
+    if not url:
+        raise UsageError("--remote: no remote.url in the settings (or give --store s3://bucket/prefix)")
+    endpoint = conf.endpoint_url if endpoint_url is None else endpoint_url
+    validate_remote(dataclasses.replace(conf, url=url, endpoint_url=endpoint, recorder_id="x"))
+    ids = None
+    if recorders is not None:
+        from pumpwatch.segments.remote import RECORDER_ID_RE
+
+        ids = [r.strip() for r in recorders.split(",") if r.strip()]
+        bad = [r for r in ids if not RECORDER_ID_RE.match(r)]
+        if not ids or bad:
+            raise UsageError(f"--recorders: expected a comma list of recorder ids, got {recorders!r}")
+    result = extract_remote(
+        url,
+        symbol,
+        trigger_us,
+        out_dir if out_dir is not None else settings.data_path / "listings",
+        endpoint_url=endpoint,
+        region=conf.region,
+        before_s=before_s,
+        after_s=after_s,
+        streams=chosen,
+        recorders=ids,
+        settings=settings if repair else None,
+        repair_deadline_s=settings.repair.extract_deadline_s,
+    )
+    for note in result.repair_notes:
+        typer.echo(f"repair {note}", err=True)
+    for line in unarchived_message(result.unarchived, url):
+        typer.echo(f"pumpwatch: {line}", err=True)
+    for line in coverage_summary(result.path):
+        typer.echo(line, err=True)
+    return result.path
 
 
 def _trades_in(listing_dir: Path) -> int:

@@ -169,10 +169,39 @@ def _footer(status: dict[str, Any]) -> list[str]:
             f"{k} {s['batches_damaged']} batches in {s['files_damaged']} files" for k, s in damaged.items()
         ]
         lines.append("DAMAGED (rows left out, see `pumpwatch verify`): " + "; ".join(parts))
+    lines += archive_lines(status)
     lines.append(
         f"{status['trades']:,} trades on disk, {status['trades_last_hour']:,} received in the last hour"
         " (gaps, errors: 24 h)"
     )
+    return lines
+
+
+def archive_lines(status: dict[str, Any]) -> list[str]:
+    """Footer lines of the Parquet archive and, with a remote store, of the uploads."""
+    lines: list[str] = []
+    a = status.get("archive")
+    if a:
+        keep = "kept forever" if not a["retention_s"] else f"{human_age(a['retention_s'])} retention"
+        if a["pending_hours"]:
+            lines.append(
+                f"archive: {human_bytes(a['bytes'])} ({keep}); {a['pending_hours']} sealed hour(s) not "
+                f"archived yet, oldest sealed {human_age(a['lag_s'])} ago"
+            )
+        else:
+            lines.append(f"archive: {human_bytes(a['bytes'])} ({keep}); every sealed hour archived")
+    u = status.get("upload")
+    if u:
+        now_s = status["now_us"] / 1e6
+        last = (
+            "never" if u["last_upload_us"] is None else f"{human_age(now_s - u['last_upload_us'] / 1e6)} ago"
+        )
+        lines.append(
+            f"upload: {u['url']} recorder={u['recorder_id']}: backlog {u['backlog_files']} file(s) "
+            f"{human_bytes(u['backlog_bytes'])}, last upload {last}, {u['failures']} failure(s)"
+        )
+        if u["consecutive_failures"]:
+            lines.append(f"UPLOAD FAILING {u['consecutive_failures']} round(s) in a row: {u['last_error']}")
     return lines
 
 
@@ -203,6 +232,7 @@ def status(
     """Per stream: connected, hours on disk, size, trades in the last hour, newest trade, gaps,
     parse errors and reconnects over 24 h; disk use against retention. Reads files only."""
     settings = settings_from(config, data_dir)
+    from pumpwatch.segments.remote import remote_settings
     from pumpwatch.segments.status import store_status
 
     result = store_status(
@@ -211,6 +241,8 @@ def status(
         frames_retention_s=settings.frames.retention_s,
         min_free_disk_mb=settings.storage.min_free_disk_mb,
         heartbeat_s=settings.recorder.heartbeat_s,
+        archive_retention_s=settings.storage.archive_retention_s or None,
+        remote=remote_settings(settings),
     )
     if as_json:
         import orjson
@@ -233,6 +265,7 @@ def prune(
     if not root.is_dir():
         raise StoreError(f"data dir {root} does not exist (nothing recorded yet?)")
     from pumpwatch.recorder.pending_windows import pending_windows
+    from pumpwatch.segments.remote import remote_settings
     from pumpwatch.segments.retention import prune as prune_store
 
     report = prune_store(
@@ -242,6 +275,7 @@ def prune(
         frames_retention_s=settings.frames.retention_s,
         dry_run=dry_run,
         protected_spans=pending_windows(root, settings.extract.before_s, settings.extract.after_s),
+        remote=remote_settings(settings),
     )
     if as_json:
         import orjson
@@ -257,6 +291,11 @@ def prune(
         f"{report.count('frames')} frame file(s) {human_bytes(report.bytes('frames'))}, "
         f"{lines} journal line(s); free disk {human_bytes(report.free_bytes_after)}"
         + (" (still below the floor)" if report.below_floor else "")
+        + (
+            f"; {report.held_for_upload} segment(s) past retention kept until uploaded"
+            if report.held_for_upload
+            else ""
+        )
     )
 
 

@@ -1,26 +1,18 @@
 """A small local store for the remote-store tests: real sealed segments, a Parquet archive of
-them in the layout of DESIGN §5 (a stand-in until `segments/archive.py` lands), journal lines
-and a listing directory."""
+them (built by `segments.archive`), journal lines and a listing directory."""
 
 from __future__ import annotations
 
 import ipaddress
-import os
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
-import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.fs as pafs
-import pyarrow.ipc as ipc
-import pyarrow.parquet as pq
 
 from helpers.store import T0_US, make_rows
-from pumpwatch.segments import SegmentWriter, list_segments
-from pumpwatch.segments.schema import TRADE_SCHEMA
+from pumpwatch.segments import SegmentWriter
 from pumpwatch.timeunits import US_PER_HOUR
 
 STREAMS_USED = ("binance_spot", "okx_futures")
@@ -72,26 +64,12 @@ def write_segments(data_dir: Path, hours: int = 2, rows_per_hour: int = 600) -> 
 
 
 def archive_store(data_dir: Path) -> list[Path]:
-    """``archive/exchange=…/market=…/date=…/<HH>.parquet`` for every sealed segment hour:
-    rows sorted by (base, time), zstd, statistics; written under a hidden name and renamed."""
-    by_hour: dict[Path, list[pa.Table]] = defaultdict(list)
-    for f in list_segments(data_dir):
-        if not f.sealed:
-            continue
-        rel = f.path.relative_to(data_dir / "segments")
-        target = data_dir / "archive" / rel.parent / f"{f.path.name[:2]}.parquet"
-        with ipc.open_file(f.path) as reader:
-            by_hour[target].append(reader.read_all().cast(TRADE_SCHEMA))
-    out = []
-    for target, tables in sorted(by_hour.items()):
-        table = pa.concat_tables(tables)
-        table = table.take(pc.sort_indices(table, [("base", "ascending"), ("time", "ascending")]))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, target)
-        out.append(target)
-    return out
+    """The real Parquet archive (`segments.archive.archive_pending`) of every sealed segment
+    hour, kept whatever its age; the archive files' paths, sorted."""
+    from pumpwatch.segments.archive import archive_pending, list_archive
+
+    archive_pending(data_dir, retention_s=None)
+    return sorted(p for _s, _h, p in list_archive(data_dir))
 
 
 def write_journal(data_dir: Path, stream: str, ts_list: list[int]) -> Path:

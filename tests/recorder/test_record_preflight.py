@@ -135,6 +135,7 @@ BAD_INPUTS: dict[str, tuple[str | bytes, bytes | None, str]] = {
     ),
     "symbols_reload_0": ("recorder: {symbols_reload: 0}\n", None, "recorder.symbols_reload: must be"),
     "binary_config": (BINARY, None, "config "),
+    "remote_not_s3": ("remote: {url: 'http://not-s3/x'}\n", None, "remote.url: "),
     "symbols_bad_yaml": ("{}", b"streams: {okx_spot: [\n", "symbols file "),
     "symbols_bad_instrument": (
         "{}",

@@ -1,0 +1,444 @@
+"""`pumpwatch extract --store s3://…`: cut a listing window out of the shared store (issue 14).
+
+Runs on any machine, a laptop with no recorder and no data directory included: the trades come
+from every recorder's Parquet archive in the store, each trade once (`segments.remote_read`),
+the coverage from every recorder's journal hours (the union of their listening). The listing
+directory is written locally (``<out>/<SYMBOL>_<YYYYMMDDTHHMMSSZ>/``) with the same files as a
+local extraction (`extractor.extract`): ``raw/<stream>.json``, ``raw/trades.parquet``,
+``metadata.json``; the detector runs on it as after a local extraction. ``metadata.json`` also
+says where the trades came from: ``store`` (``url``, the ``recorders`` that contributed trades
+and how many each, ``unarchived_hours`` per stream).
+
+The repair of issue 10 is applied on top where history exists: the gaps left by the union of
+the recorders (not listening, id holes, hours not archived) are fetched from each exchange's
+REST trade history with the same engine as `recorder.history.window`, merged into the listing
+as source ``rest`` (each trade once: a row the store holds wins), and the outcome counts in
+the coverage as ``repaired``/``unrepaired`` spans. Nothing is written to the store.
+
+Only sealed, archived hours are in the store. A window hour no recorder has archived yet (the
+hour a recorder is writing now, or an upload backlog) is named in `RemoteExtraction.unarchived`
+and its span is missing with the reason ``not_archived``; when that leaves no trade at all,
+`NothingMatchedError` names the hours and nothing is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pumpwatch.errors import NothingMatchedError, StoreError, UsageError
+from pumpwatch.streams import STREAMS, parse_streams, split_stream, user_symbol
+from pumpwatch.timeunits import US_PER_S
+from pumpwatch.utctime import check_time_us, format_utc
+
+if TYPE_CHECKING:
+    import httpx
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+
+    from pumpwatch.recorder.history.window import WindowRepair
+    from pumpwatch.segments.remote_read import StoreIndex
+    from pumpwatch.settings import Settings
+
+log = logging.getLogger(__name__)
+
+REST_RECORDER = "~rest"  # the REST rows' place in the merge: after every recorder id in order
+
+
+@dataclass
+class RemoteExtraction:
+    """What `extract_remote` wrote: the listing directory, the window hours no recorder has
+    archived per stream (hour start µs), and one repair note per stream it tried to repair."""
+
+    path: Path
+    unarchived: dict[str, list[int]] = field(default_factory=dict)
+    repair_notes: list[str] = field(default_factory=list)
+
+
+def unarchived_message(unarchived: Mapping[str, Sequence[int]], url: str) -> list[str]:
+    """One line per stream with window hours not in the store."""
+    from pumpwatch.segments.remote_read import hour_key
+
+    return [
+        f"{stream}: hour(s) {', '.join(hour_key(h) for h in hours)} UTC not archived in {url} yet "
+        "(an hour reaches the store once sealed, archived and uploaded); listed as missing (not_archived)"
+        for stream, hours in unarchived.items()
+        if hours
+    ]
+
+
+def extract_remote(
+    url: str,
+    symbol: str,
+    trigger_us: int,
+    listings_dir: str | Path,
+    *,
+    endpoint_url: str = "",
+    region: str = "us-east-1",
+    before_s: float = 20.0,
+    after_s: float = 20.0,
+    streams: Sequence[str] | str | None = None,
+    recorders: Sequence[str] | None = None,
+    source: Mapping[str, Any] | None = None,
+    settings: Settings | None = None,
+    repair_deadline_s: float = 60.0,
+    client: httpx.AsyncClient | None = None,
+    filesystem: pafs.FileSystem | None = None,
+    now_us: int | None = None,
+) -> RemoteExtraction:
+    """Extract `symbol`'s trades in ``[trigger - before_s, trigger + after_s]`` from the shared
+    store at `url` into ``listings_dir`` (created if needed); see the module doc. With
+    `settings`, the window is repaired from REST history first (`repair_deadline_s` bounds it);
+    None skips the repair. Raises as `extract` does (`UsageError`, `NothingMatchedError`), and
+    `StoreError` when the store cannot be read."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pumpwatch.atomic import make_temp_dir, replace_dir, write_bytes, write_json
+    from pumpwatch.extractor.extract import _raw_rows, listing_target, write_json_lines_array
+    from pumpwatch.extractor.metadata import build_metadata
+    from pumpwatch.segments.remote_read import index_store, read_window, remote_completeness, unarchived_hours
+    from pumpwatch.segments.slices import stream_slices
+
+    symbol = user_symbol(symbol)
+    chosen = parse_streams(streams if streams is None or isinstance(streams, str) else list(streams))
+    if before_s < 0 or after_s < 0:
+        raise StoreError("the extraction window cannot be negative")
+    if not (math.isfinite(before_s) and math.isfinite(after_s)):
+        raise UsageError("the extraction window must be finite")
+    check_time_us(trigger_us, "trigger time")
+    start_us = check_time_us(trigger_us - round(before_s * US_PER_S), "window start (trigger - before)")
+    end_us = check_time_us(trigger_us + round(after_s * US_PER_S), "window end (trigger + after)")
+    heartbeat_s = settings.recorder.heartbeat_s if settings is not None else 10.0
+    try:
+        index = index_store(
+            url, chosen, start_us, end_us, endpoint_url=endpoint_url, region=region,
+            recorders=recorders, filesystem=filesystem,
+        )  # fmt: skip
+        window = read_window(index, start_us, end_us, streams=chosen, base=symbol)
+        if not index.recorders:
+            raise StoreError(f"no recorder has uploaded anything to {url}")
+        unarchived = {
+            s: unarchived_hours(index, s, start_us, end_us, heartbeat_s=heartbeat_s, now_us=now_us)
+            for s in chosen
+        }
+        unarchived = {s: h for s, h in unarchived.items() if h}
+        table = window.table
+        extra: dict[str, list[dict[str, Any]]] = {}
+        notes: list[str] = []
+        if settings is not None:
+            table, extra, notes = _repair(
+                settings, index, table, chosen, symbol, start_us, end_us, repair_deadline_s, client, now_us
+            )
+        comps = {
+            s: remote_completeness(
+                index,
+                s,
+                start_us,
+                end_us,
+                base=symbol,
+                extra_events=extra.get(s, ()),
+                heartbeat_s=heartbeat_s,
+                now_us=now_us,
+            )
+            for s in chosen
+        }
+    except (OSError, pa.ArrowException) as exc:
+        raise StoreError(
+            f"the store {url} cannot be read: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+        ) from None
+    if table.num_rows == 0 and not any(c.symbols for c in comps.values()):
+        hours = unarchived_message(unarchived, url)
+        why = ("; " + "; ".join(hours)) if hours else ", and no recorder's journal names it"
+        raise NothingMatchedError(
+            f"no trade of {symbol} in {format_utc(start_us)} .. {format_utc(end_us)} in {url} "
+            f"on {_streams_text(chosen)}{why}; nothing written"
+        )
+    listings = Path(listings_dir)
+    listings.mkdir(parents=True, exist_ok=True)
+    target, old = listing_target(listings, symbol, trigger_us, source)
+    found = stream_slices(table)
+    parts: dict[str, Any] = {s: found.get(s, table.slice(0, 0)) for s in chosen}
+    tmp = make_temp_dir(target)
+    try:
+        (tmp / "raw").mkdir()
+        for stream in chosen:
+            exchange, market = split_stream(stream)
+            write_json_lines_array(tmp / "raw" / f"{stream}.json", _raw_rows(parts[stream], exchange, market))
+        if old is not None and (target / "refined").is_dir():
+            (tmp / "refined").mkdir()
+            for path in sorted((target / "refined").iterdir()):
+                if path.is_file():
+                    write_bytes(tmp / "refined" / path.name, path.read_bytes())
+        buf = pa.BufferOutputStream()
+        pq.write_table(table, buf, compression="zstd")
+        write_bytes(tmp / "raw" / "trades.parquet", buf.getvalue().to_pybytes())
+        meta = build_metadata(
+            symbol,
+            trigger_us,
+            before_s=before_s,
+            after_s=after_s,
+            start_us=start_us,
+            end_us=end_us,
+            source=source,
+            parts=parts,
+            completeness=comps,
+            previous=old,
+        )
+        meta["store"] = _store_entry(url, index, window.kept_by_recorder, window.rows_by_recorder, unarchived)
+        write_json(tmp / "metadata.json", meta)
+        replace_dir(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info(
+        "extracted %s around %s from %s: %d trades from %d recorder(s) -> %s",
+        symbol,
+        format_utc(trigger_us),
+        url,
+        table.num_rows,
+        len(meta["store"]["recorders"]),
+        target,
+    )
+    return RemoteExtraction(target, unarchived, notes)
+
+
+def _store_entry(
+    url: str,
+    index: StoreIndex,
+    kept: Mapping[str, Mapping[str, int]],
+    rows: Mapping[str, Mapping[str, int]],
+    unarchived: Mapping[str, Sequence[int]],
+) -> dict[str, Any]:
+    """metadata.json ``store``: where the trades came from, recorder by recorder."""
+    from pumpwatch.segments.remote_read import hour_key
+
+    recorders: dict[str, Any] = {}
+    for stream in sorted(kept, key=STREAMS.index):
+        for rid, n in kept[stream].items():
+            if rid == REST_RECORDER:
+                continue
+            entry = recorders.setdefault(rid, {"trades": 0, "streams": {}})
+            entry["trades"] += n
+            entry["streams"][stream] = {"trades": n, "rows_read": rows[stream].get(rid, 0)}
+    return {
+        "url": url,
+        "recorders_read": list(index.recorders),
+        "recorders": {rid: recorders[rid] for rid in sorted(recorders)},
+        "unarchived_hours": {s: [hour_key(h) for h in hours] for s, hours in unarchived.items()},
+        "merge": "each trade once by (symbol, trade_id), else (symbol, time, price, qty, side)",
+    }
+
+
+def _streams_text(chosen: Sequence[str]) -> str:
+    return "any of the twelve streams" if len(chosen) == len(STREAMS) else ", ".join(chosen)
+
+
+# -- the repair on top -------------------------------------------------------------------------------
+
+
+def _repair(
+    settings: Settings,
+    index: StoreIndex,
+    table: pa.Table,
+    chosen: Sequence[str],
+    symbol: str,
+    start_us: int,
+    end_us: int,
+    deadline_s: float,
+    client: httpx.AsyncClient | None,
+    now_us: int | None,
+) -> tuple[pa.Table, dict[str, list[dict[str, Any]]], list[str]]:
+    """Fill the union's gaps from REST history: the table with the new rows merged in (each
+    trade once, the store's copy first), the journal events of the repair per stream (they
+    count in the coverage), and one note per stream attempted."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from pumpwatch.segments.reader import OUT_SCHEMA
+    from pumpwatch.segments.remote_read import merge_recorders
+
+    rows, events, reports = asyncio.run(
+        _repair_async(settings, index, table, chosen, symbol, start_us, end_us, deadline_s, client, now_us)
+    )
+    for report in reports:
+        report.written = 0  # counted below: REST rows the store did not hold
+    if not any(t.num_rows for t in rows.values()):
+        return table, events, [r.note() for r in reports]
+    parts = []
+    for stream in sorted(chosen, key=split_stream):
+        exchange, market = split_stream(stream)
+        mine = table.filter(
+            pc.and_(pc.equal(table.column("exchange"), exchange), pc.equal(table.column("market"), market))
+        )
+        rest = rows.get(stream)
+        if rest is not None and rest.num_rows:
+            from pumpwatch.segments.schema import TRADE_SCHEMA
+
+            stored = mine.select(TRADE_SCHEMA.names).cast(TRADE_SCHEMA)
+            new = rest.filter(
+                pc.and_(
+                    pc.greater_equal(rest.column("time").cast(pa.int64()), start_us),
+                    pc.less_equal(rest.column("time").cast(pa.int64()), end_us),
+                )
+            )
+            merged = merge_recorders({"": stored, REST_RECORDER: new.cast(TRADE_SCHEMA)})
+            for report in reports:
+                if report.stream == stream:
+                    report.written = merged.num_rows - stored.num_rows
+            merged = merged.take(pc.sort_indices(merged, [("time", "ascending"), ("recv_time", "ascending")]))
+            n = merged.num_rows
+            merged = merged.add_column(0, OUT_SCHEMA.field("market"), pa.array([market] * n, pa.string()))
+            mine = merged.add_column(0, OUT_SCHEMA.field("exchange"), pa.array([exchange] * n, pa.string()))
+        if mine.num_rows:
+            parts.append(mine.cast(OUT_SCHEMA))
+    out = pa.concat_tables(parts).combine_chunks() if parts else OUT_SCHEMA.empty_table()
+    return out, events, [r.note() for r in reports]
+
+
+async def _repair_async(
+    settings: Settings,
+    index: StoreIndex,
+    table: pa.Table,
+    chosen: Sequence[str],
+    symbol: str,
+    start_us: int,
+    end_us: int,
+    deadline_s: float,
+    client: httpx.AsyncClient | None,
+    now_us: int | None,
+) -> tuple[dict[str, pa.Table], dict[str, list[dict[str, Any]]], list[WindowRepair]]:
+    import httpx
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from pumpwatch.errors import PumpWatchError
+    from pumpwatch.recorder.history.pager import NO_HISTORY, RATE_LIMITED
+    from pumpwatch.recorder.history.repair import make_client, repair
+    from pumpwatch.recorder.history.specs import Budgets, history_spec
+    from pumpwatch.recorder.history.window import (
+        SETTLE_US,
+        WindowRepair,
+        exchange_instruments,
+        journal_symbols,
+        listed_instruments,
+        settled_spans,
+        subtract,
+    )
+    from pumpwatch.segments.remote_read import journal_events, remote_completeness
+    from pumpwatch.segments.repair import _offer_table
+
+    listed = await asyncio.to_thread(listed_instruments, settings)
+    horizon_us = (time.time_ns() // 1000 if now_us is None else now_us) - SETTLE_US
+    budgets = Budgets()
+    loop = asyncio.get_running_loop()
+    deadline_at = loop.time() + deadline_s
+    rows: dict[str, pa.Table] = {}
+    events: dict[str, list[dict[str, Any]]] = {}
+    reports: list[WindowRepair] = []
+    http = make_client() if client is None else client
+    try:
+        for stream in chosen:
+            conf = settings.streams.get(stream)
+            if conf is None or not conf.enabled:
+                continue
+            spec = history_spec(stream, conf.rest_url, conf.options)
+            all_events = [
+                e for rid in index.recorders for e in journal_events(index, rid, stream, start_us, end_us)
+            ]
+            exchange, market = split_stream(stream)
+            mine = table.filter(
+                pc.and_(
+                    pc.equal(table.column("exchange"), exchange), pc.equal(table.column("market"), market)
+                )
+            )
+            instruments = {s: i for s, i in listed.get(stream, {}).items() if i.base == symbol}
+            seen = journal_symbols(all_events, symbol, end_us) | set(
+                pc.unique(mine.column("symbol")).to_pylist()
+            )
+            unknown = seen - set(instruments)
+            report = WindowRepair(stream, tuple(sorted(set(instruments) | unknown)))
+            if not report.symbols:
+                continue
+            comp = await asyncio.to_thread(
+                remote_completeness, index, stream, start_us, end_us, base=symbol,
+                heartbeat_s=settings.recorder.heartbeat_s, now_us=now_us,
+            )  # fmt: skip
+            report.gaps = [(a, min(b, end_us)) for a, b in comp.gaps]
+            gaps = subtract(report.gaps, [(horizon_us + 1, end_us)]) if end_us > horizon_us else report.gaps
+            if unknown and spec is not None:
+                try:
+                    listing = await exchange_instruments(http, settings, stream)
+                except (httpx.HTTPError, PumpWatchError) as exc:
+                    listing = {}
+                    log.warning("%s: instrument list unavailable (%s)", stream, exc)
+                instruments.update({s: listing[s] for s in unknown if s in listing})
+            todo: list[tuple[str, tuple[int, int]]] = []
+            for sym in report.symbols:
+                if sym not in instruments and spec is not None:
+                    report.notes.append(f"{sym}: instrument unknown")
+                    continue
+                todo.extend((sym, span) for span in subtract(gaps, settled_spans(all_events, sym)))
+            report.todo = todo
+            got: list[pa.Table] = []
+            mine_events: list[dict[str, Any]] = []
+
+            def write(batch: Any, recv_us: int, stream: str = stream, got: list[pa.Table] = got) -> int:
+                offer = _offer_table(stream, batch, recv_us)
+                got.append(offer)
+                return offer.num_rows
+
+            def record(
+                event: str, fields: Mapping[str, Any], out: list[dict[str, Any]] = mine_events
+            ) -> None:
+                out.append({"ts": time.time_ns() // 1000, "event": event, **fields})
+
+            for sym, span in todo:
+                if spec is None:
+                    record(
+                        "unrepaired",
+                        {
+                            "symbol": sym,
+                            "base": symbol,
+                            "start_us": span[0],
+                            "end_us": span[1],
+                            "reason": NO_HISTORY,
+                        },
+                    )
+                    report.unrepaired.append((sym, span[0], span[1], NO_HISTORY))
+                    continue
+                left_s = deadline_at - loop.time()
+                if left_s <= 0:
+                    record(
+                        "unrepaired",
+                        {
+                            "symbol": sym,
+                            "base": symbol,
+                            "start_us": span[0],
+                            "end_us": span[1],
+                            "reason": RATE_LIMITED,
+                        },
+                    )
+                    report.unrepaired.append((sym, span[0], span[1], RATE_LIMITED))
+                    continue
+                result = await repair(
+                    http, spec, budgets.for_spec(spec), stream, sym, span[0], span[1],
+                    instruments=instruments, write=write, journal=record, deadline_s=left_s,
+                )  # fmt: skip
+                report.add(result)
+            if got:
+                rows[stream] = pa.concat_tables(got)
+            events[stream] = mine_events
+            if report.attempted:
+                reports.append(report)
+    finally:
+        if client is None:
+            await http.aclose()
+    return rows, events, reports
