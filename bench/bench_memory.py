@@ -1,9 +1,11 @@
-"""Memory of `pumpwatch record` over time: six streams at 2 k trades/s each.
+"""Memory of `pumpwatch record` over time: all twelve streams at 1 k trades/s each.
 
-    .venv/bin/python bench/bench_memory.py [--minutes 10] [--rate 2000] [--sample-s 5] [--entry cli|lean]
+    .venv/bin/python bench/bench_memory.py [--minutes 10] [--rate 1000] [--sample-s 5] [--entry cli|lean]
+        [--workers 1] [--streams binance_spot,...]
 
-Local exchanges (their real wire formats) for binance/bybit/okx spot and futures run in this
-process; `pumpwatch record` runs as a real subprocess (supervisor + one worker per exchange).
+Local exchanges (their real wire formats) for every stream run in this process; `pumpwatch
+record` runs as a real subprocess (supervisor + `--workers` worker processes, 0 = one per
+exchange, + its housekeeping children), each process's RSS reported under its role.
 Every `sample_s` the RSS of the supervisor and each worker is sampled; at the end a least-squares
 line over the second half of the run (after warm-up) gives the trend in MB per hour, next to
 the peak of the total. Target: steady, total ≤ 200 MB.
@@ -21,10 +23,25 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+import yaml
 from bench_live import Publisher, make_sim, rows_on_disk, write_config
 
-STREAMS = ["binance_spot", "binance_futures", "bybit_spot", "bybit_futures", "okx_spot", "okx_futures"]
+STREAMS = [
+    f"{ex}_{m}" for ex in ("binance", "bybit", "okx", "gate", "kucoin", "phemex") for m in ("spot", "futures")
+]
 TARGET_MB = 200.0
+
+
+def _role(cmd: list[str]) -> str:
+    """A process's role from its command line: the worker's group, a child's module, else the supervisor."""
+    for flag in ("--exchange", "--name"):
+        if flag in cmd:
+            return "worker-" + cmd[cmd.index(flag) + 1]
+    joined = " ".join(cmd)
+    for word in ("housekeep", "symbols", "archive", "prune"):
+        if word in joined:
+            return word
+    return "supervisor"
 
 
 def tree_rss_mb(proc: psutil.Process) -> tuple[float, dict[str, float], float]:
@@ -42,7 +59,7 @@ def tree_rss_mb(proc: psutil.Process) -> tuple[float, dict[str, float], float]:
             info = p.memory_full_info()
         except psutil.NoSuchProcess:
             continue
-        role = cmd[cmd.index("--exchange") + 1] if "--exchange" in cmd else "supervisor"
+        role = _role(cmd)
         per[role] = per.get(role, 0.0) + info.rss / 2**20
         pss += getattr(info, "pss", 0) / 2**20
     return sum(per.values()), per, pss
@@ -51,10 +68,15 @@ def tree_rss_mb(proc: psutil.Process) -> tuple[float, dict[str, float], float]:
 async def bench(args: argparse.Namespace) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="pw-bench-mem-"))
     sims, insts = {}, {}
+    global STREAMS
+    STREAMS = args.streams.split(",")
     for stream in STREAMS:
         sims[stream], insts[stream] = make_sim(stream, args.symbols)
         await sims[stream].start()
     config = write_config(tmp, sims, insts, status_s=60.0)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["recorder"]["workers"] = args.workers
+    config.write_text(yaml.safe_dump(cfg))
     # "cli" is what `pumpwatch record` runs; "lean" the supervisor's own entry point (no typer/pydantic)
     entry = ["pumpwatch", "record"] if args.entry == "cli" else ["pumpwatch.recorder.supervisor"]
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", *entry, "--config", str(config))
@@ -66,7 +88,8 @@ async def bench(args: argparse.Namespace) -> int:
         await asyncio.sleep(0.1)
     pubs = [Publisher(sims[s], insts[s]) for s in STREAMS]
     duration_s = args.minutes * 60
-    print(f"{len(STREAMS)} streams x {args.rate:,}/s, {args.minutes:g} min, {args.entry}; data in {tmp}")
+    print(f"{len(STREAMS)} streams x {args.rate:,}/s, {args.minutes:g} min, {args.entry}, "
+          f"recorder.workers={args.workers}; data in {tmp}")  # fmt: skip
     total, per, pss = tree_rss_mb(root)
     roles = " ".join(f"{k}={v:.0f}" for k, v in sorted(per.items()))
     print(f"subscribed, no trade yet: total={total:6.1f} MB (PSS {pss:.1f} MB)  {roles}", flush=True)
@@ -118,7 +141,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--minutes", type=float, default=10.0)
-    parser.add_argument("--rate", type=float, default=2000.0, help="trades/s per stream")
+    parser.add_argument("--rate", type=float, default=1000.0, help="trades/s per stream")
+    parser.add_argument("--workers", type=int, default=1, help="recorder.workers (0: one per exchange)")
+    parser.add_argument("--streams", default=",".join(STREAMS), help="comma list (default: all twelve)")
     parser.add_argument("--symbols", type=int, default=20)
     parser.add_argument("--sample-s", type=float, default=5.0)
     parser.add_argument(
