@@ -78,7 +78,7 @@ def group_streams(streams: Sequence[str], workers: int) -> dict[str, tuple[str, 
     limits and its REST history budget); exchanges are dealt out largest first to the process with
     the fewest streams, so the load is as even as whole exchanges allow. A group is named after
     its exchange when it holds one, ``all`` when it holds every selected exchange, else its
-    exchanges joined with ``+`` (the worker's log file is ``worker-<name>.log``)."""
+    exchanges joined with ``-`` (the worker's log file is ``worker-<name>.log``)."""
     per_exchange = group_by_exchange(streams)
     if workers <= 0 or workers >= len(per_exchange):
         return per_exchange
@@ -91,7 +91,7 @@ def group_streams(streams: Sequence[str], workers: int) -> dict[str, tuple[str, 
     out: dict[str, tuple[str, ...]] = {}
     for exchanges in sorted((b for b in bins if b), key=lambda b: min(EXCHANGES.index(e) for e in b)):
         ordered = [e for e in EXCHANGES if e in exchanges]
-        name = "all" if len(ordered) == len(per_exchange) else "+".join(ordered)
+        name = "all" if len(ordered) == len(per_exchange) else "-".join(ordered)
         out[name] = tuple(s for e in ordered for s in per_exchange[e])
     return out
 

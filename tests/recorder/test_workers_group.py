@@ -39,7 +39,7 @@ def test_n_workers_split_whole_exchanges_evenly(n: int) -> None:
         for s in streams:
             ex = split_stream(s)[0]
             assert owners.setdefault(ex, name) == name, f"{ex} split over two workers"
-        assert name == "+".join(dict.fromkeys(split_stream(s)[0] for s in streams))
+        assert name == "-".join(dict.fromkeys(split_stream(s)[0] for s in streams))
     sizes = sorted(len(g) for g in groups.values())
     assert sizes[-1] - sizes[0] <= 2  # two streams per exchange: as even as whole exchanges allow
 
@@ -49,8 +49,8 @@ def test_uneven_exchanges_go_to_the_lightest_worker() -> None:
     groups = group_streams(streams, 2)
     # binance (2) first, then bybit, okx and gate (1 each) each to the worker with fewer streams
     assert groups == {
-        "binance+gate": ("binance_spot", "binance_futures", "gate_spot"),
-        "bybit+okx": ("bybit_spot", "okx_spot"),
+        "binance-gate": ("binance_spot", "binance_futures", "gate_spot"),
+        "bybit-okx": ("bybit_spot", "okx_spot"),
     }
     assert group_streams(["okx_spot"], 1) == {"okx": ("okx_spot",)}  # one exchange: named after it
 
