@@ -91,5 +91,14 @@ def test_a_listing_notice_for_an_unrecorded_coin_subscribes_it_within_seconds(
     took_s = asyncio.run(body())
     print(f"notice -> subscribed on every stream: {took_s:.2f} s (workers={workers})")
     assert took_s < BOUND_S
+    # From when each stream listened to the coin: its journal's `subscribed` event naming it
+    # (what a listing's metadata can report; see the report of issue 12).
+    from pumpwatch.segments.journal import read_events
+
+    for s in STREAMS:
+        subs = [
+            e for e in read_events(data, s) if e["event"] == "subscribed" and "NEWCOIN" in e.get("bases", [])
+        ]
+        assert subs, f"{s}: no journaled subscription of NEWCOIN"
     log = (data / "logs" / "supervisor.log").read_text()
     assert "refreshing the subscription list now: Upbit lists NEWCOIN" in log
