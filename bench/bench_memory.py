@@ -72,6 +72,18 @@ def _role(cmd: list[str]) -> str:
     return "supervisor"
 
 
+def tree_cpu_s(proc: psutil.Process) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each role of the tree."""
+    out: dict[str, float] = {}
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            role, t = _role(p.cmdline()), p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        out[role] = out.get(role, 0.0) + t.user + t.system
+    return out
+
+
 def tree_rss_mb(proc: psutil.Process) -> tuple[float, dict[str, float], float]:
     """Total RSS of `proc` and its children, RSS per process (by command role), total PSS.
 
@@ -127,6 +139,7 @@ async def bench(args: argparse.Namespace) -> int:
     per_first: dict[str, float] = {}
     per_peak: dict[str, float] = {}
     t0 = time.monotonic()
+    cpu0 = tree_cpu_s(root)
     publishers = [asyncio.create_task(p.run(args.rate, duration_s)) for p in pubs]
     while time.monotonic() - t0 < duration_s:
         await asyncio.sleep(args.sample_s)
@@ -140,6 +153,7 @@ async def bench(args: argparse.Namespace) -> int:
         roles = " ".join(f"{k}={v:.0f}" for k, v in sorted(per.items()))
         print(f"t={elapsed:6.0f}s total={total:6.1f} MB (PSS {pss:6.1f})  {roles}", flush=True)
     rates = await asyncio.gather(*publishers)
+    cpu1, wall_s = tree_cpu_s(root), time.monotonic() - t0
     proc.send_signal(signal.SIGTERM)
     rc = await proc.wait()
     for sim in sims.values():
@@ -164,6 +178,8 @@ async def bench(args: argparse.Namespace) -> int:
         f"{r} {per_first[r]:.0f} / {per.get(r, 0.0):.0f} / {per_peak[r]:.0f}" for r in sorted(per_peak)
     )
     print(f"per process RSS, first sample / last / peak (MB): {procs}")
+    cpu = "; ".join(f"{r} {(cpu1[r] - cpu0.get(r, 0.0)) / wall_s * 100:.0f}%" for r in sorted(cpu1))
+    print(f"CPU while trading, % of one core: {cpu}")
     print(f"PSS total (shared pages split): peak {max(pss_samples):.1f} MB, last {pss_samples[-1]:.1f} MB")
     per_hour = slope_mb_per_s * 3600
     share = per_hour / max(float(mb[half].mean()), 1e-9) * 100

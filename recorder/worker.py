@@ -534,12 +534,15 @@ async def _reload_symbols(
     interval_s: float,
     stop: asyncio.Event,
     now: asyncio.Event | None = None,
+    loaded_mtime_ns: int | None = None,
 ) -> None:
     """Re-read the subscription list when it changed: checked every `interval_s`, and at once
-    when `now` is set (the supervisor's SIGHUP after a refresh that changed the file)."""
+    when `now` is set (the supervisor's SIGHUP after a refresh that changed the file).
+    `loaded_mtime_ns`: the file's mtime when the pipelines' lists were read (a change written
+    while the worker was still starting is then picked up, not taken as the baseline)."""
     from pumpwatch.recorder.symbols import load_symbols
 
-    last_mtime_ns = path.stat().st_mtime_ns if path.exists() else 0
+    last_mtime_ns = loaded_mtime_ns if loaded_mtime_ns is not None else _mtime_ns(path)
     while await _every_or_now(interval_s, stop, now):
         try:
             mtime_ns = path.stat().st_mtime_ns
@@ -552,6 +555,13 @@ async def _reload_symbols(
         last_mtime_ns = mtime_ns
         for p in pipes:
             p.update_instruments(table.get(p.stream, {}))
+
+
+def _mtime_ns(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
 
 
 async def _status(pipes: Sequence[StreamPipeline], interval_s: float, stop: asyncio.Event) -> None:
@@ -624,6 +634,7 @@ async def run_worker(settings: Settings, streams: Sequence[str], stop: asyncio.E
     try:
         symbols_file = Path(settings.recorder.symbols_file)
         # Absent: the supervisor's fetch failed; record nothing until a reload finds the file.
+        loaded_mtime_ns = _mtime_ns(symbols_file)  # before reading: a later change is reloaded
         table = load_symbols(symbols_file) if symbols_file.exists() else {}
         await asyncio.to_thread(recover, settings.data_dir, list(streams))
         for stream in streams:
@@ -642,7 +653,7 @@ async def run_worker(settings: Settings, streams: Sequence[str], stop: asyncio.E
                 log.info("%s: the previous run ended without a stop; on disk up to %d", stream, bound[0])
             pipe.journal.start()
         log.info("recording %s (%d instruments)", ", ".join(streams), sum(len(p.instruments) for p in pipes))
-        rc = await _run(settings, pipes, stop, repairer, reload_now)
+        rc = await _run(settings, pipes, stop, repairer, reload_now, loaded_mtime_ns)
     finally:
         for pipe in pipes:
             pipe.writer.start_close()  # every writer's bounded wait for the disk runs at once
@@ -687,6 +698,7 @@ async def _run(
     stop: asyncio.Event,
     repairer: LiveRepair,
     reload_now: asyncio.Event | None = None,
+    loaded_mtime_ns: int | None = None,
 ) -> int:
     rec = settings.recorder
     runner_tasks = {asyncio.create_task(p.runner.run(), name=f"runner-{p.stream}"): p for p in pipes}
@@ -694,7 +706,9 @@ async def _run(
         asyncio.create_task(repairer.run(stop), name="live repair"),
         asyncio.create_task(_heartbeat(pipes, rec.heartbeat_s, stop)),
         asyncio.create_task(
-            _reload_symbols(pipes, Path(rec.symbols_file), rec.symbols_reload_s, stop, reload_now)
+            _reload_symbols(
+                pipes, Path(rec.symbols_file), rec.symbols_reload_s, stop, reload_now, loaded_mtime_ns
+            )
         ),
         asyncio.create_task(_status(pipes, rec.status_interval_s, stop)),
         asyncio.create_task(_metrics(pipes, stop)),

@@ -126,3 +126,68 @@ def test_real_worker_survives_sighup_at_start(tmp_path: Path) -> None:
                 assert await asyncio.wait_for(proc.wait(), 30) == 0
 
     asyncio.run(body())
+
+
+def test_symbols_file_lists_finds_a_base_by_text(tmp_path: Path) -> None:
+    from pumpwatch.recorder.adapter import Instrument
+    from pumpwatch.recorder.supervisor import symbols_file_lists
+    from pumpwatch.recorder.symbols import write_symbols
+
+    path = tmp_path / "symbols.yaml"
+    write_symbols(
+        path,
+        {
+            "okx_spot": [Instrument("ON-USDT", "ON", "USDT"), Instrument("ABC-USDT", "ABC", "USDT")],
+            "gate_spot": [Instrument("1INCH_USDT", "1INCH", "USDT")],
+        },
+    )
+    for base in ("ON", "ABC", "1INCH"):
+        assert symbols_file_lists(path, base), base
+    for base in ("AB", "BC", "INCH", "NEWCOIN", "USDT"):
+        assert not symbols_file_lists(path, base), base
+    assert not symbols_file_lists(tmp_path / "absent.yaml", "ON")
+
+
+class _Pipe:
+    """What `_reload_symbols` needs of a pipeline: its stream and the instruments it is given."""
+
+    def __init__(self, stream: str) -> None:
+        self.stream = stream
+        self.updates: list[list[str]] = []
+
+    def update_instruments(self, instruments: dict[str, object]) -> None:
+        self.updates.append(sorted(instruments))
+
+
+def test_a_list_changed_while_the_worker_started_is_reloaded_and_sighup_is_immediate(tmp_path: Path) -> None:
+    """The worker reads the list, then spends seconds recovering and priming before its reload
+    loop starts: a refresh written in between must still be applied (the baseline is the mtime
+    at the read, not at the loop's start), and at once when SIGHUP (`now`) says so."""
+    import os
+
+    from pumpwatch.recorder.adapter import Instrument
+    from pumpwatch.recorder.symbols import write_symbols
+    from pumpwatch.recorder.worker import _reload_symbols
+
+    path = tmp_path / "symbols.yaml"
+    write_symbols(path, {"okx_spot": [Instrument("A-USDT", "A", "USDT")]})
+    loaded = path.stat().st_mtime_ns
+    write_symbols(path, {"okx_spot": [Instrument("A-USDT", "A", "USDT"), Instrument("B-USDT", "B", "USDT")]})
+    os.utime(path, ns=(loaded + 10**9, loaded + 10**9))
+
+    async def body() -> list[list[str]]:
+        pipe = _Pipe("okx_spot")
+        stop, now = asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(_reload_symbols([pipe], path, 3600.0, stop, now, loaded))  # type: ignore[list-item]
+        await asyncio.sleep(0.1)
+        assert pipe.updates == []  # the hourly check is far away
+        now.set()  # SIGHUP
+        for _ in range(100):
+            if pipe.updates:
+                break
+            await asyncio.sleep(0.02)
+        stop.set()
+        await task
+        return pipe.updates
+
+    assert asyncio.run(body()) == [["A-USDT", "B-USDT"]]
