@@ -27,7 +27,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,30 @@ def group_by_exchange(streams: Sequence[str]) -> dict[str, tuple[str, ...]]:
     return {ex: tuple(groups[ex]) for ex in EXCHANGES if ex in groups}
 
 
+def group_streams(streams: Sequence[str], workers: int) -> dict[str, tuple[str, ...]]:
+    """The streams of each worker process when `workers` processes carry them (``recorder.workers``;
+    0 = one per exchange). An exchange's streams always share a process (they share its rate
+    limits and its REST history budget); exchanges are dealt out largest first to the process with
+    the fewest streams, so the load is as even as whole exchanges allow. A group is named after
+    its exchange when it holds one, ``all`` when it holds every selected exchange, else its
+    exchanges joined with ``-`` (the worker's log file is ``worker-<name>.log``)."""
+    per_exchange = group_by_exchange(streams)
+    if workers <= 0 or workers >= len(per_exchange):
+        return per_exchange
+    bins: list[list[str]] = [[] for _ in range(workers)]
+    sizes = [0] * workers
+    for ex in sorted(per_exchange, key=lambda e: (-len(per_exchange[e]), EXCHANGES.index(e))):
+        i = min(range(workers), key=lambda k: (sizes[k], k))
+        bins[i].append(ex)
+        sizes[i] += len(per_exchange[ex])
+    out: dict[str, tuple[str, ...]] = {}
+    for exchanges in sorted((b for b in bins if b), key=lambda b: min(EXCHANGES.index(e) for e in b)):
+        ordered = [e for e in EXCHANGES if e in exchanges]
+        name = "all" if len(ordered) == len(per_exchange) else "-".join(ordered)
+        out[name] = tuple(s for e in ordered for s in per_exchange[e])
+    return out
+
+
 def is_real_symbols_file(path: str | os.PathLike[str]) -> bool:
     """True when `path` exists and is not the shipped example (``example: true``), which `record`
     replaces first. Reads only the top-level keys, so the supervisor stays free of pyarrow."""
@@ -85,9 +109,10 @@ def is_real_symbols_file(path: str | os.PathLike[str]) -> bool:
 
 
 def symbols_command(
-    config: str | os.PathLike[str] | None, data_dir: str, streams: Sequence[str]
+    config: str | os.PathLike[str] | None, data_dir: str, streams: Sequence[str], *, quiet: bool = False
 ) -> list[str]:
-    """The argv of a `pumpwatch symbols` refresh run as a child process."""
+    """The argv of a `pumpwatch symbols` refresh run as a child process (`quiet`: the periodic
+    runs, which print nothing but a change in the failing streams)."""
     cmd = [
         sys.executable,
         "-m",
@@ -98,25 +123,36 @@ def symbols_command(
         "--streams",
         ",".join(streams),
     ]
+    if quiet:
+        cmd.append("--quiet")
     if config is not None:
         cmd += ["--config", str(Path(config).absolute())]
     return cmd
 
 
 async def refresh_symbols_child(
-    settings: Settings, config: str | os.PathLike[str] | None, streams: Sequence[str]
+    settings: Settings,
+    config: str | os.PathLike[str] | None,
+    streams: Sequence[str],
+    *,
+    quiet: bool = False,
+    last_rc: int | None = None,
 ) -> int:
     """Run the subscription-list refresh in a child process; its exit code.
 
     A child keeps the supervisor small: fetching imports the adapters (and with them pyarrow),
-    which would otherwise stay resident in the always-on supervisor.
+    which would otherwise stay resident in the always-on supervisor. A failing exit is logged
+    when it differs from `last_rc` (the previous run's; None: always), so an exchange that stays
+    down is one warning, not one a minute; the return to 0 is logged once too.
     """
     proc = await asyncio.create_subprocess_exec(
-        *symbols_command(config, settings.data_dir, streams), stdin=asyncio.subprocess.DEVNULL
+        *symbols_command(config, settings.data_dir, streams, quiet=quiet), stdin=asyncio.subprocess.DEVNULL
     )
     rc = await proc.wait()
-    if rc != 0:
+    if rc != 0 and rc != last_rc:
         log.warning("symbols refresh exited with code %d; the previous list stays", rc)
+    elif rc == 0 and last_rc not in (None, 0):
+        log.info("symbols refresh succeeded again (was exiting with code %d)", last_rc)
     return rc
 
 
@@ -130,14 +166,27 @@ def worker_env() -> dict[str, str]:
 
 
 def worker_command(
-    exchange: str, streams: Sequence[str], *, config: str | os.PathLike[str] | None, data_dir: str
+    name: str, streams: Sequence[str], *, config: str | os.PathLike[str] | None, data_dir: str
 ) -> list[str]:
-    """The argv that starts one worker process."""
-    cmd = [sys.executable, "-m", "pumpwatch.recorder.worker", "--exchange", exchange]
+    """The argv that starts one worker process (`name`: its group, see `group_streams`)."""
+    flag = "--exchange" if name in EXCHANGES else "--name"  # --exchange: the worker checks the streams
+    cmd = [sys.executable, "-m", "pumpwatch.recorder.worker", flag, name]
     cmd += ["--streams", ",".join(streams), "--data-dir", data_dir]
     if config is not None:
         cmd += ["--config", str(Path(config).absolute())]
     return cmd
+
+
+async def _spawn_with_sighup_blocked(cmd: Sequence[str]) -> asyncio.subprocess.Process:
+    """Start a worker with SIGHUP blocked: the mask survives exec, so a "re-read the symbols"
+    SIGHUP sent before the worker installed its handler waits (pending) instead of killing it
+    (SIGHUP's default action); the worker unblocks it once its handler is in place. The fork
+    happens in this thread, whose mask is restored right after."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    try:
+        return await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.DEVNULL, env=worker_env())
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
@@ -221,9 +270,7 @@ async def keep_worker(
     cmd = worker_command(handle.exchange, handle.streams, config=config, data_dir=settings.data_dir)
     while not stop.is_set():
         started = time.monotonic()
-        handle.proc = await asyncio.create_subprocess_exec(
-            *cmd, stdin=asyncio.subprocess.DEVNULL, env=worker_env()
-        )
+        handle.proc = await _spawn_with_sighup_blocked(cmd)
         handle.starts += 1
         log.info(
             "worker %s started (pid %d): %s", handle.exchange, handle.proc.pid, ", ".join(handle.streams)
@@ -290,24 +337,113 @@ async def _prune_loop(settings: Settings, stop: asyncio.Event) -> None:
             return
 
 
-async def _listing_loop(settings: Settings, stop: asyncio.Event) -> None:
+async def _listing_loop(
+    settings: Settings, stop: asyncio.Event, on_firing: Callable[[Any], None] | None = None
+) -> None:
     from pumpwatch.recorder.upbit.service import run_listing_service
 
     while not stop.is_set():
         try:
-            await run_listing_service(settings, stop)
+            await run_listing_service(settings, stop, on_firing=on_firing)
         except Exception:
             log.exception("Upbit listing service crashed; restarting in %.0f s", SERVICE_RESTART_S)
         if await _sleep_unless(stop, SERVICE_RESTART_S):
             return
 
 
-async def _symbols_loop(
-    settings: Settings, config: str | os.PathLike[str] | None, streams: Sequence[str], stop: asyncio.Event
-) -> None:
-    interval_s = settings.symbols.refresh_s
-    while interval_s > 0 and not await _sleep_unless(stop, interval_s):
-        await refresh_symbols_child(settings, config, streams)
+class SymbolsRefresh:
+    """The periodic subscription-list refresh, which a listing notice can also ask for at once.
+
+    Every ``symbols.refresh`` (or at once after `request`) it runs ``pumpwatch symbols --quiet``
+    as a child; when the file changed, it sends SIGHUP to every worker, which re-reads it now
+    instead of at its next ``recorder.symbols_reload`` check. A notice is therefore subscribed
+    within one refresh child's run (~1-2 s) plus the subscription round trip.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        config: str | os.PathLike[str] | None,
+        streams: Sequence[str],
+        handles: Sequence[WorkerHandle],
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.streams = list(streams)
+        self.handles = handles
+        self.wanted = asyncio.Event()
+        self.last_rc: int | None = None
+        self.runs = 0
+        self.urgent_runs = 0
+
+    def request(self, reason: str) -> None:
+        """Refresh now (from the event loop's thread)."""
+        log.info("refreshing the subscription list now: %s", reason)
+        self.wanted.set()
+
+    def on_firing(self, firing: Any) -> None:
+        """The listing watcher's hook: a coin no stream records yet gets a refresh at once."""
+        base = str(firing.symbol).upper()
+        if not symbols_file_lists(self.settings.recorder.symbols_file, base):
+            self.request(f"Upbit lists {base}, which no stream is subscribed to")
+
+    async def run_once(self, *, urgent: bool = False) -> int:
+        path = Path(self.settings.recorder.symbols_file)
+        before = _mtime_ns(path)
+        rc = await refresh_symbols_child(
+            self.settings, self.config, self.streams, quiet=True, last_rc=self.last_rc
+        )
+        self.last_rc = rc
+        self.runs += 1
+        self.urgent_runs += urgent
+        if _mtime_ns(path) != before:
+            self.signal_workers()
+        return rc
+
+    def signal_workers(self) -> None:
+        """SIGHUP to every live worker: re-read the subscription list now."""
+        for h in self.handles:
+            proc = h.proc
+            if proc is not None and proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGHUP)
+
+    async def loop(self, stop: asyncio.Event) -> None:
+        interval_s = self.settings.symbols.refresh_s
+        while not stop.is_set():
+            wanted = asyncio.create_task(self.wanted.wait())
+            stopped = asyncio.create_task(stop.wait())
+            timeout = interval_s if interval_s > 0 else None
+            await asyncio.wait([wanted, stopped], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            wanted.cancel()
+            stopped.cancel()
+            if stop.is_set():
+                return
+            urgent = self.wanted.is_set()
+            self.wanted.clear()
+            await self.run_once(urgent=urgent)
+
+
+def _mtime_ns(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def symbols_file_lists(path: str | os.PathLike[str], base: str) -> bool:
+    """True when the subscription list names `base` for any stream. A text search of the file
+    (``base: X`` in an instrument's flow mapping, as `write_symbols` writes it), so the
+    supervisor does not parse thousands of instruments on every notice; an unreadable file
+    counts as "not listed" (a refresh then costs one child run)."""
+    import re
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return False
+    pattern = rb"[{ ,]base: ['\"]?" + re.escape(base.encode()) + rb"['\"]?[,}]"
+    return re.search(pattern, data) is not None
 
 
 async def run_supervisor(
@@ -317,7 +453,8 @@ async def run_supervisor(
     config: str | os.PathLike[str] | None = None,
     stop: asyncio.Event | None = None,
 ) -> int:
-    """Record `streams` with one worker per exchange until SIGTERM/SIGINT (or `stop`); exit code."""
+    """Record `streams` with ``recorder.workers`` worker processes until SIGTERM/SIGINT (or `stop`);
+    the exit code."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -327,22 +464,24 @@ async def run_supervisor(
     if not streams:
         log.error("no enabled stream selected; nothing to record")
         return 2
+    groups = group_streams(streams, settings.recorder.workers)
+    handles = [WorkerHandle(name, group) for name, group in groups.items()]
+    refresh = SymbolsRefresh(settings, config, streams, handles)
     if not is_real_symbols_file(settings.recorder.symbols_file):
         log.info("no subscription list at %s yet; fetching it first", settings.recorder.symbols_file)
-        await refresh_symbols_child(settings, config, streams)
+        refresh.last_rc = await refresh_symbols_child(settings, config, streams)
     metrics_server = _start_metrics(settings)
-    handles = [WorkerHandle(ex, group) for ex, group in group_by_exchange(streams).items()]
     tasks = [
         asyncio.create_task(keep_worker(h, settings, config, stop), name=f"keep-{h.exchange}")
         for h in handles
     ]
     services = [
         asyncio.create_task(_prune_loop(settings, stop)),
-        asyncio.create_task(_symbols_loop(settings, config, streams, stop)),
+        asyncio.create_task(refresh.loop(stop)),
         asyncio.create_task(keep_housekeeper(settings, config, stop)),  # archive + uploads, a nice'd child
     ]
     if settings.upbit.enabled:
-        services.append(asyncio.create_task(_listing_loop(settings, stop)))
+        services.append(asyncio.create_task(_listing_loop(settings, stop, refresh.on_firing)))
     log.info("record: %d workers for %s (supervisor pid %d)", len(handles), ", ".join(streams), os.getpid())
     await stop.wait()
     log.info("stopping: asking every worker to flush and seal")

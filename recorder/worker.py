@@ -1,12 +1,15 @@
-"""One recorder worker process: every stream of one exchange, from WebSocket to disk.
+"""One recorder worker process: a group of streams, from WebSocket to disk.
 
 Started by the supervisor (``recorder/supervisor.py``) as::
 
     python -m pumpwatch.recorder.worker --exchange binance --streams binance_spot,binance_futures \\
         [--config FILE] [--data-dir DIR]
+    python -m pumpwatch.recorder.worker --name all --streams binance_spot,...,phemex_futures
 
-A separate process per exchange means one exchange's crash, leak or CPU spike cannot touch
-another's recording. Per stream the worker: salvages what a crash left (``recover``), opens a
+``recorder.workers`` says how many processes carry the streams: one (the default, the smallest
+footprint), or up to one per exchange, so one exchange's crash, leak or CPU spike cannot touch
+another's recording. SIGHUP re-reads the subscription list now (the supervisor sends it after a
+refresh that changed the file). Per stream the worker: salvages what a crash left (``recover``), opens a
 `SegmentWriter`, a `FrameWriter` (when ``frames.enabled``) and an `EventJournal` (``start``),
 runs a `StreamRunner`, journals ``alive`` every ``recorder.heartbeat``, re-reads the symbols
 file every ``recorder.symbols_reload`` and logs one status line per stream every
@@ -513,13 +516,34 @@ async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
             stop.set()
 
 
+async def _every_or_now(interval_s: float, stop: asyncio.Event, now: asyncio.Event | None) -> bool:
+    """Like `_every`, but `now` (set by SIGHUP) ends the wait early; True to keep going."""
+    if now is None:
+        return await _every(interval_s, stop)
+    waits = [asyncio.create_task(stop.wait()), asyncio.create_task(now.wait())]
+    await asyncio.wait(waits, timeout=interval_s, return_when=asyncio.FIRST_COMPLETED)
+    for w in waits:
+        w.cancel()
+    now.clear()
+    return not stop.is_set()
+
+
 async def _reload_symbols(
-    pipes: Sequence[StreamPipeline], path: Path, interval_s: float, stop: asyncio.Event
+    pipes: Sequence[StreamPipeline],
+    path: Path,
+    interval_s: float,
+    stop: asyncio.Event,
+    now: asyncio.Event | None = None,
+    loaded_mtime_ns: int | None = None,
 ) -> None:
+    """Re-read the subscription list when it changed: checked every `interval_s`, and at once
+    when `now` is set (the supervisor's SIGHUP after a refresh that changed the file).
+    `loaded_mtime_ns`: the file's mtime when the pipelines' lists were read (a change written
+    while the worker was still starting is then picked up, not taken as the baseline)."""
     from pumpwatch.recorder.symbols import load_symbols
 
-    last_mtime_ns = path.stat().st_mtime_ns if path.exists() else 0
-    while await _every(interval_s, stop):
+    last_mtime_ns = loaded_mtime_ns if loaded_mtime_ns is not None else _mtime_ns(path)
+    while await _every_or_now(interval_s, stop, now):
         try:
             mtime_ns = path.stat().st_mtime_ns
             if mtime_ns == last_mtime_ns:
@@ -531,6 +555,13 @@ async def _reload_symbols(
         last_mtime_ns = mtime_ns
         for p in pipes:
             p.update_instruments(table.get(p.stream, {}))
+
+
+def _mtime_ns(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
 
 
 async def _status(pipes: Sequence[StreamPipeline], interval_s: float, stop: asyncio.Event) -> None:
@@ -578,6 +609,12 @@ async def run_worker(settings: Settings, streams: Sequence[str], stop: asyncio.E
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    reload_now = asyncio.Event()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGHUP, reload_now.set)
+    # The supervisor starts us with SIGHUP blocked (one sent before the handler existed would
+    # have killed us); pending now, it is delivered to the handler.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
     try:
         locks = await asyncio.to_thread(_lock_streams, settings.data_dir, streams)
     except TimeoutError as exc:
@@ -599,6 +636,7 @@ async def run_worker(settings: Settings, streams: Sequence[str], stop: asyncio.E
     try:
         symbols_file = Path(settings.recorder.symbols_file)
         # Absent: the supervisor's fetch failed; record nothing until a reload finds the file.
+        loaded_mtime_ns = _mtime_ns(symbols_file)  # before reading: a later change is reloaded
         table = load_symbols(symbols_file) if symbols_file.exists() else {}
         await asyncio.to_thread(recover, settings.data_dir, list(streams))
         for stream in streams:
@@ -617,7 +655,7 @@ async def run_worker(settings: Settings, streams: Sequence[str], stop: asyncio.E
                 log.info("%s: the previous run ended without a stop; on disk up to %d", stream, bound[0])
             pipe.journal.start()
         log.info("recording %s (%d instruments)", ", ".join(streams), sum(len(p.instruments) for p in pipes))
-        rc = await _run(settings, pipes, stop, repairer)
+        rc = await _run(settings, pipes, stop, repairer, reload_now, loaded_mtime_ns)
     finally:
         for pipe in pipes:
             pipe.writer.start_close()  # every writer's bounded wait for the disk runs at once
@@ -657,14 +695,23 @@ async def _rescan(settings: Settings, pipe: StreamPipeline, repairer: LiveRepair
 
 
 async def _run(
-    settings: Settings, pipes: Sequence[StreamPipeline], stop: asyncio.Event, repairer: LiveRepair
+    settings: Settings,
+    pipes: Sequence[StreamPipeline],
+    stop: asyncio.Event,
+    repairer: LiveRepair,
+    reload_now: asyncio.Event | None = None,
+    loaded_mtime_ns: int | None = None,
 ) -> int:
     rec = settings.recorder
     runner_tasks = {asyncio.create_task(p.runner.run(), name=f"runner-{p.stream}"): p for p in pipes}
     helpers = [
         asyncio.create_task(repairer.run(stop), name="live repair"),
         asyncio.create_task(_heartbeat(pipes, rec.heartbeat_s, stop)),
-        asyncio.create_task(_reload_symbols(pipes, Path(rec.symbols_file), rec.symbols_reload_s, stop)),
+        asyncio.create_task(
+            _reload_symbols(
+                pipes, Path(rec.symbols_file), rec.symbols_reload_s, stop, reload_now, loaded_mtime_ns
+            )
+        ),
         asyncio.create_task(_status(pipes, rec.status_interval_s, stop)),
         asyncio.create_task(_metrics(pipes, stop)),
         asyncio.create_task(_watch_parent(os.getppid(), stop)),
@@ -701,18 +748,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m pumpwatch.recorder.worker``."""
     from pumpwatch.logsetup import setup_logging
 
-    parser = argparse.ArgumentParser(prog="pumpwatch-worker", description="Record one exchange's streams.")
-    parser.add_argument("--exchange", required=True)
-    parser.add_argument("--streams", required=True, help="comma list of this exchange's stream ids")
+    parser = argparse.ArgumentParser(prog="pumpwatch-worker", description="Record a group of streams.")
+    who = parser.add_mutually_exclusive_group(required=True)
+    who.add_argument("--exchange", help="one exchange: every stream must be one of its own")
+    who.add_argument("--name", help="a group of exchanges (recorder.workers), named in the logs")
+    parser.add_argument("--streams", required=True, help="comma list of stream ids")
     parser.add_argument("--config", default=None)
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args(argv)
     forbid_heavy_imports()
     try:
         settings = load_settings(args.config, args.data_dir)
-        setup_logging(settings, f"worker-{args.exchange}")
+        setup_logging(settings, f"worker-{args.exchange or args.name}")
         streams = parse_streams(args.streams)
-        foreign = [s for s in streams if split_stream(s)[0] != args.exchange]
+        foreign = [s for s in streams if args.exchange and split_stream(s)[0] != args.exchange]
         if foreign:
             raise UsageError(f"streams {', '.join(foreign)} do not belong to exchange {args.exchange}")
         _die_with_parent()

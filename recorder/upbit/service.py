@@ -82,12 +82,15 @@ class ListingWatcher:
             log.info("upbit watcher stopped (%d listing(s) fired this run)", len(self.firings))
 
 
-async def run_listing_service(settings: Settings, stop: asyncio.Event) -> None:
-    """Watch Upbit notices and extract every fresh KRW listing until `stop` is set."""
+async def run_listing_service(
+    settings: Settings, stop: asyncio.Event, *, on_firing: Callable[[Firing], None] | None = None
+) -> None:
+    """Watch Upbit notices and extract every fresh KRW listing until `stop` is set. `on_firing`
+    sees each firing as it is decided (`record` uses it to subscribe a coin no stream records)."""
     if not settings.upbit.enabled:
         log.info("upbit watcher disabled (upbit.enabled: false)")
         return
-    watcher = ListingWatcher(settings)
+    watcher = ListingWatcher(settings, on_firing=on_firing)
     if settings.metrics.enabled:
         from pumpwatch.recorder.metrics import watch_upbit
 

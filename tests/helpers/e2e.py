@@ -134,6 +134,9 @@ class Market:
             "worker_restart_max": "500ms",
             "status_interval": "2s",
             "symbols_reload": "1s",
+            # one worker per exchange: the tests written before recorder.workers kill or stop
+            # one exchange's worker; test_workers_e2e passes workers=1 / 2 itself
+            "workers": 0,
         }
         rec.update(recorder)
         cfg = {

@@ -153,6 +153,7 @@ def test_run_supervisor_starts_one_worker_per_exchange_and_stops_them(
     log = tmp_path / "worker.log"
     _fake(monkeypatch, log, fails=0)
     settings = _settings(tmp_path)
+    settings.recorder.workers = 0  # one per exchange (the default 1 is in tests/e2e/test_workers_e2e.py)
     write_symbols(settings.recorder.symbols_file, {"okx_spot": [Instrument("A-USDT", "A", "USDT")]})
 
     async def main() -> int:
