@@ -186,6 +186,20 @@ def _union_coverage(covs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def covered(entry: dict[str, Any]) -> bool:
+    """Did the part's recorder record this stream (a part lists all twelve; one it does not
+    record has no trade and no listening)?"""
+    cov = entry.get("coverage") or {}
+    return bool(entry.get("trades")) or bool(cov.get("known") and (cov.get("listening_s") or 0) > 0)
+
+
+def _part_streams(p: Part) -> list[str]:
+    return sorted(
+        (s for s, e in p.meta["streams"].items() if isinstance(e, dict) and covered(e)),
+        key=lambda s: STREAMS.index(s) if s in STREAMS else len(STREAMS),
+    )
+
+
 def build_shared(
     name: str,
     parts: list[Part],
@@ -204,7 +218,7 @@ def build_shared(
     first = parts[0].meta
     by_stream: dict[str, dict[str, Part]] = {}
     for p in parts:
-        for stream in p.meta["streams"]:
+        for stream in _part_streams(p):
             by_stream.setdefault(stream, {})[p.recorder] = p
     tables: dict[str, pa.Table] = {}
     streams: dict[str, Any] = {}
