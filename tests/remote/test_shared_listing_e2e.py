@@ -106,6 +106,8 @@ async def _run(
             for p in procs.values():
                 await asyncio.wait_for(p.wait(), 60)
     assert got is not None, (tmp / "rec-a.log").read_text()[-3000:]
+    names = fs.get_file_info(pafs.FileSelector(root.path("listings")))
+    assert len(names) == 1, [i.path for i in names]  # exactly one shared directory
     return got, elapsed
 
 
