@@ -201,6 +201,8 @@ class RemoteBlock:
     upload_segments: bool = False
     connect_timeout_s: float = 5.0
     request_timeout_s: float = 60.0
+    # the shared listing is written at T + after + this at the latest (missing parts named)
+    listing_deadline_s: float = 300.0
 
 
 @dataclass

@@ -54,13 +54,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NICE = 10  # added niceness of the child: the workers always come first
-CHECK_S = 15.0  # an archive round over the recent hours this often
+CHECK_S = float(
+    os.environ.get("PUMPWATCH_HOUSEKEEPING_CHECK_S", "15")
+)  # an archive round over the recent hours this often
 RECENT_S = 6 * 3600.0  # ... covering the hours that ended within this
 FULL_EVERY_S = 900.0  # a round over every sealed hour this often (and at start)
 METRICS_EVERY_S = 60.0  # archive backlog for metrics (a scan of the whole store) this often
 STOP_TIMEOUT_S = 60.0  # final archive + upload round at shutdown, then SIGKILL
 RESTART_MAX_S = 60.0  # cap of the backoff before restarting a dead child
 HEALTHY_RUN_S = 60.0
+
+
+LISTING_DEADLINE_S = 300.0  # default remote.listing_deadline_s
+SHARED_RECENT_S = 2 * 86400.0  # listings older than this are not re-assembled by recorders
 
 
 def _now_us() -> int:
@@ -177,6 +183,11 @@ class Housekeeper:
         self.cpu_s = 0.0  # process CPU spent in archive rounds
         self._next_full_us = 0
         self._metrics: Any = None
+        self.listing_deadline_s = float(
+            getattr(getattr(settings, "remote", None), "listing_deadline_s", 0) or LISTING_DEADLINE_S
+        )
+        self.pump = settings.pump
+        self.shared_failing: str | None = None
 
     def archive_round(self, *, full: bool) -> ArchiveReport | None:
         """One archive round (never raises); wakes the uploader when it built something."""
@@ -225,6 +236,34 @@ class Housekeeper:
             self.archive_round(full=full)
             if full:
                 self._next_full_us = now + int(FULL_EVERY_S * 1e6)
+        self.shared_round(now)
+
+    def shared_round(self, now_us: int) -> None:
+        """Publish this recorder's heartbeat and assemble the shared listing directories that
+        are due (`pumpwatch.extractor.shared_listing`); never raises."""
+        if self.uploader is None:
+            return
+        from pumpwatch.extractor.shared_listing import assemble_pending, publish_heartbeat
+        from pumpwatch.segments.remote import parse_url
+
+        try:
+            root = parse_url(self.remote.url)
+            publish_heartbeat(self.uploader.fs, root, self.uploader.recorder_id, now_us)
+            assemble_pending(
+                self.uploader.fs,
+                root,
+                now_us=now_us,
+                deadline_s=self.listing_deadline_s,
+                pump=self.pump,
+                recent_us=int(SHARED_RECENT_S * 1e6),
+            )
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            if self.shared_failing is None:
+                log.warning("shared listing round failed (retried every round): %s", error)
+            self.shared_failing = error
+            return
+        self.shared_failing = None
 
     def publish_metrics(self, *, backlog_scan: bool = True) -> None:
         """Publish the figures; the archive backlog (a scan of the store) only with
