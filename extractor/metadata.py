@@ -41,6 +41,7 @@ def coverage_entry(comp: Completeness, part: Any) -> dict[str, Any]:
     ``listening_s``, ``gaps``), the issue-10 ``state``, ``repaired`` and ``missing`` spans, and
     ``rest_trades``; `part` is the stream's extracted table (``time``, ``source``)."""
     known = comp.listening.known
+    since = comp.listening.listening_since
     rest = pc.equal(part.column("source"), SOURCE_REST) if part.num_rows else None
     rest_us = (
         np.sort(part.column("time").filter(rest).cast("int64").to_numpy())
@@ -52,6 +53,9 @@ def coverage_entry(comp: Completeness, part: Any) -> dict[str, Any]:
         # "connected for the whole window (and no id hole)" only when the journal can say so.
         "complete": (not comp.gaps) if known else None,
         "listening_s": round(comp.listening.listening_us / US_PER_S, 6) if known else None,
+        # from when the stream was listening for this base (its subscription ack, unclipped)
+        "listening_since": format_utc(since) if since is not None else None,
+        "listening_since_us": since,
         "gaps": [_span(a, comp.clip(b)) for a, b in (comp.gaps if known else [])],
         "state": comp.state,
         "repaired": [

@@ -140,6 +140,7 @@ def _union_coverage(covs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The coverage of a stream recorded by several parts: a gap (or missing span) is one only
     where it is one in every part (each part's entry is kept under ``by_recorder``)."""
     from pumpwatch.segments.remote_read import intersect_spans
+    from pumpwatch.utctime import format_utc
 
     if len(covs) == 1:
         ((rid, cov),) = covs.items()
@@ -162,8 +163,6 @@ def _union_coverage(covs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         state = "repaired" if gaps else "complete"
 
     def span(a: int, b: int) -> dict[str, Any]:
-        from pumpwatch.utctime import format_utc
-
         return {
             "start": format_utc(a),
             "end": format_utc(b),
@@ -172,10 +171,14 @@ def _union_coverage(covs: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "duration_s": round((b - a) / US_PER_S, 6),
         }
 
+    starts = [c["listening_since_us"] for c in known if isinstance(c.get("listening_since_us"), int)]
+    since = min(starts) if starts else None
     return {
         "known": bool(known),
         "complete": (not gaps) if known else None,
         "listening_s": max(float(c.get("listening_s") or 0) for c in known) if known else None,
+        "listening_since": format_utc(since) if since is not None else None,
+        "listening_since_us": since,
         "gaps": [span(a, b) for a, b in (gaps or [])],
         "state": state,
         "repaired": [],

@@ -86,13 +86,18 @@ class Coverage:
 
     `gaps` are the not-listening spans in µs, clipped to the window, merged and sorted;
     `known` is False when the journal says nothing at all about the window (no event at or
-    before its end), in which case the whole window is one gap.
+    before its end), in which case the whole window is one gap. `listening_since` is the
+    unclipped start of the first listening span that reaches into the window (the ack from
+    which the stream was listening, possibly long before the window; None when it did not
+    listen in it): a coin subscribed only when its listing notice came says so. It takes no
+    part in equality (a pruned journal may know a later start of the same span).
     """
 
     complete: bool
     gaps: list[tuple[int, int]]
     listening_us: int
     known: bool
+    listening_since: int | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -308,9 +313,12 @@ def coverage_from_events(
         return Coverage(complete=False, gaps=gaps, listening_us=0, known=False)
     gaps = []
     cursor = start_us
+    since: int | None = None
     for a, b in sorted(spans):
         if b <= a or b <= cursor or a >= end_us:
             continue
+        if since is None:
+            since = a
         if a > cursor:
             gaps.append((cursor, a))
         cursor = max(cursor, b)
@@ -319,7 +327,7 @@ def coverage_from_events(
     if cursor < end_us:
         gaps.append((cursor, end_us))
     listening = (end_us - start_us) - sum(b - a for a, b in gaps)
-    return Coverage(complete=not gaps, gaps=gaps, listening_us=listening, known=True)
+    return Coverage(complete=not gaps, gaps=gaps, listening_us=listening, known=True, listening_since=since)
 
 
 def coverage(

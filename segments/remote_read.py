@@ -464,6 +464,7 @@ def merged_completeness(
     gaps: list[Span] | None = None
     listen_gaps: list[Span] | None = None
     known = False
+    since: int | None = None  # the earliest recorder's listening start (the union's)
     holes: list[Span] = []
     symbols: set[str] = set()
     everything: list[dict[str, Any]] = []
@@ -473,6 +474,8 @@ def merged_completeness(
             conn, start_us, end_us, base=base, heartbeat_s=heartbeat_s, now_us=now_us
         )
         known = known or listening.known
+        if listening.listening_since is not None and (since is None or listening.listening_since < since):
+            since = listening.listening_since
         not_listening = (
             [(a, end_us + 1 if b == end_us else b) for a, b in listening.gaps] if listening.known else whole
         )
@@ -493,7 +496,11 @@ def merged_completeness(
     listen_gaps = [(a, b) for a, b in listen_gaps if b > a]
     listening_us = (end_us - start_us) - sum(b - a for a, b in listen_gaps)
     cover = Coverage(
-        complete=known and not listen_gaps, gaps=listen_gaps, listening_us=listening_us, known=known
+        complete=known and not listen_gaps,
+        gaps=listen_gaps,
+        listening_us=listening_us,
+        known=known,
+        listening_since=since,
     )
     unreadable = merge_spans((max(a, start_us), min(b, end_us + 1)) for a, b in not_archived)
     gaps = merge_spans([*gaps, *unreadable])

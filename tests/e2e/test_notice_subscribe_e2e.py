@@ -10,6 +10,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 import yaml
 from helpers.e2e import Market, Recorder, disk_rows, now_us, poll, wait_listening
@@ -86,9 +87,9 @@ def test_a_listing_notice_for_an_unrecorded_coin_subscribes_it_within_seconds(
                     assert market.sims[s].connections == connections[s], f"{s}: reconnected"
             finally:
                 assert await rec.terminate() == 0
-            return took_s
+            return took_s, t_us
 
-    took_s = asyncio.run(body())
+    took_s, trade_us = asyncio.run(body())
     print(f"notice -> subscribed on every stream: {took_s:.2f} s (workers={workers})")
     assert took_s < BOUND_S
     # From when each stream listened to the coin: its journal's `subscribed` event naming it
@@ -100,5 +101,23 @@ def test_a_listing_notice_for_an_unrecorded_coin_subscribes_it_within_seconds(
             e for e in read_events(data, s) if e["event"] == "subscribed" and "NEWCOIN" in e.get("bases", [])
         ]
         assert subs, f"{s}: no journaled subscription of NEWCOIN"
+    # ... and the listing's metadata.json says it, per stream: the window around the first
+    # trade starts before the coin was subscribed, so it is a gap up to `listening_since`.
+    from pumpwatch.extractor.extract import extract
+
+    out = extract(data, "NEWCOIN", trade_us, streams=STREAMS)
+    meta = orjson.loads((out / "metadata.json").read_bytes())
+    for s in STREAMS:
+        acked = min(
+            e["ts"]
+            for e in read_events(data, s)
+            if e["event"] == "subscribed" and "NEWCOIN" in e.get("bases", [])
+        )
+        cov = meta["streams"][s]["coverage"]
+        assert cov["listening_since_us"] == acked, s
+        assert trade_us - 20_000_000 < acked <= trade_us
+        assert cov["gaps"][0]["start_us"] == trade_us - 20_000_000
+        assert cov["gaps"][0]["end_us"] == acked
+        assert meta["streams"][s]["trades"] == 1
     log = (data / "logs" / "supervisor.log").read_text()
     assert "refreshing the subscription list now: Upbit lists NEWCOIN" in log

@@ -143,6 +143,7 @@ def test_listening_throughout_is_complete(listing: Path) -> None:
     assert coverage_of(listing, "binance_spot") == {
         "known": True, "complete": True, "listening_s": 40.0, "gaps": [], "state": "complete",
         "repaired": [], "missing": [], "rest_trades": 0,
+        "listening_since": format_utc(T - 99 * S), "listening_since_us": T - 99 * S,
     }  # fmt: skip
 
 
@@ -152,6 +153,8 @@ def test_a_disconnect_repaired_from_rest(listing: Path) -> None:
         "known": True,
         "complete": False,
         "listening_s": 37.0,
+        "listening_since": format_utc(T - 99 * S),
+        "listening_since_us": T - 99 * S,
         "gaps": [_span(a, b)],
         "state": "repaired",
         "repaired": [{**_span(a, b), "trades": 5, "via": "/api/v5/market/history-trades"}],
@@ -177,6 +180,8 @@ def test_an_id_gap_repaired(listing: Path) -> None:
         "known": True,
         "complete": False,  # listening throughout, but ids were not continuous
         "listening_s": 40.0,
+        "listening_since": format_utc(T - 99 * S),
+        "listening_since_us": T - 99 * S,
         "gaps": [_span(a, b)],
         "state": "repaired",
         "repaired": [{**_span(a, b), "trades": 1, "via": "/fapi/v1/aggTrades"}],
@@ -196,6 +201,8 @@ def test_a_gap_left_unrepaired(listing: Path) -> None:
         "known": True,
         "complete": False,
         "listening_s": 37.7,
+        "listening_since": format_utc(T - 99 * S),
+        "listening_since_us": T - 99 * S,
         "gaps": [gap],
         "state": "incomplete",
         "repaired": [],
@@ -207,12 +214,14 @@ def test_a_gap_left_unrepaired(listing: Path) -> None:
 def test_no_journal_is_incomplete_and_rest_throughout_is_repaired(listing: Path) -> None:
     window_end = T + 20 * S
     assert coverage_of(listing, "gate_spot") == {
-        "known": False, "complete": None, "listening_s": None, "gaps": [], "state": "incomplete",
+        "known": False, "complete": None, "listening_s": None, "gaps": [],
+        "listening_since": None, "listening_since_us": None, "state": "incomplete",
         "repaired": [], "rest_trades": 0,
         "missing": [{**_span(T - 20 * S, window_end), "reason": "not_attempted", "symbols": []}],
     }  # fmt: skip
     assert coverage_of(listing, "okx_spot") == {
-        "known": False, "complete": None, "listening_s": None, "gaps": [], "state": "repaired",
+        "known": False, "complete": None, "listening_s": None, "gaps": [],
+        "listening_since": None, "listening_since_us": None, "state": "repaired",
         "repaired": [{**_span(T - 20 * S, window_end), "trades": 81, "via": "/api/v5/market/history-trades"}],
         "missing": [], "rest_trades": 81,
     }  # fmt: skip

@@ -462,3 +462,21 @@ def test_rows_dropped_on_a_full_disk_are_a_gap_until_repaired() -> None:
     assert c.gaps == [(30 * S, 32 * S + 1)]  # frames lost on a full disk are not trades lost
     repaired = [*DROP, dropped, rep(70, "AUSDT", 30, 32), rep(70, "A-PERP", 30, 32)]
     assert comp(repaired, 25, 50).state == "repaired"
+
+
+def test_listening_since_is_the_unclipped_start_of_the_first_span_in_the_window() -> None:
+    events = [
+        ev(0, "start"),
+        sub(1, "c1", "AUSDT:A"),
+        ev(4, "disconnected", "c1", reason="reset"),
+        sub(6, "c2", "AUSDT:A"),
+        sub(8, "c2", "BUSDT:B"),  # B subscribed late (a listing notice): listening from 8
+        ev(20, "stop"),
+    ]
+    assert cov(events, 2, 10, base="A").listening_since == 1 * S  # before the window
+    assert cov(events, 5, 10, base="A").listening_since == 6 * S  # after the gap
+    assert cov(events, 2, 10, base="B").listening_since == 8 * S
+    assert cov(events, 2, 7, base="B").listening_since is None  # not listening in the window
+    assert cov(events, 30, 40, base="A").listening_since is None
+    # not part of equality: a pruned journal may only know a later start of the same span
+    assert cov(events, 2, 3, base="A") == Coverage(True, [], 1 * S, True, listening_since=2 * S)
