@@ -34,8 +34,8 @@ def main() -> int:
     from helpers.store import T0_US
     from moto.server import ThreadedMotoServer
 
+    from pumpwatch.detector.shared_listing import assemble_listing, publish_heartbeat
     from pumpwatch.extractor.extract import extract
-    from pumpwatch.extractor.shared_listing import assemble_listing, publish_heartbeat
     from pumpwatch.segments import SegmentWriter
     from pumpwatch.segments.remote import open_filesystem, parse_url
     from pumpwatch.settings import Settings

@@ -240,10 +240,10 @@ class Housekeeper:
 
     def shared_round(self, now_us: int) -> None:
         """Publish this recorder's heartbeat and assemble the shared listing directories that
-        are due (`pumpwatch.extractor.shared_listing`); never raises."""
+        are due (`pumpwatch.detector.shared_listing`); never raises."""
         if self.uploader is None:
             return
-        from pumpwatch.extractor.shared_listing import assemble_pending, publish_heartbeat
+        from pumpwatch.detector.shared_listing import assemble_pending, publish_heartbeat
         from pumpwatch.segments.remote import parse_url
 
         try:

@@ -97,8 +97,8 @@ def _combined_listings(data_path: Path, url: str, endpoint_url: str, region: str
     """A directory of links to every listing to study: the shared store's listing directories
     (copied to <data-dir>/cache/shared-listings) and the local ones not in the store (each
     listing once; the shared copy holds every recorder's streams)."""
+    from pumpwatch.detector.shared_listing import download_shared
     from pumpwatch.errors import StoreError
-    from pumpwatch.extractor.shared_listing import download_shared
     from pumpwatch.segments.remote import open_filesystem, parse_url
 
     root = parse_url(url)

@@ -17,8 +17,8 @@ from helpers.store import T0_US
 from typer.testing import CliRunner
 
 from pumpwatch.cli import app
+from pumpwatch.detector.shared_listing import assemble_listing, assemble_pending, publish_heartbeat
 from pumpwatch.extractor.extract import extract
-from pumpwatch.extractor.shared_listing import assemble_listing, assemble_pending, publish_heartbeat
 from pumpwatch.segments.remote import open_filesystem, parse_url
 from pumpwatch.timeunits import US_PER_S
 

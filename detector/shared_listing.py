@@ -16,9 +16,11 @@ Who assembles: every recorder's housekeeping round (`assemble_pending`). The out
 on the parts (no clock, no host name), so two recorders assembling at once write identical
 objects; a recorder that dies at any point leaves the others to finish.
 
-When: each recorder publishes ``recorder=<id>/recorder.json`` (its heartbeat) every round. The
-recorders *expected* for a notice at T are those whose heartbeat was at or after T (alive at
-T). The directory is written as soon as every expected recorder's part is in (and T + after has
+When: each recorder publishes ``recorder=<id>/recorder.json`` (its heartbeat and its interval)
+every round. The recorders *expected* for a notice at T are those alive at T: their last
+heartbeat plus `LIVENESS_BEATS` intervals reaches T (a heartbeat written just before T by a
+recorder killed just after it still counts; one that stopped minutes earlier does not). The
+directory is written as soon as every expected recorder's part is in (and T + after has
 passed), else at T + after + ``remote.listing_deadline_s`` with what is there. A part that
 arrives later re-assembles and replaces it (the metadata's ``parts`` differ).
 """
@@ -51,6 +53,8 @@ log = logging.getLogger(__name__)
 SHARED_DIR = "listings"
 RECORDER_FILE = "recorder.json"
 DEFAULT_DEADLINE_S = 300.0
+DEFAULT_BEAT_S = 15.0  # the housekeeping round (recorder/housekeeping.py CHECK_S) when unnamed
+LIVENESS_BEATS = 3  # a recorder counts as alive this many intervals after its last heartbeat
 
 
 @dataclass
@@ -91,20 +95,27 @@ def _listdir(fs: pafs.FileSystem, path: str) -> list[str]:
     return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
 
 
-def publish_heartbeat(fs: pafs.FileSystem, root: RemoteRoot, recorder_id: str, now_us: int) -> None:
-    """``recorder=<id>/recorder.json``: this recorder is alive at `now_us`."""
-    body = orjson.dumps({"recorder_id": recorder_id, "heartbeat_us": now_us})
+def publish_heartbeat(
+    fs: pafs.FileSystem, root: RemoteRoot, recorder_id: str, now_us: int, every_s: float = DEFAULT_BEAT_S
+) -> None:
+    """``recorder=<id>/recorder.json``: this recorder is alive at `now_us` and writes this
+    again every `every_s` (its housekeeping round)."""
+    body = orjson.dumps({"recorder_id": recorder_id, "heartbeat_us": now_us, "every_s": every_s})
     _write_bytes(fs, root.recorder_path(recorder_id, RECORDER_FILE), body)
 
 
 def _heartbeats(fs: pafs.FileSystem, root: RemoteRoot) -> dict[str, int]:
+    """``{recorder id: alive until µs}``: its last heartbeat plus `LIVENESS_BEATS` of its
+    interval (0 for a recorder without a readable heartbeat)."""
     from pumpwatch.segments.remote import recorder_ids
 
     out: dict[str, int] = {}
     for rid in recorder_ids(fs, root):
         raw = _read_bytes(fs, root.recorder_path(rid, RECORDER_FILE))
         with contextlib.suppress(Exception):
-            out[rid] = int(orjson.loads(raw)["heartbeat_us"]) if raw else 0
+            beat = orjson.loads(raw) if raw else {}
+            every_s = float(beat.get("every_s") or DEFAULT_BEAT_S)
+            out[rid] = int(beat["heartbeat_us"]) + int(LIVENESS_BEATS * every_s * US_PER_S)
         out.setdefault(rid, 0)
     return out
 
@@ -360,7 +371,7 @@ def assemble_listing(
     if now_us < end_us:
         return None
     beats = heartbeats if heartbeats is not None else _heartbeats(fs, root)
-    expected = sorted(rid for rid, hb in beats.items() if hb >= trigger_us)
+    expected = sorted(rid for rid, alive_until in beats.items() if alive_until >= trigger_us)
     have = {p.recorder for p in parts}
     deadline_passed = now_us >= end_us + int(deadline_s * US_PER_S)
     complete = set(expected) <= have
