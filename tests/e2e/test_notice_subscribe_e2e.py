@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 import yaml
-from helpers.e2e import Market, Recorder, disk_rows, now_us, poll, wait_listening
+from helpers.e2e import SOAK_LONG, Market, Recorder, disk_rows, now_us, poll, wait_listening
 
 from pumpwatch.recorder.sim.instruments import sim_instrument
 from pumpwatch.recorder.sim.upbit import UpbitSim, backlog
@@ -29,7 +29,10 @@ WAIT_S = 60.0
 BOUND_S = 30.0
 
 
-@pytest.mark.parametrize("workers", [1, 0])
+@pytest.mark.parametrize(
+    "workers",
+    [1, pytest.param(0, marks=pytest.mark.skipif(not SOAK_LONG, reason="long form (PUMPWATCH_SOAK=long)"))],
+)
 def test_a_listing_notice_for_an_unrecorded_coin_subscribes_it_within_seconds(
     tmp_path: Path, workers: int
 ) -> None:
