@@ -81,7 +81,7 @@ class Control:
     reply: str | None = None
 
 
-class Sequenced(list):  # type: ignore[type-arg]  # list[TradeRow], kept untyped for speed
+class Sequenced(list["TradeRow"]):
     """Decoded trades (a list of `TradeRow`) with `seq`: one continuity id per trade.
 
     For exchanges whose stored trade id does not count up per symbol but whose push carries a
@@ -108,7 +108,7 @@ def kept_sequence(decoded: list[TradeRow], kept: list[TradeRow]) -> list[Any]:
     if seq is None:
         return [None] * len(kept)
     if len(kept) == len(decoded):
-        return seq  # type: ignore[no-any-return]
+        return seq
     out: list[Any] = []
     it = iter(kept)
     want = next(it, None)

@@ -136,7 +136,9 @@ def sim_protocol(market: str, *, require_size_decimal: bool = True) -> SimProtoc
             # (sequence_id): derived from the row's own id where it has one (the sim's ids count
             # per symbol), see `market_id`.
             numeric = trade_id is not None and trade_id.isdigit()
-            mid = market_id(int(trade_id)) if numeric else next(pair_ids.setdefault(symbol, itertools.count(1)))
+            mid = (
+                market_id(int(trade_id)) if numeric else next(pair_ids.setdefault(symbol, itertools.count(1)))
+            )
             result = {
                 "id": int(trade_id) if trade_id is not None and trade_id.isdigit() else tid,
                 "id_market": mid,

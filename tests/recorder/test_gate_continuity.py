@@ -66,7 +66,9 @@ def test_spot_trades_carry_id_market_beside_the_stored_exchange_wide_id() -> Non
 def test_the_documented_sample_decodes_and_its_range_never_overrides_id_market() -> None:
     # The docs' sample carries `id_market` twice and a `range` naming the first value only; the
     # decoder keeps the last `id_market` (JSON's last-wins) and ignores a range that does not hold it.
-    out = gate.adapter("spot", {}).decode((FIXTURES / "spot_trade.json").read_bytes(), recv(T0_MS), INSTRUMENTS)
+    out = gate.adapter("spot", {}).decode(
+        (FIXTURES / "spot_trade.json").read_bytes(), recv(T0_MS), INSTRUMENTS
+    )
     assert isinstance(out, Sequenced) and out.seq == [5736713]
 
 
@@ -189,7 +191,10 @@ def test_two_connections_and_out_of_order_pushes_make_no_false_hole() -> None:
     ingest.process(push(5_999, 720, T0_MS + 20), recv(T0_MS + 21) + 1)
     assert sum(map(len, stored)) == 20 + 20 + 2
     assert ids.expire(10**15) == ([], []) and ids.holes_seen == 1 and ids.ids_filled == 1
-    assert ids.last("GT_USDT") == (721, (T0_MS + 21) * 1000) and ids.last("AB_USDT") == (109, (T0_MS + 19) * 1000)
+    assert ids.last("GT_USDT") == (721, (T0_MS + 21) * 1000) and ids.last("AB_USDT") == (
+        109,
+        (T0_MS + 19) * 1000,
+    )
 
 
 def test_a_skipped_push_is_a_hole_in_id_market_after_the_grace() -> None:
@@ -198,7 +203,9 @@ def test_a_skipped_push_is_a_hole_in_id_market_after_the_grace() -> None:
     for k in (0, 1, 2, 6, 7):  # id_market 703..705 never pushed
         ingest.process(push(10_000 + 17 * k, 700 + k, T0_MS + k), recv(T0_MS + k))
     holes, _ = ids.expire(recv(T0_MS + 6) + GRACE_US)
-    assert holes == [IdHole("GT_USDT", 703, 705, (T0_MS + 2) * 1000, (T0_MS + 6) * 1000, recv(T0_MS + 6) + GRACE_US)]
+    assert holes == [
+        IdHole("GT_USDT", 703, 705, (T0_MS + 2) * 1000, (T0_MS + 6) * 1000, recv(T0_MS + 6) + GRACE_US)
+    ]
 
 
 def test_kept_sequence_follows_the_rows_the_deduper_kept() -> None:
