@@ -10,7 +10,7 @@ function needs (a receive time, "now" for a ping payload) are passed in.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -88,22 +88,26 @@ class Sequenced(list["TradeRow"]):
     second id that does (Gate spot: ``id`` is exchange-wide, ``id_market`` counts per market).
     An entry is an int, or ``(first, last)`` for a trade that accounts for several ids, or None
     (not checked). Only the continuity check reads it (`Adapter.sequenced`); the rows are
-    stored and de-duplicated as usual.
+    stored and de-duplicated as usual. Build it with `sequenced` (on the hot path: no Python
+    ``__init__``).
     """
 
     __slots__ = ("seq",)
-
-    def __init__(self, rows: Sequence[TradeRow], seq: Sequence[Any]) -> None:
-        if len(rows) != len(seq):
-            raise ValueError(f"{len(seq)} sequence ids for {len(rows)} trades")
-        super().__init__(rows)
-        self.seq = list(seq)
+    seq: Sequence[Any]
 
 
-def kept_sequence(decoded: list[TradeRow], kept: list[TradeRow]) -> list[Any]:
+def sequenced(rows: Iterable[TradeRow], seq: Sequence[Any]) -> Sequenced:
+    """`rows` as `Sequenced` trades with `seq` (one entry per row)."""
+    out = Sequenced(rows)
+    out.seq = seq
+    return out
+
+
+def kept_sequence(decoded: list[TradeRow], kept: list[TradeRow]) -> Sequence[Any]:
     """The `Sequenced.seq` entries of the rows of `decoded` that are in `kept` (the same row
     objects, in order, as the de-duplicator passes them); None for each when `decoded` carries
-    no sequence (such trades are not checked)."""
+    no sequence (such trades are not checked). A `seq` of the wrong length is passed on as it
+    is (the check counts such trades as bad ids)."""
     seq = getattr(decoded, "seq", None)
     if seq is None:
         return [None] * len(kept)
@@ -112,7 +116,7 @@ def kept_sequence(decoded: list[TradeRow], kept: list[TradeRow]) -> list[Any]:
     out: list[Any] = []
     it = iter(kept)
     want = next(it, None)
-    for row, entry in zip(decoded, seq, strict=True):
+    for row, entry in zip(decoded, seq, strict=False):
         if row is want:
             out.append(entry)
             want = next(it, None)

@@ -42,7 +42,7 @@ from pumpwatch.recorder.adapter import (
     HttpRequest,
     Instrument,
     Instruments,
-    Sequenced,
+    sequenced,
 )
 from pumpwatch.recorder.adapters.checks import (
     BY_TIME,
@@ -107,15 +107,15 @@ def market_ids(trade: SpotTrade) -> int | tuple[int, int] | None:
     ``id_market`` is ignored: the documented id wins); the range alone without ``id_market``;
     None when neither is usable (the trade is then not checked)."""
     n = trade.id_market
-    if type(n) is str:
-        n = int(n) if n.isascii() and n.isdigit() else None
-    elif type(n) is not int:
-        n = None
+    if type(n) is not int:
+        n = int(n) if type(n) is str and n.isascii() and n.isdigit() else None
     span = trade.range
     if span is None:
         return n
-    first, sep, last = span.partition("-")
-    if not (sep and first.isascii() and first.isdigit() and last.isascii() and last.isdigit()):
+    first, _, last = span.partition("-")
+    if first == last and n is not None:
+        return n  # "7-7" (the usual push): one id, id_market's (or a stray range: ignored)
+    if not (first.isascii() and first.isdigit() and last.isascii() and last.isdigit()):
         return n
     lo, hi = int(first), int(last)
     if lo > hi or (n is not None and not lo <= n <= hi):
@@ -262,7 +262,7 @@ def _make_decode(market: str) -> Decoder:
             inst = instruments.get(trade.currency_pair)
             if inst is None:
                 raise ParseError(f"unknown symbol {trade.currency_pair!r:.40}")
-            return Sequenced(spot_trade_rows((trade,), inst, recv_us), (market_ids(trade),))
+            return sequenced(spot_trade_rows((trade,), inst, recv_us), [market_ids(trade)])
         return futures_trade_rows(push.result, instruments, recv_us)
 
     def other(frame: bytes | str) -> Control:

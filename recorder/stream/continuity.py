@@ -101,9 +101,9 @@ class IdContinuity:
         """Account the trades of one frame (after de-duplication), received at `recv_us`.
 
         With `seq` (one entry per row: an int, a decimal string, or ``(first, last)``) those ids
-        are checked instead of the rows' trade ids; an entry that is neither is counted in
-        `bad_ids` and not checked. Returns the resumes settled by these trades (their first
-        trade after a gap), or None.
+        are checked instead of the rows' trade ids; an entry that is neither (or a `seq` of the
+        wrong length: every row) is counted in `bad_ids` and not checked. Returns the resumes
+        settled by these trades (their first trade after a gap), or None.
         """
         if seq is not None:
             return self._check_seq(rows, recv_us, seq)
@@ -138,8 +138,9 @@ class IdContinuity:
 
     def _check_seq(self, rows: Sequence[TradeRow], recv_us: int, seq: Sequence[Any]) -> list[Resumed] | None:
         """`check` on ids given beside the rows; the same rules, a trade may span several ids."""
-        if len(seq) != len(rows):
-            raise ValueError(f"{len(seq)} sequence ids for {len(rows)} trades")
+        if len(seq) != len(rows):  # a decoder bug: never stop the stream for it
+            self.bad_ids += len(rows)
+            return None
         last_id = self._last_id
         last_us = self._last_us
         settled: list[Resumed] | None = None

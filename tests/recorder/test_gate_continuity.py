@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from pumpwatch.recorder.adapter import Instrument, Sequenced, kept_sequence
+from pumpwatch.recorder.adapter import Instrument, Sequenced, kept_sequence, sequenced
 from pumpwatch.recorder.adapters import gate
 from pumpwatch.recorder.history.specs import history_spec
 from pumpwatch.recorder.sim.instruments import sim_instrument
@@ -152,8 +152,9 @@ def test_out_of_order_within_the_grace_is_no_hole_and_bad_entries_are_not_checke
     ids.check([row(4, 400), row(5, 500), row(6, 600)], 20, [None, "x", (9, 3)])
     assert ids.bad_ids == 3
     assert ids.expire(10**12) == ([], []) and ids.ids_filled == 1
-    with pytest.raises(ValueError, match="2 sequence ids for 1 trades"):
-        ids.check([row(7, 700)], 0, [13, 14])
+    # a decoder that attached the wrong number of ids: counted, not checked, never raised
+    assert ids.check([row(7, 700)], 0, [13, 14]) is None
+    assert ids.bad_ids == 4 and ids.last("GT_USDT") == (12, 300)
 
 
 def test_a_resume_settles_on_id_market() -> None:
@@ -210,13 +211,13 @@ def test_a_skipped_push_is_a_hole_in_id_market_after_the_grace() -> None:
 
 def test_kept_sequence_follows_the_rows_the_deduper_kept() -> None:
     a, b, c = row(1, 1), row(2, 2), row(3, 3)
-    decoded = Sequenced([a, b, c], [7, (8, 9), 10])
+    decoded = sequenced([a, b, c], [7, (8, 9), 10])
     assert kept_sequence(decoded, [a, b, c]) == [7, (8, 9), 10]
     assert kept_sequence(decoded, [a, c]) == [7, 10]
     assert kept_sequence(decoded, [b]) == [(8, 9)]
     assert kept_sequence([a, b], [b]) == [None]  # a decoder that attached nothing: not checked
-    with pytest.raises(ValueError):
-        Sequenced([a], [])
+    assert isinstance(decoded, Sequenced) and decoded == [a, b, c]
+    assert kept_sequence(Sequenced([a, b]), [b]) == [None]  # `seq` never set: not checked
 
 
 # -- the worker's start-up priming ------------------------------------------------------------------
