@@ -10,7 +10,7 @@ function needs (a receive time, "now" for a ping payload) are passed in.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -81,6 +81,48 @@ class Control:
     reply: str | None = None
 
 
+class Sequenced(list["TradeRow"]):
+    """Decoded trades (a list of `TradeRow`) with `seq`: one continuity id per trade.
+
+    For exchanges whose stored trade id does not count up per symbol but whose push carries a
+    second id that does (Gate spot: ``id`` is exchange-wide, ``id_market`` counts per market).
+    An entry is an int, or ``(first, last)`` for a trade that accounts for several ids, or None
+    (not checked). Only the continuity check reads it (`Adapter.sequenced`); the rows are
+    stored and de-duplicated as usual. Build it with `sequenced` (on the hot path: no Python
+    ``__init__``).
+    """
+
+    __slots__ = ("seq",)
+    seq: Sequence[Any]
+
+
+def sequenced(rows: Iterable[TradeRow], seq: Sequence[Any]) -> Sequenced:
+    """`rows` as `Sequenced` trades with `seq` (one entry per row)."""
+    out = Sequenced(rows)
+    out.seq = seq
+    return out
+
+
+def kept_sequence(decoded: list[TradeRow], kept: list[TradeRow]) -> Sequence[Any]:
+    """The `Sequenced.seq` entries of the rows of `decoded` that are in `kept` (the same row
+    objects, in order, as the de-duplicator passes them); None for each when `decoded` carries
+    no sequence (such trades are not checked). A `seq` of the wrong length is passed on as it
+    is (the check counts such trades as bad ids)."""
+    seq = getattr(decoded, "seq", None)
+    if seq is None:
+        return [None] * len(kept)
+    if len(kept) == len(decoded):
+        return seq
+    out: list[Any] = []
+    it = iter(kept)
+    want = next(it, None)
+    for row, entry in zip(decoded, seq, strict=False):
+        if row is want:
+            out.append(entry)
+            want = next(it, None)
+    return out
+
+
 # decode(frame, recv_us, instruments) -> trades (oldest first) or a Control.
 # Raises pumpwatch.errors.ParseError, and nothing else, on garbage or an unexpected shape.
 # Trades of an instrument missing from `instruments` raise ParseError when the base or the
@@ -126,6 +168,11 @@ class Adapter:
     # follow-up request from `parse_instruments`) and the parse of their bodies.
     instruments_request: Callable[[str], HttpRequest] | None = None
     parse_instruments: Callable[[bytes], tuple[list[Instrument], HttpRequest | None]] | None = None
+
+    # Trade-id continuity reads `Sequenced.seq` (ids the decoder attaches beside the rows), not
+    # the rows' trade ids. Such a stream's stored ids say nothing about continuity, so nothing
+    # primes the check from the store (a worker start is a gap, settled by time).
+    sequenced: bool = False
 
     # De-duplication across overlapping connections and replayed snapshots. The key must be
     # equal for the same trade seen twice. Default: (symbol, trade_id).

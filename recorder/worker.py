@@ -404,7 +404,10 @@ class StreamPipeline:
                 rows.sort(key=lambda r: r[1])
                 self.runner.dedupe.remember(rows)
                 ids = self.runner.ids
-                if ids is not None:  # continuity starts from the newest stored id per symbol
+                # Continuity starts from the newest stored id per symbol, where the stored id is
+                # the one checked (not for a `sequenced` adapter: Gate spot stores its
+                # exchange-wide `id` and checks `id_market`; its start is settled by time).
+                if ids is not None and not self.runner.adapter.sequenced:
                     newest: dict[str, tuple[int, int]] = {}
                     for row in rows:
                         tid = row[8]

@@ -13,6 +13,14 @@ zero); ``is_internal`` futures prints (insurance fund / ADL takeovers) are not m
 and are dropped; spot ``create_time_ms`` is a string with a sub-millisecond fraction, converted
 to µs with string arithmetic, never through a float; the server drops connections idle for a
 minute, so the client sends ``<market>.ping`` every few seconds; ids become strings.
+
+Trade-id continuity (issue 10 §1): a spot trade's ``id`` (the stored trade id, equal to the REST
+``id``) is exchange-wide, so it says nothing about missed trades of one pair; ``id_market``
+counts up by one per pair (REST ``sequence_id``: "a unique and consecutive trade ID within a
+single market"). The spot decoder returns `Sequenced` trades carrying ``id_market`` beside the
+row (``range`` ``"first-last"`` when it names more than one id), and the adapter is
+``sequenced``: the continuity check reads those, the store keeps ``id``. Futures trade ids are
+not documented as contiguous and are not checked.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from pumpwatch.recorder.adapter import (
     HttpRequest,
     Instrument,
     Instruments,
+    sequenced,
 )
 from pumpwatch.recorder.adapters.checks import (
     BY_TIME,
@@ -88,6 +97,30 @@ class SpotTrade(msgspec.Struct, kw_only=True, gc=False):
     price: str | float
     create_time_ms: str | int | float | None = None  # "1606292218213.4578"
     create_time: int | None = None  # seconds: frames from before create_time_ms existed
+    id_market: int | str | None = None  # per-pair contiguous id (REST `sequence_id`); not stored
+    range: str | None = None  # "2390902-2390902": the id_market ids this push accounts for
+
+
+def market_ids(trade: SpotTrade) -> int | tuple[int, int] | None:
+    """The per-pair ids a spot push accounts for: ``id_market``; ``(first, last)`` when its
+    ``range`` ``"first-last"`` names more ids around it (a range that does not hold
+    ``id_market`` is ignored: the documented id wins); the range alone without ``id_market``;
+    None when neither is usable (the trade is then not checked)."""
+    n = trade.id_market
+    if type(n) is not int:
+        n = int(n) if type(n) is str and n.isascii() and n.isdigit() else None
+    span = trade.range
+    if span is None:
+        return n
+    first, _, last = span.partition("-")
+    if first == last and n is not None:
+        return n  # "7-7" (the usual push): one id, id_market's (or a stray range: ignored)
+    if not (first.isascii() and first.isdigit() and last.isascii() and last.isdigit()):
+        return n
+    lo, hi = int(first), int(last)
+    if lo > hi or (n is not None and not lo <= n <= hi):
+        return n
+    return lo if lo == hi else (lo, hi)
 
 
 class FuturesTrade(msgspec.Struct, kw_only=True, gc=False):
@@ -225,10 +258,11 @@ def _make_decode(market: str) -> Decoder:
         if push.channel != trades_channel or push.event not in (None, "update"):
             raise ParseError(f"unexpected frame: channel {push.channel!r:.40} event {push.event!r:.40}")
         if isinstance(push, _SpotPush):
-            inst = instruments.get(push.result.currency_pair)
+            trade = push.result
+            inst = instruments.get(trade.currency_pair)
             if inst is None:
-                raise ParseError(f"unknown symbol {push.result.currency_pair!r:.40}")
-            return spot_trade_rows((push.result,), inst, recv_us)
+                raise ParseError(f"unknown symbol {trade.currency_pair!r:.40}")
+            return sequenced(spot_trade_rows((trade,), inst, recv_us), [market_ids(trade)])
         return futures_trade_rows(push.result, instruments, recv_us)
 
     def other(frame: bytes | str) -> Control:
@@ -400,4 +434,5 @@ def adapter(market: str, options: Mapping[str, Any]) -> Adapter:
         instruments_request=lambda rest_url: HttpRequest("GET", rest_url.rstrip("/") + rest_path),
         parse_instruments=parse_spot_instruments if market == "spot" else _futures_parser(opts),
         default_options=option_values(opts.__class__()),
+        sequenced=market == "spot",
     )

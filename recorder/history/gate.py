@@ -55,6 +55,7 @@ class SpotHistoryTrade(msgspec.Struct, kw_only=True, gc=False):
     amount: str | float
     price: str | float
     create_time_ms: str  # "1606292218213.4578"
+    sequence_id: str | int | None = None  # = the push's `id_market` (paging is by time: unused)
 
 
 class FuturesHistoryTrade(msgspec.Struct, kw_only=True, gc=False):
@@ -190,7 +191,10 @@ def spec(market: str, rest_url: str, options: Mapping[str, Any]) -> HistorySpec 
             ),
             window_us=US_PER_HOUR,
             max_pages=101,  # limit × (page − 1) ≤ 100,000
-            ids_contiguous=False,  # `id` is exchange-wide; `sequence_id` counts per market
+            # Continuity is checked live on `id_market` (= REST `sequence_id`, per pair), which
+            # the adapter attaches beside each trade (`Adapter.sequenced`), not on the stored
+            # exchange-wide `id`. Paging is by time, so the pager reads no ids.
+            ids_contiguous=True,
         )
     if market == "futures":
         path = "/api/v4/futures/usdt/trades"

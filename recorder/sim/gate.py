@@ -46,6 +46,16 @@ def contracts(qty: float, multiplier: float) -> float:
     return float(Decimal(repr(qty)) / Decimal(repr(multiplier)))
 
 
+# Spot `id_market` (= REST `sequence_id`) is the trade id plus this: per pair contiguous like the
+# real one, and never equal to the stored `id`, so a test can tell which id a check read.
+MARKET_ID_OFFSET = 700_000_000
+
+
+def market_id(trade_id: int) -> int:
+    """The spot `id_market` / `sequence_id` of the trade with (numeric) id `trade_id`."""
+    return trade_id + MARKET_ID_OFFSET
+
+
 def us_to_ms_text(time_us: int) -> str:
     """µs -> Gate's ``"1606292218213.4578"``-style string (three fraction digits are exact µs)."""
     return f"{time_us // US_PER_MS}.{time_us % US_PER_MS:03d}"
@@ -123,19 +133,22 @@ def sim_protocol(market: str, *, require_size_decimal: bool = True) -> SimProtoc
         for time_us, _recv, symbol, _b, _q, price, qty, side, trade_id in rows:
             tid = next(ids)
             # id_market is per-market contiguous and the same on every connection and over REST
-            # (sequence_id): the row's own id where it has one (the sim's ids count per symbol).
+            # (sequence_id): derived from the row's own id where it has one (the sim's ids count
+            # per symbol), see `market_id`.
             numeric = trade_id is not None and trade_id.isdigit()
-            market_id = int(trade_id) if numeric else next(pair_ids.setdefault(symbol, itertools.count(1)))
+            mid = (
+                market_id(int(trade_id)) if numeric else next(pair_ids.setdefault(symbol, itertools.count(1)))
+            )
             result = {
                 "id": int(trade_id) if trade_id is not None and trade_id.isdigit() else tid,
-                "id_market": market_id,
+                "id_market": mid,
                 "create_time": time_us // US_PER_S,
                 "create_time_ms": us_to_ms_text(time_us),
                 "side": side,
                 "currency_pair": symbol,
                 "amount": num_text(qty),
                 "price": num_text(price),
-                "range": f"{market_id}-{market_id}",
+                "range": f"{mid}-{mid}",
             }
             msg = {"time": time_us // US_PER_S, "time_ms": time_us // US_PER_MS, "channel": channel}
             msg.update(event="update", result=result)

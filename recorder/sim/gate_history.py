@@ -7,8 +7,9 @@ Both page by time: ``from``/``to`` in seconds (inclusive; ``to`` defaults to now
 to 30 days before it), newest first, at most 1000 per call; spot pages with ``page`` (with
 ``limit * (page - 1) <= 100000``), futures with ``offset``. Values match the WS pushes of
 ``recorder/sim/gate.py``: spot ``id`` and ``sequence_id`` (= WS ``id_market``, per market
-contiguous), ``create_time_ms`` with the same µs fraction; futures ``size`` in signed contracts,
-a string with ``X-Gate-Size-Decimal: 1`` and truncated toward zero to an integer without it.
+contiguous: `market_id` of the id), ``create_time_ms`` with the same µs fraction; futures
+``size`` in signed contracts, a string with ``X-Gate-Size-Decimal: 1`` and truncated toward
+zero to an integer without it.
 Budget: 200 calls / 10 s per endpoint; refusals ``{"label":"TOO_MANY_REQUESTS",...}``.
 """
 
@@ -20,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from pumpwatch.recorder.sim.gate import contracts, num_text, us_to_ms_text
+from pumpwatch.recorder.sim.gate import contracts, market_id, num_text, us_to_ms_text
 from pumpwatch.recorder.sim.history import (
     HistoryApi,
     HistoryRequest,
@@ -105,7 +106,7 @@ def spot_trades(req: HistoryRequest) -> HttpResponse:
             "role": "taker",
             "amount": num_text(r[6]),
             "price": num_text(r[5]),
-            "sequence_id": str(numeric_id(r)),
+            "sequence_id": str(market_id(numeric_id(r))),
         }
         for r in _page(rows, limit * (page - 1), limit)
     ]

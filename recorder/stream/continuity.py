@@ -23,13 +23,18 @@ trade still settles it against the last id before the gap. The chain of ids is n
 so ids that never arrive right after a resume (the exchange skipped pushes on the new
 connection) are found and repaired too, and a ``repaired`` span that leans on the ids received
 live is never claimed across ids nobody checked.
+
+Which id is checked: the row's trade id, unless the caller passes `seq`, one id per row (Gate
+spot: its stored ``id`` is exchange-wide, so the decoder attaches the per-market ``id_market``
+to each trade, see `pumpwatch.recorder.adapter.Sequenced`). A `seq` entry may be a pair
+``(first, last)``: one trade that accounts for several ids (Gate's ``range``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the recorder's light processes must not import pyarrow through the schema
     from pumpwatch.segments.schema import TradeRow
@@ -90,11 +95,18 @@ class IdContinuity:
 
     # -- the hot path ----------------------------------------------------------------------
 
-    def check(self, rows: Sequence[TradeRow], recv_us: int) -> list[Resumed] | None:
+    def check(
+        self, rows: Sequence[TradeRow], recv_us: int, seq: Sequence[Any] | None = None
+    ) -> list[Resumed] | None:
         """Account the trades of one frame (after de-duplication), received at `recv_us`.
 
-        Returns the resumes settled by these trades (their first trade after a gap), or None.
+        With `seq` (one entry per row: an int, a decimal string, or ``(first, last)``) those ids
+        are checked instead of the rows' trade ids; an entry that is neither (or a `seq` of the
+        wrong length: every row) is counted in `bad_ids` and not checked. Returns the resumes
+        settled by these trades (their first trade after a gap), or None.
         """
+        if seq is not None:
+            return self._check_seq(rows, recv_us, seq)
         last_id = self._last_id
         last_us = self._last_us
         settled: list[Resumed] | None = None
@@ -124,6 +136,45 @@ class IdContinuity:
             last_us[symbol] = row[0]
         return settled
 
+    def _check_seq(self, rows: Sequence[TradeRow], recv_us: int, seq: Sequence[Any]) -> list[Resumed] | None:
+        """`check` on ids given beside the rows; the same rules, a trade may span several ids."""
+        if len(seq) != len(rows):  # a decoder bug: never stop the stream for it
+            self.bad_ids += len(rows)
+            return None
+        last_id = self._last_id
+        last_us = self._last_us
+        settled: list[Resumed] | None = None
+        for row, raw in zip(rows, seq, strict=True):
+            symbol = row[2]
+            try:
+                if type(raw) is tuple:
+                    n, top = int(raw[0]), int(raw[1])
+                    if top < n:
+                        raise ValueError(raw)
+                else:
+                    n = top = int(raw)
+            except (TypeError, ValueError, IndexError):
+                self.bad_ids += 1
+                continue
+            prev = last_id.get(symbol)
+            if prev is not None and n == prev + 1:
+                pass
+            elif symbol in self._resuming:
+                done = self._settle(symbol, n, row[0])
+                settled = [done] if settled is None else [*settled, done]
+            elif prev is None:
+                pass
+            elif n > prev:
+                self._open(symbol, prev + 1, n - 1, last_us[symbol], row[0], recv_us)
+            else:
+                self._fill(symbol, n, row[0], min(top, prev))
+                if top <= prev:
+                    continue  # a late arrival never moves the last id back
+                # a range reaching past the last id: its new ids follow on
+            last_id[symbol] = top
+            last_us[symbol] = row[0]
+        return settled
+
     # -- the rare paths ----------------------------------------------------------------------
 
     def _open(self, symbol: str, first: int, last: int, after_us: int, before_us: int, recv_us: int) -> None:
@@ -131,22 +182,27 @@ class IdContinuity:
         hole = IdHole(symbol, first, last, after_us, before_us, recv_us + self.grace_us)
         self._pending.setdefault(symbol, []).append(hole)
 
-    def _fill(self, symbol: str, n: int, time_us: int) -> None:
+    def _fill(self, symbol: str, n: int, time_us: int, top: int | None = None) -> None:
+        """Ids ``n..top`` (one trade; `top` None: just `n`) arrived late: cut them out of the
+        pending holes they fall in."""
         holes = self._pending.get(symbol)
         if not holes:
             return  # an old trade outside every hole: a replay, nothing to account
-        i = next((k for k, h in enumerate(holes) if h.first_missing <= n <= h.last_missing), None)
-        if i is None:
-            return
-        hole = holes[i]
-        self.ids_filled += 1
-        parts = []
-        if hole.first_missing < n:
-            parts.append(IdHole(symbol, hole.first_missing, n - 1, hole.after_us, time_us, hole.due_us))
-        if n < hole.last_missing:
-            parts.append(IdHole(symbol, n + 1, hole.last_missing, time_us, hole.before_us, hole.due_us))
-        holes[i : i + 1] = parts
-        if not holes:
+        top = n if top is None else top
+        kept: list[IdHole] = []
+        for hole in holes:
+            lo, hi = max(hole.first_missing, n), min(hole.last_missing, top)
+            if lo > hi:
+                kept.append(hole)
+                continue
+            self.ids_filled += hi - lo + 1
+            if hole.first_missing < lo:
+                kept.append(IdHole(symbol, hole.first_missing, lo - 1, hole.after_us, time_us, hole.due_us))
+            if hi < hole.last_missing:
+                kept.append(IdHole(symbol, hi + 1, hole.last_missing, time_us, hole.before_us, hole.due_us))
+        if kept:
+            self._pending[symbol] = kept
+        else:
             del self._pending[symbol]
 
     def _settle(self, symbol: str, n: int, time_us: int) -> Resumed:

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Mapping
 
 from pumpwatch.errors import ParseError
-from pumpwatch.recorder.adapter import Adapter, Control, Instrument
+from pumpwatch.recorder.adapter import Adapter, Control, Instrument, Sequenced, kept_sequence
 from pumpwatch.recorder.stream.continuity import IdContinuity, Resumed
 from pumpwatch.recorder.stream.dedupe import Deduper
 from pumpwatch.recorder.stream.logcontext import StreamLog
@@ -57,6 +57,7 @@ class FrameIngest:
         self._on_trades = on_trades
         self._on_frame = on_frame
         self._ids = ids  # trade-id continuity, for streams whose ids count up per symbol
+        self._sequenced = adapter.sequenced  # ... checked on the ids the decoder attaches (Sequenced)
         self._on_resumed = on_resumed
         self._sink_errors = 0
 
@@ -82,7 +83,7 @@ class FrameIngest:
             if st.decode_bugs == 1 or st.decode_bugs % LOG_EVERY_ERRORS == 0:
                 self._log.exception("decoder bug (%d so far) on %r", st.decode_bugs, frame[:200])
             return None
-        if type(out) is list:
+        if type(out) is list or type(out) is Sequenced:
             if out:
                 rows = self._dedupe.filter(out)
                 if rows:
@@ -94,7 +95,8 @@ class FrameIngest:
                     except Exception:
                         self._sink_failed("on_trades")
                     if self._ids is not None:
-                        settled = self._ids.check(rows, recv_us)
+                        seq = kept_sequence(out, rows) if self._sequenced else None
+                        settled = self._ids.check(rows, recv_us, seq)
                         if settled is not None and self._on_resumed is not None:
                             self._on_resumed(settled)
             return None
