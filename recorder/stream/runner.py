@@ -582,14 +582,24 @@ class StreamRunner:
         if r.last_us is not None:
             start_us = min(start_us, r.last_us)
         end_us = max(r.next_us, r.resumed_us)
+        # A `sequenced` stream (Gate spot: checked on id_market, repaired by time) waits until
+        # the connection has delivered what it will of the span's last moments, so no REST copy
+        # of a trade lands before its live push; repairs by id fetch only the ids below this one.
+        wait = self._clock() // 1000 + SETTLE_US if self.adapter.sequenced else 0
         if r.handed_out and (r.last_id is None or r.next_id - r.last_id - 1 > REFETCH_IDS):
             # Its quiet repair stored the span up to the resume; the trades after the resume
             # that never arrived (skipped pushes) are the ids below this one from there on.
-            self._missing(Missing(r.symbol, r.resumed_us, end_us, cause, last_id=r.next_id - 1))
+            self._missing(
+                Missing(r.symbol, r.resumed_us, end_us, cause, last_id=r.next_id - 1, not_before_us=wait)
+            )
         elif r.last_id is None:  # nothing known before the gap: by time up to the id after it
-            self._missing(Missing(r.symbol, start_us, end_us, cause, last_id=r.next_id - 1))
+            self._missing(
+                Missing(r.symbol, start_us, end_us, cause, last_id=r.next_id - 1, not_before_us=wait)
+            )
         elif r.next_id > r.last_id + 1:
-            self._missing(Missing(r.symbol, start_us, end_us, cause, r.last_id + 1, r.next_id - 1))
+            self._missing(
+                Missing(r.symbol, start_us, end_us, cause, r.last_id + 1, r.next_id - 1, not_before_us=wait)
+            )
         else:  # the first id after the gap follows the last before it: nothing was missed
             self._missing(Missing(r.symbol, start_us, end_us, cause, whole=True))
 
