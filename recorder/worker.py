@@ -374,7 +374,9 @@ class StreamPipeline:
         if repairer is not None:  # spans name any instrument the runner ever had
             write = store_writer(settings.data_dir, stream, self.writer)
             known = self.runner.known_instruments
-            self.repair_stats = repairer.add_stream(stream, spec, known, write, self.journal)
+            self.repair_stats = repairer.add_stream(
+                stream, spec, known, write, self.journal, admit=self.runner.dedupe.filter
+            )
 
     def prime_dedupe(self, data_dir: str, *, window_s: float = PRIME_WINDOW_S) -> int:
         """Teach the runner's de-duplicator the trades already on disk from the last `window_s`.

@@ -13,7 +13,11 @@ flaps. Entries run in arrival order, each not before its `not_before_us`.
 
 Writes go through ``segments.repair.write_repaired`` after flushing the stream's live writer
 (`SegmentWriter.flush`): rows still queued for the disk are then visible to its
-de-duplication, so a trade both received live and fetched is stored once.
+de-duplication, so a trade both received live and fetched is stored once. Before each write
+the fetched rows pass the stream's live de-duplicator (`admit`, on the event loop): what the
+connection already delivered is dropped there, and the rest is remembered, so a copy the
+connection delivers only later (Phemex's snapshot of recent trades after a resubscribe, a
+late push) is dropped as a duplicate instead of being stored twice.
 
 ``repair.live: false``: nothing is fetched; every span is journaled ``unrepaired`` with reason
 ``disabled`` (so coverage says why the span is missing). A stream whose configuration has no
@@ -71,6 +75,7 @@ class _Stream:
     instruments: Mapping[str, Instrument]
     write: Callable[[list[Any], int], int]
     journal: Any  # EventJournal (record(event, **fields))
+    admit: Callable[[list[Any]], list[Any]] | None = None  # the runner's de-duplicator
     stats: RepairStats = field(default_factory=RepairStats)
 
 
@@ -103,10 +108,13 @@ class LiveRepair:
         instruments: Mapping[str, Instrument],
         write: Callable[[list[Any], int], int],
         journal: Any,
+        admit: Callable[[list[Any]], list[Any]] | None = None,
     ) -> RepairStats:
         """Register a stream: its history (None: none), the instruments its spans name (read
-        when a repair starts), `write(rows, recv_us) -> rows written` and its journal."""
-        entry = _Stream(spec, instruments, write, journal)
+        when a repair starts), `write(rows, recv_us) -> rows written`, its journal and `admit`
+        (`repair.Admit`: the live de-duplicator's filter, so live and fetched copies of a trade
+        are stored once whichever comes first)."""
+        entry = _Stream(spec, instruments, write, journal, admit)
         self._streams[stream] = entry
         return entry.stats
 
@@ -202,6 +210,7 @@ class LiveRepair:
             instruments=target.instruments,
             write=target.write,
             journal=lambda event, fields: target.journal.record(event, **fields),
+            admit=target.admit,
             first_id=span.first_id,
             last_id=span.last_id,
             now_us=self._clock_us,

@@ -35,8 +35,21 @@ FLUSH_ROWS = 50_000  # rows handed to `write` at once (bounds memory on long rep
 
 # write(rows, recv_us) -> rows actually written (the store drops rows it already holds).
 Write = Callable[["list[TradeRow]", int], int]
+# admit(rows) -> the rows to store, on the event loop before each write: the live
+# de-duplicator's `filter` in a worker, so a fetched trade the connection already delivered is
+# not written again, and one it delivers later (a replay after a resubscribe, a late push) is
+# dropped there as a duplicate instead of being stored a second time.
+Admit = Callable[["list[TradeRow]"], "list[TradeRow]"]
 # journal(event, fields): "repaired" or "unrepaired" with the fields of the design.
 Journal = Callable[[str, Mapping[str, Any]], None]
+
+
+async def _write(write: Write, admit: Admit | None, rows: list[TradeRow], recv_us: int) -> int:
+    if admit is not None:
+        rows = admit(rows)
+        if not rows:
+            return 0
+    return await asyncio.to_thread(write, rows, recv_us)
 
 
 def wall_clock_us() -> int:
@@ -82,6 +95,7 @@ async def repair(
     instruments: Instruments,
     write: Write,
     journal: Journal,
+    admit: Admit | None = None,
     first_id: int | None = None,
     last_id: int | None = None,
     now_us: Callable[[], int] = wall_clock_us,
@@ -99,7 +113,8 @@ async def repair(
     The call waits for `budget` as long as it takes; only with `deadline_s` (seconds from now)
     can it give up, and then what is left is `rate_limited`. An error answer ends it with
     ``exchange_error: <detail>`` for the part not yet paged. `write` runs in a worker thread
-    (it does disk I/O); a store fault it raises propagates and nothing is journaled.
+    (it does disk I/O); a store fault it raises propagates and nothing is journaled. `admit`
+    (see `Admit`) runs on the event loop before each write.
     """
     if stream != spec.stream:
         raise ValueError(f"history spec of {spec.stream} used for {stream}")
@@ -141,10 +156,10 @@ async def repair(
             fetched += len(rows)
             pending.extend(rows)
             if len(pending) >= flush_rows:
-                written += await asyncio.to_thread(write, pending, pager.recv_us)
+                written += await _write(write, admit, pending, pager.recv_us)
                 pending = []
         if pending:
-            written += await asyncio.to_thread(write, pending, pager.recv_us)
+            written += await _write(write, admit, pending, pager.recv_us)
         missing.extend(pager.missing)
         covered = pager.covered
     missing.sort()

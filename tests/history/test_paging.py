@@ -384,3 +384,35 @@ def test_trades_older_than_the_live_time_bound_are_repaired(stream: str) -> None
     result, store, _journal, _ex = run(_repair(stream, trades, trades[0][0], trades[-1][0]))
     assert result.complete and store.ids() == list(range(1000, 1300))
     assert sorted(r[0] for r in store.rows) == [t[0] for t in trades]
+
+
+# -- live and fetched copies of a trade ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", ["phemex_spot", "bybit_spot", "binance_spot"])
+def test_admit_stores_each_trade_once_whichever_copy_comes_first(stream: str) -> None:
+    """The worker passes its live de-duplicator as `admit`: fetched trades the connection
+    already delivered are not written, and a copy it delivers only after the repair (Phemex's
+    snapshot of recent trades after a resubscribe) is then dropped by the live filter."""
+    from pumpwatch.recorder.adapters import get_adapter
+    from pumpwatch.recorder.stream.dedupe import Deduper
+
+    # sizes as a live decode gives them (Phemex's wire sizes are integers of 1e-8)
+    made = make_trades(instrument(stream), 500, start_us=START_US, step_us=(1000,))
+    trades = [(*t[:6], round(t[6], 8), *t[7:]) for t in made]
+    live = Deduper(get_adapter(stream).dedupe_key)
+    assert live.filter(trades[-50:-40]) == trades[-50:-40]  # received before the connection stalled
+    start_us, end_us = trades[-50][0], trades[-10][0]
+    first_id = last_id = None
+    if stream == "binance_spot":  # by id: the hole's ids
+        first_id, last_id = int(trades[-50][8] or 0), int(trades[-10][8] or 0)
+    result, store, _journal, _ex = run(
+        _repair(stream, trades, start_us, end_us, admit=live.filter, first_id=first_id, last_id=last_id)
+    )
+    assert result.complete
+    fetched = trades[-40:-9]
+    assert [(r[0], r[5], r[6], r[7]) for r in store.rows] == [(t[0], t[5], t[6], t[7]) for t in fetched]
+    assert result.written == len(fetched)
+    # the new connection's replay of recent trades: every one of them is stored already
+    assert live.filter(trades[-60:-9]) == trades[-60:-50]
+    assert live.filter(trades[-9:]) == trades[-9:]  # and what is new still passes
