@@ -11,6 +11,8 @@ The supervisor itself touches no exchange socket. It
   follows, so coverage shows the outage); a worker that exits with `EXIT_FATAL` (a fault no
   restart can fix: its one error line is already on stderr) stops `record` with that status;
 - prunes old segments and frames every `PRUNE_INTERVAL_S`;
+- runs the nice'd housekeeping child (``recorder/housekeeping.py``): started when a sealed hour
+  is not archived yet and gone when nothing is pending, resident when ``remote.url`` is set;
 - runs the Upbit listing service when ``upbit.enabled``;
 - on SIGTERM/SIGINT sends SIGTERM to every worker, waits for each to flush and seal, exits 0.
 
