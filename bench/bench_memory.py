@@ -1,11 +1,15 @@
 """Memory of `pumpwatch record` over time: all twelve streams at 1 k trades/s each.
 
     .venv/bin/python bench/bench_memory.py [--minutes 10] [--rate 1000] [--sample-s 5] [--entry cli|lean]
-        [--workers 1] [--streams binance_spot,...]
+        [--workers 1] [--streams binance_spot,...] [--remote]
 
 Local exchanges (their real wire formats) for every stream run in this process; `pumpwatch
 record` runs as a real subprocess (supervisor + `--workers` worker processes, 0 = one per
-exchange, + its housekeeping children), each process's RSS reported under its role.
+exchange, + its housekeeping children), each process's RSS reported under its role. Without a
+remote store the housekeeper is on demand (started for sealed hours, gone when idle), so a
+short run shows no housekeeping process; `--remote` sets ``remote.url`` to a local S3 server
+(moto's server mode on 127.0.0.1, fake credentials), which keeps the housekeeper resident
+(uploads, heartbeats).
 Every `sample_s` the RSS of the supervisor and each worker is sampled; at the end a least-squares
 line over the second half of the run (after warm-up) gives the trend in MB per hour, next to
 the peak of the total. Target: steady, total ≤ 200 MB.
@@ -105,6 +109,36 @@ def tree_rss_mb(proc: psutil.Process) -> tuple[float, dict[str, float], float]:
     return sum(per.values()), per, pss
 
 
+def start_local_s3() -> tuple[Any, str]:
+    """A moto S3 server on 127.0.0.1 with an empty bucket, and fake AWS credentials in this
+    process's environment (inherited by `record`): nothing can reach AWS."""
+    import os
+
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_ROLE_ARN"):
+        os.environ.pop(name, None)
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_CONFIG_FILE="/nonexistent/aws-config",
+        AWS_SHARED_CREDENTIALS_FILE="/nonexistent/aws-credentials",
+    )
+    import logging
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="pumpwatch-bench")
+    return server, endpoint
+
+
 async def bench(args: argparse.Namespace) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="pw-bench-mem-"))
     sims, insts = {}, {}
@@ -116,6 +150,9 @@ async def bench(args: argparse.Namespace) -> int:
     config = write_config(tmp, sims, insts, status_s=60.0)
     cfg = yaml.safe_load(config.read_text())
     cfg["recorder"]["workers"] = args.workers
+    s3 = start_local_s3() if args.remote else None
+    if s3 is not None:
+        cfg["remote"] = {"url": "s3://pumpwatch-bench/rec", "endpoint_url": s3[1], "recorder_id": "bench"}
     cfg["logging"] = {"level": "WARNING", "file": True}  # into data/logs, where the id holes are counted
     config.write_text(yaml.safe_dump(cfg))
     # "cli" is what `pumpwatch record` runs; "lean" the supervisor's own entry point (no typer/pydantic)
@@ -130,7 +167,7 @@ async def bench(args: argparse.Namespace) -> int:
     pubs = [PerSymbolPublisher(sims[s], insts[s]) for s in STREAMS]
     duration_s = args.minutes * 60
     print(f"{len(STREAMS)} streams x {args.rate:,}/s, {args.minutes:g} min, {args.entry}, "
-          f"recorder.workers={args.workers}; data in {tmp}")  # fmt: skip
+          f"recorder.workers={args.workers}, remote {'on' if s3 else 'off'}; data in {tmp}")  # fmt: skip
     total, per, pss = tree_rss_mb(root)
     roles = " ".join(f"{k}={v:.0f}" for k, v in sorted(per.items()))
     print(f"subscribed, no trade yet: total={total:6.1f} MB (PSS {pss:.1f} MB)  {roles}", flush=True)
@@ -158,6 +195,8 @@ async def bench(args: argparse.Namespace) -> int:
     rc = await proc.wait()
     for sim in sims.values():
         await sim.close()
+    if s3 is not None:
+        s3[0].stop()
     sent = sum(len(sim.sent_rows()) for sim in sims.values())
     stored = rows_on_disk(tmp / "data", STREAMS)
     t = np.array([s[0] for s in samples])
@@ -202,6 +241,9 @@ def main() -> None:
         choices=["cli", "lean"],
         default="cli",
         help="start `pumpwatch record` (cli) or `python -m pumpwatch.recorder.supervisor` (lean)",
+    )
+    parser.add_argument(
+        "--remote", action="store_true", help="remote.url on a local S3 server (resident housekeeper)"
     )
     raise SystemExit(asyncio.run(bench(parser.parse_args())))
 

@@ -11,6 +11,8 @@ The supervisor itself touches no exchange socket. It
   follows, so coverage shows the outage); a worker that exits with `EXIT_FATAL` (a fault no
   restart can fix: its one error line is already on stderr) stops `record` with that status;
 - prunes old segments and frames every `PRUNE_INTERVAL_S`;
+- runs the nice'd housekeeping child (``recorder/housekeeping.py``): started when a sealed hour
+  is not archived yet and gone when nothing is pending, resident when ``remote.url`` is set;
 - runs the Upbit listing service when ``upbit.enabled``;
 - on SIGTERM/SIGINT sends SIGTERM to every worker, waits for each to flush and seal, exits 0.
 
@@ -43,8 +45,17 @@ PRUNE_INTERVAL_S = 600.0
 HEALTHY_RUN_S = 60.0  # a worker that lived this long restarts after the initial delay again
 WORKER_STOP_TIMEOUT_S = 30.0  # then SIGKILL
 SERVICE_RESTART_S = 30.0  # pause before restarting a crashed listing service
-# Arrow's default jemalloc pool and glibc's per-thread arenas each keep freed memory around.
-WORKER_ENV_DEFAULTS = {"ARROW_DEFAULT_MEMORY_POOL": "system", "MALLOC_ARENA_MAX": "2"}
+# Arrow's default jemalloc pool and glibc's per-thread arenas each keep freed memory around;
+# glibc's dynamic mmap threshold lets freed blocks of up to 32 MB (Arrow buffers, zstd
+# contexts) stay in the heap. One arena, blocks over 64 KiB mapped and unmapped on their own,
+# the heap trimmed above 64 KiB free: -19 MB RSS of the one worker of twelve streams at 1 000
+# trades/s each, for ~2 points of one core (docs/recording.md, "Worker processes").
+WORKER_ENV_DEFAULTS = {
+    "ARROW_DEFAULT_MEMORY_POOL": "system",
+    "MALLOC_ARENA_MAX": "1",
+    "MALLOC_TRIM_THRESHOLD_": "65536",
+    "MALLOC_MMAP_THRESHOLD_": "65536",
+}
 
 
 @dataclass
@@ -157,8 +168,9 @@ async def refresh_symbols_child(
 
 
 def worker_env() -> dict[str, str]:
-    """The environment of a worker: ours, plus allocator settings measured to cut its RSS by
-    ~8% at 2 k trades/s (bench/bench_memory.py); a value already set by the user wins."""
+    """The environment of a worker (and of the housekeeping child): ours, plus the allocator
+    settings `WORKER_ENV_DEFAULTS`, measured with bench/bench_memory.py; a value already set by
+    the user wins."""
     env = dict(os.environ)
     for key, value in WORKER_ENV_DEFAULTS.items():
         env.setdefault(key, value)

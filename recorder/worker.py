@@ -68,7 +68,9 @@ METRICS_INTERVAL_S = 1.0  # how often a worker publishes its counters to the met
 
 # Never loaded in a worker. pyarrow imports pandas on its own the first time `pa.array` sees a
 # numpy array (its pandas shim checks for Series): +52 MB RSS per worker, measured, for nothing.
-FORBIDDEN_IMPORTS = ("pandas", "matplotlib")
+# httpx (live repair) imports its command-line client's click, rich and pygments when they are
+# installed (they are, for the CLI): +5 MB RSS, measured; httpx reads their absence as "no CLI".
+FORBIDDEN_IMPORTS = ("pandas", "matplotlib", "click", "rich", "pygments")
 
 
 def forbid_heavy_imports(names: Sequence[str] = FORBIDDEN_IMPORTS) -> None:
