@@ -503,7 +503,7 @@ class Housekeeper:
 
         try:
             root = parse_url(self.remote.url)
-            publish_heartbeat(self.uploader.fs, root, self.uploader.recorder_id, now_us)
+            publish_heartbeat(self.uploader.fs, root, self.uploader.recorder_id, now_us, every_s=CHECK_S)
             assemble_pending(
                 self.uploader.fs,
                 root,

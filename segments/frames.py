@@ -120,7 +120,7 @@ class FrameWriter:
         self.flush_interval_s = flush_interval_s
         self._queue: deque[tuple[int, bytes | str]] = deque()
         self._pending: list[tuple[int, bytes | str]] = []  # taken from the queue, not yet on disk
-        self._cctx = zstandard.ZstdCompressor(level=compression_level, write_checksum=True)
+        self._level = compression_level
         self._write_lock = threading.Lock()
         self._paths: dict[int, Path] = {}  # hour start -> file this writer uses for that hour
         self._fd: int | None = None
@@ -249,7 +249,10 @@ class FrameWriter:
         return True
 
     def _write_run(self, hour_us: int, run: list[tuple[int, bytes | str]]) -> bool:
-        payload = self._cctx.compress(b"".join([encode_frame(r, f) for r, f in run]))
+        # A fresh context per run: a long-lived one keeps buffers sized for the largest run it
+        # ever compressed (up to 3.6 MB per stream); this one is freed at once. Same bytes.
+        cctx = zstandard.ZstdCompressor(level=self._level, write_checksum=True)
+        payload = cctx.compress(b"".join([encode_frame(r, f) for r, f in run]))
         try:
             fd = self._fd_for(hour_us, run[0][0])
             size_before = os.fstat(fd).st_size
