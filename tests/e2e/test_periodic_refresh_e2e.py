@@ -10,11 +10,18 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers.e2e import Market, Recorder, disk_rows, now_us, poll, wait_listening
+from helpers.e2e import SOAK_LONG, Market, Recorder, disk_rows, now_us, poll, wait_listening
 
 from pumpwatch.recorder.sim.instruments import sim_instrument
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+# A minute of waiting for the timer: the long form only (PUMPWATCH_SOAK=long). The short run
+# covers the same refresh + SIGHUP path through the listing notice
+# (test_notice_subscribe_e2e.py) and a worker's own reload (tests/recorder/test_symbols_live.py).
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(300),
+    pytest.mark.skipif(not SOAK_LONG, reason="long form only (PUMPWATCH_SOAK=long)"),
+]
 
 STREAMS = ["bybit_spot", "kucoin_futures", "phemex_spot"]
 
