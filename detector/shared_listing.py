@@ -150,6 +150,7 @@ def _spans(entries: list[dict[str, Any]]) -> list[tuple[int, int]]:
 def _union_coverage(covs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The coverage of a stream recorded by several parts: a gap (or missing span) is one only
     where it is one in every part (each part's entry is kept under ``by_recorder``)."""
+    from pumpwatch.extractor.metadata import span_entry as span
     from pumpwatch.segments.remote_read import intersect_spans
     from pumpwatch.utctime import format_utc
 
@@ -172,15 +173,6 @@ def _union_coverage(covs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         state = "incomplete"
     elif state == "incomplete":
         state = "repaired" if gaps else "complete"
-
-    def span(a: int, b: int) -> dict[str, Any]:
-        return {
-            "start": format_utc(a),
-            "end": format_utc(b),
-            "start_us": a,
-            "end_us": b,
-            "duration_s": round((b - a) / US_PER_S, 6),
-        }
 
     starts = [c["listening_since_us"] for c in known if isinstance(c.get("listening_since_us"), int)]
     since = min(starts) if starts else None

@@ -21,7 +21,8 @@ from pumpwatch.utctime import format_utc
 log = logging.getLogger(__name__)
 
 
-def _span(a: int, b: int) -> dict[str, Any]:
+def span_entry(a: int, b: int) -> dict[str, Any]:
+    """A span of metadata.json coverage: ISO ends, exact µs ends and its length."""
     return {
         "start": format_utc(a),
         "end": format_utc(b),
@@ -56,18 +57,18 @@ def coverage_entry(comp: Completeness, part: Any) -> dict[str, Any]:
         # from when the stream was listening for this base (its subscription ack, unclipped)
         "listening_since": format_utc(since) if since is not None else None,
         "listening_since_us": since,
-        "gaps": [_span(a, comp.clip(b)) for a, b in (comp.gaps if known else [])],
+        "gaps": [span_entry(a, comp.clip(b)) for a, b in (comp.gaps if known else [])],
         "state": comp.state,
         "repaired": [
             {
-                **_span(r.start_us, comp.clip(r.end_us)),
+                **span_entry(r.start_us, comp.clip(r.end_us)),
                 "trades": _count_in(rest_us, r.start_us, r.end_us),
                 "via": ", ".join(r.via),
             }
             for r in comp.repaired
         ],
         "missing": [
-            {**_span(m.start_us, comp.clip(m.end_us)), "reason": m.reason, "symbols": list(m.symbols)}
+            {**span_entry(m.start_us, comp.clip(m.end_us)), "reason": m.reason, "symbols": list(m.symbols)}
             for m in comp.missing
         ],
         "rest_trades": int(rest_us.size),

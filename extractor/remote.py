@@ -103,7 +103,7 @@ def extract_remote(
     import pyarrow.parquet as pq
 
     from pumpwatch.atomic import make_temp_dir, replace_dir, write_bytes, write_json
-    from pumpwatch.extractor.extract import _raw_rows, listing_target, write_json_lines_array
+    from pumpwatch.extractor.extract import _copy_files, _raw_rows, listing_target, write_json_lines_array
     from pumpwatch.extractor.metadata import build_metadata
     from pumpwatch.segments.remote_read import index_store, read_window, remote_completeness, unarchived_hours
     from pumpwatch.segments.slices import stream_slices
@@ -172,10 +172,7 @@ def extract_remote(
             exchange, market = split_stream(stream)
             write_json_lines_array(tmp / "raw" / f"{stream}.json", _raw_rows(parts[stream], exchange, market))
         if old is not None and (target / "refined").is_dir():
-            (tmp / "refined").mkdir()
-            for path in sorted((target / "refined").iterdir()):
-                if path.is_file():
-                    write_bytes(tmp / "refined" / path.name, path.read_bytes())
+            _copy_files(target / "refined", tmp / "refined")
         buf = pa.BufferOutputStream()
         pq.write_table(table, buf, compression="zstd")
         write_bytes(tmp / "raw" / "trades.parquet", buf.getvalue().to_pybytes())

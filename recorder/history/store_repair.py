@@ -211,33 +211,18 @@ async def _repair_async(
             ) -> None:
                 out.append({"ts": time.time_ns() // 1000, "event": event, **fields})
 
+            def give_up(sym: str, span: tuple[int, int], reason: str, report: WindowRepair = report) -> None:
+                fields = {"symbol": sym, "base": symbol, "start_us": span[0], "end_us": span[1]}
+                record("unrepaired", {**fields, "reason": reason})
+                report.unrepaired.append((sym, span[0], span[1], reason))
+
             for sym, span in todo:
                 if spec is None:
-                    record(
-                        "unrepaired",
-                        {
-                            "symbol": sym,
-                            "base": symbol,
-                            "start_us": span[0],
-                            "end_us": span[1],
-                            "reason": NO_HISTORY,
-                        },
-                    )
-                    report.unrepaired.append((sym, span[0], span[1], NO_HISTORY))
+                    give_up(sym, span, NO_HISTORY)
                     continue
                 left_s = deadline_at - loop.time()
                 if left_s <= 0:
-                    record(
-                        "unrepaired",
-                        {
-                            "symbol": sym,
-                            "base": symbol,
-                            "start_us": span[0],
-                            "end_us": span[1],
-                            "reason": RATE_LIMITED,
-                        },
-                    )
-                    report.unrepaired.append((sym, span[0], span[1], RATE_LIMITED))
+                    give_up(sym, span, RATE_LIMITED)
                     continue
                 result = await repair(
                     http, spec, budgets.for_spec(spec), stream, sym, span[0], span[1],
