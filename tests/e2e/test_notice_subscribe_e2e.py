@@ -18,6 +18,7 @@ from helpers.e2e import SOAK_LONG, Market, Recorder, disk_rows, now_us, poll, wa
 from pumpwatch.recorder.sim.instruments import sim_instrument
 from pumpwatch.recorder.sim.upbit import UpbitSim, backlog
 from pumpwatch.recorder.symbols import load_symbols_file
+from pumpwatch.segments.journal import read_events
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -74,8 +75,18 @@ def test_a_listing_notice_for_an_unrecorded_coin_subscribes_it_within_seconds(
                 def subscribed(s: str) -> bool:
                     return any(new[s].symbol in x.subscribed for x in market.sims[s].sessions())
 
+                def journaled(s: str) -> bool:
+                    return any(
+                        e["event"] == "subscribed" and "NEWCOIN" in e.get("bases", [])
+                        for e in read_events(data, s)
+                    )
+
                 await poll(lambda: all(subscribed(s) for s in STREAMS), WAIT_S, "NEWCOIN not subscribed")
                 took_s = time.monotonic() - t0
+                # The exchange saw the subscribe; the recorder journals it when the ack arrives,
+                # a moment later. The first trade comes after that, so the coverage claim below
+                # (the coin is listened to from its journaled subscription) holds exactly.
+                await poll(lambda: all(journaled(s) for s in STREAMS), WAIT_S, "subscription not journaled")
                 t_us = now_us()
                 for s, inst in new.items():
                     market.sims[s].publish(
@@ -97,8 +108,6 @@ def test_a_listing_notice_for_an_unrecorded_coin_subscribes_it_within_seconds(
     assert took_s < BOUND_S
     # From when each stream listened to the coin: its journal's `subscribed` event naming it
     # (what a listing's metadata can report; see the report of issue 12).
-    from pumpwatch.segments.journal import read_events
-
     for s in STREAMS:
         subs = [
             e for e in read_events(data, s) if e["event"] == "subscribed" and "NEWCOIN" in e.get("bases", [])
