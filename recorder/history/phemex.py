@@ -82,7 +82,7 @@ def _page(
         recv_us,
     )
     rows.sort(key=lambda row: row[0])
-    return HistoryPage(rows)
+    return HistoryPage(rows, n_raw=len(trades))
 
 
 def parse_spot_trades(body: bytes, recv_us: int, inst: Instrument) -> HistoryPage:

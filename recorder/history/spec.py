@@ -41,10 +41,24 @@ class HistoryError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class HistoryPage:
-    """One REST answer, decoded: trades oldest first, and their numeric ids where ids page."""
+    """One REST answer, decoded: trades oldest first, their numeric ids where ids page, and
+    `n_raw`, how many trades the answer held before the adapter left some out (Gate futures
+    ``is_internal`` prints, Bybit block trades under ``drop_block_trades``, off-book prints).
+
+    Whether a page is short (the history is exhausted, a latest-only answer holds everything)
+    is decided on `n_raw`, never on ``len(rows)``: one dropped print on a full page must not
+    read as the end of the history.
+    """
 
     rows: list[TradeRow]
     ids: list[int] = field(default_factory=list)  # parallel to `rows` (by_id kinds), else empty
+    n_raw: int = field(kw_only=True)  # trades in the answer, before any was left out
+
+    def __post_init__(self) -> None:
+        if self.ids and len(self.ids) != len(self.rows):
+            raise ValueError(f"{len(self.ids)} ids for {len(self.rows)} rows")
+        if self.n_raw < len(self.rows):
+            raise ValueError(f"{len(self.rows)} rows from an answer of {self.n_raw} trades")
 
     @property
     def oldest_us(self) -> int | None:
