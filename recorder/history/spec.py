@@ -73,9 +73,10 @@ class HistoryPage:
 class RateRule:
     """An exchange's REST budget for these endpoints, shared by its spot and futures streams.
 
-    `weight_per_window` request weight per `window_s` (per IP); repairs use at most
-    ``1 - reserve`` of it so the recorder's other REST calls (tokens, instrument lists) and
-    anyone else behind the same IP keep headroom. `ban_statuses` are answers that mean
+    `weight_per_window` request weight per `window_s` (per IP); the worker's live repairs use
+    at most ``1 - reserve`` of it, and the extraction-time repairs of a process
+    `budget.EXTRACTION_SHARE` of the rest, so the recorder's other REST calls (tokens,
+    instrument lists) and anyone else behind the same IP keep headroom. `ban_statuses` are answers that mean
     "banned for a while" (Binance 418, Bybit 403 "access too frequent"): they back off much
     longer than a 429.
     """

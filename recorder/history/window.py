@@ -22,8 +22,10 @@ stream it
    see it. A stream without a history endpoint (its adapter options) gets ``unrepaired``
    ``no_history`` without any call.
 
-One `Budgets` per call, so an exchange's two streams share its rate budget; exchanges run
-concurrently, an exchange's streams one after the other. `deadline_s` bounds the whole call:
+Every call of the process draws on one rate budget per exchange (`specs.extraction_budgets`:
+`budget.EXTRACTION_SHARE` of the exchange's limit, shared by the listing trigger's parallel
+extractions and by both streams of an exchange; the worker's live repair has its own share);
+exchanges run concurrently, an exchange's streams one after the other. `deadline_s` bounds the whole call:
 each repair gets the time left, a span not started in time is journaled ``rate_limited``, and
 whatever still runs at the deadline plus `HARD_GRACE_S` is cancelled (its span stays
 unattempted; a store write already started completes atomically). No recorder needs to run:
@@ -48,7 +50,7 @@ from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.recorder.history.pager import BEYOND_REACH, NO_HISTORY, RATE_LIMITED
 from pumpwatch.recorder.history.repair import RepairResult, make_client, repair
 from pumpwatch.recorder.history.spec import HistorySpec
-from pumpwatch.recorder.history.specs import Budgets, history_spec
+from pumpwatch.recorder.history.specs import Budgets, extraction_budgets, history_spec
 from pumpwatch.settings import Settings
 from pumpwatch.streams import split_stream
 from pumpwatch.timeunits import US_PER_S
@@ -372,6 +374,7 @@ async def repair_window(
     deadline_s: float,
     client: httpx.AsyncClient | None = None,
     now_us: int | None = None,
+    budgets: Budgets | None = None,
 ) -> dict[str, WindowRepair]:
     """Repair what `streams` are missing of `symbol` (an Upbit-style base) in
     ``[start_us, end_us]``; see the module docstring.
@@ -379,7 +382,8 @@ async def repair_window(
     Returns one `WindowRepair` per stream; streams this machine does not record
     (``recorder.streams``) or that are disabled are left out: their REST URLs and instruments
     are not this configuration's. `now_us` (default: the wall clock) sets what is too recent
-    to repair. Raises `StoreError` when `data_dir` does not exist (nothing is created then) and
+    to repair; `budgets` (default: the process's `extraction_budgets()`) paces the calls.
+    Raises `StoreError` when `data_dir` does not exist (nothing is created then) and
     `ConfigError` for an unreadable subscription list.
     """
     data_path = Path(data_dir)
@@ -397,7 +401,7 @@ async def repair_window(
     ]
     loop = asyncio.get_running_loop()
     deadline_at = loop.time() + deadline_s
-    budgets = Budgets()
+    budgets = extraction_budgets() if budgets is None else budgets
     by_exchange: dict[str, list[_Plan]] = {}
     for plan in plans:
         by_exchange.setdefault(split_stream(plan.stream)[0], []).append(plan)
