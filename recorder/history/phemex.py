@@ -118,4 +118,5 @@ def spec(market: str, rest_url: str, options: Mapping[str, Any]) -> HistorySpec 
         parse=parse_perp_trades if futures else parse_spot_trades,
         request_latest=lambda sym, _limit: HttpRequest("GET", f"{base}{path}?symbol={sym}"),
         short_is_complete=False,  # the answer's size is not documented
+        live_replays=True,  # every subscribe is followed by a snapshot of the recent trades
     )

@@ -132,6 +132,9 @@ class HistorySpec:
     request_latest: Callable[[str, int], HttpRequest] | None = None
     short_is_complete: bool = False
     ids_contiguous: bool = False  # ids count up by one per trade and symbol (gap detection)
+    # The live connection sends recent trades again after every subscribe (Phemex's snapshot of
+    # its last 200): an extraction-time repair leaves a gap alone until that replay is stored.
+    live_replays: bool = False
 
     def __post_init__(self) -> None:
         needed = {

@@ -275,13 +275,67 @@ def _plan_stream(
     )
     report.gaps = [(a, min(b, end_us)) for a, b in done.gaps]
     gaps = subtract(report.gaps, [(horizon_us + 1, end_us)]) if end_us > horizon_us else report.gaps
+    if report.symbols and gaps != report.gaps:
+        report.notes.append("the window's last second is too recent to repair")
+    if spec is not None and spec.live_replays and gaps:
+        unsettled = _unsettled_gaps(
+            settings, data_dir, stream, events, base, start_us, horizon_us + SETTLE_US
+        )
+        if subtract(gaps, unsettled) != gaps:
+            gaps = subtract(gaps, unsettled)
+            report.notes.append(
+                "a gap still open or closed too recently (the connection's replay of recent "
+                "trades may still come): left to the live repair"
+            )
     todo = []
     for symbol in sorted(set(instruments) | unknown):
         for span in subtract(gaps, settled_spans(events, symbol)):
             todo.append((symbol, span))
-    if report.symbols and gaps != report.gaps:
-        report.notes.append("the window's last second is too recent to repair")
     return _Plan(stream, base, spec, instruments, unknown, todo, report)
+
+
+def _unsettled_gaps(
+    settings: Settings,
+    data_dir: Path,
+    stream: str,
+    events: Sequence[Mapping[str, Any]],
+    base: str,
+    start_us: int,
+    now_us: int,
+) -> list[Span]:
+    """While a recorder records `stream` (its journal does not end in ``stop`` and is fresh:
+    `coverage.liveness_bound_us`), the gaps since `start_us` that are still open at `now_us`
+    or closed less than one flush interval plus `SETTLE_US` before it (inclusive µs).
+
+    A stream whose connection replays recent trades after each subscribe (Phemex's snapshot,
+    `HistorySpec.live_replays`) delivers trades of such a gap again when it resumes, and the
+    rows received then may still wait in the worker's writer for up to one flush interval: the
+    store does not show them yet, and the live path does not read the store. Repairing the gap
+    from this process would then store those trades twice (``rest`` and ``ws``). The worker's
+    own live repair takes such a gap once it closes: it flushes its writer first and passes its
+    rows through the connection's de-duplicator. No recorder running: nothing is unsettled (a
+    recorder started later primes its de-duplicator from the store, repaired rows included).
+    """
+    from pumpwatch.segments.coverage import completeness, liveness_bound_us
+
+    stamps = [e for e in events if isinstance(e.get("ts"), int)]
+    if not stamps:
+        return []
+    last = stamps[-1]
+    if last.get("event") == "stop" or last["ts"] < now_us - liveness_bound_us(settings.recorder.heartbeat_s):
+        return []
+
+    guard_us = SETTLE_US + round(settings.storage.flush_interval_s * US_PER_S)
+    now = completeness(
+        data_dir,
+        stream,
+        start_us,
+        now_us,
+        base=base,
+        heartbeat_s=settings.recorder.heartbeat_s,
+        now_us=now_us,
+    )
+    return [(a, b) for a, b in now.gaps if b >= now_us - guard_us]
 
 
 async def _run_stream(

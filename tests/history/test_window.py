@@ -409,3 +409,45 @@ def test_concurrent_extractions_share_one_budget_per_exchange(tmp_path: Path) ->
     for t0 in stamps:
         in_window = [t for t in stamps if t0 <= t < t0 + rule.window_s]
         assert len(in_window) <= per_window, (len(in_window), stamps)
+
+
+def test_a_replaying_stream_leaves_a_gap_still_open_to_the_live_repair(tmp_path: Path) -> None:
+    """Phemex replays its last 200 trades after every subscribe, and the live path stores them
+    without reading the store. The recorder runs, the connection is still down at extraction:
+    repairing the gap now would store the trades the resumed connection's snapshot then stores
+    again. The extraction leaves it to the worker's live repair (a note says so); the snapshot,
+    stored the live way afterwards, leaves every trade once. (A gap closed long before the
+    extraction is repaired: test_latest_only_streams_get_what_their_endpoint_still_has.)"""
+    from pumpwatch.segments import SegmentWriter
+    from pumpwatch.segments.journal import EventJournal
+
+    stream = "phemex_spot"
+
+    async def main() -> None:
+        async with world(tmp_path, (stream,)) as w:
+            w.write_symbols()
+            inst = w.instrument(stream)
+            tape = w.tapes[stream]
+            with SegmentWriter(w.data_dir, stream, fsync=False) as writer:
+                writer.append(as_received(stream, [r for r in tape if r[0] < GAP_LO]))
+            with EventJournal(w.data_dir, stream) as j:
+                j.record("start", ts_us=T_US - 40 * S, pid=1)
+                j.record("connected", conn="c1", ts_us=T_US - 40 * S, url="ws://127.0.0.1")
+                j.record("subscribed", conn="c1", ts_us=T_US - 40 * S, symbols=[inst.symbol], bases=[BASE])
+                j.record("disconnected", conn="c1", ts_us=GAP_LO, reason="1006")
+                j.record("alive")  # the recorder runs on, the connection is still down
+            reports = await repair(w, (stream,))
+            report = reports[stream]
+            assert report.calls == 0 and report.written == 0 and report.todo == []
+            assert any("left to the live repair" in note for note in report.notes), report.notes
+            assert events(w, stream, "unrepaired") == [] and events(w, stream, "repaired") == []
+            # the connection resumes: the snapshot of the last 200 trades, stored the live way
+            with SegmentWriter(w.data_dir, stream, fsync=False) as writer:
+                writer.append(as_received(stream, tape[-200:]))
+            table = w.stored(stream)
+            copies = Counter(
+                zip(*(table.column(n).to_pylist() for n in ("time", "price", "qty")), strict=True)
+            )
+            assert copies and max(copies.values()) == 1  # every trade once
+
+    run(main())
