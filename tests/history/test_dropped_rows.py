@@ -15,10 +15,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+import pytest
 from helpers.history import START_US, Journal, Store, fast_budget, instrument, make_trades, spec_for, venue
 
 from pumpwatch.recorder.history.gate import parse_futures_trades
 from pumpwatch.recorder.history.repair import RepairResult, repair
+from pumpwatch.recorder.history.spec import HistoryPage
 from pumpwatch.segments.schema import TradeRow
 from pumpwatch.timeunits import US_PER_MINUTE
 
@@ -116,3 +118,37 @@ def test_every_parser_counts_the_answer_not_the_rows() -> None:
     )  # fmt: skip
     page = parse_futures_trades(body, START_US + 10_000_000, inst)
     assert len(page.rows) == 1 and page.n_raw == 2
+
+
+STREAMS = [
+    f"{exchange}_{market}"
+    for exchange in ("binance", "okx", "gate", "bybit", "kucoin", "phemex")
+    for market in ("spot", "futures")
+]
+
+
+@pytest.mark.parametrize("stream", STREAMS)
+def test_each_parser_counts_the_answer(stream: str) -> None:
+    """Every exchange's parser sets `n_raw` to the trades its answer held (here, with nothing
+    dropped, as many as the rows), against the local server's real answer."""
+    trades = make_trades(instrument(stream), 50, start_us=START_US, micro=stream == "binance_spot")
+
+    async def go() -> HistoryPage:
+        async with venue(stream, trades) as ex:
+            spec = spec_for(stream, ex.url)
+            sym = ex.inst.symbol
+            if spec.kind == "latest":
+                assert spec.request_latest is not None
+                request = spec.request_latest(sym, spec.limit)
+            elif spec.kind == "by_time":
+                assert spec.request_time is not None
+                request = spec.request_time(sym, trades[0][0], trades[-1][0], 1, spec.limit)
+            else:
+                assert spec.request_ids is not None
+                request = spec.request_ids(sym, 1000 if spec.direction == "forward" else 1050, spec.limit)
+            answer = await ex.client.request(request.method, request.url, headers=dict(request.headers))
+            assert answer.status_code == 200, answer.text
+            return spec.parse(answer.content, START_US + 60_000_000, ex.inst)
+
+    page = asyncio.run(asyncio.wait_for(go(), 30))
+    assert page.n_raw == len(page.rows) == 50
