@@ -106,7 +106,7 @@ def parse_historical_trades(
         ((_as_trade(item), item.time * unit_us) for item in items),
         recv_us,
     )
-    return HistoryPage(rows, [item.trade_id for item in items])
+    return HistoryPage(rows, [int(row[8] or 0) for row in rows], n_raw=len(items))
 
 
 def parse_historical_trades_ms(body: bytes, recv_us: int, inst: Instrument) -> HistoryPage:
@@ -121,17 +121,15 @@ def parse_agg_trades(body: bytes, recv_us: int, inst: Instrument) -> HistoryPage
     [{"a":26129,"p":"0.01633102","q":"4.70443515","f":27781,"l":27781,"T":1498793709153,"m":true}]
     """
     items: list[Trade] = _answer(_decode_agg, body)
-    ids = []
     for item in items:
         if item.agg_id is None:
             raise ParseError("binance: aggTrade without its id a")
-        ids.append(item.agg_id)
     rows = rest_rows(
         lambda trades, ref_us: trade_rows(trades, inst, ref_us),
         ((item, item.time * US_PER_MS) for item in items),
         recv_us,
     )
-    return HistoryPage(rows, ids)
+    return HistoryPage(rows, [int(row[8] or 0) for row in rows], n_raw=len(items))
 
 
 def _first_id(key: str) -> Callable[[bytes], int | None]:

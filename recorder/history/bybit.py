@@ -114,7 +114,7 @@ def _parse(body: bytes, recv_us: int, inst: Instrument, *, drop_block_trades: bo
         recv_us,
     )
     rows.sort(key=lambda row: row[0])
-    return HistoryPage(rows)
+    return HistoryPage(rows, n_raw=len(answer.result.trades))
 
 
 def spec(market: str, rest_url: str, options: Mapping[str, Any]) -> HistorySpec | None:

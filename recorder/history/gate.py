@@ -142,7 +142,7 @@ def parse_spot_trades(body: bytes, recv_us: int, inst: Instrument) -> HistoryPag
         recv_us,
     )
     rows.sort(key=lambda row: row[0])
-    return HistoryPage(rows)
+    return HistoryPage(rows, n_raw=len(items))
 
 
 def parse_futures_trades(body: bytes, recv_us: int, inst: Instrument) -> HistoryPage:
@@ -162,7 +162,7 @@ def parse_futures_trades(body: bytes, recv_us: int, inst: Instrument) -> History
         recv_us,
     )
     rows.sort(key=lambda row: row[0])
-    return HistoryPage(rows)
+    return HistoryPage(rows, n_raw=len(items))
 
 
 def _seconds(start_us: int, end_us: int) -> str:

@@ -106,7 +106,7 @@ def _parse(body: bytes, recv_us: int, inst: Instrument, futures: bool) -> Histor
         recv_us,
     )
     rows.sort(key=lambda row: row[0])
-    return HistoryPage(rows)
+    return HistoryPage(rows, n_raw=len(answer.data))
 
 
 def parse_spot_histories(body: bytes, recv_us: int, inst: Instrument) -> HistoryPage:

@@ -2,7 +2,9 @@
 as soon as it closes (issue 10 §2).
 
 One `LiveRepair` per worker process: one HTTP client, one `Budgets` (one `RateBudget` per
-exchange), a queue of `Missing` spans from the runners (``recorder/stream/continuity.py``) and
+exchange, ``1 − RateRule.reserve`` = half its per-IP limit; a worker records whole
+exchanges, and extraction-time repairs draw on their own quarter, see ``budget.py``), a queue
+of `Missing` spans from the runners (``recorder/stream/continuity.py``) and
 a few repair tasks. It never touches a live connection: REST only, in its own tasks; the store
 writes run in a thread (``repair.repair`` does that).
 

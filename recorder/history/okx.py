@@ -91,7 +91,7 @@ def parse_history_trades(body: bytes, recv_us: int, inst: Instrument) -> History
         ((item, _number(item.time, "ts") * US_PER_MS) for item in items),
         recv_us,
     )
-    return HistoryPage(rows, [_number(item.trade_id, "tradeId") for item in items])
+    return HistoryPage(rows, [_number(row[8] or "", "tradeId") for row in rows], n_raw=len(items))
 
 
 def parse_locate(body: bytes) -> int | None:

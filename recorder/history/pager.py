@@ -15,6 +15,10 @@ latest           one call; the span is whole only if the answer reaches back pas
                  Otherwise [span start, oldest returned trade] stays `no_history`: trades at
                  that same oldest timestamp may have been cut off by the answer's limit.
 
+A page is short when the *answer* held fewer than `limit` trades (`HistoryPage.n_raw`), not
+when fewer rows were left after the adapter dropped prints it does not store (Gate futures
+``is_internal``, Bybit block trades): such a page is full, and paging goes on.
+
 When paging stops early (an exchange error, a deadline) the part already paged is covered up
 to the last timestamp seen, exclusive, and the rest is missing with the reason. Every call
 waits for the exchange's `RateBudget`; 429/ban answers penalize the budget and the same call is
@@ -163,16 +167,18 @@ class Pager:
                 whole_until = min(row[0] - 1, self.end_us)  # a later id may share its time
             if rows:
                 yield rows
-            short = len(page.rows) < spec.limit
+            short = page.n_raw < spec.limit  # the answer's own count: rows may have been left out
             if absent is None and spec.ids_contiguous and short and not finished and last_id is not None:
                 # the history ends before ids the live stream saw (empty when all were paged)
                 absent = (cursor, last_id) if cursor <= last_id else None
             if absent is not None:
                 self._done_until = max(self._done_until, whole_until)
                 raise _Stopped(f"{EXCHANGE_ERROR}: trade ids {absent[0]}..{absent[1]} not in the answer")
-            if finished or len(page.rows) < spec.limit or not page.ids:
+            if finished or short:
                 self._done_until = self.end_us  # reached the span's end, or the newest trade
                 return
+            if not page.ids:  # a full answer whose every trade was left out: no id to go on from
+                raise _Stopped(f"{EXCHANGE_ERROR}: a full page without a trade to page on from")
             cursor = max(cursor, max(page.ids) + 1)
             newest = page.newest_us
             assert newest is not None
@@ -236,16 +242,18 @@ class Pager:
             if rows:
                 rows.reverse()
                 yield rows
-            short = len(page.rows) < spec.limit
+            short = page.n_raw < spec.limit  # the answer's own count: rows may have been left out
             if absent is None and spec.ids_contiguous and short and not finished and first_id is not None:
                 # the history ends before ids the live stream saw (empty when all were paged)
                 absent = (first_id, cursor - 1) if cursor > first_id else None
             if absent is not None:
                 self._done_from = min(self._done_from, whole_from)
                 raise _Stopped(f"{EXCHANGE_ERROR}: trade ids {absent[0]}..{absent[1]} not in the answer")
-            if finished or len(page.rows) < spec.limit or not page.ids:
+            if finished or short:
                 self._done_from = self.start_us
                 return
+            if not page.ids:  # a full answer whose every trade was left out: no id to go on from
+                raise _Stopped(f"{EXCHANGE_ERROR}: a full page without a trade to page on from")
             cursor = min(cursor, min(page.ids))
             oldest = page.oldest_us
             assert oldest is not None
@@ -277,7 +285,7 @@ class Pager:
                             rows.append(row)
                 if rows:
                     yield rows
-                if len(page.rows) < spec.limit:
+                if page.n_raw < spec.limit:  # not len(rows): a dropped print is no end of the window
                     self._done_until = hi
                     break
                 page_no += 1
@@ -302,7 +310,7 @@ class Pager:
         if rows:
             yield rows
         oldest = page.oldest_us
-        if (spec.short_is_complete and len(page.rows) < spec.limit) or (
+        if (spec.short_is_complete and page.n_raw < spec.limit) or (
             oldest is not None and oldest < self.start_us
         ):
             pass  # the answer holds every trade of the span

@@ -82,7 +82,7 @@ def _page(
         recv_us,
     )
     rows.sort(key=lambda row: row[0])
-    return HistoryPage(rows)
+    return HistoryPage(rows, n_raw=len(trades))
 
 
 def parse_spot_trades(body: bytes, recv_us: int, inst: Instrument) -> HistoryPage:
@@ -118,4 +118,5 @@ def spec(market: str, rest_url: str, options: Mapping[str, Any]) -> HistorySpec 
         parse=parse_perp_trades if futures else parse_spot_trades,
         request_latest=lambda sym, _limit: HttpRequest("GET", f"{base}{path}?symbol={sym}"),
         short_is_complete=False,  # the answer's size is not documented
+        live_replays=True,  # every subscribe is followed by a snapshot of the recent trades
     )

@@ -32,13 +32,24 @@ log = logging.getLogger(__name__)
 # not exact to the second, and a span half-served would be journaled `repaired` wrongly.
 REACH_MARGIN_US = 3_600_000_000
 FLUSH_ROWS = 50_000  # rows handed to `write` at once (bounds memory on long repairs)
+# Which fetched rows pass `admit` (the live de-duplicator): only those within ADMIT_WINDOW_US
+# of the span's end, and of those at most the newest ADMIT_MAX_ROWS. A copy the connection
+# delivers after the repair can only be of a trade near the gap's end (a late push, a
+# rotation's overlap, Phemex's replay of its last 200); older rows need no remembering, and
+# the store's own de-duplication in `write` drops those the connection already delivered.
+# Handing the de-duplicator a whole long repair (it keeps at most MAX_KEYS = 100,000 keys per
+# symbol and evicts the oldest-arrived first) pushed out the keys of the trades just received
+# live, so their second copies (redundant connections, a rotation) were stored twice.
+ADMIT_WINDOW_US = 60_000_000
+ADMIT_MAX_ROWS = 10_000
 
 # write(rows, recv_us) -> rows actually written (the store drops rows it already holds).
 Write = Callable[["list[TradeRow]", int], int]
 # admit(rows) -> the rows to store, on the event loop before each write: the live
 # de-duplicator's `filter` in a worker, so a fetched trade the connection already delivered is
 # not written again, and one it delivers later (a replay after a resubscribe, a late push) is
-# dropped there as a duplicate instead of being stored a second time.
+# dropped there as a duplicate instead of being stored a second time. Only the rows near the
+# span's end go through it (ADMIT_WINDOW_US, ADMIT_MAX_ROWS).
 Admit = Callable[["list[TradeRow]"], "list[TradeRow]"]
 # journal(event, fields): "repaired" or "unrepaired" with the fields of the design.
 Journal = Callable[[str, Mapping[str, Any]], None]
@@ -50,6 +61,13 @@ async def _write(write: Write, admit: Admit | None, rows: list[TradeRow], recv_u
         if not rows:
             return 0
     return await asyncio.to_thread(write, rows, recv_us)
+
+
+def _split_newest(rows: list[TradeRow], n: int) -> tuple[list[TradeRow], list[TradeRow]]:
+    """(the others, the newest `n` by trade time) of `rows`, each oldest first."""
+    ordered = sorted(rows, key=lambda row: row[0])
+    cut = max(len(ordered) - n, 0)
+    return ordered[:cut], ordered[cut:]
 
 
 def wall_clock_us() -> int:
@@ -114,7 +132,7 @@ async def repair(
     can it give up, and then what is left is `rate_limited`. An error answer ends it with
     ``exchange_error: <detail>`` for the part not yet paged. `write` runs in a worker thread
     (it does disk I/O); a store fault it raises propagates and nothing is journaled. `admit`
-    (see `Admit`) runs on the event loop before each write.
+    (see `Admit`) runs on the event loop before the write of the rows near the span's end.
     """
     if stream != spec.stream:
         raise ValueError(f"history spec of {spec.stream} used for {stream}")
@@ -151,15 +169,29 @@ async def repair(
             retries=retries,
             retry_delay_s=retry_delay_s,
         )
-        pending: list[TradeRow] = []
+        pending: list[TradeRow] = []  # written as they come, without `admit`
+        recent: list[TradeRow] = []  # near the span's end: through `admit`, at the end
+        admit_from_us = end_us - ADMIT_WINDOW_US
         async for rows in pager.pages():
             fetched += len(rows)
-            pending.extend(rows)
+            if admit is None:
+                pending.extend(rows)
+            else:
+                for row in rows:
+                    (recent if row[0] >= admit_from_us else pending).append(row)
+                if len(recent) > 2 * ADMIT_MAX_ROWS:  # bounded: the older ones skip `admit`
+                    older, recent = _split_newest(recent, ADMIT_MAX_ROWS)
+                    pending.extend(older)
             if len(pending) >= flush_rows:
-                written += await _write(write, admit, pending, pager.recv_us)
+                written += await _write(write, None, pending, pager.recv_us)
                 pending = []
+        if recent:
+            older, recent = _split_newest(recent, ADMIT_MAX_ROWS)
+            pending.extend(older)
         if pending:
-            written += await _write(write, admit, pending, pager.recv_us)
+            written += await _write(write, None, pending, pager.recv_us)
+        if recent:
+            written += await _write(write, admit, recent, pager.recv_us)
         missing.extend(pager.missing)
         covered = pager.covered
     missing.sort()

@@ -41,10 +41,24 @@ class HistoryError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class HistoryPage:
-    """One REST answer, decoded: trades oldest first, and their numeric ids where ids page."""
+    """One REST answer, decoded: trades oldest first, their numeric ids where ids page, and
+    `n_raw`, how many trades the answer held before the adapter left some out (Gate futures
+    ``is_internal`` prints, Bybit block trades under ``drop_block_trades``, off-book prints).
+
+    Whether a page is short (the history is exhausted, a latest-only answer holds everything)
+    is decided on `n_raw`, never on ``len(rows)``: one dropped print on a full page must not
+    read as the end of the history.
+    """
 
     rows: list[TradeRow]
     ids: list[int] = field(default_factory=list)  # parallel to `rows` (by_id kinds), else empty
+    n_raw: int = field(kw_only=True)  # trades in the answer, before any was left out
+
+    def __post_init__(self) -> None:
+        if self.ids and len(self.ids) != len(self.rows):
+            raise ValueError(f"{len(self.ids)} ids for {len(self.rows)} rows")
+        if self.n_raw < len(self.rows):
+            raise ValueError(f"{len(self.rows)} rows from an answer of {self.n_raw} trades")
 
     @property
     def oldest_us(self) -> int | None:
@@ -59,9 +73,10 @@ class HistoryPage:
 class RateRule:
     """An exchange's REST budget for these endpoints, shared by its spot and futures streams.
 
-    `weight_per_window` request weight per `window_s` (per IP); repairs use at most
-    ``1 - reserve`` of it so the recorder's other REST calls (tokens, instrument lists) and
-    anyone else behind the same IP keep headroom. `ban_statuses` are answers that mean
+    `weight_per_window` request weight per `window_s` (per IP); the worker's live repairs use
+    at most ``1 - reserve`` of it, and the extraction-time repairs of a process
+    `budget.EXTRACTION_SHARE` of the rest, so the recorder's other REST calls (tokens,
+    instrument lists) and anyone else behind the same IP keep headroom. `ban_statuses` are answers that mean
     "banned for a while" (Binance 418, Bybit 403 "access too frequent"): they back off much
     longer than a 429.
     """
@@ -117,6 +132,9 @@ class HistorySpec:
     request_latest: Callable[[str, int], HttpRequest] | None = None
     short_is_complete: bool = False
     ids_contiguous: bool = False  # ids count up by one per trade and symbol (gap detection)
+    # The live connection sends recent trades again after every subscribe (Phemex's snapshot of
+    # its last 200): an extraction-time repair leaves a gap alone until that replay is stored.
+    live_replays: bool = False
 
     def __post_init__(self) -> None:
         needed = {

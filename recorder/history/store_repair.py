@@ -4,7 +4,8 @@
 `extractor.remote.extract_remote` reads the window from every recorder's archive, each trade
 once; the gaps the union of the recorders leaves (not listening, id holes, hours not archived)
 are fetched here from each exchange's REST trade history with the same engine as
-`window.WindowRepair` (same specs, one rate budget per exchange, the same deadline), and merged
+`window.WindowRepair` (same specs, the process's extraction budget per exchange, the same
+deadline), and merged
 into the window as source ``rest`` (each trade once: a row the store holds wins). Nothing is
 written to the store: the result lives in the listing only. The CLI hands
 `store_window_repair(settings, …)` to `extract_remote` as its ``repair`` callback, so the
@@ -133,7 +134,7 @@ async def _repair_async(
     from pumpwatch.errors import PumpWatchError
     from pumpwatch.recorder.history.pager import NO_HISTORY, RATE_LIMITED
     from pumpwatch.recorder.history.repair import make_client, repair
-    from pumpwatch.recorder.history.specs import Budgets, history_spec
+    from pumpwatch.recorder.history.specs import extraction_budgets, history_spec
     from pumpwatch.recorder.history.window import (
         SETTLE_US,
         WindowRepair,
@@ -148,7 +149,7 @@ async def _repair_async(
 
     listed = await asyncio.to_thread(listed_instruments, settings)
     horizon_us = (time.time_ns() // 1000 if now_us is None else now_us) - SETTLE_US
-    budgets = Budgets()
+    budgets = extraction_budgets()  # the process's: shared with any other extraction in it
     loop = asyncio.get_running_loop()
     deadline_at = loop.time() + deadline_s
     rows: dict[str, pa.Table] = {}

@@ -22,8 +22,10 @@ stream it
    see it. A stream without a history endpoint (its adapter options) gets ``unrepaired``
    ``no_history`` without any call.
 
-One `Budgets` per call, so an exchange's two streams share its rate budget; exchanges run
-concurrently, an exchange's streams one after the other. `deadline_s` bounds the whole call:
+Every call of the process draws on one rate budget per exchange (`specs.extraction_budgets`:
+`budget.EXTRACTION_SHARE` of the exchange's limit, shared by the listing trigger's parallel
+extractions and by both streams of an exchange; the worker's live repair has its own share);
+exchanges run concurrently, an exchange's streams one after the other. `deadline_s` bounds the whole call:
 each repair gets the time left, a span not started in time is journaled ``rate_limited``, and
 whatever still runs at the deadline plus `HARD_GRACE_S` is cancelled (its span stays
 unattempted; a store write already started completes atomically). No recorder needs to run:
@@ -48,7 +50,7 @@ from pumpwatch.recorder.adapter import Instrument
 from pumpwatch.recorder.history.pager import BEYOND_REACH, NO_HISTORY, RATE_LIMITED
 from pumpwatch.recorder.history.repair import RepairResult, make_client, repair
 from pumpwatch.recorder.history.spec import HistorySpec
-from pumpwatch.recorder.history.specs import Budgets, history_spec
+from pumpwatch.recorder.history.specs import Budgets, extraction_budgets, history_spec
 from pumpwatch.settings import Settings
 from pumpwatch.streams import split_stream
 from pumpwatch.timeunits import US_PER_S
@@ -273,13 +275,67 @@ def _plan_stream(
     )
     report.gaps = [(a, min(b, end_us)) for a, b in done.gaps]
     gaps = subtract(report.gaps, [(horizon_us + 1, end_us)]) if end_us > horizon_us else report.gaps
+    if report.symbols and gaps != report.gaps:
+        report.notes.append("the window's last second is too recent to repair")
+    if spec is not None and spec.live_replays and gaps:
+        unsettled = _unsettled_gaps(
+            settings, data_dir, stream, events, base, start_us, horizon_us + SETTLE_US
+        )
+        if subtract(gaps, unsettled) != gaps:
+            gaps = subtract(gaps, unsettled)
+            report.notes.append(
+                "a gap still open or closed too recently (the connection's replay of recent "
+                "trades may still come): left to the live repair"
+            )
     todo = []
     for symbol in sorted(set(instruments) | unknown):
         for span in subtract(gaps, settled_spans(events, symbol)):
             todo.append((symbol, span))
-    if report.symbols and gaps != report.gaps:
-        report.notes.append("the window's last second is too recent to repair")
     return _Plan(stream, base, spec, instruments, unknown, todo, report)
+
+
+def _unsettled_gaps(
+    settings: Settings,
+    data_dir: Path,
+    stream: str,
+    events: Sequence[Mapping[str, Any]],
+    base: str,
+    start_us: int,
+    now_us: int,
+) -> list[Span]:
+    """While a recorder records `stream` (its journal does not end in ``stop`` and is fresh:
+    `coverage.liveness_bound_us`), the gaps since `start_us` that are still open at `now_us`
+    or closed less than one flush interval plus `SETTLE_US` before it (inclusive µs).
+
+    A stream whose connection replays recent trades after each subscribe (Phemex's snapshot,
+    `HistorySpec.live_replays`) delivers trades of such a gap again when it resumes, and the
+    rows received then may still wait in the worker's writer for up to one flush interval: the
+    store does not show them yet, and the live path does not read the store. Repairing the gap
+    from this process would then store those trades twice (``rest`` and ``ws``). The worker's
+    own live repair takes such a gap once it closes: it flushes its writer first and passes its
+    rows through the connection's de-duplicator. No recorder running: nothing is unsettled (a
+    recorder started later primes its de-duplicator from the store, repaired rows included).
+    """
+    from pumpwatch.segments.coverage import completeness, liveness_bound_us
+
+    stamps = [e for e in events if isinstance(e.get("ts"), int)]
+    if not stamps:
+        return []
+    last = stamps[-1]
+    if last.get("event") == "stop" or last["ts"] < now_us - liveness_bound_us(settings.recorder.heartbeat_s):
+        return []
+
+    guard_us = SETTLE_US + round(settings.storage.flush_interval_s * US_PER_S)
+    now = completeness(
+        data_dir,
+        stream,
+        start_us,
+        now_us,
+        base=base,
+        heartbeat_s=settings.recorder.heartbeat_s,
+        now_us=now_us,
+    )
+    return [(a, b) for a, b in now.gaps if b >= now_us - guard_us]
 
 
 async def _run_stream(
@@ -372,6 +428,7 @@ async def repair_window(
     deadline_s: float,
     client: httpx.AsyncClient | None = None,
     now_us: int | None = None,
+    budgets: Budgets | None = None,
 ) -> dict[str, WindowRepair]:
     """Repair what `streams` are missing of `symbol` (an Upbit-style base) in
     ``[start_us, end_us]``; see the module docstring.
@@ -379,7 +436,8 @@ async def repair_window(
     Returns one `WindowRepair` per stream; streams this machine does not record
     (``recorder.streams``) or that are disabled are left out: their REST URLs and instruments
     are not this configuration's. `now_us` (default: the wall clock) sets what is too recent
-    to repair. Raises `StoreError` when `data_dir` does not exist (nothing is created then) and
+    to repair; `budgets` (default: the process's `extraction_budgets()`) paces the calls.
+    Raises `StoreError` when `data_dir` does not exist (nothing is created then) and
     `ConfigError` for an unreadable subscription list.
     """
     data_path = Path(data_dir)
@@ -397,7 +455,7 @@ async def repair_window(
     ]
     loop = asyncio.get_running_loop()
     deadline_at = loop.time() + deadline_s
-    budgets = Budgets()
+    budgets = extraction_budgets() if budgets is None else budgets
     by_exchange: dict[str, list[_Plan]] = {}
     for plan in plans:
         by_exchange.setdefault(split_stream(plan.stream)[0], []).append(plan)

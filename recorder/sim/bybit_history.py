@@ -69,7 +69,7 @@ def _recent_trade(category: str, req: HistoryRequest) -> HttpResponse:
             "size": decimal_str(r[6]),
             "side": "Buy" if r[7] == "buy" else "Sell",
             "time": str(r[0] // 1000),
-            "isBlockTrade": False,
+            "isBlockTrade": r[8] in req.off_market,
             "isRPITrade": False,
             "seq": str(numeric_id(r[8])),
         }

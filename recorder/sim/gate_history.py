@@ -144,7 +144,7 @@ def futures_trades(req: HistoryRequest) -> HttpResponse:
                 "contract": symbol,
                 "size": num_text(signed) if decimal else math.trunc(signed),
                 "price": num_text(r[5]),
-                "is_internal": False,
+                "is_internal": r[8] in req.off_market,
             }
         )
     return json_response(orjson.dumps(out))

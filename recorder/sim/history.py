@@ -6,8 +6,9 @@ routes themselves (paths, parameters, paging, limits, error bodies) live in
 ``recorder/sim/<exchange>_history.py`` as a `HistoryApi`: plain data plus one handler per route.
 This module adds what every exchange does alike: a request budget per rolling window with the
 exchange's own refusal (429 + ``Retry-After``; Binance's 418 ban after ignoring 429s; Bybit's
-403 block), `throttle(n)` fault injection, call counters, and `skip_pushes(n)` (trades kept for
-REST but never pushed, so a connected client sees a hole in contiguous ids).
+403 block), `throttle(n)` fault injection, call counters, `skip_pushes(n)` (trades kept for REST but
+never pushed, so a connected client sees a hole in contiguous ids) and `flag_off_market(ids)`
+(stored trades the history flags as internal / block prints).
 """
 
 from __future__ import annotations
@@ -116,6 +117,9 @@ class HistoryRequest:
     instruments: Mapping[str, Instrument]  # by exchange symbol
     store: TradeStore
     now_us: int
+    # trade ids the history flags as not a market trade (Gate futures ``is_internal``, Bybit
+    # ``isBlockTrade``): see `HistoryService.flag_off_market`
+    off_market: frozenset[str] = frozenset()
 
 
 HistoryHandler = Callable[[HistoryRequest], HttpResponse]
@@ -255,6 +259,7 @@ class HistoryService:
         self.skipped: list[TradeRow] = []  # trades held back by `skip_pushes`
         self._throttle = 0
         self._skip: dict[str | None, int] = {}
+        self._off_market: frozenset[str] = frozenset()
 
     # -- faults ---------------------------------------------------------------------------
 
@@ -266,6 +271,12 @@ class HistoryService:
     def skip_pushes(self, n: int, symbol: str | None = None) -> None:
         """The next `n` trades (of `symbol`, or of any symbol) are kept for REST but not pushed."""
         self._skip[symbol] = self._skip.get(symbol, 0) + n
+
+    def flag_off_market(self, trade_ids: Iterable[str]) -> None:
+        """The history answers these stored trades flagged as prints a recorder does not keep:
+        Gate futures ``is_internal: true`` (insurance fund / ADL takeovers), Bybit
+        ``isBlockTrade: true``; exchanges without such a flag ignore it."""
+        self._off_market = self._off_market | frozenset(trade_ids)
 
     # -- trades ---------------------------------------------------------------------------
 
@@ -315,7 +326,9 @@ class HistoryService:
                 self.stats.limited += 1
                 status, body, retry_after_s = refused
                 return _refusal(status, body, retry_after_s, self._headers(budget))
-        request = HistoryRequest(query, headers, instruments, self.store, time.time_ns() // 1000)
+        request = HistoryRequest(
+            query, headers, instruments, self.store, time.time_ns() // 1000, self._off_market
+        )
         response = route.handler(request)
         self.stats.served += 1
         self.stats.by_path[path] += 1

@@ -24,7 +24,12 @@ from helpers.history import (
 )
 from helpers.history_faults import Fault
 
-from pumpwatch.recorder.history.budget import RateBudget, retry_after_s
+from pumpwatch.recorder.history.budget import (
+    EXTRACTION_SHARE,
+    LATENCY_MARGIN_S,
+    RateBudget,
+    retry_after_s,
+)
 from pumpwatch.recorder.history.repair import repair
 from pumpwatch.recorder.history.spec import RateRule
 from pumpwatch.recorder.history.specs import Budgets
@@ -51,20 +56,51 @@ def _budget(ft: FakeTime, rule: RateRule = RULE, **kw: Any) -> RateBudget:
     return RateBudget(rule, clock=ft.clock, sleep=ft.sleep, **kw)
 
 
-def test_reserve_caps_the_burst_and_refill_paces() -> None:
+def test_reserve_caps_what_any_window_grants() -> None:
     ft = FakeTime()
     budget = _budget(ft)
-    assert budget.capacity == 50.0 and budget.refill_per_s == 5.0
+    assert budget.capacity == 50.0 and budget.window_s == 10.0
 
     async def go() -> None:
         for _ in range(5):
             assert await budget.acquire(10)
         assert ft.slept == []  # 50 = the usable half of 100
+        ft.now += 4.0
         assert await budget.acquire(10)
-        assert ft.slept == [pytest.approx(2.0)]  # 10 weight at 5 per second
+        # until the first grant leaves the 10 s window (and the margin for network latency)
+        assert ft.slept == [pytest.approx(6.0 + LATENCY_MARGIN_S)]
+        for _ in range(4):
+            assert await budget.acquire(10)
+        assert sum(ft.slept) == pytest.approx(6.0 + LATENCY_MARGIN_S)  # the other four left with it
 
     asyncio.run(go())
-    assert budget.spent == 60
+    assert budget.spent == 100
+
+
+def test_no_window_ever_holds_more_than_the_share() -> None:
+    """Uneven weights at uneven times: every 10 s window (rolling, so also every fixed one)
+    holds at most 50; a token bucket of 50 refilling 5/s would let 100 through one window."""
+    ft = FakeTime()
+    budget = _budget(ft)
+    grants: list[tuple[float, int]] = []
+
+    async def go() -> None:
+        for i in range(60):
+            weight = (7, 13, 1, 25)[i % 4]
+            assert await budget.acquire(weight)
+            grants.append((ft.now, weight))
+            ft.now += (0.0, 0.3, 2.1)[i % 3]
+
+    asyncio.run(go())
+    for t0, _ in grants:
+        assert sum(w for t, w in grants if t0 <= t < t0 + 10.0) <= 50
+
+
+def test_extraction_share_is_a_quarter() -> None:
+    budget = RateBudget(RULE, share=EXTRACTION_SHARE)
+    assert budget.capacity == 25.0
+    with pytest.raises(ValueError):
+        RateBudget(RULE, share=0.0)
 
 
 def test_deadline_refuses_without_taking() -> None:
@@ -73,21 +109,21 @@ def test_deadline_refuses_without_taking() -> None:
 
     async def go() -> None:
         assert await budget.acquire(50)
-        assert not await budget.acquire(10, deadline=ft.now + 1.0)  # needs 2 s
+        assert not await budget.acquire(10, deadline=ft.now + 1.0)  # needs 10.25 s
         assert ft.slept == [] and budget.spent == 50
-        assert await budget.acquire(10, deadline=ft.now + 3.0)
+        assert await budget.acquire(10, deadline=ft.now + 11.0)
 
     asyncio.run(go())
 
 
-def test_heavier_than_the_bucket_waits_for_a_full_bucket() -> None:
+def test_heavier_than_the_window_waits_for_an_empty_one() -> None:
     ft = FakeTime()
     budget = _budget(ft)
 
     async def go() -> None:
         assert await budget.acquire(10)
-        assert await budget.acquire(500)  # clamped to the 50 the bucket holds
-        assert sum(ft.slept) == pytest.approx(2.0)
+        assert await budget.acquire(500)  # clamped to the 50 a window holds
+        assert sum(ft.slept) == pytest.approx(10.0 + LATENCY_MARGIN_S)
 
     asyncio.run(go())
 
@@ -241,9 +277,9 @@ def test_deadline_turns_endless_429s_into_rate_limited() -> None:
 
 
 def test_two_streams_share_one_paced_budget() -> None:
-    """OKX spot and SWAP repairs at once on one budget of 10 calls/s (burst 10): each needs a
+    """OKX spot and SWAP repairs at once on one budget of 10 calls in any second: each needs a
     locate, 10 full pages and the empty page that proves the start was reached; 24 calls take
-    at least 1.4 s, and both repairs are whole."""
+    at least 2 s, and both repairs are whole."""
     spot_inst, swap_inst = instrument("okx_spot"), instrument("okx_futures")
     spot_trades = make_trades(spot_inst, 1000, start_us=START_US)
     swap_trades = make_trades(swap_inst, 1000, start_us=START_US)
@@ -269,4 +305,4 @@ def test_two_streams_share_one_paced_budget() -> None:
     for result, store in results:
         assert result.complete and len(store.rows) == 1000
     assert budget.spent == 24
-    assert elapsed >= 1.35
+    assert elapsed >= 1.95

@@ -28,6 +28,7 @@ from helpers.window_world import (
     world,
 )
 
+from pumpwatch.recorder.history.budget import EXTRACTION_SHARE
 from pumpwatch.recorder.history.specs import history_spec
 from pumpwatch.recorder.history.window import WindowRepair, repair_window, subtract
 from pumpwatch.recorder.upbit.notices import Notice
@@ -244,8 +245,10 @@ def test_rate_limits_slow_the_repair_and_the_deadline_ends_an_endless_429(tmp_pa
             assert (m["start_us"], m["end_us"], m["reason"]) == (GAP_LO, GAP_HI, "rate_limited")
             assert events(w, "gate_futures", "repaired") == []
 
-            # rate_limited is not final: the next extraction tries again (one refusal left) and succeeds
-            again = await repair(w, ("gate_futures",), deadline_s=5.0)
+            # rate_limited is not final: the next extraction tries again (one refusal left) and
+            # succeeds; it shares the first one's Gate budget (the process's), so it first waits
+            # out the block left by the refusals and then the escalated one (4 s) of the last
+            again = await repair(w, ("gate_futures",), deadline_s=10.0)
             assert again["gate_futures"].written > 100
             assert ids(w.stored("gate_futures")) == Counter(r[8] for r in w.window_tape("gate_futures"))
 
@@ -370,3 +373,81 @@ def test_a_failing_repair_never_stops_the_scheduled_extraction(tmp_path: Path) -
 
     run(main())
     assert calls == [f"repair {BASE} {40 * S}", f"extract {BASE}"]  # repair first, then extract
+
+
+def test_concurrent_extractions_share_one_budget_per_exchange(tmp_path: Path) -> None:
+    """The listing trigger runs two extractions at once: both repairs of OKX spot and SWAP draw
+    on the process's one OKX budget, a quarter of OKX's 20 calls / 2 s. Counted at the local
+    servers, no 2 s ever holds more than 5 history calls (with a budget per call it was the
+    burst of both, 14 calls within the first second), and both repairs are whole."""
+    streams = ("okx_spot", "okx_futures")
+    rule = history_spec("okx_spot", "http://x").rate
+    per_window = int(rule.weight_per_window * EXTRACTION_SHARE)
+
+    async def main() -> list[float]:
+        async with world(tmp_path, streams) as w:
+            w.write_symbols()
+            w.record_with_gap()
+            stamps: list[float] = []
+            for stream in streams:
+                service = w.exchanges[stream].history
+                handle = service.handle
+
+                def counted(*args: Any, handle: Any = handle) -> Any:
+                    stamps.append(time.monotonic())
+                    return handle(*args)
+
+                service.handle = counted  # type: ignore[method-assign]
+            first, second = await asyncio.gather(repair(w, streams), repair(w, streams))
+            for stream in streams:
+                assert first[stream].unrepaired == [] and second[stream].unrepaired == []
+                assert ids(w.stored(stream)) == Counter(r[8] for r in w.window_tape(stream))
+            return stamps
+
+    stamps = run(main())
+    assert len(stamps) > per_window * 2  # enough calls that the budget had to pace them
+    for t0 in stamps:
+        in_window = [t for t in stamps if t0 <= t < t0 + rule.window_s]
+        assert len(in_window) <= per_window, (len(in_window), stamps)
+
+
+def test_a_replaying_stream_leaves_a_gap_still_open_to_the_live_repair(tmp_path: Path) -> None:
+    """Phemex replays its last 200 trades after every subscribe, and the live path stores them
+    without reading the store. The recorder runs, the connection is still down at extraction:
+    repairing the gap now would store the trades the resumed connection's snapshot then stores
+    again. The extraction leaves it to the worker's live repair (a note says so); the snapshot,
+    stored the live way afterwards, leaves every trade once. (A gap closed long before the
+    extraction is repaired: test_latest_only_streams_get_what_their_endpoint_still_has.)"""
+    from pumpwatch.segments import SegmentWriter
+    from pumpwatch.segments.journal import EventJournal
+
+    stream = "phemex_spot"
+
+    async def main() -> None:
+        async with world(tmp_path, (stream,)) as w:
+            w.write_symbols()
+            inst = w.instrument(stream)
+            tape = w.tapes[stream]
+            with SegmentWriter(w.data_dir, stream, fsync=False) as writer:
+                writer.append(as_received(stream, [r for r in tape if r[0] < GAP_LO]))
+            with EventJournal(w.data_dir, stream) as j:
+                j.record("start", ts_us=T_US - 40 * S, pid=1)
+                j.record("connected", conn="c1", ts_us=T_US - 40 * S, url="ws://127.0.0.1")
+                j.record("subscribed", conn="c1", ts_us=T_US - 40 * S, symbols=[inst.symbol], bases=[BASE])
+                j.record("disconnected", conn="c1", ts_us=GAP_LO, reason="1006")
+                j.record("alive")  # the recorder runs on, the connection is still down
+            reports = await repair(w, (stream,))
+            report = reports[stream]
+            assert report.calls == 0 and report.written == 0 and report.todo == []
+            assert any("left to the live repair" in note for note in report.notes), report.notes
+            assert events(w, stream, "unrepaired") == [] and events(w, stream, "repaired") == []
+            # the connection resumes: the snapshot of the last 200 trades, stored the live way
+            with SegmentWriter(w.data_dir, stream, fsync=False) as writer:
+                writer.append(as_received(stream, tape[-200:]))
+            table = w.stored(stream)
+            copies = Counter(
+                zip(*(table.column(n).to_pylist() for n in ("time", "price", "qty")), strict=True)
+            )
+            assert copies and max(copies.values()) == 1  # every trade once
+
+    run(main())
