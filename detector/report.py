@@ -143,7 +143,6 @@ def write_report(
         write_bytes(tmp / "events.csv", _csv(EVENT_COLUMNS, numbers["events"]))
         page = render_page(numbers, figures, charts, generated_at=generated.replace("T", " ")[:-1] + " UTC")
         write_bytes(tmp / "index.html", page.encode())
-        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; a report is meant to be shared
         replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
