@@ -34,20 +34,20 @@ def _save(fig: Any, path: Path) -> None:
 
 def _hist(
     plt: Any, values: list[float], xlabel: str, title: str, path: Path, color: str, left_out: int
-) -> None:
+) -> str:
+    """Draw one histogram; returns its caption (the title on one line)."""
     fig, ax = plt.subplots(figsize=(5.2, 3.0), dpi=100)
     if values:
         ax.hist(values, bins=min(40, max(5, len(values) // 3)), color=color, alpha=0.85)
     else:
         ax.text(0.5, 0.5, "no pump events", ha="center", va="center", transform=ax.transAxes)
-    title = f"{title} (n={len(values)})"
-    if left_out:
-        title += f"\n{left_out} {LEFT_OUT}"
-    ax.set_title(title, fontsize=10)
+    title = f"{title} (n={len(values)}"
+    ax.set_title(title + (f";\n{left_out} {LEFT_OUT})" if left_out else ")"), fontsize=10)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("events")
     ax.grid(True, alpha=0.3)
     _save(fig, path)
+    return title + (f"; {left_out} {LEFT_OUT})" if left_out else ")")
 
 
 TIMELINE_KEY = (
@@ -89,7 +89,8 @@ def _dates(mdates: Any, listings: list[dict[str, Any]]) -> Any:
 
 
 def draw_figures(study: dict[str, Any], out_dir: Path) -> dict[str, str]:
-    """Write the report's figures into `out_dir`; returns ``{file name: caption}``."""
+    """Write the report's figures into `out_dir`; returns ``{file name: caption}`` (with the
+    counts: n, and how many were left out)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -99,14 +100,17 @@ def draw_figures(study: dict[str, Any], out_dir: Path) -> dict[str, str]:
     events = [e for e in study["events"] if e["whole"]]
     left_out = len(study["events"]) - len(events)
     lag_s = [e["lag_ms"] / 1000.0 for e in events]
-    _hist(plt, lag_s, "seconds after T (negative: before T)", FIGURES["lag.png"], out_dir / "lag.png", "C0",
-          left_out)  # fmt: skip
+    captions = dict(FIGURES)
+    captions["lag.png"] = _hist(plt, lag_s, "seconds after T (negative: before T)", FIGURES["lag.png"],
+                                out_dir / "lag.png", "C0", left_out)  # fmt: skip
     rises = [e["rise_percent"] for e in events]
-    _hist(plt, rises, "rise, % (peak vs start of the pump)", FIGURES["rise.png"], out_dir / "rise.png", "C3",
-          left_out)  # fmt: skip
+    captions["rise.png"] = _hist(plt, rises, "rise, % (peak vs start of the pump)", FIGURES["rise.png"],
+                                 out_dir / "rise.png", "C3", left_out)  # fmt: skip
     durations = [e["duration_ms"] / 1000.0 for e in events]
-    _hist(plt, durations, "seconds, first to last trade of the pump", FIGURES["duration.png"],
-          out_dir / "duration.png", "C2", left_out)  # fmt: skip
+    captions["duration.png"] = _hist(
+        plt, durations, "seconds, first to last trade of the pump", FIGURES["duration.png"],
+        out_dir / "duration.png", "C2", left_out,
+    )  # fmt: skip
 
     streams = [s for s in study["streams"] if s["pumped"]]
     fig, ax = plt.subplots(figsize=(10.6, 3.4), dpi=100)
@@ -121,9 +125,13 @@ def draw_figures(study: dict[str, Any], out_dir: Path) -> dict[str, str]:
                       fontsize=8)  # fmt: skip
     else:
         ax.text(0.5, 0.5, "no pump events", ha="center", va="center", transform=ax.transAxes)
-    title = FIGURES["streams.png"] + " (whole streams only"
     stream_left_out = sum(s["pumped_left_out"] for s in study["streams"])
-    ax.set_title(title + (f"; {stream_left_out} {LEFT_OUT})" if stream_left_out else ")"), fontsize=10)
+    captions["streams.png"] = (
+        FIGURES["streams.png"]
+        + " (whole streams only"
+        + (f"; {stream_left_out} {LEFT_OUT})" if stream_left_out else ")")
+    )
+    ax.set_title(captions["streams.png"], fontsize=10)
     ax.set_ylabel("seconds after T")
     ax.grid(True, axis="y", alpha=0.3)
     _save(fig, out_dir / "streams.png")
@@ -148,8 +156,9 @@ def draw_figures(study: dict[str, Any], out_dir: Path) -> dict[str, str]:
         ax.set_xlabel("trigger time, UTC")
     else:
         ax.text(0.5, 0.5, "no listings", ha="center", va="center", transform=ax.transAxes)
-    ax.set_title(f"{FIGURES['timeline.png']}: {TIMELINE_KEY}", fontsize=10)
+    captions["timeline.png"] = f"{FIGURES['timeline.png']}: {TIMELINE_KEY}"
+    ax.set_title(captions["timeline.png"], fontsize=10)
     ax.set_ylabel("max rise, %")
     ax.grid(True, alpha=0.3)
     _save(fig, out_dir / "timeline.png")
-    return dict(FIGURES)
+    return captions

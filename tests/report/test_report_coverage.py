@@ -171,6 +171,10 @@ def test_page_and_csv_show_what_was_left_out(
     assert "not credited: binance_spot may have pumped earlier unseen" in page
     assert "(1 incomplete, 0 unknown; 1 of them pumped)" in page
     assert "1 pump event(s) on such streams left out" in page
+    # the figures' captions say what the histograms and the box plot count
+    for caption in ("Lag of each pump&#x27;s start after T", "Rise of each pump", "Duration of each pump"):
+        assert f"<figcaption>{caption} (n=2; 1 pump(s) on streams with a gap or unknown" in page
+    assert 'alt="First-pump lag after T, per stream (whole streams only; 1 pump(s) on streams' in page
     csv_head = (rep.out_dir / "streams.csv").read_text().splitlines()[0].split(",")
     assert {"whole", "incomplete", "unknown", "left_out", "pumped_left_out"} <= set(csv_head)
     events_csv = (rep.out_dir / "events.csv").read_text()
