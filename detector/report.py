@@ -31,17 +31,19 @@ from pumpwatch.errors import UsageError
 LISTING_COLUMNS = (
     "listing", "symbol", "trigger_time_us", "trigger_utc", "trigger_kst", "source", "notice_id",
     "notice_title", "detected", "trades", "streams_total", "streams_complete", "streams_repaired",
-    "streams_incomplete", "incomplete_streams", "streams_pumped", "pumped_streams", "first_pump_stream",
-    "first_pump_lag_ms", "max_rise_percent", "max_volume_ratio", "pump_duration_ms",
+    "streams_incomplete", "streams_unknown", "incomplete_streams", "unknown_streams", "streams_pumped",
+    "pumped_streams", "first_pump_stream", "first_pump_lag_ms", "first_pump_certain", "first_pump_doubt",
+    "first_seen_stream", "first_seen_lag_ms", "max_rise_percent", "max_volume_ratio", "pump_duration_ms",
 )  # fmt: skip
 STREAM_COLUMNS = (
-    "stream", "exchange", "market", "listings", "pumped", "first", "first_share", "lag_ms_n",
-    "lag_ms_median", "lag_ms_q1", "lag_ms_q3", "rise_percent_n", "rise_percent_median", "rise_percent_q1",
-    "rise_percent_q3", "pump_volume_share",
+    "stream", "exchange", "market", "listings", "whole", "incomplete", "unknown", "left_out", "pumped",
+    "pumped_left_out", "first", "first_share", "lag_ms_n", "lag_ms_median", "lag_ms_q1", "lag_ms_q3",
+    "rise_percent_n", "rise_percent_median", "rise_percent_q1", "rise_percent_q3", "pump_volume_share",
+    "pump_volume_share_n",
 )  # fmt: skip
 EVENT_COLUMNS = (
     "listing", "symbol", "stream", "exchange", "market", "start_time_us", "lag_ms", "duration_ms",
-    "rise_percent", "volume_spike_ratio", "volume", "trades",
+    "rise_percent", "volume_spike_ratio", "volume", "trades", "coverage", "whole",
 )  # fmt: skip
 
 
@@ -72,6 +74,8 @@ def _listing_rows(listings: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "notice_id": lst["source"].get("notice_id"),
             "notice_title": lst["source"].get("title"),
             "incomplete_streams": " ".join(lst["incomplete_streams"]),
+            "unknown_streams": " ".join(lst["unknown_streams"]),
+            "first_pump_doubt": " ".join(lst["first_pump_doubt"]),
             "pumped_streams": " ".join(lst["pumped_streams"]),
         }
         for lst in listings
@@ -139,7 +143,6 @@ def write_report(
         write_bytes(tmp / "events.csv", _csv(EVENT_COLUMNS, numbers["events"]))
         page = render_page(numbers, figures, charts, generated_at=generated.replace("T", " ")[:-1] + " UTC")
         write_bytes(tmp / "index.html", page.encode())
-        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; a report is meant to be shared
         replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

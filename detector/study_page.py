@@ -1,7 +1,8 @@
 """The HTML page of `pumpwatch report`: one static index.html over the study's numbers, with
 figures and listing charts as relative image files beside it. No server, no network: system
 fonts, no external script or style, a few lines of plain JavaScript for sorting and filtering
-the overview. Every text that came from a file (notice titles above all) is escaped."""
+the overview. Every text that came from a file (notice titles above all, any field of metadata.json) is
+escaped."""
 
 from __future__ import annotations
 
@@ -140,21 +141,62 @@ def _source_cell(src: dict[str, Any]) -> str:
     return _td(f'<span class="tag manual">{escape(src["kind"])}</span>', src["kind"])
 
 
+def _not_whole_note(lst: dict[str, Any]) -> str:
+    parts = []
+    if lst["incomplete_streams"]:
+        parts.append("incomplete: " + ", ".join(lst["incomplete_streams"]))
+    if lst["unknown_streams"]:
+        parts.append("coverage unknown: " + ", ".join(lst["unknown_streams"]))
+    return "; ".join(parts)
+
+
 def _coverage_cell(lst: dict[str, Any]) -> str:
-    c, r, i = lst["streams_complete"], lst["streams_repaired"], lst["streams_incomplete"]
-    inc = f'<span class="bad">{i}</span>' if i else "0"
-    title = (
-        "incomplete: " + ", ".join(lst["incomplete_streams"]) if i else "every stream complete or repaired"
+    c, r, i, u = (lst[f"streams_{k}"] for k in ("complete", "repaired", "incomplete", "unknown"))
+    text = f"{c} / {r} / " + (f'<span class="bad">{i}</span>' if i else "0")
+    if u:
+        text += f' <span class="bad">+{u} unknown</span>'
+    return _td(text, i + u, num=True, title=_not_whole_note(lst) or "every stream complete or repaired")
+
+
+def _first_cells(lst: dict[str, Any]) -> list[str]:
+    """The overview's first pump and its lag: the credited first, or, when a stream with a
+    gap leaves it open, "uncertain" with the first pump seen (its lag in grey)."""
+    if not lst["detected"]:
+        return [_td('<span class="bad">not detected</span>', None), _td("–", None, num=True)]
+    if lst["first_pump_certain"] is None:
+        return [_td('<span class="note">no pump</span>', None), _td("–", None, num=True)]
+    if lst["first_pump_certain"]:
+        lag = lst["first_pump_lag_ms"]
+        return [
+            _td(escape(lst["first_pump_stream"]), lst["first_pump_stream"]),
+            _td(_num(lag, 3, 1e-3), lag / 1000.0, num=True),
+        ]
+    seen, lag = lst["first_seen_stream"], lst["first_seen_lag_ms"]
+    why = (
+        f"first pump seen on {seen}; not credited: "
+        + ", ".join(lst["first_pump_doubt"])
+        + " may have pumped earlier unseen (gap or unknown coverage)"
     )
-    return _td(f"{c} / {r} / {inc}", i, num=True, title=title)
+    return [
+        _td(
+            f'<span class="bad">uncertain</span><span class="sub">seen first: {escape(seen)}</span>',
+            f"~{seen}",
+            title=why,
+        ),
+        _td(f'<span class="note">{_num(lag, 3, 1e-3)}</span>', lag / 1000.0, num=True, title=why),
+    ]
 
 
 def _overview(listings: list[dict[str, Any]]) -> str:
     heads = [
         ("Symbol", "str", ""), ("Trigger, UTC / KST", "num", ""), ("Source", "str", ""),
-        ("Coverage", "num", "streams complete / repaired / incomplete (sorts by incomplete)"),
-        ("Pumped", "num", "streams that pumped / streams recorded"), ("First pump", "str", ""),
-        ("Lag after T, s", "num", "first pump's start after the trigger"), ("Max rise, %", "num", ""),
+        ("Coverage", "num",
+         "streams complete / repaired / incomplete (+ unknown); sorts by incomplete + unknown"),
+        ("Pumped", "num", "streams that pumped / streams recorded"),
+        ("First pump", "str",
+         "uncertain: a stream with a gap or unknown coverage may have pumped before the first seen"),
+        ("Lag after T, s", "num", "first pump's start after the trigger (grey: first seen, uncertain)"),
+        ("Max rise, %", "num", ""),
         ("Volume ratio", "num", "largest volume spike ratio of its pumps"),
         ("Duration, s", "num", "first pump start to last pump end, all streams"),
     ]  # fmt: skip
@@ -166,12 +208,6 @@ def _overview(listings: list[dict[str, Any]]) -> str:
     rows = []
     for k, lst in enumerate(listings):
         link = f'<a href="#{anchor(k, lst["listing"])}">{escape(str(lst["symbol"]))}</a>'
-        lag = lst["first_pump_lag_ms"]
-        first = lst["first_pump_stream"]
-        if not lst["detected"]:
-            first_cell = _td('<span class="bad">not detected</span>', None)
-        else:
-            first_cell = _td(escape(first) if first else '<span class="note">no pump</span>', first)
         duration = lst["pump_duration_ms"]
         cells = [
             _td(link, lst["symbol"]),
@@ -182,8 +218,7 @@ def _overview(listings: list[dict[str, Any]]) -> str:
             _source_cell(lst["source"]),
             _coverage_cell(lst),
             _td(f"{lst['streams_pumped']} / {lst['streams_total']}", lst["streams_pumped"], num=True),
-            first_cell,
-            _td(_num(lag, 3, 1e-3), None if lag is None else lag / 1000.0, num=True),
+            *_first_cells(lst),
             _td(_num(lst["max_rise_percent"]), lst["max_rise_percent"], num=True),
             _td(_num(lst["max_volume_ratio"], 1), lst["max_volume_ratio"], num=True),
             _td(_num(duration, 3, 1e-3), None if duration is None else duration / 1000.0, num=True),
@@ -215,27 +250,40 @@ def _spread_text(s: dict[str, Any], scale: float = 1.0, digits: int = 2) -> str:
     )
 
 
-def _streams_table(streams: list[dict[str, Any]], with_pump: int) -> str:
+def _streams_table(streams: list[dict[str, Any]], totals: dict[str, Any]) -> str:
     rows = []
     for s in streams:
         share = s["first_share"]
+        left = (
+            f'<span class="bad">{s["left_out"]}</span> <span class="note">({s["incomplete"]} incomplete, '
+            f"{s['unknown']} unknown; {s['pumped_left_out']} of them pumped)</span>"
+            if s["left_out"]
+            else "0"
+        )
         rows.append(
             "<tr>"
             f"<td>{escape(s['exchange'])}</td><td>{escape(s['market'])}</td>"
-            f'<td class="n">{s["listings"]}</td><td class="n">{s["pumped"]}</td>'
+            f'<td class="n">{s["listings"]}</td><td class="n">{left}</td><td class="n">{s["pumped"]}</td>'
             f'<td class="n">{s["first"]} <span class="note">({_num(share, 0, 100.0)}%)</span></td>'
             f'<td class="n">{_spread_text(s["lag_ms"], 1e-3, 3)}</td>'
             f'<td class="n">{_spread_text(s["rise_percent"])}</td>'
-            f'<td class="n">{_num(s["pump_volume_share"], 1, 100.0)}%</td>'
+            f'<td class="n">{_num(s["pump_volume_share"], 1, 100.0)}% '
+            f'<span class="note">(n={s["pump_volume_share_n"]})</span></td>'
             "</tr>"
         )
     return (
-        f'<p class="note">Over {with_pump} listing(s) with a pump. Lag: first pump start after T, median '
-        "[quartiles q1 – q3; IQR = q3 − q1]. Rise: the stream's largest pump in a listing. Volume share: its "
-        "share of the listing's pump volume (base units), averaged over the listings with a pump.</p>"
+        '<p class="note">Only whole streams (complete or repaired) count here: a listing where the stream '
+        "was incomplete or of unknown coverage is <em>left out</em> of its pumped count, lag, rise and "
+        "volume share (a gap may hide its pump, its start or its peak). Pumped first: over the "
+        f"{totals['first_credited']} listing(s) whose first pump is certain; {totals['first_uncertain']} "
+        "listing(s) credit nobody because a stream with a gap may have pumped earlier unseen. Lag: first "
+        "pump start after T, median [quartiles q1 – q3; IQR = q3 − q1]. Rise: the stream's largest pump in a "
+        "listing. Volume share: its share of the listing's pump volume (base units), averaged over the n "
+        "listings with a pump and every stream whole.</p>"
         '<div class="scroll"><table id="streams"><thead><tr><th>Exchange</th><th>Market</th>'
-        '<th class="n">Listings</th><th class="n">Pumped</th><th class="n">Pumped first</th>'
-        '<th class="n">Lag after T, s</th><th class="n">Max rise, %</th><th class="n">Pump volume share</th>'
+        '<th class="n">Listings</th><th class="n">Left out (not whole)</th><th class="n">Pumped</th>'
+        '<th class="n">Pumped first</th><th class="n">Lag after T, s</th><th class="n">Max rise, %</th>'
+        '<th class="n">Pump volume share</th>'
         f"</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
     )
 
@@ -243,9 +291,30 @@ def _streams_table(streams: list[dict[str, Any]], with_pump: int) -> str:
 def _coverage_text(lst: dict[str, Any]) -> str:
     text = f"{lst['streams_complete']} complete, {lst['streams_repaired']} repaired, "
     if not lst["streams_incomplete"]:
-        return text + "0 incomplete"
-    names = ", ".join(lst["incomplete_streams"])
-    return text + f'<span class="bad">{lst["streams_incomplete"]} incomplete: {escape(names)}</span>'
+        text += "0 incomplete"
+    else:
+        names = ", ".join(lst["incomplete_streams"])
+        text += f'<span class="bad">{lst["streams_incomplete"]} incomplete: {escape(names)}</span>'
+    if lst["streams_unknown"]:
+        names = ", ".join(lst["unknown_streams"])
+        text += f', <span class="bad">{lst["streams_unknown"]} of unknown coverage: {escape(names)}</span>'
+    return text
+
+
+def _first_text(lst: dict[str, Any]) -> str:
+    if lst["first_pump_certain"]:
+        return ", first " + escape(lst["first_pump_stream"])
+    if lst["first_pump_certain"] is False:
+        return (
+            f', first seen on {escape(lst["first_seen_stream"])}, <span class="bad">first uncertain</span>: '
+            f"{escape(', '.join(lst['first_pump_doubt']))} may have pumped earlier unseen"
+        )
+    return ""
+
+
+def _trades(value: Any) -> str:
+    """A trade count from metadata.json (a shared store's may come from another machine)."""
+    return "–" if value is None else escape(str(value))
 
 
 def _listing_section(k: int, lst: dict[str, Any], chart_src: str | None) -> str:
@@ -260,13 +329,13 @@ def _listing_section(k: int, lst: dict[str, Any], chart_src: str | None) -> str:
         source = f'<span class="tag manual">{escape(src["kind"])}</span>'
     rows = []
     for s in lst["streams"]:
-        state = s["coverage"] or "unknown"
-        cls = "bad" if state == "incomplete" else ("ok" if state == "complete" else "")
+        state = s["coverage"]
+        cls = "ok" if state == "complete" else ("" if state == "repaired" else "bad")
         lag = s["first_pump_lag_ms"]
         rows.append(
             "<tr>"
             f"<td>{escape(s['stream'])}</td>"
-            f'<td class="n">{s["trades"] if s["trades"] is not None else "–"}</td>'
+            f'<td class="n">{_trades(s["trades"])}</td>'
             f'<td class="{cls}">{escape(state)}</td>'
             f"<td>{'yes' if s['pumped'] else ''}</td>"
             f'<td class="n">{_num(lag, 3, 1e-3)}</td>'
@@ -289,10 +358,10 @@ def _listing_section(k: int, lst: dict[str, Any], chart_src: str | None) -> str:
         '<a class="top" href="#overview-section">↑ overview</a>'
         f"<h3>{escape(str(lst['symbol']))} · {escape(lst['trigger_utc'])} · {escape(lst['trigger_kst'])}</h3>"
         f"<dl><dt>Directory</dt><dd>{escape(lst['listing'])}</dd><dt>Source</dt><dd>{source}</dd>"
-        f"<dt>Trades</dt><dd>{lst['trades']}</dd>"
+        f"<dt>Trades</dt><dd>{_trades(lst['trades'])}</dd>"
         f"<dt>Coverage</dt><dd>{_coverage_text(lst)}</dd>"
         f"<dt>Pumped</dt><dd>{lst['streams_pumped']} of {lst['streams_total']} streams"
-        f"{', first ' + escape(lst['first_pump_stream']) if lst['first_pump_stream'] else ''}</dd></dl>"
+        f"{_first_text(lst)}</dd></dl>"
         f"{detected}{chart}"
         '<div class="scroll"><table><thead><tr><th>Stream</th><th class="n">Trades</th><th>Coverage</th>'
         '<th>Pumped</th><th class="n">First pump after T, s</th><th class="n">Behind first, s</th>'
@@ -340,7 +409,10 @@ def render_page(
         "<body><header><h1>PumpWatch: study across listings</h1>"
         f"<p>{totals['listings']} listing(s), {span}; {totals['with_pump']} with a pump, "
         f"{totals['pump_events']} pump event(s); {totals['upbit']} from Upbit notices, "
-        f"{totals['manual']} manual; {totals['with_incomplete_stream']} with an incomplete stream. "
+        f"{totals['manual']} manual; {totals['with_incomplete_stream']} with an incomplete stream, "
+        f"{totals['with_unknown_coverage']} with a stream of unknown coverage; first pump uncertain in "
+        f"{totals['first_uncertain']}; {totals['events_left_out']} pump event(s) on such streams left out "
+        "of the figures. "
         f"Generated {escape(generated_at)}.</p></header>"
         '<nav><a href="#overview-section">Overview</a><a href="#streams-section">Exchanges</a>'
         '<a href="#distributions">Distributions</a><a href="#listings">Listings</a>'
@@ -349,7 +421,7 @@ def render_page(
         + (f'<p class="bad">Skipped directories:</p><ul>{skipped}</ul>' if skipped else "")
         + "</section>"
         f'<section id="streams-section"><h2>Per exchange and market</h2>'
-        f"{_streams_table(study['streams'], totals['with_pump'])}</section>"
+        f"{_streams_table(study['streams'], totals)}</section>"
         f'<section id="distributions"><h2>Distributions and timeline</h2><div class="figs">{figs}</div>'
         f"{wide}</section>"
         f'<div id="listings">{sections}</div>'
