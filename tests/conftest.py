@@ -1,4 +1,4 @@
-"""Every test of this directory starts with a fresh process-wide extraction budget registry
+"""Every test starts with a fresh process-wide extraction budget registry
 (`specs.extraction_budgets`), so no backoff or window of an earlier test carries over."""
 
 from __future__ import annotations
