@@ -1,7 +1,8 @@
 """Nothing silent (DESIGN §12, issue 12 §3): which wanted symbols of a stream are not receiving,
 and why, in `stats.not_recorded`, the journal and the log within one health interval.
 
-A symbol is not recorded when the exchange refused it (``rejected: <its reason>``), when it does
+A symbol is not recorded when the exchange refused it (``rejected: <its reason> (next retry
+<UTC time>)``: it is asked again, see ``runner.py``), when it does
 not fit the stream's capacity (``over_capacity: …``: beyond the connections × symbols the
 exchange allows, or on a connection the exchange refused while the stream's others are open),
 when its connection has been down for a whole interval (``not_connected: …``), or when frames
@@ -31,6 +32,17 @@ log = logging.getLogger(__name__)
 
 REMIND_S = 600.0  # while symbols are missing, the warning is repeated this often
 KINDS = ("rejected", "over_capacity", "not_connected", "unparsable")  # the reason prefixes
+
+
+RETRY_MARK = " (next retry "  # a refused symbol's reason ends with " (next retry <UTC time>)"
+
+
+def _utc(us: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(us / 1_000_000))
+
+
+def _without_retry(reasons: dict[str, str]) -> dict[str, str]:
+    return {s: r.split(RETRY_MARK, 1)[0] for s, r in reasons.items()}
 
 
 def kind_of(reason: str) -> str:
@@ -65,9 +77,11 @@ class NotRecorded:
         r._stats.not_recorded = now
         changed = now != self.current
         previous, self.current = self.current, now
-        if changed:
+        if changed:  # a refused symbol's next retry time is a change: `status` shows it
             self._journal(previous, now)
-        if changed or (now and time.monotonic() - self._logged_s >= REMIND_S):
+        # ... but the log says state changes only, not every retry of a refused symbol
+        moved = _without_retry(now) != _without_retry(previous)
+        if moved or (now and time.monotonic() - self._logged_s >= REMIND_S):
             self._log(now)
 
     def compute(self) -> dict[str, str]:
@@ -75,9 +89,11 @@ class NotRecorded:
         table = r._table
         st = r._stats
         out: dict[str, str] = {}
+        retry_at = st.rejected_retry_at_us
         for symbol, reason in st.rejected.items():
             if symbol in r._wanted:
-                out[symbol] = f"rejected: {reason}"
+                at_us = retry_at.get(symbol)
+                out[symbol] = f"rejected: {reason}" + ("" if at_us is None else f"{RETRY_MARK}{_utc(at_us)})")
         limit = f"{table.max_slots} connections x {table.per_slot} symbols"
         for symbol in table.over_capacity:
             out.setdefault(symbol, f"over_capacity: beyond {limit}")

@@ -10,6 +10,12 @@ A `StreamRunner` keeps a stream's symbols subscribed, all the time:
 - Before the exchange's lifetime cap, or when the server announces a close, the slot opens the
   replacement and subscribes it fully *before* it closes the old one (make-before-break); the
   overlap is removed by the `Deduper`, so a planned rotation loses and repeats nothing.
+- A symbol the exchange refuses stays wanted: it is asked again after a capped backoff
+  (``reject_retry_initial_s`` doubling up to ``reject_retry_max_s``) and at once whenever a
+  connection of the stream reconnects; until one attempt is acked it shows as ``rejected`` (with
+  its next retry) in `stats` and ``not_recorded``. The refusal is journaled and logged once,
+  when the symbol turns refused, not at every retry (a refusal can be transient: an exchange
+  under load, a gateway that does not know a just-announced instrument yet).
 - Every connect, subscribe, rejection, unsubscribe, disconnect and gap goes to the journal at
   the moment it happens; logs say state changes only, each line with stream and connection id
   (bound by `StreamLog`, never typed into the message).
@@ -29,6 +35,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pumpwatch.recorder.adapter import Adapter, Instrument
@@ -64,6 +71,21 @@ WATCH_INTERVAL_S = 0.25  # how often pending id holes and quiet resumes are chec
 # up to this many are paged again by id (one page anywhere); more, and only the part after the
 # resume is paged, located by time (a long downtime is not fetched twice).
 REFETCH_IDS = 100
+HEALTH_INTERVAL_S = 10.0  # how often the symbols not recorded are recomputed (not_recorded.py)
+# A refused symbol is asked again after this long, doubling per refusal up to the maximum.
+REJECT_RETRY_INITIAL_S = 30.0
+REJECT_RETRY_MAX_S = 600.0
+
+
+@dataclass(slots=True)
+class Refusal:
+    """A wanted symbol the exchange refused; it is asked again at `due_s` (monotonic)."""
+
+    reason: str
+    refusals: int  # refusals in a row (the first one included)
+    delay_s: float  # the wait before the next attempt
+    due_s: float
+    in_flight: bool = False  # placed in a slot again: its subscribe is being asked
 
 
 class StreamRunner:
@@ -93,8 +115,10 @@ class StreamRunner:
         on_missing: Callable[[Missing], None] | None = None,
         not_listening_since_us: int | None = None,
         capacity_retry_s: float = 300.0,
-        health_interval_s: float = 10.0,
+        health_interval_s: float | None = None,
         rate_limit_wait_s: Mapping[int, float] = RATE_LIMIT_DEFAULT_WAIT_S,
+        reject_retry_initial_s: float | None = None,
+        reject_retry_max_s: float | None = None,
     ) -> None:
         self.adapter = adapter
         self.stream = adapter.stream
@@ -147,7 +171,15 @@ class StreamRunner:
         self.capacity_retry_s = capacity_retry_s
         self.rate_limit_wait_s = dict(rate_limit_wait_s)
         self._hold_until_s = 0.0
-        self._health = NotRecorded(self, health_interval_s)
+        interval_s = HEALTH_INTERVAL_S if health_interval_s is None else health_interval_s
+        self._health = NotRecorded(self, interval_s)
+        # Refused symbols (still wanted): asked again with a capped backoff and at reconnects.
+        initial_s = REJECT_RETRY_INITIAL_S if reject_retry_initial_s is None else reject_retry_initial_s
+        max_s = REJECT_RETRY_MAX_S if reject_retry_max_s is None else reject_retry_max_s
+        self.reject_retry_initial_s = initial_s
+        self.reject_retry_max_s = max(max_s, initial_s)
+        self._refused: dict[str, Refusal] = {}
+        self._retry_wake = asyncio.Event()
         self.update_instruments(instruments)
         if not_listening_since_us is not None:
             self._down_since.update(dict.fromkeys(self._wanted, not_listening_since_us))
@@ -182,11 +214,16 @@ class StreamRunner:
         """The instruments wanted now (rejected and over-capacity ones included)."""
         return self._wanted
 
+    @property
+    def refused(self) -> Mapping[str, Refusal]:
+        """Wanted symbols the exchange refused, with their retry state (until one is acked)."""
+        return self._refused
+
     def update_instruments(self, instruments: Mapping[str, Instrument]) -> None:
         """Subscribe added symbols and unsubscribe dropped ones on the live connections.
 
-        Nothing reconnects. A symbol the exchange rejected stays rejected until it is dropped
-        from the list and added again.
+        Nothing reconnects. A symbol the exchange refused stays wanted and is asked again
+        (see the module docstring) until it is acked or dropped from the list.
         """
         new = dict(instruments)
         self._known.update(new)
@@ -196,6 +233,8 @@ class StreamRunner:
         st = self._stats
         for symbol in removed:
             st.rejected.pop(symbol, None)
+            st.rejected_retry_at_us.pop(symbol, None)
+            self._refused.pop(symbol, None)
             self._table.remove(symbol)
             self.dedupe.forget(symbol)
             self._down_since.pop(symbol, None)
@@ -213,7 +252,10 @@ class StreamRunner:
         self._log.info("starting with %d symbols", len(self._wanted))
         for slot in self._slots:
             self._start_slot(slot)
-        watches = [asyncio.create_task(self._health.run(self._stop), name=f"{self.stream} not recorded")]
+        watches = [
+            asyncio.create_task(self._health.run(self._stop), name=f"{self.stream} not recorded"),
+            asyncio.create_task(self._retry_refused(), name=f"{self.stream} refused retries"),
+        ]
         if self.ids is not None:
             watches.append(asyncio.create_task(self._watch_ids(), name=f"{self.stream} id continuity"))
         await self._stop.wait()
@@ -272,6 +314,9 @@ class StreamRunner:
             if hold_s > 0:  # the exchange answered a handshake with 429/418: nobody knocks until then
                 await wait_flags(self._stop, None, hold_s)
                 continue
+            if slot.active is None and self._refused:
+                # A reconnect may reach a gateway that knows what the last one refused.
+                self._place_refused(slot, due_only=False)
             new = await self._open(slot)
             if stop.is_set():
                 if new is not None:
@@ -442,6 +487,16 @@ class StreamRunner:
 
     def _acked(self, conn: Connection, symbols: list[str]) -> None:
         self._table.acked(symbols)
+        if self._refused:
+            st = self._stats
+            for symbol in symbols:
+                refusal = self._refused.pop(symbol, None)
+                if refusal is not None:
+                    st.rejected.pop(symbol, None)
+                    st.rejected_retry_at_us.pop(symbol, None)
+                    self._log.conn(conn.conn_id).info(
+                        "%s subscribed after %d refusals (%s)", symbol, refusal.refusals, refusal.reason
+                    )
         known = self._known
         self.journal.subscribed(conn.conn_id, symbols, [known[s].base if s in known else "" for s in symbols])
         if self._down_since:
@@ -452,8 +507,15 @@ class StreamRunner:
                     self._resumed(symbol, since_us, now_us)
 
     def _rejected(self, conn: Connection, rejected: dict[str, str]) -> None:
+        # A symbol dropped from the list while its subscribe was in flight needs nothing more.
+        rejected = {s: r for s, r in rejected.items() if s in self._wanted}
+        if not rejected:
+            return
         held = len(conn.subscribed)
-        moved = [s for s in sorted(rejected) if self._table.presume_capacity(s, held)]
+        # A symbol already refused for itself is not evidence of a capacity on its retry.
+        moved = [
+            s for s in sorted(rejected) if s not in self._refused and self._table.presume_capacity(s, held)
+        ]
         if moved:
             # Presumed over this connection's capacity (adapter.learn_capacity): another
             # connection gets them; refused there too, they are refused for themselves.
@@ -470,16 +532,70 @@ class StreamRunner:
             rejected = {s: r for s, r in rejected.items() if s not in moved}
             if not rejected:
                 return
-        symbols = sorted(rejected)
-        for symbol in symbols:
-            if symbol not in self._stats.rejected:
-                self._log.conn(conn.conn_id).warning("%s rejected: %s", symbol, rejected[symbol])
-            self._stats.rejected[symbol] = rejected[symbol]
+        st = self._stats
+        clog = self._log.conn(conn.conn_id)
+        now_s = time.monotonic()
+        now_us = self._clock() // 1000
+        newly: list[str] = []  # turned refused now: journaled and logged (retries are not)
+        for symbol in sorted(rejected):
+            reason = rejected[symbol]
+            refusal = self._refused.get(symbol)
+            if refusal is None:
+                delay_s = self.reject_retry_initial_s
+                refusal = self._refused[symbol] = Refusal(reason, 1, delay_s, now_s + delay_s)
+                newly.append(symbol)
+                clog.warning("%s rejected: %s (asking again in %g s)", symbol, reason, delay_s)
+            else:
+                refusal.refusals += 1
+                refusal.reason = reason
+                refusal.delay_s = min(refusal.delay_s * 2, self.reject_retry_max_s)
+                refusal.due_s = now_s + refusal.delay_s
+                refusal.in_flight = False
+                clog.debug(
+                    "%s refused again (%d in a row): %s; next try in %g s",
+                    symbol,
+                    refusal.refusals,
+                    reason,
+                    refusal.delay_s,
+                )
+            st.rejected[symbol] = reason
+            st.rejected_retry_at_us[symbol] = now_us + int(refusal.delay_s * 1_000_000)
             self._table.remove(symbol)
-        reasons = sorted(set(rejected.values()))
-        self.journal.rejected(conn.conn_id, symbols, "; ".join(reasons))
+        if newly:
+            reasons = sorted({rejected[s] for s in newly})
+            self.journal.rejected(conn.conn_id, newly, "; ".join(reasons))
+        self._retry_wake.set()
         for slot in self._table.fill_free_capacity():
             self._start_slot(slot)
+
+    def _place_refused(self, prefer: Slot | None = None, *, due_only: bool = True) -> None:
+        """Put refused symbols (those due, or all) into slots again: their subscribe is asked
+        on the slot's connection, or with its next connection."""
+        now_s = time.monotonic()
+        created: list[Slot] = []
+        for symbol, refusal in self._refused.items():
+            if refusal.in_flight or (due_only and refusal.due_s > now_s):
+                continue
+            refusal.in_flight = True
+            created += self._table.assign(symbol, prefer=prefer)
+        if self._running:
+            for slot in created:
+                self._start_slot(slot)
+
+    async def _retry_refused(self) -> None:
+        """Ask refused symbols again when their backoff ends."""
+        stop = self._stop
+        while not stop.is_set():
+            waiting = [r.due_s for r in self._refused.values() if not r.in_flight]
+            timeout_s = max(0.0, min(waiting) - time.monotonic()) if waiting else None
+            self._retry_wake.clear()
+            await wait_flags(stop, self._retry_wake, timeout_s)
+            if stop.is_set():
+                return
+            try:
+                self._place_refused()
+            except Exception:  # retries must never take the stream down
+                self._log.exception("asking refused symbols again failed")
 
     def _notice(self, slot: Slot, conn: Connection) -> None:
         if conn is slot.active and slot.rotate_reason is None:

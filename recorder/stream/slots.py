@@ -68,9 +68,13 @@ class SlotTable:
         self.groups: list[list[Slot]] = []  # the replicas of each group, sharing one symbol set
         self.over_capacity = over_capacity
 
-    def assign(self, symbol: str) -> list[Slot]:
-        """Put `symbol` in the first group with room; returns the slots it had to create."""
-        for group in self.groups:
+    def assign(self, symbol: str, prefer: Slot | None = None) -> list[Slot]:
+        """Put `symbol` in the first group with room (`prefer`'s group first, when it has
+        room); returns the slots it had to create."""
+        groups = self.groups
+        if prefer is not None and prefer.index < len(groups):
+            groups = [groups[prefer.index], *groups]
+        for group in groups:
             if len(group[0].symbols) < self.per_slot:
                 group[0].symbols.add(symbol)
                 for slot in group:
