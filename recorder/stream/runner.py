@@ -232,6 +232,10 @@ class StreamRunner:
         self._wanted = new
         st = self._stats
         for symbol in removed:
+            if self.ids is not None:
+                # Its holes still in their grace can no longer be filled: journaled, repaired.
+                for hole in self.ids.drain(symbol):
+                    self._report_hole(hole, repair=not self._stop.is_set())
             st.rejected.pop(symbol, None)
             st.rejected_retry_at_us.pop(symbol, None)
             self._refused.pop(symbol, None)
@@ -274,6 +278,15 @@ class StreamRunner:
                 self._log.error("slot task failed", exc_info=task.exception())
         conns = [s.active for s in self._slots if s.active is not None]
         await asyncio.gather(*(c.close("stopped") for c in conns), *self._background, return_exceptions=True)
+        if self.ids is not None:
+            # Holes still in their grace at the stop (every connection closed: nothing can fill
+            # them now) are holes all the same: journaled, so coverage says so and the next
+            # start's rescan of the journal repairs them (the repair loop stops with us).
+            for hole in self.ids.drain():
+                try:
+                    self._report_hole(hole, repair=False)
+                except Exception:
+                    self._log.exception("reporting the id hole of %s failed", hole.symbol)
         self._running = False
         self._log.info("stopped")
 
@@ -719,8 +732,8 @@ class StreamRunner:
         else:  # the first id after the gap follows the last before it: nothing was missed
             self._missing(Missing(r.symbol, start_us, end_us, cause, whole=True))
 
-    def _report_hole(self, hole: IdHole) -> None:
-        """Journal an unfilled id hole and hand it to repair, by id."""
+    def _report_hole(self, hole: IdHole, repair: bool = True) -> None:
+        """Journal an unfilled id hole and (`repair`) hand it to repair, by id."""
         self._stats.id_holes += 1
         inst = self._known.get(hole.symbol)
         self.journal.record(
@@ -739,6 +752,8 @@ class StreamRunner:
             hole.last_missing,
             hole.last_missing - hole.first_missing + 1,
         )
+        if not repair:
+            return
         self._missing(
             Missing(
                 hole.symbol, hole.after_us, hole.before_us, "id_gap", hole.first_missing, hole.last_missing
