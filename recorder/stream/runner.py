@@ -71,6 +71,13 @@ WATCH_INTERVAL_S = 0.25  # how often pending id holes and quiet resumes are chec
 # up to this many are paged again by id (one page anywhere); more, and only the part after the
 # resume is paged, located by time (a long downtime is not fetched twice).
 REFETCH_IDS = 100
+# A handshake answered with these while connections of the stream are open may be the
+# exchange's connection limit (learn_capacity): learned once it repeats at the same number of
+# open groups, and withdrawn when a handshake beyond it is accepted (the refused slot knocks
+# again every `capacity_retry_s`). Any other status (a 502/503 of a gateway blip) is an
+# ordinary failure with its ordinary backoff.
+CAP_STATUSES = frozenset((403, 429))
+CAP_REPEATS = 2
 HEALTH_INTERVAL_S = 10.0  # how often the symbols not recorded are recomputed (not_recorded.py)
 # A refused symbol is asked again after this long, doubling per refusal up to the maximum.
 REJECT_RETRY_INITIAL_S = 30.0
@@ -164,6 +171,7 @@ class StreamRunner:
         self._running = False
         self._gap_open = False
         self._journaled: set[Connection] = set()  # connections whose `connected` was journaled
+        self._group_of: dict[Connection, int] = {}  # open connection -> its slot group's index
         self._background: set[asyncio.Task[None]] = set()
         # Capacity (issue 12): a handshake refused with 429/418 holds every new connection of the
         # stream until then (monotonic s); a slot refused for the connection limit retries after
@@ -171,6 +179,7 @@ class StreamRunner:
         self.capacity_retry_s = capacity_retry_s
         self.rate_limit_wait_s = dict(rate_limit_wait_s)
         self._hold_until_s = 0.0
+        self._cap_evidence: dict[int, int] = {}  # groups open -> handshakes refused for a limit at it
         interval_s = HEALTH_INTERVAL_S if health_interval_s is None else health_interval_s
         self._health = NotRecorded(self, interval_s)
         # Refused symbols (still wanted): asked again with a capped backoff and at reconnects.
@@ -398,6 +407,8 @@ class StreamRunner:
             await conn.open()
             self._stats.connected += 1
             self._journaled.add(conn)
+            self._group_of[conn] = slot.index
+            self._handshake_accepted()
             self.journal.connected(conn_id, conn.url)
             clog.debug("connected to %s", conn.url)
             # Symbols may be added while earlier ones are being acked: repeat until none is missing.
@@ -480,12 +491,39 @@ class StreamRunner:
             self._log.conn(f"{slot.name}-{slot.seq}").warning(
                 "handshake answered HTTP %d: no new connection for %.1f s", exc.status, wait_s
             )
-        if exc.status is not None and self.adapter.learn_capacity:
-            open_conns = len(self._journaled)  # open now, serving or still subscribing
-            if open_conns >= 1:
-                self._table.learn_max_connections(open_conns)
-                slot.capacity_refused = True
-                slot.retry_floor_s = max(slot.retry_floor_s, self.capacity_retry_s)
+        if exc.status in CAP_STATUSES and self.adapter.learn_capacity:
+            # Groups open now, serving or still subscribing (the cap counts groups: with
+            # `redundancy` 2 each group holds two connections).
+            open_groups = self._open_groups()
+            if open_groups >= 1:
+                seen = self._cap_evidence[open_groups] = self._cap_evidence.get(open_groups, 0) + 1
+                if seen >= CAP_REPEATS:
+                    self._table.learn_max_connections(open_groups)
+                    slot.capacity_refused = True
+                    slot.retry_floor_s = max(slot.retry_floor_s, self.capacity_retry_s)
+                else:
+                    self._log.conn(f"{slot.name}-{slot.seq}").info(
+                        "handshake refused (HTTP %d) with %d groups open: a connection limit if it repeats",
+                        exc.status,
+                        open_groups,
+                    )
+
+    def _open_groups(self) -> int:
+        return len(set(self._group_of.values()))
+
+    def _handshake_accepted(self) -> None:
+        """A handshake was accepted: refusals at fewer open groups than now were no limit, and a
+        learned connection cap below it is withdrawn (learned again if the refusals come back)."""
+        if not self.adapter.learn_capacity:
+            return
+        open_groups = self._open_groups()
+        for count in [c for c in self._cap_evidence if c < open_groups]:
+            del self._cap_evidence[count]
+        table = self._table
+        if table.max_slots is not None and open_groups > table.max_slots:
+            table.unlearn_max_connections(open_groups)
+            for slot in table.fill_free_capacity():
+                self._start_slot(slot)
 
     def _note_failure(self, slot: Slot, clog: StreamLog, reason: str) -> None:
         if slot.down_since_s is None and slot.active is None:
@@ -520,8 +558,12 @@ class StreamRunner:
                     self._resumed(symbol, since_us, now_us)
 
     def _rejected(self, conn: Connection, rejected: dict[str, str]) -> None:
-        # A symbol dropped from the list while its subscribe was in flight needs nothing more.
-        rejected = {s: r for s, r in rejected.items() if s in self._wanted}
+        # A symbol dropped from the list while its subscribe was in flight needs nothing more;
+        # nor one no longer in this connection's group: the other replica of the group
+        # (`redundancy` 2) already had it refused, and it was moved or is refused already.
+        group = self._group_of.get(conn)
+        mine = self._table.groups[group][0].symbols if group is not None else self._wanted
+        rejected = {s: r for s, r in rejected.items() if s in self._wanted and s in mine}
         if not rejected:
             return
         held = len(conn.subscribed)
@@ -618,6 +660,7 @@ class StreamRunner:
     def _ended(self, slot: Slot, conn: Connection) -> None:
         reason = conn.end_reason or "closed"
         conn_id, subscribed_s = conn.conn_id, conn.subscribed_s
+        self._group_of.pop(conn, None)
         if conn in self._journaled:
             self._journaled.discard(conn)
             self._stats.connected -= 1
