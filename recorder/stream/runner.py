@@ -43,7 +43,7 @@ from pumpwatch.recorder.stream.aio import wait_flags
 from pumpwatch.recorder.stream.backoff import Backoff
 from pumpwatch.recorder.stream.connection import RATE_LIMIT_DEFAULT_WAIT_S, ConnectFailed, Connection
 from pumpwatch.recorder.stream.continuity import IdContinuity, IdHole, Missing, Resumed
-from pumpwatch.recorder.stream.dedupe import Deduper
+from pumpwatch.recorder.stream.dedupe import Deduper, keep_trades_for
 from pumpwatch.recorder.stream.endpoints import redundant_ws_url_for
 from pumpwatch.recorder.stream.ingest import FrameIngest
 from pumpwatch.recorder.stream.journal import Journal, NullJournal
@@ -143,7 +143,9 @@ class StreamRunner:
         self.ack_timeout_s = ack_timeout_s
         self._rng = rng
         self._stats = RunnerStats()
-        self.dedupe = Deduper(adapter.dedupe_key)
+        # Keys kept per symbol: the exchange's replay after a subscribe plus a margin (Phemex),
+        # else a small floor; the 10 s time window covers rotation overlaps on every stream.
+        self.dedupe = Deduper(adapter.dedupe_key, keep_trades=keep_trades_for(adapter.replay_trades))
         self._known: dict[str, Instrument] = {}  # every instrument ever wanted: late frames still parse
         # the second connection's endpoint: given, else the exchange's other documented one when
         # `ws_url` is a documented one (never away from a local or private URL), else `ws_url`
