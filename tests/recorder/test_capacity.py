@@ -390,3 +390,14 @@ def test_with_two_redundant_connections_the_cap_counts_groups() -> None:
 
     s = asyncio.run(main())
     assert s.runner._table.max_slots == 2
+
+
+def test_the_readme_states_the_phemex_capacity_the_adapter_uses() -> None:
+    # The stream table must not promise the contested 20 x 5: the adapter learns both limits.
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    (row,) = [line for line in readme.splitlines() if line.startswith("| phemex_spot / phemex_futures |")]
+    for stream in ("phemex_spot", "phemex_futures"):
+        adapter = get_adapter(stream)
+        assert adapter.learn_capacity and adapter.max_connections is None
+        assert f"at most {adapter.max_symbols_per_connection} subscriptions per connection" in row
+    assert "no fixed connection cap" in row and "≤ 5 connections" not in row
