@@ -12,7 +12,8 @@ counter alone never says which symbols; this does.
 Each change is logged (a warning naming the reasons and a few symbols each; again every
 `REMIND_S` while anything is missing) and journaled as a ``not_recorded`` event holding the whole
 map (``pumpwatch status`` shows the last one); symbols newly over capacity are also journaled as
-``rejected`` with the reason ``over_capacity: …``.
+``rejected`` with the reason ``over_capacity: …``. A change of a refused symbol's next retry time
+alone is no state change: never logged, and journaled at most every `REMIND_S`.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ class NotRecorded:
         self.current: dict[str, str] = {}
         self._counts = (0, 0, 0)  # frames, frames failing to parse, trades (incl. duplicates)
         self._logged_s = 0.0
+        self._journaled: dict[str, str] = {}  # the map as last journaled
+        self._journaled_s = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -75,13 +78,18 @@ class NotRecorded:
         now = self.compute()
         r = self._runner
         r._stats.not_recorded = now
-        changed = now != self.current
         previous, self.current = self.current, now
-        if changed:  # a refused symbol's next retry time is a change: `status` shows it
+        # A state change is journaled and logged at once. A refused symbol's new retry time
+        # alone is journaled at most every REMIND_S (`status` shows the next retry as of the
+        # last journaled map), so retries cost no journal line each, and it is never logged.
+        moved = _without_retry(now) != _without_retry(self._journaled)
+        due = now != self._journaled and time.monotonic() - self._journaled_s >= REMIND_S
+        if moved or due:
             self._journal(previous, now)
-        # ... but the log says state changes only, not every retry of a refused symbol
-        moved = _without_retry(now) != _without_retry(previous)
-        if moved or (now and time.monotonic() - self._logged_s >= REMIND_S):
+            self._journaled, self._journaled_s = now, time.monotonic()
+        if _without_retry(now) != _without_retry(previous) or (
+            now and time.monotonic() - self._logged_s >= REMIND_S
+        ):
             self._log(now)
 
     def compute(self) -> dict[str, str]:

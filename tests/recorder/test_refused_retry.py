@@ -92,3 +92,44 @@ def test_a_symbol_refused_three_times_is_recorded_by_the_running_worker(
     assert reported[-1] == {}  # recorded again at the end
     warned = [r for r in caplog.records if "NEWUSDT rejected:" in r.getMessage()]
     assert len(warned) == 1
+
+
+def test_retries_alone_journal_the_map_at_most_every_ten_minutes() -> None:
+    # A refused symbol retried every 0.2 s: its next retry time changes at every check, but the
+    # `not_recorded` map is journaled at its state changes only (and the log says nothing new).
+    import asyncio as aio
+
+    from helpers.json_exchange import Harness, make_adapter, make_protocol
+
+    records: list[dict[str, str]] = []
+
+    class Journal:
+        def __getattr__(self, name: str) -> object:
+            def call(*args: object, **kwargs: object) -> None:
+                if name == "record" and args[0] == "not_recorded":
+                    records.append(dict(kwargs["symbols"]))  # type: ignore[call-overload]
+
+            return call
+
+    async def main() -> dict[str, str]:
+        h = Harness(
+            make_adapter(),
+            make_protocol(),
+            ["AAA", "BAD"],
+            reject_retry_initial_s=0.1,
+            reject_retry_max_s=0.2,
+            health_interval_s=0.05,
+        )
+        h.journal = Journal()  # type: ignore[assignment]
+        h.sim.reject(["BADUSDT"])
+        async with h:
+            await h.until(lambda: "BADUSDT" in h.runner.stats.not_recorded)
+            first = h.runner.stats.not_recorded["BADUSDT"]
+            await h.until(lambda: h.runner.refused["BADUSDT"].refusals >= 5)
+            await h.until(lambda: h.runner.stats.not_recorded["BADUSDT"] != first)  # the map moved on
+            await aio.sleep(0.2)
+            return dict(h.runner.stats.not_recorded)
+
+    later = aio.run(aio.wait_for(main(), 30))
+    assert later["BADUSDT"].startswith("rejected: no such symbol (next retry ")
+    assert len(records) == 1 and list(records[0]) == ["BADUSDT"]  # one line: the state change
