@@ -177,6 +177,9 @@ class Adapter:
     # De-duplication across overlapping connections and replayed snapshots. The key must be
     # equal for the same trade seen twice. Default: (symbol, trade_id).
     dedupe_key: Callable[[TradeRow], Any] = lambda row: (row[2], row[8])
+    # How many recent trades the exchange sends after every (re)subscribe (Phemex: a snapshot
+    # of 200); the runner's de-duplicator remembers that many (plus a margin) per symbol.
+    replay_trades: int = 0
 
     # The defaults of the stream's options (settings streams.<id>.options). Each adapter module
     # declares its options as a msgspec Struct and `adapter(market, options)` checks the given

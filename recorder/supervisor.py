@@ -394,9 +394,14 @@ class SymbolsRefresh:
         self.wanted.set()
 
     def on_firing(self, firing: Any) -> None:
-        """The listing watcher's hook: a coin no stream records yet gets a refresh at once."""
+        """The listing watcher's hook: every listing gets a refresh at once. Even a coin some
+        stream records already may open on another exchange the same day (a Gate/KuCoin coin
+        whose Bybit/OKX/Binance perpetual opens with the Upbit listing): one child run is cheap,
+        a stream waiting for the periodic refresh misses the pump."""
         base = str(firing.symbol).upper()
-        if not symbols_file_lists(self.settings.recorder.symbols_file, base):
+        if symbols_file_lists(self.settings.recorder.symbols_file, base):
+            self.request(f"Upbit lists {base} (subscribed on some stream; looking for the others)")
+        else:
             self.request(f"Upbit lists {base}, which no stream is subscribed to")
 
     async def run_once(self, *, urgent: bool = False) -> int:

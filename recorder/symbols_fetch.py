@@ -5,7 +5,11 @@ Each stream's list comes through its adapter (``instruments_request`` + ``parse_
 following pagination) from the stream's ``rest_url`` setting; Upbit's KRW set from
 ``{symbols.upbit_rest_url}/v1/market/all``. A stream whose REST call fails (an HTTP error, an
 error body, an empty list) keeps its previous list and is named in the report, so
-`pumpwatch symbols` exits non-zero; an Upbit failure keeps the previous KRW map. Nothing from
+`pumpwatch symbols` exits non-zero; with no previous list to keep (no file, or an unreadable
+one) the stream is left out of the file, never written empty, and logged as an error (a worker
+keeps its current list for a stream absent from the file). An Upbit failure keeps the previous
+KRW map; with none yet although a list was written before (Upbit unreachable so far), the KRW
+bases of its first answer count as first seen then, not as old news. Nothing from
 the network is written before it passed the instrument checks.
 
 `record` runs this every ``symbols.refresh`` (1 min by default). The file is rewritten only
@@ -174,6 +178,12 @@ async def refresh_symbols(
     prev_krw = previous.krw_first_seen_us if previous is not None else None
     if krw_now is None:
         krw_seen = prev_krw
+    elif previous is not None and prev_krw is None:
+        # A list was written before, but Upbit never answered so far: a base on KRW now may
+        # have been listed meanwhile, so none is old news; each counts as first seen now (and
+        # stays recorded for `keep_after_krw`). Only the very first refresh marks all as old.
+        krw_seen = dict.fromkeys(sorted(krw_now), now_us)
+        report.upbit_krw = len(krw_now)
     else:
         krw_seen = update_krw_first_seen(prev_krw, sorted(krw_now), now_us)
         report.upbit_krw = len(krw_now)
@@ -195,8 +205,19 @@ async def refresh_symbols(
             if not isinstance(result, Exception):
                 raise result
             report.failed[stream] = _why(result)
-            kept = len(out_streams.get(stream, []))
             failing[stream] = was_failing.get(stream, now_us)
+            if stream not in out_streams:
+                # Nothing to keep (no previous file, or an unreadable one): the stream stays out
+                # of the file (never an empty list), and a running worker keeps what it records.
+                log.error(
+                    "%s: instrument list failed (%s) and there is no previous list to keep; the "
+                    "stream is left out of %s (running workers keep their current list)",
+                    stream,
+                    _why(result),
+                    path,
+                )
+                continue
+            kept = len(out_streams[stream])
             if stream in was_failing:  # already said when it started failing
                 log.debug("%s: instrument list still failing (%s)", stream, _why(result))
             else:

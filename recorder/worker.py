@@ -561,7 +561,13 @@ async def _reload_symbols(
             continue
         last_mtime_ns = mtime_ns
         for p in pipes:
-            p.update_instruments(table.get(p.stream, {}))
+            if p.stream not in table:
+                # Absent (its fetch failed with no previous list to keep): never an empty list
+                # that would unsubscribe everything; the stream keeps what it records.
+                kept = len(p.instruments)
+                log.warning("%s: absent from %s; keeping its current %d instruments", p.stream, path, kept)
+                continue
+            p.update_instruments(table[p.stream])
 
 
 def _mtime_ns(path: Path) -> int:

@@ -299,5 +299,6 @@ def adapter(market: str, options: Mapping[str, Any]) -> Adapter:
         instruments_request=lambda rest_url: HttpRequest("GET", rest_url.rstrip("/") + "/public/products"),
         parse_instruments=parse_spot_instruments if market == "spot" else parse_futures_instruments,
         dedupe_key=dedupe_key,
+        replay_trades=200,  # the snapshot after every subscribe holds the last 200 trades
         default_options=option_values(Options()),
     )

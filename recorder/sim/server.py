@@ -79,7 +79,7 @@ class _Peer:
 class SimExchange:
     """One simulated exchange market on an ephemeral port: `ws_url`, `rest_url` after `start()`.
 
-    Fault injection: `drop_all()`, `stall(seconds)`, `reject(symbols)`, `lifetime_s`,
+    Fault injection: `drop_all()`, `stall(seconds)`, `reject(symbols)` / `allow(symbols)`, `lifetime_s`,
     `send_raw(frame)`, `refuse_connections(n, status, retry_after)`, `client_limit` (connections
     per client, shared between exchanges); the protocol's idle timeout and server pings
     apply (override with `idle_timeout_s` / `server_ping_interval_s`).
@@ -266,6 +266,13 @@ class SimExchange:
         self._reject |= symbols
         for peer in self._peers.values():
             peer.session.reject |= symbols
+
+    def allow(self, symbols: Iterable[str]) -> None:
+        """Stop refusing `symbols` (undo `reject`): a refusal that was transient."""
+        symbols = set(symbols)
+        self._reject -= symbols
+        for peer in self._peers.values():
+            peer.session.reject -= symbols
 
     def throttle(self, n: int) -> None:
         """The next `n` REST history calls are refused as rate limited (the exchange's refusal:

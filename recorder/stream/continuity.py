@@ -10,7 +10,8 @@ it). A later arrival with an id inside a pending hole fills that id (an overlapp
 during a rotation, or the second connection of `recorder.redundancy: 2`, may deliver it a
 little late); the hole splits around it. A hole still (partly) open `grace_us` after it was
 seen is handed out by `expire` as an `IdHole`: the caller journals it as ``id_gap`` and repairs
-it by id.
+it by id. When the stream stops or a symbol is dropped, `drain` hands out its pending holes at
+once, grace or not (nothing can fill them any more; none leaves unjournaled).
 
 A disconnect is not a hole. When a symbol starts listening again after it was not (a lost
 connection, a worker start), the runner calls `resume`: the symbol's next trade then does not
@@ -255,8 +256,17 @@ class IdContinuity:
             r.handed_out = True
         return holes, [replace(r) for r in quiet]
 
+    def drain(self, symbol: str | None = None) -> list[IdHole]:
+        """Every pending hole (of `symbol`, or of all symbols), grace or not: the stream stops,
+        or the symbol is dropped, so no late arrival can fill them any more. They leave."""
+        if symbol is not None:
+            return self._pending.pop(symbol, [])
+        holes = [hole for held in self._pending.values() for hole in held]
+        self._pending.clear()
+        return holes
+
     def forget(self, symbol: str) -> None:
-        """`symbol` was unsubscribed: nothing about it stays."""
+        """`symbol` was unsubscribed: nothing about it stays (`drain` its holes first)."""
         self._last_id.pop(symbol, None)
         self._last_us.pop(symbol, None)
         self._pending.pop(symbol, None)

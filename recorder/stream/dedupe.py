@@ -19,13 +19,21 @@ How long is enough (the defaults):
   a healthy link. The time window is measured in exchange time back from the newest trade of the
   symbol, so `keep_s` = 10 s tolerates an old connection running up to ~10 s behind its
   replacement; a quiet symbol keeps its keys anyway (nothing newer pushes them out).
-- History replay. Phemex sends its 200 most recent trades after every (re)subscribe; the ones
-  already recorded are among the last 200 this filter let through, whatever their age, so
-  `keep_trades` = 256 covers the replay with room to spare. No other exchange replays.
+- History replay. Phemex sends its 200 most recent trades after every (re)subscribe
+  (`Adapter.replay_trades`); the ones already recorded are among the last 200 this filter let
+  through, whatever their age, so the runner keeps ``replay + REPLAY_MARGIN`` = 256 for such a
+  stream (`keep_trades_for`). No other exchange replays: their count floor is
+  `KEEP_TRADES_FLOOR` (16), the time window doing the work.
 
 Memory: about 130 bytes per remembered key (its trade id string, a dict entry, a deque slot and
-8 bytes of time), so ~2.6 MB per stream at 2,000 trades/s, and 256 keys (~33 kB) per quiet
-symbol. The common key shape ``(symbol, trade_id)`` is stored as the trade id alone — the
+8 bytes of time), so ~2.6 MB per stream at 2,000 trades/s; per quiet symbol 16 keys (~2 kB,
+plus ~1 kB of per-symbol tables) on a stream without replay, 256 keys (~33 kB) on Phemex.
+When every stream kept 256, that was ~27 MB per 1,000 quiet symbols per stream
+(`bench/bench_dedupe_memory.py`: 3.7 MB with the floor). The
+time array of a symbol is compacted once its evicted front is as long as its live part (and at
+least `_COMPACT_MIN` slots), so it never holds much more than twice the live keys.
+
+The common key shape ``(symbol, trade_id)`` is stored as the trade id alone — the
 symbol is implied by the per-symbol table — and a key that is itself a string is wrapped in a
 1-tuple, so a stored trade id can never equal another key.
 
@@ -50,7 +58,15 @@ if TYPE_CHECKING:  # the recorder's light processes must not import pyarrow thro
 KEEP_TRADES = 256
 KEEP_S = 10.0
 MAX_KEYS = 100_000
-_COMPACT_EVERY = 4096  # evicted time slots tolerated at the front of a symbol's time array
+KEEP_TRADES_FLOOR = 16  # a stream whose exchange replays nothing
+REPLAY_MARGIN = 56  # beyond an exchange's replay (Phemex 200 -> 256)
+_COMPACT_MIN = 32  # evicted time slots always tolerated at the front of a symbol's time array
+
+
+def keep_trades_for(replay_trades: int) -> int:
+    """The count a stream's de-duplicator keeps per symbol, given how many trades its exchange
+    replays after a subscribe (`Adapter.replay_trades`)."""
+    return replay_trades + REPLAY_MARGIN if replay_trades > 0 else KEEP_TRADES_FLOOR
 
 
 class _SymbolKeys:
@@ -173,7 +189,7 @@ class Deduper:
             del counts[keys.popleft()]
             head += 1
             n -= 1
-        if head >= _COMPACT_EVERY and head * 2 >= len(times):
+        if head >= _COMPACT_MIN and head >= n:
             del times[:head]  # amortized: at most one copy of the live part per as many evictions
             head = 0
         state.head = head

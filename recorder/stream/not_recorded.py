@@ -1,7 +1,8 @@
 """Nothing silent (DESIGN §12, issue 12 §3): which wanted symbols of a stream are not receiving,
 and why, in `stats.not_recorded`, the journal and the log within one health interval.
 
-A symbol is not recorded when the exchange refused it (``rejected: <its reason>``), when it does
+A symbol is not recorded when the exchange refused it (``rejected: <its reason> (next retry
+<UTC time>)``: it is asked again, see ``runner.py``), when it does
 not fit the stream's capacity (``over_capacity: …``: beyond the connections × symbols the
 exchange allows, or on a connection the exchange refused while the stream's others are open),
 when its connection has been down for a whole interval (``not_connected: …``), or when frames
@@ -11,7 +12,8 @@ counter alone never says which symbols; this does.
 Each change is logged (a warning naming the reasons and a few symbols each; again every
 `REMIND_S` while anything is missing) and journaled as a ``not_recorded`` event holding the whole
 map (``pumpwatch status`` shows the last one); symbols newly over capacity are also journaled as
-``rejected`` with the reason ``over_capacity: …``.
+``rejected`` with the reason ``over_capacity: …``. A change of a refused symbol's next retry time
+alone is no state change: never logged, and journaled at most every `REMIND_S`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,17 @@ REMIND_S = 600.0  # while symbols are missing, the warning is repeated this ofte
 KINDS = ("rejected", "over_capacity", "not_connected", "unparsable")  # the reason prefixes
 
 
+RETRY_MARK = " (next retry "  # a refused symbol's reason ends with " (next retry <UTC time>)"
+
+
+def _utc(us: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(us / 1_000_000))
+
+
+def _without_retry(reasons: dict[str, str]) -> dict[str, str]:
+    return {s: r.split(RETRY_MARK, 1)[0] for s, r in reasons.items()}
+
+
 def kind_of(reason: str) -> str:
     """The reason's kind (its prefix before ``:``), one of `KINDS`."""
     return reason.split(":", 1)[0]
@@ -47,6 +60,8 @@ class NotRecorded:
         self.current: dict[str, str] = {}
         self._counts = (0, 0, 0)  # frames, frames failing to parse, trades (incl. duplicates)
         self._logged_s = 0.0
+        self._journaled: dict[str, str] = {}  # the map as last journaled
+        self._journaled_s = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -63,11 +78,18 @@ class NotRecorded:
         now = self.compute()
         r = self._runner
         r._stats.not_recorded = now
-        changed = now != self.current
         previous, self.current = self.current, now
-        if changed:
+        # A state change is journaled and logged at once. A refused symbol's new retry time
+        # alone is journaled at most every REMIND_S (`status` shows the next retry as of the
+        # last journaled map), so retries cost no journal line each, and it is never logged.
+        moved = _without_retry(now) != _without_retry(self._journaled)
+        due = now != self._journaled and time.monotonic() - self._journaled_s >= REMIND_S
+        if moved or due:
             self._journal(previous, now)
-        if changed or (now and time.monotonic() - self._logged_s >= REMIND_S):
+            self._journaled, self._journaled_s = now, time.monotonic()
+        if _without_retry(now) != _without_retry(previous) or (
+            now and time.monotonic() - self._logged_s >= REMIND_S
+        ):
             self._log(now)
 
     def compute(self) -> dict[str, str]:
@@ -75,9 +97,11 @@ class NotRecorded:
         table = r._table
         st = r._stats
         out: dict[str, str] = {}
+        retry_at = st.rejected_retry_at_us
         for symbol, reason in st.rejected.items():
             if symbol in r._wanted:
-                out[symbol] = f"rejected: {reason}"
+                at_us = retry_at.get(symbol)
+                out[symbol] = f"rejected: {reason}" + ("" if at_us is None else f"{RETRY_MARK}{_utc(at_us)})")
         limit = f"{table.max_slots} connections x {table.per_slot} symbols"
         for symbol in table.over_capacity:
             out.setdefault(symbol, f"over_capacity: beyond {limit}")

@@ -10,6 +10,12 @@ A `StreamRunner` keeps a stream's symbols subscribed, all the time:
 - Before the exchange's lifetime cap, or when the server announces a close, the slot opens the
   replacement and subscribes it fully *before* it closes the old one (make-before-break); the
   overlap is removed by the `Deduper`, so a planned rotation loses and repeats nothing.
+- A symbol the exchange refuses stays wanted: it is asked again after a capped backoff
+  (``reject_retry_initial_s`` doubling up to ``reject_retry_max_s``) and at once whenever a
+  connection of the stream reconnects; until one attempt is acked it shows as ``rejected`` (with
+  its next retry) in `stats` and ``not_recorded``. The refusal is journaled and logged once,
+  when the symbol turns refused, not at every retry (a refusal can be transient: an exchange
+  under load, a gateway that does not know a just-announced instrument yet).
 - Every connect, subscribe, rejection, unsubscribe, disconnect and gap goes to the journal at
   the moment it happens; logs say state changes only, each line with stream and connection id
   (bound by `StreamLog`, never typed into the message).
@@ -29,6 +35,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pumpwatch.recorder.adapter import Adapter, Instrument
@@ -36,7 +43,7 @@ from pumpwatch.recorder.stream.aio import wait_flags
 from pumpwatch.recorder.stream.backoff import Backoff
 from pumpwatch.recorder.stream.connection import RATE_LIMIT_DEFAULT_WAIT_S, ConnectFailed, Connection
 from pumpwatch.recorder.stream.continuity import IdContinuity, IdHole, Missing, Resumed
-from pumpwatch.recorder.stream.dedupe import Deduper
+from pumpwatch.recorder.stream.dedupe import Deduper, keep_trades_for
 from pumpwatch.recorder.stream.endpoints import redundant_ws_url_for
 from pumpwatch.recorder.stream.ingest import FrameIngest
 from pumpwatch.recorder.stream.journal import Journal, NullJournal
@@ -64,6 +71,28 @@ WATCH_INTERVAL_S = 0.25  # how often pending id holes and quiet resumes are chec
 # up to this many are paged again by id (one page anywhere); more, and only the part after the
 # resume is paged, located by time (a long downtime is not fetched twice).
 REFETCH_IDS = 100
+# A handshake answered with these while connections of the stream are open may be the
+# exchange's connection limit (learn_capacity): learned once it repeats at the same number of
+# open groups, and withdrawn when a handshake beyond it is accepted (the refused slot knocks
+# again every `capacity_retry_s`). Any other status (a 502/503 of a gateway blip) is an
+# ordinary failure with its ordinary backoff.
+CAP_STATUSES = frozenset((403, 429))
+CAP_REPEATS = 2
+HEALTH_INTERVAL_S = 10.0  # how often the symbols not recorded are recomputed (not_recorded.py)
+# A refused symbol is asked again after this long, doubling per refusal up to the maximum.
+REJECT_RETRY_INITIAL_S = 30.0
+REJECT_RETRY_MAX_S = 600.0
+
+
+@dataclass(slots=True)
+class Refusal:
+    """A wanted symbol the exchange refused; it is asked again at `due_s` (monotonic)."""
+
+    reason: str
+    refusals: int  # refusals in a row (the first one included)
+    delay_s: float  # the wait before the next attempt
+    due_s: float
+    in_flight: bool = False  # placed in a slot again: its subscribe is being asked
 
 
 class StreamRunner:
@@ -93,8 +122,10 @@ class StreamRunner:
         on_missing: Callable[[Missing], None] | None = None,
         not_listening_since_us: int | None = None,
         capacity_retry_s: float = 300.0,
-        health_interval_s: float = 10.0,
+        health_interval_s: float | None = None,
         rate_limit_wait_s: Mapping[int, float] = RATE_LIMIT_DEFAULT_WAIT_S,
+        reject_retry_initial_s: float | None = None,
+        reject_retry_max_s: float | None = None,
     ) -> None:
         self.adapter = adapter
         self.stream = adapter.stream
@@ -112,7 +143,9 @@ class StreamRunner:
         self.ack_timeout_s = ack_timeout_s
         self._rng = rng
         self._stats = RunnerStats()
-        self.dedupe = Deduper(adapter.dedupe_key)
+        # Keys kept per symbol: the exchange's replay after a subscribe plus a margin (Phemex),
+        # else a small floor; the 10 s time window covers rotation overlaps on every stream.
+        self.dedupe = Deduper(adapter.dedupe_key, keep_trades=keep_trades_for(adapter.replay_trades))
         self._known: dict[str, Instrument] = {}  # every instrument ever wanted: late frames still parse
         # the second connection's endpoint: given, else the exchange's other documented one when
         # `ws_url` is a documented one (never away from a local or private URL), else `ws_url`
@@ -140,6 +173,7 @@ class StreamRunner:
         self._running = False
         self._gap_open = False
         self._journaled: set[Connection] = set()  # connections whose `connected` was journaled
+        self._group_of: dict[Connection, int] = {}  # open connection -> its slot group's index
         self._background: set[asyncio.Task[None]] = set()
         # Capacity (issue 12): a handshake refused with 429/418 holds every new connection of the
         # stream until then (monotonic s); a slot refused for the connection limit retries after
@@ -147,7 +181,16 @@ class StreamRunner:
         self.capacity_retry_s = capacity_retry_s
         self.rate_limit_wait_s = dict(rate_limit_wait_s)
         self._hold_until_s = 0.0
-        self._health = NotRecorded(self, health_interval_s)
+        self._cap_evidence: dict[int, int] = {}  # groups open -> handshakes refused for a limit at it
+        interval_s = HEALTH_INTERVAL_S if health_interval_s is None else health_interval_s
+        self._health = NotRecorded(self, interval_s)
+        # Refused symbols (still wanted): asked again with a capped backoff and at reconnects.
+        initial_s = REJECT_RETRY_INITIAL_S if reject_retry_initial_s is None else reject_retry_initial_s
+        max_s = REJECT_RETRY_MAX_S if reject_retry_max_s is None else reject_retry_max_s
+        self.reject_retry_initial_s = initial_s
+        self.reject_retry_max_s = max(max_s, initial_s)
+        self._refused: dict[str, Refusal] = {}
+        self._retry_wake = asyncio.Event()
         self.update_instruments(instruments)
         if not_listening_since_us is not None:
             self._down_since.update(dict.fromkeys(self._wanted, not_listening_since_us))
@@ -182,11 +225,16 @@ class StreamRunner:
         """The instruments wanted now (rejected and over-capacity ones included)."""
         return self._wanted
 
+    @property
+    def refused(self) -> Mapping[str, Refusal]:
+        """Wanted symbols the exchange refused, with their retry state (until one is acked)."""
+        return self._refused
+
     def update_instruments(self, instruments: Mapping[str, Instrument]) -> None:
         """Subscribe added symbols and unsubscribe dropped ones on the live connections.
 
-        Nothing reconnects. A symbol the exchange rejected stays rejected until it is dropped
-        from the list and added again.
+        Nothing reconnects. A symbol the exchange refused stays wanted and is asked again
+        (see the module docstring) until it is acked or dropped from the list.
         """
         new = dict(instruments)
         self._known.update(new)
@@ -195,7 +243,13 @@ class StreamRunner:
         self._wanted = new
         st = self._stats
         for symbol in removed:
+            if self.ids is not None:
+                # Its holes still in their grace can no longer be filled: journaled, repaired.
+                for hole in self.ids.drain(symbol):
+                    self._report_hole(hole, repair=not self._stop.is_set())
             st.rejected.pop(symbol, None)
+            st.rejected_retry_at_us.pop(symbol, None)
+            self._refused.pop(symbol, None)
             self._table.remove(symbol)
             self.dedupe.forget(symbol)
             self._down_since.pop(symbol, None)
@@ -213,7 +267,10 @@ class StreamRunner:
         self._log.info("starting with %d symbols", len(self._wanted))
         for slot in self._slots:
             self._start_slot(slot)
-        watches = [asyncio.create_task(self._health.run(self._stop), name=f"{self.stream} not recorded")]
+        watches = [
+            asyncio.create_task(self._health.run(self._stop), name=f"{self.stream} not recorded"),
+            asyncio.create_task(self._retry_refused(), name=f"{self.stream} refused retries"),
+        ]
         if self.ids is not None:
             watches.append(asyncio.create_task(self._watch_ids(), name=f"{self.stream} id continuity"))
         await self._stop.wait()
@@ -232,6 +289,15 @@ class StreamRunner:
                 self._log.error("slot task failed", exc_info=task.exception())
         conns = [s.active for s in self._slots if s.active is not None]
         await asyncio.gather(*(c.close("stopped") for c in conns), *self._background, return_exceptions=True)
+        if self.ids is not None:
+            # Holes still in their grace at the stop (every connection closed: nothing can fill
+            # them now) are holes all the same: journaled, so coverage says so and the next
+            # start's rescan of the journal repairs them (the repair loop stops with us).
+            for hole in self.ids.drain():
+                try:
+                    self._report_hole(hole, repair=False)
+                except Exception:
+                    self._log.exception("reporting the id hole of %s failed", hole.symbol)
         self._running = False
         self._log.info("stopped")
 
@@ -272,6 +338,9 @@ class StreamRunner:
             if hold_s > 0:  # the exchange answered a handshake with 429/418: nobody knocks until then
                 await wait_flags(self._stop, None, hold_s)
                 continue
+            if slot.active is None and self._refused:
+                # A reconnect may reach a gateway that knows what the last one refused.
+                self._place_refused(slot, due_only=False)
             new = await self._open(slot)
             if stop.is_set():
                 if new is not None:
@@ -340,6 +409,8 @@ class StreamRunner:
             await conn.open()
             self._stats.connected += 1
             self._journaled.add(conn)
+            self._group_of[conn] = slot.index
+            self._handshake_accepted()
             self.journal.connected(conn_id, conn.url)
             clog.debug("connected to %s", conn.url)
             # Symbols may be added while earlier ones are being acked: repeat until none is missing.
@@ -422,12 +493,39 @@ class StreamRunner:
             self._log.conn(f"{slot.name}-{slot.seq}").warning(
                 "handshake answered HTTP %d: no new connection for %.1f s", exc.status, wait_s
             )
-        if exc.status is not None and self.adapter.learn_capacity:
-            open_conns = len(self._journaled)  # open now, serving or still subscribing
-            if open_conns >= 1:
-                self._table.learn_max_connections(open_conns)
-                slot.capacity_refused = True
-                slot.retry_floor_s = max(slot.retry_floor_s, self.capacity_retry_s)
+        if exc.status in CAP_STATUSES and self.adapter.learn_capacity:
+            # Groups open now, serving or still subscribing (the cap counts groups: with
+            # `redundancy` 2 each group holds two connections).
+            open_groups = self._open_groups()
+            if open_groups >= 1:
+                seen = self._cap_evidence[open_groups] = self._cap_evidence.get(open_groups, 0) + 1
+                if seen >= CAP_REPEATS:
+                    self._table.learn_max_connections(open_groups)
+                    slot.capacity_refused = True
+                    slot.retry_floor_s = max(slot.retry_floor_s, self.capacity_retry_s)
+                else:
+                    self._log.conn(f"{slot.name}-{slot.seq}").info(
+                        "handshake refused (HTTP %d) with %d groups open: a connection limit if it repeats",
+                        exc.status,
+                        open_groups,
+                    )
+
+    def _open_groups(self) -> int:
+        return len(set(self._group_of.values()))
+
+    def _handshake_accepted(self) -> None:
+        """A handshake was accepted: refusals at fewer open groups than now were no limit, and a
+        learned connection cap below it is withdrawn (learned again if the refusals come back)."""
+        if not self.adapter.learn_capacity:
+            return
+        open_groups = self._open_groups()
+        for count in [c for c in self._cap_evidence if c < open_groups]:
+            del self._cap_evidence[count]
+        table = self._table
+        if table.max_slots is not None and open_groups > table.max_slots:
+            table.unlearn_max_connections(open_groups)
+            for slot in table.fill_free_capacity():
+                self._start_slot(slot)
 
     def _note_failure(self, slot: Slot, clog: StreamLog, reason: str) -> None:
         if slot.down_since_s is None and slot.active is None:
@@ -442,6 +540,16 @@ class StreamRunner:
 
     def _acked(self, conn: Connection, symbols: list[str]) -> None:
         self._table.acked(symbols)
+        if self._refused:
+            st = self._stats
+            for symbol in symbols:
+                refusal = self._refused.pop(symbol, None)
+                if refusal is not None:
+                    st.rejected.pop(symbol, None)
+                    st.rejected_retry_at_us.pop(symbol, None)
+                    self._log.conn(conn.conn_id).info(
+                        "%s subscribed after %d refusals (%s)", symbol, refusal.refusals, refusal.reason
+                    )
         known = self._known
         self.journal.subscribed(conn.conn_id, symbols, [known[s].base if s in known else "" for s in symbols])
         if self._down_since:
@@ -452,8 +560,19 @@ class StreamRunner:
                     self._resumed(symbol, since_us, now_us)
 
     def _rejected(self, conn: Connection, rejected: dict[str, str]) -> None:
+        # A symbol dropped from the list while its subscribe was in flight needs nothing more;
+        # nor one no longer in this connection's group: the other replica of the group
+        # (`redundancy` 2) already had it refused, and it was moved or is refused already.
+        group = self._group_of.get(conn)
+        mine = self._table.groups[group][0].symbols if group is not None else self._wanted
+        rejected = {s: r for s, r in rejected.items() if s in self._wanted and s in mine}
+        if not rejected:
+            return
         held = len(conn.subscribed)
-        moved = [s for s in sorted(rejected) if self._table.presume_capacity(s, held)]
+        # A symbol already refused for itself is not evidence of a capacity on its retry.
+        moved = [
+            s for s in sorted(rejected) if s not in self._refused and self._table.presume_capacity(s, held)
+        ]
         if moved:
             # Presumed over this connection's capacity (adapter.learn_capacity): another
             # connection gets them; refused there too, they are refused for themselves.
@@ -470,16 +589,70 @@ class StreamRunner:
             rejected = {s: r for s, r in rejected.items() if s not in moved}
             if not rejected:
                 return
-        symbols = sorted(rejected)
-        for symbol in symbols:
-            if symbol not in self._stats.rejected:
-                self._log.conn(conn.conn_id).warning("%s rejected: %s", symbol, rejected[symbol])
-            self._stats.rejected[symbol] = rejected[symbol]
+        st = self._stats
+        clog = self._log.conn(conn.conn_id)
+        now_s = time.monotonic()
+        now_us = self._clock() // 1000
+        newly: list[str] = []  # turned refused now: journaled and logged (retries are not)
+        for symbol in sorted(rejected):
+            reason = rejected[symbol]
+            refusal = self._refused.get(symbol)
+            if refusal is None:
+                delay_s = self.reject_retry_initial_s
+                refusal = self._refused[symbol] = Refusal(reason, 1, delay_s, now_s + delay_s)
+                newly.append(symbol)
+                clog.warning("%s rejected: %s (asking again in %g s)", symbol, reason, delay_s)
+            else:
+                refusal.refusals += 1
+                refusal.reason = reason
+                refusal.delay_s = min(refusal.delay_s * 2, self.reject_retry_max_s)
+                refusal.due_s = now_s + refusal.delay_s
+                refusal.in_flight = False
+                clog.debug(
+                    "%s refused again (%d in a row): %s; next try in %g s",
+                    symbol,
+                    refusal.refusals,
+                    reason,
+                    refusal.delay_s,
+                )
+            st.rejected[symbol] = reason
+            st.rejected_retry_at_us[symbol] = now_us + int(refusal.delay_s * 1_000_000)
             self._table.remove(symbol)
-        reasons = sorted(set(rejected.values()))
-        self.journal.rejected(conn.conn_id, symbols, "; ".join(reasons))
+        if newly:
+            reasons = sorted({rejected[s] for s in newly})
+            self.journal.rejected(conn.conn_id, newly, "; ".join(reasons))
+        self._retry_wake.set()
         for slot in self._table.fill_free_capacity():
             self._start_slot(slot)
+
+    def _place_refused(self, prefer: Slot | None = None, *, due_only: bool = True) -> None:
+        """Put refused symbols (those due, or all) into slots again: their subscribe is asked
+        on the slot's connection, or with its next connection."""
+        now_s = time.monotonic()
+        created: list[Slot] = []
+        for symbol, refusal in self._refused.items():
+            if refusal.in_flight or (due_only and refusal.due_s > now_s):
+                continue
+            refusal.in_flight = True
+            created += self._table.assign(symbol, prefer=prefer)
+        if self._running:
+            for slot in created:
+                self._start_slot(slot)
+
+    async def _retry_refused(self) -> None:
+        """Ask refused symbols again when their backoff ends."""
+        stop = self._stop
+        while not stop.is_set():
+            waiting = [r.due_s for r in self._refused.values() if not r.in_flight]
+            timeout_s = max(0.0, min(waiting) - time.monotonic()) if waiting else None
+            self._retry_wake.clear()
+            await wait_flags(stop, self._retry_wake, timeout_s)
+            if stop.is_set():
+                return
+            try:
+                self._place_refused()
+            except Exception:  # retries must never take the stream down
+                self._log.exception("asking refused symbols again failed")
 
     def _notice(self, slot: Slot, conn: Connection) -> None:
         if conn is slot.active and slot.rotate_reason is None:
@@ -489,6 +662,7 @@ class StreamRunner:
     def _ended(self, slot: Slot, conn: Connection) -> None:
         reason = conn.end_reason or "closed"
         conn_id, subscribed_s = conn.conn_id, conn.subscribed_s
+        self._group_of.pop(conn, None)
         if conn in self._journaled:
             self._journaled.discard(conn)
             self._stats.connected -= 1
@@ -603,8 +777,8 @@ class StreamRunner:
         else:  # the first id after the gap follows the last before it: nothing was missed
             self._missing(Missing(r.symbol, start_us, end_us, cause, whole=True))
 
-    def _report_hole(self, hole: IdHole) -> None:
-        """Journal an unfilled id hole and hand it to repair, by id."""
+    def _report_hole(self, hole: IdHole, repair: bool = True) -> None:
+        """Journal an unfilled id hole and (`repair`) hand it to repair, by id."""
         self._stats.id_holes += 1
         inst = self._known.get(hole.symbol)
         self.journal.record(
@@ -623,6 +797,8 @@ class StreamRunner:
             hole.last_missing,
             hole.last_missing - hole.first_missing + 1,
         )
+        if not repair:
+            return
         self._missing(
             Missing(
                 hole.symbol, hole.after_us, hole.before_us, "id_gap", hole.first_missing, hole.last_missing

@@ -56,7 +56,8 @@ class SlotTable:
         self._log = StreamLog(log, adapter.stream)
         self.per_slot = adapter.max_symbols_per_connection  # lowered when learned (learn_capacity)
         self.ceiling = adapter.max_symbols_per_connection
-        self.max_slots = adapter.max_connections
+        self.max_slots = adapter.max_connections  # lowered when learned (learn_capacity)
+        self.ceiling_slots = adapter.max_connections
         self.learn = adapter.learn_capacity
         # Learning (adapter.learn_capacity): symbol -> symbols its connection held when it was
         # refused (presumed over capacity, moved). A suspect refused again is refused for itself
@@ -68,9 +69,13 @@ class SlotTable:
         self.groups: list[list[Slot]] = []  # the replicas of each group, sharing one symbol set
         self.over_capacity = over_capacity
 
-    def assign(self, symbol: str) -> list[Slot]:
-        """Put `symbol` in the first group with room; returns the slots it had to create."""
-        for group in self.groups:
+    def assign(self, symbol: str, prefer: Slot | None = None) -> list[Slot]:
+        """Put `symbol` in the first group with room (`prefer`'s group first, when it has
+        room); returns the slots it had to create."""
+        groups = self.groups
+        if prefer is not None and prefer.index < len(groups):
+            groups = [groups[prefer.index], *groups]
+        for group in groups:
             if len(group[0].symbols) < self.per_slot:
                 group[0].symbols.add(symbol)
                 for slot in group:
@@ -144,12 +149,21 @@ class SlotTable:
         self.per_slot = max(1, min(learned, self.ceiling))
 
     def learn_max_connections(self, open_groups: int) -> None:
-        """A handshake was refused while `open_groups` connections were open."""
+        """Handshakes were refused for a limit while `open_groups` groups were open."""
         if not self.learn or open_groups < 1:
             return
         if self.max_slots is None or open_groups < self.max_slots:
             self._log.warning("learned capacity: %d connections (a further one was refused)", open_groups)
             self.max_slots = open_groups
+
+    def unlearn_max_connections(self, open_groups: int) -> None:
+        """A handshake was accepted with `open_groups` open, more than the learned cap: the
+        limit was not (or is no longer) there; back to the adapter's, learned again on refusals."""
+        if self.max_slots is not None and open_groups > self.max_slots:
+            self._log.warning(
+                "connection cap of %d withdrawn: %d groups are open now", self.max_slots, open_groups
+            )
+            self.max_slots = self.ceiling_slots
 
     def move(self, symbol: str) -> list[Slot]:
         """Take `symbol` out of its group and place it again (room elsewhere, a new group, or the

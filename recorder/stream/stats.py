@@ -28,6 +28,8 @@ class RunnerStats:
     subscribed_symbols: int = 0  # symbols acked on a live connection right now
     pending_subscriptions: int = 0  # symbols wanted but not (yet) acked on a live connection
     rejected: dict[str, str] = field(default_factory=dict)  # symbol -> the exchange's reason
+    # a refused symbol is asked again: symbol -> wall-clock µs of its next attempt
+    rejected_retry_at_us: dict[str, int] = field(default_factory=dict)
     over_capacity: list[str] = field(default_factory=list)  # symbols beyond max_connections
     # Every wanted symbol that is not receiving, and why ("rejected: …", "over_capacity: …",
     # "not_connected: …", "unparsable: …"); refreshed every health interval (not_recorded.py).

@@ -57,7 +57,15 @@ class Journal:
 class Stream:
     """A phemex runner against one local exchange, collecting trades."""
 
-    def __init__(self, stream: str, ex: SimExchange, insts: list[Instrument], journal: Journal) -> None:
+    def __init__(
+        self,
+        stream: str,
+        ex: SimExchange,
+        insts: list[Instrument],
+        journal: Journal,
+        redundancy: int = 1,
+        **kwargs: Any,
+    ) -> None:
         self.rows: list[TradeRow] = []
         self.ex = ex
         self.insts = insts
@@ -74,7 +82,10 @@ class Stream:
             health_interval_s=0.1,
             capacity_retry_s=60.0,  # no second knock within the test
             rate_limit_wait_s={429: 0.3, 418: 0.3},
+            redundancy=redundancy,
         )
+        for name, value in kwargs.items():  # e.g. capacity_retry_s
+            setattr(self.runner, name, value)
         self.task = asyncio.create_task(self.runner.run())
 
     def server_subscribed(self) -> set[str]:
@@ -182,7 +193,8 @@ def test_a_bad_symbol_does_not_lower_the_learned_capacity() -> None:
 
     s = asyncio.run(main())
     assert s.runner._table.per_slot == 3
-    assert s.runner.stats.not_recorded == {bad: "rejected: 6001 invalid argument"}
+    assert list(s.runner.stats.not_recorded) == [bad]
+    assert s.runner.stats.not_recorded[bad].startswith("rejected: 6001 invalid argument (next retry ")
 
 
 def test_spot_and_perpetual_share_the_client_limit() -> None:
@@ -303,3 +315,89 @@ def test_local_servers_refuse_past_the_documented_caps() -> None:
         assert orjson.loads(proto.on_message(session, frame, 0)[0]) == {"result": None, "id": n}
     (frame,) = adapter.subscribe(symbols[1024:], "7")
     assert orjson.loads(proto.on_message(session, frame, 0)[0])["error"]["code"] == 2
+
+
+@pytest.mark.parametrize(("status", "times"), [(503, 3), (502, 2), (429, 1)])
+def test_a_gateway_blip_or_a_single_429_is_no_connection_limit(status: int, times: int) -> None:
+    # A 5xx while connections are open is a gateway blip (ordinary backoff), and a 429 once is
+    # a rate limit: neither caps the stream's connections; only a 429/403 repeated at the same
+    # number of open connections does.
+    stream = "phemex_spot"
+    insts = _phemex(stream, 6)
+
+    async def main() -> Stream:
+        async with SimExchange(sim_protocol("spot", max_subscriptions=2), insts) as ex:
+            s = Stream(stream, ex, insts[:4], Journal())
+            try:
+                await _until(lambda: len(s.server_subscribed()) == 4, 15.0, "four symbols, two connections")
+                ex.refuse_connections(times, status)
+                s.runner.update_instruments({i.symbol: i for i in insts})  # a third connection
+                await _until(lambda: len(s.server_subscribed()) == 6, 10.0, "all six at the server")
+                assert ex.refused == times
+            finally:
+                await s.stop()
+            return s
+
+    s = asyncio.run(main())
+    assert s.runner._table.max_slots is None
+
+
+def test_a_learned_connection_cap_is_withdrawn_when_a_knock_is_accepted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The limit was real (two 429s at two open connections) and later rises: the refused
+    # connection knocks again after capacity_retry_s, is accepted, and the symbols that were
+    # over capacity get connections of their own.
+    caplog.set_level(logging.INFO, logger="pumpwatch.recorder.stream")
+    stream = "phemex_spot"
+    insts = _phemex(stream, 10)
+
+    async def main() -> Stream:
+        limit = ClientLimit(max_connections=2)
+        async with SimExchange(sim_protocol("spot", max_subscriptions=3), insts, client_limit=limit) as ex:
+            s = Stream(stream, ex, insts, Journal(), capacity_retry_s=0.5)
+            try:
+                await _until(lambda: len(s.server_subscribed()) == 6, 15.0, "six symbols at the server")
+                await _until(lambda: s.runner._table.max_slots == 2, 5.0, "the cap learned")
+                limit.max_connections = 4
+                await _until(lambda: len(s.server_subscribed()) == 10, 15.0, "all ten at the server")
+                await _until(lambda: not s.runner.stats.not_recorded, 5.0, "nothing reported")
+            finally:
+                await s.stop()
+            return s
+
+    s = asyncio.run(main())
+    assert s.runner._table.max_slots is None
+    assert any("connection cap of 2 withdrawn" in r.getMessage() for r in caplog.records)
+
+
+def test_with_two_redundant_connections_the_cap_counts_groups() -> None:
+    # recorder.redundancy 2: each group of symbols holds two connections; a client limit of 4
+    # connections is two groups, not four.
+    stream = "phemex_spot"
+    insts = _phemex(stream, 9)
+
+    async def main() -> Stream:
+        limit = ClientLimit(max_connections=4)
+        async with SimExchange(sim_protocol("spot", max_subscriptions=3), insts, client_limit=limit) as ex:
+            s = Stream(stream, ex, insts, Journal(), redundancy=2)
+            try:
+                await _until(lambda: s.runner._table.max_slots is not None, 15.0, "a cap learned")
+                await _until(lambda: len(s.server_subscribed()) == 6, 15.0, "six symbols at the server")
+            finally:
+                await s.stop()
+            return s
+
+    s = asyncio.run(main())
+    assert s.runner._table.max_slots == 2
+
+
+def test_the_readme_states_the_phemex_capacity_the_adapter_uses() -> None:
+    # The stream table must not promise the contested 20 x 5: the adapter learns both limits.
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    (row,) = [line for line in readme.splitlines() if line.startswith("| phemex_spot / phemex_futures |")]
+    for stream in ("phemex_spot", "phemex_futures"):
+        adapter = get_adapter(stream)
+        assert adapter.learn_capacity and adapter.max_connections is None
+        assert f"at most {adapter.max_symbols_per_connection} subscriptions per connection" in row
+    assert "no fixed connection cap" in row and "≤ 5 connections" not in row

@@ -189,3 +189,99 @@ def test_remember_adds_occurrences_across_batches() -> None:
     d2 = Deduper(by_id)
     d2.remember([trade("AAAUSDT", 1, "1"), trade("AAAUSDT", 2, None)])
     assert d2.filter([trade("AAAUSDT", 1, "1"), trade("AAAUSDT", 3, "3")]) == [trade("AAAUSDT", 3, "3")]
+
+
+def test_the_time_array_is_compacted_relative_to_the_live_keys() -> None:
+    # A symbol holding 16 keys must not carry thousands of evicted time slots (8 B each, per
+    # symbol of a list of thousands).
+    d = Deduper(by_id, keep_trades=16, keep_s=0.0)
+    for i in range(5_000):
+        d.filter([trade("AAAUSDT", i * 1_000_000, str(i))])
+    state = d._symbols["AAAUSDT"]
+    assert len(state.keys) == 16
+    assert len(state.times) - state.head == 16
+    assert len(state.times) <= 2 * 32 + 16  # never more than the live part plus its compaction slack
+
+
+def test_the_runner_keeps_what_its_exchange_replays_and_a_small_floor_elsewhere() -> None:
+    # Only Phemex replays history after a subscribe (200 trades): its de-duplicator keeps 256 per
+    # symbol; every other stream keeps 16 beyond the 10 s window (~2 kB, not ~33 kB, per quiet
+    # symbol: a list of thousands of symbols per stream).
+    from pumpwatch.recorder.adapters import get_adapter
+    from pumpwatch.recorder.stream.runner import StreamRunner
+
+    def runner(stream: str) -> StreamRunner:
+        return StreamRunner(
+            get_adapter(stream),
+            ws_url="ws://127.0.0.1:9",
+            rest_url="http://127.0.0.1:9",
+            instruments={},
+            on_trades=lambda rows: None,
+        )
+
+    for stream in ("phemex_spot", "phemex_futures"):
+        assert get_adapter(stream).replay_trades == 200
+        assert runner(stream).dedupe.keep_trades == 256
+    quiet = runner("binance_spot").dedupe
+    assert quiet.keep_trades == 16
+    minute_us = 60_000_000
+    for i in range(1_000):
+        quiet.filter([trade("AAAUSDT", i * minute_us, str(i))])
+    assert quiet.keys_held("AAAUSDT") == 16
+    assert quiet.newest_us("AAAUSDT") == 999 * minute_us  # what a resume's repair span starts from
+
+
+def test_a_phemex_replay_of_a_quiet_symbol_after_a_reconnect_is_dropped() -> None:
+    # Against the local Phemex: a symbol that traded 230 times, a minute apart, hours ago; the
+    # reconnect's snapshot replays its last 200, every one recorded already.
+    import asyncio
+    import time
+
+    from pumpwatch.recorder.adapters import get_adapter
+    from pumpwatch.recorder.sim.market import instruments_for
+    from pumpwatch.recorder.sim.phemex import sim_protocol
+    from pumpwatch.recorder.sim.server import SimExchange
+    from pumpwatch.recorder.stream.runner import StreamRunner
+
+    stream = "phemex_futures"
+    (inst,) = instruments_for([stream], ["QUIET"])[stream]
+    got: list[TradeRow] = []
+
+    async def until(cond: object, what: str) -> None:
+        deadline = time.monotonic() + 10.0
+        while not cond():  # type: ignore[operator]
+            assert time.monotonic() < deadline, what
+            await asyncio.sleep(0.02)
+
+    async def main() -> StreamRunner:
+        async with SimExchange(sim_protocol("futures"), [inst]) as ex:
+            runner = StreamRunner(
+                get_adapter(stream),
+                ws_url=ex.ws_url,
+                rest_url=ex.rest_url,
+                instruments={inst.symbol: inst},
+                on_trades=got.extend,
+                backoff_initial_s=0.02,
+                backoff_max_s=0.1,
+            )
+            task = asyncio.create_task(runner.run())
+            try:
+                await until(lambda: runner.stats.subscribed_symbols == 1, "subscribed")
+                t0_us = time.time_ns() // 1000 - 5 * 3600 * 1_000_000
+                rows = [
+                    (t0_us + i * 60_000_000, 0, inst.symbol, inst.base, "USDT", 1.0 + i, 1.0, "buy", None)
+                    for i in range(230)
+                ]
+                ex.publish(rows)
+                await until(lambda: len(got) == 230, "230 trades")
+                ex.drop_all()
+                await until(lambda: runner.stats.reconnects == 1, "reconnected")
+                await until(lambda: runner.stats.duplicates == 200, "the replay dropped")
+                await asyncio.sleep(0.2)
+            finally:
+                await runner.stop()
+                await task
+            return runner
+
+    runner = asyncio.run(main())
+    assert len(got) == 230 and runner.stats.duplicates == 200

@@ -52,27 +52,46 @@ def test_subscribes_in_chunks_and_delivers_trades_field_by_field() -> None:
     run(main())
 
 
-def test_rejected_symbol_is_recorded_once_and_not_retried() -> None:
+def test_a_refused_symbol_is_journaled_once_and_asked_again_at_a_reconnect() -> None:
+    # A refusal may be transient (an exchange under load, a gateway that does not know a new
+    # listing yet): the symbol stays wanted, shows as refused with its next retry, and a
+    # reconnect asks for it again (the backoff here is far longer than the test).
     async def main() -> None:
         bases = ["AAA", "BAD", "CCC", "DDD"]
         protocol = make_protocol()
-        h = Harness(make_adapter(), protocol, bases)
+        h = Harness(make_adapter(), protocol, bases, reject_retry_initial_s=60.0, health_interval_s=0.05)
         h.sim.reject(["BADUSDT"])
         async with h:
             await h.subscribed(3)
             st = h.runner.stats
             assert st.rejected == {"BADUSDT": "no such symbol"}
+            assert "BADUSDT" in h.runner.instruments  # still wanted
             rejected = [f for e, f in h.journal.events if e == "rejected"]
             assert len(rejected) == 1
             assert rejected[0]["symbols"] == ["BADUSDT"] and rejected[0]["reason"] == "no such symbol"
             subs = [s for e, f in h.journal.events if e == "subscribed" for s in f["symbols"]]
             assert sorted(subs) == ["AAAUSDT", "CCCUSDT", "DDDUSDT"]
-            # After a reconnect the rejected symbol is not asked for again.
+            await h.until(lambda: "BADUSDT" in h.runner.stats.not_recorded)
+            reason = h.runner.stats.not_recorded["BADUSDT"]
+            assert reason.startswith("rejected: no such symbol (next retry 20") and reason.endswith("Z)")
+            # Refused again at a reconnect: still one journal line, the backoff doubled.
             h.sim.drop_all()
             await h.until(lambda: h.runner.stats.reconnects == 1)
             await h.subscribed(3)
+            await h.until(lambda: h.runner.refused["BADUSDT"].refusals == 2)
+            assert h.runner.refused["BADUSDT"].delay_s == 120.0
             assert len([1 for e, _ in h.journal.events if e == "rejected"]) == 1
-            assert h.sim.subscribes == 6
+            # The exchange knows it now: the next reconnect subscribes it, no restart.
+            h.sim.allow(["BADUSDT"])
+            h.sim.drop_all()
+            await h.until(lambda: h.runner.stats.reconnects == 2)
+            await h.subscribed(4)
+            assert h.runner.stats.rejected == {} and h.runner.refused == {}
+            h.sim.publish(rows_for(["BADUSDT"], 0, 3))
+            await h.until(lambda: len(h.received) == 3)
+            assert {r[2] for r in h.received} == {"BADUSDT"}
+            await h.until(lambda: "BADUSDT" not in h.runner.stats.not_recorded)
+            assert len([1 for e, _ in h.journal.events if e == "rejected"]) == 1
 
     run(main())
 

@@ -286,3 +286,45 @@ def test_refresh_without_any_upbit_answer_records_everything(
         assert sorted(f.streams["binance_spot"]) == ["AAAUSDT", "BBBUSDT", "KRWCOINUSDT"]
 
     _with_venue(monkeypatch, scenario)
+
+
+def test_an_unreadable_previous_file_and_a_failed_stream_leave_the_stream_out_with_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Nothing to keep: the stream is left out (a worker then keeps its current list, see
+    # test_worker), never written as an empty list; the log says so as an error.
+    async def scenario(venue: Venue) -> None:
+        settings = _settings(tmp_path, venue.server.url)
+        Path(settings.recorder.symbols_file).write_text("streams: [this is not a symbols file\n")
+        venue.fail_instruments = True
+        report = await refresh_symbols(settings, now_us=HOUR_US)
+        assert list(report.failed) == ["binance_spot"] and report.counts == {}
+        f = load_symbols_file(settings.recorder.symbols_file)
+        assert "binance_spot" not in f.streams and "binance_spot" in f.refresh_failing
+
+    _with_venue(monkeypatch, scenario)
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any("binance_spot" in m and "no previous list to keep" in m for m in errors)
+
+
+def test_krw_bases_of_upbit_s_first_answer_after_a_written_list_count_as_first_seen_then(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Upbit unreachable at the first refreshes (everything recorded, no KRW map); when it
+    # answers, a base listed on KRW meanwhile is news: kept for keep_after_krw, not dropped as
+    # if it had been there before we looked.
+    async def scenario(venue: Venue) -> None:
+        settings = _settings(tmp_path, venue.server.url)
+        venue.fail_upbit = True
+        await refresh_symbols(settings, now_us=HOUR_US)
+        assert load_symbols_file(settings.recorder.symbols_file).krw_first_seen_us is None
+        venue.fail_upbit = False
+        await refresh_symbols(settings, now_us=2 * HOUR_US)
+        f = load_symbols_file(settings.recorder.symbols_file)
+        assert f.krw_first_seen_us == {"KRWCOIN": 2 * HOUR_US}
+        assert sorted(f.streams["binance_spot"]) == ["AAAUSDT", "BBBUSDT", "KRWCOINUSDT"]
+        await refresh_symbols(settings, now_us=(2 + 24) * HOUR_US)  # keep_after_krw later: gone
+        f = load_symbols_file(settings.recorder.symbols_file)
+        assert sorted(f.streams["binance_spot"]) == ["AAAUSDT", "BBBUSDT"]
+
+    _with_venue(monkeypatch, scenario)

@@ -341,3 +341,39 @@ def test_an_absent_symbols_file_waits_for_a_reload_instead_of_dying(tmp_path: Pa
     assert asyncio.run(main()) == 0
     kinds = [e["event"] for e in read_events(settings.data_dir, "okx_spot")]
     assert kinds[0] == "start" and kinds[-1] == "stop"
+
+
+def test_a_stream_absent_from_a_reloaded_symbols_file_keeps_its_current_list(tmp_path: Path) -> None:
+    # `pumpwatch symbols` leaves a stream out when its fetch failed with no previous list to
+    # keep; the worker must not read that as "subscribe nothing" and unsubscribe everything.
+    okx, gate = "okx_spot", "gate_spot"
+    path = tmp_path / "symbols.yaml"
+    write_symbols(path, {okx: [sim_instrument(okx, "AAA")], gate: [sim_instrument(gate, "AAA")]})
+
+    class Pipe:
+        def __init__(self, stream: str) -> None:
+            self.stream = stream
+            self.instruments = {"X": object()}
+            self.updates: list[set[str]] = []
+
+        def update_instruments(self, instruments: Any) -> None:
+            self.updates.append(set(instruments))
+
+    pipes = [Pipe(okx), Pipe(gate)]
+
+    async def main() -> None:
+        stop, now = asyncio.Event(), asyncio.Event()
+        loaded = path.stat().st_mtime_ns - 1  # the lists the pipes hold: before the change below
+        task = asyncio.create_task(worker._reload_symbols(pipes, path, 60.0, stop, now, loaded))  # type: ignore[arg-type]
+        write_symbols(path, {okx: [sim_instrument(okx, "AAA"), sim_instrument(okx, "BBB")]})  # gate absent
+        now.set()
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if pipes[0].updates:
+                break
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(main())
+    assert pipes[0].updates == [{"AAA-USDT", "BBB-USDT"}]
+    assert pipes[1].updates == []  # not emptied

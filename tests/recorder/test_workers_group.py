@@ -191,3 +191,29 @@ def test_a_list_changed_while_the_worker_started_is_reloaded_and_sighup_is_immed
         return pipe.updates
 
     assert asyncio.run(body()) == [["A-USDT", "B-USDT"]]
+
+
+def test_a_listing_notice_refreshes_even_when_some_stream_lists_the_base(tmp_path: Path) -> None:
+    # ABC trades on Gate already; its Bybit/OKX/Binance perpetual may open with the Upbit
+    # listing: the notice must not wait for the periodic refresh because Gate lists it.
+    from types import SimpleNamespace
+
+    from pumpwatch.recorder.adapter import Instrument
+    from pumpwatch.recorder.supervisor import SymbolsRefresh
+    from pumpwatch.recorder.symbols import write_symbols
+    from pumpwatch.settings import Settings
+
+    settings = Settings()
+    settings.recorder.symbols_file = str(tmp_path / "symbols.yaml")
+    write_symbols(settings.recorder.symbols_file, {"gate_spot": [Instrument("ABC_USDT", "ABC", "USDT")]})
+    streams = ["gate_spot", "okx_futures", "bybit_futures", "binance_futures"]
+
+    async def body() -> tuple[bool, bool]:
+        refresh = SymbolsRefresh(settings, None, streams, [])
+        refresh.on_firing(SimpleNamespace(symbol="abc"))
+        listed = refresh.wanted.is_set()
+        refresh.wanted.clear()
+        refresh.on_firing(SimpleNamespace(symbol="NEWCOIN"))
+        return listed, refresh.wanted.is_set()
+
+    assert asyncio.run(body()) == (True, True)
