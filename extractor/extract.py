@@ -33,10 +33,13 @@ Re-extraction (`listing_target`) never destroys another extraction's provenance 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import math
+import os
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,6 +56,7 @@ from pumpwatch.utctime import check_time_us, format_utc
 log = logging.getLogger(__name__)
 
 MAX_NAME_SUFFIX = 1000  # distinct extractions sharing one symbol and second, at most
+LOCK_NAME = ".extract.lock"  # in the listings directory (hidden: no reader lists it)
 
 
 def listing_dir_name(symbol: str, trigger_us: int) -> str:
@@ -139,6 +143,24 @@ def listing_target(
         if old is not None and same_extraction(old, symbol, trigger_us, source):
             return target, old
     raise StoreError(f"{MAX_NAME_SUFFIX} listings named {name}_* already exist in {listings}")
+
+
+@contextlib.contextmanager
+def listing_lock(listings: Path) -> Iterator[None]:
+    """Hold the listings directory's writer lock (an exclusive ``flock`` on ``.extract.lock``,
+    blocking) from choosing the directory name (`listing_target`) to swapping the finished
+    directory in: two extractions running at once (threads or processes, the listing watcher
+    runs two) never pick the same name, so neither replaces the other."""
+    try:
+        listings.mkdir(parents=True, exist_ok=True)
+        fd = os.open(listings / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        raise StoreError(f"cannot open the listings lock in {listings}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _kept_streams(
@@ -251,46 +273,51 @@ def extract(
                 format_utc(d.start_us),
                 format_utc(d.end_us),
             )
-    target, old = listing_target(data_dir / "listings", symbol, trigger_us, source)
-    found = stream_slices(table)
-    parts: dict[str, Any] = {stream: found.get(stream, table.slice(0, 0)) for stream in chosen}
-    kept = _kept_streams(old, target, parts, data_dir, (start_us, end_us))
-    tmp = make_temp_dir(target)
-    try:
-        (tmp / "raw").mkdir()
-        for stream in chosen:
-            if stream in kept:
-                continue
-            exchange, market = split_stream(stream)
-            write_json_lines_array(tmp / "raw" / f"{stream}.json", _raw_rows(parts[stream], exchange, market))
-        out_table = table
-        if kept:
-            for stream in kept:
-                write_bytes(tmp / "raw" / f"{stream}.json", (target / "raw" / f"{stream}.json").read_bytes())
-            out_table = _merge_kept(pq, pc, pa, target, table, kept)
-        if old is not None and (target / "refined").is_dir():
-            _copy_files(target / "refined", tmp / "refined")
-        buf = pa.BufferOutputStream()
-        pq.write_table(out_table, buf, compression="zstd")
-        write_bytes(tmp / "raw" / "trades.parquet", buf.getvalue().to_pybytes())
-        meta = build_metadata(
-            symbol,
-            trigger_us,
-            before_s=before_s,
-            after_s=after_s,
-            start_us=start_us,
-            end_us=end_us,
-            source=source,
-            parts={s: p for s, p in parts.items() if s not in kept},
-            completeness={s: comps[s] for s in chosen if s not in kept},
-            previous=old,
-            kept=kept,
-        )
-        write_json(tmp / "metadata.json", meta)
-        replace_dir(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with listing_lock(data_dir / "listings"):
+        target, old = listing_target(data_dir / "listings", symbol, trigger_us, source)
+        found = stream_slices(table)
+        parts: dict[str, Any] = {stream: found.get(stream, table.slice(0, 0)) for stream in chosen}
+        kept = _kept_streams(old, target, parts, data_dir, (start_us, end_us))
+        tmp = make_temp_dir(target)
+        try:
+            (tmp / "raw").mkdir()
+            for stream in chosen:
+                if stream in kept:
+                    continue
+                exchange, market = split_stream(stream)
+                write_json_lines_array(
+                    tmp / "raw" / f"{stream}.json", _raw_rows(parts[stream], exchange, market)
+                )
+            out_table = table
+            if kept:
+                for stream in kept:
+                    write_bytes(
+                        tmp / "raw" / f"{stream}.json", (target / "raw" / f"{stream}.json").read_bytes()
+                    )
+                out_table = _merge_kept(pq, pc, pa, target, table, kept)
+            if old is not None and (target / "refined").is_dir():
+                _copy_files(target / "refined", tmp / "refined")
+            buf = pa.BufferOutputStream()
+            pq.write_table(out_table, buf, compression="zstd")
+            write_bytes(tmp / "raw" / "trades.parquet", buf.getvalue().to_pybytes())
+            meta = build_metadata(
+                symbol,
+                trigger_us,
+                before_s=before_s,
+                after_s=after_s,
+                start_us=start_us,
+                end_us=end_us,
+                source=source,
+                parts={s: p for s, p in parts.items() if s not in kept},
+                completeness={s: comps[s] for s in chosen if s not in kept},
+                previous=old,
+                kept=kept,
+            )
+            write_json(tmp / "metadata.json", meta)
+            replace_dir(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     log.info(
         "%s %s around %s: %d trades on %d stream(s) -> %s",
         "re-extracted" if old is not None else "extracted",

@@ -103,7 +103,13 @@ def extract_remote(
     import pyarrow.parquet as pq
 
     from pumpwatch.atomic import make_temp_dir, replace_dir, write_bytes, write_json
-    from pumpwatch.extractor.extract import _copy_files, _raw_rows, listing_target, write_json_lines_array
+    from pumpwatch.extractor.extract import (
+        _copy_files,
+        _raw_rows,
+        listing_lock,
+        listing_target,
+        write_json_lines_array,
+    )
     from pumpwatch.extractor.metadata import build_metadata
     from pumpwatch.segments.remote_read import index_store, read_window, remote_completeness, unarchived_hours
     from pumpwatch.segments.slices import stream_slices
@@ -162,38 +168,43 @@ def extract_remote(
         )
     listings = Path(listings_dir)
     listings.mkdir(parents=True, exist_ok=True)
-    target, old = listing_target(listings, symbol, trigger_us, source)
-    found = stream_slices(table)
-    parts: dict[str, Any] = {s: found.get(s, table.slice(0, 0)) for s in chosen}
-    tmp = make_temp_dir(target)
-    try:
-        (tmp / "raw").mkdir()
-        for stream in chosen:
-            exchange, market = split_stream(stream)
-            write_json_lines_array(tmp / "raw" / f"{stream}.json", _raw_rows(parts[stream], exchange, market))
-        if old is not None and (target / "refined").is_dir():
-            _copy_files(target / "refined", tmp / "refined")
-        buf = pa.BufferOutputStream()
-        pq.write_table(table, buf, compression="zstd")
-        write_bytes(tmp / "raw" / "trades.parquet", buf.getvalue().to_pybytes())
-        meta = build_metadata(
-            symbol,
-            trigger_us,
-            before_s=before_s,
-            after_s=after_s,
-            start_us=start_us,
-            end_us=end_us,
-            source=source,
-            parts=parts,
-            completeness=comps,
-            previous=old,
-        )
-        meta["store"] = _store_entry(url, index, window.kept_by_recorder, window.rows_by_recorder, unarchived)
-        write_json(tmp / "metadata.json", meta)
-        replace_dir(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with listing_lock(listings):
+        target, old = listing_target(listings, symbol, trigger_us, source)
+        found = stream_slices(table)
+        parts: dict[str, Any] = {s: found.get(s, table.slice(0, 0)) for s in chosen}
+        tmp = make_temp_dir(target)
+        try:
+            (tmp / "raw").mkdir()
+            for stream in chosen:
+                exchange, market = split_stream(stream)
+                write_json_lines_array(
+                    tmp / "raw" / f"{stream}.json", _raw_rows(parts[stream], exchange, market)
+                )
+            if old is not None and (target / "refined").is_dir():
+                _copy_files(target / "refined", tmp / "refined")
+            buf = pa.BufferOutputStream()
+            pq.write_table(table, buf, compression="zstd")
+            write_bytes(tmp / "raw" / "trades.parquet", buf.getvalue().to_pybytes())
+            meta = build_metadata(
+                symbol,
+                trigger_us,
+                before_s=before_s,
+                after_s=after_s,
+                start_us=start_us,
+                end_us=end_us,
+                source=source,
+                parts=parts,
+                completeness=comps,
+                previous=old,
+            )
+            meta["store"] = _store_entry(
+                url, index, window.kept_by_recorder, window.rows_by_recorder, unarchived
+            )
+            write_json(tmp / "metadata.json", meta)
+            replace_dir(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     log.info(
         "extracted %s around %s from %s: %d trades from %d recorder(s) -> %s",
         symbol,
