@@ -194,6 +194,33 @@ def _iter_window(
     base: str | None,
     slack_s: float,
 ) -> Iterator[tuple[str, pa.RecordBatch]]:
+    for stream, plan in _hour_plans(data_dir, start_us, end_us, streams, base, slack_s):
+        for batch in plan.archive:
+            yield stream, batch
+        for found in plan.segments:
+            for batch in read_inspected(found, start_us, end_us, base=base):
+                yield stream, batch
+
+
+@dataclass
+class _HourPlan:
+    """How one stream-hour of a window is read: rows from its archive file (already read and
+    filtered), the segments to decode (already inspected), and what it cannot give back."""
+
+    archive: list[pa.RecordBatch]
+    segments: list[Inspection]
+    damage: list[Damage]
+
+
+def _hour_plans(
+    data_dir: str | os.PathLike[str],
+    start_us: int,
+    end_us: int,
+    streams: Sequence[str],
+    base: str | None,
+    slack_s: float,
+) -> Iterator[tuple[str, _HourPlan]]:
+    """The plan of every stream-hour the window needs, by stream then hour (see `_plan_hour`)."""
     if end_us < start_us:
         return
     slack_us = int(slack_s * US_PER_S)
@@ -206,21 +233,98 @@ def _iter_window(
         wanted = {h for (s, h) in hours if s == stream} | set(fallback.hours(stream, first, last))
         for hour_us in sorted(wanted):
             segs = hours.get((stream, hour_us), [])
-            archived = fallback.hour(stream, hour_us, segs)
-            if archived is not None:
-                path, names = archived
-                for batch in _read_archive_hour(path, start_us, end_us, base):
-                    yield stream, batch
-                segs = [seg for seg in segs if seg.path.name not in names]  # written after archiving
-            for seg in segs:
-                for batch in read_segment(seg, start_us, end_us, base=base):
-                    yield seg.stream, batch
+            yield stream, _plan_hour(fallback, stream, hour_us, segs, start_us, end_us, base)
+
+
+def _plan_hour(
+    fallback: _ArchiveFallback,
+    stream: str,
+    hour_us: int,
+    segs: Sequence[HourlyFile],
+    start_us: int,
+    end_us: int,
+    base: str | None,
+) -> _HourPlan:
+    """Segments or archive file for one stream-hour:
+
+    - no archive file for the hour: its segments;
+    - a segment the archive file was built from is gone (retention, the free-disk floor): the
+      archive file, plus the segments written after it was built. When the archive file cannot
+      be read, every segment left is read instead and the gone segments' spans are damage;
+    - every archived segment still on disk: the segments, unless one of them now reads with
+      damage while the archive was built from an earlier, different version of it (same name,
+      other size or mtime: the damage came later, and rebuilds never drop rows an archive file
+      held): then the archive file serves the archived segments' rows.
+    """
+    entry = fallback.entry(stream, hour_us)
+    if entry is None:
+        return _from_segments(segs, start_us, end_us)
+    path, prints = entry
+    names = {name for name, _size, _mtime in prints}
+    on_disk = {seg.path.name for seg in segs}
+    later = [seg for seg in segs if seg.path.name not in names]  # written after the archive was built
+    evicted = sorted(names - on_disk)
+    if evicted:
+        rows, error = _read_archive_hour(path, start_us, end_us, base)
+        if error is None:
+            return _with_archive(rows, later, start_us, end_us)
+        log.warning(
+            "%s: cannot read the archive file (%s) and %d of its segments are gone: "
+            "the segments left are read, the gone ones' spans are damaged",
+            path,
+            error,
+            len(evicted),
+        )
+        plan = _from_segments(segs, start_us, end_us)
+        hour_end = hour_us + US_PER_HOUR - 1
+        for name in evicted:
+            lo = _name_start_us(hour_us, name)
+            if lo <= end_us and hour_end >= start_us:
+                reason = f"segment {name} gone and the archive file unreadable ({error})"
+                plan.damage.append(Damage(stream, path, lo, hour_end, None, reason))
+        return plan
+    plan = _from_segments(segs, start_us, end_us)
+    current = {(seg.path.name, seg.size_bytes, seg.mtime_us) for seg in segs}
+    changed = {name for name, size, mtime in prints if (name, size, mtime) not in current}
+    if any(found.damage and found.seg.path.name in changed for found in plan.segments):
+        rows, error = _read_archive_hour(path, start_us, end_us, base)
+        if error is None:
+            log.warning(
+                "%s %s: a damaged segment's rows read from the archive file %s, built before the damage",
+                stream,
+                datetime.fromtimestamp(hour_us // US_PER_S, UTC).strftime("%Y-%m-%d %H:00"),
+                path,
+            )
+            return _with_archive(rows, later, start_us, end_us)
+        log.warning("%s: cannot read the archive file (%s): the damaged segments stand", path, error)
+    return plan
+
+
+def _from_segments(segs: Sequence[HourlyFile], start_us: int, end_us: int) -> _HourPlan:
+    found = [f for f in (inspect_segment(seg, start_us, end_us) for seg in segs) if f is not None]
+    return _HourPlan([], found, [d for f in found for d in f.damage])
+
+
+def _with_archive(
+    rows: list[pa.RecordBatch], later: Sequence[HourlyFile], start_us: int, end_us: int
+) -> _HourPlan:
+    plan = _from_segments(later, start_us, end_us)
+    plan.archive = rows
+    return plan
+
+
+def _name_start_us(hour_us: int, name: str) -> int:
+    """The µs a segment named ``HHMMSS…`` was opened at (its hour's start if the name is odd)."""
+    try:
+        return hour_us + (int(name[2:4]) * 60 + int(name[4:6])) * US_PER_S
+    except ValueError:
+        return hour_us
 
 
 class _ArchiveFallback:
-    """Hours whose segments are partly or wholly gone (retention, the free-disk floor) while
-    their Parquet archive file, which holds every row of the segments it was built from, is
-    still on disk: read from the archive file instead (plus the segments written since)."""
+    """The archive files of the hours a window needs (their manifests cached per directory):
+    an hour whose segments are partly or wholly gone (retention, the free-disk floor) is read
+    from its archive file, which holds every row of the segments it was built from."""
 
     def __init__(self, data_dir: Path) -> None:
         self.segments = data_dir / SEGMENTS_DIR
@@ -250,20 +354,17 @@ class _ArchiveFallback:
                     if first_us <= hour_us <= last_us:
                         yield hour_us
 
-    def hour(self, stream: str, hour_us: int, segs: Sequence[HourlyFile]) -> tuple[Path, set[str]] | None:
-        """``(archive file, names of the segments it holds)`` when the hour is to be read from
-        the archive: one of those segments is no longer on disk. None: read the segments."""
+    def entry(self, stream: str, hour_us: int) -> tuple[Path, list[Fingerprint]] | None:
+        """``(archive file, fingerprints of the segments it was built from)`` of the hour, or
+        None when the manifest does not know the hour or its file is not on disk."""
         day = datetime.fromtimestamp(hour_us // US_PER_S, UTC).date().isoformat()
         directory = stream_dir(self.archive, stream) / f"date={day}"
         manifest = self._manifest(directory)
         key = archive_hour_key(hour_us)
         if not manifest or key not in manifest:
             return None
-        names = {name for name, _size, _mtime in manifest[key]}
-        if names <= {seg.path.name for seg in segs}:
-            return None  # every archived segment is still here: the segments are the source
         path = directory / f"{key}{ARCHIVE_SUFFIX}"
-        return (path, names) if path.is_file() else None
+        return (path, manifest[key]) if path.is_file() else None
 
     def _manifest(self, directory: Path) -> dict[str, list[Fingerprint]] | None:
         if directory not in self._manifests:
@@ -271,8 +372,12 @@ class _ArchiveFallback:
         return self._manifests[directory]
 
 
-def _read_archive_hour(path: Path, start_us: int, end_us: int, base: str | None) -> Iterator[pa.RecordBatch]:
-    """The rows of one archive file inside the window (row groups pruned by base and time)."""
+def _read_archive_hour(
+    path: Path, start_us: int, end_us: int, base: str | None
+) -> tuple[list[pa.RecordBatch], str | None]:
+    """The rows of one archive file inside the window (row groups pruned by base and time), or
+    no rows and why the file cannot be read. The whole file is read before anything is returned,
+    so a file that fails half way gives nothing, never a part."""
     import pyarrow.parquet as pq
 
     filters: list[tuple[str, str, object]] = [
@@ -284,13 +389,12 @@ def _read_archive_hour(path: Path, start_us: int, end_us: int, base: str | None)
     try:
         table = pq.read_table(path, columns=list(TRADE_SCHEMA.names), filters=filters)
         table = table.cast(TRADE_SCHEMA)
-    except (OSError, pa.ArrowException) as exc:
-        log.warning("%s: cannot read the archive file (%s); its hour read from the segments left", path, exc)
-        return
-    for batch in table.to_batches():
-        out = _filter(batch, start_us, end_us, base)
-        if out is not None:
-            yield out
+    except (OSError, pa.ArrowException, ValueError) as exc:
+        return [], str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    out = [
+        b for b in (_filter(batch, start_us, end_us, base) for batch in table.to_batches()) if b is not None
+    ]
+    return out, None
 
 
 def _window_files(
@@ -319,8 +423,15 @@ def read_segment(
     are returned; a damaged one is skipped and logged (`damaged_spans` names them).
     """
     found = inspect_segment(seg, start_us, end_us)
-    if found is None:
-        return
+    if found is not None:
+        yield from read_inspected(found, start_us, end_us, base=base)
+
+
+def read_inspected(
+    found: Inspection, start_us: int, end_us: int, *, base: str | None = None
+) -> Iterator[pa.RecordBatch]:
+    """`read_segment` of a file `inspect_segment` has scanned and checked already."""
+    seg = found.seg
     if found.damage:
         log.warning(
             "%s: %d damaged batches skipped (%s)", seg.path, len(found.damage), found.damage[0].reason
@@ -386,9 +497,7 @@ def inspect_segment(seg: HourlyFile, start_us: int, end_us: int) -> Inspection |
     if scan.error is not None and (seg.sealed or damaged_tail(buf, scan)):
         # (an open file's unreadable tail is a write in progress or torn, unless intact batches follow)
         reason = f"unreadable after byte {scan.valid_end} ({scan.error})"
-        recv = [b for b in (batch_bounds(c)[3] for c in scan.batches) if b is not None]
-        lo = max([hour[0], *recv]) if not seg.sealed else hour[0]
-        damage.append(Damage(seg.stream, seg.path, lo, hour[1], None, reason))
+        damage.append(Damage(seg.stream, seg.path, _after_readable(scan, hour), hour[1], None, reason))
     wanted = [i for i, chunk in enumerate(scan.batches) if _meets(chunk, start_us, end_us)]
     checks = check_batches(buf, scan, wanted)
     last = len(scan.batches) - 1
@@ -408,6 +517,16 @@ def inspect_segment(seg: HourlyFile, start_us: int, end_us: int) -> Inspection |
     return Inspection(seg, buf, scan, picked, checks, damage)
 
 
+def _after_readable(scan: Scan, hour: tuple[int, int]) -> int:
+    """Where the rows lost in a file's unreadable tail start: they were received after every
+    readable batch, so at the largest receive time those batches record (the file's HHMMSS
+    when none says). Sealed and open files alike, so a tail lost after a window that was read
+    in full leaves that window complete (`segments.damage.file_damage` bounds a sealed file's
+    tail by the last readable batch's exchange time; `unreadable_spans` takes the union)."""
+    recv = [b for b in (batch_bounds(c)[3] for c in scan.batches) if b is not None]
+    return min(max([hour[0], *recv]), hour[1])
+
+
 def damage_in_window(
     data_dir: str | os.PathLike[str],
     start_us: int,
@@ -419,11 +538,10 @@ def damage_in_window(
     """Every damaged part of the store whose trade time may meet ``[start_us, end_us]``: the
     batches `read_trades` over that window skips, and those recovery left out. Reads only
     (no journal, no log line per file): the caller reports."""
+    chosen = parse_streams(None if streams is None else list(streams))
     out: list[Damage] = []
-    for seg in _window_files(data_dir, start_us, end_us, streams, slack_s):
-        found = inspect_segment(seg, start_us, end_us)
-        if found is not None:
-            out.extend(found.damage)
+    for _stream, plan in _hour_plans(data_dir, start_us, end_us, chosen, None, slack_s):
+        out.extend(plan.damage)
     return out
 
 
