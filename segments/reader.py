@@ -18,7 +18,11 @@ segments written before checksums existed read unverified.
 
 An hour with a segment gone (retention, the free-disk floor) whose Parquet archive file is still
 on disk is read from that file (it holds every row of the segments it was built from; its
-manifest says which), plus the segments of the hour written after it was built.
+manifest says which), plus the segments of the hour written after it was built. So is an hour
+whose segment reads with damage that came after it was archived (the manifest holds an earlier
+size or mtime of it: the archive keeps that version's rows). An archive file that cannot be
+read hides nothing: the hour's segments still on disk are read, and the spans of the gone ones
+are damage (`damage_in_window`).
 
 Repair files (``HHMMSS.rest<N>.arrow``, rows from REST history grouped by their trade hour) are
 listed and read like any sealed segment. A version 1 segment has no ``source`` column: its
@@ -536,8 +540,9 @@ def damage_in_window(
     slack_s: float = DEFAULT_SLACK_S,
 ) -> list[Damage]:
     """Every damaged part of the store whose trade time may meet ``[start_us, end_us]``: the
-    batches `read_trades` over that window skips, and those recovery left out. Reads only
-    (no journal, no log line per file): the caller reports."""
+    batches `read_trades` over that window skips (none where the archive serves the hour), those
+    recovery left out, and the segments gone from disk whose archive file cannot be read. Reads
+    only (no journal, no log line per file): the caller reports."""
     chosen = parse_streams(None if streams is None else list(streams))
     out: list[Damage] = []
     for _stream, plan in _hour_plans(data_dir, start_us, end_us, chosen, None, slack_s):
