@@ -42,7 +42,7 @@ import logging
 import operator
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -214,6 +214,7 @@ class _HourPlan:
     archive: list[pa.RecordBatch]
     segments: list[Inspection]
     damage: list[Damage]
+    served: set[Path] = field(default_factory=set)  # segments on disk the archive stands in for
 
 
 def _hour_plans(
@@ -266,12 +267,11 @@ def _plan_hour(
     path, prints = entry
     names = {name for name, _size, _mtime in prints}
     on_disk = {seg.path.name for seg in segs}
-    later = [seg for seg in segs if seg.path.name not in names]  # written after the archive was built
     evicted = sorted(names - on_disk)
     if evicted:
         rows, error = _read_archive_hour(path, start_us, end_us, base)
         if error is None:
-            return _with_archive(rows, later, start_us, end_us)
+            return _with_archive(rows, segs, names, start_us, end_us)
         log.warning(
             "%s: cannot read the archive file (%s) and %d of its segments are gone: "
             "the segments left are read, the gone ones' spans are damaged",
@@ -299,7 +299,7 @@ def _plan_hour(
                 datetime.fromtimestamp(hour_us // US_PER_S, UTC).strftime("%Y-%m-%d %H:00"),
                 path,
             )
-            return _with_archive(rows, later, start_us, end_us)
+            return _with_archive(rows, segs, names, start_us, end_us)
         log.warning("%s: cannot read the archive file (%s): the damaged segments stand", path, error)
     return plan
 
@@ -310,10 +310,13 @@ def _from_segments(segs: Sequence[HourlyFile], start_us: int, end_us: int) -> _H
 
 
 def _with_archive(
-    rows: list[pa.RecordBatch], later: Sequence[HourlyFile], start_us: int, end_us: int
+    rows: list[pa.RecordBatch], segs: Sequence[HourlyFile], names: set[str], start_us: int, end_us: int
 ) -> _HourPlan:
-    plan = _from_segments(later, start_us, end_us)
+    """The archive file's rows for the segments it was built from (`names`), plus the segments
+    written after it was built."""
+    plan = _from_segments([seg for seg in segs if seg.path.name not in names], start_us, end_us)
     plan.archive = rows
+    plan.served = {seg.path for seg in segs if seg.path.name in names}
     return plan
 
 
@@ -531,6 +534,33 @@ def _after_readable(scan: Scan, hour: tuple[int, int]) -> int:
     return min(max([hour[0], *recv]), hour[1])
 
 
+@dataclass
+class WindowDamage:
+    """`window_damage`: what a read of a window cannot give back (`damage`), and the segments
+    whose rows the read takes from the archive file instead (`served`: their own damage, e.g.
+    a tail `segments.damage` finds, costs nothing)."""
+
+    damage: list[Damage]
+    served: set[Path]
+
+
+def window_damage(
+    data_dir: str | os.PathLike[str],
+    start_us: int,
+    end_us: int,
+    *,
+    streams: Sequence[str] | None = None,
+    slack_s: float = DEFAULT_SLACK_S,
+) -> WindowDamage:
+    """`damage_in_window`, plus the segment files the archive stands in for."""
+    chosen = parse_streams(None if streams is None else list(streams))
+    out = WindowDamage([], set())
+    for _stream, plan in _hour_plans(data_dir, start_us, end_us, chosen, None, slack_s):
+        out.damage.extend(plan.damage)
+        out.served.update(plan.served)
+    return out
+
+
 def damage_in_window(
     data_dir: str | os.PathLike[str],
     start_us: int,
@@ -543,11 +573,7 @@ def damage_in_window(
     batches `read_trades` over that window skips (none where the archive serves the hour), those
     recovery left out, and the segments gone from disk whose archive file cannot be read. Reads
     only (no journal, no log line per file): the caller reports."""
-    chosen = parse_streams(None if streams is None else list(streams))
-    out: list[Damage] = []
-    for _stream, plan in _hour_plans(data_dir, start_us, end_us, chosen, None, slack_s):
-        out.extend(plan.damage)
-    return out
+    return window_damage(data_dir, start_us, end_us, streams=streams, slack_s=slack_s).damage
 
 
 def damaged_spans(
