@@ -32,7 +32,7 @@ Re-extraction (`listing_target`) never destroys another extraction's provenance 
   coverage as ``restored``), and ``refined/`` as the last detector run left it (the detector
   replaces it when it runs).
 - Choosing the directory and swapping it in happen under `listing_lock` (an exclusive
-  ``flock`` on ``listings/.extract.lock``), so extractions running at once never take the same
+  ``flock`` on the listings directory), so extractions running at once never take the same
   name.
 
 Coverage counts what the store lost without a journal event too (`extractor.losses`): damaged
@@ -66,7 +66,6 @@ from pumpwatch.utctime import check_time_us, format_utc
 log = logging.getLogger(__name__)
 
 MAX_NAME_SUFFIX = 1000  # distinct extractions sharing one symbol and second, at most
-LOCK_NAME = ".extract.lock"  # in the listings directory (hidden: no reader lists it)
 
 
 def listing_dir_name(symbol: str, trigger_us: int) -> str:
@@ -157,15 +156,15 @@ def listing_target(
 
 @contextlib.contextmanager
 def listing_lock(listings: Path) -> Iterator[None]:
-    """Hold the listings directory's writer lock (an exclusive ``flock`` on ``.extract.lock``,
-    blocking) from choosing the directory name (`listing_target`) to swapping the finished
-    directory in: two extractions running at once (threads or processes, the listing watcher
-    runs two) never pick the same name, so neither replaces the other."""
+    """Hold the listings directory's writer lock (an exclusive ``flock`` on the directory
+    itself, blocking; no lock file) from choosing the directory name (`listing_target`) to
+    swapping the finished directory in: two extractions running at once (threads or processes;
+    the listing watcher runs two) never pick the same name, so neither replaces the other."""
     try:
         listings.mkdir(parents=True, exist_ok=True)
-        fd = os.open(listings / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        fd = os.open(listings, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
-        raise StoreError(f"cannot open the listings lock in {listings}: {exc.strerror or exc}") from None
+        raise StoreError(f"cannot open the listings directory {listings}: {exc.strerror or exc}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -158,7 +158,7 @@ def test_rerun_gives_byte_identical_trade_files_and_replaces_atomically(store: t
     meta_a.pop("extracted_at"), meta_b.pop("extracted_at")
     assert meta_a == meta_b
     leftovers = [p.name for p in (data_dir / "listings").iterdir() if p.name.startswith(".")]
-    assert leftovers == [".extract.lock"]  # the writers' lock (an empty file) and no temporary
+    assert leftovers == []
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -109,4 +109,4 @@ def test_four_processes_in_the_same_second_keep_four_directories(data_dir: Path)
     found = listings(data_dir)
     assert len(found) == 4
     assert sorted(m["source"]["notice_id"] for m in found.values()) == [1, 2, 3, 4]
-    assert not [p for p in (data_dir / "listings").iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+    assert all(not p.name.startswith(".") for p in (data_dir / "listings").iterdir())  # no temporary left
