@@ -26,8 +26,8 @@ segments now reads with damage (a batch failing its checksum, an unreadable tail
 segment gets a new mtime, so its hour is pending again), the new file is the multiset union of
 the old file and the current segments (a row kept as many times as the larger of its two
 counts), so nothing the archive already held is lost and nothing is doubled; the manifest then
-lists the segments' old and new fingerprints, and the reader serves the hour from the archive
-file while the damaged segment stays (`segments.reader`).
+lists the segments' old and new fingerprints, and the reader serves the damaged segment's rows
+from the archive file while the segment stays (`segments.reader`).
 
 Writes go to a hidden temporary file in the same directory, fsynced, renamed, directory fsynced.
 One lock (an exclusive ``flock`` on ``<data_dir>/archive/.lock``) serializes every writer, so

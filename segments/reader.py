@@ -19,8 +19,8 @@ segments written before checksums existed read unverified.
 An hour with a segment gone (retention, the free-disk floor) whose Parquet archive file is still
 on disk is read from that file (it holds every row of the segments it was built from; its
 manifest says which), plus the segments of the hour written after it was built. So is an hour
-whose segment reads with damage that came after it was archived (the manifest holds an earlier
-size or mtime of it: the archive keeps that version's rows). An archive file that cannot be
+whose segment reads with damage that the archive file makes good (built before the damage: it
+holds more rows of the damaged span than the segments still give). An archive file that cannot be
 read hides nothing: the hour's segments still on disk are read, and the spans of the gone ones
 are damage (`damage_in_window`).
 
@@ -256,22 +256,30 @@ def _plan_hour(
     - a segment the archive file was built from is gone (retention, the free-disk floor): the
       archive file, plus the segments written after it was built. When the archive file cannot
       be read, every segment left is read instead and the gone segments' spans are damage;
-    - every archived segment still on disk: the segments, unless one of them now reads with
-      damage while the archive was built from an earlier, different version of it (same name,
-      other size or mtime: the damage came later, and rebuilds never drop rows an archive file
-      held): then the archive file serves the archived segments' rows.
+    - every archived segment still on disk: the segments, unless one of them reads with damage
+      that the archive file makes good (it was built before the damage: rebuilds never drop
+      rows an archive file held): then the archive file serves the archived segments' rows.
+
+    Damage of an archived segment still on disk counts as made good only where the archive
+    file holds more rows in the damaged span (inside the window) than the segments still give,
+    at least the damaged batch's row count when its metadata says (`_made_good`): an archive
+    built from the already damaged segment (or a store copied with new mtimes) hides nothing.
     """
     entry = fallback.entry(stream, hour_us)
     if entry is None:
         return _from_segments(segs, start_us, end_us)
     path, prints = entry
     names = {name for name, _size, _mtime in prints}
-    on_disk = {seg.path.name for seg in segs}
-    evicted = sorted(names - on_disk)
-    if evicted:
-        rows, error = _read_archive_hour(path, start_us, end_us, base)
-        if error is None:
-            return _with_archive(rows, segs, names, start_us, end_us)
+    evicted = sorted(names - {seg.path.name for seg in segs})
+    archived = _from_segments([seg for seg in segs if seg.path.name in names], start_us, end_us)
+    if not evicted and not archived.damage:
+        return _from_segments(segs, start_us, end_us)  # the usual case: the segments are the source
+    rows, error = _read_archive_hour(path, start_us, end_us, base)
+    if error is not None:
+        plan = _from_segments(segs, start_us, end_us)
+        if not evicted:
+            log.warning("%s: cannot read the archive file (%s): the damaged segments stand", path, error)
+            return plan
         log.warning(
             "%s: cannot read the archive file (%s) and %d of its segments are gone: "
             "the segments left are read, the gone ones' spans are damaged",
@@ -279,7 +287,6 @@ def _plan_hour(
             error,
             len(evicted),
         )
-        plan = _from_segments(segs, start_us, end_us)
         hour_end = hour_us + US_PER_HOUR - 1
         for name in evicted:
             lo = _name_start_us(hour_us, name)
@@ -287,37 +294,53 @@ def _plan_hour(
                 reason = f"segment {name} gone and the archive file unreadable ({error})"
                 plan.damage.append(Damage(stream, path, lo, hour_end, None, reason))
         return plan
-    plan = _from_segments(segs, start_us, end_us)
-    current = {(seg.path.name, seg.size_bytes, seg.mtime_us) for seg in segs}
-    changed = {name for name, size, mtime in prints if (name, size, mtime) not in current}
-    if any(found.damage and found.seg.path.name in changed for found in plan.segments):
-        rows, error = _read_archive_hour(path, start_us, end_us, base)
-        if error is None:
-            log.warning(
-                "%s %s: a damaged segment's rows read from the archive file %s, built before the damage",
-                stream,
-                datetime.fromtimestamp(hour_us // US_PER_S, UTC).strftime("%Y-%m-%d %H:00"),
-                path,
-            )
-            return _with_archive(rows, segs, names, start_us, end_us)
-        log.warning("%s: cannot read the archive file (%s): the damaged segments stand", path, error)
+    lasting = [d for d in archived.damage if not _made_good(path, d, archived.segments, start_us, end_us)]
+    if not evicted and len(lasting) == len(archived.damage):
+        return _from_segments(segs, start_us, end_us)  # the archive makes nothing good
+    if len(lasting) < len(archived.damage):
+        log.warning(
+            "%s %s: damaged segment rows read from the archive file %s, built before the damage",
+            stream,
+            datetime.fromtimestamp(hour_us // US_PER_S, UTC).strftime("%Y-%m-%d %H:00"),
+            path,
+        )
+    plan = _from_segments([seg for seg in segs if seg.path.name not in names], start_us, end_us)
+    plan.archive = rows
+    plan.damage.extend(lasting)
+    hurt = {d.path for d in lasting}
+    plan.served = {found.seg.path for found in archived.segments if found.seg.path not in hurt}
     return plan
+
+
+def _made_good(
+    path: Path, damage: Damage, archived: Sequence[Inspection], start_us: int, end_us: int
+) -> bool:
+    """Does the archive file hold the rows `damage` costs the archived segments (inside the
+    window)? It must hold more rows of that trade-time span than the segments still give, and
+    at least the damaged batch's rows more when its metadata says how many and the span lies
+    inside the window."""
+    import pyarrow.parquet as pq
+
+    lo, hi = max(damage.time_min_us, start_us), min(damage.time_max_us, end_us)
+    if lo > hi:
+        return False  # outside the window: reported as found
+    still = sum(b.num_rows for f in archived for b in read_inspected(f, lo, hi, quiet=True))
+    inside = start_us <= damage.time_min_us and damage.time_max_us <= end_us
+    need = still + (damage.rows if damage.rows and inside else 1)
+    filters: list[tuple[str, str, object]] = [
+        ("time", ">=", pa.scalar(lo, pa.int64()).cast(TIME_TYPE)),
+        ("time", "<=", pa.scalar(hi, pa.int64()).cast(TIME_TYPE)),
+    ]
+    try:
+        held = pq.read_table(path, columns=["time"], filters=filters).num_rows
+    except (OSError, pa.ArrowException, ValueError):
+        return False
+    return held >= need
 
 
 def _from_segments(segs: Sequence[HourlyFile], start_us: int, end_us: int) -> _HourPlan:
     found = [f for f in (inspect_segment(seg, start_us, end_us) for seg in segs) if f is not None]
     return _HourPlan([], found, [d for f in found for d in f.damage])
-
-
-def _with_archive(
-    rows: list[pa.RecordBatch], segs: Sequence[HourlyFile], names: set[str], start_us: int, end_us: int
-) -> _HourPlan:
-    """The archive file's rows for the segments it was built from (`names`), plus the segments
-    written after it was built."""
-    plan = _from_segments([seg for seg in segs if seg.path.name not in names], start_us, end_us)
-    plan.archive = rows
-    plan.served = {seg.path for seg in segs if seg.path.name in names}
-    return plan
 
 
 def _name_start_us(hour_us: int, name: str) -> int:
@@ -435,11 +458,12 @@ def read_segment(
 
 
 def read_inspected(
-    found: Inspection, start_us: int, end_us: int, *, base: str | None = None
+    found: Inspection, start_us: int, end_us: int, *, base: str | None = None, quiet: bool = False
 ) -> Iterator[pa.RecordBatch]:
-    """`read_segment` of a file `inspect_segment` has scanned and checked already."""
+    """`read_segment` of a file `inspect_segment` has scanned and checked already (`quiet`: no
+    log line for its damage)."""
     seg = found.seg
-    if found.damage:
+    if found.damage and not quiet:
         log.warning(
             "%s: %d damaged batches skipped (%s)", seg.path, len(found.damage), found.damage[0].reason
         )

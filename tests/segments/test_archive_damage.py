@@ -137,6 +137,14 @@ def test_a_segment_damaged_before_it_was_archived_stays_damage(tmp_path: Path) -
     assert read_trades(tmp_path, T0_US, HOUR_END, streams=[STREAM]).num_rows == 500
     damage = damage_in_window(tmp_path, T0_US, HOUR_END, streams=[STREAM])
     assert [(d.time_min_us, d.time_max_us) for d in damage] == [(per_batch[2][0][0], per_batch[2][-1][0])]
+    # a copy of the store (new mtimes: the manifest's fingerprint no longer matches) changes nothing
+    stamp = path.stat()
+    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 7 * 10**9))
+    assert read_trades(tmp_path, T0_US, HOUR_END, streams=[STREAM]).num_rows == 500
+    assert damage_in_window(tmp_path, T0_US, HOUR_END, streams=[STREAM]) == damage
+    assert archive_pending(tmp_path, retention_s=None).hours_merged == 1
+    assert archive_rows(tmp_path) == 500  # nothing doubled by the union either
+    assert damage_in_window(tmp_path, T0_US, HOUR_END, streams=[STREAM]) == damage
 
 
 # --- finding 4: a sealed file cut short ---------------------------------------------------------
