@@ -118,6 +118,7 @@ class ArchiveReport:
     hours_merged: int = 0  # of those, rebuilt as the union with the old file (a segment was gone)
     hours_current: int = 0  # hours with sealed segments whose archive file was already up to date
     hours_expired: int = 0  # hours with sealed segments older than the archive retention: skipped
+    hours_held: int = 0  # hours to merge whose old file cannot be read: left as they are
     trades: int = 0  # rows in the files built
     segment_bytes: int = 0  # bytes of the segments they were built from
     archive_bytes: int = 0  # bytes of the files built
@@ -132,7 +133,9 @@ class ArchiveReport:
             f"archived {self.hours_built} hour file(s){merged}: {self.trades:,} trades, "
             f"{_mib(self.segment_bytes)} of segments -> {_mib(self.archive_bytes)} of Parquet{ratio}; "
             f"{self.hours_current} already up to date; {self.hours_expired} older than the archive "
-            f"retention skipped; {len(self.pruned)} expired file(s) deleted; in {root}"
+            f"retention skipped; {len(self.pruned)} expired file(s) deleted"
+            + (f"; {self.hours_held} unreadable file(s) left as they are" if self.hours_held else "")
+            + f"; in {root}"
         )
 
 
@@ -377,7 +380,19 @@ def _build(
             ", ".join(damaged),
         )
     if merge:
-        old = pq.read_table(path, schema=TRADE_SCHEMA)
+        try:
+            old = pq.read_table(path, schema=TRADE_SCHEMA)
+        except (OSError, pa.ArrowException, ValueError) as exc:
+            # its rows cannot be merged, and replacing it could drop rows an I/O error hides:
+            # the file stays as it is (the hour stays pending, retried on every run)
+            log.warning(
+                "%s: cannot read the archive file to merge with (%s): left as it is, %s not rebuilt",
+                path,
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                hour.stream,
+            )
+            report.hours_held += 1
+            return
         table = multiset_union(old, table)
         if archived is not None:  # remember what the old file was made of, too
             fingerprints = sorted(set(fingerprints) | set(archived))

@@ -168,3 +168,20 @@ def test_a_sealed_file_cut_short_is_damaged_from_its_last_readable_batch_only(tm
     (d,) = damage_in_window(tmp_path, T0_US, HOUR_END, streams=[STREAM])
     assert per_batch[3][-1][0] <= d.time_min_us <= per_batch[4][0][0]
     assert d.time_max_us == HOUR_END
+
+
+def test_an_unreadable_archive_file_to_merge_with_is_left_and_blocks_nothing(tmp_path: Path) -> None:
+    per_batch = [make_rows(100, start_us=T0_US + k * 60 * S, step_us=S // 4) for k in range(3)]
+    path = sealed_file(tmp_path, per_batch)
+    archive_pending(tmp_path, retention_s=None)
+    flip_batch(path, 1)
+    stamp = path.stat()
+    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 5 * 10**9))
+    broken = archive_path(tmp_path, STREAM, T0_US)
+    broken.write_bytes(b"PAR1 not really PAR1")
+    sealed_file(tmp_path, [make_rows(50, start_us=T0_US + US_PER_HOUR + S)], start_us=T0_US + US_PER_HOUR)
+    report = archive_pending(tmp_path, retention_s=None)  # no exception: the next hour is archived
+    assert (report.hours_held, report.hours_built) == (1, 1)
+    assert broken.read_bytes() == b"PAR1 not really PAR1"
+    assert archive_rows(tmp_path, T0_US + US_PER_HOUR) == 50
+    assert "1 unreadable file(s) left as they are" in report.summary(tmp_path)
