@@ -27,8 +27,17 @@ Re-extraction (`listing_target`) never destroys another extraction's provenance 
 - A refresh rewrites ``metadata.json`` and the raw files of the streams it selects. It keeps
   what it does not rewrite: the raw files, ``raw/trades.parquet`` rows and metadata entries of
   streams it did not select (or whose segments retention has since deleted, when the store
-  now yields no trade where the listing had some), and ``refined/`` as the last detector run
-  left it (the detector replaces it when it runs).
+  now yields no trade where the listing had some), the trades of the spans the store has lost
+  since (damaged, or hours whose files were deleted: `extractor.losses`, listed in the
+  coverage as ``restored``), and ``refined/`` as the last detector run left it (the detector
+  replaces it when it runs).
+- Choosing the directory and swapping it in happen under `listing_lock` (an exclusive
+  ``flock`` on the listings directory), so extractions running at once never take the same
+  name.
+
+Coverage counts what the store lost without a journal event too (`extractor.losses`): damaged
+spans (reason ``damaged``) and listening hours with no segment or archive file left
+(``deleted``).
 """
 
 from __future__ import annotations
@@ -49,6 +58,7 @@ import orjson
 from pumpwatch.atomic import make_temp_dir, replace_dir, write_bytes, write_json
 from pumpwatch.errors import NothingMatchedError, StoreError, UsageError
 from pumpwatch.extractor.metadata import build_metadata
+from pumpwatch.segments.coverage import merge_spans
 from pumpwatch.streams import STREAMS, check_symbol, parse_streams, split_stream, user_symbol
 from pumpwatch.timeunits import US_PER_MS, US_PER_S
 from pumpwatch.utctime import check_time_us, format_utc
@@ -56,7 +66,6 @@ from pumpwatch.utctime import check_time_us, format_utc
 log = logging.getLogger(__name__)
 
 MAX_NAME_SUFFIX = 1000  # distinct extractions sharing one symbol and second, at most
-LOCK_NAME = ".extract.lock"  # in the listings directory (hidden: no reader lists it)
 
 
 def listing_dir_name(symbol: str, trigger_us: int) -> str:
@@ -147,15 +156,15 @@ def listing_target(
 
 @contextlib.contextmanager
 def listing_lock(listings: Path) -> Iterator[None]:
-    """Hold the listings directory's writer lock (an exclusive ``flock`` on ``.extract.lock``,
-    blocking) from choosing the directory name (`listing_target`) to swapping the finished
-    directory in: two extractions running at once (threads or processes, the listing watcher
-    runs two) never pick the same name, so neither replaces the other."""
+    """Hold the listings directory's writer lock (an exclusive ``flock`` on the directory
+    itself, blocking; no lock file) from choosing the directory name (`listing_target`) to
+    swapping the finished directory in: two extractions running at once (threads or processes;
+    the listing watcher runs two) never pick the same name, so neither replaces the other."""
     try:
         listings.mkdir(parents=True, exist_ok=True)
-        fd = os.open(listings / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        fd = os.open(listings, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
-        raise StoreError(f"cannot open the listings lock in {listings}: {exc.strerror or exc}") from None
+        raise StoreError(f"cannot open the listings directory {listings}: {exc.strerror or exc}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -213,15 +222,16 @@ def extract(
     "manual" (or, when refreshing a listing, that listing's source). `streams` restricts the
     streams (ids or exchange names, as `parse_streams` accepts); None = all twelve. Repairing the
     window from REST history first is the caller's job (`pumpwatch.recorder.history.window`).
-    Raises `UsageError` for a malformed symbol or stream or an implausible time (see
-    `pumpwatch.utctime.check_time_us`), `StoreError` for a missing data dir, and
+    Raises `UsageError` for a malformed symbol or stream, a negative or infinite window, or an
+    implausible time (see `pumpwatch.utctime.check_time_us`), `StoreError` for a missing data
+    dir, and
     `NothingMatchedError` (writing nothing) when no selected stream has a trade of the symbol
     in the window, a journal naming it, or a damaged segment there.
     """
     symbol = user_symbol(symbol)
     chosen = parse_streams(streams if streams is None or isinstance(streams, str) else list(streams))
     if before_s < 0 or after_s < 0:
-        raise StoreError("the extraction window cannot be negative")
+        raise UsageError(f"the extraction window cannot be negative (before {before_s} s, after {after_s} s)")
     check_time_us(trigger_us, "trigger time")
     if not (math.isfinite(before_s) and math.isfinite(after_s)):
         raise UsageError("the extraction window must be finite")
@@ -232,28 +242,27 @@ def extract(
         raise StoreError(f"data directory {data_dir} does not exist")
 
     import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
-    from pumpwatch.segments.coverage import completeness
-    from pumpwatch.segments.damage import damaged_spans, unreadable_spans
+    from pumpwatch.extractor.losses import DELETED, fileless_spans, unreadable_spans, with_losses
+    from pumpwatch.segments.journal import read_events
     from pumpwatch.segments.reader import read_trades
-    from pumpwatch.segments.slices import stream_slices
 
     try:
         table = read_trades(data_dir, start_us, end_us, streams=list(chosen), base=symbol)
     except (OSError, pa.ArrowException) as exc:
         raise StoreError(_undecodable(data_dir, start_us, end_us, chosen, symbol, exc)) from None
-    damage = damaged_spans(data_dir, start_us, end_us, streams=chosen)  # files cut short, for the log
-    unreadable = unreadable_spans(data_dir, start_us, end_us, streams=chosen)  # and failed checksums
+    # what the store cannot give back: damage (checksums, files cut short, gone segments whose
+    # archive file is unreadable) and hours with no file at all (the free-disk floor)
+    unreadable, damage = unreadable_spans(data_dir, start_us, end_us, chosen)
+    fileless = {stream: fileless_spans(data_dir, stream, start_us, end_us) for stream in chosen}
     comps = {
-        stream: completeness(
-            data_dir,
-            stream,
+        stream: with_losses(
+            read_events(data_dir, stream),
             start_us,
             end_us,
             base=symbol,
-            damaged=unreadable.get(stream, []),
+            unreadable=unreadable.get(stream, []),
+            fileless=fileless[stream],
         )
         for stream in chosen
     }
@@ -273,61 +282,127 @@ def extract(
                 format_utc(d.start_us),
                 format_utc(d.end_us),
             )
+    for stream, comp in comps.items():
+        for m in comp.missing:
+            if m.reason == DELETED:
+                log.warning(
+                    "%s: %s .. %s listening, but no segment or archive file of that hour is left "
+                    "(deleted, e.g. by the free-disk floor): listed as missing (deleted)",
+                    stream,
+                    format_utc(m.start_us),
+                    format_utc(comp.clip(m.end_us)),
+                )
+    lost = {stream: merge_spans([*unreadable.get(stream, []), *fileless[stream]]) for stream in chosen}
     with listing_lock(data_dir / "listings"):
         target, old = listing_target(data_dir / "listings", symbol, trigger_us, source)
-        found = stream_slices(table)
-        parts: dict[str, Any] = {stream: found.get(stream, table.slice(0, 0)) for stream in chosen}
-        kept = _kept_streams(old, target, parts, data_dir, (start_us, end_us))
-        tmp = make_temp_dir(target)
-        try:
-            (tmp / "raw").mkdir()
-            for stream in chosen:
-                if stream in kept:
-                    continue
-                exchange, market = split_stream(stream)
-                write_json_lines_array(
-                    tmp / "raw" / f"{stream}.json", _raw_rows(parts[stream], exchange, market)
-                )
-            out_table = table
-            if kept:
-                for stream in kept:
-                    write_bytes(
-                        tmp / "raw" / f"{stream}.json", (target / "raw" / f"{stream}.json").read_bytes()
-                    )
-                out_table = _merge_kept(pq, pc, pa, target, table, kept)
-            if old is not None and (target / "refined").is_dir():
-                _copy_files(target / "refined", tmp / "refined")
-            buf = pa.BufferOutputStream()
-            pq.write_table(out_table, buf, compression="zstd")
-            write_bytes(tmp / "raw" / "trades.parquet", buf.getvalue().to_pybytes())
-            meta = build_metadata(
-                symbol,
-                trigger_us,
-                before_s=before_s,
-                after_s=after_s,
-                start_us=start_us,
-                end_us=end_us,
-                source=source,
-                parts={s: p for s, p in parts.items() if s not in kept},
-                completeness={s: comps[s] for s in chosen if s not in kept},
-                previous=old,
-                kept=kept,
-            )
-            write_json(tmp / "metadata.json", meta)
-            replace_dir(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        n_trades = _write_listing(
+            data_dir,
+            target,
+            old,
+            table,
+            comps,
+            lost,
+            chosen=chosen,
+            symbol=symbol,
+            trigger_us=trigger_us,
+            before_s=before_s,
+            after_s=after_s,
+            window=(start_us, end_us),
+            source=source,
+        )
     log.info(
         "%s %s around %s: %d trades on %d stream(s) -> %s",
         "re-extracted" if old is not None else "extracted",
         symbol,
         format_utc(trigger_us),
-        table.num_rows,
-        sum(1 for p in parts.values() if p.num_rows),
+        n_trades[0],
+        n_trades[1],
         target,
     )
     return target
+
+
+def _write_listing(
+    data_dir: Path,
+    target: Path,
+    old: dict[str, Any] | None,
+    table: Any,
+    comps: Mapping[str, Any],
+    lost: Mapping[str, Sequence[tuple[int, int]]],
+    *,
+    chosen: Sequence[str],
+    symbol: str,
+    trigger_us: int,
+    before_s: float,
+    after_s: float,
+    window: tuple[int, int],
+    source: Mapping[str, Any] | None,
+) -> tuple[int, int]:
+    """Build the listing directory in a temporary one and swap it in at `target` (the caller
+    holds `listing_lock`); (trades written, streams with trades)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from pumpwatch.extractor.losses import restore_lost_rows
+    from pumpwatch.segments.slices import stream_slices
+
+    found = stream_slices(table)
+    parts: dict[str, Any] = {stream: found.get(stream, table.slice(0, 0)) for stream in chosen}
+    kept = _kept_streams(old, target, parts, data_dir, window)
+    comps = dict(comps)
+    restored: dict[str, list[dict[str, Any]]] = {}
+    for stream in chosen:
+        if stream in kept:
+            continue
+        part, comp, entries = restore_lost_rows(
+            old, target, stream, parts[stream], comps[stream], lost[stream], window
+        )
+        if entries:
+            parts[stream], comps[stream], restored[stream] = part, comp, entries
+    if restored:
+        table = pa.concat_tables([parts[s] for s in sorted(chosen, key=split_stream)])
+    tmp = make_temp_dir(target)
+    try:
+        (tmp / "raw").mkdir()
+        for stream in chosen:
+            if stream in kept:
+                continue
+            exchange, market = split_stream(stream)
+            write_json_lines_array(tmp / "raw" / f"{stream}.json", _raw_rows(parts[stream], exchange, market))
+        out_table = table
+        if kept:
+            for stream in kept:
+                write_bytes(tmp / "raw" / f"{stream}.json", (target / "raw" / f"{stream}.json").read_bytes())
+            out_table = _merge_kept(pq, pc, pa, target, table, kept)
+        if old is not None and (target / "refined").is_dir():
+            _copy_files(target / "refined", tmp / "refined")
+        buf = pa.BufferOutputStream()
+        pq.write_table(out_table, buf, compression="zstd")
+        write_bytes(tmp / "raw" / "trades.parquet", buf.getvalue().to_pybytes())
+        meta = build_metadata(
+            symbol,
+            trigger_us,
+            before_s=before_s,
+            after_s=after_s,
+            start_us=window[0],
+            end_us=window[1],
+            source=source,
+            parts={s: p for s, p in parts.items() if s not in kept},
+            completeness={s: comps[s] for s in chosen if s not in kept},
+            previous=old,
+            kept=kept,
+        )
+        for stream, entries in restored.items():
+            meta["streams"][stream]["coverage"]["restored"] = entries
+        write_json(tmp / "metadata.json", meta)
+        replace_dir(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return sum(p.num_rows for s, p in parts.items() if s not in kept), sum(
+        1 for p in parts.values() if p.num_rows
+    )
 
 
 def _undecodable(

@@ -117,7 +117,7 @@ def extract_remote(
     symbol = user_symbol(symbol)
     chosen = parse_streams(streams if streams is None or isinstance(streams, str) else list(streams))
     if before_s < 0 or after_s < 0:
-        raise StoreError("the extraction window cannot be negative")
+        raise UsageError(f"the extraction window cannot be negative (before {before_s} s, after {after_s} s)")
     if not (math.isfinite(before_s) and math.isfinite(after_s)):
         raise UsageError("the extraction window must be finite")
     check_time_us(trigger_us, "trigger time")

@@ -21,9 +21,13 @@ of a restarted hour; or a changed one: ``reparse``). A segment that disappeared 
 the free-disk floor) never causes a rebuild: the archive keeps rows the store has dropped.
 
 How an hour is (re)built. Normally from its current sealed segments alone. When one of the
-segments the file was built from is gone, or the manifest does not know the file, the new file
-is the multiset union of the old file and the current segments (a row kept as many times as the
-larger of its two counts), so nothing the archive already held is lost and nothing is doubled.
+segments the file was built from is gone, the manifest does not know the file, or one of the
+segments now reads with damage (a batch failing its checksum, an unreadable tail: a damaged
+segment gets a new mtime, so its hour is pending again), the new file is the multiset union of
+the old file and the current segments (a row kept as many times as the larger of its two
+counts), so nothing the archive already held is lost and nothing is doubled; the manifest then
+lists the segments' old and new fingerprints, and the reader serves the damaged segment's rows
+from the archive file while the segment stays (`segments.reader`).
 
 Writes go to a hidden temporary file in the same directory, fsynced, renamed, directory fsynced.
 One lock (an exclusive ``flock`` on ``<data_dir>/archive/.lock``) serializes every writer, so
@@ -56,7 +60,7 @@ import pyarrow.parquet as pq
 from pumpwatch.atomic import fsync_dir, write_file_atomic
 from pumpwatch.errors import StoreError
 from pumpwatch.segments.paths import HourlyFile, hour_start_us, list_segments, parse_segment_path, stream_dir
-from pumpwatch.segments.reader import read_segment
+from pumpwatch.segments.reader import inspect_segment, read_inspected
 from pumpwatch.segments.retention import (
     ARCHIVE_DIR,
     ARCHIVE_LOCK,
@@ -114,6 +118,7 @@ class ArchiveReport:
     hours_merged: int = 0  # of those, rebuilt as the union with the old file (a segment was gone)
     hours_current: int = 0  # hours with sealed segments whose archive file was already up to date
     hours_expired: int = 0  # hours with sealed segments older than the archive retention: skipped
+    hours_held: int = 0  # hours to merge whose old file cannot be read: left as they are
     trades: int = 0  # rows in the files built
     segment_bytes: int = 0  # bytes of the segments they were built from
     archive_bytes: int = 0  # bytes of the files built
@@ -128,7 +133,9 @@ class ArchiveReport:
             f"archived {self.hours_built} hour file(s){merged}: {self.trades:,} trades, "
             f"{_mib(self.segment_bytes)} of segments -> {_mib(self.archive_bytes)} of Parquet{ratio}; "
             f"{self.hours_current} already up to date; {self.hours_expired} older than the archive "
-            f"retention skipped; {len(self.pruned)} expired file(s) deleted; in {root}"
+            f"retention skipped; {len(self.pruned)} expired file(s) deleted"
+            + (f"; {self.hours_held} unreadable file(s) left as they are" if self.hours_held else "")
+            + f"; in {root}"
         )
 
 
@@ -359,13 +366,33 @@ def _build(
 ) -> None:
     path = archive_path(data_dir, hour.stream, hour.hour_us)
     key = archive_hour_key(hour.hour_us)
-    table = _read_sources(hour)
+    table, damaged = _read_sources(hour)
     archived = manifest.get(key)
     names_now = {f.path.name for f in hour.sources if f.path.exists()}
-    merge = path.is_file() and (archived is None or any(name not in names_now for name, _s, _m in archived))
+    merge = path.is_file() and (
+        archived is None or bool(damaged) or any(name not in names_now for name, _s, _m in archived)
+    )
     fingerprints = hour.fingerprints
+    if merge and damaged:
+        log.warning(
+            "%s: %s read with damage; merged with the archive file's rows, none of which is dropped",
+            hour.stream,
+            ", ".join(damaged),
+        )
     if merge:
-        old = pq.read_table(path, schema=TRADE_SCHEMA)
+        try:
+            old = pq.read_table(path, schema=TRADE_SCHEMA)
+        except (OSError, pa.ArrowException, ValueError) as exc:
+            # its rows cannot be merged, and replacing it could drop rows an I/O error hides:
+            # the file stays as it is (the hour stays pending, retried on every run)
+            log.warning(
+                "%s: cannot read the archive file to merge with (%s): left as it is, %s not rebuilt",
+                path,
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                hour.stream,
+            )
+            report.hours_held += 1
+            return
         table = multiset_union(old, table)
         if archived is not None:  # remember what the old file was made of, too
             fingerprints = sorted(set(fingerprints) | set(archived))
@@ -391,9 +418,19 @@ def _build(
     )
 
 
-def _read_sources(hour: _Hour) -> pa.Table:
-    batches = [batch for seg in hour.sources for batch in read_segment(seg, *_ALL_US)]
-    return pa.Table.from_batches(batches, schema=TRADE_SCHEMA)
+def _read_sources(hour: _Hour) -> tuple[pa.Table, list[str]]:
+    """Every readable row of the hour's sealed segments, and the names of those that read with
+    damage (a batch failing its checksum, an unreadable tail or file: rows left out)."""
+    batches: list[pa.RecordBatch] = []
+    damaged: list[str] = []
+    for seg in hour.sources:
+        found = inspect_segment(seg, *_ALL_US)
+        if found is None:
+            continue
+        if found.damage:
+            damaged.append(seg.path.name)
+        batches.extend(read_inspected(found, *_ALL_US))
+    return pa.Table.from_batches(batches, schema=TRADE_SCHEMA), damaged
 
 
 def multiset_union(old: pa.Table, new: pa.Table) -> pa.Table:

@@ -18,7 +18,11 @@ segments written before checksums existed read unverified.
 
 An hour with a segment gone (retention, the free-disk floor) whose Parquet archive file is still
 on disk is read from that file (it holds every row of the segments it was built from; its
-manifest says which), plus the segments of the hour written after it was built.
+manifest says which), plus the segments of the hour written after it was built. So is an hour
+whose segment reads with damage that the archive file makes good (built before the damage: it
+holds more rows of the damaged span than the segments still give). An archive file that cannot be
+read hides nothing: the hour's segments still on disk are read, and the spans of the gone ones
+are damage (`damage_in_window`).
 
 Repair files (``HHMMSS.rest<N>.arrow``, rows from REST history grouped by their trade hour) are
 listed and read like any sealed segment. A version 1 segment has no ``source`` column: its
@@ -38,7 +42,7 @@ import logging
 import operator
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -194,6 +198,34 @@ def _iter_window(
     base: str | None,
     slack_s: float,
 ) -> Iterator[tuple[str, pa.RecordBatch]]:
+    for stream, plan in _hour_plans(data_dir, start_us, end_us, streams, base, slack_s):
+        for batch in plan.archive:
+            yield stream, batch
+        for found in plan.segments:
+            for batch in read_inspected(found, start_us, end_us, base=base):
+                yield stream, batch
+
+
+@dataclass
+class _HourPlan:
+    """How one stream-hour of a window is read: rows from its archive file (already read and
+    filtered), the segments to decode (already inspected), and what it cannot give back."""
+
+    archive: list[pa.RecordBatch]
+    segments: list[Inspection]
+    damage: list[Damage]
+    served: set[Path] = field(default_factory=set)  # segments on disk the archive stands in for
+
+
+def _hour_plans(
+    data_dir: str | os.PathLike[str],
+    start_us: int,
+    end_us: int,
+    streams: Sequence[str],
+    base: str | None,
+    slack_s: float,
+) -> Iterator[tuple[str, _HourPlan]]:
+    """The plan of every stream-hour the window needs, by stream then hour (see `_plan_hour`)."""
     if end_us < start_us:
         return
     slack_us = int(slack_s * US_PER_S)
@@ -206,21 +238,123 @@ def _iter_window(
         wanted = {h for (s, h) in hours if s == stream} | set(fallback.hours(stream, first, last))
         for hour_us in sorted(wanted):
             segs = hours.get((stream, hour_us), [])
-            archived = fallback.hour(stream, hour_us, segs)
-            if archived is not None:
-                path, names = archived
-                for batch in _read_archive_hour(path, start_us, end_us, base):
-                    yield stream, batch
-                segs = [seg for seg in segs if seg.path.name not in names]  # written after archiving
-            for seg in segs:
-                for batch in read_segment(seg, start_us, end_us, base=base):
-                    yield seg.stream, batch
+            yield stream, _plan_hour(fallback, stream, hour_us, segs, start_us, end_us, base)
+
+
+def _plan_hour(
+    fallback: _ArchiveFallback,
+    stream: str,
+    hour_us: int,
+    segs: Sequence[HourlyFile],
+    start_us: int,
+    end_us: int,
+    base: str | None,
+) -> _HourPlan:
+    """Segments or archive file for one stream-hour:
+
+    - no archive file for the hour: its segments;
+    - a segment the archive file was built from is gone (retention, the free-disk floor): the
+      archive file, plus the segments written after it was built. When the archive file cannot
+      be read, every segment left is read instead and the gone segments' spans are damage;
+    - every archived segment still on disk: the segments, unless one of them reads with damage
+      that the archive file makes good (it was built before the damage: rebuilds never drop
+      rows an archive file held): then the archive file serves the archived segments' rows.
+
+    Damage of an archived segment still on disk counts as made good only where the archive
+    file holds more rows in the damaged span (inside the window) than the segments still give,
+    at least the damaged batch's row count when its metadata says (`_made_good`): an archive
+    built from the already damaged segment (or a store copied with new mtimes) hides nothing.
+    """
+    entry = fallback.entry(stream, hour_us)
+    if entry is None:
+        return _from_segments(segs, start_us, end_us)
+    path, prints = entry
+    names = {name for name, _size, _mtime in prints}
+    evicted = sorted(names - {seg.path.name for seg in segs})
+    archived = _from_segments([seg for seg in segs if seg.path.name in names], start_us, end_us)
+    if not evicted and not archived.damage:
+        return _from_segments(segs, start_us, end_us)  # the usual case: the segments are the source
+    rows, error = _read_archive_hour(path, start_us, end_us, base)
+    if error is not None:
+        plan = _from_segments(segs, start_us, end_us)
+        if not evicted:
+            log.warning("%s: cannot read the archive file (%s): the damaged segments stand", path, error)
+            return plan
+        log.warning(
+            "%s: cannot read the archive file (%s) and %d of its segments are gone: "
+            "the segments left are read, the gone ones' spans are damaged",
+            path,
+            error,
+            len(evicted),
+        )
+        hour_end = hour_us + US_PER_HOUR - 1
+        for name in evicted:
+            lo = _name_start_us(hour_us, name)
+            if lo <= end_us and hour_end >= start_us:
+                reason = f"segment {name} gone and the archive file unreadable ({error})"
+                plan.damage.append(Damage(stream, path, lo, hour_end, None, reason))
+        return plan
+    lasting = [d for d in archived.damage if not _made_good(path, d, archived.segments, start_us, end_us)]
+    if not evicted and len(lasting) == len(archived.damage):
+        return _from_segments(segs, start_us, end_us)  # the archive makes nothing good
+    if len(lasting) < len(archived.damage):
+        log.warning(
+            "%s %s: damaged segment rows read from the archive file %s, built before the damage",
+            stream,
+            datetime.fromtimestamp(hour_us // US_PER_S, UTC).strftime("%Y-%m-%d %H:00"),
+            path,
+        )
+    plan = _from_segments([seg for seg in segs if seg.path.name not in names], start_us, end_us)
+    plan.archive = rows
+    plan.damage.extend(lasting)
+    hurt = {d.path for d in lasting}
+    plan.served = {found.seg.path for found in archived.segments if found.seg.path not in hurt}
+    return plan
+
+
+def _made_good(
+    path: Path, damage: Damage, archived: Sequence[Inspection], start_us: int, end_us: int
+) -> bool:
+    """Does the archive file hold the rows `damage` costs the archived segments (inside the
+    window)? It must hold more rows of that trade-time span than the segments still give, and
+    at least the damaged batch's rows more when its metadata says how many and the span lies
+    inside the window."""
+    import pyarrow.parquet as pq
+
+    lo, hi = max(damage.time_min_us, start_us), min(damage.time_max_us, end_us)
+    if lo > hi:
+        return False  # outside the window: reported as found
+    still = sum(b.num_rows for f in archived for b in read_inspected(f, lo, hi, quiet=True))
+    inside = start_us <= damage.time_min_us and damage.time_max_us <= end_us
+    need = still + (damage.rows if damage.rows and inside else 1)
+    filters: list[tuple[str, str, object]] = [
+        ("time", ">=", pa.scalar(lo, pa.int64()).cast(TIME_TYPE)),
+        ("time", "<=", pa.scalar(hi, pa.int64()).cast(TIME_TYPE)),
+    ]
+    try:
+        held = pq.read_table(path, columns=["time"], filters=filters).num_rows
+    except (OSError, pa.ArrowException, ValueError):
+        return False
+    return held >= need
+
+
+def _from_segments(segs: Sequence[HourlyFile], start_us: int, end_us: int) -> _HourPlan:
+    found = [f for f in (inspect_segment(seg, start_us, end_us) for seg in segs) if f is not None]
+    return _HourPlan([], found, [d for f in found for d in f.damage])
+
+
+def _name_start_us(hour_us: int, name: str) -> int:
+    """The µs a segment named ``HHMMSS…`` was opened at (its hour's start if the name is odd)."""
+    try:
+        return hour_us + (int(name[2:4]) * 60 + int(name[4:6])) * US_PER_S
+    except ValueError:
+        return hour_us
 
 
 class _ArchiveFallback:
-    """Hours whose segments are partly or wholly gone (retention, the free-disk floor) while
-    their Parquet archive file, which holds every row of the segments it was built from, is
-    still on disk: read from the archive file instead (plus the segments written since)."""
+    """The archive files of the hours a window needs (their manifests cached per directory):
+    an hour whose segments are partly or wholly gone (retention, the free-disk floor) is read
+    from its archive file, which holds every row of the segments it was built from."""
 
     def __init__(self, data_dir: Path) -> None:
         self.segments = data_dir / SEGMENTS_DIR
@@ -250,20 +384,17 @@ class _ArchiveFallback:
                     if first_us <= hour_us <= last_us:
                         yield hour_us
 
-    def hour(self, stream: str, hour_us: int, segs: Sequence[HourlyFile]) -> tuple[Path, set[str]] | None:
-        """``(archive file, names of the segments it holds)`` when the hour is to be read from
-        the archive: one of those segments is no longer on disk. None: read the segments."""
+    def entry(self, stream: str, hour_us: int) -> tuple[Path, list[Fingerprint]] | None:
+        """``(archive file, fingerprints of the segments it was built from)`` of the hour, or
+        None when the manifest does not know the hour or its file is not on disk."""
         day = datetime.fromtimestamp(hour_us // US_PER_S, UTC).date().isoformat()
         directory = stream_dir(self.archive, stream) / f"date={day}"
         manifest = self._manifest(directory)
         key = archive_hour_key(hour_us)
         if not manifest or key not in manifest:
             return None
-        names = {name for name, _size, _mtime in manifest[key]}
-        if names <= {seg.path.name for seg in segs}:
-            return None  # every archived segment is still here: the segments are the source
         path = directory / f"{key}{ARCHIVE_SUFFIX}"
-        return (path, names) if path.is_file() else None
+        return (path, manifest[key]) if path.is_file() else None
 
     def _manifest(self, directory: Path) -> dict[str, list[Fingerprint]] | None:
         if directory not in self._manifests:
@@ -271,8 +402,12 @@ class _ArchiveFallback:
         return self._manifests[directory]
 
 
-def _read_archive_hour(path: Path, start_us: int, end_us: int, base: str | None) -> Iterator[pa.RecordBatch]:
-    """The rows of one archive file inside the window (row groups pruned by base and time)."""
+def _read_archive_hour(
+    path: Path, start_us: int, end_us: int, base: str | None
+) -> tuple[list[pa.RecordBatch], str | None]:
+    """The rows of one archive file inside the window (row groups pruned by base and time), or
+    no rows and why the file cannot be read. The whole file is read before anything is returned,
+    so a file that fails half way gives nothing, never a part."""
     import pyarrow.parquet as pq
 
     filters: list[tuple[str, str, object]] = [
@@ -284,13 +419,12 @@ def _read_archive_hour(path: Path, start_us: int, end_us: int, base: str | None)
     try:
         table = pq.read_table(path, columns=list(TRADE_SCHEMA.names), filters=filters)
         table = table.cast(TRADE_SCHEMA)
-    except (OSError, pa.ArrowException) as exc:
-        log.warning("%s: cannot read the archive file (%s); its hour read from the segments left", path, exc)
-        return
-    for batch in table.to_batches():
-        out = _filter(batch, start_us, end_us, base)
-        if out is not None:
-            yield out
+    except (OSError, pa.ArrowException, ValueError) as exc:
+        return [], str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    out = [
+        b for b in (_filter(batch, start_us, end_us, base) for batch in table.to_batches()) if b is not None
+    ]
+    return out, None
 
 
 def _window_files(
@@ -319,9 +453,17 @@ def read_segment(
     are returned; a damaged one is skipped and logged (`damaged_spans` names them).
     """
     found = inspect_segment(seg, start_us, end_us)
-    if found is None:
-        return
-    if found.damage:
+    if found is not None:
+        yield from read_inspected(found, start_us, end_us, base=base)
+
+
+def read_inspected(
+    found: Inspection, start_us: int, end_us: int, *, base: str | None = None, quiet: bool = False
+) -> Iterator[pa.RecordBatch]:
+    """`read_segment` of a file `inspect_segment` has scanned and checked already (`quiet`: no
+    log line for its damage)."""
+    seg = found.seg
+    if found.damage and not quiet:
         log.warning(
             "%s: %d damaged batches skipped (%s)", seg.path, len(found.damage), found.damage[0].reason
         )
@@ -386,9 +528,7 @@ def inspect_segment(seg: HourlyFile, start_us: int, end_us: int) -> Inspection |
     if scan.error is not None and (seg.sealed or damaged_tail(buf, scan)):
         # (an open file's unreadable tail is a write in progress or torn, unless intact batches follow)
         reason = f"unreadable after byte {scan.valid_end} ({scan.error})"
-        recv = [b for b in (batch_bounds(c)[3] for c in scan.batches) if b is not None]
-        lo = max([hour[0], *recv]) if not seg.sealed else hour[0]
-        damage.append(Damage(seg.stream, seg.path, lo, hour[1], None, reason))
+        damage.append(Damage(seg.stream, seg.path, _after_readable(scan, hour), hour[1], None, reason))
     wanted = [i for i, chunk in enumerate(scan.batches) if _meets(chunk, start_us, end_us)]
     checks = check_batches(buf, scan, wanted)
     last = len(scan.batches) - 1
@@ -408,6 +548,43 @@ def inspect_segment(seg: HourlyFile, start_us: int, end_us: int) -> Inspection |
     return Inspection(seg, buf, scan, picked, checks, damage)
 
 
+def _after_readable(scan: Scan, hour: tuple[int, int]) -> int:
+    """Where the rows lost in a file's unreadable tail start: they were received after every
+    readable batch, so at the largest receive time those batches record (the file's HHMMSS
+    when none says). Sealed and open files alike, so a tail lost after a window that was read
+    in full leaves that window complete (`segments.damage.file_damage` bounds a sealed file's
+    tail by the last readable batch's exchange time; `unreadable_spans` takes the union)."""
+    recv = [b for b in (batch_bounds(c)[3] for c in scan.batches) if b is not None]
+    return min(max([hour[0], *recv]), hour[1])
+
+
+@dataclass
+class WindowDamage:
+    """`window_damage`: what a read of a window cannot give back (`damage`), and the segments
+    whose rows the read takes from the archive file instead (`served`: their own damage, e.g.
+    a tail `segments.damage` finds, costs nothing)."""
+
+    damage: list[Damage]
+    served: set[Path]
+
+
+def window_damage(
+    data_dir: str | os.PathLike[str],
+    start_us: int,
+    end_us: int,
+    *,
+    streams: Sequence[str] | None = None,
+    slack_s: float = DEFAULT_SLACK_S,
+) -> WindowDamage:
+    """`damage_in_window`, plus the segment files the archive stands in for."""
+    chosen = parse_streams(None if streams is None else list(streams))
+    out = WindowDamage([], set())
+    for _stream, plan in _hour_plans(data_dir, start_us, end_us, chosen, None, slack_s):
+        out.damage.extend(plan.damage)
+        out.served.update(plan.served)
+    return out
+
+
 def damage_in_window(
     data_dir: str | os.PathLike[str],
     start_us: int,
@@ -417,14 +594,10 @@ def damage_in_window(
     slack_s: float = DEFAULT_SLACK_S,
 ) -> list[Damage]:
     """Every damaged part of the store whose trade time may meet ``[start_us, end_us]``: the
-    batches `read_trades` over that window skips, and those recovery left out. Reads only
-    (no journal, no log line per file): the caller reports."""
-    out: list[Damage] = []
-    for seg in _window_files(data_dir, start_us, end_us, streams, slack_s):
-        found = inspect_segment(seg, start_us, end_us)
-        if found is not None:
-            out.extend(found.damage)
-    return out
+    batches `read_trades` over that window skips (none where the archive serves the hour), those
+    recovery left out, and the segments gone from disk whose archive file cannot be read. Reads
+    only (no journal, no log line per file): the caller reports."""
+    return window_damage(data_dir, start_us, end_us, streams=streams, slack_s=slack_s).damage
 
 
 def damaged_spans(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sys
 from collections import Counter
 from pathlib import Path
@@ -216,6 +217,7 @@ def test_a_damaged_segment_is_repaired_from_history(tmp_path: Path) -> None:
                     if e["event"] not in ("repaired", "unrepaired")
                 )
             )
+            shutil.rmtree(listing)  # a refresh would keep the trades the listing had (restored)
             code, out, err = await extract(w, "--streams", stream, "--no-backfill")
             assert code == 4, err  # nothing readable in the window
             cov = orjson.loads((Path(out.strip()) / "metadata.json").read_bytes())["streams"][stream][

@@ -227,6 +227,20 @@ def test_coverage_from_the_journal(store: tuple[Path, pa.Table], tmp_path: Path)
     assert meta["streams"]["binance_spot"]["coverage"]["known"] is False
 
 
+def test_a_negative_window_is_a_usage_error(tmp_path: Path) -> None:
+    """Review finding 6: a caller's mistake (UsageError, exit 2), not a store problem."""
+    from pumpwatch.extractor.remote import extract_remote
+
+    write_store(tmp_path, MarketSpec(seed=1, start_us=START, duration_s=30, trades_per_s=2, bases=("0G",)))
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    for kwargs in ({"before_s": -1.0}, {"after_s": -0.5}):
+        with pytest.raises(UsageError, match="window cannot be negative"):
+            extract(tmp_path, "0G", START + 10 * S, **kwargs)
+        with pytest.raises(UsageError, match="window cannot be negative"):
+            extract_remote("s3://nowhere/x", "0G", START + 10 * S, tmp_path / "out", **kwargs)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
 def test_bad_symbol_and_missing_store_touch_nothing(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="malformed symbol"):
         extract(tmp_path, "../etc", START)

@@ -257,6 +257,13 @@ def test_random_bytes_in_a_batch_body_are_a_damaged_span_not_a_lie(data_dir: Pat
         third = (batch.end - batch.start) // 3
         fh.seek(batch.start + third)
         fh.write(os.urandom(third))
+    # a refresh of the listing keeps the trades the store has lost since (review finding 5)
+    kept = meta_of(extract(data_dir, "BTC", T))["streams"]["okx_spot"]
+    assert kept["trades"] == clean["trades"]
+    assert kept["coverage"]["state"] == clean["coverage"]["state"] == "incomplete"  # no journal here
+    assert sum(r["trades"] for r in kept["coverage"]["restored"]) > 0
+    # a new extraction of the window says what the store cannot give back
+    shutil.rmtree(listing)
     okx = meta_of(extract(data_dir, "BTC", T))["streams"]["okx_spot"]
     assert okx["trades"] < clean["trades"]
     assert okx["coverage"]["state"] == "incomplete"
