@@ -334,6 +334,7 @@ class UploadedIndex:
     def __init__(self, data_dir: str | os.PathLike[str], remote: RemoteSettings) -> None:
         self.data_dir = Path(data_dir)
         self.remote = remote
+        self._manifests: dict[Path, dict[str, set[tuple[str, int, int]]]] = {}
         manifest = Manifest(self.data_dir, create=False)
         try:
             self._done = manifest.all()
@@ -342,19 +343,40 @@ class UploadedIndex:
 
     def file(self, path: str | os.PathLike[str]) -> bool:
         """Whether the file at `path` is in the store as it is now. A sealed segment that is not
-        copied itself (``upload_segments`` off) counts as uploaded when the archive hour holding
-        it (``archive/…/date=<d>/<HH>.parquet``) is. A missing file is not "uploaded"."""
+        copied itself (``upload_segments`` off) counts as uploaded only when its rows are in an
+        uploaded archive file: the archive hour holding it (``archive/…/date=<d>/<HH>.parquet``)
+        is in the store as it is now *and* that hour's archive manifest (``.sources.json``,
+        written after the file, so never ahead of it) lists the segment's fingerprint (name,
+        size, mtime). A repair file, a reparsed segment or one sealed into an hour archived
+        before it is therefore kept until the archiver rebuilt the hour and that file went up.
+        A missing file is not "uploaded"."""
         p = Path(path)
         if self._as_is(p):
             return True
         seg = parse_segment_path(p)
         if seg is not None and seg.sealed and not self.remote.upload_segments:
+            from pumpwatch.segments.retention import archive_hour_key
+
             try:
                 rel = p.relative_to(self.data_dir / SEGMENTS_DIR)
             except ValueError:
                 return False
-            return self._as_is(self.data_dir / ARCHIVE_DIR / rel.parent / f"{p.name[:2]}.parquet")
+            directory = self.data_dir / ARCHIVE_DIR / rel.parent
+            hour = archive_hour_key(seg.start_us)
+            if not self._as_is(directory / f"{hour}.parquet"):
+                return False
+            return (seg.path.name, seg.size_bytes, seg.mtime_us) in self._archived(directory).get(hour, set())
         return False
+
+    def _archived(self, directory: Path) -> dict[str, set[tuple[str, int, int]]]:
+        """The archive manifest of `directory` (per hour, the fingerprints of the segments its
+        file was built from), read once; an unreadable one counts as empty (nothing archived)."""
+        from pumpwatch.segments.retention import archive_manifest
+
+        if directory not in self._manifests:
+            hours = archive_manifest(directory) or {}
+            self._manifests[directory] = {k: set(v) for k, v in hours.items()}
+        return self._manifests[directory]
 
     def _as_is(self, f: Path) -> bool:
         item = _file_item(self.data_dir, f, "")
@@ -395,8 +417,9 @@ def is_uploaded(
     """Whether the file at `path` (in the data dir) is in `remote`'s store as it is now.
 
     A sealed segment that is not copied itself (``upload_segments`` off) counts as uploaded
-    when the archive hour holding it (``archive/…/date=<d>/<HH>.parquet``) is. A file that
-    does not exist any more is not "uploaded" (nothing to decide)."""
+    when the archive hour holding it (``archive/…/date=<d>/<HH>.parquet``) is uploaded as it is
+    now and lists the segment in its manifest (`UploadedIndex.file`). A file that does not
+    exist any more is not "uploaded" (nothing to decide)."""
     return UploadedIndex(data_dir, remote).file(path)
 
 
