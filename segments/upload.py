@@ -11,7 +11,9 @@ What goes up (keys in `pumpwatch.segments.remote`), each only once it is sealed:
   order) is a deterministic, immutable unit; a late line for a past hour replaces that hour's
   object with one holding more lines (never fewer: a head trimmed locally never shrinks a copy);
 - every file of each listing directory (``data/listings/<SYM>_<T>/``; they appear under the
-  final name only when complete), replaced when its bytes change (a re-run).
+  final name only when complete), replaced when its bytes change (a re-run), its
+  ``metadata.json`` last; and the "nothing recorded here" parts
+  (``data/remote/nothing/<SYM>_<T>/metadata.json``) as ``listings/<SYM>_<T>/metadata.json``.
 
 Manifest: ``data/remote/manifest.sqlite`` records, per local item, the key, size, mtime and
 SHA-256 of what was put. An item is uploaded when its bytes differ from that (a changed
@@ -63,6 +65,7 @@ LISTINGS_DIR = "listings"
 REMOTE_DIR = "remote"
 MANIFEST_NAME = "manifest.sqlite"
 STATUS_NAME = "status.json"  # the running uploader's figures, for `status` in another process
+NOTHING_DIR = "remote/nothing"  # the "nothing recorded here" listing parts (recorder/upbit/trigger.py)
 _TS_RE = re.compile(rb'"ts"\s*:\s*(-?\d+)')
 _HIVE_DIRS = (
     re.compile(r"^exchange=[a-z]+$"),
@@ -225,18 +228,30 @@ def segment_items(data_dir: Path) -> Iterator[Item]:
 
 
 def listing_items(data_dir: Path) -> Iterator[Item]:
-    """Every file of every complete listing directory (hidden temporary directories skipped)."""
+    """Every file of every complete listing directory (hidden temporary directories skipped),
+    its ``metadata.json`` last: a reader of the store (the shared listing's assembler) that sees
+    a new ``metadata.json`` sees the data files it describes (a re-extraction's new data is put
+    first; the old metadata meanwhile marks the part inconsistent, never new metadata with old
+    data)."""
     root = data_dir / LISTINGS_DIR
-    if not root.is_dir():
-        return
-    for d in sorted(root.iterdir()):
+    for d in sorted(root.iterdir()) if root.is_dir() else []:
         if d.name.startswith((".", "_")) or not d.is_dir():
             continue
-        for f in sorted(d.rglob("*")):
+        for f in sorted(d.rglob("*"), key=lambda f: (f == d / "metadata.json", f)):
             rel = f.relative_to(root)
             if any(part.startswith(".") for part in rel.parts) or not f.is_file():
                 continue
             item = _file_item(data_dir, f, f"{LISTINGS_DIR}/{rel.as_posix()}")
+            if item is not None:
+                yield item
+    # the "nothing recorded here" parts (recorder/upbit/trigger.py write_nothing_part): their
+    # metadata.json alone, as the part of the listing of that name (a real directory wins)
+    nothing = data_dir / NOTHING_DIR
+    if nothing.is_dir():
+        for d in sorted(nothing.iterdir()):
+            if d.name.startswith((".", "_")) or (root / d.name).exists():
+                continue
+            item = _file_item(data_dir, d / "metadata.json", f"{LISTINGS_DIR}/{d.name}/metadata.json")
             if item is not None:
                 yield item
 
