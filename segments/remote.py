@@ -7,7 +7,12 @@ so two recorders never write the same key and every engine gets ``recorder`` as 
     <url>/recorder=<id>/archive/exchange=<e>/market=<m>/date=<YYYY-MM-DD>/<HH>.parquet
     <url>/recorder=<id>/segments/exchange=<e>/market=<m>/date=<YYYY-MM-DD>/<HHMMSS>.arrow  (opt-in)
     <url>/recorder=<id>/journal/<stream>/date=<YYYY-MM-DD>/<HH>.ndjson
-    <url>/recorder=<id>/listings/<SYMBOL>_<YYYYMMDDTHHMMSSZ>/…
+    <url>/recorder=<id>/listings/<SYMBOL>_<YYYYMMDDTHHMMSSZ>/…   (this recorder's part)
+    <url>/recorder=<id>/recorder.json                             (its heartbeat, runs, token)
+    <url>/listings/<SYMBOL>_<YYYYMMDDTHHMMSSZ>/…                  (the shared listing)
+
+Readers of the archive take ``recorder=*/archive/**/*.parquet`` only: the listing directories
+hold Parquet files too.
 
 Filesystem: ``pyarrow.fs.S3FileSystem`` (it ships with pyarrow, so the recorder needs no new
 dependency; it reads datasets directly). Credentials come from the standard AWS environment

@@ -334,6 +334,17 @@ def _needs_upload(item: Item, done: tuple[str, str, str] | None) -> bool:
     return version != item.version
 
 
+def _listing_of(ident: str) -> str | None:
+    """The listing directory name of a listing item's ident (a local listing file, or a
+    "nothing recorded here" part), else None."""
+    parts = ident.split("/")
+    if parts[0] == LISTINGS_DIR and len(parts) > 2:
+        return parts[1]
+    if ident.startswith(NOTHING_DIR + "/") and len(parts) > 3:
+        return parts[2]
+    return None
+
+
 def pending_items(manifest: Manifest, items: list[Item]) -> list[Item]:
     done = manifest.all()
     return [i for i in items if _needs_upload(i, done.get(i.ident))]
@@ -562,12 +573,18 @@ class Uploader:
         bytes_left = self.remote.max_bytes_per_round
         handled = 0  # items read this round (put, or found identical)
         skipped: set[str] = set()
+        held: set[str] = set()  # listing directories with a file that could not be read
         for item in pending:
             if files_left <= 0 or (bytes_left <= 0 and handled > 0):
                 break
+            listing = _listing_of(item.ident)
+            if listing is not None and listing in held:
+                continue  # never its metadata.json without the files read before it
             try:
                 data = item.load()
             except FileNotFoundError:  # pruned or replaced since the scan: the next round sees it
+                if listing is not None:
+                    held.add(listing)
                 continue
             handled += 1
             sha = hashlib.sha256(data).hexdigest()
