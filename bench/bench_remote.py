@@ -136,7 +136,7 @@ def duckdb_query(endpoint: str) -> Any:
 
     con = duckdb.connect()
     con.register_filesystem(s3fs_filesystem(endpoint))
-    source = f"read_parquet('{URL}/*/archive/**/*.parquet', hive_partitioning = true)"
+    source = f"read_parquet('{URL}/recorder=*/archive/**/*.parquet', hive_partitioning = true)"
     sql = OHLCV.format(source=source, coin=SYMBOL, extra="")
     return con.sql(sql + " ORDER BY ALL").df()
 
@@ -184,7 +184,7 @@ def dask_query(client: Any, endpoint: str) -> Any:
     import dask.dataframe as dd
 
     ddf = dd.read_parquet(
-        f"{URL}/",
+        f"{URL}/recorder=*/archive/**/*.parquet",  # the archive only (listings hold Parquet too)
         columns=["exchange", "market", "time", "price", "qty", "base"],
         filters=[("base", "==", SYMBOL)],
         dataset={"partitioning": "hive"},

@@ -106,15 +106,27 @@ def wanted(settings: Settings) -> bool:
 
 
 def housekeeper_command(
-    config: str | os.PathLike[str] | None, data_dir: str, *, until_idle: bool = False, final: bool = False
+    config: str | os.PathLike[str] | None,
+    data_dir: str,
+    *,
+    until_idle: bool = False,
+    final: bool = False,
+    started_us: int | None = None,
+    streams: Sequence[str] | None = None,
 ) -> list[str]:
     """The argv of the housekeeping child (`until_idle`: the on-demand child, which exits when
-    nothing is pending; `final`: the one started at shutdown, which does not retry)."""
+    nothing is pending; `final`: the one started at shutdown, which does not retry;
+    `started_us` and `streams`: when this ``record`` started and what it records, for its
+    heartbeat in the shared store)."""
     cmd = [sys.executable, "-m", "pumpwatch.recorder.housekeeping", "--data-dir", data_dir]
     if until_idle:
         cmd.append("--until-idle")
     if final:
         cmd.append("--final")
+    if started_us is not None:
+        cmd += ["--started-us", str(started_us)]
+    if streams is not None:
+        cmd += ["--streams", ",".join(streams)]
     if config is not None:
         cmd += ["--config", str(Path(config).absolute())]
     return cmd
@@ -213,16 +225,45 @@ def _day(hour_us: int) -> str:
 # --- supervisor side ---------------------------------------------------------------------------
 
 
+def recorded_streams(settings: Settings, streams: Sequence[str] | None = None) -> list[str] | None:
+    """The streams this ``record`` records, for its heartbeat: `streams` (the supervisor's
+    selection), else the ``--streams`` of this process when it is the supervisor (``pumpwatch
+    record`` execs ``python -m pumpwatch.recorder.supervisor --streams …``; without the option
+    it records ``recorder.streams``), the enabled ones; None (not declared) otherwise."""
+    import argparse
+
+    from pumpwatch.streams import parse_streams
+
+    if streams is None:
+        if not sys.argv or Path(sys.argv[0]).name != "supervisor.py":
+            return None
+        parser = argparse.ArgumentParser(add_help=False)
+        parser.add_argument("--streams", default=None)
+        known, _rest = parser.parse_known_args(sys.argv[1:])
+        spec = known.streams if known.streams is not None else settings.recorder.streams
+    else:
+        spec = list(streams)
+    return [s for s in parse_streams(spec) if settings.streams[s].enabled]
+
+
 async def keep_housekeeper(
-    settings: Settings, config: str | os.PathLike[str] | None, stop: asyncio.Event | None = None
+    settings: Settings,
+    config: str | os.PathLike[str] | None,
+    stop: asyncio.Event | None = None,
+    *,
+    streams: Sequence[str] | None = None,
 ) -> None:
     """Run the housekeeping child until cancelled (the supervisor cancels its services after the
     workers have sealed), then let it finish the last round: resident with a remote store,
     on demand otherwise (see the module doc). Light: no pyarrow is imported. A bad ``remote``
     block stops `record` (via `stop`) with one error line: recording while nothing reaches the
-    store, and retention cannot tell what is uploaded, is worse."""
+    store, and retention cannot tell what is uploaded, is worse; so does a child that finds
+    this recorder id in use by another live recorder (`EXIT_FATAL`). `streams` (the streams
+    this ``record`` records, declared in its heartbeat) defaults to the settings'
+    ``recorder.streams``; this call's time is the run's start in the heartbeat."""
     from pumpwatch.errors import ConfigError
 
+    started_us = _now_us()
     try:
         remote_on = _remote_on(settings)  # validates the block even when the archive is on
         if not wanted(settings):
@@ -233,7 +274,12 @@ async def keep_housekeeper(
             stop.set()
         return
     if remote_on:
-        await _keep_resident(settings, config)
+        try:
+            declared = recorded_streams(settings, streams)
+        except Exception as exc:  # an argv it cannot read: the heartbeat declares no streams
+            log.warning("cannot tell the recorded streams for the heartbeat: %s", exc)
+            declared = None
+        await _keep_resident(settings, config, stop, started_us=started_us, streams=declared)
     else:
         await OnDemand(settings, config).run()
 
@@ -244,10 +290,21 @@ async def _start_child(cmd: Sequence[str]) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.DEVNULL, env=worker_env())
 
 
-async def _keep_resident(settings: Settings, config: str | os.PathLike[str] | None) -> None:
+async def _keep_resident(
+    settings: Settings,
+    config: str | os.PathLike[str] | None,
+    stop: asyncio.Event | None = None,
+    *,
+    started_us: int | None = None,
+    streams: Sequence[str] | None = None,
+) -> None:
     """Keep the child running (remote store: uploads, heartbeats, shared listings), restarting it
-    with a capped backoff when it dies; SIGTERM it when cancelled."""
-    cmd = housekeeper_command(config, settings.data_dir)
+    with a capped backoff when it dies; SIGTERM it when cancelled. A child that exits with
+    `EXIT_FATAL` (its recorder id is in use by another live recorder: it said so in one line)
+    is not restarted and stops `record`."""
+    from pumpwatch.errors import EXIT_FATAL
+
+    cmd = housekeeper_command(config, settings.data_dir, started_us=started_us, streams=streams)
     delay_s = 1.0
     proc: asyncio.subprocess.Process | None = None
     try:
@@ -256,6 +313,10 @@ async def _keep_resident(settings: Settings, config: str | os.PathLike[str] | No
             proc = await _start_child(cmd)
             log.info("housekeeping started (pid %d): archive + uploads, resident", proc.pid)
             rc = await proc.wait()
+            if rc == EXIT_FATAL:
+                if stop is not None:
+                    stop.set()
+                return
             if time.monotonic() - started >= HEALTHY_RUN_S:
                 delay_s = 1.0
             log.error(
@@ -423,8 +484,15 @@ async def _wait_child(proc: asyncio.subprocess.Process) -> None:
 class Housekeeper:
     """Archive rounds and the uploader of one data directory (see the module doc)."""
 
-    def __init__(self, settings: Settings, *, filesystem: Any = None) -> None:
-        from pumpwatch.segments.remote import remote_settings
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        filesystem: Any = None,
+        started_us: int | None = None,
+        streams: Sequence[str] | None = None,
+    ) -> None:
+        from pumpwatch.segments.remote import instance_token, remote_settings
         from pumpwatch.segments.upload import Uploader
 
         self.data_dir = Path(settings.data_dir)
@@ -445,6 +513,19 @@ class Housekeeper:
         )
         self.pump = settings.pump
         self.shared_failing: str | None = None
+        self.conflict: str | None = None  # another live recorder publishes under our id
+        self.heartbeat: Any = None
+        if self.uploader is not None:
+            from pumpwatch.detector.shared_listing import Heartbeat
+
+            self.heartbeat = Heartbeat(
+                recorder_id=self.uploader.recorder_id,
+                started_us=_now_us() if started_us is None else started_us,
+                every_s=CHECK_S,
+                listing_watcher=bool(settings.upbit.enabled),
+                streams=None if streams is None else tuple(recorded_streams(settings, streams) or ()),
+                instance=instance_token(self.data_dir),
+            )
 
     def archive_round(self, *, full: bool) -> ArchiveReport | None:
         """One archive round (never raises); wakes the uploader when it built something."""
@@ -498,12 +579,12 @@ class Housekeeper:
         are due (`pumpwatch.detector.shared_listing`); never raises."""
         if self.uploader is None:
             return
-        from pumpwatch.detector.shared_listing import assemble_pending, publish_heartbeat
+        from pumpwatch.detector.shared_listing import HeartbeatConflict, assemble_pending
         from pumpwatch.segments.remote import parse_url
 
         try:
             root = parse_url(self.remote.url)
-            publish_heartbeat(self.uploader.fs, root, self.uploader.recorder_id, now_us, every_s=CHECK_S)
+            self.heartbeat.publish(self.uploader.fs, root, now_us)
             assemble_pending(
                 self.uploader.fs,
                 root,
@@ -512,6 +593,10 @@ class Housekeeper:
                 pump=self.pump,
                 recent_us=int(SHARED_RECENT_S * 1e6),
             )
+        except HeartbeatConflict as exc:
+            log.error("%s; stopping record", exc)
+            self.conflict = str(exc)
+            return
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             if self.shared_failing is None:
@@ -541,8 +626,16 @@ class Housekeeper:
                 log.debug("archive backlog: %s", exc)
         self._metrics.update(backlog, None if self.uploader is None else self.uploader.status())
 
-    def run(self, stop: threading.Event, parent_pid: int | None = None) -> None:
-        """Loop until `stop` (SIGTERM) or the parent's death; then the final round."""
+    def run(self, stop: threading.Event, parent_pid: int | None = None) -> bool:
+        """Loop until `stop` (SIGTERM) or the parent's death; then the final round. Returns
+        False, without uploading anything more, when another live recorder publishes under
+        this recorder id (checked by the first heartbeat, before the uploader starts when the
+        store is reachable, and at every round after)."""
+        if self.uploader is not None:
+            self.shared_round(_now_us())
+            if self.conflict is not None:
+                self.uploader.stop(timeout_s=1.0)
+                return False
         if self.uploader is not None and not self.archive_on and not self.remote.upload_segments:
             log.warning(
                 "remote store set but storage.archive is off and remote.upload_segments false: "
@@ -555,6 +648,10 @@ class Housekeeper:
         while not stop.is_set():
             built = self.hours_built
             self.tick()
+            if self.conflict is not None:
+                assert self.uploader is not None
+                self.uploader.stop(timeout_s=STOP_TIMEOUT_S / 2)
+                return False
             scan = time.monotonic() >= next_metrics or self.hours_built != built
             self.publish_metrics(backlog_scan=scan)
             if scan:
@@ -565,6 +662,7 @@ class Housekeeper:
                 log.warning("housekeeping: the supervisor is gone; exiting")
                 break
         self.finish()
+        return True
 
     def run_until_idle(self, stop: threading.Event, parent_pid: int | None = None) -> None:
         """The on-demand child (archive only): a full archive round, then recent rounds while
@@ -619,7 +717,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m pumpwatch.recorder.housekeeping``: the child `record` starts."""
     import argparse
 
-    from pumpwatch.errors import PumpWatchError
+    from pumpwatch.errors import EXIT_FATAL, PumpWatchError
     from pumpwatch.logsetup import setup_logging
     from pumpwatch.settings import load_settings
 
@@ -630,6 +728,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--until-idle", action="store_true", help="archive what is pending, then exit (no remote store)"
     )
     parser.add_argument("--final", action="store_true", help="with --until-idle: no retry (shutdown)")
+    parser.add_argument("--started-us", type=int, default=None, help="when this record started (µs)")
+    parser.add_argument("--streams", default=None, help="the streams this record records (comma list)")
     args = parser.parse_args(argv)
     parent = os.getppid()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor's SIGTERM comes after the seals
@@ -642,11 +742,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(args.config, args.data_dir)
         setup_logging(settings, "housekeeping")
-        housekeeper = Housekeeper(settings)
+        streams = None if args.streams is None else [s for s in args.streams.split(",") if s]
+        housekeeper = Housekeeper(settings, started_us=args.started_us, streams=streams)
         if args.until_idle and housekeeper.uploader is None:
             housekeeper.run_until_idle(stop, parent)
-        else:  # a remote store needs the resident loop (uploads, heartbeats)
-            housekeeper.run(stop, parent)
+        elif not housekeeper.run(stop, parent):  # a remote store needs the resident loop
+            return EXIT_FATAL  # another live recorder has this recorder id: said in one line
     except PumpWatchError as exc:
         sys.stderr.write(f"pumpwatch housekeeping: error: {exc}\n")
         return exc.exit_code

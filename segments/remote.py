@@ -7,7 +7,12 @@ so two recorders never write the same key and every engine gets ``recorder`` as 
     <url>/recorder=<id>/archive/exchange=<e>/market=<m>/date=<YYYY-MM-DD>/<HH>.parquet
     <url>/recorder=<id>/segments/exchange=<e>/market=<m>/date=<YYYY-MM-DD>/<HHMMSS>.arrow  (opt-in)
     <url>/recorder=<id>/journal/<stream>/date=<YYYY-MM-DD>/<HH>.ndjson
-    <url>/recorder=<id>/listings/<SYMBOL>_<YYYYMMDDTHHMMSSZ>/…
+    <url>/recorder=<id>/listings/<SYMBOL>_<YYYYMMDDTHHMMSSZ>/…   (this recorder's part)
+    <url>/recorder=<id>/recorder.json                             (its heartbeat, runs, token)
+    <url>/listings/<SYMBOL>_<YYYYMMDDTHHMMSSZ>/…                  (the shared listing)
+
+Readers of the archive take ``recorder=*/archive/**/*.parquet`` only: the listing directories
+hold Parquet files too.
 
 Filesystem: ``pyarrow.fs.S3FileSystem`` (it ships with pyarrow, so the recorder needs no new
 dependency; it reads datasets directly). Credentials come from the standard AWS environment
@@ -17,9 +22,12 @@ variables, profile or instance metadata, unless given explicitly. An S3-compatib
 
 from __future__ import annotations
 
+import os
 import re
+import secrets
 import socket
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -63,6 +71,30 @@ class RemoteSettings:
         if not RECORDER_ID_RE.match(rid):
             raise ConfigError(f"remote.recorder_id: expected [A-Za-z0-9][A-Za-z0-9_.-]{{0,62}}, got {rid!r}")
         return rid
+
+
+INSTANCE_FILE = "remote/instance"  # in the data dir: this recorder's random instance token
+
+
+def instance_token(data_dir: str | os.PathLike[str]) -> str:
+    """This data directory's random instance token (``<data_dir>/remote/instance``, created on
+    first use). Published in ``recorder.json``: two machines that resolve to the same recorder
+    id (cloned VMs keep the host name) have different tokens, so the second one to start sees a
+    live heartbeat of its id with another token and refuses to run instead of overwriting the
+    first one's objects (`pumpwatch.detector.shared_listing.Heartbeat`)."""
+    from pumpwatch.atomic import write_file_atomic
+
+    path = Path(data_dir) / INSTANCE_FILE
+    try:
+        token = path.read_text().strip()
+    except FileNotFoundError:
+        token = ""
+    if re.fullmatch(r"[0-9a-f]{16,64}", token):
+        return token
+    token = secrets.token_hex(16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_file_atomic(path, token.encode() + b"\n")
+    return token
 
 
 def validate_remote(remote: RemoteSettings) -> RemoteSettings:

@@ -11,7 +11,9 @@ What goes up (keys in `pumpwatch.segments.remote`), each only once it is sealed:
   order) is a deterministic, immutable unit; a late line for a past hour replaces that hour's
   object with one holding more lines (never fewer: a head trimmed locally never shrinks a copy);
 - every file of each listing directory (``data/listings/<SYM>_<T>/``; they appear under the
-  final name only when complete), replaced when its bytes change (a re-run).
+  final name only when complete), replaced when its bytes change (a re-run), its
+  ``metadata.json`` last; and the "nothing recorded here" parts
+  (``data/remote/nothing/<SYM>_<T>/metadata.json``) as ``listings/<SYM>_<T>/metadata.json``.
 
 Manifest: ``data/remote/manifest.sqlite`` records, per local item, the key, size, mtime and
 SHA-256 of what was put. An item is uploaded when its bytes differ from that (a changed
@@ -63,6 +65,7 @@ LISTINGS_DIR = "listings"
 REMOTE_DIR = "remote"
 MANIFEST_NAME = "manifest.sqlite"
 STATUS_NAME = "status.json"  # the running uploader's figures, for `status` in another process
+NOTHING_DIR = "remote/nothing"  # the "nothing recorded here" listing parts (recorder/upbit/trigger.py)
 _TS_RE = re.compile(rb'"ts"\s*:\s*(-?\d+)')
 _HIVE_DIRS = (
     re.compile(r"^exchange=[a-z]+$"),
@@ -225,18 +228,30 @@ def segment_items(data_dir: Path) -> Iterator[Item]:
 
 
 def listing_items(data_dir: Path) -> Iterator[Item]:
-    """Every file of every complete listing directory (hidden temporary directories skipped)."""
+    """Every file of every complete listing directory (hidden temporary directories skipped),
+    its ``metadata.json`` last: a reader of the store (the shared listing's assembler) that sees
+    a new ``metadata.json`` sees the data files it describes (a re-extraction's new data is put
+    first; the old metadata meanwhile marks the part inconsistent, never new metadata with old
+    data)."""
     root = data_dir / LISTINGS_DIR
-    if not root.is_dir():
-        return
-    for d in sorted(root.iterdir()):
+    for d in sorted(root.iterdir()) if root.is_dir() else []:
         if d.name.startswith((".", "_")) or not d.is_dir():
             continue
-        for f in sorted(d.rglob("*")):
+        for f in sorted(d.rglob("*"), key=lambda f: (f == d / "metadata.json", f)):
             rel = f.relative_to(root)
             if any(part.startswith(".") for part in rel.parts) or not f.is_file():
                 continue
             item = _file_item(data_dir, f, f"{LISTINGS_DIR}/{rel.as_posix()}")
+            if item is not None:
+                yield item
+    # the "nothing recorded here" parts (recorder/upbit/trigger.py write_nothing_part): their
+    # metadata.json alone, as the part of the listing of that name (a real directory wins)
+    nothing = data_dir / NOTHING_DIR
+    if nothing.is_dir():
+        for d in sorted(nothing.iterdir()):
+            if d.name.startswith((".", "_")) or (root / d.name).exists():
+                continue
+            item = _file_item(data_dir, d / "metadata.json", f"{LISTINGS_DIR}/{d.name}/metadata.json")
             if item is not None:
                 yield item
 
@@ -319,6 +334,17 @@ def _needs_upload(item: Item, done: tuple[str, str, str] | None) -> bool:
     return version != item.version
 
 
+def _listing_of(ident: str) -> str | None:
+    """The listing directory name of a listing item's ident (a local listing file, or a
+    "nothing recorded here" part), else None."""
+    parts = ident.split("/")
+    if parts[0] == LISTINGS_DIR and len(parts) > 2:
+        return parts[1]
+    if ident.startswith(NOTHING_DIR + "/") and len(parts) > 3:
+        return parts[2]
+    return None
+
+
 def pending_items(manifest: Manifest, items: list[Item]) -> list[Item]:
     done = manifest.all()
     return [i for i in items if _needs_upload(i, done.get(i.ident))]
@@ -334,6 +360,7 @@ class UploadedIndex:
     def __init__(self, data_dir: str | os.PathLike[str], remote: RemoteSettings) -> None:
         self.data_dir = Path(data_dir)
         self.remote = remote
+        self._manifests: dict[Path, dict[str, set[tuple[str, int, int]]]] = {}
         manifest = Manifest(self.data_dir, create=False)
         try:
             self._done = manifest.all()
@@ -342,19 +369,40 @@ class UploadedIndex:
 
     def file(self, path: str | os.PathLike[str]) -> bool:
         """Whether the file at `path` is in the store as it is now. A sealed segment that is not
-        copied itself (``upload_segments`` off) counts as uploaded when the archive hour holding
-        it (``archive/…/date=<d>/<HH>.parquet``) is. A missing file is not "uploaded"."""
+        copied itself (``upload_segments`` off) counts as uploaded only when its rows are in an
+        uploaded archive file: the archive hour holding it (``archive/…/date=<d>/<HH>.parquet``)
+        is in the store as it is now *and* that hour's archive manifest (``.sources.json``,
+        written after the file, so never ahead of it) lists the segment's fingerprint (name,
+        size, mtime). A repair file, a reparsed segment or one sealed into an hour archived
+        before it is therefore kept until the archiver rebuilt the hour and that file went up.
+        A missing file is not "uploaded"."""
         p = Path(path)
         if self._as_is(p):
             return True
         seg = parse_segment_path(p)
         if seg is not None and seg.sealed and not self.remote.upload_segments:
+            from pumpwatch.segments.retention import archive_hour_key
+
             try:
                 rel = p.relative_to(self.data_dir / SEGMENTS_DIR)
             except ValueError:
                 return False
-            return self._as_is(self.data_dir / ARCHIVE_DIR / rel.parent / f"{p.name[:2]}.parquet")
+            directory = self.data_dir / ARCHIVE_DIR / rel.parent
+            hour = archive_hour_key(seg.start_us)
+            if not self._as_is(directory / f"{hour}.parquet"):
+                return False
+            return (seg.path.name, seg.size_bytes, seg.mtime_us) in self._archived(directory).get(hour, set())
         return False
+
+    def _archived(self, directory: Path) -> dict[str, set[tuple[str, int, int]]]:
+        """The archive manifest of `directory` (per hour, the fingerprints of the segments its
+        file was built from), read once; an unreadable one counts as empty (nothing archived)."""
+        from pumpwatch.segments.retention import archive_manifest
+
+        if directory not in self._manifests:
+            hours = archive_manifest(directory) or {}
+            self._manifests[directory] = {k: set(v) for k, v in hours.items()}
+        return self._manifests[directory]
 
     def _as_is(self, f: Path) -> bool:
         item = _file_item(self.data_dir, f, "")
@@ -395,8 +443,9 @@ def is_uploaded(
     """Whether the file at `path` (in the data dir) is in `remote`'s store as it is now.
 
     A sealed segment that is not copied itself (``upload_segments`` off) counts as uploaded
-    when the archive hour holding it (``archive/…/date=<d>/<HH>.parquet``) is. A file that
-    does not exist any more is not "uploaded" (nothing to decide)."""
+    when the archive hour holding it (``archive/…/date=<d>/<HH>.parquet``) is uploaded as it is
+    now and lists the segment in its manifest (`UploadedIndex.file`). A file that does not
+    exist any more is not "uploaded" (nothing to decide)."""
     return UploadedIndex(data_dir, remote).file(path)
 
 
@@ -524,12 +573,18 @@ class Uploader:
         bytes_left = self.remote.max_bytes_per_round
         handled = 0  # items read this round (put, or found identical)
         skipped: set[str] = set()
+        held: set[str] = set()  # listing directories with a file that could not be read
         for item in pending:
             if files_left <= 0 or (bytes_left <= 0 and handled > 0):
                 break
+            listing = _listing_of(item.ident)
+            if listing is not None and listing in held:
+                continue  # never its metadata.json without the files read before it
             try:
                 data = item.load()
             except FileNotFoundError:  # pruned or replaced since the scan: the next round sees it
+                if listing is not None:
+                    held.add(listing)
                 continue
             handled += 1
             sha = hashlib.sha256(data).hexdigest()

@@ -14,7 +14,11 @@ detection delay). One pending extraction per (coin, T, notice id): two notices n
 coin at the same time are two extractions, and the extractor gives the second its own
 directory (``…Z_2``) instead of replacing the first; a later manual ``pumpwatch extract`` of
 the same coin and T refreshes the directory and keeps the notice. A coin that no stream has
-ever recorded is not retried (`NothingMatchedError`): nothing is written for it.
+ever recorded is not retried (`NothingMatchedError`): no listing directory is written for it,
+only this recorder's explicit "nothing recorded here" part for the shared store
+(`write_nothing_part`: ``data/remote/nothing/<SYM>_<T>/metadata.json``, trades 0, the coverage
+of every stream it journals), so a shared listing does not wait for this recorder until its
+deadline and then call its part missing.
 
 Before extracting, what the store is still missing inside the window is filled from the
 exchanges' REST history (`window_repair_fn`, ``recorder/history/window.py``; off with
@@ -90,8 +94,10 @@ def default_extract() -> ExtractFn:
 
 
 def window_repair_fn(settings: Settings) -> RepairFn | None:
-    """The extraction-time repair (`repair_window`) of the streams this machine records, bound
-    to `settings`; None when ``repair.at_extract`` is off."""
+    """The extraction-time repair (`repair_window`) of all twelve streams (`STREAMS`, not only
+    those this machine records: a stream recorded elsewhere is filled from its exchange's REST
+    history into this store too), bound to `settings`; None when ``repair.at_extract`` is
+    off."""
     if not settings.repair.at_extract:
         return None
 
@@ -109,6 +115,59 @@ def window_repair_fn(settings: Settings) -> RepairFn | None:
         )
 
     return repair
+
+
+NOTHING_DIR = ("remote", "nothing")  # under the data dir: the "nothing recorded here" parts
+
+
+def write_nothing_part(
+    data_dir: str | os.PathLike[str],
+    symbol: str,
+    trigger_us: int,
+    *,
+    before_s: float,
+    after_s: float,
+    source: dict[str, Any] | None,
+    reason: str = "",
+) -> Path | None:
+    """This recorder's answer for a listing it has nothing of: the ``metadata.json`` of a part
+    with no trade (``nothing_recorded: true``) and the coverage of every stream it journals in
+    the window (so the shared listing shows it listened, or not, without hearing the coin), at
+    ``data/remote/nothing/<name>/metadata.json`` with the name the extraction would have used.
+    The uploader puts it as this recorder's part (never over a real listing directory of the
+    same name). Returns the file, or None when a listing directory of that name exists."""
+    from pumpwatch.atomic import write_file_atomic
+    from pumpwatch.extractor.extract import listing_target
+    from pumpwatch.extractor.metadata import build_metadata
+    from pumpwatch.segments.coverage import completeness
+    from pumpwatch.segments.reader import OUT_SCHEMA
+
+    data = Path(data_dir)
+    start_us = trigger_us - round(before_s * US_PER_S)
+    end_us = trigger_us + round(after_s * US_PER_S)
+    target, _old = listing_target(data / "listings", symbol, trigger_us, source)
+    if target.exists():
+        return None
+    comps = {s: completeness(data, s, start_us, end_us, base=symbol) for s in STREAMS}
+    known = {s: c for s, c in comps.items() if c.listening.known}
+    empty = OUT_SCHEMA.empty_table()
+    meta = build_metadata(
+        symbol,
+        trigger_us,
+        before_s=before_s,
+        after_s=after_s,
+        start_us=start_us,
+        end_us=end_us,
+        source=source,
+        parts=dict.fromkeys(known, empty),
+        completeness=known,
+    )
+    meta["nothing_recorded"] = True
+    meta["nothing_reason"] = reason
+    path = data.joinpath(*NOTHING_DIR, target.name, "metadata.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_file_atomic(path, orjson.dumps(meta, option=orjson.OPT_INDENT_2))
+    return path
 
 
 def default_detect() -> DetectFn:
@@ -310,6 +369,21 @@ class ExtractionScheduler:
             raise
         except NothingMatchedError as exc:
             log.warning("upbit: nothing to extract for %s: %s", item.symbol, exc)
+            try:
+                await asyncio.to_thread(
+                    write_nothing_part,
+                    self.data_dir,
+                    item.symbol,
+                    item.trigger_us,
+                    before_s=self.before_s,
+                    after_s=self.after_s,
+                    source=item.source,
+                    reason=str(exc),
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("upbit: cannot write the empty part of %s", item.symbol)
             return ExtractionResult(item.symbol, item.trigger_us, None, False, str(exc), final=True)
         except Exception as exc:
             return ExtractionResult(item.symbol, item.trigger_us, None, False, f"{type(exc).__name__}: {exc}")

@@ -18,6 +18,7 @@ distributed = pytest.importorskip("distributed")
 pytest.importorskip("s3fs")
 
 URL = f"s3://{BUCKET}/dask"
+LISTING = "0G_20260101T003000Z"
 COLUMNS = [
     "recorder",
     "exchange",
@@ -42,10 +43,18 @@ def test_dask_local_cluster_reads_the_remote_archive(tmp_path: Path, s3_server: 
         d = tmp_path / rid
         write_segments(d, hours=2, rows_per_hour=300 + 100 * n)
         archive_store(d)
+        local[rid] = dataset(d).to_table()
+        _listing(d / "listings" / LISTING, local[rid])  # a recorder's part: Parquet too
         up = Uploader(d, RemoteSettings(url=URL, endpoint_url=s3_server.endpoint_url, recorder_id=rid))
         assert up.run_once().backlog_files == 0
         up.stop()
-        local[rid] = dataset(d).to_table()
+    # the shared listing directory beside the recorders (detector/shared_listing.py)
+    shared = tmp_path / "shared"
+    _listing(shared, local["rec-a"])
+    fs = s3_server.filesystem()
+    for f in sorted(p for p in shared.rglob("*") if p.is_file()):
+        with fs.open_output_stream(f"{BUCKET}/dask/listings/{LISTING}/{f.relative_to(shared)}") as out:
+            out.write(f.read_bytes())
     assert is_loopback(s3_server.host)
     storage = {"key": "testing", "secret": "testing", "endpoint_url": s3_server.endpoint_url,
                "client_kwargs": {"region_name": "us-east-1"}}  # fmt: skip
@@ -57,7 +66,13 @@ def test_dask_local_cluster_reads_the_remote_archive(tmp_path: Path, s3_server: 
         ) as cluster,
         distributed.Client(cluster),
     ):
-        ddf = dd.read_parquet(f"{URL}/", storage_options=storage, dataset={"partitioning": "hive"})
+        # only the archive files (the listing directories hold Parquet files too), as
+        # docs/remote.md shows
+        ddf = dd.read_parquet(
+            f"{URL}/recorder=*/archive/**/*.parquet",
+            storage_options=storage,
+            dataset={"partitioning": "hive"},
+        )
         per_stream = ddf.groupby(["recorder", "exchange", "market"]).size().compute()
         df = ddf.compute()
     assert {k: int(v) for k, v in per_stream.items()} == {
@@ -70,6 +85,24 @@ def test_dask_local_cluster_reads_the_remote_archive(tmp_path: Path, s3_server: 
         mine = pa.Table.from_pandas(df[df["recorder"].astype(str) == rid], preserve_index=False)
         assert mine.num_rows == table.num_rows
         assert _rows(mine) == _rows(table)
+
+
+def _listing(d: Path, trades: pa.Table) -> None:
+    """A listing directory as the extractor writes it: metadata.json and raw/trades.parquet
+    (the window's rows with their exchange and market columns)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    (d / "raw").mkdir(parents=True, exist_ok=True)
+    window = trades.slice(0, 50)
+    n = window.num_rows
+    window = window.drop_columns([c for c in ("exchange", "market", "date") if c in window.column_names])
+    window = window.add_column(0, "market", pa.array(["spot"] * n)).add_column(
+        0, "exchange", pa.array(["binance"] * n)
+    )
+    assert pc.sum(pc.equal(window.column("exchange"), "binance")).as_py() == n
+    pq.write_table(window, d / "raw" / "trades.parquet")
+    (d / "metadata.json").write_bytes(b'{"symbol": "0G", "trades": %d}' % n)
 
 
 def _rows(table: pa.Table) -> list[tuple[object, ...]]:

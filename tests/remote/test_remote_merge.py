@@ -154,7 +154,7 @@ WITH keyed AS (
                    if(trade_id IS NULL, time, NULL), if(trade_id IS NULL, price, NULL),
                    if(trade_id IS NULL, qty, NULL), if(trade_id IS NULL, side, NULL)
       ORDER BY recv_time) AS copy
-  FROM read_parquet('{url}/*/archive/**/*.parquet', hive_partitioning = true)
+  FROM read_parquet('{url}/recorder=*/archive/**/*.parquet', hive_partitioning = true)
 )
 SELECT * EXCLUDE (copy) FROM keyed
 QUALIFY row_number() OVER (

@@ -79,7 +79,7 @@ def test_duckdb_reads_the_remote_archive_through_fsspec(
     con = duckdb.connect()
     con.register_filesystem(fs)
     got = con.sql(
-        f"SELECT * FROM read_parquet('{URL}/*/archive/**/*.parquet', hive_partitioning = true, "
+        f"SELECT * FROM read_parquet('{URL}/recorder=*/archive/**/*.parquet', hive_partitioning = true, "
         "hive_types_autocast = false)"
     ).arrow()
     got = got.read_all() if hasattr(got, "read_all") else got
@@ -89,8 +89,9 @@ def test_duckdb_reads_the_remote_archive_through_fsspec(
         assert mine.num_rows == local.num_rows > 0
         assert _rows(mine) == _rows(local)
     per_stream = con.sql(
-        f"SELECT recorder, exchange, market, count(*) AS n FROM read_parquet('{URL}/*/archive/**/*.parquet', "
-        "hive_partitioning = true) GROUP BY ALL ORDER BY ALL"
+        "SELECT recorder, exchange, market, count(*) AS n FROM "
+        f"read_parquet('{URL}/recorder=*/archive/**/*.parquet', hive_partitioning = true) "
+        "GROUP BY ALL ORDER BY ALL"
     ).fetchall()
     assert per_stream == [
         ("rec-a", "binance", "spot", 1000),

@@ -343,3 +343,31 @@ def test_rounds_are_bounded_and_a_backlog_runs_the_next_round_at_once(
     assert by_bytes.next_wait_s(last) == 0.2  # the upload interval
     by_bytes.stop()
     assert set(remote_objects(s3_server.filesystem(), "rec-a")) == set(local_files(tmp_path))
+
+
+def test_a_listing_directory_goes_up_with_its_metadata_last(tmp_path: Path, s3_server: S3Server) -> None:
+    """A reader that sees a listing part's new metadata.json sees the data it describes: the
+    uploader puts metadata.json after every other file of the directory, also across rounds."""
+    d = write_listing(tmp_path)
+    (d / "raw" / "trades.parquet").write_bytes(b"PAR1 first run")
+    (d / "refined").mkdir()
+    (d / "refined" / "pump_analysis.json").write_bytes(b"{}")
+    up = Uploader(tmp_path, remote_for(s3_server, max_files_per_round=1))
+    order = []
+    for _ in range(6):
+        order += up.run_once().uploaded
+    names = [o.removeprefix("listings/0G_20260101T003000Z/") for o in order]
+    assert names[-1] == "metadata.json" and len(names) == 4, names
+    # a re-extraction rewrites data and metadata: the metadata again goes last
+    (d / "raw" / "trades.parquet").write_bytes(b"PAR1 second run")
+    (d / "metadata.json").write_bytes(b'{"symbol": "0G", "run": 2}')
+    first = up.run_once().uploaded
+    assert first == ["listings/0G_20260101T003000Z/raw/trades.parquet"], first
+    assert (
+        "run"
+        not in remote_objects(s3_server.filesystem(), "rec-a")[
+            "listings/0G_20260101T003000Z/metadata.json"
+        ].decode()
+    )
+    assert up.run_once().uploaded == ["listings/0G_20260101T003000Z/metadata.json"]
+    up.stop()

@@ -138,3 +138,56 @@ def test_the_workers_disk_watch_also_evicts_uploaded_segments_first(
     assert report is not None
     assert [d.kind for d in report.deleted] == ["segment"]
     assert "market=futures" in str(report.deleted[0].path)  # binance_spot is older, not uploaded
+
+
+def test_a_segment_not_in_the_uploaded_archive_hour_stays(tmp_path: Path, s3_server: S3Server) -> None:
+    """A repair file sealed into an hour whose archive file is already uploaded is not in that
+    file: retention keeps it until the archiver rebuilt the hour and the new file went up."""
+    import shutil
+
+    write_segments(tmp_path, hours=3)
+    archive_pending(tmp_path, retention_s=None)
+    remote = _remote(s3_server)
+    up = Uploader(tmp_path, remote, clock_us=lambda: NOW)
+    assert up.run_once().error is None
+    first = min((f for f in list_segments(tmp_path, ["binance_spot"]) if f.sealed), key=lambda f: f.start_us)
+    repair = first.path.with_name(first.path.name.replace(".arrow", ".rest1.arrow"))
+    shutil.copyfile(first.path, repair)
+    index = UploadedIndex(tmp_path, remote)
+    assert index.file(first.path)  # its rows are in the uploaded archive file
+    assert not index.file(repair)  # its hour's file is uploaded, but was built without it
+    _prune(tmp_path, remote)
+    assert repair.exists() and not first.path.exists()
+    # the archiver rebuilds the hour with it, the uploader sends the new file: now it may go
+    archive_pending(tmp_path, retention_s=None)
+    assert not UploadedIndex(tmp_path, remote).file(repair)  # rebuilt, not yet uploaded
+    assert up.run_once().error is None
+    up.stop()
+    assert UploadedIndex(tmp_path, remote).file(repair)
+    _prune(tmp_path, remote)
+    assert not repair.exists()
+
+
+def test_under_the_floor_a_segment_not_in_the_uploaded_archive_is_not_taken_for_uploaded(
+    tmp_path: Path, s3_server: S3Server
+) -> None:
+    """The free-disk floor evicts uploaded segments first; a segment sealed into an hour whose
+    archive file was built (and uploaded) without it is not one of them."""
+    import shutil
+
+    write_segments(tmp_path, hours=3)
+    archive_pending(tmp_path, retention_s=None)
+    remote = _remote(s3_server)
+    up = Uploader(tmp_path, remote, clock_us=lambda: NOW)
+    assert up.run_once().error is None
+    up.stop()
+    first = min((f for f in list_segments(tmp_path, ["binance_spot"]) if f.sealed), key=lambda f: f.start_us)
+    late = first.path.with_name(first.path.name.replace(".arrow", ".rest1.arrow"))
+    shutil.copyfile(first.path, late)
+    n_sealed = len(_sealed(tmp_path))
+
+    def measure(_root: Path) -> int:  # two evictions lift the disk above the floor
+        return 2**40 if len(_sealed(tmp_path)) <= n_sealed - 2 else 0
+
+    report = _prune(tmp_path, remote, retention_s=365 * 86_400.0, min_free_disk_mb=1, free_bytes=measure)
+    assert len(report.deleted) == 2 and late.exists(), [d.path for d in report.deleted]
