@@ -360,17 +360,25 @@ def test_status_counts_dropped_rows_as_gaps(tmp_path: Path) -> None:
     assert out["gaps_24h"][-1] == [now - 30_000_000, now - 20_000_000 + 1]  # after the first second
 
 
-def test_a_stopped_writer_raises_a_fresh_error_each_time(tmp_path: Path) -> None:
+def test_a_stopped_writer_raises_a_fresh_error_each_time(tmp_path: Path, monkeypatch) -> None:
     # the 386 MB of stderr: one stored exception re-raised, its traceback growing
     from pumpwatch.errors import StoreError
 
+    def broken(self: SegmentWriter, closing: bool) -> None:
+        raise RuntimeError("a bug in the writer thread")
+
+    monkeypatch.setattr(SegmentWriter, "_cycle", broken)
     w = SegmentWriter(tmp_path, STREAM, flush_interval_s=0.02)
-    w.append([(1, 2, "AUSDT", "A", "USDT", 1.0, 1.0, "buy", "1", "extra column")])
-    time.sleep(0.3)
+    w.append(Feed().rows(1))
+    deadline = time.monotonic() + 5
+    while w.failed is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert w.failed is not None
     seen = []
     for _ in range(200):
+        w.append(Feed().rows(1))  # dropped and journaled, never raising into the feed
         try:
-            w.append(Feed().rows(1))
+            w.flush()
         except StoreError as exc:
             seen.append(exc)
     assert len(seen) == 200 and len({id(e) for e in seen}) == 200
@@ -378,3 +386,4 @@ def test_a_stopped_writer_raises_a_fresh_error_each_time(tmp_path: Path) -> None
     assert max(depth) == min(depth) and all(e.__context__ is None for e in seen)
     with contextlib.suppress(StoreError):
         w.close()
+    assert w.rows_lost == 201
