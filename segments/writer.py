@@ -67,7 +67,10 @@ from pumpwatch.timeunits import US_PER_HOUR
 log = logging.getLogger(__name__)
 
 CLOSE_SEAL_GRACE_S = 5.0  # past the close deadline: time left for the last seal
-PROBE_MAX_BYTES = 1 << 20  # a retry first checks there is room for the rows (up to this much)
+# A retry first checks there is room for the rows: for their Arrow bytes over this (zstd
+# stores a trade in a fraction of its Arrow size), at most one progress chunk's worth, so a disk
+# with room for part of the backlog is written to piece by piece.
+PROBE_COMPRESSION = 4
 LOSS_JOURNAL_INTERVAL_S = 10.0  # while rows are dropped, journal them at least this often
 # While retrying after a disk fault: fsync and release what was written every this many Arrow
 # bytes of backlog (a disk with room for part of the backlog drains it piece by piece).
@@ -531,7 +534,7 @@ class SegmentWriter:
             try:
                 if self._backlog:
                     if self._fault is not None:  # no file opened (nor logged) until there is room
-                        self._probe(min(self._backlog_bytes, PROBE_MAX_BYTES))
+                        self._probe(min(self._backlog_bytes, self.progress_bytes) // PROBE_COMPRESSION)
                     self._write_backlog()
                 elif self._file is not None and (
                     closing or self._clock_us() >= self._file.end_us + self.seal_grace_us
