@@ -290,9 +290,17 @@ async def _recover_killed(handle: WorkerHandle, data_dir: str | None) -> None:
     cmd += ["--streams", ",".join(handle.streams)]
     try:
         child = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.DEVNULL, env=worker_env())
-        rc = await asyncio.wait_for(child.wait(), timeout=RECOVER_TIMEOUT_S)
-    except (OSError, TimeoutError) as exc:
+    except OSError as exc:
         log.error("worker %s: sealing what it left failed (%r); the next start does it", handle.exchange, exc)
+        return
+    try:
+        rc = await asyncio.wait_for(child.wait(), timeout=RECOVER_TIMEOUT_S)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            child.kill()
+        await child.wait()
+        log.error("worker %s: sealing what it left took over %.0f s; the next start does it", handle.exchange,
+                  RECOVER_TIMEOUT_S)  # fmt: skip
         return
     if rc != 0:
         log.error(
