@@ -7,14 +7,18 @@ The supervisor itself touches no exchange socket. It
   refreshes it every ``symbols.refresh`` (the workers pick the new file up on their reload);
 - starts ``python -m pumpwatch.recorder.worker`` for each exchange with selected streams;
 - restarts a worker that died, after a capped exponential backoff (``recorder.worker_restart_max``),
-  and journals the death as ``gap_start`` for each of its streams (the replacement's ``start``
-  follows, so coverage shows the outage); a worker that exits with `EXIT_FATAL` (a fault no
+  and journals the death as ``gap_start`` with its ``exit_code`` for each of its streams
+  (coverage ends the dead run at its last sign of life; the replacement's ``crashed`` and
+  ``start`` follow); a worker that exits with `EXIT_FATAL` (a fault no
   restart can fix: its one error line is already on stderr) stops `record` with that status;
 - prunes old segments and frames every `PRUNE_INTERVAL_S`;
 - runs the nice'd housekeeping child (``recorder/housekeeping.py``): started when a sealed hour
   is not archived yet and gone when nothing is pending, resident when ``remote.url`` is set;
 - runs the Upbit listing service when ``upbit.enabled``;
-- on SIGTERM/SIGINT sends SIGTERM to every worker, waits for each to flush and seal, exits 0.
+- on SIGTERM/SIGINT sends SIGTERM to every worker and waits for each to flush and seal; a
+  worker still running after `WORKER_STOP_TIMEOUT_S` is killed, and a child then seals what it
+  left and journals ``crashed`` with the bound of what is on disk (``segments/recovery.py``).
+  Exits 0 when every worker stopped cleanly, 1 when one was killed or reported a failure.
 
 One `record` per data directory: `main` takes ``<data_dir>/run/record.lock`` (`lock_data_dir`)
 and a second one stops at start with one line naming the first one's pid, exit `EXIT_FATAL`.
@@ -239,18 +243,19 @@ def lock_data_dir(data_dir: str) -> int:
     return fd
 
 
-def _journal_death(data_dir: str, streams: Sequence[str], reason: str) -> None:
+def _journal_death(data_dir: str, streams: Sequence[str], reason: str, exit_code: int) -> None:
     from pumpwatch.segments.journal import EventJournal
 
     for stream in streams:
         try:
             with EventJournal(data_dir, stream) as journal:
-                journal.gap_start(reason)
+                # the exit code makes it a death mark: coverage ends the run at its last sign of life
+                journal.record("gap_start", reason=reason, exit_code=exit_code)
         except OSError as exc:
             log.error("%s: cannot journal the worker's death: %s", stream, exc)
 
 
-async def _stop_worker(handle: WorkerHandle) -> None:
+async def _stop_worker(handle: WorkerHandle, data_dir: str | None = None) -> None:
     proc = handle.proc
     if proc is None or proc.returncode is not None:
         return
@@ -268,8 +273,39 @@ async def _stop_worker(handle: WorkerHandle) -> None:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         await proc.wait()
+        await _recover_killed(handle, data_dir)
     log.info("worker %s (pid %d) stopped with exit code %s", handle.exchange, proc.pid, proc.returncode)
     handle.failed_stop = proc.returncode != 0
+
+
+RECOVER_TIMEOUT_S = 60.0  # the child that seals what a killed worker left
+
+
+async def _recover_killed(handle: WorkerHandle, data_dir: str | None) -> None:
+    """After killing a worker at shutdown: a child (pyarrow stays out of this process) seals
+    its open segments and journals ``crashed`` with the bound of what reached the disk."""
+    if data_dir is None:
+        return
+    cmd = [sys.executable, "-m", "pumpwatch.segments.recovery", "--data-dir", data_dir, "--crashed"]
+    cmd += ["--streams", ",".join(handle.streams)]
+    try:
+        child = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.DEVNULL, env=worker_env())
+    except OSError as exc:
+        log.error("worker %s: sealing what it left failed (%r); the next start does it", handle.exchange, exc)
+        return
+    try:
+        rc = await asyncio.wait_for(child.wait(), timeout=RECOVER_TIMEOUT_S)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            child.kill()
+        await child.wait()
+        log.error("worker %s: sealing what it left took over %.0f s; the next start does it", handle.exchange,
+                  RECOVER_TIMEOUT_S)  # fmt: skip
+        return
+    if rc != 0:
+        log.error(
+            "worker %s: sealing what it left exited with %d; the next start does it", handle.exchange, rc
+        )
 
 
 async def keep_worker(
@@ -293,7 +329,7 @@ async def keep_worker(
         stopper.cancel()
         if stop.is_set() and not waiter.done():
             waiter.cancel()
-            await _stop_worker(handle)
+            await _stop_worker(handle, settings.data_dir)
             return
         rc = await waiter
         handle.exit_codes.append(rc)
@@ -312,7 +348,7 @@ async def keep_worker(
             from pumpwatch.recorder.metrics import restart_counter
 
             restart_counter().labels(handle.exchange).inc()
-        _journal_death(settings.data_dir, handle.streams, reason)
+        _journal_death(settings.data_dir, handle.streams, reason, rc)
         if time.monotonic() - started >= HEALTHY_RUN_S:
             delay_s = first_delay_s
         log.error("%s; restarting in %.1f s", reason, delay_s)

@@ -16,14 +16,19 @@ file every ``recorder.symbols_reload`` and logs one status line per stream every
 ``recorder.status_interval``. One `LiveRepair` per worker (``recorder/history/live.py``) fetches
 from REST history every span a runner reports missing: the downtime before this worker started
 (since the stream's last journal line), each reconnect gap and each hole in contiguous trade
-ids. SIGTERM/SIGINT: stop the runners, flush and seal the writers, journal ``stop``, exit 0.
+ids. SIGTERM/SIGINT: stop the runners (all at once, under one deadline), flush and seal the
+writers, journal ``stop``, exit 0. A segment writer that stopped for good (a bug) makes the
+worker stop and exit 1 (the supervisor journals the death and restarts it); its heartbeats
+stop vouching for a crash bound meanwhile.
 
 A per-stream ``flock`` under ``<data_dir>/run/`` makes sure two workers never record the same
 stream (an orphan of a killed supervisor would otherwise write next to its replacement), and
 the worker exits when its parent dies.
 
-Exit status: 0 after a clean stop; 3 (`StoreError.exit_code`) when a writer dropped rows
-because the disk refused them (journaled as ``dropped`` spans); `EXIT_FATAL` (one error line
+Exit status: 0 after a clean stop; 1 when a segment writer stopped with an error or did not
+close cleanly (then no ``stop`` is journaled: the next run journals ``crashed`` with the bound
+of what is on disk); 3 (`StoreError.exit_code`) when a writer dropped rows (the disk refused
+them, or it had stopped; journaled as ``dropped`` spans); `EXIT_FATAL` (one error line
 on stderr) for a fault that a restart cannot fix: bad settings or subscription list, a stream
 still locked by another recorder after `LOCK_WAIT_S`. The supervisor restarts the worker after any other exit.
 """
@@ -438,8 +443,12 @@ class StreamPipeline:
         self.instruments = new
         self.runner.update_instruments(new)
 
-    def close(self) -> None:
-        """Flush and seal every file; journal the clean stop. Errors are logged, not raised."""
+    def close(self) -> bool:
+        """Flush and seal every file; journal the clean stop. Errors are logged, not raised;
+        False when a writer did not close cleanly (missed its deadline, or had stopped with an
+        error): then no ``stop`` is journaled, so the next run journals ``crashed`` with the
+        bound of what is on disk, and the worker's exit code reports the failure."""
+        clean = True
         for what, closer in (
             ("segments", self.writer.close),
             ("frames", getattr(self.frames, "close", None)),
@@ -448,12 +457,18 @@ class StreamPipeline:
                 continue
             try:
                 closer()
+            except StoreError as exc:  # its own one line: no traceback
+                log.error("%s: closing the %s writer failed: %s", self.stream, what, exc)
+                clean = False
             except Exception:
                 log.exception("%s: closing the %s writer failed", self.stream, what)
-        with contextlib.suppress(Exception):
-            self.journal.stop()
+                clean = False
+        if clean:
+            with contextlib.suppress(Exception):
+                self.journal.stop()
         with contextlib.suppress(Exception):
             self.journal.close()
+        return clean
 
 
 def _lock_streams(data_dir: str, streams: Sequence[str]) -> list[int]:
@@ -506,14 +521,37 @@ async def _every(interval_s: float, stop: asyncio.Event) -> bool:
     return not stop.is_set()
 
 
+def heartbeat_durable_us(writer: Any, now_us: int) -> int | None:
+    """The crash bound a heartbeat vouches for: with the writer's queue empty, every trade
+    received so far is on disk, and one received later has an exchange time after ``now``
+    minus the stream's recent largest feed lag (windows are cut by exchange time). None while
+    rows wait, or when the writer stopped (`failed`: nothing it is given reaches the disk)."""
+    if writer.failed is not None or writer.queue_rows != 0:
+        return None
+    return now_us - max(0, int(writer.recent_max_lag_us))
+
+
 async def _heartbeat(pipes: Sequence[StreamPipeline], interval_s: float, stop: asyncio.Event) -> None:
     while await _every(interval_s, stop):
         for p in pipes:
             try:
-                # an empty writer queue: everything received so far is on disk (a crash bound)
-                p.journal.alive(durable_us=time.time_ns() // 1000 if p.writer.queue_rows == 0 else None)
+                p.journal.alive(durable_us=heartbeat_durable_us(p.writer, time.time_ns() // 1000))
             except OSError as exc:
                 log.error("%s: journal heartbeat failed: %s", p.stream, exc)
+
+
+WRITER_WATCH_S = 1.0  # how often the worker checks that no segment writer stopped
+
+
+async def _watch_writers(pipes: Sequence[StreamPipeline], stop: asyncio.Event, failed: list[str]) -> None:
+    """A segment writer that stopped for good (a bug: `SegmentWriter.failed`) drops every trade:
+    stop the worker (non-zero exit) so the supervisor journals the death and restarts it."""
+    while await _every(WRITER_WATCH_S, stop):
+        dead = [p.stream for p in pipes if p.writer.failed is not None]
+        if dead:
+            log.error("segment writer of %s stopped; stopping the worker for a restart", ", ".join(dead))
+            failed.extend(dead)
+            stop.set()
 
 
 async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
@@ -672,16 +710,19 @@ async def run_worker(settings: Settings, streams: Sequence[str], stop: asyncio.E
     finally:
         for pipe in pipes:
             pipe.writer.start_close()  # every writer's bounded wait for the disk runs at once
-        for pipe in pipes:
-            pipe.close()
+        unclean = [pipe.stream for pipe in pipes if not pipe.close()]
         watch.stop()
         for fd in locks:
             os.close(fd)
     lost = {p.stream: p.writer.rows_lost for p in pipes if p.writer.rows_lost}
+    if unclean:  # a writer that failed, or missed its close deadline: not sealed cleanly
+        log.error("stopped %s; segment writers of %s did not close cleanly", ", ".join(streams), unclean)
+        rc = rc or 1
     if lost:  # journaled as `dropped` spans; the exit code says so too
-        log.error("stopped %s; rows lost to a full disk: %s", ", ".join(streams), lost)
+        log.error("stopped %s; rows lost (journaled as dropped): %s", ", ".join(streams), lost)
         return rc or StoreError.exit_code
-    log.info("stopped %s; segments sealed", ", ".join(streams))
+    if not rc:
+        log.info("stopped %s; segments sealed", ", ".join(streams))
     return rc
 
 
@@ -717,7 +758,9 @@ async def _run(
 ) -> int:
     rec = settings.recorder
     runner_tasks = {asyncio.create_task(p.runner.run(), name=f"runner-{p.stream}"): p for p in pipes}
+    writers_failed: list[str] = []
     helpers = [
+        asyncio.create_task(_watch_writers(pipes, stop, writers_failed)),
         asyncio.create_task(repairer.run(stop), name="live repair"),
         asyncio.create_task(_heartbeat(pipes, rec.heartbeat_s, stop)),
         asyncio.create_task(
@@ -739,22 +782,30 @@ async def _run(
             log.error("%s: runner ended unexpectedly: %r", runner_tasks[task].stream, exc)
             rc = 1
     stop.set()
-    for task, pipe in runner_tasks.items():
-        if task.done():
-            continue
-        try:
-            await asyncio.wait_for(pipe.runner.stop(), timeout=STOP_TIMEOUT_S)
-            await asyncio.wait_for(task, timeout=STOP_TIMEOUT_S)
-        except (TimeoutError, Exception) as exc:
-            log.warning("%s: runner did not stop cleanly (%r); cancelling", pipe.stream, exc)
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+    if writers_failed:
+        rc = rc or 1
+    # every runner stops at once, under one deadline (one after another, a worker of many
+    # streams could outlast the supervisor's SIGKILL)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    await asyncio.gather(
+        *(_stop_runner(task, pipe, deadline) for task, pipe in runner_tasks.items() if not task.done())
+    )
     for task in helpers:
         task.cancel()
     await asyncio.gather(*helpers, return_exceptions=True)
     stop_wait.cancel()
     return rc
+
+
+async def _stop_runner(task: asyncio.Task[Any], pipe: StreamPipeline, deadline: float) -> None:
+    try:
+        await asyncio.wait_for(pipe.runner.stop(), timeout=max(0.1, deadline - time.monotonic()))
+        await asyncio.wait_for(task, timeout=max(0.1, deadline - time.monotonic()))
+    except (TimeoutError, Exception) as exc:
+        log.warning("%s: runner did not stop cleanly (%r); cancelling", pipe.stream, exc)
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,6 +22,11 @@ Rules (docs/operations.md repeats them for users):
 - At the end of the journal, connections still open are taken to listen until the last event
   plus ``3 × heartbeat_s`` (capped at now): a live recorder writes ``alive`` more often than that.
 - ``gap_start``/``gap_end`` are informational only; gaps are derived from connection state.
+  They never move the replay's clock (`NO_CLOCK`): a mark written after a death is no
+  listening. The supervisor's mark of a worker's death (``gap_start`` with ``exit_code``)
+  ends that run: its connections listened until the run's last sign of life (the last event
+  before the mark), unless a ``crashed`` that follows bounds them more exactly; they do not
+  reach the journal's open tail, and the marks of a crash loop do not stretch them.
 - Events are taken in file order; a timestamp smaller than the one before it (a clock step,
   another process) is treated as equal to it, so intervals never run backwards.
 - ``id_gap``, ``repaired`` and ``unrepaired`` (`OUT_OF_BAND`) are about spans of trades, not
@@ -72,6 +77,13 @@ DEFAULT_HEARTBEAT_S = 10.0
 TAIL_HEARTBEATS = 3  # how many missed heartbeats before an open journal tail stops counting
 # events about spans of trades (possibly written by another process): no sign of listening
 OUT_OF_BAND = frozenset(("id_gap", "repaired", "unrepaired"))
+# informational marks: fed to the replay (a death mark ends a run) but never moving its clock
+NO_CLOCK = frozenset(("gap_start", "gap_end"))
+
+
+def is_death_mark(event: dict[str, Any]) -> bool:
+    """The supervisor's ``gap_start`` after a worker died (it names the exit code)."""
+    return event.get("event") == "gap_start" and _int_field(event, "exit_code") is not None
 
 
 def liveness_bound_us(heartbeat_s: float) -> int:
@@ -156,29 +168,49 @@ class Replay:
     intervals: list[tuple[int, int]] = field(default_factory=list)
     last_ts: int | None = None
     run_first: int = 0  # index in `intervals` of the current run's first span (since `start`)
+    # after the supervisor's death mark (`is_death_mark`): the dead run's connections, closed at
+    # its last sign of life, as (since, end) pairs a following ``crashed`` may extend
+    dead: list[tuple[int, int]] | None = None
 
     def feed(self, event: dict[str, Any]) -> int:
-        """Apply one event; returns its clamped timestamp."""
+        """Apply one event; returns its clamped timestamp (a `NO_CLOCK` event leaves the clock
+        where it was and returns that)."""
         ts = int(event["ts"])
         if self.last_ts is not None and ts < self.last_ts:
             ts = self.last_ts
         kind = event.get("event")
         conn = event.get("conn")
+        if kind in NO_CLOCK:  # never moves the clock
+            if is_death_mark(event):
+                # the worker died: its connections listened until its last sign of life
+                end = self.last_ts if self.last_ts is not None else ts
+                self.dead = [(c.since, end) for c in self.conns.values() if c.since is not None]
+                self._close_all(end)
+                self.conns.clear()
+            return self.last_ts if self.last_ts is not None else ts
         if kind == "start":
             if self.conns and self.last_ts is not None:
                 # the previous process crashed: its connections ended with its last sign of life
                 self._close_all(self.last_ts)
             self.conns.clear()
             self.run_first = len(self.intervals)
+            self.dead = None
         elif kind == "crashed":
             durable = _int_field(event, "durable_us")
             if durable is not None:
-                self._end_run_at(min(durable, ts))
+                end = min(durable, ts)
+                # a dead run's flushes after its last heartbeat, up to the bound on disk
+                for since, closed in self.dead or ():
+                    if closed < end:
+                        self.intervals.append((since, end))
+                self._end_run_at(end)
             self._close_all(ts)
             self.conns.clear()
+            self.dead = None
         elif kind == "stop":
             self._close_all(ts)
             self.conns.clear()
+            self.dead = None
         elif isinstance(conn, str):
             if kind == "connected":
                 old = self.conns.get(conn)
@@ -250,7 +282,8 @@ def listening_spans(
     replay = Replay(base=base.upper() if base else None)
     first_ts: int | None = None
     for event in events:
-        if event.get("event") in OUT_OF_BAND:
+        kind = event.get("event")
+        if kind in OUT_OF_BAND or (kind in NO_CLOCK and not is_death_mark(event)):
             continue
         ts = replay.feed(event)
         if first_ts is None:
@@ -275,9 +308,9 @@ def state_events(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     pending: dict[str, Any] | None = None
     for event in events:
         kind = event["event"]
-        if kind in OUT_OF_BAND:
+        if kind in OUT_OF_BAND or (kind in NO_CLOCK and not is_death_mark(event)):
             continue
-        run_event = kind in ("start", "stop", "crashed")
+        run_event = kind in ("start", "stop", "crashed") or kind in NO_CLOCK
         if run_event or (kind in _CONN_EVENTS and isinstance(event.get("conn"), str)):
             if pending is not None:
                 out.append(pending)

@@ -80,6 +80,9 @@ class HourFile:
         self._acc_rows = 0
         self._late_warned = False
         self._sealed_bytes: int | None = None
+        # sealing replaced the open file by its compacted copy (complete, footer, fsynced): a
+        # failure after that must not cut the file back to the old length (`SegmentWriter`)
+        self.compacted = False
 
     @classmethod
     def create(cls, data_dir: Path, stream: str, start_us: int, *, compression_level: int = 3,
@@ -245,6 +248,7 @@ class HourFile:
                     os.close(fd)
                     raise StoreError(f"sealing {self.path}: compaction wrote {rows} of {self.rows} rows")
                 os.rename(tmp, self.path)  # the open name now holds the compacted file
+                self.compacted = True
                 os.close(self._fd)
                 self._fd = fd
             os.rename(self.path, final)

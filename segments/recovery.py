@@ -18,7 +18,15 @@ A file held by a live writer (it keeps an exclusive ``flock``) is left alone, so
 `recover` while writers are active is harmless. A file with no complete batch is removed when
 it is what a writer dying in its first write leaves (a prefix of the magic and the known schema
 message, or zeros) and moved to ``<data_dir>/quarantine/`` otherwise (also a file that cannot be
-read as a segment at all); either way it is logged and counted, never a crash.
+read as a segment at all); either way it is logged and counted, never a crash. A file moved to
+quarantine whole leaves a record in its place: an empty sealed ``HHMMSS.arrow`` whose
+`SEGMENT_DAMAGED` metadata names the span its rows were received in (file start to hour end),
+so readers, coverage and ``pumpwatch verify`` keep reporting the hour as damaged.
+
+``python -m pumpwatch.segments.recovery --data-dir DIR --streams a,b [--crashed]`` runs
+`recover` for those streams; with ``--crashed`` (the supervisor, after killing a worker at
+shutdown) it then journals ``crashed`` with the bound of what reached the disk for each stream
+whose run ended without ``stop``.
 
 A ``_`` file left by a version 1 writer (no ``source`` column) is sealed in the current schema,
 its rows with source ``"ws"``. Hidden temporaries of an interrupted seal, recovery or repair
@@ -65,6 +73,7 @@ class RecoveryReport:
     sealed: list[Path] = field(default_factory=list)  # new sealed files
     removed: list[Path] = field(default_factory=list)  # empty `_` files deleted
     quarantined: list[Path] = field(default_factory=list)  # damaged files moved aside (new paths)
+    records: list[Path] = field(default_factory=list)  # empty sealed files naming a quarantined file's span
     skipped_live: list[Path] = field(default_factory=list)  # held by a running writer
     batches_kept: int = 0
     rows_kept: int = 0
@@ -135,6 +144,7 @@ def _recover_one(data_dir: Path, seg: HourlyFile, report: RecoveryReport) -> Non
             else:
                 report.quarantined.append(_quarantine(path, "damaged (no complete batch)"))
                 report.bytes_dropped += size
+                _record_whole_file_damage(seg, final, report)
             return
         if scan.error is not None:
             log.warning("%s: torn tail after byte %d of %d (%s)", path, scan.valid_end, size, scan.error)
@@ -157,6 +167,7 @@ def _recover_one(data_dir: Path, seg: HourlyFile, report: RecoveryReport) -> Non
         except (_NotASegment, pa.ArrowException) as exc:  # only possible without checksums
             report.quarantined.append(_quarantine(path, f"cannot be read as a segment ({exc})"))
             report.bytes_dropped += size
+            _record_whole_file_damage(seg, final, report)
             return
         if found.dropped:
             rows = sum(d[4] or 0 for d in found.dropped)
@@ -179,6 +190,24 @@ def _recover_one(data_dir: Path, seg: HourlyFile, report: RecoveryReport) -> Non
         raise StoreError(f"cannot recover {path}: {exc.strerror or exc}") from None
     finally:
         os.close(fd)
+
+
+def _record_whole_file_damage(seg: HourlyFile, final: Path, report: RecoveryReport) -> None:
+    """A whole `_` file went to quarantine: leave an empty sealed file in its place whose
+    metadata names the span of its rows (received from the file's start to its hour's end)."""
+    span: list[int | None] = [None, None, seg.start_us, seg.hour_end_us - 1, None]
+    tmp = final.with_name(f".{final.name}.recovering")
+    tmp.unlink(missing_ok=True)
+    _rows, _batches, fd = write_compacted((), tmp, schema=damaged_schema(SEGMENT_SCHEMA, [span]))
+    try:
+        os.rename(tmp, final)
+        fsync_dir(final.parent)
+    finally:
+        os.close(fd)
+    report.records.append(final)
+    report.batches_damaged += 1
+    report.damaged[final] = [span]
+    log.error("%s: recorded as damaged from %d to the end of its hour", final, seg.start_us)
 
 
 def _write_sealed(found: Salvage, final: Path) -> None:
@@ -253,3 +282,42 @@ def _quarantine(path: Path, why: str) -> Path:
     target = quarantine(path)
     log.error("%s: %s; moved to %s", path, why, target)
     return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pumpwatch.segments.recovery``: see the module docstring."""
+    import argparse
+
+    from pumpwatch.logsetup import LINE_FORMAT
+
+    parser = argparse.ArgumentParser(prog="pumpwatch-recover", description="Seal what dead writers left.")
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--streams", required=True, help="comma list of stream ids")
+    parser.add_argument("--crashed", action="store_true", help="journal `crashed` for runs without `stop`")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=LINE_FORMAT)  # stderr: the supervisor's log
+    streams = [s for s in args.streams.split(",") if s]
+    for stream in streams:
+        split_stream(stream)
+    try:
+        recover(args.data_dir, streams)
+    except StoreError as exc:
+        log.error("recovery failed: %s", exc)
+        return exc.exit_code
+    if args.crashed:
+        from pumpwatch.recorder.worker import crash_bound
+        from pumpwatch.segments.journal import EventJournal
+
+        for stream in streams:
+            bound = crash_bound(args.data_dir, stream)
+            if bound is not None:
+                with EventJournal(args.data_dir, stream) as journal:
+                    journal.crashed(*bound)
+                log.warning("%s: the killed run is on disk up to %d (journaled as crashed)", stream, bound[0])
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -4,11 +4,14 @@ It reads the store and the journals only, so it answers the same whether or not 
 runs. Every segment is memory-mapped and walked message by message (`ipcscan`): each record
 batch's custom metadata carries its row count and its exchange-time and receive-time bounds,
 so totals, the newest trade and the trades received in the last hour cost no decompression.
-Checksums are not computed here (that would read every byte; ``pumpwatch verify`` does): status
-reports the damage already found, i.e. the batches recovery or sealing left out for a failed
-checksum (listed in the sealed file's schema metadata), and files it cannot read at all.
-Only a batch without that metadata, or one that straddles the start of the last hour, is
-decoded. An open ``_`` segment is read up to its last complete batch.
+Checksums are not computed for every batch (that would read every byte; ``pumpwatch verify``
+does): status reports the damage already found, i.e. the batches recovery or sealing left out
+for a failed checksum (listed in the sealed file's schema metadata), and files it cannot read
+at all. Only a batch without that metadata, or one that straddles the start of the last hour,
+is decoded, and that batch's checksum is verified first, since its bytes are read anyway: one
+that fails is not decoded and counts as damaged (``damaged_batches``). An open ``_`` segment is
+read up to its last complete batch (its last batch, while its checksum is still being
+stamped, is skipped).
 
 Connection state, gaps of the last 24 h and the worker's ``stats`` counters come from the
 connection journal (`journal_status`), read fast enough for a week of heartbeats (~70,000
@@ -29,7 +32,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from pumpwatch.errors import StoreError
-from pumpwatch.segments.checksum import recorded_damage
+from pumpwatch.segments.checksum import DAMAGED, IN_PROGRESS, UNSTAMPED, check_batches, recorded_damage
 from pumpwatch.segments.coverage import (
     Replay,
     coverage_from_events,
@@ -110,6 +113,18 @@ def count_segment(path: Path, *, sealed: bool, recv_window: tuple[int, int] | No
             recent += n
         else:
             undecided[i] = False  # straddles the window: count its rows one by one
+    if undecided:
+        # these bytes are read anyway: check them first, never decode a damaged batch
+        checks = check_batches(buf, scan, list(undecided))
+        newest = len(scan.batches) - 1
+        if not sealed and checks.reasons.get(newest) == UNSTAMPED:
+            checks.status[newest] = IN_PROGRESS  # being written: its checksum follows
+            del checks.reasons[newest]
+        for i in [i for i in undecided if not checks.usable(i)]:
+            del undecided[i]
+            if checks.status.get(i) == DAMAGED:
+                damaged += 1
+                log.warning("status: %s: batch %d is damaged (%s)", path, i, checks.reasons.get(i))
     if undecided:
         try:
             for full, batch in _decode(buf, scan, sealed, undecided):

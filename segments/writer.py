@@ -9,9 +9,21 @@ stop the writer: the open file is cut back to its last complete batch and closed
 readable; it is sealed by `recover` as soon as the disk takes writes again), the rows wait in
 memory up to `max_backlog_bytes`, and the write is retried with a capped backoff on a new
 file. Rows beyond the bound are dropped oldest first and journaled as a ``dropped`` event with
-their exact bounds. Each state change is logged once. A schema fault (a row that does not fit)
-still stops the writer; it is raised on the next `append`/`flush`/`close` as a fresh
-`StoreError` (never the stored exception, whose traceback would grow with each raise).
+their exact bounds. While retrying, what is written is made durable (fsynced, and leaves the
+memory) every `RETRY_PROGRESS_BYTES`, so a disk that frees only part of the room lets the
+backlog drain piece by piece instead of failing whole each time. Each state change is logged
+once.
+
+A row that does not fit the schema (a None price, a wrong arity) is left out and counted
+(`rows_rejected`); the good rows around it are written and the writer goes on. Logged once
+when rejections start and once when rows fit again.
+
+Any other fault in the writer thread (a bug) stops it for good: `failed` says why, the open
+file is closed at its last complete batch (`recover` seals it), and every row it still held or
+is given afterwards is dropped and journaled as a ``dropped`` span (`rows_lost`); `append`
+then does not raise (the caller is told by `failed`: the recorder's worker exits and is
+restarted). `flush`/`close` raise a fresh `StoreError` (never the stored exception, whose
+traceback would grow with each raise).
 
 Every batch it writes carries ``source = "ws"`` (a `TradeRow` has no source; repaired rows
 are written by ``repair.py``, never through this writer).
@@ -55,14 +67,47 @@ from pumpwatch.timeunits import US_PER_HOUR
 log = logging.getLogger(__name__)
 
 CLOSE_SEAL_GRACE_S = 5.0  # past the close deadline: time left for the last seal
-PROBE_MAX_BYTES = 1 << 20  # a retry first checks there is room for the rows (up to this much)
+# A retry first checks there is room for the rows: for their Arrow bytes over this (zstd
+# stores a trade in a fraction of its Arrow size), at most one progress chunk's worth, so a disk
+# with room for part of the backlog is written to piece by piece.
+PROBE_COMPRESSION = 4
 LOSS_JOURNAL_INTERVAL_S = 10.0  # while rows are dropped, journal them at least this often
+# While retrying after a disk fault: fsync and release what was written every this many Arrow
+# bytes of backlog (a disk with room for part of the backlog drains it piece by piece).
+RETRY_PROGRESS_BYTES = 1 << 20
+LAG_WINDOW_S = 60.0  # `recent_max_lag_us` covers the last one to two such windows
 
 _Item: TypeAlias = Sequence[TradeRow] | pa.RecordBatch
 
 
 def _wall_us() -> int:
     return time.time_ns() // 1000
+
+
+def _span_of(item: _Item) -> LostSpan:
+    """The `LostSpan` of queued rows that will never be written (tuples or a batch)."""
+    span = LostSpan()
+    if isinstance(item, pa.RecordBatch):
+        with contextlib.suppress(Exception):  # a batch that never converted: count it anyway
+            span.add_batch(item)
+            return span
+        span.rows = item.num_rows
+        return span
+    times = [r[0] for r in item if len(r) > 1 and isinstance(r[0], int)]
+    recvs = [r[1] for r in item if len(r) > 1 and isinstance(r[1], int)]
+    if times and recvs:
+        span.add(len(item), min(recvs), max(recvs), min(times), max(times))
+    else:
+        span.rows = len(item)
+    return span
+
+
+def _merge(span: LostSpan, other: LostSpan) -> None:
+    """Add `other` to `span` (its bounds only where it has any: a row without times counts)."""
+    if other.rows and (other.first_recv_us or other.last_recv_us):
+        span.add(other.rows, other.first_recv_us, other.last_recv_us, other.first_time_us, other.last_time_us)
+    else:
+        span.rows += other.rows
 
 
 def _storable(name: str, tp: pa.DataType) -> bool:
@@ -144,6 +189,11 @@ class SegmentWriter:
 
         self._converter = Converter(stream)
         self._bad_seen = 0  # the converter's bad rows already counted as settled
+        self._rejected_batch_rows = 0  # rows of columnar batches that could not be stored
+        self._rejecting = False  # rows are being rejected (logged once per spell)
+        self._lag_max = (0, 0)  # max(recv - time) of rows written: (this window, the last one)
+        self._lag_window_end = 0.0
+        self.progress_bytes = RETRY_PROGRESS_BYTES
         self._file: HourFile | None = None
         self._file_durable = (0, 0, 0)  # rows, batches, bytes of the open file on disk, fsynced
         self._opened_any = False
@@ -167,6 +217,23 @@ class SegmentWriter:
     def rows_lost(self) -> int:
         """Rows dropped since this writer started (the disk refused them past the memory bound)."""
         return self._loss.total
+
+    @property
+    def rows_rejected(self) -> int:
+        """Rows left out because they do not fit the schema (the writer went on without them)."""
+        return self._converter.bad_rows + self._rejected_batch_rows
+
+    @property
+    def failed(self) -> str | None:
+        """Why the writer thread stopped for good (every row since is dropped and journaled),
+        or None while it runs."""
+        return self._error
+
+    @property
+    def recent_max_lag_us(self) -> int:
+        """The largest receive-minus-trade time of the rows written in the last minute or two
+        (0 if none): how far before its receive time a trade's exchange time may lie."""
+        return max(self._lag_max)
 
     @property
     def disk_fault(self) -> str | None:
@@ -205,7 +272,9 @@ class SegmentWriter:
 
     def _enqueue(self, item: _Item, n: int) -> None:
         with self._lock:
-            self._raise_error()
+            if self._error is not None:
+                self._reject_after_failure(item, n)
+                return
             if self._closing:
                 raise StoreError(f"{self.stream}: segment writer is closed")
             if n == 0:
@@ -222,6 +291,20 @@ class SegmentWriter:
                     self.stream,
                     self._appended_rows - self._settled_rows,
                 )
+
+    def _reject_after_failure(self, item: _Item, n: int) -> None:
+        """Under the lock, the writer thread gone: the rows are dropped and journaled."""
+        if self._closing:
+            raise StoreError(f"{self.stream}: segment writer is closed")
+        if n == 0:
+            return
+        self._appended_rows += n
+        self._settled_rows += n
+        self._loss.note(_span_of(item))
+        now = time.monotonic()
+        if now >= self._loss_journal_at:
+            self._loss_journal_at = now + LOSS_JOURNAL_INTERVAL_S
+            self._loss.write("segment writer stopped")
 
     def flush(self) -> None:
         """Block until every row appended so far is on disk as complete, fsynced batches.
@@ -263,6 +346,10 @@ class SegmentWriter:
         if self._thread.is_alive():
             log.error("%s: segment writer still busy %.0f s after close; leaving it", self.stream, wait_s)
             raise StoreError(f"{self.stream}: segment writer did not stop within {wait_s:.0f} s")
+        if self._error is not None:
+            with self._lock:  # what was rejected after the failure, journaled now
+                self._loss.write("segment writer stopped", final=True)
+                self._loss.close()
         self._raise_error()
 
     def start_close(self, timeout_s: float | None = None) -> float:
@@ -305,6 +392,7 @@ class SegmentWriter:
 
     def _run(self) -> None:
         next_flush = time.monotonic() + self.flush_interval_s
+        items: list[_Item] = []
         if self._reserve is not None:
             self._reserve.ensure()
         try:
@@ -314,56 +402,129 @@ class SegmentWriter:
                     items = self._pending
                     self._pending, self._pending_rows = [], 0
                     self._flush_asked = False
-                bad = self._convert(items) if items else None
+                rejected = self._convert(items) if items else 0
+                items = []
                 rows_before = self._backlog_rows
                 self._cycle(closing)
                 settled = rows_before - self._backlog_rows
                 with self._cond:
-                    self._settled_rows += settled + self._converter_bad_rows()
+                    self._settled_rows += settled + rejected
                     if self._queue_warned and self.queue_rows < self.queue_warn_rows // 2:
                         self._queue_warned = False
                         log.info("%s: writer queue drained (%d rows waiting)", self.stream, self.queue_rows)
                     self._cond.notify_all()
-                if bad is not None:
-                    raise bad
                 if closing and not self._backlog and self._file is None:
                     with self._cond:
                         if not self._pending:
                             return
                 next_flush = time.monotonic() + self.flush_interval_s
-        except Exception as exc:  # a schema fault or a bug: stop loudly, never lose data quietly
+        except Exception as exc:  # a bug: stop loudly, and account for every row from now on
             ours = isinstance(exc, StoreError)
             msg = str(exc) if ours else f"{self.stream}: segment write: {describe(exc)}"
-            log.error("%s: segment writer stopped: %s", self.stream, msg, exc_info=not ours)
-            with self._cond:
-                self._error = msg
-                self._cond.notify_all()
+            log.error(
+                "%s: segment writer stopped: %s (rows it held or gets from now on are dropped and journaled)",
+                self.stream,
+                msg,
+                exc_info=not ours,
+            )
+            self._stop_failed(msg, items)
         finally:
-            self._loss.write(self._fault or "writer stopped", final=True)
-            self._loss.close()
+            with self._lock:  # after a failure, `append` notes losses under the lock too
+                self._loss.write(self._fault or "writer stopped", final=True)
+                if self._error is None:
+                    self._loss.close()
 
-    def _converter_bad_rows(self) -> int:
+    def _stop_failed(self, msg: str, items: list[_Item]) -> None:
+        """The thread stops for good: close the open file at its last complete batch, and
+        drop (journaled) every row not on disk."""
+        if self._file is not None:
+            try:
+                self._cut_back(self._file, sealing=False)
+            except Exception as exc:  # never let the bookkeeping of a failure fail it
+                log.error("%s: cannot close %s after the failure: %s", self.stream, self._file.path, exc)
+                self._file = None
+        span = LostSpan()
+        for _, part in self._backlog:
+            span.add_batch(part)
+        self._backlog.clear()
+        self._backlog_rows = self._backlog_bytes = 0
+        for item in items:  # taken from the queue but not converted
+            _merge(span, _span_of(item))
+        with self._cond:
+            for item in self._pending:
+                _merge(span, _span_of(item))
+            self._pending, self._pending_rows = [], 0
+            self._loss.note(span)
+            self._settled_rows = self._appended_rows
+            self._error = msg
+            self._cond.notify_all()
+
+    def _convert(self, items: list[_Item]) -> int:
+        """Turn queued items into single-hour batches at the end of the backlog; the number of
+        rows rejected (they do not fit the schema: left out, counted, logged once per spell)."""
+        rejected = 0
+        first_reason: str | None = None
+        runs: list[list[_Item]] = [[]]
+        for item in items:  # a columnar batch is converted (and may be rejected) on its own
+            if isinstance(item, pa.RecordBatch):
+                runs += [[item], []]
+            else:
+                runs[-1].append(item)
+        converted: list[pa.RecordBatch] = []
+        for run in runs:
+            if not run:
+                continue
+            try:
+                converted.extend(self._converter.batches(run))
+            except StoreError as exc:  # only a columnar batch raises: every row of it is left out
+                n = run[0].num_rows if isinstance(run[0], pa.RecordBatch) else 0
+                self._rejected_batch_rows += n
+                rejected += n
+                first_reason = first_reason or str(exc)
+        for batch in converted:  # only now: a failure above leaves every row in `items`
+            self._to_backlog(batch)
+        bad, self._converter.bad = self._converter.bad, None
         n = self._converter.bad_rows - self._bad_seen
         self._bad_seen = self._converter.bad_rows
-        return n
-
-    def _convert(self, items: list[_Item]) -> StoreError | None:
-        """Turn queued items into single-hour batches at the end of the backlog."""
-        for batch in self._converter.batches(items):
-            recv = batch.column(1).to_numpy().view("i8")
-            hours = recv // US_PER_HOUR
-            lo, hi = int(hours.min()), int(hours.max())
-            groups = (
-                [(lo, batch)]
-                if lo == hi
-                else [(int(h), batch.filter(pa.array(hours == h))) for h in sorted(set(hours.tolist()))]
+        rejected += n
+        if bad is not None:
+            first_reason = first_reason or str(bad)
+        if rejected and not self._rejecting:
+            self._rejecting = True
+            log.error(
+                "%s: rows that do not fit the schema are left out and counted, the rest written "
+                "(logged again when rows fit again): %s",
+                self.stream,
+                first_reason,
             )
-            for hour, part in groups:
-                self._backlog.append((hour, part))
-                self._backlog_rows += part.num_rows
-                self._backlog_bytes += part.nbytes
-        bad, self._converter.bad = self._converter.bad, None
-        return bad
+        elif not rejected and self._rejecting:
+            self._rejecting = False
+            log.warning("%s: rows fit the schema again (%d rejected so far)", self.stream, self.rows_rejected)
+        return rejected
+
+    def _to_backlog(self, batch: pa.RecordBatch) -> None:
+        """Append a converted batch to the backlog, split by hour of receive time."""
+        if not batch.num_rows:
+            return
+        recv = batch.column(1).to_numpy().view("i8")
+        lag = int((recv - batch.column(0).to_numpy().view("i8")).max())
+        now = time.monotonic()
+        if now >= self._lag_window_end:
+            self._lag_window_end = now + LAG_WINDOW_S
+            self._lag_max = (0, self._lag_max[0])
+        if lag > self._lag_max[0]:
+            self._lag_max = (lag, self._lag_max[1])
+        hours = recv // US_PER_HOUR
+        lo, hi = int(hours.min()), int(hours.max())
+        groups = (
+            [(lo, batch)]
+            if lo == hi
+            else [(int(h), batch.filter(pa.array(hours == h))) for h in sorted(set(hours.tolist()))]
+        )
+        for hour, part in groups:
+            self._backlog.append((hour, part))
+            self._backlog_rows += part.num_rows
+            self._backlog_bytes += part.nbytes
 
     def _cycle(self, closing: bool) -> None:
         """One turn of the thread: write (or retry) the backlog, seal what is due, keep the
@@ -373,7 +534,7 @@ class SegmentWriter:
             try:
                 if self._backlog:
                     if self._fault is not None:  # no file opened (nor logged) until there is room
-                        self._probe(min(self._backlog_bytes, PROBE_MAX_BYTES))
+                        self._probe(min(self._backlog_bytes, self.progress_bytes) // PROBE_COMPRESSION)
                     self._write_backlog()
                 elif self._file is not None and (
                     closing or self._clock_us() >= self._file.end_us + self.seal_grace_us
@@ -381,16 +542,12 @@ class SegmentWriter:
                     self._seal()  # closing, or an hour passed with no rows: do not leave it open
                 elif self._fault is not None:
                     self._probe(4096)
-            except (OSError, StoreError) as exc:
-                self._enter_fault(exc)
-            else:
                 if self._fault is not None and not self._backlog:
                     self._leave_fault()
                 if self._file is not None and closing and not self._backlog:
-                    try:
-                        self._seal()
-                    except (OSError, StoreError) as exc:
-                        self._enter_fault(exc)
+                    self._seal()
+            except (OSError, StoreError) as exc:
+                self._enter_fault(exc)
         if self._fault is not None:
             self._keep_bound(drop_all=closing and time.monotonic() >= self._close_deadline)
         if self._loss.waiting is not None and (self._fault is None or now >= self._loss_journal_at):
@@ -401,26 +558,42 @@ class SegmentWriter:
         """Write every backlog batch as complete, fsynced batches; each batch leaves the
         backlog only once durable (a failure leaves the rest for the retry)."""
         in_file = 0  # backlog head batches added to the open file since it was last durable
+        unsynced = 0  # their Arrow bytes
+        retrying = self._fault is not None
         for hour, part in list(self._backlog):
             f = self._file
             if f is None or hour * US_PER_HOUR >= f.end_us:
                 if f is not None:
-                    self._seal()
+                    try:
+                        self._seal()
+                    except (OSError, StoreError):
+                        if f.compacted:  # every row of it is in the complete file left for `recover`
+                            self._pop_written(in_file)
+                        raise
                     self._pop_written(in_file)
-                    in_file = 0
+                    in_file = unsynced = 0
                 f = self._open(hour, part)
             elif hour * US_PER_HOUR < f.hour_us:
                 f.note_late_rows(part.num_rows)
             f.add(part)
             in_file += 1
+            unsynced += part.nbytes
+            if retrying and unsynced >= self.progress_bytes:
+                # a disk with room for part of the backlog: keep what fits, durable, out of memory
+                self._make_durable(f)
+                self._pop_written(in_file)
+                in_file = unsynced = 0
         f = self._file
         if f is not None:
-            f.write_pending()
-            self._file_durable = (f.rows, f.batches, f.bytes)
-            self._account()
+            self._make_durable(f)
         self._pop_written(in_file)
         if self._on_flush is not None:
             self._on_flush()
+
+    def _make_durable(self, f: HourFile) -> None:
+        f.write_pending()
+        self._file_durable = (f.rows, f.batches, f.bytes)
+        self._account()
 
     def _pop_written(self, n: int) -> None:
         for _ in range(n):
@@ -466,6 +639,21 @@ class SegmentWriter:
                 log.warning(
                     "%s: %s sealed, though not every step after the rename succeeded", self.stream, f.path
                 )
+            elif f.compacted:
+                # The compacted file (footer, fsynced, every row) already replaced the open one;
+                # only the final rename failed. Cutting it back to the old file's length would
+                # cut it mid-batch: leave it whole for `recover` to seal.
+                self._file = None
+                self._file_durable = (0, 0, 0)
+                try:
+                    nbytes = f.path.stat().st_size
+                except OSError:
+                    nbytes = 0
+                r0, b0, n0 = self._sealed_totals
+                self._sealed_totals = (r0 + f.rows, b0 + f.batches, n0 + nbytes)
+                self._orphaned = True
+                self._account()
+                raise
             else:
                 self._cut_back(f, sealing=True)
                 raise
@@ -557,7 +745,7 @@ class SegmentWriter:
 
         try:
             sealed = recover(self.data_dir, [self.stream])  # the open file holds its flock: skipped
-        except StoreError as exc:
+        except Exception as exc:  # also a raw OSError: never a reason to stop the writer
             log.warning(
                 "%s: cut-back segments not sealed yet (%s); `recover` seals them later", self.stream, exc
             )

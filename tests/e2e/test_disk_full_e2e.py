@@ -1,5 +1,7 @@
 """A full disk under `pumpwatch record` (issue 11), against a local exchange, with the data
-directory on a small tmpfs of its own (skipped where mounting is not permitted).
+directory on a small tmpfs of its own; where mounting is not permitted (unprivileged CI), the
+full disk is injected instead: every segment write of the recorder's processes fails with
+ENOSPC while a flag file exists (``tests/e2e/enospc/sitecustomize.py``).
 
 The disk fills (another program's file, which eviction may not touch) and frees while trades
 flow: recording resumes without a restart and nothing is lost; it fills again and `record`
@@ -76,20 +78,54 @@ def _dropped(data: Path) -> list[dict]:
     return [e for e in read_events(data, STREAM) if e["event"] == "dropped" and e.get("what") == "rows"]
 
 
-def test_record_survives_a_full_disk_and_sigterm_while_full(tmp_path: Path) -> None:
+class _Tmpfs:
+    """A real full disk: another program's file fills the small file system."""
+
+    def __init__(self, data: Path) -> None:
+        self.ballast = data / "other-program.bin"
+
+    def fill(self) -> None:
+        _fill(self.ballast)
+
+    def free(self) -> None:
+        self.ballast.unlink()
+
+
+class _Injected:
+    """An injected full disk: the recorder's segment writes fail with ENOSPC while the flag exists."""
+
+    def __init__(self, flag: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.flag = flag
+        here = str(Path(__file__).parent / "enospc")
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
+        monkeypatch.setenv("PUMPWATCH_TEST_ENOSPC_FLAG", str(flag))
+
+    def fill(self) -> None:
+        self.flag.touch()
+
+    def free(self) -> None:
+        self.flag.unlink()
+
+
+@pytest.mark.parametrize("how", ["tmpfs", "injected"])
+def test_record_survives_a_full_disk_and_sigterm_while_full(tmp_path: Path, monkeypatch, how: str) -> None:
     data = tmp_path / "data"
-    if not _mount(data, 24):
-        pytest.skip("cannot mount a tmpfs here (not root, or no mount permission)")
     out = tmp_path / "record.out"
-    try:
-        asyncio.run(_body(tmp_path, data))
-    finally:
-        subprocess.run(["umount", "-l", str(data)], capture_output=True, timeout=10)
+    if how == "tmpfs":
+        if not _mount(data, 24):
+            pytest.skip(
+                "cannot mount a tmpfs here (not root, or no mount permission); the injected run covers it"
+            )
+        try:
+            asyncio.run(_body(tmp_path, data, _Tmpfs(data)))
+        finally:
+            subprocess.run(["umount", "-l", str(data)], capture_output=True, timeout=10)
+    else:  # runs everywhere: ENOSPC injected into the recorder's segment writes
+        asyncio.run(_body(tmp_path, data, _Injected(tmp_path / "disk-full.flag", monkeypatch)))
     assert out.stat().st_size < OUTPUT_BOUND_BYTES, f"record printed {out.stat().st_size} bytes"
 
 
-async def _body(tmp_path: Path, data: Path) -> None:
-    ballast = data / "other-program.bin"
+async def _body(tmp_path: Path, data: Path, disk: _Tmpfs | _Injected) -> None:
     async with Market(STREAMS) as market:
         config = market.write_config(tmp_path)
         cfg = yaml.safe_load(config.read_text())
@@ -102,9 +138,9 @@ async def _body(tmp_path: Path, data: Path) -> None:
 
         # 1. the disk fills and frees while trades flow: nothing lost, no restart
         starts = [e for e in read_events(data, STREAM) if e["event"] == "start"]
-        _fill(ballast)
+        disk.fill()
         await market.trade_for(FULL_S)
-        ballast.unlink()
+        disk.free()
         await market.trade_for(1.0)
         await wait_on_disk(market, data)  # every trade, the ones held in memory too
         assert [e for e in read_events(data, STREAM) if e["event"] == "start"] == starts, "no restart"
@@ -112,7 +148,7 @@ async def _body(tmp_path: Path, data: Path) -> None:
 
         # 2. full again, and SIGTERM while it is: bounded, non-zero, the loss journaled
         full_us = now_us()
-        _fill(ballast)
+        disk.fill()
         await market.trade_for(FULL_S)
         await asyncio.sleep(1.0)  # the last trades reach the recorder (not the disk)
         t0 = time.monotonic()
@@ -120,14 +156,17 @@ async def _body(tmp_path: Path, data: Path) -> None:
         took = time.monotonic() - t0
     assert rc != 0, "a recorder that lost rows must not exit 0"
     assert took < STOP_BOUND_S, f"SIGTERM took {took:.1f} s"
-    ballast.unlink()
+    disk.free()
     recover(data, STREAMS)  # what could not be sealed on the full disk is a valid prefix
     on_disk = {trade_key(STREAM, r): r for r in disk_rows(data, STREAM)}
     dropped = _dropped(data)
     assert dropped, "the rows dropped at the stop are journaled"
     # older trades may be gone with files the floor evicted (logged); the newer are on disk or
     # inside a dropped span
-    missing = [r for r in market.sent(STREAM) if trade_key(STREAM, r) not in on_disk and r[0] >= full_us]
+    # (exchange times are whole milliseconds: a trade sent right after `full_us` may be stamped
+    # up to 1 ms before it)
+    since_us = full_us - 1000
+    missing = [r for r in market.sent(STREAM) if trade_key(STREAM, r) not in on_disk and r[0] >= since_us]
     assert missing, "the disk was full at the stop: some trades could not be written"
     for row in missing:
         assert any(e["first_time_us"] <= row[0] <= e["last_time_us"] for e in dropped), row

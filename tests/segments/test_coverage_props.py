@@ -37,6 +37,7 @@ def journals(draw: st.DrawFn) -> list[dict[str, Any]]:
                     "stop",
                     "alive",
                     "gap_start",
+                    "died",  # the supervisor's death mark: gap_start with the exit code
                     "connected",
                     "subscribed",
                     "subscribed",
@@ -47,6 +48,8 @@ def journals(draw: st.DrawFn) -> list[dict[str, Any]]:
             )
         )
         e: dict[str, Any] = {"ts": ts * S, "event": kind, "conn": None}
+        if kind == "died":
+            e = {"ts": ts * S, "event": "gap_start", "conn": None, "exit_code": -9}
         if kind in ("connected", "subscribed", "unsubscribed", "disconnected"):
             e["conn"] = draw(st.sampled_from(CONNS))
         if kind in ("subscribed", "unsubscribed"):
@@ -60,7 +63,10 @@ def journals(draw: st.DrawFn) -> list[dict[str, Any]]:
 
 
 def reference_listening(events: list[dict[str, Any]], t: int, base: str | None, grace: int, now: int) -> bool:
-    """Listening during [t, t+1) seconds, recomputed from scratch for this second."""
+    """Listening during [t, t+1) seconds, recomputed from scratch for this second. A
+    ``gap_start`` is no sign of life (ignored) unless it is a death mark, which ends the run's
+    connections at the event before it."""
+    events = [e for e in events if e["event"] != "gap_start" or "exit_code" in e]
     prefix = [e for e in events if e["ts"] <= t * S]
     rest = events[len(prefix) :]
     if not prefix:
@@ -68,7 +74,7 @@ def reference_listening(events: list[dict[str, Any]], t: int, base: str | None, 
     conns: dict[str, dict[str, str]] = {}
     for e in prefix:
         kind, conn = e["event"], e["conn"]
-        if kind in ("start", "stop"):
+        if kind in ("start", "stop", "gap_start"):
             conns = {}
         elif kind == "connected":
             conns[conn] = {}
@@ -83,7 +89,7 @@ def reference_listening(events: list[dict[str, Any]], t: int, base: str | None, 
         return False
     if rest:
         # a `start` right after means the process died: its connections ended with the prefix
-        return rest[0]["event"] != "start"
+        return rest[0]["event"] not in ("start", "gap_start")
     return t * S < min(prefix[-1]["ts"] + grace * S, now * S)
 
 
@@ -112,7 +118,7 @@ def test_coverage_matches_the_brute_force_reference(
 ) -> None:
     end = start + length
     c = coverage_from_events(events, start * S, end * S, base=base, heartbeat_s=heartbeat, now_us=now * S)
-    known = any(e["ts"] <= end * S for e in events)
+    known = any(e["ts"] <= end * S for e in events if e["event"] != "gap_start" or "exit_code" in e)
     assert c.known == known
     expected = reference_gaps(events, start, end, base=base, grace=3 * heartbeat, now=now)
     if not known:

@@ -360,17 +360,25 @@ def test_status_counts_dropped_rows_as_gaps(tmp_path: Path) -> None:
     assert out["gaps_24h"][-1] == [now - 30_000_000, now - 20_000_000 + 1]  # after the first second
 
 
-def test_a_stopped_writer_raises_a_fresh_error_each_time(tmp_path: Path) -> None:
+def test_a_stopped_writer_raises_a_fresh_error_each_time(tmp_path: Path, monkeypatch) -> None:
     # the issue's 386 MB of stderr: one stored exception re-raised, its traceback growing
     from pumpwatch.errors import StoreError
 
+    def broken(self: SegmentWriter, closing: bool) -> None:
+        raise RuntimeError("a bug in the writer thread")
+
+    monkeypatch.setattr(SegmentWriter, "_cycle", broken)
     w = SegmentWriter(tmp_path, STREAM, flush_interval_s=0.02)
-    w.append([(1, 2, "AUSDT", "A", "USDT", 1.0, 1.0, "buy", "1", "extra column")])
-    time.sleep(0.3)
+    w.append(Feed().rows(1))
+    deadline = time.monotonic() + 5
+    while w.failed is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert w.failed is not None
     seen = []
     for _ in range(200):
+        w.append(Feed().rows(1))  # dropped and journaled, never raising into the feed
         try:
-            w.append(Feed().rows(1))
+            w.flush()
         except StoreError as exc:
             seen.append(exc)
     assert len(seen) == 200 and len({id(e) for e in seen}) == 200
@@ -378,3 +386,43 @@ def test_a_stopped_writer_raises_a_fresh_error_each_time(tmp_path: Path) -> None
     assert max(depth) == min(depth) and all(e.__context__ is None for e in seen)
     with contextlib.suppress(StoreError):
         w.close()
+    assert w.rows_lost == 201
+
+
+def test_a_disk_freed_only_in_part_drains_the_backlog_piece_by_piece(small_fs: Path) -> None:
+    # review of issue 11: the retry wrote the whole backlog and fsynced once, and probed for
+    # 1 MB first: with less room than that, nothing was ever written until the bound dropped it
+    feed = Feed()
+    w = SegmentWriter(
+        small_fs,
+        STREAM,
+        flush_interval_s=0.05,
+        flush_rows=2000,
+        max_backlog_bytes=64 * 2**20,
+        retry=Backoff(0.02, 0.1),
+        reserve=False,
+    )
+    w.append(feed.rows(100))
+    w.flush()
+    ballast = fill_disk(small_fs)
+    for _ in range(60):
+        w.append(feed.rows(1000))  # ~4 MB of Arrow rows wait in memory
+        time.sleep(0.005)
+    assert wait_until(lambda: w.disk_fault is not None)
+    waiting = w.queue_rows
+    written = w.rows_written
+    os.truncate(ballast, max(0, ballast.stat().st_size - 400 * 1024))  # room for a part only
+    assert wait_until(lambda: w.rows_written >= written + 5000, 10.0), (w.rows_written, written, waiting)
+    assert w.rows_lost == 0
+    ballast.unlink()
+    assert wait_until(lambda: w.queue_rows == 0, 20.0)
+    w.close()
+    recover(small_fs, [STREAM])
+    assert assert_each_trade_stored_or_in_a_gap(small_fs, feed.sent) == (len(feed.sent), 0)
+
+
+def wait_until(cond, timeout_s: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return bool(cond())

@@ -230,7 +230,7 @@ def test_no_journal_is_never_recorded_not_a_24_hour_gap(tmp_path: Path, with_seg
 # ---- the fast journal path equals the slow one ----------------------------------------------
 
 _KINDS = ("start", "stop", "alive", "stats", "connected", "subscribed", "unsubscribed", "disconnected",
-          "rejected", "gap_start")  # fmt: skip
+          "rejected", "gap_start", "died")  # fmt: skip
 
 
 @st.composite
@@ -244,6 +244,8 @@ def journals(draw: st.DrawFn) -> list[dict[str, Any]]:
         fields: dict[str, Any] = {}
         if kind in ("subscribed", "unsubscribed"):
             fields = {"symbols": ["0GUSDT"], "bases": ["0G"]}
+        if kind == "died":  # the supervisor's death mark
+            kind, fields = "gap_start", {"exit_code": -9}
         events.append(ev(ts, kind, conn, **fields))
     return events
 

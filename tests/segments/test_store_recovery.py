@@ -147,7 +147,12 @@ def test_damaged_and_empty_files_never_crash_recovery(tmp_path, caplog) -> None:
     assert moved == tmp_path / "quarantine/gate_spot/date=2026-01-01__010000.arrow"
     assert moved.read_bytes() == b"not an arrow file at all" * 10
     assert report.bytes_dropped == 240
-    assert not garbage.exists() and list_segments(tmp_path) == []
+    assert not garbage.exists()
+    # in its place, an empty sealed file that records the hour as damaged (review of issue 11)
+    (record,) = list_segments(tmp_path)
+    assert report.records == [record.path] and record.sealed
+    assert report.damaged == {record.path: [[None, None, record.start_us, record.hour_end_us - 1, None]]}
+    assert read_trades(tmp_path, record.start_us, record.hour_end_us).num_rows == 0
     assert "damaged" in caplog.text
 
 

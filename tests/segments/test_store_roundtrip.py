@@ -124,11 +124,15 @@ def test_append_batch_checks_the_source_values(tmp_path) -> None:
     w.append_batch(table.slice(0, 3))
     w.flush()
     assert read_trades(tmp_path, T0_US, T0_US + HOUR_US).column("source").to_pylist() == ["ws", "rest", "ws"]
-    w.append_batch(table)
-    with pytest.raises(StoreError, match="source values"):  # a schema fault stops the writer
-        w.flush()
-    with pytest.raises(StoreError, match="source values"):
-        w.close()
+    w.append_batch(table)  # a batch that does not fit is left out whole; the writer goes on
+    w.flush()
+    assert w.rows_rejected == 4 and w.failed is None
+    w.append_batch(table.slice(0, 1))
+    w.close()
+    assert sorted(read_trades(tmp_path, T0_US, T0_US + HOUR_US).column("source").to_pylist()) == [
+        "rest",
+        *["ws"] * 3,
+    ]
 
 
 def test_append_batch_rejects_other_columns(tmp_path) -> None:
@@ -140,19 +144,20 @@ def test_append_batch_rejects_other_columns(tmp_path) -> None:
             w.append_batch(wrong)
 
 
-def test_bad_row_is_a_store_error_after_the_good_rows_are_written(tmp_path) -> None:
+def test_a_bad_row_is_left_out_and_the_writer_goes_on(tmp_path) -> None:
+    # review of issue 11: one bad row used to stop the stream's recording for good, silently
     rows = make_rows(10)
+    more = [(T0_US + 10_000 + i, *r[1:8], f"m{i}") for i, r in enumerate(make_rows(5))]
     bad = (T0_US, T0_US, "XUSDT", None, "USDT", 1.0, 1.0, "buy", "1")
     w = SegmentWriter(tmp_path, "bybit_spot")
     w.append([*rows[:5], bad, *rows[5:]])  # type: ignore[list-item]
-    with pytest.raises(StoreError, match="cannot be stored"):
-        w.flush()
-    with pytest.raises(StoreError):
-        w.append(rows)
-    with pytest.raises(StoreError):
-        w.close()
-    w.close()  # idempotent once the error was raised
-    assert table_rows(read_trades(tmp_path, T0_US, T0_US + HOUR_US)) == rows
+    w.flush()
+    assert (w.rows_rejected, w.failed, w.queue_rows) == (1, None, 0)
+    w.append(more)
+    w.flush()
+    w.close()
+    assert w.rows_lost == 0
+    assert sorted(table_rows(read_trades(tmp_path, T0_US, T0_US + HOUR_US))) == sorted(rows + more)
 
 
 def test_unknown_stream_never_becomes_a_path(tmp_path) -> None:
