@@ -112,7 +112,8 @@ class Converter:
                 continue
             good.append(row)
         dropped = len(piece) - len(good)
-        log.error("%s: %d rows cannot be stored (total %d)", self.stream, dropped, self.bad_rows)
+        # the writer logs rejections once per state change; per piece only at debug level
+        log.debug("%s: %d rows cannot be stored (total %d)", self.stream, dropped, self.bad_rows)
         return pa.array(good, ROW_TYPE)
 
     def _columnar(self, batch: pa.RecordBatch) -> pa.RecordBatch:
