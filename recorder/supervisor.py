@@ -531,7 +531,8 @@ async def run_supervisor(
     services = [
         asyncio.create_task(_prune_loop(settings, stop)),
         asyncio.create_task(refresh.loop(stop)),
-        asyncio.create_task(keep_housekeeper(settings, config, stop, streams=streams)),  # archive + uploads, a nice'd child
+        # archive + uploads, a nice'd child
+        asyncio.create_task(keep_housekeeper(settings, config, stop, streams=streams)),
     ]
     if settings.upbit.enabled:
         services.append(asyncio.create_task(_listing_loop(settings, stop, refresh.on_firing)))
