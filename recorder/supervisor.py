@@ -17,7 +17,7 @@ The supervisor itself touches no exchange socket. It
 - runs the Upbit listing service when ``upbit.enabled``;
 - on SIGTERM/SIGINT sends SIGTERM to every worker and waits for each to flush and seal; a
   worker still running after `WORKER_STOP_TIMEOUT_S` is killed, and a child then seals what it
-  left and journals ``crashed`` with the bound of what is on disk (``segments/recovery.py``).
+  left and journals ``crashed`` with the bound of what is on disk (``recorder/killed.py``).
   Exits 0 when every worker stopped cleanly, 1 when one was killed or reported a failure.
 
 One `record` per data directory: `main` takes ``<data_dir>/run/record.lock`` (`lock_data_dir`)
@@ -286,7 +286,7 @@ async def _recover_killed(handle: WorkerHandle, data_dir: str | None) -> None:
     its open segments and journals ``crashed`` with the bound of what reached the disk."""
     if data_dir is None:
         return
-    cmd = [sys.executable, "-m", "pumpwatch.segments.recovery", "--data-dir", data_dir, "--crashed"]
+    cmd = [sys.executable, "-m", "pumpwatch.recorder.killed", "--data-dir", data_dir, "--crashed"]
     cmd += ["--streams", ",".join(handle.streams)]
     try:
         child = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.DEVNULL, env=worker_env())

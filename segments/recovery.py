@@ -23,10 +23,8 @@ quarantine whole leaves a record in its place: an empty sealed ``HHMMSS.arrow`` 
 `SEGMENT_DAMAGED` metadata names the span its rows were received in (file start to hour end),
 so readers, coverage and ``pumpwatch verify`` keep reporting the hour as damaged.
 
-``python -m pumpwatch.segments.recovery --data-dir DIR --streams a,b [--crashed]`` runs
-`recover` for those streams; with ``--crashed`` (the supervisor, after killing a worker at
-shutdown) it then journals ``crashed`` with the bound of what reached the disk for each stream
-whose run ended without ``stop``.
+``python -m pumpwatch.recorder.killed`` runs `recover` for a worker the supervisor killed at
+shutdown and journals ``crashed`` for it (the recorder owns the journal's run events).
 
 A ``_`` file left by a version 1 writer (no ``source`` column) is sealed in the current schema,
 its rows with source ``"ws"``. Hidden temporaries of an interrupted seal, recovery or repair
@@ -282,42 +280,3 @@ def _quarantine(path: Path, why: str) -> Path:
     target = quarantine(path)
     log.error("%s: %s; moved to %s", path, why, target)
     return target
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m pumpwatch.segments.recovery``: see the module docstring."""
-    import argparse
-
-    from pumpwatch.logsetup import LINE_FORMAT
-
-    parser = argparse.ArgumentParser(prog="pumpwatch-recover", description="Seal what dead writers left.")
-    parser.add_argument("--data-dir", required=True)
-    parser.add_argument("--streams", required=True, help="comma list of stream ids")
-    parser.add_argument("--crashed", action="store_true", help="journal `crashed` for runs without `stop`")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format=LINE_FORMAT)  # stderr: the supervisor's log
-    streams = [s for s in args.streams.split(",") if s]
-    for stream in streams:
-        split_stream(stream)
-    try:
-        recover(args.data_dir, streams)
-    except StoreError as exc:
-        log.error("recovery failed: %s", exc)
-        return exc.exit_code
-    if args.crashed:
-        from pumpwatch.recorder.worker import crash_bound
-        from pumpwatch.segments.journal import EventJournal
-
-        for stream in streams:
-            bound = crash_bound(args.data_dir, stream)
-            if bound is not None:
-                with EventJournal(args.data_dir, stream) as journal:
-                    journal.crashed(*bound)
-                log.warning("%s: the killed run is on disk up to %d (journaled as crashed)", stream, bound[0])
-    return 0
-
-
-if __name__ == "__main__":
-    import sys
-
-    sys.exit(main())

@@ -83,7 +83,7 @@ def test_the_recovery_child_journals_crashed_only_when_asked(tmp_path: Path, cra
     cmd = [
         sys.executable,
         "-m",
-        "pumpwatch.segments.recovery",
+        "pumpwatch.recorder.killed",
         "--data-dir",
         str(tmp_path),
         "--streams",
