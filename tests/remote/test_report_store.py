@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 from helpers.remote_store import BUCKET, S3Server
 from typer.testing import CliRunner
 
@@ -34,6 +36,12 @@ def metadata(notice: int | None, trades: int) -> bytes:
 
 
 def put_shared(fs: pafs.FileSystem, name: str, notice: int | None, trades: int) -> None:
+    """A shared listing as the assembler leaves it: its data (here an empty table), then its
+    metadata (a listing without raw/trades.parquet is skipped as half written)."""
+    buf = pa.BufferOutputStream()
+    pq.write_table(pa.table({"time": pa.array([], pa.int64())}), buf)
+    with fs.open_output_stream(f"{BUCKET}/shared/listings/{name}/raw/trades.parquet") as f:
+        f.write(buf.getvalue())
     with fs.open_output_stream(f"{BUCKET}/shared/listings/{name}/metadata.json") as f:
         f.write(metadata(notice, trades))
 
