@@ -14,7 +14,7 @@ every symbol on one), so the runner learns the real limits from refusals (`learn
 10**priceScale of the product, qty = value / 10**valueScale of the base currency, both read
 from ``/public/products`` into Instrument.price_scale/qty_scale. USDT perpetuals use
 ``trade_p.subscribe`` and push real values as strings under ``trades_p``. Times are integer ns.
-Trades carry no id: `dedupe_key` is (symbol, time_us, side, price, qty). Each subscribe is
+Trades carry no id: `dedupe_key` is (symbol, time_us, side, price, qty), packed. Each subscribe is
 followed by a ``snapshot`` of recent history; it is decoded like live trades and the runner's
 de-duplication drops what was already recorded.
 """
@@ -22,6 +22,7 @@ de-duplication drops what was already recorded.
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
@@ -67,14 +68,20 @@ class _PerpPush(msgspec.Struct, gc=False):
     type: Literal["incremental", "snapshot"] = "incremental"
 
 
-def dedupe_key(row: TradeRow) -> tuple[str, int, str, float, float]:
-    """Phemex has no trade id: a trade is (symbol, time_us, side, price, qty).
+_PACK_KEY = struct.Struct("<qdd").pack
+
+
+def dedupe_key(row: TradeRow) -> tuple[str, bytes]:
+    """Phemex has no trade id: a trade is (symbol, time_us, side, price, qty), with time, price
+    and qty packed exactly (an int64 and two doubles) and the side's UTF-8 after them into one
+    bytes object, the id the de-duplicator keeps (~117 bytes per key with its table slots,
+    against ~222 for a tuple of an int and two floats: Phemex keeps 256 keys per symbol).
 
     Two genuine fills with the same side, price and size in the same microsecond would collapse
     into one; on a single order book that is rare, and the alternative (keeping snapshot replays
     twice) is certain, so the key trades that small risk for exactness on replays.
     """
-    return (row[2], row[0], row[7], row[5], row[6])
+    return (row[2], _PACK_KEY(row[0], row[5], row[6]) + row[7].encode())
 
 
 def _control(msg: dict[str, Any]) -> Control:

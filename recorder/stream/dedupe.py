@@ -27,7 +27,7 @@ How long is enough (the defaults):
 
 Memory: about 130 bytes per remembered key (its trade id string, a dict entry, a deque slot and
 8 bytes of time), so ~2.6 MB per stream at 2,000 trades/s; per quiet symbol 16 keys (~2 kB,
-plus ~1 kB of per-symbol tables) on a stream without replay, 256 packed keys (~30 kB) on Phemex.
+plus ~1 kB of per-symbol tables) on a stream without replay, 256 keys (~30 kB) on Phemex.
 When every stream kept 256, that was ~27 MB per 1,000 quiet symbols per stream
 (`bench/bench_dedupe_memory.py`: 3.7 MB with the floor). The
 time array of a symbol is compacted once its evicted front is as long as its live part (and at
@@ -35,13 +35,10 @@ least `_COMPACT_MIN` slots), so it never holds much more than twice the live key
 
 The common key shape ``(symbol, trade_id)`` is stored as the trade id alone — the
 symbol is implied by the per-symbol table — and a key that is itself a string is wrapped in a
-1-tuple, so a stored trade id can never equal another key. The shape of an exchange without
-trade ids, ``(symbol, time_us, side, price, qty)`` (Phemex, which also keeps the most keys),
-is stored as one bytes object: time, price and qty packed as an int64 and two doubles, then
-the side's UTF-8 (~117 bytes per key with its table slots, against ~222 for the tuple with its
-int and floats: at 400 symbols per Phemex stream, 12 MB instead of 23). Packing is exact: equal
-keys pack equal (``-0.0`` is packed as ``0.0``, an int price as the float it equals) and
-different ones differently; bytes never equal a string or tuple key.
+1-tuple, so a stored trade id can never equal another key. The id may be a string or bytes
+(Phemex, which has no trade id, packs time, price, qty and side into bytes: one small object
+per key where a tuple of an int and two floats took twice the memory); the two never compare
+equal.
 
 Exchanges without trade ids key on (time, side, price, qty); two genuine fills with the same
 key can then arrive in one frame. So the filter counts: a key that came `n` times in one batch
@@ -50,7 +47,6 @@ lets through only the occurrences beyond the largest count seen in any earlier b
 
 from __future__ import annotations
 
-import struct
 from array import array
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
@@ -116,7 +112,6 @@ class Deduper:
         touched: set[_SymbolKeys] = set()
         key_of = self._key
         symbols = self._symbols
-        pack = _PACK_FIELDS
         last_symbol: str | None = None
         state: _SymbolKeys | None = None
         for row in rows:
@@ -134,25 +129,17 @@ class Deduper:
             occurrence = batch.get(key, 0) + 1  # the full key: one frame may hold several symbols
             batch[key] = occurrence
             # _stored_key(key, symbol), inlined: this loop runs once per trade
-            if type(key) is tuple and len(key) == 2 and type(key[1]) is str and key[0] == symbol:
+            if (
+                type(key) is tuple
+                and len(key) == 2
+                and (type(key[1]) is str or type(key[1]) is bytes)
+                and key[0] == symbol
+            ):
                 stored: Hashable = key[1]
             elif type(key) is str:
                 stored = (key,)
-            elif (
-                type(key) is tuple
-                and len(key) == 5
-                and type(key[3]) is float
-                and type(key[4]) is float
-                and type(key[1]) is int
-                and type(key[2]) is str
-                and key[0] == symbol
-            ):
-                try:
-                    stored = pack(key[1], key[3] + 0.0, key[4] + 0.0) + key[2].encode()
-                except (struct.error, UnicodeEncodeError):
-                    stored = key
             else:
-                stored = _stored_key(key, symbol)
+                stored = key
             seen = state.counts.get(stored, 0)
             if occurrence <= seen:
                 self.duplicates += 1
@@ -232,35 +219,15 @@ class Deduper:
         return sum(len(s.keys) for s in self._symbols.values())
 
 
-_PACK_FIELDS = struct.Struct("<qdd").pack
-_EXACT_INT = 2**53  # an int price or qty packs only where its double is exactly it
-
-
 def _stored_key(key: Any, symbol: str) -> Hashable:
-    """How `key` is kept in `symbol`'s table (see the module docstring); `filter` inlines the
-    common cases (the same result, faster)."""
-    if type(key) is tuple:
-        if len(key) == 2 and type(key[1]) is str and key[0] == symbol:
-            return key[1]
-        if (
-            len(key) == 5
-            and key[0] == symbol
-            and type(key[1]) is int
-            and type(key[2]) is str
-            and _packable(key[3])
-            and _packable(key[4])
-        ):
-            try:
-                # + 0.0: -0.0 == 0.0 as the tuple compared them; an int price as its float
-                return _PACK_FIELDS(key[1], key[3] + 0.0, key[4] + 0.0) + key[2].encode()
-            except (struct.error, UnicodeEncodeError):  # a time beyond int64, a side not text
-                return key
-        return key
+    """How `key` is kept in `symbol`'s table (see the module docstring); `filter` inlines it."""
+    if (
+        type(key) is tuple
+        and len(key) == 2
+        and (type(key[1]) is str or type(key[1]) is bytes)
+        and key[0] == symbol
+    ):
+        return key[1]
     if type(key) is str:
         return (key,)
     return key
-
-
-def _packable(x: object) -> bool:
-    """Whether `x` packs as a double that equals exactly what the tuple compared."""
-    return type(x) is float or (type(x) is int and -_EXACT_INT <= x <= _EXACT_INT)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import struct
 import time
 from collections.abc import Callable
 
@@ -120,7 +121,10 @@ def test_dedupe_key_identifies_a_trade_without_id() -> None:
     assert (
         FUT.dedupe_key(live[0])
         == FUT.dedupe_key(snap[1])
-        == ("BTCUSDT", 1666856062351916, "sell", 20703.6, 0.669)
+        == (
+            "BTCUSDT",
+            struct.pack("<qdd", 1666856062351916, 20703.6, 0.669) + b"sell",
+        )  # time, price, qty, side
     )
     assert FUT.dedupe_key(snap[0]) != FUT.dedupe_key(snap[1])
     multi = FUT.decode(_fx("futures_multi_trade.json"), recv, FUT_INSTS)
